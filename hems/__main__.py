@@ -1,0 +1,3 @@
+from hems.cli import main
+
+raise SystemExit(main())
