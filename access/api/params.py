@@ -1,0 +1,193 @@
+"""Query parameters, parsed strictly: every bad value is a 400 naming the parameter, never a store error.
+
+Nothing a caller sends reaches a store as text: categories and fields come from whitelists, times
+become datetimes, durations become timedeltas, and ``SeriesQuery`` validates the rest again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from access.api.problems import bad_param
+from pipeline.query import AGGS, QUERYABLE_FIELDS, valid_id
+from seeds.vocabulary import SERIES_CATEGORIES
+
+FORMATS: Final = ("json", "csv", "arrow")
+MAX_RANGE: Final = timedelta(days=400)
+MAX_RAW_RANGE: Final = timedelta(days=2)  # raw points: one device at 1 s would be ~170k rows
+MAX_WINDOWS: Final = 100_000  # (stop - start) / every
+MIN_EVERY: Final = timedelta(seconds=1)
+MAX_EVERY: Final = timedelta(days=31)
+DEFAULT_LIMIT: Final = 5_000
+MAX_LIMIT: Final = 50_000
+DEFAULT_SPAN: Final = timedelta(hours=24)
+MAX_PARAM_LEN: Final = 200
+
+# What a chart of each category wants by default; callers may ask for any known field.
+DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "electricity": ("power_w", "import_wh_total", "export_wh_total"),
+    "pv": ("power_w", "energy_wh_total"),
+    "battery": ("power_w", "soc_pct"),
+    "water": ("volume_l_total",),
+    "gas": ("volume_l_total",),
+    "external_generation": ("power_w", "energy_wh_total"),
+    "ev": ("power_w", "soc_pct"),
+}
+_EVERY_RE: Final = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PURPOSE_RE: Final = re.compile(r"^[a-z0-9_]{1,40}\.[a-z0-9_]{1,60}$")
+
+
+def _get(params: Mapping[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if len(value) > MAX_PARAM_LEN:
+        raise bad_param(name, f"{name} is longer than {MAX_PARAM_LEN} characters")
+    return value
+
+
+def household_id(value: str) -> str:
+    if not valid_id(value):
+        raise bad_param("household", "a household id is 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def category(value: str) -> str:
+    if value not in SERIES_CATEGORIES:
+        raise bad_param("category", f"unknown series category; use one of {', '.join(SERIES_CATEGORIES)}")
+    return value
+
+
+def purpose(value: str | None) -> str:
+    if not value:
+        raise bad_param("purpose", "declare the purpose (query parameter 'purpose' or header X-Purpose)")
+    if not _PURPOSE_RE.match(value):
+        raise bad_param("purpose", "a purpose id looks like 'sps.pv_after_maintenance'")
+    return value
+
+
+def instant(name: str, value: str) -> datetime:
+    if len(value) > 40:
+        raise bad_param(name, f"{name} is not an ISO 8601 instant")
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise bad_param(name, f"{name} is not an ISO 8601 instant (e.g. 2026-06-01T00:00:00Z)") from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise bad_param(name, f"{name} needs a time zone (Z or +09:00), or the instant is ambiguous")
+    if not 2000 <= ts.year <= 2200:
+        raise bad_param(name, f"{name} is outside the years 2000-2200")
+    return ts.astimezone(UTC)
+
+
+def every(value: str | None) -> timedelta | None:
+    if value is None or value == "raw":
+        return None
+    m = _EVERY_RE.match(value)
+    if m is None:
+        raise bad_param("every", "resolution is a number and a unit s/m/h/d (e.g. 1m, 15m, 1h, 1d) or 'raw'")
+    step = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    if not MIN_EVERY <= step <= MAX_EVERY:
+        raise bad_param("every", "resolution must be between 1s and 31d")
+    return step
+
+
+def agg(value: str | None) -> str:
+    if value is None:
+        return "mean"
+    if value not in AGGS:
+        raise bad_param("agg", f"unknown aggregation; use one of {', '.join(AGGS)}")
+    return value
+
+
+def fields(cat: str, value: str | None) -> tuple[str, ...]:
+    if value is None or value == "":
+        return DEFAULT_FIELDS[cat]
+    names = tuple(value.split(","))
+    if len(names) > 16:
+        raise bad_param("fields", "at most 16 fields")
+    for n in names:
+        if n not in QUERYABLE_FIELDS:
+            raise bad_param("fields", "unknown field; see the OpenAPI document for the field vocabulary")
+    if len(set(names)) != len(names):
+        raise bad_param("fields", "a field is named twice")
+    return names
+
+
+def fmt(value: str | None, accept: str | None) -> str:
+    if value is None:
+        if accept and "text/csv" in accept:
+            return "csv"
+        if accept and "application/vnd.apache.arrow" in accept:
+            return "arrow"
+        return "json"
+    if value not in FORMATS:
+        raise bad_param("format", f"unknown format; use one of {', '.join(FORMATS)}")
+    return value
+
+
+def limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if not value.isdigit() or len(value) > 7:
+        raise bad_param("limit", f"limit is a whole number from 1 to {MAX_LIMIT}")
+    n = int(value)
+    if not 1 <= n <= MAX_LIMIT:
+        raise bad_param("limit", f"limit is a whole number from 1 to {MAX_LIMIT}")
+    return n
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    stop: datetime
+    every: timedelta | None
+
+
+def window(params: Mapping[str, str], now: datetime, default_every: timedelta | None) -> Window:
+    raw_stop, raw_start = _get(params, "stop"), _get(params, "start")
+    stop = instant("stop", raw_stop) if raw_stop is not None else now
+    start = instant("start", raw_start) if raw_start is not None else stop - DEFAULT_SPAN
+    step = every(_get(params, "every")) if "every" in params else default_every
+    if not start < stop:
+        raise bad_param("stop", "stop must be after start")
+    span = stop - start
+    if span > MAX_RANGE:
+        raise bad_param("start", f"the range is longer than {MAX_RANGE.days} days")
+    if step is None and span > MAX_RAW_RANGE:
+        raise bad_param("every", f"raw points are served for ranges up to {MAX_RAW_RANGE}; give a resolution")
+    if step is not None and span / step > MAX_WINDOWS:
+        raise bad_param("every", f"the range holds more than {MAX_WINDOWS} windows at this resolution")
+    return Window(start, stop, step)
+
+
+# -- cursors -----------------------------------------------------------------------------------------
+def fingerprint(*parts: object) -> str:
+    """Binds a cursor to the query it came from, so it cannot be replayed against another query."""
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+
+def encode_cursor(time_us: int, device: str, fp: str) -> str:
+    raw = json.dumps({"t": time_us, "d": device, "f": fp}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str, fp: str) -> tuple[int, str]:
+    try:
+        if len(value) > 400:
+            raise ValueError
+        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        t, d, f = raw["t"], raw["d"], raw["f"]
+        if not isinstance(t, int) or not isinstance(d, str) or not valid_id(d) or f != fp:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise bad_param("cursor", "the cursor is not one this query returned") from None
+    return t, d

@@ -1,0 +1,187 @@
+"""``hems policy|ledger|principals|serve``: the access package's commands.
+
+``hems.cli`` hands over the command name as ``argv[0]``; each command is one entry in ``COMMANDS`` so
+the API engineer can add ``principals`` and ``serve`` without touching the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from access.compiler import Policy, Rule, check_policy, compile_seeds
+
+DB_NAME = "access.sqlite"
+
+
+def default_db() -> Path:
+    return Path(os.environ.get("HEMS_DATA_DIR") or "./var") / DB_NAME
+
+
+def _load_policy(seeds_dir: str | None) -> Policy:
+    from seeds.loader import load_seeds
+
+    return compile_seeds(load_seeds(Path(seeds_dir) if seeds_dir else None))
+
+
+# -- policy ------------------------------------------------------------------------------------------
+def _policy(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hems policy", description="the access policy compiled from seeds/")
+    parser.add_argument("--seeds", help="directory of seed YAML files (default: the packaged seeds)")
+    sub = parser.add_subparsers(dest="what", required=True)
+    show = sub.add_parser("show", help="every rule with the clause it comes from")
+    show.add_argument("--format", choices=("table", "csv"), default="table")
+    show.add_argument(
+        "--db", type=Path, default=None, help="also list the approval and suspension lines in force now"
+    )
+    explain = sub.add_parser("explain", help="decide one request and say why")
+    for name in ("principal", "household", "category", "action", "purpose"):
+        explain.add_argument(f"--{name}", required=True)
+    explain.add_argument("--db", type=Path, default=None, help=f"access database (default: {default_db()})")
+    explain.add_argument("--at", default=None, help="ISO instant to decide at (default: now)")
+    sub.add_parser(
+        "check", help="traceability: every granting clause yields rules, every rule cites a clause"
+    )
+    args = parser.parse_args(argv)
+    policy = _load_policy(args.seeds)
+    if args.what == "show":
+        return _show(_rules_in_force(policy, args.db) if args.db else list(policy.rules), args.format)
+    if args.what == "check":
+        result = check_policy(policy)
+        for problem in result.problems:
+            print(f"problem: {problem}")
+        for note in result.notes:
+            print(f"note: {note}")
+        granting = sum(1 for c in policy.seeds.clauses if c.grants)
+        print(
+            f"{'ok' if result.ok else 'FAILED'}: {len(policy.rules)} rules from {granting} granting clauses"
+        )
+        return 0 if result.ok else 1
+    return _explain(policy, args)
+
+
+def _rules_in_force(policy: Policy, db: Path) -> list[Rule]:
+    from access.consent import ConsentStore
+    from access.decision import Authorizer
+    from access.relationships import RelationshipStore
+
+    if not db.exists():
+        raise ValueError(f"no access database at {db}")
+    relationships, consent = RelationshipStore(db), ConsentStore(db)
+    try:
+        return list(Authorizer(policy, relationships, consent).rules())
+    finally:
+        relationships.close()
+        consent.close()
+
+
+def _show(rules: list[Rule], fmt: str) -> int:
+    header = ["sub", "dom", "cat", "act", "pur", "eft", "clause"]
+    rows = [r.fields() for r in rules]
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return 0
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _explain(policy: Policy, args: argparse.Namespace) -> int:
+    from access.clock import to_epoch
+    from access.consent import ConsentStore
+    from access.decision import Authorizer
+    from access.relationships import RelationshipStore
+
+    db = args.db or default_db()
+    if not db.exists():
+        print(f"hems policy explain: no access database at {db} (use --db or HEMS_DATA_DIR)", file=sys.stderr)
+        return 2
+    relationships, consent = RelationshipStore(db), ConsentStore(db)
+    try:
+        at = None if args.at is None else to_epoch(args.at)
+        authorizer = Authorizer(policy, relationships, consent)
+        print(
+            authorizer.explain(
+                args.principal, args.household, args.category, args.action, args.purpose, at=at
+            )
+        )
+        d = authorizer.decide(args.principal, args.household, args.category, args.action, args.purpose, at=at)
+        print(f"decision: {'allow' if d.allowed else 'deny'} ({', '.join(d.clause_ids) or 'no clause'})")
+    finally:
+        relationships.close()
+        consent.close()
+    return 0
+
+
+# -- ledger ------------------------------------------------------------------------------------------
+def _ledger(argv: Sequence[str]) -> int:
+    from access.ledger import Ledger
+
+    parser = argparse.ArgumentParser(prog="hems ledger", description="the provision ledger (APPI records)")
+    sub = parser.add_subparsers(dest="what", required=True)
+    verify = sub.add_parser("verify", help="check the hash chain; exit 1 if any row was changed")
+    verify.add_argument("--db", type=Path, default=None)
+    listing = sub.add_parser("list", help="the provisions of one household's data")
+    listing.add_argument("--household", required=True)
+    listing.add_argument("--db", type=Path, default=None)
+    args = parser.parse_args(argv)
+    db = args.db or default_db()
+    if not db.exists():
+        print(f"hems ledger: no access database at {db} (use --db or HEMS_DATA_DIR)", file=sys.stderr)
+        return 2
+    ledger = Ledger(db)
+    try:
+        if args.what == "verify":
+            result = ledger.verify()
+            if result.ok:
+                print(f"ok: {result.rows} records, chain intact, head {ledger.head()}")
+                return 0
+            print(f"TAMPERED at record {result.first_bad_seq}: {result.problem}")
+            return 1
+        records = ledger.for_household(args.household)
+        for record in records:
+            print(record.describe())
+        print(f"{len(records)} records for household {args.household}")
+        return 0
+    finally:
+        ledger.close()
+
+
+def _not_yet(argv: Sequence[str]) -> int:
+    print("not available yet")
+    return 2
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "policy": _policy,
+    "ledger": _ledger,
+    "principals": _not_yet,
+    "serve": _not_yet,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        print(f"usage: hems {{{'|'.join(COMMANDS)}}} ...", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args[0]](args[1:])
+    except BrokenPipeError:  # `hems policy show | head`
+        return 0
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    except ValueError as exc:  # SeedError, CompileError, RelationshipError...: a clear message, no trace
+        print(f"hems {args[0]}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""Time as the access layer stores it: UTC epoch seconds.
+
+Validity windows (approvals, links, suspensions) are compared on every rebuild, so they are kept as
+plain floats; people see them as ISO dates through :func:`show`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+FOREVER = float("inf")
+
+
+def now() -> float:
+    return time.time()
+
+
+def to_epoch(value: datetime | float | int | str) -> float:
+    """Accept what callers naturally have (a datetime, an ISO string, epoch seconds)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give a timezone (UTC) so the window is unambiguous")
+        return value.timestamp()
+    if isinstance(value, str):
+        return to_epoch(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    return float(value)
+
+
+def show(epoch: float | None) -> str:
+    if epoch is None or epoch == FOREVER:
+        return "open-ended"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")

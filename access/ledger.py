@@ -1,0 +1,252 @@
+"""The provision ledger: a record of every provision of a household's data to a third party.
+
+Japan's privacy law (APPI) asks a provider to keep records of provision to third parties, and the
+Kaluza terms promise the person disclosure of those records.  The ledger must therefore survive an
+insider with write access to the SQLite file: each row stores ``sha256(previous hash + canonical JSON
+of the row)``, so an edit, a deletion or a reordering breaks the chain at the first touched row, and
+:func:`Ledger.verify` says where.  A head row (count and last hash, written in the same transaction)
+catches the one change a chain alone cannot see: rows dropped from the end.  Triggers refuse UPDATE
+and DELETE, so only a deliberate bypass (dropping the triggers, editing the file) can change history,
+and that is what the chain detects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from access.clock import now, show, to_epoch
+from seeds.vocabulary import CATEGORIES
+
+GENESIS = "0" * 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS provision_ledger (
+    seq INTEGER PRIMARY KEY,
+    recipient TEXT NOT NULL, household TEXT NOT NULL, categories TEXT NOT NULL,
+    period_start REAL NOT NULL, period_end REAL NOT NULL, purpose TEXT NOT NULL, clause_ids TEXT NOT NULL,
+    at REAL NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS provision_ledger_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1), rows INTEGER NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS provision_ledger_by_household ON provision_ledger(household);
+CREATE TRIGGER IF NOT EXISTS provision_ledger_no_update BEFORE UPDATE ON provision_ledger
+BEGIN SELECT RAISE(ABORT, 'provision ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS provision_ledger_no_delete BEFORE DELETE ON provision_ledger
+BEGIN SELECT RAISE(ABORT, 'provision ledger is append-only'); END;
+"""
+
+
+class LedgerError(ValueError):
+    """A provision record that cannot be written as given."""
+
+
+@dataclass(frozen=True)
+class ProvisionRecord:
+    seq: int
+    recipient: str
+    household: str
+    categories: tuple[str, ...]
+    period_start: float
+    period_end: float
+    purpose: str
+    clause_ids: tuple[str, ...]
+    at: float
+    prev_hash: str
+    hash: str
+
+    def describe(self) -> str:
+        return (
+            f"#{self.seq} {show(self.at)}: {', '.join(self.categories)} data of {self.household} "
+            f"({show(self.period_start)} to {show(self.period_end)}) provided to {self.recipient} "
+            f"for {self.purpose} under {', '.join(self.clause_ids)}"
+        )
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    rows: int
+    first_bad_seq: int | None
+    problem: str | None
+
+
+def _canonical(
+    seq: int,
+    recipient: str,
+    household: str,
+    categories: Iterable[str],
+    period_start: float,
+    period_end: float,
+    purpose: str,
+    clause_ids: Iterable[str],
+    at: float,
+) -> str:
+    """The row as hashed: the sequence number is included so a reorder or a gap is a hash mismatch too."""
+    body = {
+        "seq": seq,
+        "recipient": recipient,
+        "household": household,
+        "categories": list(categories),
+        "period_start": repr(float(period_start)),
+        "period_end": repr(float(period_end)),
+        "purpose": purpose,
+        "clause_ids": list(clause_ids),
+        "at": repr(float(at)),
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(prev_hash: str, canonical: str) -> str:
+    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+class Ledger:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record(
+        self,
+        recipient: str,
+        household: str,
+        categories: Iterable[str],
+        period_start: datetime | float | str,
+        period_end: datetime | float | str,
+        purpose: str,
+        clause_ids: Iterable[str],
+        at: datetime | float | str | None = None,
+    ) -> ProvisionRecord:
+        cats = tuple(sorted(set(categories)))
+        clauses = tuple(clause_ids)
+        if not cats:
+            raise LedgerError("a provision record names at least one category")
+        unknown = [c for c in cats if c not in CATEGORIES]
+        if unknown:
+            raise LedgerError(f"unknown categories {unknown}")
+        if not clauses:
+            raise LedgerError("a provision record cites the clause that allowed it")
+        if not recipient or not household or not purpose:
+            raise LedgerError("recipient, household and purpose are required")
+        start, end = to_epoch(period_start), to_epoch(period_end)
+        if end < start:
+            raise LedgerError("period_end is before period_start")
+        t = now() if at is None else to_epoch(at)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            last = self._db.execute(
+                "SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
+            digest = _digest(
+                prev, _canonical(seq, recipient, household, cats, start, end, purpose, clauses, t)
+            )
+            self._db.execute(
+                "INSERT INTO provision_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    recipient,
+                    household,
+                    json.dumps(cats),
+                    start,
+                    end,
+                    purpose,
+                    json.dumps(clauses),
+                    t,
+                    prev,
+                    digest,
+                ),
+            )
+            self._db.execute(
+                "INSERT INTO provision_ledger_head VALUES (1, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET rows = excluded.rows, hash = excluded.hash",
+                (seq, digest),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return ProvisionRecord(seq, recipient, household, cats, start, end, purpose, clauses, t, prev, digest)
+
+    def _rows(self, where: str = "", args: tuple[str, ...] = ()) -> list[ProvisionRecord]:
+        out = []
+        for row in self._db.execute(f"SELECT * FROM provision_ledger {where} ORDER BY rowid", args):
+            seq, rec, hh, cats, ps, pe, pur, clauses, at, prev, digest = row
+            out.append(
+                ProvisionRecord(
+                    seq,
+                    rec,
+                    hh,
+                    tuple(json.loads(cats)),
+                    ps,
+                    pe,
+                    pur,
+                    tuple(json.loads(clauses)),
+                    at,
+                    prev,
+                    digest,
+                )
+            )
+        return out
+
+    def for_household(self, household: str) -> list[ProvisionRecord]:
+        """What the homeowner may see: every provision of their household's data."""
+        return self._rows("WHERE household = ?", (household,))
+
+    def all(self) -> list[ProvisionRecord]:
+        return self._rows()
+
+    def verify(self) -> VerifyResult:
+        """Walk the chain in storage order; the first row whose links or hash disagree is reported."""
+        prev = GENESIS
+        expected_seq = 1
+        rows = self._rows()
+        for r in rows:
+            if r.seq != expected_seq:
+                return VerifyResult(
+                    False, len(rows), r.seq, f"row {r.seq} found where row {expected_seq} belongs"
+                )
+            if r.prev_hash != prev:
+                return VerifyResult(
+                    False, len(rows), r.seq, f"row {r.seq} does not link to the row before it"
+                )
+            canonical = _canonical(
+                r.seq,
+                r.recipient,
+                r.household,
+                r.categories,
+                r.period_start,
+                r.period_end,
+                r.purpose,
+                r.clause_ids,
+                r.at,
+            )
+            if _digest(prev, canonical) != r.hash:
+                return VerifyResult(False, len(rows), r.seq, f"row {r.seq} was altered after it was written")
+            prev = r.hash
+            expected_seq += 1
+        head = self._db.execute("SELECT rows, hash FROM provision_ledger_head WHERE id = 1").fetchone()
+        head_rows, head_hash = (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
+        if head_rows != len(rows) or head_hash != prev:
+            return VerifyResult(
+                False,
+                len(rows),
+                len(rows) + 1,
+                f"the ledger head records {head_rows} rows; {len(rows)} remain",
+            )
+        return VerifyResult(True, len(rows), None, None)
+
+    def head(self) -> str:
+        """The last hash: write it down elsewhere to anchor the chain against a rewrite of the whole file."""
+        row = self._db.execute("SELECT hash FROM provision_ledger_head WHERE id = 1").fetchone()
+        return GENESIS if row is None else str(row[0])

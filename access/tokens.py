@@ -1,0 +1,147 @@
+"""API tokens for partners and scripts: shown once, stored as a hash, bound to a principal and purposes.
+
+A token is ``hems_<id>_<secret>``.  Only ``sha256(secret)`` is kept, so a copy of the access database
+does not hand out working credentials; the id part lets us find the row without scanning, and the
+secret is compared in constant time so response timing says nothing about how close a guess was.
+A token can only ever narrow its principal: the purposes it carries must be ones the principal is
+registered for, and the policy still decides every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from access.clock import now
+
+PREFIX = "hems_"
+DEFAULT_TTL_S = 90 * 86400.0
+_TOKEN_RE = re.compile(r"^hems_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY, principal TEXT NOT NULL, purposes TEXT NOT NULL, secret_sha256 TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
+CREATE INDEX IF NOT EXISTS api_tokens_by_principal ON api_tokens(principal);
+"""
+
+
+class TokenError(ValueError):
+    """A token that cannot be created, or does not authenticate; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    principal: str
+    purposes: frozenset[str]
+    label: str
+    created_at: float
+    expires_at: float
+    revoked_at: float | None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+class TokenStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create(
+        self,
+        principal: str,
+        purposes: frozenset[str] | set[str] | tuple[str, ...] | list[str],
+        registered: frozenset[str],
+        ttl_s: float = DEFAULT_TTL_S,
+        label: str = "",
+        at: float | None = None,
+    ) -> tuple[TokenInfo, str]:
+        """Return the token's record and its full text; the text is never retrievable again."""
+        wanted = frozenset(purposes)
+        if not wanted:
+            raise TokenError("no_purpose", "a token must name at least one purpose")
+        extra = sorted(wanted - registered)
+        if extra:
+            raise TokenError(
+                "purpose_not_registered", f"{principal} is not registered for {', '.join(extra)}"
+            )
+        if not ttl_s > 0:
+            raise TokenError("bad_ttl", "a token's lifetime must be positive")
+        t = now() if at is None else at
+        tid = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        self._db.execute(
+            "INSERT INTO api_tokens (id, principal, purposes, secret_sha256, label, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (tid, principal, json.dumps(sorted(wanted)), _hash(secret), label, t, t + ttl_s),
+        )
+        return self.get(tid), f"{PREFIX}{tid}_{secret}"
+
+    def get(self, tid: str) -> TokenInfo:
+        row = self._db.execute(
+            "SELECT id, principal, purposes, label, created_at, expires_at, revoked_at FROM api_tokens "
+            "WHERE id = ?",
+            (tid,),
+        ).fetchone()
+        if row is None:
+            raise TokenError("unknown_token", f"no token {tid}")
+        return TokenInfo(row[0], row[1], frozenset(json.loads(row[2])), row[3], row[4], row[5], row[6])
+
+    def list(self, principal: str | None = None) -> list[TokenInfo]:
+        sql = "SELECT id FROM api_tokens"
+        args: tuple[str, ...] = ()
+        if principal is not None:
+            sql += " WHERE principal = ?"
+            args = (principal,)
+        return [self.get(r[0]) for r in self._db.execute(sql + " ORDER BY created_at", args)]
+
+    def revoke(self, tid: str, at: float | None = None) -> None:
+        cur = self._db.execute(
+            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (now() if at is None else at, tid),
+        )
+        if cur.rowcount == 0:
+            raise TokenError("unknown_token", f"no active token {tid}")
+
+    def authenticate(self, text: str, at: float | None = None) -> TokenInfo:
+        """The token's record if ``text`` is a live token; else ``TokenError`` with a stable reason.
+
+        Malformed, unknown and wrong-secret tokens share one reason (``invalid_token``) so a caller
+        cannot probe which token ids exist."""
+        m = _TOKEN_RE.match(text)
+        row = None
+        if m is not None:
+            row = self._db.execute(
+                "SELECT secret_sha256 FROM api_tokens WHERE id = ?", (m.group(1),)
+            ).fetchone()
+        # Compare even when the row is missing, so both paths do the same work.
+        stored = row[0] if row is not None else "0" * 64
+        given = _hash(m.group(2)) if m is not None else "1" * 64
+        if not hmac.compare_digest(stored, given) or row is None or m is None:
+            raise TokenError("invalid_token", "the token is not valid")
+        info = self.get(m.group(1))
+        t = now() if at is None else at
+        if info.revoked_at is not None and info.revoked_at <= t:
+            raise TokenError("token_revoked", "the token was revoked")
+        if t >= info.expires_at:
+            raise TokenError("token_expired", "the token has expired")
+        return info

@@ -1,0 +1,111 @@
+"""A small world on a real SQLite file: one principal of every kind around household h1, none around h2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from access.clock import to_epoch
+from access.compiler import Policy, compile_seeds
+from access.consent import ConsentStore
+from access.decision import Authorizer
+from access.ledger import Ledger
+from access.relationships import RelationshipStore
+from seeds.loader import Seeds, load_seeds
+
+T = to_epoch("2026-06-01T00:00:00Z")  # the instant the tests decide at
+SINCE = to_epoch("2025-01-01T00:00:00Z")
+
+PV = "sps.pv_after_maintenance"
+SPS_PURPOSES = ("sps.service_provision", "sps.service_improvement", "sps.customer_support", "sps.surveys")
+
+
+@dataclass
+class World:
+    path: Path
+    seeds: Seeds
+    policy: Policy
+    rel: RelationshipStore
+    consent: ConsentStore
+    ledger: Ledger
+    authz: Authorizer
+
+
+@pytest.fixture(scope="session")
+def seeds() -> Seeds:
+    return load_seeds()
+
+
+@pytest.fixture(scope="session")
+def policy(seeds: Seeds) -> Policy:
+    return compile_seeds(seeds)
+
+
+def populate(rel: RelationshipStore, seeds: Seeds) -> None:
+    enex = [p for p in seeds.purposes if p.startswith("enex.") and not seeds.purposes[p].statistics_only]
+    stats = [p for p in seeds.purposes if seeds.purposes[p].statistics_only]
+    rel.add_households(["h1", "h2"])
+    # Partners are also registered for a purpose that is not theirs, so a wrong-purpose request is
+    # refused by the policy, not merely by the registration check.
+    partner_purposes = [PV, "sps.service_provision", "enex.marketing"]
+    rel.add_principal(
+        "alice", "homeowner", "Alice", ["sps.disclosure_to_person", "enex.disclosure_to_person"]
+    )
+    rel.add_principal("bob", "homeowner", "Bob", ["sps.disclosure_to_person", "enex.disclosure_to_person"])
+    rel.add_principal("sales1", "sales_company", "Sun Sales", partner_purposes)
+    rel.add_principal("inst1", "installer", "Roof Installers", partner_purposes)
+    rel.add_principal("whole1", "wholesaler", "PV Wholesale", partner_purposes)
+    rel.add_principal("appr1", "approved_company", "Approved Care", partner_purposes)
+    rel.add_principal("appr_narrow", "approved_company", "Narrow Care", partner_purposes)
+    rel.add_principal("appr_old", "approved_company", "Old Care", partner_purposes)
+    rel.add_principal("body1", "designated_body", "Safety Body", partner_purposes)
+    rel.add_principal("op", "operator", "Operator", [*SPS_PURPOSES, *enex, *stats])
+    rel.add_principal("ana", "analyst", "Analyst", [*stats, "sps.service_provision"])
+    rel.add_principal(
+        "retail1", "retailer", "Retail Power", [*[p for p in enex if p.startswith("enex.")], PV]
+    )
+    rel.add_principal("grid1", "grid_operator", "Grid Co", [*enex, PV])
+    rel.add_principal("unreg", "installer", "Unregistered Installer", [])
+    rel.link_many(
+        [
+            ("alice", "h1", "homeowner"),
+            ("bob", "h2", "homeowner"),
+            ("sales1", "h1", "sales_company"),
+            ("inst1", "h1", "installer"),
+            ("whole1", "h1", "wholesaler"),
+            ("retail1", "h1", "retailer"),
+            ("grid1", "h1", "grid_operator"),
+            ("unreg", "h1", "installer"),
+        ],
+        since=SINCE,
+    )
+    all_sps = ["identity", "contract", "equipment", "electricity", "pv", "battery", "water", "gas"]
+    all_sps += ["external_generation", "household", "ev"]
+    rel.approve("sales1", "appr1", all_sps, [PV, "sps.service_provision"], valid_from=SINCE)
+    rel.approve("inst1", "appr_narrow", ["pv"], [PV], valid_from=SINCE)
+    rel.approve("whole1", "appr_old", all_sps, [PV], valid_from=SINCE, valid_to="2026-01-01T00:00:00Z")
+    rel.designate("op", "body1", "h1", at=SINCE)
+
+
+def _world(path: Path, seeds: Seeds, policy: Policy) -> Iterator[World]:
+    rel, consent, ledger = RelationshipStore(path), ConsentStore(path), Ledger(path)
+    populate(rel, seeds)
+    yield World(path, seeds, policy, rel, consent, ledger, Authorizer(policy, rel, consent))
+    rel.close()
+    consent.close()
+    ledger.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, seeds: Seeds, policy: Policy) -> Iterator[World]:
+    """A fresh world each test may change."""
+    yield from _world(tmp_path / "access.sqlite", seeds, policy)
+
+
+@pytest.fixture(scope="session")
+def ro_world(tmp_path_factory: pytest.TempPathFactory, seeds: Seeds, policy: Policy) -> Iterator[World]:
+    """One shared world for tests that only ask questions (never write to it)."""
+    yield from _world(tmp_path_factory.mktemp("ro") / "access.sqlite", seeds, policy)

@@ -1,0 +1,129 @@
+"""``hems policy|ledger|principals|serve`` through the real entry point."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from access.cli import main
+from access.compiler import Policy
+from hems.cli import main as hems_main
+from tests.access.conftest import PV, World
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = hems_main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_policy_show_lists_every_rule_with_its_clause(
+    capsys: pytest.CaptureFixture[str], policy: Policy
+) -> None:
+    code, out = _run(capsys, "policy", "show", "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == len(policy.rules)
+    assert all(row["clause"] for row in rows)
+    assert {"sub": "installer", "dom": "own", "cat": "pv", "act": "read", "pur": PV} in [
+        {k: row[k] for k in ("sub", "dom", "cat", "act", "pur")} for row in rows
+    ]
+    code, table = _run(capsys, "policy", "show")
+    assert code == 0 and "sps-2.2.4" in table and table.splitlines()[0].split()[-1] == "clause"
+
+
+def test_policy_check_passes_on_the_shipped_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "policy", "check")
+    assert code == 0
+    assert out.splitlines()[-1].startswith("ok: ")
+
+
+def test_policy_explain_against_a_database(capsys: pytest.CaptureFixture[str], world: World) -> None:
+    args = ["policy", "explain", "--principal", "inst1", "--household", "h1", "--category", "pv"]
+    args += ["--action", "read", "--purpose", PV, "--db", str(world.path), "--at", "2026-06-01T00:00:00Z"]
+    code, out = _run(capsys, *args)
+    assert code == 0
+    assert "Roof Installers (installer) may read the pv data of household h1" in out
+    assert "it installed h1" in out and "2(2)[4]" in out and "decision: allow (sps-2.2.4)" in out
+    args[args.index("--household") + 1] = "h2"
+    code, out = _run(capsys, *args)
+    assert "may not read" in out and "no relationship with household h2" in out and "decision: deny" in out
+
+
+def test_policy_explain_without_a_database_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = [
+        "policy",
+        "explain",
+        "--principal",
+        "x",
+        "--household",
+        "h",
+        "--category",
+        "pv",
+        "--action",
+        "read",
+    ]
+    code, out = _run(capsys, *args, "--purpose", PV, "--db", str(tmp_path / "none.sqlite"))
+    assert code == 2 and "no access database" in out
+
+
+def test_ledger_verify_and_list(capsys: pytest.CaptureFixture[str], world: World) -> None:
+    world.ledger.record("inst1", "h1", ["pv"], 0, 3600, PV, ["sps-2.2.4"], at=7200)
+    world.ledger.record("sales1", "h2", ["battery"], 0, 3600, PV, ["sps-2.2.4"], at=7300)
+    code, out = _run(capsys, "ledger", "verify", "--db", str(world.path))
+    assert code == 0 and out.startswith("ok: 2 records")
+    code, out = _run(capsys, "ledger", "list", "--household", "h1", "--db", str(world.path))
+    assert code == 0 and "inst1" in out and "sales1" not in out and "1 records" in out
+    db = sqlite3.connect(world.path)
+    db.execute("DROP TRIGGER provision_ledger_no_update")
+    db.execute("UPDATE provision_ledger SET household = 'h9' WHERE seq = 1")
+    db.commit()
+    db.close()
+    code, out = _run(capsys, "ledger", "verify", "--db", str(world.path))
+    assert code == 1 and "TAMPERED at record 1" in out
+
+
+def test_default_db_follows_hems_data_dir(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HEMS_DATA_DIR", str(tmp_path))
+    code, out = _run(capsys, "ledger", "verify")
+    assert code == 2 and str(tmp_path / "access.sqlite") in out
+
+
+@pytest.mark.parametrize("command", ["principals", "serve"])
+def test_commands_owned_by_the_api_are_not_there_yet(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    code, out = _run(capsys, command)
+    assert code == 2 and "not available yet" in out
+
+
+def test_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "frobnicate"]) == 2
+    assert main([]) == 2
+    capsys.readouterr()
+
+
+def test_policy_check_fails_on_broken_seeds_naming_the_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "sps.yaml").write_text("document: {id: sps}\npurposes: []\nclauses: []\n")
+    code, out = _run(capsys, "policy", "--seeds", str(tmp_path), "check")
+    assert code == 1 and "sps.yaml" in out
+
+
+def test_policy_show_with_a_database_adds_approval_and_suspension_lines(
+    capsys: pytest.CaptureFixture[str], world: World
+) -> None:
+    world.consent.suspend("h1", "provision", recipient="whole1")
+    code, out = _run(capsys, "policy", "show", "--format", "csv", "--db", str(world.path))
+    assert code == 0
+    assert "approval:1,own,pv,read,sps.pv_after_maintenance,allow,sps-2.2.4" in out
+    assert "whole1,h1,*,*,*,deny,sps-2.6" in out

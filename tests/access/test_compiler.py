@@ -1,0 +1,88 @@
+"""The compiler on small seed files written for the test (not the shipped ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from access.compiler import ALL, ANY, OWN, Rule, compile_seeds
+from seeds.loader import SeedError, load_seeds
+
+MINI = """
+document:
+  id: sps
+  company: Mini Power
+  source_file: 001_4ecf3d1ab9fe8c23.txt
+  title: A two-clause test document
+purposes:
+  - id: sps.care
+    summary: Looking after the equipment.
+    statistics_only: false
+  - id: sps.trends
+    summary: Statistics only.
+    statistics_only: true
+clauses:
+  - id: sps-1
+    section: "1"
+    kind: provision_to_third_parties
+    summary: Installers read pv and battery of their own households for care.
+    data_categories: [pv, battery]
+    recipients: [installer]
+    purposes: [sps.care]
+    actions: [read]
+    grants: true
+    conditions: {relationship: own_households}
+    limits: []
+    requirement: null
+  - id: sps-2
+    section: "2"
+    kind: statistics
+    summary: Analysts see trends across households.
+    data_categories: [pv]
+    recipients: [analyst]
+    purposes: [sps.trends]
+    actions: [read_stats]
+    grants: true
+    conditions: {relationship: any, statistics_only: true, min_group_size: 25}
+    limits: [no_household_ids]
+    requirement: null
+  - id: sps-3
+    section: "3"
+    kind: right_of_person
+    summary: The person may suspend provision.
+    data_categories: []
+    recipients: []
+    purposes: []
+    actions: []
+    grants: false
+    conditions: {}
+    limits: [suspension_overrides]
+    requirement: null
+"""
+
+
+def test_compiles_exactly_the_granted_lines(tmp_path: Path) -> None:
+    (tmp_path / "sps.yaml").write_text(MINI)
+    policy = compile_seeds(load_seeds(tmp_path))
+    assert set(policy.rules) == {
+        Rule("installer", OWN, "pv", "read", "sps.care", "allow", "sps-1"),
+        Rule("installer", OWN, "battery", "read", "sps.care", "allow", "sps-1"),
+        Rule("analyst", ANY, "pv", "read_stats", "sps.trends", "allow", "sps-2"),
+        Rule("*", ALL, "*", "read", "sps.trends", "deny", "sps-2"),
+        Rule("*", ALL, "*", "export", "sps.trends", "deny", "sps-2"),
+    }
+    assert policy.suspension_clause == "sps-3"
+    assert all(r.line().startswith("p, ") and r.line().endswith(r.clause) for r in policy.rules)
+
+
+def test_a_seed_change_changes_the_policy(tmp_path: Path) -> None:
+    (tmp_path / "sps.yaml").write_text(MINI.replace("[pv, battery]", "[pv, battery, water]"))
+    policy = compile_seeds(load_seeds(tmp_path))
+    assert Rule("installer", OWN, "water", "read", "sps.care", "allow", "sps-1") in policy.rules
+
+
+def test_statistics_only_purpose_cannot_be_granted_read(tmp_path: Path) -> None:
+    (tmp_path / "sps.yaml").write_text(MINI.replace("actions: [read_stats]", "actions: [read, read_stats]"))
+    with pytest.raises(SeedError, match="read_stats"):
+        compile_seeds(load_seeds(tmp_path))

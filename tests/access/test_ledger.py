@@ -1,0 +1,143 @@
+"""The provision ledger: append-only by trigger, tamper-evident by hash chain (tampered with sqlite3)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from access.ledger import Ledger, LedgerError
+
+PV = "sps.pv_after_maintenance"
+
+
+def _fill(path: Path, n: int = 5) -> Ledger:
+    ledger = Ledger(path)
+    for i in range(n):
+        ledger.record(
+            recipient=f"inst{i % 2}",
+            household=f"h{i % 3}",
+            categories=["pv", "electricity"],
+            period_start=1_780_000_000 + i,
+            period_end=1_780_003_600 + i,
+            purpose=PV,
+            clause_ids=["sps-2.2.4"],
+            at=1_780_010_000 + i,
+        )
+    return ledger
+
+
+def _tamper(path: Path, *sql: str) -> None:
+    """Edit the file the way an insider would: plain sqlite3, triggers dropped first."""
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER provision_ledger_no_update")
+    db.execute("DROP TRIGGER provision_ledger_no_delete")
+    for statement in sql:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_intact_ledger_verifies_and_lists_per_household(tmp_path: Path) -> None:
+    ledger = _fill(tmp_path / "l.sqlite")
+    result = ledger.verify()
+    assert result.ok and result.rows == 5 and result.first_bad_seq is None
+    mine = ledger.for_household("h1")
+    assert [r.seq for r in mine] == [2, 5]
+    assert mine[0].categories == ("electricity", "pv") and mine[0].clause_ids == ("sps-2.2.4",)
+    assert "inst1" in mine[0].describe()
+    ledger.close()
+
+
+def test_the_chain_survives_a_reopen(tmp_path: Path) -> None:
+    _fill(tmp_path / "l.sqlite").close()
+    again = Ledger(tmp_path / "l.sqlite")
+    again.record("inst0", "h0", ["pv"], 0, 1, PV, ["sps-2.2.4"], at=2)
+    assert again.verify().ok and again.verify().rows == 6
+    again.close()
+
+
+def test_update_and_delete_are_refused_by_triggers(tmp_path: Path) -> None:
+    _fill(tmp_path / "l.sqlite").close()
+    db = sqlite3.connect(tmp_path / "l.sqlite")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE provision_ledger SET recipient = 'x' WHERE seq = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM provision_ledger WHERE seq = 1")
+    db.close()
+    assert Ledger(tmp_path / "l.sqlite").verify().ok
+    assert not hasattr(Ledger, "delete") and not hasattr(Ledger, "update")
+
+
+@pytest.mark.parametrize(
+    ("sql", "bad_seq"),
+    [
+        (["UPDATE provision_ledger SET recipient = 'someone_else' WHERE seq = 3"], 3),
+        (["UPDATE provision_ledger SET categories = '[\"pv\"]' WHERE seq = 2"], 2),
+        (["UPDATE provision_ledger SET at = at + 1 WHERE seq = 1"], 1),
+        (["DELETE FROM provision_ledger WHERE seq = 3"], 4),
+        (["DELETE FROM provision_ledger WHERE seq = 5"], 5),  # a dropped tail: caught by the head row
+        # Reorder: swap the contents of rows 2 and 4 (hashes travel with their rows).
+        (
+            [
+                "UPDATE provision_ledger SET seq = -2 WHERE seq = 2",
+                "UPDATE provision_ledger SET seq = 2 WHERE seq = 4",
+                "UPDATE provision_ledger SET seq = 4 WHERE seq = -2",
+            ],
+            2,
+        ),
+    ],
+    ids=["edit-recipient", "edit-categories", "edit-time", "delete-middle", "delete-last", "reorder"],
+)
+def test_tampering_is_detected(tmp_path: Path, sql: list[str], bad_seq: int) -> None:
+    path = tmp_path / "l.sqlite"
+    _fill(path).close()
+    _tamper(path, *sql)
+    result = Ledger(path).verify()
+    assert not result.ok
+    assert result.first_bad_seq == bad_seq, result
+    assert result.problem
+
+
+def test_rehashing_one_row_still_breaks_the_next_link(tmp_path: Path) -> None:
+    """An insider who recomputes row 2's hash after editing it must rewrite every later row too."""
+    import hashlib
+
+    path = tmp_path / "l.sqlite"
+    _fill(path).close()
+    db = sqlite3.connect(path)
+    row = db.execute("SELECT prev_hash FROM provision_ledger WHERE seq = 2").fetchone()
+    forged = hashlib.sha256((row[0] + "forged").encode()).hexdigest()
+    db.close()
+    _tamper(path, f"UPDATE provision_ledger SET recipient = 'x', hash = '{forged}' WHERE seq = 2")
+    result = Ledger(path).verify()
+    assert not result.ok and result.first_bad_seq == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"categories": []},
+        {"categories": ["rain"]},
+        {"clause_ids": []},
+        {"period_start": 10, "period_end": 5},
+        {"recipient": ""},
+    ],
+)
+def test_bad_records_are_refused_and_lose_nothing(tmp_path: Path, kwargs: dict[str, object]) -> None:
+    ledger = _fill(tmp_path / "l.sqlite", 2)
+    args: dict[str, object] = {
+        "recipient": "inst1",
+        "household": "h1",
+        "categories": ["pv"],
+        "period_start": 0,
+        "period_end": 1,
+        "purpose": PV,
+        "clause_ids": ["sps-2.2.4"],
+    }
+    args.update(kwargs)
+    with pytest.raises(LedgerError):
+        ledger.record(**args)  # type: ignore[arg-type]
+    assert ledger.verify().ok and ledger.verify().rows == 2
+    ledger.close()
