@@ -1,0 +1,173 @@
+"""Hourly and daily rollups in the SQLite store, and answering windowed queries from them.
+
+A rollup row keeps, per (household, category, device, field, bucket), the partial aggregates every
+``SeriesQuery`` aggregation can be rebuilt from: count, sum, min, max, first and last (with their
+timestamps).  Buckets are aligned to the Unix epoch like query windows, so a window that is a whole
+multiple of the bucket is exactly a union of buckets and ``mean`` is ``sum(total) / sum(n)``.
+
+Limits (documented, not hidden): a query served partly from rollups starts at the bucket boundary at
+or before ``start`` for the rolled-up part; text fields (``state``) are not rolled up and read as
+missing there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Final
+
+import polars as pl
+
+from pipeline.frames import empty_result, result_schema
+from pipeline.query import TEXT_FIELDS, SeriesQuery
+
+HOUR_NS: Final = 3600 * 1_000_000_000
+DAY_NS: Final = 24 * HOUR_NS
+LEVELS: Final[dict[str, int]] = {"hour": HOUR_NS, "day": DAY_NS}
+
+ROLLUP_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS rollups ("
+    "household TEXT NOT NULL, measurement TEXT NOT NULL, level TEXT NOT NULL, bucket_ns INTEGER NOT NULL, "
+    "device TEXT NOT NULL, field TEXT NOT NULL, n INTEGER NOT NULL, total REAL, min REAL, max REAL, "
+    "first REAL, first_ts INTEGER, last REAL, last_ts INTEGER, "
+    "PRIMARY KEY (household, measurement, level, bucket_ns, device, field)) WITHOUT ROWID"
+)
+META_SCHEMA: Final = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+
+_PARTIAL_KEYS: Final = ["household", "device", "window", "field"]
+
+
+def raw_floor(conn: sqlite3.Connection) -> int | None:
+    """Timestamp below which raw points were deleted by retention (None: never)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'raw_floor_ns'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def level_for(every_ns: int) -> str | None:
+    if every_ns % DAY_NS == 0:
+        return "day"
+    if every_ns % HOUR_NS == 0:
+        return "hour"
+    return None
+
+
+def long_partials(raw: pl.DataFrame, fields: list[str], bucket_ns: int) -> pl.DataFrame:
+    """Raw wide points (``ts_ns``, ``household``, ``device``, fields) -> partial aggregates per
+    (household, device, window, field) in long form."""
+    numeric = [f for f in fields if f not in TEXT_FIELDS and f in raw.columns]
+    if raw.height == 0 or not numeric:
+        return _empty_partials()
+    long = (
+        raw.select("ts_ns", "household", "device", *[pl.col(f).cast(pl.Float64) for f in numeric])
+        .unpivot(index=["ts_ns", "household", "device"], on=numeric, variable_name="field", value_name="v")
+        .drop_nulls("v")
+        .with_columns((pl.col("ts_ns") // bucket_ns * bucket_ns).alias("window"))
+        .sort("ts_ns")
+    )
+    return long.group_by(_PARTIAL_KEYS).agg(
+        pl.len().cast(pl.Int64).alias("n"),
+        pl.col("v").sum().alias("total"),
+        pl.col("v").min().alias("min"),
+        pl.col("v").max().alias("max"),
+        pl.col("v").first().alias("first"),
+        pl.col("ts_ns").first().alias("first_ts"),
+        pl.col("v").last().alias("last"),
+        pl.col("ts_ns").last().alias("last_ts"),
+    )
+
+
+def _empty_partials() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "household": pl.Utf8,
+            "device": pl.Utf8,
+            "window": pl.Int64,
+            "field": pl.Utf8,
+            "n": pl.Int64,
+            "total": pl.Float64,
+            "min": pl.Float64,
+            "max": pl.Float64,
+            "first": pl.Float64,
+            "first_ts": pl.Int64,
+            "last": pl.Float64,
+            "last_ts": pl.Int64,
+        }
+    )
+
+
+def combine(partials: pl.DataFrame, window_ns: int) -> pl.DataFrame:
+    """Merge partial aggregates into coarser epoch-aligned windows."""
+    return (
+        partials.with_columns((pl.col("window") // window_ns * window_ns).alias("window"))
+        .sort("first_ts")
+        .group_by(_PARTIAL_KEYS)
+        .agg(
+            pl.col("n").sum(),
+            pl.col("total").sum(),
+            pl.col("min").min(),
+            pl.col("max").max(),
+            pl.col("first").first(),
+            pl.col("first_ts").first(),
+            pl.col("last").sort_by("last_ts").last(),
+            pl.col("last_ts").max(),
+        )
+    )
+
+
+def read_rollups(
+    conn: sqlite3.Connection, q: SeriesQuery, level: str, start_ns: int, stop_ns: int
+) -> pl.DataFrame:
+    """Partials from the rollup table for buckets starting in ``[start_ns, stop_ns)``."""
+    fields = [f for f in q.fields if f not in TEXT_FIELDS]
+    if not fields:
+        return _empty_partials()
+    params: list[Any] = [*q.households, q.category, level, start_ns, stop_ns, *fields]
+    sql = (
+        "SELECT household, device, bucket_ns, field, n, total, min, max, first, first_ts, last, last_ts "
+        "FROM rollups WHERE household IN (" + ", ".join("?" for _ in q.households) + ") "
+        "AND measurement = ? AND level = ? AND bucket_ns >= ? AND bucket_ns < ? "
+        "AND field IN (" + ", ".join("?" for _ in fields) + ")"
+    )
+    if q.devices is not None:
+        sql += " AND device IN (" + ", ".join("?" for _ in q.devices) + ")"
+        params.extend(q.devices)
+    rows = conn.execute(sql, params).fetchall()
+    if not rows:
+        return _empty_partials()
+    return pl.DataFrame(rows, schema=_empty_partials().schema, orient="row")
+
+
+def finish(partials: pl.DataFrame, q: SeriesQuery) -> pl.DataFrame:
+    """Partials already combined to the query's windows -> the contract's result frame."""
+    if partials.height == 0:
+        return empty_result(q)
+    agg = q.agg
+    value = {
+        "mean": pl.col("total") / pl.col("n"),
+        "sum": pl.col("total"),
+        "min": pl.col("min"),
+        "max": pl.col("max"),
+        "first": pl.col("first"),
+        "last": pl.col("last"),
+        "count": pl.col("n").cast(pl.Float64),
+    }[agg]
+    wide = (
+        partials.with_columns(value.alias("value"))
+        .pivot(on="field", index=["household", "device", "window"], values="value")
+        .sort(["household", "device", "window"])
+    )
+    schema = result_schema(q)
+    cols: list[pl.Expr] = [
+        pl.col("window").cast(pl.Datetime("ns", "UTC")).cast(pl.Datetime("us", "UTC")).alias("time"),
+        pl.col("household"),
+        pl.col("device"),
+    ]
+    for name in q.fields:
+        dtype = schema[name]
+        if name in wide.columns:
+            expr = pl.col(name)
+            if agg == "count":
+                expr = expr.fill_null(0)
+            cols.append(expr.cast(dtype).alias(name))
+        else:
+            cols.append(pl.lit(0 if agg == "count" else None).cast(dtype).alias(name))
+    return wide.select(cols)

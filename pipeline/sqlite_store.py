@@ -1,0 +1,347 @@
+"""Embedded time-series store on SQLite (WAL): the default when no InfluxDB is configured.
+
+Layout: one wide row per point with a typed column per known field.  A home's query touches few
+rows and wants all their fields, and the primary key ``(household, measurement, ts_ns, device)``
+puts one home's time range in one contiguous B-tree range (the same identity as the contract's
+``(measurement, household, device, ts_ns)``, ordered for the range scan).  Re-writing a point merges
+field by field (a field the new point lacks keeps its old value), which is what InfluxDB does, so the
+two stores agree after partial re-writes too.
+
+All blocking SQLite work runs on dedicated threads: one writer thread (SQLite has one writer anyway)
+and a small reader pool, each with its own connection, so the event loop never waits on disk.
+
+Outage semantics: the database is created on first open only.  After that, if the file vanishes or
+is replaced (volume unmounted, directory moved or deleted) or SQLite reports an I/O-level error,
+writes raise ``StoreUnavailable`` instead of silently writing into an orphaned inode or a fresh
+empty file; when the same file is back, writes resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import polars as pl
+
+from collector.reading import FIELD_UNITS
+from pipeline.frames import raw_result_from_rows, shape_result
+from pipeline.points import Point
+from pipeline.query import BOOL_FIELDS, RAW_FIELDS, TEXT_FIELDS, SeriesQuery
+from pipeline.rollup import (
+    LEVELS,
+    META_SCHEMA,
+    ROLLUP_SCHEMA,
+    combine,
+    finish,
+    level_for,
+    long_partials,
+    raw_floor,
+    read_rollups,
+)
+from pipeline.store import StoreUnavailable
+
+# Column order is fixed: it is part of the on-disk schema.  Names come only from this whitelist, so
+# the SQL text never contains a caller-supplied string.
+FIELD_COLUMNS: Final[tuple[str, ...]] = tuple(FIELD_UNITS) + tuple(sorted(RAW_FIELDS))
+_FIELD_SET: Final = frozenset(FIELD_COLUMNS)
+T = TypeVar("T")
+_KEY_ORDER: Final = itemgetter(0, 1, 2, 3)
+
+
+def _sql_type(name: str) -> str:
+    if name in BOOL_FIELDS:
+        return "INTEGER"
+    if name in TEXT_FIELDS:
+        return "TEXT"
+    return "REAL"
+
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS points ("
+    "household TEXT NOT NULL, measurement TEXT NOT NULL, ts_ns INTEGER NOT NULL, "
+    "device TEXT NOT NULL, source TEXT NOT NULL, "
+    + ", ".join(f"{c} {_sql_type(c)}" for c in FIELD_COLUMNS)
+    + ", PRIMARY KEY (household, measurement, ts_ns, device)) WITHOUT ROWID"
+)
+_KEY_SQL: Final = "household, measurement, ts_ns, device"
+_COL_INDEX: Final = {name: i for i, name in enumerate(FIELD_COLUMNS)}
+# Errors that mean "the database cannot be used right now" rather than "this data is wrong".
+_OUTAGE_ERRORS: Final = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
+
+
+class UnknownFieldError(ValueError):
+    """A point carries a field the schema does not know; validation should have dropped it."""
+
+
+@lru_cache(maxsize=512)
+def _upsert_sql(cols: tuple[str, ...]) -> str:
+    """Upsert naming only the fields a group of points carries: binding 3-5 values instead of every
+    column is most of the ingest cost.  ``cols`` are whitelisted names in schema order."""
+    merge = "".join(f", {c} = COALESCE(excluded.{c}, points.{c})" for c in cols)
+    return (
+        f"INSERT INTO points ({_KEY_SQL}, source{''.join(', ' + c for c in cols)}) "
+        f"VALUES ({', '.join('?' for _ in range(5 + len(cols)))}) "
+        f"ON CONFLICT ({_KEY_SQL}) DO UPDATE SET source = excluded.source{merge}"
+    )
+
+
+def _group_rows(points: Sequence[Point]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for p in points:
+        names = tuple(p.fields)
+        for name in names:
+            if name not in _COL_INDEX:
+                raise UnknownFieldError(f"point {p.key} has unknown field {name!r}")
+        cols = tuple(sorted(names, key=_COL_INDEX.__getitem__))
+        vals = [p.fields[c] for c in cols]
+        row = (p.household, p.measurement, p.ts_ns, p.device, p.source, *vals)
+        bucket = groups.get(cols)
+        if bucket is None:
+            groups[cols] = [row]
+        else:
+            bucket.append(row)
+    for rows in groups.values():
+        rows.sort(key=_KEY_ORDER)  # B-tree inserts in key order touch each page once
+    return groups
+
+
+class SQLiteStore:
+    """``Store`` implementation backed by one SQLite file."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL", readers: int = 2
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"bad synchronous mode {synchronous!r}")
+        self.path = Path(path)
+        # NORMAL in WAL mode survives a process crash (kill -9) but may lose the last commits on power
+        # loss; FULL also survives power loss at some ingest cost.
+        self._synchronous = synchronous.upper()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._identity: tuple[int, int] | None = None
+        self._id_lock = threading.Lock()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._closed = False
+
+    # -- connection handling (runs on the store's threads) -------------------------------------------
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _check_file(self) -> None:
+        with self._id_lock:
+            expected = self._identity
+        if expected is None:
+            return
+        current = self._file_identity()
+        if current != expected:
+            self._drop_conn()
+            why = "missing" if current is None else "replaced by another file"
+            raise StoreUnavailable(f"SQLite database {self.path} is {why}")
+
+    def _drop_conn(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        with self._id_lock:
+            first_open = self._identity is None
+        if not first_open and self._file_identity() is None:
+            raise StoreUnavailable(f"SQLite database {self.path} is missing")
+        try:
+            if first_open:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            uri = self.path.resolve().as_uri() + ("?mode=rwc" if first_open else "?mode=rw")
+            conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(_SCHEMA)
+            conn.execute(ROLLUP_SCHEMA)
+            conn.execute(META_SCHEMA)
+        except _OUTAGE_ERRORS as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        with self._id_lock:
+            ident = self._file_identity()
+            if self._identity is None:
+                self._identity = ident
+            elif ident != self._identity:
+                conn.close()
+                raise StoreUnavailable(f"SQLite database {self.path} was replaced by another file")
+            self._all_conns.append(conn)
+        self._local.conn = conn
+        return conn
+
+    def _write_sync(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> None:
+        self._check_file()
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for cols, rows in groups.items():
+                    conn.executemany(_upsert_sql(cols), rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except _OUTAGE_ERRORS as exc:
+            self._drop_conn()
+            raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+
+    def _raw_sql(self, q: SeriesQuery, start_ns: int, stop_ns: int) -> tuple[str, list[Any]]:
+        fields = q.fields  # validated against the whitelist by SeriesQuery
+        for name in fields:
+            if name not in _FIELD_SET:
+                raise UnknownFieldError(f"unknown field {name!r}")
+        params: list[Any] = [*q.households, q.category, start_ns, stop_ns]
+        sql = (
+            "SELECT ts_ns, household, device, "
+            + ", ".join(fields)
+            + " FROM points WHERE household IN ("
+            + ", ".join("?" for _ in q.households)
+            + ") AND measurement = ? AND ts_ns >= ? AND ts_ns < ?"
+        )
+        if q.devices is not None:
+            sql += " AND device IN (" + ", ".join("?" for _ in q.devices) + ")"
+            params.extend(q.devices)
+        sql += " AND (" + " OR ".join(f"{f} IS NOT NULL" for f in fields) + ")"
+        return sql, params
+
+    def _fetch_raw(
+        self, conn: sqlite3.Connection, q: SeriesQuery, start_ns: int, stop_ns: int
+    ) -> pl.DataFrame:
+        sql, params = self._raw_sql(q, start_ns, stop_ns)
+        rows = conn.execute(sql, params).fetchall()
+        schema: dict[str, pl.DataType] = {
+            "ts_ns": pl.Int64(),
+            "household": pl.Utf8(),
+            "device": pl.Utf8(),
+        }
+        for name in q.fields:
+            schema[name] = (
+                pl.Int64() if name in BOOL_FIELDS else pl.Utf8() if name in TEXT_FIELDS else pl.Float64()
+            )
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def _query_sync(self, q: SeriesQuery) -> pl.DataFrame:
+        conn = self._conn()
+        try:
+            every_ns = q.every_ns
+            level = level_for(every_ns) if every_ns is not None else None
+            floor = raw_floor(conn) if level is not None else None
+            if every_ns is not None and level is not None and floor is not None and floor > q.start_ns:
+                return self._query_with_rollups(conn, q, every_ns, level, floor)
+            if every_ns is None:
+                # Raw points: let SQLite order them so only dtypes remain to be set in Python.
+                sql, params = self._raw_sql(q, q.start_ns, q.stop_ns)
+                rows = conn.execute(sql + " ORDER BY household, device, ts_ns", params).fetchall()
+                return raw_result_from_rows(rows, q)
+            raw = self._fetch_raw(conn, q, q.start_ns, q.stop_ns)
+        except _OUTAGE_ERRORS as exc:
+            self._drop_conn()
+            raise StoreUnavailable(f"SQLite query failed: {exc}") from exc
+        return shape_result(raw, q)
+
+    def _query_with_rollups(
+        self, conn: sqlite3.Connection, q: SeriesQuery, every_ns: int, level: str, floor: int
+    ) -> pl.DataFrame:
+        """Raw data below ``floor`` was deleted by retention: read those windows from the rollups and
+        the rest from raw points, merging partial aggregates so a window spanning both is exact."""
+        bucket = LEVELS[level]
+        parts = [read_rollups(conn, q, level, q.start_ns // bucket * bucket, min(floor, q.stop_ns))]
+        if q.stop_ns > floor:
+            raw = self._fetch_raw(conn, q, floor, q.stop_ns)
+            parts.append(long_partials(raw, list(q.fields), every_ns))
+        return finish(combine(pl.concat(parts), every_ns), q)
+
+    # -- Store protocol -------------------------------------------------------------------------------
+
+    async def write(self, points: Sequence[Point]) -> None:
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        if not points:
+            return
+        groups = _group_rows(points)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._write_sync, groups)
+
+    async def query(self, q: SeriesQuery) -> pl.DataFrame:
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._query_sync, q)
+
+    async def ping(self) -> bool:
+        if self._closed:
+            return False
+        loop = asyncio.get_running_loop()
+
+        def probe() -> bool:
+            try:
+                self._check_file()
+                self._conn().execute("SELECT 1").fetchone()
+            except (StoreUnavailable, *_OUTAGE_ERRORS):
+                return False
+            return True
+
+        return await loop.run_in_executor(self._writer, probe)
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread, serialized with writes, inside a transaction
+        (maintenance jobs such as retention).  Outage errors become ``StoreUnavailable``."""
+
+        def job() -> T:
+            self._check_file()
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+            except _OUTAGE_ERRORS as exc:
+                self._drop_conn()
+                raise StoreUnavailable(f"SQLite maintenance failed: {exc}") from exc
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, job)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._id_lock:
+            conns, self._all_conns = self._all_conns, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()

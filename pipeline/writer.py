@@ -1,0 +1,407 @@
+"""The pipeline's front door: Readings in, durable points out.
+
+``Pipeline.submit(readings)`` validates each reading (bad fields dropped and counted), turns counters
+into monotonic totals, converts to ``Point``s and adds them to the current batch; a batch is written
+when it reaches ``batch_size`` points or ``max_delay`` after its first point, whichever comes first.
+
+Acknowledgement: ``submit`` returns only when every accepted reading of the call is either committed
+in the store or fsync'd in the spool (several concurrent callers share one batch and one commit).
+If neither is possible -- store down and spool full under the ``refuse`` policy -- ``submit`` raises
+``Backpressure``: those readings are NOT stored and the caller still owns them.  Rejected readings
+are reported in the returned ``SubmitResult`` and counted; they are never acknowledged as stored.
+
+A store error that is not ``StoreUnavailable`` means the store refuses the data itself (a bug
+upstream); it is raised to the submitters rather than spooled, since a retry cannot succeed.
+
+While the spool holds anything, new batches are appended behind it rather than written directly, and
+a background task replays the spool oldest first; this keeps the store receiving data in arrival
+order.  Batches are written one at a time (an I/O lock) for the same reason; the replayer runs
+outside that lock so a store that is slow to fail never delays acknowledgements from the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from collector.reading import Reading
+from pipeline.counters import CounterStateFile, CounterTracker
+from pipeline.points import Point
+from pipeline.query import datetime_to_ns
+from pipeline.spool import Spool, SpoolFull
+from pipeline.store import Store, StoreUnavailable
+from pipeline.validate import RejectedReading, Validator
+
+log = logging.getLogger(__name__)
+
+
+class Backpressure(Exception):
+    """The store is unavailable and the spool refused the batch: the readings were not acknowledged."""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    accepted: int
+    rejected: tuple[tuple[int, str], ...]  # (index in the submitted sequence, reason)
+
+
+@dataclass
+class WriterStats:
+    readings_accepted: int = 0
+    points_written: int = 0
+    batches_written: int = 0
+    spooled_batches: int = 0
+    spooled_points: int = 0
+    replayed_batches: int = 0
+    replayed_points: int = 0
+    backpressure_batches: int = 0
+    backpressure_points: int = 0
+    store_failures: Counter[str] = field(default_factory=Counter)
+    store_latency_count: int = 0
+    store_latency_sum_s: float = 0.0
+    store_latency_max_s: float = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.store_latency_count += 1
+        self.store_latency_sum_s += seconds
+        self.store_latency_max_s = max(self.store_latency_max_s, seconds)
+
+
+@dataclass
+class _Batch:
+    points: list[Point] = field(default_factory=list)
+    done: asyncio.Future[None] | None = None
+
+
+def reading_to_point(reading: Reading, fields: dict[str, Any], ts_ns: int) -> Point:
+    return Point(
+        measurement=reading.category,
+        household=reading.household,
+        device=reading.device,
+        source=reading.source,
+        ts_ns=ts_ns,
+        fields=fields,
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        spool: Spool | None = None,
+        counter_state: CounterStateFile | None = None,
+        validator: Validator | None = None,
+        batch_size: int = 5000,
+        max_delay: float = 1.0,
+        replay_interval: float = 1.0,
+        max_replay_backoff: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.validator = validator or Validator()
+        self.counters = CounterTracker()
+        self._state_file = counter_state
+        if counter_state is not None:
+            self.counters.states.update(counter_state.load())
+        self.batch_size = batch_size
+        self.max_delay = max_delay
+        self.replay_interval = replay_interval
+        self.max_replay_backoff = max_replay_backoff
+        self.stats = WriterStats()
+        self._batch = _Batch()
+        self._io_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._replay_wakeup = asyncio.Event()
+        self._replay_lock = asyncio.Lock()  # one replay at a time: replayer or close()
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the batching and replay tasks (call once, inside the event loop)."""
+        if self._tasks:
+            return
+        self._tasks.append(asyncio.create_task(self._flusher(), name="pipeline-flusher"))
+        if self.spool is not None:
+            self._tasks.append(asyncio.create_task(self._replayer(), name="pipeline-replayer"))
+
+    async def __aenter__(self) -> Pipeline:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def flush(self) -> None:
+        """Make everything submitted so far durable (store or spool); raises ``Backpressure`` if a
+        batch could be neither written nor spooled (its submitters got the same error)."""
+        failure: BaseException | None = None
+        while self._batch.points:
+            failure = await self._flush_once() or failure
+        if failure is not None:
+            raise Backpressure(str(failure)) from failure
+
+    async def close(self) -> None:
+        """Drain the current batch, try one last replay, stop background tasks.  The store is not
+        closed: whoever opened it owns it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.flush()
+        except Backpressure as exc:
+            log.error("pipeline closed with unacknowledged readings: %s", exc)
+        self._stopping = True
+        self._replay_wakeup.set()  # the replayer finishes its current batch and returns
+        for task in self._tasks:
+            if task.get_name() != "pipeline-replayer":
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.spool is not None:
+            await self._replay_some()
+            self.spool.close()
+        if self._state_file is not None:
+            await self._save_state()
+            self._state_file.close()
+
+    # -- intake --------------------------------------------------------------------------------------
+
+    async def submit(self, readings: Iterable[Reading], now: datetime | None = None) -> SubmitResult:
+        """Validate and enqueue; return once durable (see module docstring for the exact promise)."""
+        if self._closed:
+            raise RuntimeError("pipeline is closed")
+        rejected: list[tuple[int, str]] = []
+        added = 0
+        now = now or datetime.now(UTC)
+        batch = self._batch
+        for i, reading in enumerate(readings):
+            try:
+                clean = self.validator.check(reading, now)
+            except RejectedReading as exc:
+                rejected.append((i, exc.reason))
+                continue
+            ts_ns = datetime_to_ns(clean.ts_utc)
+            fields = self.counters.apply(clean, ts_ns)
+            if not fields:
+                rejected.append((i, "no_valid_fields"))
+                continue
+            batch.points.append(reading_to_point(clean, fields, ts_ns))
+            added += 1
+        self.stats.readings_accepted += added
+        if added == 0:
+            return SubmitResult(0, tuple(rejected))
+        if batch.done is None:
+            batch.done = asyncio.get_running_loop().create_future()
+        done = batch.done
+        self._wake.set()
+        if len(batch.points) >= self.batch_size:
+            self._full.set()
+        if not self._tasks:
+            await self._flush_once()
+        await asyncio.shield(done)
+        return SubmitResult(added, tuple(rejected))
+
+    # -- batching ------------------------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._batch.points:
+                continue
+            if len(self._batch.points) < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), timeout=self.max_delay)
+            self._full.clear()
+            try:
+                await self._flush_once()
+            except Exception:
+                # Never let the flusher die: submitters would wait forever.  (_flush_once already
+                # turns store/spool failures into per-batch errors; this is for the unexpected.)
+                log.exception("flush failed")
+            if self._batch.points:
+                self._wake.set()
+
+    async def _flush_once(self) -> BaseException | None:
+        async with self._io_lock:
+            batch, self._batch = self._batch, _Batch()
+            if not batch.points:
+                return None
+            # State first, points second: a crash in between leaves the state ahead of the data,
+            # which still gives monotonic totals (see pipeline.counters).
+            if self._state_file is not None:
+                await self._save_state()
+            try:
+                await self._persist(batch.points)
+            except Exception as exc:
+                if batch.done is not None and not batch.done.done():
+                    batch.done.set_exception(exc)
+                    batch.done.exception()  # mark retrieved: callers may have gone away
+                return exc
+            if batch.done is not None and not batch.done.done():
+                batch.done.set_result(None)
+            return None
+
+    async def _save_state(self) -> None:
+        assert self._state_file is not None
+        changed = self.counters.take_dirty()  # snapshot now, in step with the batch just taken
+        try:
+            await asyncio.to_thread(self._state_file.save, changed)
+        except Exception:
+            # Keep them dirty for the next attempt; a failed save costs a possible reset, not data.
+            self.counters.dirty.update(changed)
+            self.stats.store_failures["counter_state_save"] += 1
+            log.exception("could not persist counter state")
+
+    async def _persist(self, points: list[Point]) -> None:
+        if self.spool is not None and len(self.spool) > 0:
+            # Behind what is already spooled, to keep arrival order; the replayer drains it.
+            await self._to_spool(points)
+            self._replay_wakeup.set()
+            return
+        try:
+            await self._write_store(points)
+        except StoreUnavailable as exc:
+            self._note_failure(exc)
+            if self.spool is None:
+                raise
+            await self._to_spool(points)
+            self._replay_wakeup.set()
+            return
+        self.stats.points_written += len(points)
+        self.stats.batches_written += 1
+
+    async def _write_store(self, points: list[Point]) -> None:
+        t0 = time.perf_counter()
+        await self.store.write(points)
+        self.stats.observe_latency(time.perf_counter() - t0)
+
+    def _note_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, StoreUnavailable):
+            self.stats.store_failures["unavailable"] += 1
+            log.warning("store unavailable: %s", exc)
+        else:
+            # Not an outage but a refusal of this data (a bug upstream): retrying cannot help.
+            self.stats.store_failures["error"] += 1
+            log.error("store refused a batch", exc_info=exc)
+
+    async def _to_spool(self, points: list[Point]) -> None:
+        assert self.spool is not None
+        spool = self.spool
+        try:
+            await asyncio.to_thread(spool.append, points)
+        except SpoolFull as exc:
+            self.stats.backpressure_batches += 1
+            self.stats.backpressure_points += len(points)
+            log.error("spool full: %d points refused, reporting backpressure: %s", len(points), exc)
+            raise Backpressure(str(exc)) from exc
+        except OSError as exc:
+            # Disk full or the spool volume itself failing: as loud as a full spool.
+            self.stats.backpressure_batches += 1
+            self.stats.backpressure_points += len(points)
+            self.stats.store_failures["spool_io"] += 1
+            log.error("spool write failed: %d points refused, reporting backpressure: %s", len(points), exc)
+            raise Backpressure(f"spool write failed: {exc}") from exc
+        self.stats.spooled_batches += 1
+        self.stats.spooled_points += len(points)
+
+    # -- replay --------------------------------------------------------------------------------------
+
+    async def _replay_some(self, max_batches: int = 50) -> bool:
+        """Replay up to ``max_batches`` spooled batches in order; False if the store failed."""
+        assert self.spool is not None
+        spool = self.spool
+        async with self._replay_lock:
+            for _ in range(max_batches):
+                found = await asyncio.to_thread(spool.peek_record)
+                if found is None:
+                    return True
+                record, points = found
+                try:
+                    await self._write_store(points)
+                except StoreUnavailable as exc:
+                    self._note_failure(exc)
+                    return False
+                except Exception as exc:
+                    # The store refuses this batch itself: set it aside (kept on disk, counted) so
+                    # one poisoned record cannot block every later one.
+                    self._note_failure(exc)
+                    await asyncio.to_thread(spool.quarantine, record)
+                    continue
+                if await asyncio.to_thread(spool.commit, record):
+                    self.stats.replayed_batches += 1
+                    self.stats.replayed_points += len(points)
+                if self._stopping and self._in_replayer():
+                    return True
+        return True
+
+    def _in_replayer(self) -> bool:
+        task = asyncio.current_task()
+        return task is not None and task.get_name() == "pipeline-replayer"
+
+    async def _replayer(self) -> None:
+        assert self.spool is not None
+        delay = self.replay_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replay_wakeup.wait(), timeout=delay)
+            self._replay_wakeup.clear()
+            if self._stopping:
+                return
+            if len(self.spool) == 0:
+                delay = self.replay_interval
+                continue
+            try:
+                # Not under the I/O lock: a slow or failing store must not hold up acknowledgements.
+                # Flushes only bypass the spool once it is empty, so order is still kept.
+                ok = await self._replay_some()
+            except Exception:
+                # The replayer must outlive any surprise, or the spool would never drain.
+                log.exception("spool replay failed")
+                ok = False
+            delay = self.replay_interval if ok else min(delay * 2, self.max_replay_backoff)
+            if ok and len(self.spool) > 0:
+                delay = 0.0
+
+    # -- observability -------------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """Flat-ish dict for /metrics: everything counted anywhere in the pipeline."""
+        s = self.stats
+        out: dict[str, Any] = {
+            "readings_accepted": s.readings_accepted,
+            "validation": self.validator.stats.as_dict(),
+            "counters": dict(self.counters.stats),
+            "points_written": s.points_written,
+            "batches_written": s.batches_written,
+            "spooled_batches": s.spooled_batches,
+            "spooled_points": s.spooled_points,
+            "replayed_batches": s.replayed_batches,
+            "replayed_points": s.replayed_points,
+            "backpressure_batches": s.backpressure_batches,
+            "backpressure_points": s.backpressure_points,
+            "store_failures": dict(s.store_failures),
+            "store_latency_count": s.store_latency_count,
+            "store_latency_sum_s": s.store_latency_sum_s,
+            "store_latency_max_s": s.store_latency_max_s,
+            "pending_points": len(self._batch.points),
+        }
+        if self.spool is not None:
+            out["spool_depth_batches"] = self.spool.depth_batches
+            out["spool_depth_points"] = self.spool.depth_points
+            out["spool_events"] = dict(self.spool.stats.events)
+        return out

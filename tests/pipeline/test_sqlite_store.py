@@ -1,0 +1,192 @@
+"""The embedded store on real SQLite files: write, query shape, idempotency, aggregation, outage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.points import Point
+from pipeline.query import QueryError, SeriesQuery
+from pipeline.sqlite_store import SQLiteStore, UnknownFieldError
+from pipeline.store import Store, StoreUnavailable
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NS = 1_000_000_000
+B = int(T0.timestamp()) * NS
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "db" / "hems.sqlite")
+    yield s
+    await s.close()
+
+
+def q(**kw: object) -> SeriesQuery:
+    args: dict[str, object] = {
+        "households": ("hh-1",),
+        "category": "electricity",
+        "fields": ("power_w",),
+        "start": T0,
+        "stop": T0 + timedelta(hours=1),
+    }
+    args.update(kw)
+    return SeriesQuery(**args)  # type: ignore[arg-type]
+
+
+def pt(
+    ts_s: float, hh: str = "hh-1", dev: str = "meter", cat: str = "electricity", **fields: object
+) -> Point:
+    return Point(cat, hh, dev, "echonet", B + int(ts_s * NS), fields)  # type: ignore[arg-type]
+
+
+async def test_is_a_store(store: SQLiteStore) -> None:
+    assert isinstance(store, Store)
+    assert await store.ping()
+
+
+async def test_raw_query_shape_order_and_nulls(store: SQLiteStore) -> None:
+    await store.write(
+        [
+            pt(20, power_w=3.0),
+            pt(0, power_w=1.0, fault=False),
+            pt(10, fault=True),  # power absent here -> null
+            pt(5, dev="aaa", power_w=7),
+            pt(5, hh="hh-2", power_w=9.0),
+            pt(5, cat="pv", power_w=11.0),
+            pt(3600, power_w=99.0),  # stop is exclusive
+        ]
+    )
+    df = await store.query(q(fields=("power_w", "fault")))
+    expected_schema: dict[str, pl.DataType] = {
+        "time": pl.Datetime("us", "UTC"),
+        "household": pl.Utf8(),
+        "device": pl.Utf8(),
+        "power_w": pl.Float64(),
+        "fault": pl.Boolean(),
+    }
+    assert df.schema == pl.Schema(expected_schema)
+    assert df.rows() == [
+        (T0 + timedelta(seconds=5), "hh-1", "aaa", 7.0, None),
+        (T0, "hh-1", "meter", 1.0, False),
+        (T0 + timedelta(seconds=10), "hh-1", "meter", None, True),
+        (T0 + timedelta(seconds=20), "hh-1", "meter", 3.0, None),
+    ]
+    only_power = await store.query(q())
+    assert only_power["power_w"].to_list() == [7.0, 1.0, 3.0]  # the fault-only point has no power
+
+
+async def test_rewrite_is_idempotent_and_merges_fields(store: SQLiteStore) -> None:
+    await store.write([pt(0, power_w=1.0, voltage_v=100.0)])
+    await store.write([pt(0, power_w=1.0, voltage_v=100.0)])
+    await store.write([pt(0, power_w=2.0)])  # same series+ts: power overwritten, voltage kept
+    df = await store.query(q(fields=("power_w", "voltage_v")))
+    assert df.rows() == [(T0, "hh-1", "meter", 2.0, 100.0)]
+
+
+async def test_windowed_aggregation_aligned_to_epoch(store: SQLiteStore) -> None:
+    # 15-minute windows; points at 0, 5, 14:59 min -> window 0; 15 min -> window 1
+    await store.write(
+        [
+            pt(0, power_w=100.0),
+            pt(300, power_w=200.0),
+            pt(899, power_w=600.0),
+            pt(900, power_w=50.0),
+            pt(901, running=True),
+        ]
+    )
+    every = timedelta(minutes=15)
+    start = T0 + timedelta(minutes=7)  # not aligned: windows still start on epoch multiples
+    # start at 7 min: the 0 s and 300 s points are outside the query, so window 0 holds only 899 s
+    w0, w1 = T0, T0 + every
+    expected = {
+        "mean": [(w0, 600.0), (w1, 50.0)],
+        "sum": [(w0, 600.0), (w1, 50.0)],
+        "min": [(w0, 600.0), (w1, 50.0)],
+        "max": [(w0, 600.0), (w1, 50.0)],
+        "first": [(w0, 600.0), (w1, 50.0)],
+        "last": [(w0, 600.0), (w1, 50.0)],
+        "count": [(w0, 1), (w1, 1)],
+    }
+    for agg, rows in expected.items():
+        df = await store.query(q(start=start, every=every, agg=agg))
+        assert [(r[0], r[3]) for r in df.rows()] == rows, agg
+    for agg, value in {
+        "mean": 300.0,
+        "sum": 900.0,
+        "min": 100.0,
+        "max": 600.0,
+        "first": 100.0,
+        "last": 600.0,
+    }.items():
+        df = await store.query(q(every=every, agg=agg))
+        assert df.rows()[0][3] == value, agg
+    full = await store.query(q(every=every, agg="mean", fields=("power_w", "running")))
+    assert full.rows() == [
+        (T0, "hh-1", "meter", 300.0, None),
+        (T0 + every, "hh-1", "meter", 50.0, 1.0),
+    ]
+    counted = await store.query(q(every=every, agg="count", fields=("power_w", "running")))
+    assert counted.schema["power_w"] == pl.Int64
+    assert counted.rows() == [(T0, "hh-1", "meter", 3, 0), (T0 + every, "hh-1", "meter", 1, 1)]
+
+
+async def test_empty_result_keeps_dtypes(store: SQLiteStore) -> None:
+    df = await store.query(q(fields=("power_w", "state"), every=timedelta(hours=1), agg="last"))
+    assert df.height == 0
+    assert df.columns == ["time", "household", "device", "power_w", "state"]
+    assert df.schema["state"] == pl.Utf8 and df.schema["time"] == pl.Datetime("us", "UTC")
+
+
+async def test_devices_filter_and_many_households(store: SQLiteStore) -> None:
+    await store.write(
+        [pt(1, dev="a", power_w=1.0), pt(1, dev="b", power_w=2.0), pt(1, hh="hh-2", power_w=3.0)]
+    )
+    df = await store.query(q(households=("hh-2", "hh-1"), devices=("b",)))
+    assert df.rows() == [(T0 + timedelta(seconds=1), "hh-1", "b", 2.0)]
+    both = await store.query(q(households=("hh-2", "hh-1")))
+    assert both["household"].to_list() == ["hh-1", "hh-1", "hh-2"]
+
+
+async def test_hostile_ids_never_reach_sql(store: SQLiteStore) -> None:
+    with pytest.raises(QueryError) as err:
+        q(households=("x') OR 1=1 --",))
+    assert err.value.field == "households"
+    with pytest.raises(QueryError):
+        q(fields=("power_w FROM points; --",))
+    with pytest.raises(UnknownFieldError):
+        await store.write([Point("electricity", "hh-1", "m", "echonet", B, {"power_w) VALUES (1); --": 1.0})])
+
+
+async def test_outage_when_database_directory_disappears(tmp_path: Path) -> None:
+    db_dir = tmp_path / "vol"
+    s = SQLiteStore(db_dir / "hems.sqlite")
+    try:
+        await s.write([pt(0, power_w=1.0)])
+        db_dir.rename(tmp_path / "vol-unmounted")  # a real outage: the volume is gone
+        with pytest.raises(StoreUnavailable):
+            await s.write([pt(1, power_w=2.0)])
+        assert not await s.ping()
+        (tmp_path / "vol-unmounted").rename(db_dir)  # back
+        await s.write([pt(2, power_w=3.0)])
+        df = await s.query(q())
+        assert df["power_w"].to_list() == [1.0, 3.0]
+    finally:
+        await s.close()
+
+
+async def test_outage_when_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "hems.sqlite"
+    s = SQLiteStore(path)
+    try:
+        await s.write([pt(0, power_w=1.0)])
+        path.rename(tmp_path / "old.sqlite")
+        path.write_bytes(b"")  # someone put an empty file in its place
+        with pytest.raises(StoreUnavailable):
+            await s.write([pt(1, power_w=2.0)])
+    finally:
+        await s.close()
