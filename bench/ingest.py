@@ -1,0 +1,259 @@
+"""Ingest figures for issue 5, each printed next to a baseline measured in the same run.
+
+(a) line protocol: ``pipeline.lineproto.LineEncoder.encode`` vs influxdb-client's
+    ``Point(...).to_line_protocol()`` on the same points (default 1M), batch by batch, interleaved so
+    both see the same machine load.  Goal: >= 10x.
+(b) sustained ingest: ``InfluxStore.write`` into a real influxd (goal >= 100k points/s; baseline:
+    influxdb-client's own async write API fed ``Point`` objects) and ``SQLiteStore.write`` (goal >=
+    50k points/s; ``bench/ingest_sqlite.py``, baseline bare ``executemany``).
+(c) one home, 24 h at 10 s (8,640 rows x 2 fields): ``store.query`` median on both stores (goal <
+    50 ms embedded; baselines: the bare server/SQLite fetch of the same rows).
+
+Run: ``python bench/ingest.py`` (``--points``, ``--influx-points``, ``--no-influx``).  The InfluxDB
+parts are skipped with a message when no influxd binary is found (see ``scripts/influxdb.sh``).
+The machine is shared and noisy, so read the ratios rather than the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import gzip
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_ROOT))
+sys.path.insert(0, str(_ROOT / "bench"))
+
+from influxdb_client import Point as ClientPoint  # noqa: E402
+from influxdb_client import WritePrecision  # noqa: E402
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync  # noqa: E402
+from influxdb_client.service.write_service import WriteService  # noqa: E402
+from ingest_sqlite import DAY0, bench_sqlite_ingest, bench_sqlite_query, home_points  # noqa: E402
+
+from pipeline.influx_store import CSV_DIALECT, InfluxStore, build_flux  # noqa: E402
+from pipeline.lineproto import LineEncoder  # noqa: E402
+from pipeline.points import Point  # noqa: E402
+from pipeline.query import SeriesQuery  # noqa: E402
+
+BATCH = 5000
+
+
+def dataset(n: int) -> list[Point]:
+    """``n`` points of whole home-days (meter, PV, battery at 10 s; floats plus one flag)."""
+    out: list[Point] = []
+    home = 0
+    while len(out) < n:
+        out.extend(home_points(home))
+        home += 1
+    return out[:n]
+
+
+def client_lines(points: Sequence[Point]) -> bytes:
+    lines = []
+    for p in points:
+        cp = ClientPoint(p.measurement).tag("household", p.household).tag("device", p.device)
+        cp = cp.tag("source", p.source)
+        for name, value in p.fields.items():
+            cp = cp.field(name, value)
+        lines.append(cp.time(p.ts_ns, WritePrecision.NS).to_line_protocol())
+    return "\n".join(lines).encode()
+
+
+def bench_serialize(points: list[Point]) -> None:
+    enc = LineEncoder(ints_as_floats=True)
+    ours = theirs = 0.0
+    ours_bytes = theirs_bytes = 0
+    # The dataset is built once and lives for the whole run; a real writer only holds its current
+    # batch.  Freezing it keeps the collector from re-scanning a million live points on every
+    # collection (which would be charged to whichever side happened to trigger it).
+    gc.collect()
+    gc.freeze()
+    for i in range(0, len(points), BATCH):
+        chunk = points[i : i + BATCH]
+        t0 = time.perf_counter()
+        body = enc.encode(chunk)
+        t1 = time.perf_counter()
+        ref = client_lines(chunk)
+        t2 = time.perf_counter()
+        ours += t1 - t0
+        theirs += t2 - t1
+        ours_bytes += len(body)
+        theirs_bytes += len(ref)
+        if body.count(b"\n") != ref.count(b"\n"):
+            raise SystemExit("serializers disagree on the number of lines")
+    n = len(points)
+    print(
+        f"(a) line protocol, {n:,} points in batches of {BATCH}: "
+        f"LineEncoder {n / ours:,.0f} points/s ({ours * 1e9 / n:,.0f} ns/point, {ours_bytes / 1e6:.0f} MB); "
+        f"baseline influxdb_client.Point.to_line_protocol {n / theirs:,.0f} points/s "
+        f"({theirs * 1e9 / n:,.0f} ns/point); ratio {theirs / ours:.1f}x (goal >= 10x)"
+    )
+
+
+async def _influx_ingest(url: str, org: str, bucket: str, token: str, points: list[Point]) -> float:
+    store = InfluxStore(url, org, bucket, token, batch_points=BATCH, max_in_flight=3, timeout_s=60)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(points), 10 * BATCH):
+            await store.write(points[i : i + 10 * BATCH])
+        return time.perf_counter() - t0
+    finally:
+        await store.close()
+
+
+async def _client_ingest(url: str, org: str, bucket: str, token: str, points: list[Point]) -> float:
+    async with InfluxDBClientAsync(url=url, token=token, org=org, enable_gzip=True, timeout=60_000) as client:
+        api = client.write_api()
+        t0 = time.perf_counter()
+        for i in range(0, len(points), BATCH):
+            chunk = points[i : i + BATCH]
+            records = []
+            for p in chunk:
+                cp = ClientPoint(p.measurement).tag("household", p.household).tag("device", p.device)
+                cp = cp.tag("source", p.source).time(p.ts_ns, WritePrecision.NS)
+                for name, value in p.fields.items():
+                    cp = cp.field(name, float(value) if type(value) is int else value)
+                records.append(cp)
+            await api.write(bucket=bucket, org=org, record=records)
+        return time.perf_counter() - t0
+
+
+async def _server_ceiling(url: str, org: str, bucket: str, token: str, points: list[Point]) -> float:
+    """The server alone: bodies encoded and gzipped beforehand (untimed), then only sent."""
+    enc = LineEncoder(ints_as_floats=True)
+    bodies = [gzip.compress(enc.encode(points[i : i + BATCH]), 1) for i in range(0, len(points), BATCH)]
+    async with InfluxDBClientAsync(url=url, token=token, org=org, timeout=60_000) as client:
+        service = WriteService(client.api_client)
+        gate = asyncio.Semaphore(3)
+
+        async def send(body: bytes) -> None:
+            async with gate:
+                await service.post_write_async(
+                    org=org,
+                    bucket=bucket,
+                    body=body,
+                    precision="ns",
+                    content_type="text/plain; charset=utf-8",
+                    content_encoding="gzip",
+                )
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(send(b) for b in bodies))
+        return time.perf_counter() - t0
+
+
+async def _influx_query(
+    url: str, org: str, bucket: str, token: str, repeats: int
+) -> tuple[int, float, float]:
+    q = SeriesQuery(
+        ("hh-00000",), "electricity", ("power_w", "import_wh_total"), DAY0, DAY0 + timedelta(days=1)
+    )
+    store = InfluxStore(url, org, bucket, token)
+    times, base = [], []
+    rows = 0
+    try:
+        flux, params = build_flux(q, bucket)
+        api = store._api().query_api()
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rows = (await store.query(q)).height
+            t1 = time.perf_counter()
+            await api.query_raw(flux, org=org, dialect=CSV_DIALECT, params=params)
+            t2 = time.perf_counter()
+            times.append((t1 - t0) * 1000)
+            base.append((t2 - t1) * 1000)
+    finally:
+        await store.close()
+    return rows, statistics.median(times), statistics.median(base)
+
+
+def bench_influx(n_points: int, baseline_points: int) -> None:
+    from tests.influx_server import find_influxd, start_server
+
+    binary, reason = find_influxd()
+    if binary is None:
+        print(f"(b)/(c) InfluxDB: SKIPPED -- no influxd binary ({reason})")
+        return
+    server = start_server(binary)
+    try:
+        server.create_bucket("bench")
+        server.create_bucket("bench_baseline")
+        server.create_bucket("bench_ceiling")
+        points = dataset(n_points)
+        seconds = asyncio.run(_influx_ingest(server.url, server.org, "bench", server.token, points))
+        base_points = points[:baseline_points]
+        base_seconds = asyncio.run(
+            _client_ingest(server.url, server.org, "bench_baseline", server.token, base_points)
+        )
+        ceiling_seconds = asyncio.run(
+            _server_ceiling(server.url, server.org, "bench_ceiling", server.token, points)
+        )
+        rate, base_rate = len(points) / seconds, len(base_points) / base_seconds
+        ceiling = len(points) / ceiling_seconds
+        print(
+            f"(b) InfluxDB ingest: InfluxStore.write {rate:,.0f} points/s ({len(points):,} points, "
+            f"batches of {BATCH}, gzip, 3 in flight); baseline influxdb-client async write_api with "
+            f"Point objects {base_rate:,.0f} points/s ({len(base_points):,} points); "
+            f"ratio {rate / base_rate:.1f}x (goal >= 100,000 points/s); server ceiling (pre-encoded "
+            f"bodies, only sent) {ceiling:,.0f} points/s, InfluxStore reaches {rate / ceiling:.0%} of it"
+        )
+        rows, median, base_median = asyncio.run(
+            _influx_query(server.url, server.org, "bench", server.token, 7)
+        )
+        print(
+            f"(c) InfluxDB query 24 h @10 s one home: InfluxStore.query {median:.1f} ms median "
+            f"({rows:,} rows); "
+            f"baseline bare query_raw of the same Flux {base_median:.1f} ms; "
+            f"reshaping overhead {median - base_median:.1f} ms"
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def bench_sqlite(homes: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ing = bench_sqlite_ingest(tmp, homes)
+        print(
+            f"(b) SQLite ingest: SQLiteStore.write {ing.rate:,.0f} points/s ({ing.points:,} points); "
+            f"baseline bare executemany {ing.baseline_rate:,.0f} points/s; "
+            f"ratio {ing.rate / ing.baseline_rate:.2f} (goal >= 50,000 points/s)"
+        )
+        qr = bench_sqlite_query(Path(tmp) / "bench.sqlite")
+        print(
+            f"(c) SQLite query 24 h @10 s one home: SQLiteStore.query {qr.median_ms:.1f} ms median "
+            f"({qr.rows:,} rows); baseline bare SELECT fetchall {qr.baseline_median_ms:.1f} ms (goal < 50 ms)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--points", type=int, default=1_000_000, help="points for (a)")
+    ap.add_argument("--influx-points", type=int, default=500_000, help="points for (b) InfluxStore")
+    ap.add_argument("--baseline-points", type=int, default=100_000, help="points for the (b) client baseline")
+    ap.add_argument("--sqlite-homes", type=int, default=4)
+    ap.add_argument("--no-influx", action="store_true", help="skip the InfluxDB parts")
+    ap.add_argument("--only", choices=("a", "b", "c"), default=None, help="(b) and (c) run together")
+    args = ap.parse_args(argv)
+    if args.only in (None, "a"):
+        bench_serialize(dataset(args.points))
+    if args.only != "a":
+        bench_sqlite(args.sqlite_homes)
+        if args.no_influx:
+            print("(b)/(c) InfluxDB: SKIPPED (--no-influx)")
+        else:
+            bench_influx(args.influx_points, args.baseline_points)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
