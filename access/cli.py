@@ -154,16 +154,23 @@ def _ledger(argv: Sequence[str]) -> int:
         ledger.close()
 
 
-def _not_yet(argv: Sequence[str]) -> int:
-    print("not available yet")
-    return 2
+def _principals(argv: Sequence[str]) -> int:
+    from access.principals_cli import principals
+
+    return principals(argv, default_db())
+
+
+def _serve(argv: Sequence[str]) -> int:
+    from access.serve import serve
+
+    return serve(argv, default_db())
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "policy": _policy,
     "ledger": _ledger,
-    "principals": _not_yet,
-    "serve": _not_yet,
+    "principals": _principals,
+    "serve": _serve,
 }
 
 

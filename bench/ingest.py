@@ -9,7 +9,8 @@
 (c) one home, 24 h at 10 s (8,640 rows x 2 fields): ``store.query`` median on both stores (goal <
     50 ms embedded; baselines: the bare server/SQLite fetch of the same rows).
 
-Run: ``python bench/ingest.py`` (``--points``, ``--influx-points``, ``--no-influx``).  The InfluxDB
+Run from the repository root: ``python -m bench.ingest`` (``--points``, ``--influx-points``,
+``--influx-batch``, ``--influx-in-flight``, ``--gzip``, ``--no-influx``, ``--only a``).  The InfluxDB
 parts are skipped with a message when no influxd binary is found (see ``scripts/influxdb.sh``).
 The machine is shared and noisy, so read the ratios rather than the absolute numbers.
 """
@@ -45,6 +46,7 @@ from pipeline.points import Point  # noqa: E402
 from pipeline.query import SeriesQuery  # noqa: E402
 
 BATCH = 5000
+WRITE_CALL = 100_000
 
 
 def dataset(n: int) -> list[Point]:
@@ -99,12 +101,33 @@ def bench_serialize(points: list[Point]) -> None:
     )
 
 
-async def _influx_ingest(url: str, org: str, bucket: str, token: str, points: list[Point]) -> float:
-    store = InfluxStore(url, org, bucket, token, batch_points=BATCH, max_in_flight=3, timeout_s=60)
+async def _influx_ingest(
+    url: str,
+    org: str,
+    bucket: str,
+    token: str,
+    points: list[Point],
+    *,
+    batch: int,
+    in_flight: int,
+    gzip_level: int,
+) -> float:
+    """``write`` calls of ``WRITE_CALL`` points (a writer batch or a spool catch-up), each split into
+    pipelined chunks of ``batch`` (encoding overlaps the server's work inside one call)."""
+    store = InfluxStore(
+        url,
+        org,
+        bucket,
+        token,
+        batch_points=batch,
+        max_in_flight=in_flight,
+        gzip_level=gzip_level,
+        timeout_s=60,
+    )
     try:
         t0 = time.perf_counter()
-        for i in range(0, len(points), 10 * BATCH):
-            await store.write(points[i : i + 10 * BATCH])
+        for i in range(0, len(points), WRITE_CALL):
+            await store.write(points[i : i + WRITE_CALL])
         return time.perf_counter() - t0
     finally:
         await store.close()
@@ -127,13 +150,28 @@ async def _client_ingest(url: str, org: str, bucket: str, token: str, points: li
         return time.perf_counter() - t0
 
 
-async def _server_ceiling(url: str, org: str, bucket: str, token: str, points: list[Point]) -> float:
-    """The server alone: bodies encoded and gzipped beforehand (untimed), then only sent."""
+async def _server_ceiling(
+    url: str,
+    org: str,
+    bucket: str,
+    token: str,
+    points: list[Point],
+    *,
+    batch: int,
+    in_flight: int,
+    gzip_level: int,
+) -> float:
+    """The server alone: bodies encoded (and compressed) beforehand, untimed, with the store run's
+    chunk size, compression and concurrency; then only sent."""
     enc = LineEncoder(ints_as_floats=True)
-    bodies = [gzip.compress(enc.encode(points[i : i + BATCH]), 1) for i in range(0, len(points), BATCH)]
+    bodies = [enc.encode(points[i : i + batch]) for i in range(0, len(points), batch)]
+    extra = {}
+    if gzip_level:
+        bodies = [gzip.compress(b, gzip_level) for b in bodies]
+        extra = {"content_encoding": "gzip"}
     async with InfluxDBClientAsync(url=url, token=token, org=org, timeout=60_000) as client:
         service = WriteService(client.api_client)
-        gate = asyncio.Semaphore(3)
+        gate = asyncio.Semaphore(in_flight)
 
         async def send(body: bytes) -> None:
             async with gate:
@@ -143,7 +181,7 @@ async def _server_ceiling(url: str, org: str, bucket: str, token: str, points: l
                     body=body,
                     precision="ns",
                     content_type="text/plain; charset=utf-8",
-                    content_encoding="gzip",
+                    **extra,
                 )
 
         t0 = time.perf_counter()
@@ -176,7 +214,7 @@ async def _influx_query(
     return rows, statistics.median(times), statistics.median(base)
 
 
-def bench_influx(n_points: int, baseline_points: int) -> None:
+def bench_influx(n_points: int, baseline_points: int, *, batch: int, in_flight: int, gzip_level: int) -> None:
     from tests.influx_server import find_influxd, start_server
 
     binary, reason = find_influxd()
@@ -185,27 +223,67 @@ def bench_influx(n_points: int, baseline_points: int) -> None:
         return
     server = start_server(binary)
     try:
-        server.create_bucket("bench")
-        server.create_bucket("bench_baseline")
-        server.create_bucket("bench_ceiling")
+        for name in ("bench", "bench_gzip_off", "bench_baseline", "bench_ceiling", "bench_ceiling_off"):
+            server.create_bucket(name)
         points = dataset(n_points)
-        seconds = asyncio.run(_influx_ingest(server.url, server.org, "bench", server.token, points))
-        base_points = points[:baseline_points]
-        base_seconds = asyncio.run(
-            _client_ingest(server.url, server.org, "bench_baseline", server.token, base_points)
+        args = (server.url, server.org)
+        seconds = asyncio.run(
+            _influx_ingest(
+                *args, "bench", server.token, points, batch=batch, in_flight=in_flight, gzip_level=gzip_level
+            )
         )
+        base_points = points[:baseline_points]
+        base_seconds = asyncio.run(_client_ingest(*args, "bench_baseline", server.token, base_points))
         ceiling_seconds = asyncio.run(
-            _server_ceiling(server.url, server.org, "bench_ceiling", server.token, points)
+            _server_ceiling(
+                *args,
+                "bench_ceiling",
+                server.token,
+                points,
+                batch=batch,
+                in_flight=in_flight,
+                gzip_level=gzip_level,
+            )
         )
         rate, base_rate = len(points) / seconds, len(base_points) / base_seconds
         ceiling = len(points) / ceiling_seconds
         print(
             f"(b) InfluxDB ingest: InfluxStore.write {rate:,.0f} points/s ({len(points):,} points, "
-            f"batches of {BATCH}, gzip, 3 in flight); baseline influxdb-client async write_api with "
+            f"write calls of {WRITE_CALL:,}, chunks of {batch:,}, gzip level {gzip_level}, "
+            f"{in_flight} in flight); baseline influxdb-client async write_api with "
             f"Point objects {base_rate:,.0f} points/s ({len(base_points):,} points); "
-            f"ratio {rate / base_rate:.1f}x (goal >= 100,000 points/s); server ceiling (pre-encoded "
-            f"bodies, only sent) {ceiling:,.0f} points/s, InfluxStore reaches {rate / ceiling:.0%} of it"
+            f"ratio {rate / base_rate:.1f}x (goal >= 100,000 points/s); server ceiling (same bodies "
+            f"pre-encoded, only sent) {ceiling:,.0f} points/s, InfluxStore reaches {rate / ceiling:.0%} of it"
         )
+        if gzip_level:
+            # On loopback compression only moves CPU around the two cores the client and the
+            # server share, so the same run without it shows what a co-located deployment gets.
+            off = asyncio.run(
+                _influx_ingest(
+                    *args,
+                    "bench_gzip_off",
+                    server.token,
+                    points,
+                    batch=batch,
+                    in_flight=in_flight,
+                    gzip_level=0,
+                )
+            )
+            off_ceiling = asyncio.run(
+                _server_ceiling(
+                    *args,
+                    "bench_ceiling_off",
+                    server.token,
+                    points,
+                    batch=batch,
+                    in_flight=in_flight,
+                    gzip_level=0,
+                )
+            )
+            print(
+                f"(b) same without gzip (co-located server): InfluxStore.write {len(points) / off:,.0f} "
+                f"points/s; server ceiling {len(points) / off_ceiling:,.0f} points/s"
+            )
         rows, median, base_median = asyncio.run(
             _influx_query(server.url, server.org, "bench", server.token, 7)
         )
@@ -240,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=1_000_000, help="points for (a)")
     ap.add_argument("--influx-points", type=int, default=500_000, help="points for (b) InfluxStore")
     ap.add_argument("--baseline-points", type=int, default=100_000, help="points for the (b) client baseline")
+    ap.add_argument("--influx-batch", type=int, default=10_000, help="InfluxStore batch_points for (b)")
+    ap.add_argument("--influx-in-flight", type=int, default=3, help="InfluxStore max_in_flight for (b)")
+    ap.add_argument("--gzip", type=int, default=1, help="InfluxStore gzip_level for (b) (0 = off)")
     ap.add_argument("--sqlite-homes", type=int, default=4)
     ap.add_argument("--no-influx", action="store_true", help="skip the InfluxDB parts")
     ap.add_argument("--only", choices=("a", "b", "c"), default=None, help="(b) and (c) run together")
@@ -251,7 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_influx:
             print("(b)/(c) InfluxDB: SKIPPED (--no-influx)")
         else:
-            bench_influx(args.influx_points, args.baseline_points)
+            bench_influx(
+                args.influx_points,
+                args.baseline_points,
+                batch=args.influx_batch,
+                in_flight=args.influx_in_flight,
+                gzip_level=args.gzip,
+            )
     return 0
 
 

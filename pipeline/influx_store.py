@@ -1,7 +1,8 @@
 """The fleet store: InfluxDB 2.x through influxdb-client's async API.
 
 Writes: points are serialized by ``pipeline.lineproto`` (validated, injection-safe), sent in batches
-of ``batch_points`` with a bounded number in flight, gzip-compressed at level 1 off the event loop
+of ``batch_points`` with a bounded number in flight (the next batch is encoded while earlier ones
+are with the server, see ``write``), gzip-compressed at level 1 off the event loop
 (the client library's own gzip uses level 9, which costs more CPU per point than the serializing
 itself).  A failed batch is retried with exponential backoff (jittered), and a 429/503 answer's
 ``Retry-After`` is honoured, but only a bounded number of times: after that the store raises
@@ -184,30 +185,42 @@ class InfluxStore:
     # -- writing ------------------------------------------------------------------------------------
 
     async def write(self, points: Sequence[Point]) -> None:
+        """Chunks of ``batch_points`` are pipelined: chunk n+1 is encoded (on the loop: it is
+        GIL-bound Python, a thread would not run it any faster) while up to ``max_in_flight``
+        earlier chunks are being compressed (in a thread) and processed by the server, so the
+        encoding time hides behind the server's.  Concurrent chunks of one call are safe because
+        points are upserts by series and timestamp; a failure cancels the rest and is raised (a
+        prefix may have landed, which the ``Store`` contract allows)."""
         if not points:
             return
         client = self._api()
         step = self.batch_points
-        gate = asyncio.Semaphore(self.max_in_flight)
-
-        async def send(chunk: Sequence[Point]) -> None:
-            async with gate:
-                await self._send(client, chunk)
-
-        chunks = [points[i : i + step] for i in range(0, len(points), step)]
-        if len(chunks) == 1:
-            await self._send(client, chunks[0])
+        if len(points) <= step:
+            await self._send(client, points)
             return
-        tasks = [asyncio.ensure_future(send(c)) for c in chunks]
+        pending: set[asyncio.Future[None]] = set()
         try:
-            await asyncio.gather(*tasks)
+            for i in range(0, len(points), step):
+                chunk = points[i : i + step]
+                body = self._encoder.encode(chunk)  # may raise LineProtocolError: nothing more is sent
+                while len(pending) >= self.max_in_flight:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # the first failure ends the call
+                pending.add(asyncio.ensure_future(self._send_body(client, chunk, body)))
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _send(self, client: InfluxDBClientAsync, chunk: Sequence[Point]) -> None:
-        body = self._encoder.encode(chunk)
+        await self._send_body(client, chunk, self._encoder.encode(chunk))
+
+    async def _send_body(self, client: InfluxDBClientAsync, chunk: Sequence[Point], body: bytes) -> None:
         if self.gzip_level:
             payload = await asyncio.to_thread(gzip.compress, body, self.gzip_level)
             extra = {"content_encoding": "gzip"}

@@ -2,7 +2,8 @@
 
 Speed comes from doing the expensive part once per *series* instead of once per point: the escaped
 ``measurement,device=..,household=..,source=..`` prefix and every escaped ``field=`` key are validated
-and cached, and big batches are formatted column-wise by polars rather than value by value.  The
+and cached, and big batches are assembled column-wise (numbers formatted by polars, text joined by
+C-level ``map``/``join`` over columns) rather than point by point.  The
 client library's ``Point`` object re-escapes and re-sorts everything on every call, which is what the
 ingest benchmark compares against.
 
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import deque
 from collections.abc import Iterable, Sequence
-from itertools import chain
+from itertools import accumulate, chain, compress, count, islice
 from operator import attrgetter, methodcaller
 from typing import Final
 
@@ -41,7 +42,9 @@ _FIELDS: Final = attrgetter("fields")
 _TS: Final = attrgetter("ts_ns")
 _SERIES: Final = attrgetter("measurement", "household", "device", "source")
 _VALUES: Final = methodcaller("values")
-_IS_FLOAT: Final = float.__instancecheck__  # False for bools, which are not floats
+_DICT_VALUES: Final = dict.values
+_BOOL_TEXT: Final = {True: "true", False: "false"}
+_IS_BOOL: Final = bool.__instancecheck__
 _VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
 
 _ESC_MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ "})
@@ -136,7 +139,15 @@ class LineEncoder:
     later float write of that field fail with a type conflict.
     """
 
-    __slots__ = ("_keys", "_series", "_templates", "ints_as_floats", "vector_min")
+    __slots__ = (
+        "_comma_keys",
+        "_heads",
+        "_keys",
+        "_series",
+        "_templates",
+        "ints_as_floats",
+        "vector_min",
+    )
 
     def __init__(self, *, ints_as_floats: bool = False, vector_min: int = _VECTOR_MIN) -> None:
         self.ints_as_floats = ints_as_floats
@@ -144,6 +155,9 @@ class LineEncoder:
         self._series: dict[tuple[str, str, str, str], str] = {}
         self._keys: dict[str, str] = {}
         self._templates: dict[tuple[str, ...], str] = {}
+        # Column-wise path: ",key=" per field name, "\n<series> key=" per series and first field.
+        self._comma_keys: dict[str, str] = {}
+        self._heads: dict[tuple[str, str, str, str], str] = {}
 
     def _prefix(self, point: Point) -> str:
         key = (point.measurement, point.household, point.device, point.source)
@@ -205,10 +219,10 @@ class LineEncoder:
     def encode(self, points: Iterable[Point]) -> bytes:
         """A write body: lines joined by ``\\n``, UTF-8.
 
-        Large batches of floats and bools are formatted column-wise by polars (the shortest text that
-        round-trips, though not always spelled like ``repr``: ``0.0001`` vs ``1e-04``); float
-        formatting is where per-point Python spends most of its time.  Any other batch (ints,
-        strings, NaN, a bad name) goes line by line, which also reports what is wrong."""
+        Large batches of floats and bools are assembled column-wise (numbers formatted by polars:
+        the shortest text that round-trips, though not always spelled like ``repr``: ``0.0001`` vs
+        ``1e-04``).  Any other batch (ints, strings, NaN, a bad name) goes line by line, which also
+        reports what is wrong."""
         pts = points if isinstance(points, list | tuple) else list(points)
         if len(pts) >= self.vector_min:
             body = self._encode_floats(pts)
@@ -220,60 +234,85 @@ class LineEncoder:
         """Column-wise fast path; ``None`` when the batch needs the general path (which also reports
         what is wrong with it).
 
-        Python only pulls columns out of the points, with C-level ``map``s where it can (a Python
-        loop per point and per value is what this path exists to avoid); polars formats the numbers
-        and glues the text."""
+        Every per-point step is a C-level ``map``/``zip``/``join`` over a column pulled out of the
+        points (a Python statement per point or per value is what this path exists to avoid), and
+        polars formats the numbers.  The body is one ``str.join`` over ``(key, value)`` pairs, one
+        per field, in batch order: ``key`` is the cached, validated ``,name=``, except for a point's
+        first field, where it is the "junction" `` <previous timestamp>\\n<series> name=``.
+        """
+        n = len(pts)
         fields = list(map(_FIELDS, pts))
         counts = list(map(len, fields))
         if 0 in counts:
             return None
-        # Points with the same number of fields can be laid out with a fixed stride, so a mixed batch
-        # is processed grouped by width (a stable sort: batch order kept within a width) and put
-        # back in batch order at the end -- order matters when a batch holds the same point twice.
-        order: list[int] | None = None
-        width = counts[0]
-        if counts.count(width) != len(counts):
-            order = sorted(range(len(pts)), key=counts.__getitem__)
-            pts = [pts[i] for i in order]
-            fields = [fields[i] for i in order]
-            counts = [counts[i] for i in order]
-        values = list(chain.from_iterable(map(_VALUES, fields)))
+        keys = list(chain.from_iterable(fields))
+        try:
+            values = list(chain.from_iterable(map(_DICT_VALUES, fields)))
+        except TypeError:  # a Mapping that is not a dict
+            values = list(chain.from_iterable(map(_VALUES, fields)))
         kinds = set(map(type, values))
         stamps = list(map(_TS, pts))
         if not kinds <= {float, bool} or set(map(type, stamps)) != {int}:
             return None
-        floats = pl.Series(values, dtype=pl.Float64, strict=False)  # bools become 1.0 / 0.0
-        if not floats.is_finite().all():
-            return None
-        text = floats.cast(pl.Utf8)
-        if bool in kinds:
-            is_float = pl.Series(list(map(_IS_FLOAT, values)), dtype=pl.Boolean)
-            text = text.zip_with(is_float, floats.cast(pl.Boolean).cast(pl.Utf8))  # "true" / "false"
+        starts = list(accumulate(counts, initial=0))
         try:
-            ts_text = pl.Series(stamps, dtype=pl.Int64).cast(pl.Utf8)
-        except (OverflowError, pl.exceptions.PolarsError):
-            return None
-        try:
-            ekeys = list(map(self._keys.__getitem__, chain.from_iterable(fields)))
+            key_text = list(map(self._comma_keys.__getitem__, keys))
         except KeyError:
-            ekeys = [self._key(k) for k in chain.from_iterable(fields)]  # validates new names (may raise)
-        kv = pl.Series(ekeys, dtype=pl.Utf8) + text
-        prefix_list = list(map(self._series.get, map(_SERIES, pts)))
-        if None in prefix_list:
-            prefix_list = [pre or self._prefix(p) for pre, p in zip(prefix_list, pts, strict=True)]
-        prefixes = pl.Series(prefix_list, dtype=pl.Utf8)
-        if order is None:
-            field_text = _join_strided(kv, width)
-        else:
-            parts, start = [], 0
-            for count, n_points in sorted(Counter(counts).items()):
-                parts.append(_join_strided(kv.slice(start, n_points * count), count))
-                start += n_points * count
-            field_text = pl.concat(parts)
-        lines = prefixes + " " + field_text + " " + ts_text
-        if order is not None:
-            lines = lines.gather(pl.Series(order, dtype=pl.Int64).arg_sort())
-        return "\n".join(lines.to_list()).encode("utf-8")
+            key_text = [self._comma_key(k) for k in keys]  # validates new names (may raise)
+        try:
+            heads = list(map(self._heads.__getitem__, map(_SERIES, pts)))
+        except KeyError:
+            heads = [self._head(p) for p in pts]  # validates (may raise)
+        # NaN and infinities survive a sum (an overflow to inf merely sends the batch the slow way).
+        if not math.isfinite(sum(values)):
+            return None
+        floats = pl.Series(values, dtype=pl.Float64, strict=False)  # bools become 1.0 / 0.0
+        value_text = floats.cast(pl.Utf8).to_list()
+        if bool in kinds:
+            # A bool became 1.0 or 0.0 above; find those rows by type (C-level) and fix their text.
+            flags = list(compress(count(), map(_IS_BOOL, values)))
+            flag_text = map(_BOOL_TEXT.__getitem__, map(values.__getitem__, flags))
+            deque(map(value_text.__setitem__, flags, flag_text), 0)
+        try:
+            ts_text = pl.Series(stamps, dtype=pl.Int64).cast(pl.Utf8).to_list()
+        except (TypeError, OverflowError, pl.exceptions.PolarsError):
+            return None  # outside int64: the general path says which point
+        # One "\x00 <ts of point p-1>\n<series of p> <first key of p>=" per point, split on NUL
+        # (which validated names and digits never contain); the first one loses its timestamp and
+        # newline, the last timestamp goes after the last field.  Lists are interleaved by strided
+        # slice assignment, a C loop far cheaper per item than zip + chain.
+        pieces: list[str] = [""] * (4 * n)
+        pieces[0::4] = ["\x00 "] * n
+        pieces[5::4] = ts_text[:-1]
+        pieces[2::4] = heads
+        pieces[3::4] = list(map(self._keys.__getitem__, map(keys.__getitem__, islice(starts, n))))
+        junctions = "".join(pieces).split("\x00")
+        junctions[1] = junctions[1][2:]  # the first line starts with its head
+        deque(map(key_text.__setitem__, starts, islice(junctions, 1, None)), 0)
+        body: list[str] = [""] * (2 * len(key_text) + 2)
+        body[0:-2:2] = key_text
+        body[1:-2:2] = value_text
+        body[-2:] = (" ", ts_text[-1])
+        return "".join(body).encode("utf-8")
+
+    def _comma_key(self, name: str) -> str:
+        text = self._comma_keys.get(name)
+        if text is None:
+            if len(self._comma_keys) >= _MAX_SERIES_CACHE:
+                self._comma_keys.clear()
+            text = self._comma_keys[name] = "," + self._key(name)
+        return text
+
+    def _head(self, point: Point) -> str:
+        """Newline, series prefix and space, validated; cached by series (the key ``_SERIES`` makes)."""
+        tkey = (point.measurement, point.household, point.device, point.source)
+        head = self._heads.get(tkey)
+        if head is None:
+            head = "\n" + self._prefix(point) + " "
+            if len(self._heads) >= _MAX_SERIES_CACHE:
+                self._heads.clear()
+            self._heads[tkey] = head
+        return head
 
     def _prefix_of(self, key: tuple[str, str, str, str]) -> str:
         prefix = series_prefix(*key)
@@ -281,16 +320,6 @@ class LineEncoder:
             self._series.clear()
         self._series[key] = prefix
         return prefix
-
-
-def _join_strided(kv: pl.Series, width: int) -> pl.Series:
-    """``kv`` holds ``width`` consecutive ``key=value`` rows per point; join each point's rows."""
-    if width == 1:
-        return kv
-    out = kv.gather_every(width, offset=0)
-    for j in range(1, width):
-        out = out + "," + kv.gather_every(width, offset=j)
-    return out
 
 
 def to_line(point: Point) -> str:

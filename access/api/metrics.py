@@ -64,46 +64,71 @@ class Metrics:
         self, collector_health: CollectorHealth | None = None, pipeline_stats: PipelineStats | None = None
     ) -> str:
         out: list[str] = []
-        out += ["# HELP hems_api_requests_total HTTP requests by route, method and status.",
-                "# TYPE hems_api_requests_total counter"]
+        out += [
+            "# HELP hems_api_requests_total HTTP requests by route, method and status.",
+            "# TYPE hems_api_requests_total counter",
+        ]
         for (route, method, status), n in sorted(self.requests.items()):
             out.append(
                 f'hems_api_requests_total{{route="{_esc(route)}",method="{method}",status="{status}"}} {n}'
             )
-        out += ["# HELP hems_api_request_seconds Time to answer a request.",
-                "# TYPE hems_api_request_seconds histogram"]
+        out += [
+            "# HELP hems_api_request_seconds Time to answer a request.",
+            "# TYPE hems_api_request_seconds histogram",
+        ]
         out += self.request_seconds.lines("hems_api_request_seconds")
-        out += ["# HELP hems_policy_decisions_total Policy decisions by outcome.",
-                "# TYPE hems_policy_decisions_total counter"]
+        out += [
+            "# HELP hems_policy_decisions_total Policy decisions by outcome.",
+            "# TYPE hems_policy_decisions_total counter",
+        ]
         for outcome, n in sorted(self.decisions.items()):
             out.append(f'hems_policy_decisions_total{{outcome="{outcome}"}} {n}')
-        out += ["# HELP hems_policy_refusals_total Refusals by reason code.",
-                "# TYPE hems_policy_refusals_total counter"]
+        out += [
+            "# HELP hems_policy_refusals_total Refusals by reason code.",
+            "# TYPE hems_policy_refusals_total counter",
+        ]
         for reason, n in sorted(self.refusals.items()):
             out.append(f'hems_policy_refusals_total{{reason="{_esc(reason)}"}} {n}')
-        out += ["# HELP hems_policy_decision_seconds Time spent deciding (policy only).",
-                "# TYPE hems_policy_decision_seconds histogram"]
+        out += [
+            "# HELP hems_policy_decision_seconds Time spent deciding (policy only).",
+            "# TYPE hems_policy_decision_seconds histogram",
+        ]
         out += self.decision_seconds.lines("hems_policy_decision_seconds")
-        out += ["# HELP hems_ledger_records_total Provision records written by this process.",
-                "# TYPE hems_ledger_records_total counter", f"hems_ledger_records_total {self.ledger_records}"]
-        out += ["# HELP hems_store_query_seconds Time the store took to answer a series query.",
-                "# TYPE hems_store_query_seconds histogram"]
+        out += [
+            "# HELP hems_ledger_records_total Provision records written by this process.",
+            "# TYPE hems_ledger_records_total counter",
+            f"hems_ledger_records_total {self.ledger_records}",
+        ]
+        out += [
+            "# HELP hems_store_query_seconds Time the store took to answer a series query.",
+            "# TYPE hems_store_query_seconds histogram",
+        ]
         out += self.store_seconds.lines("hems_store_query_seconds")
         if self.store_up is not None:
-            out += ["# HELP hems_store_up Whether the last store ping succeeded.", "# TYPE hems_store_up gauge",
-                    f"hems_store_up {int(self.store_up)}"]
+            out += [
+                "# HELP hems_store_up Whether the last store ping succeeded.",
+                "# TYPE hems_store_up gauge",
+                f"hems_store_up {int(self.store_up)}",
+            ]
         if self.store_ping_seconds is not None:
-            out += ["# HELP hems_store_ping_seconds Duration of the last store ping.",
-                    "# TYPE hems_store_ping_seconds gauge", f"hems_store_ping_seconds {self.store_ping_seconds:.6f}"]
+            out += [
+                "# HELP hems_store_ping_seconds Duration of the last store ping.",
+                "# TYPE hems_store_ping_seconds gauge",
+                f"hems_store_ping_seconds {self.store_ping_seconds:.6f}",
+            ]
         if collector_health is not None:
             health = dict(collector_health())
-            out += ["# HELP hems_collector_device_healthy 1 if the collector's last poll of the device succeeded.",
-                    "# TYPE hems_collector_device_healthy gauge"]
+            out += [
+                "# HELP hems_collector_device_healthy 1 if the last poll of the device succeeded.",
+                "# TYPE hems_collector_device_healthy gauge",
+            ]
             for device, ok in sorted(health.items()):
                 out.append(f'hems_collector_device_healthy{{device="{_esc(device)}"}} {int(ok)}')
-            out += ["# TYPE hems_collector_devices gauge",
-                    f'hems_collector_devices{{state="healthy"}} {sum(1 for v in health.values() if v)}',
-                    f'hems_collector_devices{{state="unhealthy"}} {sum(1 for v in health.values() if not v)}']
+            out += [
+                "# TYPE hems_collector_devices gauge",
+                f'hems_collector_devices{{state="healthy"}} {sum(1 for v in health.values() if v)}',
+                f'hems_collector_devices{{state="unhealthy"}} {sum(1 for v in health.values() if not v)}',
+            ]
         if pipeline_stats is not None:
             for key, value in sorted(pipeline_stats().items()):
                 name = f"hems_pipeline_{_metric_name(key)}"

@@ -23,7 +23,7 @@ from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.auth import WebAuth
 from access.decision import Authorizer
-from access.ledger import Ledger
+from access.ledger import Ledger, ProvisionRecord
 from access.relationships import RelationshipStore
 from access.tokens import TokenError, TokenStore
 from pipeline.store import Store
@@ -61,7 +61,6 @@ class AppState:
     ledger_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
     )
-    kinds: dict[str, str] = field(default_factory=dict)
 
     def now_dt(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -84,9 +83,16 @@ class AppState:
         at = self.clock()
         await loop.run_in_executor(
             self.ledger_pool,
-            lambda: self.ledger.record(recipient, household, categories, start, stop, purpose, clause_ids, at),
+            lambda: self.ledger.record(
+                recipient, household, categories, start, stop, purpose, clause_ids, at
+            ),
         )
         self.metrics.ledger_records += 1
+
+    async def ledger_for(self, household: str) -> list[ProvisionRecord]:
+        """Read on the ledger's own thread: its one connection is never used from two threads at once."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.ledger_pool, self.ledger.for_household, household)
 
 
 STATE: web.AppKey[AppState] = web.AppKey("hems_state", AppState)
@@ -102,8 +108,11 @@ def _same_origin(request: web.Request) -> bool:
     return parts.netloc == request.host and parts.scheme in ("http", "https")
 
 
-def authenticate(request: web.Request, state: AppState, *, required: bool = True) -> Caller | None:
-    """The caller, or a 401 problem; for session callers also the CSRF check on unsafe methods."""
+def authenticate(
+    request: web.Request, state: AppState, *, required: bool = True, form_csrf: bool = False
+) -> Caller | None:
+    """The caller, or a 401 problem; for session callers also the CSRF check on unsafe methods
+    (from the ``X-CSRF-Token`` header, unless ``form_csrf``: then the form handler checks its field)."""
     t = state.clock()
     header = request.headers.get("Authorization", "")
     if header:
@@ -131,7 +140,7 @@ def authenticate(request: web.Request, state: AppState, *, required: bool = True
     kind = state.kind_of(session.principal)
     if kind is None:
         raise ApiProblem(401, "not_authenticated", "sign in again")
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and not form_csrf:
         check_csrf(request, session.csrf, None)
     return Caller(session.principal, kind, "session", None, f"session:{session.principal}", session.csrf)
 

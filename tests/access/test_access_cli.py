@@ -98,11 +98,9 @@ def test_default_db_follows_hems_data_dir(
 
 
 @pytest.mark.parametrize("command", ["principals", "serve"])
-def test_commands_owned_by_the_api_are_not_there_yet(
-    capsys: pytest.CaptureFixture[str], command: str
-) -> None:
-    code, out = _run(capsys, command)
-    assert code == 2 and "not available yet" in out
+def test_api_commands_reject_unknown_options(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out = _run(capsys, command, "--no-such-option")
+    assert code == 2 and f"hems {command}" in out
 
 
 def test_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> None:

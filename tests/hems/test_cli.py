@@ -22,6 +22,8 @@ def test_unknown_command_is_a_clear_error(capsys: object) -> None:
 
 
 def test_console_script_runs_as_module() -> None:
-    done = subprocess.run([sys.executable, "-m", "hems", "--help"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "hems", "--help"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0
     assert "usage: hems" in done.stdout

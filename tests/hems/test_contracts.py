@@ -18,7 +18,7 @@ def test_reading_requires_aware_timestamp() -> None:
 
 
 def test_counter_fields_are_cumulative_units() -> None:
-    assert COUNTER_FIELDS == {n for n in FIELD_UNITS if n.endswith("_total")}
+    assert {n for n in FIELD_UNITS if n.endswith("_total")} == COUNTER_FIELDS
     assert all(FIELD_UNITS[n] in {"Wh", "L"} for n in COUNTER_FIELDS)
 
 

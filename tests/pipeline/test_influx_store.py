@@ -115,7 +115,13 @@ async def test_batches_are_gzipped_and_split(fake: FakeThrottlingInflux) -> None
     lines = [line for body in fake.bodies for line in body.decode().split("\n")]
     assert sorted(len(b.decode().split("\n")) for b in fake.bodies) == [200, 400, 400]
     assert len(lines) == 1000 and len(set(lines)) == 1000
-    assert lines[0] == f"electricity,device=meter,household=hh-1,source=modbus power_w=0.0 {B}"
+    # Chunks of one call travel concurrently (upserts make their order irrelevant), so bodies may
+    # arrive in any order; each one holds a contiguous run of the call's points, in order.
+    runs = sorted(
+        [int(float(x.split(" ")[1].split("=")[1])) for x in b.decode().split("\n")] for b in fake.bodies
+    )
+    assert runs == [list(range(0, 400)), list(range(400, 800)), list(range(800, 1000))]
+    assert f"electricity,device=meter,household=hh-1,source=modbus power_w=0.0 {B}" in lines
 
 
 async def test_retry_after_is_honoured_on_429_and_503(fake: FakeThrottlingInflux) -> None:

@@ -209,3 +209,49 @@ def test_big_batches_of_every_shape_are_complete() -> None:
     texts = [pt({"power_w": 1.0, "state": f"s{i}", "n": i}, ts_ns=TS + i) for i in range(300)]
     lines = enc.encode(texts).decode().split("\n")
     assert lines[299].endswith(f'power_w=1.0,state="s299",n=299i {TS + 299}')
+
+
+def test_columnwise_keeps_bools_apart_from_equal_floats_and_batch_order() -> None:
+    """``True == 1.0`` and ``False == 0.0``: the fast path must still write each with its own type,
+    and keep every point (even a repeated one) where the batch put it."""
+    from types import MappingProxyType
+
+    points = [
+        pt({"power_w": 1.0, "fault": True}, ts_ns=TS),
+        pt({"fault": False, "power_w": 0.0}, ts_ns=TS + 1, device="pv 1"),
+        pt(MappingProxyType({"power_w": 0.0}), ts_ns=TS + 2, measurement="battery"),
+        pt({"power_w": 1.0, "fault": 1.0, "soc_pct": 0.0}, ts_ns=TS),
+        pt({"power_w": 2.5}, ts_ns=TS, household="h=1,x y"),
+    ]
+    enc = LineEncoder(vector_min=1)
+    lines = enc.encode(points).decode().split("\n")
+    assert lines == [enc._general(p) for p in points]
+    assert (
+        lines[1]
+        == f"electricity,device=pv\\ 1,household=hh-1,source=echonet fault=false,power_w=0.0 {TS + 1}"
+    )
+
+
+def test_columnwise_refusal_names_the_part() -> None:
+    points = [pt({"power_w": float(i)}, ts_ns=TS + i) for i in range(600)]
+    points[42] = pt({"power_w": 1.0}, ts_ns=TS + 42, device="a\\")
+    with pytest.raises(LineProtocolError) as err:
+        LineEncoder().encode(points)
+    assert err.value.what == "device"
+    points[42] = pt({"_reserved": 1.0}, ts_ns=TS + 42)
+    with pytest.raises(LineProtocolError) as err:
+        LineEncoder().encode(points)
+    assert err.value.what == "field"
+    for bad_ts in (2**63, -(2**63) - 1, True):
+        points[42] = pt({"power_w": 1.0}, ts_ns=bad_ts)
+        with pytest.raises(LineProtocolError) as err:
+            LineEncoder().encode(points)
+        assert err.value.what == "ts_ns"
+
+
+def test_huge_finite_values_whose_sum_overflows_are_still_written() -> None:
+    points = [pt({"power_w": 1.7e308, "soc_pct": -0.0}, ts_ns=TS + i) for i in range(300)]
+    lines = LineEncoder().encode(points).decode().split("\n")
+    assert [parse_line(x)[2:] for x in lines] == [
+        ({"power_w": 1.7e308, "soc_pct": -0.0}, TS + i) for i in range(300)
+    ]

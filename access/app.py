@@ -1,0 +1,137 @@
+"""The aiohttp application: JSON API, web views and operational endpoints over one policy.
+
+The app never opens a time-series store: it is handed a ``pipeline.store.Store`` and reads only
+through ``SeriesQuery``.  It opens the access database (relationships, consent, ledger, tokens, web
+sessions: one SQLite file) unless the caller hands over a ledger it already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from access.api.metrics import CollectorHealth, Metrics, PipelineStats
+from access.api.problems import ApiProblem
+from access.api.ratelimit import RateLimiter
+from access.api.routes import add_routes
+from access.api.state import STATE, AppState
+from access.auth import WebAuth
+from access.clock import now as wall_now
+from access.compiler import Policy, compile_seeds
+from access.consent import ConsentStore
+from access.decision import Authorizer
+from access.ledger import Ledger
+from access.relationships import RelationshipStore
+from access.tokens import TokenStore
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 64 * 1024
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiProblem as p:
+        status = p.status
+        return p.response()
+    except web.HTTPException as exc:
+        status = exc.status
+        if not request.path.startswith("/api/"):
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+        return ApiProblem(exc.status, code, exc.reason).response()
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return ApiProblem(500, "internal_error", "the server failed; nothing was provided").response()
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        state.metrics.requests[(name, request.method, status)] += 1
+        state.metrics.request_seconds.observe(time.perf_counter() - t0)
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if response.content_type == "text/html":
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'",
+        )
+    return response
+
+
+def make_app(
+    store: Store,
+    access_db_path: Path | str,
+    ledger: Ledger | None = None,
+    *,
+    policy: Policy | None = None,
+    now: Callable[[], float] = wall_now,
+    rate_per_s: float | None = 20.0,
+    burst: float = 60.0,
+    secure_cookies: bool = True,
+    collector_health: CollectorHealth | None = None,
+    pipeline_stats: PipelineStats | None = None,
+    web_views: bool = True,
+) -> web.Application:
+    """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
+    (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks)."""
+    if policy is None:
+        from seeds.loader import load_seeds
+
+        policy = compile_seeds(load_seeds())
+    path = Path(access_db_path)
+    relationships = RelationshipStore(path)
+    consent = ConsentStore(path)
+    own_ledger = ledger is None
+    the_ledger = ledger if ledger is not None else Ledger(path)
+    state = AppState(
+        store=store,
+        authz=Authorizer(policy, relationships, consent),
+        relationships=relationships,
+        ledger=the_ledger,
+        tokens=TokenStore(path),
+        web=WebAuth(path),
+        clock=now,
+        metrics=Metrics(),
+        limiter=None if rate_per_s is None else RateLimiter(rate_per_s, burst),
+        secure_cookies=secure_cookies,
+        collector_health=collector_health,
+        pipeline_stats=pipeline_stats,
+    )
+    app = web.Application(middlewares=[_security_headers, _problems], client_max_size=MAX_BODY)
+    app[STATE] = state
+    add_routes(app)
+    if web_views:
+        from access.web.views import add_web_routes
+
+        add_web_routes(app)
+
+    async def _close(app: web.Application) -> None:
+        state.ledger_pool.shutdown(wait=True)
+        relationships.close()
+        consent.close()
+        state.tokens.close()
+        state.web.close()
+        if own_ledger:
+            the_ledger.close()
+
+    app.on_cleanup.append(_close)
+    return app

@@ -1,0 +1,129 @@
+"""``python -m collector.cli --manifest M --duration S``: poll and print readings as JSON lines.
+
+A standalone way to look at what the devices say without the pipeline; ``hems collect`` wires the
+same ``Collector`` to the pipeline instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, load
+from collector.errors import ConfigError
+from collector.reading import Reading
+from collector.runner import Collector
+
+
+def reading_json(r: Reading) -> str:
+    return json.dumps(
+        {
+            "household": r.household,
+            "device": r.device,
+            "category": r.category,
+            "ts": r.ts_utc.isoformat().replace("+00:00", "Z"),
+            "fields": r.fields,
+            "quality": r.quality,
+            "source": r.source,
+            **({"counter_wrap": r.counter_wrap} if r.counter_wrap else {}),
+        },
+        sort_keys=True,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="collector", description="Poll devices and print readings as JSON lines."
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", help="manifest JSON written by `hems devices`")
+    src.add_argument("--config", help="collector TOML file")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--power-interval", type=float, default=POWER_INTERVAL_S)
+    p.add_argument("--counter-interval", type=float, default=COUNTER_INTERVAL_S)
+    p.add_argument("--echonet-bind", default=None, help="local address of the ECHONET Lite controller")
+    p.add_argument(
+        "--listen-multicast", action="store_true", help="also hear INF announcements to 224.0.23.0"
+    )
+    p.add_argument(
+        "--no-fixed-time", action="store_true", help="skip the meter's own-timestamp readings (0xEA/0xEB)"
+    )
+    p.add_argument("--health", action="store_true", help="print the health snapshot to stderr at the end")
+    return p
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    options: dict[str, object] = {}
+    if args.echonet_bind:
+        options["echonet_bind"] = args.echonet_bind
+    if args.listen_multicast:
+        options["listen_multicast"] = True
+    if args.no_fixed_time:
+        options["fixed_time_readings"] = False
+    if args.manifest:
+        config = load(
+            args.manifest,
+            power_interval_s=args.power_interval,
+            counter_interval_s=args.counter_interval,
+            **options,
+        )
+    else:
+        config = load(args.config, **options)
+    collector = Collector(config)
+    await collector.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def printer() -> None:
+        async for r in collector.readings():
+            out.write(reading_json(r) + "\n")
+        out.flush()
+
+    task = loop.create_task(printer())
+    try:
+        if args.duration is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+        else:
+            await stop.wait()
+    finally:
+        await collector.stop()
+        await task
+    if args.health:
+        for key, h in sorted(collector.health().items()):
+            print(f"{key}\t{h.reason}\t{h.since}\t{h.message}", file=sys.stderr)
+        print(json.dumps(collector.stats(), default=str), file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Device failures are reported once, in the health table; pymodbus would log every one of them.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(_run(args, out or sys.stdout))
+    except BrokenPipeError:  # the reader went away (``| head``): a normal way to stop
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit-time flush stays quiet
+        return 0
+    except ConfigError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""``hems collect``: the collector's reading stream fed into the pipeline, and nothing else.
+
+This is the only place where collection meets storage (the collector never writes to a store and the
+pipeline never speaks a device protocol), so ``hems demo`` reuses ``pump`` rather than wiring its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, load
+from collector.errors import ConfigError as CollectorConfigError
+from collector.reading import Reading
+from collector.runner import Collector
+from hems import loop as hems_loop
+from pipeline.config import ConfigError as PipelineConfigError
+from pipeline.config import PipelineConfig
+from pipeline.factory import open_pipeline, open_store, retention_policy
+from pipeline.retention import retention_loop
+from pipeline.sqlite_store import SQLiteStore
+from pipeline.writer import Backpressure, Pipeline
+
+log = logging.getLogger("hems.collect")
+
+
+@dataclass
+class PumpStats:
+    """What went from the collector into the pipeline; ``unacknowledged`` is non-zero only if the
+    run ended while the store was down and the spool was full."""
+
+    submitted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    backpressure_retries: int = 0
+    unacknowledged: int = 0
+
+
+async def _submit_until_durable(
+    pipeline: Pipeline, batch: list[Reading], stats: PumpStats, stopping: asyncio.Event
+) -> None:
+    """Hand a batch over, retrying on backpressure instead of dropping it: while the store is down and
+    the spool is full, holding readings here slows the collector (visible as lateness), loses nothing."""
+    delay = 0.5
+    while True:
+        try:
+            result = await pipeline.submit(batch)
+        except Backpressure as exc:
+            if stopping.is_set():
+                stats.unacknowledged += len(batch)
+                log.error("stopping with %d readings not acknowledged: %s", len(batch), exc)
+                return
+            stats.backpressure_retries += 1
+            log.warning("pipeline refused a batch (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        stats.submitted += len(batch)
+        stats.accepted += result.accepted
+        stats.rejected += len(result.rejected)
+        return
+
+
+async def pump(
+    collector: Collector,
+    pipeline: Pipeline,
+    *,
+    linger_s: float = 0.2,
+    max_batch: int = 2000,
+    concurrency: int = 4,
+    stopping: asyncio.Event | None = None,
+) -> PumpStats:
+    """Move readings until the collector's stream ends.
+
+    Readings are grouped for up to ``linger_s`` so the pipeline sees batches, and up to ``concurrency``
+    batches wait for their acknowledgement at once, so one slow fsync never stalls collection.
+    """
+    stats = PumpStats()
+    stopping = stopping or asyncio.Event()
+    slots = asyncio.Semaphore(concurrency)
+    in_flight: set[asyncio.Task[None]] = set()
+    stream = collector.readings().__aiter__()
+    batch: list[Reading] = []
+    pending_next: asyncio.Task[Reading] | None = None
+
+    async def hand_over(items: list[Reading]) -> None:
+        try:
+            await _submit_until_durable(pipeline, items, stats, stopping)
+        finally:
+            slots.release()
+
+    async def dispatch() -> None:
+        nonlocal batch
+        if not batch:
+            return
+        await slots.acquire()
+        task = asyncio.create_task(hand_over(batch))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+        batch = []
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + linger_s
+    try:
+        while True:
+            if pending_next is None:
+                pending_next = asyncio.ensure_future(stream.__anext__())
+            timeout = max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait({pending_next}, timeout=timeout)
+            if done:
+                try:
+                    reading = pending_next.result()
+                except StopAsyncIteration:
+                    pending_next = None
+                    break
+                pending_next = None
+                batch.append(reading)
+                if len(batch) < max_batch:
+                    continue
+            await dispatch()
+            deadline = loop.time() + linger_s
+        await dispatch()
+        if in_flight:
+            await asyncio.gather(*in_flight)
+    finally:
+        if pending_next is not None:
+            pending_next.cancel()
+    return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hems collect",
+        description="Poll devices (from a TOML config or a `hems devices` manifest) into the store. "
+        "InfluxDB when --influx-url (or HEMS_INFLUX_URL) is given, else the embedded SQLite store.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="TOML file with [collector], [[households]] and [pipeline] tables")
+    src.add_argument("--manifest", help="manifest JSON written by `hems devices`")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("HEMS_DATA_DIR", "./var"),
+        help="where the embedded store, spool and counter state live (default ./var)",
+    )
+    p.add_argument("--influx-url", default=None, help="InfluxDB 2.x URL (default $HEMS_INFLUX_URL)")
+    p.add_argument("--influx-org", default=None, help="default $HEMS_INFLUX_ORG")
+    p.add_argument("--influx-bucket", default=None, help="default $HEMS_INFLUX_BUCKET")
+    p.add_argument("--power-interval", type=float, default=POWER_INTERVAL_S)
+    p.add_argument("--counter-interval", type=float, default=COUNTER_INTERVAL_S)
+    p.add_argument("--echonet-bind", default=None, help="local address of the ECHONET Lite controller")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    return p
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The ``[pipeline]`` table of --config (if any), paths under --data-dir, InfluxDB flags last.
+
+    The token is deliberately not a flag (it would show in ``ps``): it comes from $HEMS_INFLUX_TOKEN.
+    """
+    cfg = PipelineConfig.load(args.config if args.config else None)
+    data = Path(args.data_dir)
+    if cfg.sqlite_path == PipelineConfig.sqlite_path:
+        cfg = replace(
+            cfg,
+            sqlite_path=str(data / "hems.sqlite"),
+            counter_state_path=str(data / "counter_state.sqlite"),
+            spool_dir=str(data / "spool"),
+        )
+    flags = {
+        "influx_url": args.influx_url,
+        "influx_org": args.influx_org,
+        "influx_bucket": args.influx_bucket,
+    }
+    cfg = replace(cfg, **{k: v for k, v in flags.items() if v})
+    if cfg.use_influx and not (cfg.influx_org and cfg.influx_bucket and cfg.influx_token):
+        raise PipelineConfigError(
+            "InfluxDB needs an org, a bucket and a token: --influx-org/--influx-bucket (or HEMS_INFLUX_ORG/"
+            "HEMS_INFLUX_BUCKET) and HEMS_INFLUX_TOKEN"
+        )
+    return cfg
+
+
+async def run(args: argparse.Namespace) -> int:
+    options: dict[str, object] = {}
+    if args.echonet_bind:
+        options["echonet_bind"] = args.echonet_bind
+    if args.manifest:
+        config = load(
+            args.manifest,
+            power_interval_s=args.power_interval,
+            counter_interval_s=args.counter_interval,
+            **options,
+        )
+    else:
+        config = load(args.config, **options)
+    cfg = pipeline_config(args)
+    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg)
+    pipeline = open_pipeline(cfg, store)
+    await pipeline.start()
+    collector = Collector(config)
+    await collector.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopping.set)
+    retention = (
+        asyncio.create_task(retention_loop(store, retention_policy(cfg)))
+        if isinstance(store, SQLiteStore)
+        else None  # InfluxDB downsamples with its own tasks (pipeline.influx_retention)
+    )
+    pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
+    print(
+        f"collecting {len(config.devices)} devices into {cfg.influx_url or cfg.sqlite_path} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=args.duration)
+    stopping.set()
+    await collector.stop()
+    stats = await pumping
+    if retention is not None:
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
+    await pipeline.close()
+    await store.close()
+    print(
+        f"readings: {stats.accepted} stored, {stats.rejected} rejected, "
+        f"{stats.unacknowledged} not acknowledged",
+        file=sys.stderr,
+    )
+    return 1 if stats.unacknowledged else 0
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pymodbus logs every timeout at ERROR; the collector already turns them into device health.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        return hems_loop.run(run(args))
+    except (CollectorConfigError, PipelineConfigError) as exc:
+        print(f"hems collect: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,184 @@
+"""Shared setting for the API tests: a real SQLite series store with readings and a real access DB.
+
+The store is filled once per session (it is only read); each test gets a fresh access database, so
+tests that suspend, revoke or write the ledger never see each other.  Imported by the
+``test_api_*`` modules (pytest puts this directory on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from access.api.state import STATE, AppState
+from access.app import make_app
+from access.clock import to_epoch
+from access.compiler import Policy, compile_seeds
+from access.relationships import RelationshipStore
+from access.tokens import TokenStore
+from pipeline.points import Point
+from pipeline.sqlite_store import SQLiteStore
+from seeds.loader import load_seeds
+
+DAY = datetime(2026, 6, 1, tzinfo=UTC)
+NOW = to_epoch("2026-06-02T00:00:00Z")
+SINCE = to_epoch("2025-01-01T00:00:00Z")
+STEP = timedelta(minutes=5)
+PV = "sps.pv_after_maintenance"
+OWN = "sps.disclosure_to_person"
+STATS = "enex.management_analysis"
+STATS_HOUSEHOLDS = tuple(f"s{i:02d}" for i in range(12))
+HOUSEHOLDS = ("h1", "h2", *STATS_HOUSEHOLDS)
+
+
+def readings(household: str, n: int) -> list[Point]:
+    """A day of 5-minute points: pv, electricity, battery, water; values a function of time and home."""
+    out: list[Point] = []
+    k = HOUSEHOLDS.index(household) + 1
+    for i in range(n):
+        ts = DAY + i * STEP
+        ns = int(ts.timestamp()) * 1_000_000_000
+        hour = i * 5 / 60
+        pv = max(0.0, math.sin((hour - 6) / 12 * math.pi)) * 1000.0 * k if 6 <= hour <= 18 else 0.0
+        out.append(
+            Point(
+                "pv",
+                household,
+                "inv1",
+                "modbus",
+                ns,
+                {"power_w": pv, "energy_wh_total": 1000.0 * k + i * 10.0, "fault": i == 7},
+            )
+        )
+        out.append(
+            Point(
+                "electricity",
+                household,
+                "meter",
+                "echonet",
+                ns,
+                {"power_w": 500.0 - pv, "import_wh_total": 5000.0 + i * 3.0, "export_wh_total": 100.0 + i},
+            )
+        )
+        out.append(
+            Point(
+                "battery",
+                household,
+                "bat1",
+                "echonet",
+                ns,
+                {"power_w": float(i % 7 - 3) * 100, "soc_pct": 50.0 + (i % 20)},
+            )
+        )
+        out.append(Point("water", household, "wm", "echonet", ns, {"volume_l_total": 100.0 + i * 0.5}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("series") / "series.sqlite"
+
+    async def fill() -> None:
+        store = SQLiteStore(path)
+        for hh in HOUSEHOLDS:
+            await store.write(readings(hh, 288))
+        await store.close()
+
+    asyncio.run(fill())
+    return path
+
+
+@pytest.fixture(scope="session")
+def api_policy() -> Policy:
+    return compile_seeds(load_seeds())
+
+
+def populate(rel: RelationshipStore) -> None:
+    rel.add_households(HOUSEHOLDS)
+    partner = [PV, "sps.service_provision"]
+    rel.add_principal("alice", "homeowner", "Alice", [OWN])
+    rel.add_principal("bob", "homeowner", "Bob", [OWN])
+    rel.add_principal("sales1", "sales_company", "Sun Sales", partner)
+    rel.add_principal("inst1", "installer", "Roof Installers", partner)
+    rel.add_principal("whole1", "wholesaler", "PV Wholesale", partner)
+    rel.add_principal("appr1", "approved_company", "Approved Care", partner)
+    rel.add_principal("appr_old", "approved_company", "Old Care", partner)
+    rel.add_principal("ana", "analyst", "Analyst", [STATS, "sps.service_provision"])
+    rel.link_many(
+        [
+            ("alice", "h1", "homeowner"),
+            ("bob", "h2", "homeowner"),
+            ("sales1", "h1", "sales_company"),
+            ("inst1", "h1", "installer"),
+            ("whole1", "h1", "wholesaler"),
+        ],
+        since=SINCE,
+    )
+    rel.approve("sales1", "appr1", ["pv", "electricity", "battery"], [PV], valid_from=SINCE)
+    rel.approve("whole1", "appr_old", ["pv"], [PV], valid_from=SINCE, valid_to="2026-01-01T00:00:00Z")
+
+
+TOKEN_PURPOSES = {
+    "alice": [OWN],
+    "bob": [OWN],
+    "sales1": [PV],
+    "inst1": [PV],
+    "whole1": [PV],
+    "appr1": [PV],
+    "appr_old": [PV],
+    "ana": [STATS],
+}
+
+
+@dataclass
+class Env:
+    client: TestClient[Any, Any]
+    state: AppState
+    tokens: dict[str, str]
+    db: Path
+    store: SQLiteStore
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def ledger_rows(self) -> int:
+        return len(self.state.ledger.all())
+
+
+async def start_env(
+    tmp_path: Path, store_path: Path, policy: Policy, **app_kwargs: Any
+) -> AsyncIterator[Env]:
+    db = tmp_path / "access.sqlite"
+    rel = RelationshipStore(db)
+    populate(rel)
+    tokens = TokenStore(db)
+    issued = {}
+    for who, purposes in TOKEN_PURPOSES.items():
+        _, text = tokens.create(who, purposes, rel.principal(who).purposes, at=NOW - 3600)
+        issued[who] = text
+    tokens.close()
+    rel.close()
+    store = SQLiteStore(store_path)
+    kwargs: dict[str, Any] = {"policy": policy, "now": lambda: NOW, "secure_cookies": False}
+    kwargs.update(app_kwargs)
+    app = make_app(store, db, **kwargs)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield Env(client, app[STATE], issued, db, store)
+    finally:
+        await client.close()
+        await store.close()
+
+
+SERIES = "/api/v1/households/{hh}/series/{cat}"
+RANGE = {"start": "2026-06-01T00:00:00Z", "stop": "2026-06-02T00:00:00Z"}

@@ -1,0 +1,283 @@
+"""The API over real HTTP and a real SQLite store: each user group, formats, pagination, ledger."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from access.compiler import Policy
+from pipeline.query import SeriesQuery
+from tests.access.api_world import (
+    OWN,
+    PV,
+    RANGE,
+    SERIES,
+    STATS,
+    STATS_HOUSEHOLDS,
+    Env,
+    api_policy,
+    start_env,
+    store_path,
+)
+
+__all__ = ["api_policy", "store_path"]
+
+
+@pytest.fixture
+async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
+    async for e in start_env(tmp_path, store_path, api_policy):
+        yield e
+
+
+async def test_homeowner_reads_own_series_without_a_ledger_record(env: Env) -> None:
+    before = env.ledger_rows()
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="pv"),
+        params={**RANGE, "every": "1h", "purpose": OWN},
+        headers=env.auth("alice"),
+    )
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["count"] == 24
+    assert body["columns"]["time"][0] == "2026-06-01T00:00:00.000Z"
+    assert set(body["columns"]) == {"time", "household", "device", "power_w", "energy_wh_total"}
+    assert body["clause_ids"]
+    # The person's own access is not a provision to a third party.
+    assert env.ledger_rows() == before
+
+
+@pytest.mark.parametrize("who", ["inst1", "sales1", "whole1", "appr1"])
+async def test_each_partner_read_leaves_exactly_one_ledger_record(env: Env, who: str) -> None:
+    before = env.ledger_rows()
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="pv"),
+        params={**RANGE, "every": "15m", "purpose": PV},
+        headers=env.auth(who),
+    )
+    assert r.status == 200, await r.text()
+    assert (await r.json())["count"] == 96
+    records = env.state.ledger.all()
+    assert len(records) == before + 1
+    rec = records[-1]
+    assert (rec.recipient, rec.household, rec.categories, rec.purpose) == (who, "h1", ("pv",), PV)
+    assert rec.period_start == datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+    assert rec.clause_ids == tuple((await r.json())["clause_ids"])
+
+
+async def test_raw_series_matches_the_store_query(env: Env) -> None:
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="battery"),
+        params={
+            "start": "2026-06-01T01:00:00Z",
+            "stop": "2026-06-01T02:00:00Z",
+            "every": "raw",
+            "purpose": OWN,
+        },
+        headers=env.auth("alice"),
+    )
+    body = await r.json()
+    direct = await env.store.query(
+        SeriesQuery(
+            ("h1",),
+            "battery",
+            ("power_w", "soc_pct"),
+            datetime(2026, 6, 1, 1, tzinfo=UTC),
+            datetime(2026, 6, 1, 2, tzinfo=UTC),
+        )
+    )
+    assert body["columns"]["soc_pct"] == direct["soc_pct"].to_list()
+    assert body["count"] == 12
+
+
+async def test_csv_and_arrow_parse_back_to_the_same_data(env: Env) -> None:
+    q = {**RANGE, "every": "1h", "purpose": OWN, "fields": "power_w,soc_pct"}
+    url = SERIES.format(hh="h1", cat="battery")
+    direct = (
+        await env.store.query(
+            SeriesQuery(
+                ("h1",),
+                "battery",
+                ("power_w", "soc_pct"),
+                datetime(2026, 6, 1, tzinfo=UTC),
+                datetime(2026, 6, 2, tzinfo=UTC),
+                timedelta(hours=1),
+                "mean",
+            )
+        )
+    ).sort(["time", "device"])
+    r = await env.client.get(url, params={**q, "format": "arrow"}, headers=env.auth("alice"))
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "application/vnd.apache.arrow.file"
+    arrow = pl.read_ipc(io.BytesIO(await r.read()))
+    assert arrow.equals(direct)
+    r = await env.client.get(url, params=q, headers={**env.auth("alice"), "Accept": "text/csv"})
+    assert r.headers["Content-Type"].startswith("text/csv")
+    csv = pl.read_csv(io.StringIO(await r.text()), try_parse_dates=True)
+    assert csv.columns == direct.columns
+    assert csv["time"].to_list() == direct["time"].to_list()
+    assert csv["soc_pct"].to_list() == pytest.approx(direct["soc_pct"].to_list())
+
+
+async def test_pagination_walks_every_row_once_and_records_each_page(env: Env) -> None:
+    url = SERIES.format(hh="h1", cat="electricity")
+    params = {**RANGE, "every": "raw", "purpose": PV, "limit": "100", "fields": "power_w"}
+    before = env.ledger_rows()
+    seen: list[str] = []
+    pages = 0
+    cursor = None
+    while True:
+        p = dict(params) if cursor is None else {**params, "cursor": cursor}
+        r = await env.client.get(url, params=p, headers=env.auth("inst1"))
+        assert r.status == 200, await r.text()
+        body = await r.json()
+        seen += body["columns"]["time"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            assert "X-Next-Cursor" not in r.headers
+            break
+        assert r.headers["X-Next-Cursor"] == cursor and 'rel="next"' in r.headers["Link"]
+    assert pages == 3 and len(seen) == 288 and len(set(seen)) == 288 and seen == sorted(seen)
+    assert env.ledger_rows() == before + pages
+    # A cursor belongs to its query: reusing it with other parameters is a bad parameter.
+    r = await env.client.get(
+        url,
+        params={**params, "fields": "import_wh_total", "cursor": cursor or "x"},
+        headers=env.auth("inst1"),
+    )
+    assert r.status == 400 and (await r.json())["field"] == "cursor"
+
+
+async def test_households_lists_only_related_ones(env: Env) -> None:
+    r = await env.client.get("/api/v1/households", params={"purpose": PV}, headers=env.auth("appr1"))
+    body = await r.json()
+    assert [h["household"] for h in body["households"]] == ["h1"]
+    assert body["households"][0]["categories"] == ["electricity", "pv", "battery"]
+    r = await env.client.get("/api/v1/households", headers=env.auth("bob"))
+    assert [h["household"] for h in (await r.json())["households"]] == ["h2"]
+
+
+async def test_analyst_gets_statistics_without_household_ids(env: Env) -> None:
+    before = env.ledger_rows()
+    r = await env.client.get(
+        "/api/v1/stats/electricity",
+        params={**RANGE, "every": "1h", "purpose": STATS, "fields": "power_w"},
+        headers=env.auth("ana"),
+    )
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["min_group_size"] == 10
+    cols = body["columns"]
+    assert "household" not in cols and "device" not in cols
+    assert cols["households"] == [len(STATS_HOUSEHOLDS) + 2] * 24
+    noon = cols["time"].index("2026-06-01T12:00:00.000Z")
+    assert cols["power_w_max"][noon] > cols["power_w_mean"][noon] > cols["power_w_min"][noon]
+    assert "h1" not in await r.text()
+    assert env.ledger_rows() == before  # aggregates name no household: not a provision record
+
+
+async def test_statistics_groups_below_the_minimum_are_suppressed(env: Env) -> None:
+    # Suspending use in six homes leaves 8 the analyst may aggregate over: below the minimum of 10.
+    for hh in STATS_HOUSEHOLDS[:6]:
+        env.state.authz.consent.suspend(hh, "use", at=0.0)
+    r = await env.client.get(
+        "/api/v1/stats/electricity",
+        params={**RANGE, "every": "1h", "purpose": STATS},
+        headers=env.auth("ana"),
+    )
+    body = await r.json()
+    assert r.status == 200, body
+    assert body["columns"]["time"] == [] and body["suppressed_windows"] == 24
+
+
+async def test_daily_totals_per_tokyo_day(env: Env) -> None:
+    r = await env.client.get(
+        "/api/v1/households/h1/daily/water",
+        params={**RANGE, "field": "volume_l_total", "purpose": OWN},
+        headers=env.auth("alice"),
+    )
+    body = await r.json()
+    assert r.status == 200, body
+    # Data runs 00:00-24:00 UTC = 09:00 JST on two local days; 0.5 L per 5 minutes.
+    assert body["columns"]["day"] == ["2026-06-01", "2026-06-02"]
+    assert sum(body["columns"]["delta"]) == pytest.approx(287 * 0.5 - 11 * 0.5)
+
+
+async def test_homeowner_ledger_consent_and_erasure(env: Env) -> None:
+    await env.client.get(
+        SERIES.format(hh="h1", cat="pv"),
+        params={**RANGE, "purpose": PV, "every": "1h"},
+        headers=env.auth("inst1"),
+    )
+    r = await env.client.get("/api/v1/households/h1/ledger", headers=env.auth("alice"))
+    records = (await r.json())["records"]
+    assert [(x["recipient"], x["categories"]) for x in records] == [("inst1", ["pv"])]
+    r = await env.client.put(
+        "/api/v1/households/h1/consent", json={"suspended": True}, headers=env.auth("alice")
+    )
+    assert r.status == 200 and (await r.json())["provision_suspended"] is True
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="pv"),
+        params={**RANGE, "purpose": PV, "every": "1h"},
+        headers=env.auth("inst1"),
+    )
+    assert r.status == 403 and (await r.json())["reason"] == "suspended"
+    r = await env.client.put(
+        "/api/v1/households/h1/consent", json={"suspended": False}, headers=env.auth("alice")
+    )
+    assert (await r.json())["provision_suspended"] is False
+    r = await env.client.post(
+        "/api/v1/households/h1/erasure", json={"categories": ["pv"]}, headers=env.auth("alice")
+    )
+    assert r.status == 202 and (await r.json())["status"] == "recorded"
+    r = await env.client.get("/api/v1/households/h1/erasure", headers=env.auth("alice"))
+    assert len((await r.json())["requests"]) == 1
+
+
+async def test_operational_endpoints(env: Env) -> None:
+    assert (await env.client.get("/healthz")).status == 200
+    assert (await env.client.get("/readyz")).status == 200
+    await env.client.get(SERIES.format(hh="h2", cat="pv"), params={"purpose": PV}, headers=env.auth("inst1"))
+    text = await (await env.client.get("/metrics")).text()
+    assert 'hems_policy_refusals_total{reason="no_grant"} 1' in text
+    assert "hems_policy_decision_seconds_count 1" in text
+    assert "hems_store_up 1" in text
+    assert 'route="/api/v1/households/{household}/series/{category}",method="GET",status="403"' in text
+
+
+async def test_metrics_include_collector_and_pipeline_providers(
+    tmp_path: Path, store_path: Path, api_policy: Policy
+) -> None:
+    async for env in start_env(
+        tmp_path,
+        store_path,
+        api_policy,
+        collector_health=lambda: {"h1/inv1": True, "h1/meter": False},
+        pipeline_stats=lambda: {"spool_depth": 7},
+    ):
+        text = await (await env.client.get("/metrics")).text()
+        assert 'hems_collector_device_healthy{device="h1/meter"} 0' in text
+        assert 'hems_collector_devices{state="healthy"} 1' in text
+        assert "hems_pipeline_spool_depth 7.0" in text
+
+
+async def test_pagination_with_windows_and_an_unaligned_start_matches_one_page(env: Env) -> None:
+    url = SERIES.format(hh="h1", cat="pv")
+    params = {"start": "2026-06-01T00:02:00Z", "stop": "2026-06-01T01:00:00Z", "every": "15m", "purpose": OWN}
+    whole = await (await env.client.get(url, params=params, headers=env.auth("alice"))).json()
+    rows: list[float] = []
+    cursor = None
+    for _ in range(20):
+        p = {**params, "limit": "1"} if cursor is None else {**params, "limit": "1", "cursor": cursor}
+        body = await (await env.client.get(url, params=p, headers=env.auth("alice"))).json()
+        rows += body["columns"]["energy_wh_total"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert whole["columns"]["time"][0] == "2026-06-01T00:00:00.000Z"  # the window holding the start
+    assert rows == whole["columns"]["energy_wh_total"] and len(rows) == 4

@@ -1,0 +1,256 @@
+"""Web sign-in, sessions and CSRF over real HTTP; the OpenAPI document against the router; the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from access.api.routes import ROUTES
+from access.cli import main as cli_main
+from access.compiler import Policy
+from tests.access.api_world import NOW, PV, RANGE, SERIES, Env, api_policy, start_env, store_path
+
+__all__ = ["api_policy", "store_path"]
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
+    async for e in start_env(tmp_path, store_path, api_policy):
+        e.state.web.set_password("alice", PASSWORD)
+        e.state.web.set_password("inst1", PASSWORD)
+        yield e
+
+
+async def _sign_in(env: Env, who: str) -> str:
+    r = await env.client.post("/login", data={"principal": who, "password": PASSWORD}, allow_redirects=False)
+    assert r.status == 303, await r.text()
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    page = await (await env.client.get(r.headers["Location"])).text()
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m is not None
+    return m.group(1)
+
+
+async def test_wrong_password_and_non_web_principals_refused(env: Env) -> None:
+    r = await env.client.post("/login", data={"principal": "alice", "password": "wrong password!"})
+    assert r.status == 401 and "wrong password" in await r.text()
+    env.state.web.set_password("sales1", PASSWORD)
+    r = await env.client.post("/login", data={"principal": "sales1", "password": PASSWORD})
+    assert r.status == 401
+    r = await env.client.get("/", allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/login"
+
+
+async def test_secure_cookie_flag_is_configurable(
+    tmp_path: Path, store_path: Path, api_policy: Policy
+) -> None:
+    async for env in start_env(tmp_path, store_path, api_policy, secure_cookies=True):
+        env.state.web.set_password("alice", PASSWORD)
+        r = await env.client.post(
+            "/login", data={"principal": "alice", "password": PASSWORD}, allow_redirects=False
+        )
+        assert "Secure" in r.headers["Set-Cookie"]
+
+
+async def test_dashboard_shows_ledger_and_session_reads_api(env: Env) -> None:
+    await env.client.get(
+        SERIES.format(hh="h1", cat="pv"), params={**RANGE, "purpose": PV}, headers=env.auth("inst1")
+    )
+    await _sign_in(env, "alice")
+    page = await (await env.client.get("/")).text()
+    assert "inst1" in page and "JST" in page and 'id="provision-toggle"' in page
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="pv"), params={**RANGE, "purpose": "sps.disclosure_to_person"}
+    )
+    assert r.status == 200
+    # A session may not declare a purpose its principal is not registered for.
+    r = await env.client.get(SERIES.format(hh="h1", cat="pv"), params={**RANGE, "purpose": "enex.billing"})
+    assert r.status == 403 and (await r.json())["reason"] == "purpose_not_registered"
+
+
+async def test_cross_site_posts_are_refused(env: Env) -> None:
+    csrf = await _sign_in(env, "alice")
+    consent = env.state.authz.consent
+    # The provision form without the token (what a cross-site form can send).
+    r = await env.client.post(
+        "/household/h1/provision", data={"suspended": "true"}, headers={"Origin": "http://evil.example"}
+    )
+    assert r.status == 403 and (await r.json())["code"] == "csrf_refused"
+    r = await env.client.post("/household/h1/provision", data={"suspended": "true", "csrf": "guess"})
+    assert r.status == 403
+    # Right token but a foreign Origin.
+    r = await env.client.post(
+        "/household/h1/provision",
+        data={"suspended": "true", "csrf": csrf},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert r.status == 403
+    # The JSON API with the cookie: PUT without the header, then with it.
+    r = await env.client.put("/api/v1/households/h1/consent", json={"suspended": True})
+    assert r.status == 403 and (await r.json())["code"] == "csrf_refused"
+    assert consent.suspensions("h1") == []
+    r = await env.client.put(
+        "/api/v1/households/h1/consent", json={"suspended": True}, headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status == 200 and (await r.json())["provision_suspended"] is True
+    # And the real form, same origin, with the token: resumes provision.
+    r = await env.client.post(
+        "/household/h1/provision", data={"suspended": "false", "csrf": csrf}, allow_redirects=False
+    )
+    assert r.status == 303
+    assert all(not s.active(NOW) for s in consent.suspensions("h1"))
+
+
+async def test_installer_view_shows_refusal_after_suspension(env: Env) -> None:
+    await _sign_in(env, "inst1")
+    before = env.ledger_rows()
+    page = await (await env.client.get("/installer")).text()
+    assert "h1" in page and "Refused" not in page
+    assert env.ledger_rows() == before + 2  # pv and battery, one record each
+    env.state.authz.consent.suspend("h1", "provision", at=NOW - 1)
+    page = await (await env.client.get("/installer")).text()
+    assert "Refused (suspended)" in page
+    assert env.ledger_rows() == before + 2
+    r = await env.client.get("/installer/h2")
+    assert r.status == 403
+
+
+async def test_sign_out_ends_the_session(env: Env) -> None:
+    csrf = await _sign_in(env, "alice")
+    r = await env.client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert r.status == 303
+    r = await env.client.get("/api/v1/me")
+    assert r.status == 401
+
+
+async def test_static_assets_and_security_headers(env: Env) -> None:
+    js = await env.client.get("/static/chart.umd.min.js")
+    assert js.status == 200 and "MIT License" in (await js.text())[:2000]
+    r = await env.client.get("/login")
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert (await env.client.get("/static/../access.sqlite")).status in (403, 404)
+
+
+async def test_openapi_documents_exactly_the_routes(env: Env) -> None:
+    doc = await (await env.client.get("/api/v1/openapi.json")).json()
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    app = env.client.app
+    assert app is not None
+    served = set()
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method == "HEAD" or not (
+            path.startswith("/api/") or path in ("/healthz", "/readyz", "/metrics")
+        ):
+            continue
+        served.add((route.method, path))
+    assert served == documented
+    assert {(m, p) for m, p, _h, _n in ROUTES} == documented
+    # Every documented path parameter is a placeholder of the path, and vice versa.
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            names = {p["name"] for p in op["parameters"] if p["in"] == "path"}
+            assert names == set(re.findall(r"{(\w+)}", path)), path
+            assert "200" in op["responses"] or "202" in op["responses"]
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _hems(db: Path, *args: str, stdin: str | None = None) -> Ran:
+    """``hems principals ...`` in-process (the same ``main`` the entry point calls), output captured."""
+    out, err = io.StringIO(), io.StringIO()
+    old_in = sys.stdin
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_main(["principals", "--db", str(db), *args])
+    finally:
+        sys.stdin = old_in
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def test_principals_cli_issues_and_revokes_tokens(tmp_path: Path) -> None:
+    from access.tokens import TokenError, TokenStore
+
+    db = tmp_path / "a.sqlite"
+    assert (
+        _hems(db, "add", "inst9", "--kind", "installer", "--name", "Inst 9", "--purpose", PV).returncode == 0
+    )
+    out = _hems(db, "token", "create", "inst9", "--purpose", PV)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.strip().splitlines()[-1]
+    tokens = TokenStore(db)
+    info = tokens.authenticate(text)
+    assert info.principal == "inst9" and info.purposes == {PV}
+    assert text not in _hems(db, "token", "list").stdout
+    assert _hems(db, "token", "create", "inst9", "--purpose", "enex.billing").returncode == 1
+    assert _hems(db, "token", "revoke", info.id).returncode == 0
+    with pytest.raises(TokenError):
+        tokens.authenticate(text)
+    tokens.close()
+    assert _hems(db, "password", "inst9", "--stdin", stdin="short\n").returncode == 1
+    assert _hems(db, "password", "inst9", "--stdin", stdin=PASSWORD + "\n").returncode == 0
+    assert "inst9\tinstaller" in _hems(db, "list").stdout
+
+
+async def test_hems_serve_answers_on_its_port(tmp_path: Path, store_path: Path) -> None:
+    """``hems serve`` as a process over the embedded store: ready, and refusing without credentials."""
+    import asyncio
+    import socket
+
+    import aiohttp
+
+    from access.relationships import RelationshipStore
+
+    missing = _hems_serve(tmp_path / "none.sqlite")
+    assert missing.returncode == 2 and "no access database" in missing.stderr
+    RelationshipStore(tmp_path / "a.sqlite").close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hems",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(tmp_path / "a.sqlite"),
+        "--store",
+        f"sqlite:{store_path}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        assert f"127.0.0.1:{port}" in line.decode()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                assert r.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/api/v1/households") as r:
+                assert r.status == 401
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def _hems_serve(db: Path) -> Ran:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(["serve", "--db", str(db)])
+    return Ran(code, out.getvalue(), err.getvalue())

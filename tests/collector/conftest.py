@@ -1,0 +1,73 @@
+"""Fleets of emulated homes for the collector tests: the same ``devices.fleet.Fleet`` that
+``hems devices`` runs, on a loopback /16 of its own (127.30-127.99, so it never meets the device
+tests' 127.100-127.250) with ephemeral Modbus ports."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from collector.config import CollectorConfig, from_manifest
+from devices.fleet import Fleet
+
+NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo: the sun is up
+QUIET = {"multicast": False, "announce_interval_s": None}
+
+_prefixes = itertools.count(random.Random(os.getpid()).randint(30, 60))
+
+
+def next_prefix() -> str:
+    return f"127.{30 + (next(_prefixes) - 30) % 70}"
+
+
+def make_fleet(homes: int = 2, **kw: Any) -> Fleet:
+    kw.setdefault("speed", 0)
+    kw.setdefault("start", NOON_JST)
+    kw.setdefault("modbus_port", 0)
+    kw.setdefault("echonet_options", QUIET)
+    return Fleet(homes, 7, address_prefix=next_prefix(), **kw)
+
+
+def controller_address(fleet: Fleet) -> str:
+    """A loopback address in the fleet's /16 that no home uses (homes end at x.y.249.250)."""
+    prefix = fleet.homes[0].address.rsplit(".", 2)[0]
+    return f"{prefix}.255.1"
+
+
+def config_for(fleet: Fleet, **options: Any) -> CollectorConfig:
+    options.setdefault("power_interval_s", 0.2)
+    options.setdefault("counter_interval_s", 0.4)
+    options.setdefault("timeout_s", 0.3)
+    options.setdefault("backoff_base_s", 0.2)
+    options.setdefault("backoff_max_s", 0.4)
+    options.setdefault("discovery_wait_s", 0.2)
+    options.setdefault("echonet_bind", controller_address(fleet))
+    options.setdefault("echonet_multicast", False)
+    return from_manifest(fleet.manifest(), "test-manifest", **options)
+
+
+@pytest.fixture
+async def fleet_factory() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Fleet] = []
+
+    async def make(homes: int = 2, **kw: Any) -> Fleet:
+        fleet = make_fleet(homes, **kw)
+        await fleet.start()
+        started.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in started:
+        await fleet.stop()
+
+
+@pytest.fixture
+async def frozen_fleet(fleet_factory: Callable[..., Any]) -> Fleet:
+    fleet: Fleet = await fleet_factory(2)
+    return fleet

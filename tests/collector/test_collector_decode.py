@@ -1,0 +1,79 @@
+"""Decoding rules that a healthy emulator never exercises: sentinels, scale factors, coefficients,
+request planning."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.echonet_decode import decode
+from collector.sunspec_client import interpret, plan_reads
+from devices.echonet.frame import FrameError
+from devices.sunspec.models import MODELS, encode, not_implemented
+
+
+def test_plan_reads_merges_neighbours_within_125_registers() -> None:
+    assert plan_reads([(40070, 26), (40096, 64)]) == [(40070, 90)]  # models 124 + 802 in one read
+    assert plan_reads([(40070, 107)]) == [(40070, 107)]
+    assert plan_reads([(40070, 52), (40122, 107)]) == [(40070, 125), (40195, 34)]
+    assert plan_reads([(0, 300)]) == [(0, 125), (125, 125), (250, 50)]
+    assert plan_reads([(10, 5), (100, 5)]) == [(10, 5), (100, 5)]
+
+
+def _model_regs(model_id: int, values: dict[str, float | int]) -> list[int]:
+    model = MODELS[model_id]
+    regs = [model_id, model.length]
+    for p in model.points[2:]:
+        regs += encode(p, values[p.name]) if p.name in values else not_implemented(p)
+    return regs
+
+
+def test_sunspec_scale_factors_and_not_implemented_points() -> None:
+    regs = _model_regs(203, {"W": -1234, "W_SF": -1, "TotWhImp": 5000, "TotWh_SF": 3})
+    data = interpret({203: regs})
+    assert data.fields["power_w"] == pytest.approx(-123.4)
+    assert data.fields["import_wh_total"] == 5_000_000.0
+    assert "export_wh_total" not in data.fields and "export_wh_total" in data.missing  # not zero
+    assert data.counter_wrap["import_wh_total"] == 2.0**32 * 1000
+    flipped = interpret({203: regs}, power_sign=-1)
+    assert flipped.fields["power_w"] == pytest.approx(123.4)
+    # a value whose scale factor is not implemented cannot be trusted either
+    no_sf = interpret({203: _model_regs(203, {"W": 100})})
+    assert "power_w" not in no_sf.fields
+
+
+def test_sunspec_inverter_fault_from_state_or_events() -> None:
+    faulted = interpret({103: _model_regs(103, {"W": 0, "W_SF": 0, "St": 7, "Evt1": 0})})
+    assert faulted.fields["fault"] is True and faulted.fields["running"] is False
+    evt = interpret({103: _model_regs(103, {"W": 10, "W_SF": 0, "St": 4, "Evt1": 1 << 7})})
+    assert evt.fields["fault"] is True and evt.fields["running"] is True
+
+
+def test_meter_energy_uses_coefficient_unit_and_digits() -> None:
+    values = {
+        0xE0: (123456).to_bytes(4, "big"),
+        0xD3: (10).to_bytes(4, "big"),
+        0xE1: b"\x02",  # 0.01 kWh
+        0xD7: b"\x06",
+        0xE7: (-300).to_bytes(4, "big", signed=True),
+    }
+    out = decode(0x0288, values)
+    assert out.fields["import_wh_total"] == pytest.approx(123456 * 10 * 0.01 * 1000)
+    assert out.counter_wrap["import_wh_total"] == pytest.approx(10**6 * 10 * 0.01 * 1000)
+    assert out.fields["power_w"] == -300
+    # no-data codes are missing values, not numbers
+    nodata = decode(0x0288, {0xE7: b"\x7f\xff\xff\xfe", 0xE0: b"\xff\xff\xff\xfe", 0xE1: b"\x01"})
+    assert nodata.fields == {}
+
+
+def test_sna_epcs_are_missing_and_wrong_sizes_are_malformed() -> None:
+    out = decode(0x027D, {0xD3: None, 0xE4: b"\x32"})
+    assert out.fields == {"soc_pct": 50} and out.missing == {0xD3}
+    with pytest.raises(FrameError):
+        decode(0x027D, {0xD3: b"\x00\x01"})
+
+
+def test_water_unit_and_gas_litres() -> None:
+    water = decode(0x0281, {0xE0: (1234).to_bytes(4, "big"), 0xE1: b"\x01"})  # 0.1 m3 per count
+    assert water.fields["volume_l_total"] == pytest.approx(123400.0)
+    gas = decode(0x0282, {0xE0: (5678).to_bytes(4, "big")})
+    assert gas.fields["volume_l_total"] == pytest.approx(5678.0)
