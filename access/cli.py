@@ -34,7 +34,12 @@ def _policy(argv: Sequence[str]) -> int:
     parser.add_argument("--seeds", help="directory of seed YAML files (default: the packaged seeds)")
     sub = parser.add_subparsers(dest="what", required=True)
     show = sub.add_parser("show", help="every rule with the clause it comes from")
-    show.add_argument("--format", choices=("table", "csv"), default="table")
+    show.add_argument(
+        "--format",
+        choices=("table", "csv", "markdown"),
+        default="table",
+        help="markdown: rules grouped by who/what/why, the table in the README",
+    )
     show.add_argument(
         "--db", type=Path, default=None, help="also list the approval and suspension lines in force now"
     )
@@ -79,9 +84,27 @@ def _rules_in_force(policy: Policy, db: Path) -> list[Rule]:
         consent.close()
 
 
+def markdown_table(rules: Sequence[Rule]) -> str:
+    """Rules grouped by (who, scope, action, purpose, effect, clause) with their categories joined, so a
+    reader sees each clause's grant on one line; the README's policy table is exactly this text."""
+    groups: dict[tuple[str, str, str, str, str, str], list[str]] = {}
+    for r in rules:
+        groups.setdefault((r.sub, r.dom, r.act, r.pur, r.eft, r.clause), []).append(r.cat)
+    lines = [
+        "| who | households | action | purpose | effect | categories | clause |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (sub, dom, act, pur, eft, clause), cats in sorted(groups.items()):
+        lines.append(f"| {sub} | {dom} | {act} | {pur} | {eft} | {', '.join(sorted(set(cats)))} | {clause} |")
+    return "\n".join(lines)
+
+
 def _show(rules: list[Rule], fmt: str) -> int:
     header = ["sub", "dom", "cat", "act", "pur", "eft", "clause"]
     rows = [r.fields() for r in rules]
+    if fmt == "markdown":
+        print(markdown_table(rules))
+        return 0
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
