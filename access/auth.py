@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from access.clock import now
+from access.db import open_db
 
 SESSION_TTL_S = 12 * 3600.0
 # scrypt cost: n=2**14, r=8 (~16 MiB, tens of ms): slow enough against guessing, fast enough to sign in.
@@ -55,10 +55,7 @@ def _sid_hash(sid: str) -> str:
 class WebAuth:
     def __init__(self, path: Path | str, session_ttl_s: float = SESSION_TTL_S) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA)
         self.session_ttl_s = session_ttl_s
         # A hash to compare against when the principal has no password, so the timing is the same.
         self._dummy = (secrets.token_bytes(16), _scrypt("x" * MIN_PASSWORD, b"0" * 16, _N, _R, _P))

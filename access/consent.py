@@ -23,6 +23,7 @@ from pathlib import Path
 
 from access.clock import now, to_epoch
 from access.compiler import Suspension
+from access.db import open_db, write_transaction
 from seeds.loader import Seeds
 from seeds.vocabulary import CATEGORIES
 
@@ -88,13 +89,7 @@ def legal_holds(seeds: Seeds) -> dict[str, list[str]]:
 class ConsentStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a crash never corrupts; a power cut may lose the last commits, which are
-        # configuration the operator re-enters, unlike the ledger (which stays FULL).
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA, synchronous="NORMAL")
         self.generation = 0
 
     def close(self) -> None:
@@ -106,13 +101,8 @@ class ConsentStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with write_transaction(self._db) as db:
+            yield db
         self.generation += 1
 
     def suspend(

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from access.clock import now, show, to_epoch
+from access.db import open_db
 from seeds.vocabulary import CATEGORIES
 
 GENESIS = "0" * 64
@@ -108,10 +108,7 @@ def _digest(prev_hash: str, canonical: str) -> str:
 class Ledger:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

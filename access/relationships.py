@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from access.clock import FOREVER, now, to_epoch
+from access.db import open_db, write_transaction
 from seeds.vocabulary import CATEGORIES, PRINCIPAL_KINDS
 
 # Roles a principal can hold for one household through a recorded relationship.
@@ -172,14 +173,7 @@ class RelationshipStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a crash never corrupts; a power cut may lose the last commits, which are
-        # configuration the operator re-enters, unlike the ledger (which stays FULL).
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA, synchronous="NORMAL", foreign_keys=True)
         # Bumped on every write made through this object; the decision layer rebuilds when it moves.
         self.generation = 0
 
@@ -192,13 +186,8 @@ class RelationshipStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with write_transaction(self._db) as db:
+            yield db
         self.generation += 1
 
     # -- households and principals ---------------------------------------------------------------

@@ -14,11 +14,11 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from access.clock import now
+from access.db import open_db
 
 PREFIX = "hems_"
 DEFAULT_TTL_S = 90 * 86400.0
@@ -58,10 +58,7 @@ def _hash(secret: str) -> str:
 class TokenStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,44 @@
+"""One way to open the access database file: WAL, autocommit, explicit transactions.
+
+Relationships, consent, tokens, sessions and the ledger share one SQLite file so a deployment has one
+thing to back up; each opens its own connection through here so they all agree on the journal mode
+and on how a write transaction is taken.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def open_db(
+    path: Path, schema: str, *, synchronous: str = "FULL", foreign_keys: bool = False
+) -> sqlite3.Connection:
+    """Open (creating the directory and tables) with WAL.
+
+    ``synchronous`` FULL is SQLite's default and what the ledger keeps; NORMAL still never corrupts on a
+    crash but may lose the last commits on a power cut, acceptable for configuration an operator can
+    re-enter (relationships, consent).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
+    if foreign_keys:
+        db.execute("PRAGMA foreign_keys=ON")
+    db.executescript(schema)
+    return db
+
+
+@contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE so concurrent writers queue at the start instead of failing at commit."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
