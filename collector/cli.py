@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, load
+from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, CollectorConfig, load
 from collector.errors import ConfigError
 from collector.reading import Reading
 from collector.runner import Collector
@@ -39,13 +39,11 @@ def reading_json(r: Reading) -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="collector", description="Poll devices and print readings as JSON lines."
-    )
+def add_collector_arguments(p: argparse.ArgumentParser) -> None:
+    """The device-source options, shared with ``hems collect`` so both read devices the same way."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="manifest JSON written by `hems devices`")
-    src.add_argument("--config", help="collector TOML file")
+    src.add_argument("--config", help="TOML file ([collector], [[households]], optionally [pipeline])")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--power-interval", type=float, default=POWER_INTERVAL_S)
     p.add_argument("--counter-interval", type=float, default=COUNTER_INTERVAL_S)
@@ -56,11 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-fixed-time", action="store_true", help="skip the meter's own-timestamp readings (0xEA/0xEB)"
     )
-    p.add_argument("--health", action="store_true", help="print the health snapshot to stderr at the end")
-    return p
 
 
-async def _run(args: argparse.Namespace, out: TextIO) -> int:
+def config_from_args(args: argparse.Namespace) -> CollectorConfig:
     options: dict[str, object] = {}
     if args.echonet_bind:
         options["echonet_bind"] = args.echonet_bind
@@ -69,15 +65,26 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.no_fixed_time:
         options["fixed_time_readings"] = False
     if args.manifest:
-        config = load(
+        return load(
             args.manifest,
             power_interval_s=args.power_interval,
             counter_interval_s=args.counter_interval,
             **options,
         )
-    else:
-        config = load(args.config, **options)
-    collector = Collector(config)
+    return load(args.config, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="collector", description="Poll devices and print readings as JSON lines."
+    )
+    add_collector_arguments(p)
+    p.add_argument("--health", action="store_true", help="print the health snapshot to stderr at the end")
+    return p
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    collector = Collector(config_from_args(args))
     await collector.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

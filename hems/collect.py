@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, load
+from collector.cli import add_collector_arguments, config_from_args
 from collector.errors import ConfigError as CollectorConfigError
 from collector.reading import Reading
 from collector.runner import Collector
@@ -142,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Poll devices (from a TOML config or a `hems devices` manifest) into the store. "
         "InfluxDB when --influx-url (or HEMS_INFLUX_URL) is given, else the embedded SQLite store.",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="TOML file with [collector], [[households]] and [pipeline] tables")
-    src.add_argument("--manifest", help="manifest JSON written by `hems devices`")
+    add_collector_arguments(p)
     p.add_argument(
         "--data-dir",
         default=os.environ.get("HEMS_DATA_DIR", "./var"),
@@ -153,10 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--influx-url", default=None, help="InfluxDB 2.x URL (default $HEMS_INFLUX_URL)")
     p.add_argument("--influx-org", default=None, help="default $HEMS_INFLUX_ORG")
     p.add_argument("--influx-bucket", default=None, help="default $HEMS_INFLUX_BUCKET")
-    p.add_argument("--power-interval", type=float, default=POWER_INTERVAL_S)
-    p.add_argument("--counter-interval", type=float, default=COUNTER_INTERVAL_S)
-    p.add_argument("--echonet-bind", default=None, help="local address of the ECHONET Lite controller")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     return p
 
 
@@ -189,18 +183,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 async def run(args: argparse.Namespace) -> int:
-    options: dict[str, object] = {}
-    if args.echonet_bind:
-        options["echonet_bind"] = args.echonet_bind
-    if args.manifest:
-        config = load(
-            args.manifest,
-            power_interval_s=args.power_interval,
-            counter_interval_s=args.counter_interval,
-            **options,
-        )
-    else:
-        config = load(args.config, **options)
+    config = config_from_args(args)
     cfg = pipeline_config(args)
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     store = open_store(cfg)
