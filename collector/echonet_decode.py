@@ -15,22 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
 from collector.reading import FieldValue
+from devices.echonet.classes import METER_UNIT_KWH  # the class tables are shared with the emulator
 from devices.echonet.frame import FrameError, decode_int, decode_uint
 
 JST = timezone(timedelta(hours=9), "JST")  # device clocks in Japan show local time (no DST)
 
-# Smart meter 0xE1 code -> kWh per count (protocols.md §2.1).
-METER_UNIT_KWH: dict[int, float] = {
-    0x00: 1.0,
-    0x01: 0.1,
-    0x02: 0.01,
-    0x03: 0.001,
-    0x04: 0.0001,
-    0x0A: 10.0,
-    0x0B: 100.0,
-    0x0C: 1000.0,
-    0x0D: 10000.0,
-}
 WH_COUNTER_WRAP = 1_000_000_000.0  # 0.001 kWh uint32 counters: 0..999,999,999 Wh
 MAX_WH_COUNTER = 999_999_999
 
