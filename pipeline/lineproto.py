@@ -21,7 +21,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, chain, compress, count, islice
+from itertools import accumulate, chain, islice
 from operator import attrgetter, methodcaller
 from typing import Final
 
@@ -44,7 +44,6 @@ _SERIES: Final = attrgetter("measurement", "household", "device", "source")
 _VALUES: Final = methodcaller("values")
 _DICT_VALUES: Final = dict.values
 _BOOL_TEXT: Final = {True: "true", False: "false"}
-_IS_BOOL: Final = bool.__instancecheck__
 _VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
 
 _ESC_MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ "})
@@ -124,6 +123,20 @@ def field_value(name: str, value: PointValue, *, ints_as_floats: bool = False) -
     if isinstance(value, str):
         return field_value(name, str(value), ints_as_floats=ints_as_floats)
     raise LineProtocolError(name, f"unsupported value type {kind.__name__}")
+
+
+def _positions(items: list[type], wanted: type) -> list[int]:
+    """Indexes of ``wanted`` in ``items``: ``list.index`` scans in C, so the Python loop runs once
+    per hit rather than once per item (bools are a minority of values)."""
+    out: list[int] = []
+    find = items.index
+    i = -1
+    try:
+        while True:
+            i = find(wanted, i + 1)
+            out.append(i)
+    except ValueError:
+        return out
 
 
 class LineEncoder:
@@ -250,7 +263,8 @@ class LineEncoder:
             values = list(chain.from_iterable(map(_DICT_VALUES, fields)))
         except TypeError:  # a Mapping that is not a dict
             values = list(chain.from_iterable(map(_VALUES, fields)))
-        kinds = set(map(type, values))
+        types = list(map(type, values))
+        kinds = set(types)
         stamps = list(map(_TS, pts))
         if not kinds <= {float, bool} or set(map(type, stamps)) != {int}:
             return None
@@ -269,8 +283,8 @@ class LineEncoder:
         floats = pl.Series(values, dtype=pl.Float64, strict=False)  # bools become 1.0 / 0.0
         value_text = floats.cast(pl.Utf8).to_list()
         if bool in kinds:
-            # A bool became 1.0 or 0.0 above; find those rows by type (C-level) and fix their text.
-            flags = list(compress(count(), map(_IS_BOOL, values)))
+            # A bool became 1.0 or 0.0 above; find those rows by type (``types``) and fix their text.
+            flags = _positions(types, bool)
             flag_text = map(_BOOL_TEXT.__getitem__, map(values.__getitem__, flags))
             deque(map(value_text.__setitem__, flags, flag_text), 0)
         try:
