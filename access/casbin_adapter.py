@@ -34,7 +34,11 @@ class SnapshotAdapter(Adapter):
         model["g"]["g3"].policy.extend(list(line) for line in self.links.global_lines())
 
     def save_policy(self, model: Any) -> bool:
-        raise NotImplementedError("policy is compiled from seeds/; edit the seeds, not Casbin")
+        raise ReadOnlyPolicyError("policy is compiled from seeds/; edit the seeds, not Casbin")
+
+
+class ReadOnlyPolicyError(RuntimeError):
+    """Raised when something tries to write the compiled policy back through Casbin."""
 
 
 def build_enforcer(rules: Sequence[Rule], links: RoleLinks) -> casbin.Enforcer:
