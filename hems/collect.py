@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -192,10 +191,7 @@ async def run(args: argparse.Namespace) -> int:
     collector = Collector(config)
     await collector.start()
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopping.set)
+    hems_loop.stop_on_signals(stopping)
     retention = (
         asyncio.create_task(retention_loop(store, retention_policy(cfg)))
         if isinstance(store, SQLiteStore)

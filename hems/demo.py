@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -285,9 +284,7 @@ async def run(args: argparse.Namespace) -> int:
     print(sign_in_text(f"http://{args.host}:{args.port}", households, creds), flush=True)
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopping.set)
+    hems_loop.stop_on_signals(stopping)
     deadline = None if args.duration is None else loop.time() + args.duration
     try:
         while not stopping.is_set():

@@ -8,6 +8,7 @@ on platforms without it.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -27,3 +28,11 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on the fastest available loop."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set ``stop`` so a long-running command drains and closes cleanly (a
+    container stop sends SIGTERM); call from the running loop in the main thread."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
