@@ -15,10 +15,11 @@ from pathlib import Path
 from aiohttp import web
 
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
+from access.api.pagecache import PageCache
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.api.routes import add_routes
-from access.api.state import STATE, AppState
+from access.api.state import DEFAULT_PAGE_CACHE_BYTES, STATE, AppState
 from access.auth import WebAuth
 from access.clock import now as wall_now
 from access.compiler import Policy, compile_seeds
@@ -90,9 +91,11 @@ def make_app(
     collector_health: CollectorHealth | None = None,
     pipeline_stats: PipelineStats | None = None,
     web_views: bool = True,
+    page_cache_bytes: int = DEFAULT_PAGE_CACHE_BYTES,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
-    (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks)."""
+    (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
+    ``page_cache_bytes=0`` renders every data page afresh (see ``access.api.pagecache``)."""
     if policy is None:
         from seeds.loader import load_seeds
 
@@ -115,6 +118,7 @@ def make_app(
         secure_cookies=secure_cookies,
         collector_health=collector_health,
         pipeline_stats=pipeline_stats,
+        pages=PageCache(page_cache_bytes),
     )
     app = web.Application(middlewares=[_security_headers, _problems], client_max_size=MAX_BODY)
     app[STATE] = state
@@ -125,6 +129,7 @@ def make_app(
         add_web_routes(app)
 
     async def _close(app: web.Application) -> None:
+        await state.drain_ledger()  # provisions already queued are written before the ledger thread stops
         state.ledger_pool.shutdown(wait=True)
         relationships.close()
         consent.close()

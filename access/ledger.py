@@ -8,6 +8,10 @@ of the row)``, so an edit, a deletion or a reordering breaks the chain at the fi
 catches the one change a chain alone cannot see: rows dropped from the end.  Triggers refuse UPDATE
 and DELETE, so only a deliberate bypass (dropping the triggers, editing the file) can change history,
 and that is what the chain detects.
+
+:meth:`Ledger.record_many` writes several records in one transaction (one fsync), chained in the order
+given: the API batches concurrent provisions this way (group commit) and the chain is the same as if
+they had been written one by one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from access.clock import now, show, to_epoch
 from access.db import open_db
@@ -67,6 +72,57 @@ class ProvisionRecord:
         )
 
 
+class _Checked(NamedTuple):
+    """A provision entry as written and hashed: categories sorted and unique, times as epoch seconds."""
+
+    recipient: str
+    household: str
+    categories: tuple[str, ...]
+    period_start: float
+    period_end: float
+    purpose: str
+    clause_ids: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True)
+class ProvisionEntry:
+    """One provision to record, as the caller has it; :meth:`check` says whether it can be written."""
+
+    recipient: str
+    household: str
+    categories: Iterable[str]
+    period_start: datetime | float | str
+    period_end: datetime | float | str
+    purpose: str
+    clause_ids: Iterable[str]
+    at: datetime | float | str | None = None  # None: when it is written
+
+    def __post_init__(self) -> None:
+        # Iterables are read once here, so checking an entry twice sees the same values.
+        object.__setattr__(self, "categories", tuple(self.categories))
+        object.__setattr__(self, "clause_ids", tuple(self.clause_ids))
+
+    def check(self) -> _Checked:
+        """The entry as it would be written, or :class:`LedgerError` saying why it cannot be."""
+        cats = tuple(sorted(set(self.categories)))
+        clauses = tuple(self.clause_ids)
+        if not cats:
+            raise LedgerError("a provision record names at least one category")
+        unknown = [c for c in cats if c not in CATEGORIES]
+        if unknown:
+            raise LedgerError(f"unknown categories {unknown}")
+        if not clauses:
+            raise LedgerError("a provision record cites the clause that allowed it")
+        if not self.recipient or not self.household or not self.purpose:
+            raise LedgerError("recipient, household and purpose are required")
+        start, end = to_epoch(self.period_start), to_epoch(self.period_end)
+        if end < start:
+            raise LedgerError("period_end is before period_start")
+        t = now() if self.at is None else to_epoch(self.at)
+        return _Checked(self.recipient, self.household, cats, start, end, self.purpose, clauses, t)
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
@@ -109,6 +165,7 @@ class Ledger:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._db = open_db(self.path, _SCHEMA)
+        self.commits = 0  # write transactions committed through this object (one per record_many call)
 
     def close(self) -> None:
         self._db.close()
@@ -124,56 +181,63 @@ class Ledger:
         clause_ids: Iterable[str],
         at: datetime | float | str | None = None,
     ) -> ProvisionRecord:
-        cats = tuple(sorted(set(categories)))
-        clauses = tuple(clause_ids)
-        if not cats:
-            raise LedgerError("a provision record names at least one category")
-        unknown = [c for c in cats if c not in CATEGORIES]
-        if unknown:
-            raise LedgerError(f"unknown categories {unknown}")
-        if not clauses:
-            raise LedgerError("a provision record cites the clause that allowed it")
-        if not recipient or not household or not purpose:
-            raise LedgerError("recipient, household and purpose are required")
-        start, end = to_epoch(period_start), to_epoch(period_end)
-        if end < start:
-            raise LedgerError("period_end is before period_start")
-        t = now() if at is None else to_epoch(at)
-        self._db.execute("BEGIN IMMEDIATE")
+        entry = ProvisionEntry(
+            recipient, household, categories, period_start, period_end, purpose, clause_ids, at
+        )
+        return self.record_many([entry])[0]
+
+    def record_many(self, entries: Iterable[ProvisionEntry]) -> list[ProvisionRecord]:
+        """Write the entries in one transaction, chained in the order given, and return their records.
+
+        Every entry is checked before anything is written: one bad entry raises its :class:`LedgerError`
+        and none of them is recorded.  A failed write rolls back whole, so the ledger never holds part of
+        a batch and the connection is ready for the next one.
+        """
+        checked = [e.check() for e in entries]
+        if not checked:
+            return []
+        db = self._db
         try:
-            last = self._db.execute(
-                "SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+            db.execute("BEGIN IMMEDIATE")
+            last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
-            digest = _digest(
-                prev, _canonical(seq, recipient, household, cats, start, end, purpose, clauses, t)
-            )
-            self._db.execute(
+            out: list[ProvisionRecord] = []
+            for c in checked:
+                digest = _digest(prev, _canonical(seq, *c))
+                out.append(ProvisionRecord(seq, *c, prev_hash=prev, hash=digest))
+                seq, prev = seq + 1, digest
+            db.executemany(
                 "INSERT INTO provision_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    seq,
-                    recipient,
-                    household,
-                    json.dumps(cats),
-                    start,
-                    end,
-                    purpose,
-                    json.dumps(clauses),
-                    t,
-                    prev,
-                    digest,
-                ),
+                [
+                    (
+                        r.seq,
+                        r.recipient,
+                        r.household,
+                        json.dumps(r.categories),
+                        r.period_start,
+                        r.period_end,
+                        r.purpose,
+                        json.dumps(r.clause_ids),
+                        r.at,
+                        r.prev_hash,
+                        r.hash,
+                    )
+                    for r in out
+                ],
             )
-            self._db.execute(
+            db.execute(
                 "INSERT INTO provision_ledger_head VALUES (1, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET rows = excluded.rows, hash = excluded.hash",
-                (seq, digest),
+                (out[-1].seq, out[-1].hash),
             )
+            db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # Also when COMMIT itself failed: a transaction left open would refuse every later BEGIN.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
-        return ProvisionRecord(seq, recipient, household, cats, start, end, purpose, clauses, t, prev, digest)
+        self.commits += 1
+        return out
 
     def _rows(self, where: str = "", args: tuple[str, ...] = ()) -> list[ProvisionRecord]:
         out = []

@@ -293,6 +293,11 @@ class InfluxStore:
             return shape_result(frame, q)
         return shape_windows(frame, q)
 
+    def data_version(self) -> None:
+        """InfluxDB offers no cheap change counter (other writers, late points and retention all change
+        answers), so nothing derived from a query is ever reused."""
+        return None
+
     async def ping(self) -> bool:
         if self._closed:
             return False

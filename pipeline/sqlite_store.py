@@ -132,6 +132,7 @@ class SQLiteStore:
         self._identity: tuple[int, int] | None = None
         self._id_lock = threading.Lock()
         self._all_conns: list[sqlite3.Connection] = []
+        self._version_conn: sqlite3.Connection | None = None
         self._closed = False
 
     # -- connection handling (runs on the store's threads) -------------------------------------------
@@ -291,6 +292,30 @@ class SQLiteStore:
             raise StoreUnavailable("store is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._query_sync, q)
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever any connection (this process or another) commits a change.
+
+        Called on the event loop: ``PRAGMA data_version`` only reads SQLite's shared-memory index, so it
+        costs microseconds.  It lets the API reuse a rendered answer exactly as long as the data under it
+        is unchanged.  ``None`` (nothing to key a cache on) before the file exists or when it cannot be
+        read; callers then simply do not reuse anything."""
+        if self._closed:
+            return None
+        conn = self._version_conn
+        try:
+            if conn is None:
+                if not self.path.exists():
+                    return None  # nothing written yet; the first query or write creates the file
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                with self._id_lock:
+                    self._all_conns.append(conn)
+                self._version_conn = conn
+            row = conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return None
+        return int(row[0])
 
     async def ping(self) -> bool:
         if self._closed:

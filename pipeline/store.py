@@ -37,4 +37,9 @@ class Store(Protocol):
         """True when a write would currently be attempted with a chance of success."""
         ...
 
+    def data_version(self) -> int | None:
+        """Cheap, synchronous: a value that changes whenever the stored data may have changed, or
+        ``None`` when the store cannot tell (then nothing derived from a query may be reused)."""
+        ...
+
     async def close(self) -> None: ...

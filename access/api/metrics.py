@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from access.api.pagecache import PageCache
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 CollectorHealth = Callable[[], Mapping[str, bool]]  # device id -> healthy
@@ -61,7 +63,10 @@ class Metrics:
     store_up: bool | None = None
 
     def render(
-        self, collector_health: CollectorHealth | None = None, pipeline_stats: PipelineStats | None = None
+        self,
+        collector_health: CollectorHealth | None = None,
+        pipeline_stats: PipelineStats | None = None,
+        pages: PageCache | None = None,
     ) -> str:
         out: list[str] = []
         out += [
@@ -104,6 +109,25 @@ class Metrics:
             "# TYPE hems_store_query_seconds histogram",
         ]
         out += self.store_seconds.lines("hems_store_query_seconds")
+        if pages is not None:
+            st = pages.stats
+            out += [
+                "# HELP hems_page_cache_hits_total Data pages answered from the page cache.",
+                "# TYPE hems_page_cache_hits_total counter",
+                f"hems_page_cache_hits_total {st.hits}",
+                "# HELP hems_page_cache_misses_total Data pages queried and rendered (then cached).",
+                "# TYPE hems_page_cache_misses_total counter",
+                f"hems_page_cache_misses_total {st.misses}",
+                "# HELP hems_page_cache_shared_total Requests that waited for a page being made.",
+                "# TYPE hems_page_cache_shared_total counter",
+                f"hems_page_cache_shared_total {st.shared}",
+                "# HELP hems_page_cache_uncacheable_total Pages rendered uncached (store has no version).",
+                "# TYPE hems_page_cache_uncacheable_total counter",
+                f"hems_page_cache_uncacheable_total {st.uncacheable}",
+                "# HELP hems_page_cache_bytes Bytes of rendered pages held.",
+                "# TYPE hems_page_cache_bytes gauge",
+                f"hems_page_cache_bytes {pages.bytes}",
+            ]
         if self.store_up is not None:
             out += [
                 "# HELP hems_store_up Whether the last store ping succeeded.",

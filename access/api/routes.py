@@ -14,6 +14,7 @@ from aiohttp import web
 
 from access.api import params
 from access.api.openapi import document
+from access.api.pagecache import Page
 from access.api.problems import ApiProblem, bad_param
 from access.api.service import (
     NO_ACCESS_DETAIL,
@@ -24,6 +25,7 @@ from access.api.service import (
     households_of,
     provide,
     query,
+    record,
     series_query,
 )
 from access.api.state import STATE, AppState, Caller, authenticate, rate_limit
@@ -60,7 +62,7 @@ def _purpose(request: web.Request) -> str:
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def frame_columns(df: pl.DataFrame) -> dict[str, list[Any]]:
@@ -103,7 +105,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    text = state.metrics.render(state.collector_health, state.pipeline_stats)
+    text = state.metrics.render(state.collector_health, state.pipeline_stats, state.pages)
     return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"})
 
 
@@ -161,10 +163,10 @@ async def series(request: web.Request) -> web.Response:
     win = params.window(q, state.now_dt(), timedelta(minutes=1))
     agg = params.agg(q.get("agg"))
     limit = params.limit(q.get("limit"))
-    fp = params.fingerprint(household, category, fields, win.start, win.stop, win.every, agg)
+    asked = (household, category, fields, win.start, win.stop, win.every, agg)
     page_start, after = win.start, None
     if "cursor" in q:
-        t_us, device = params.decode_cursor(q["cursor"], fp)
+        t_us, device = params.decode_cursor(q["cursor"], params.fingerprint(*asked))
         page_start = _EPOCH + timedelta(microseconds=t_us)
         # Windows are aligned to the epoch, so the first one may start before ``start``.
         if not win.start - (win.every or timedelta(0)) <= page_start < win.stop:
@@ -172,30 +174,26 @@ async def series(request: web.Request) -> web.Response:
         after = (t_us, device)
     # Never read before the caller's start: a later page sees the same windows as the first.
     sq = series_query((household,), category, fields, max(page_start, win.start), win.stop, win.every, agg)
-    df, allowed = await provide(state, caller, household, category, purpose, sq)
-    df = df.sort(["time", "device"])
-    if after is not None:
-        t_col = pl.col("time").dt.epoch("us")
-        df = df.filter((t_col > after[0]) | ((t_col == after[0]) & (pl.col("device") > after[1])))
-    next_cursor = None
-    if df.height > limit:
-        df = df.head(limit)
-        last_t = int(df["time"].dt.epoch("us")[-1])
-        next_cursor = params.encode_cursor(last_t, str(df["device"][-1]), fp)
+    allowed = decide(state, caller, household, category, "read", purpose)
+
+    async def render() -> Page:
+        return _series_page(await query(state, sq), after, limit, fmt, asked)
+
+    # The page depends on the query alone (never on who asks): the policy was decided above, per
+    # request, and the ledger record below is written per response.
+    key = ("series", asked, sq, after, limit, fmt)
+    page = await state.pages.get(state.store.data_version(), key, render)
+    await record(state, caller, allowed, household, category, purpose, sq)
     headers: dict[str, str] = {"X-Clause-Ids": ",".join(allowed.decision.clause_ids)}
-    if next_cursor is not None:
-        headers["X-Next-Cursor"] = next_cursor
-        nxt = request.rel_url.update_query({"cursor": next_cursor})
+    if page.next_cursor is not None:
+        headers["X-Next-Cursor"] = page.next_cursor
+        nxt = request.rel_url.update_query({"cursor": page.next_cursor})
         headers["Link"] = f'<{nxt}>; rel="next"'
     if fmt == "csv":
-        return web.Response(text=df.write_csv(), content_type="text/csv", charset="utf-8", headers=headers)
+        return web.Response(body=page.body, content_type="text/csv", charset="utf-8", headers=headers)
     if fmt == "arrow":
-        buf = io.BytesIO()
-        df.write_ipc(buf)
-        return web.Response(
-            body=buf.getvalue(), content_type="application/vnd.apache.arrow.file", headers=headers
-        )
-    return _json(
+        return web.Response(body=page.body, content_type="application/vnd.apache.arrow.file", headers=headers)
+    envelope = json.dumps(
         {
             "household": household,
             "category": category,
@@ -206,12 +204,39 @@ async def series(request: web.Request) -> web.Response:
             "every": None if win.every is None else int(win.every.total_seconds()),
             "agg": agg if win.every is not None else None,
             "fields": list(fields),
-            "count": df.height,
-            "next_cursor": next_cursor,
-            "columns": frame_columns(df),
+            "count": page.count,
+            "next_cursor": page.next_cursor,
         },
-        headers=headers,
+        separators=(",", ":"),
     )
+    body = envelope[:-1].encode() + b',"columns":' + page.body + b"}"
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def _series_page(
+    df: pl.DataFrame, after: tuple[int, str] | None, limit: int, fmt: str, asked: tuple[object, ...]
+) -> Page:
+    """One page of a series answer, rendered: rows after the cursor, at most ``limit``, in ``fmt``
+    (for JSON only the ``columns`` object: the envelope names the caller's purpose and clauses).
+    ``asked`` is what the caller asked for, which a next-page cursor is bound to."""
+    df = df.sort(["time", "device"])
+    if after is not None:
+        t_col = pl.col("time").dt.epoch("us")
+        df = df.filter((t_col > after[0]) | ((t_col == after[0]) & (pl.col("device") > after[1])))
+    next_cursor = None
+    if df.height > limit:
+        df = df.head(limit)
+        last_t = int(df["time"].dt.epoch("us")[-1])
+        next_cursor = params.encode_cursor(last_t, str(df["device"][-1]), params.fingerprint(*asked))
+    if fmt == "csv":
+        body = df.write_csv().encode()
+    elif fmt == "arrow":
+        buf = io.BytesIO()
+        df.write_ipc(buf)
+        body = buf.getvalue()
+    else:
+        body = json.dumps(frame_columns(df), separators=(",", ":")).encode()
+    return Page(body, df.height, next_cursor)
 
 
 async def daily(request: web.Request) -> web.Response:

@@ -143,6 +143,20 @@ async def provide(
     """Decide, query, and record the provision if it goes to a third party, before anything is sent."""
     allowed = decide(state, caller, household, category, action, purpose)
     df = await query(state, q)
+    await record(state, caller, allowed, household, category, purpose, q)
+    return df, allowed
+
+
+async def record(
+    state: AppState,
+    caller: Caller,
+    allowed: Allowed,
+    household: str,
+    category: str,
+    purpose: str,
+    q: SeriesQuery,
+) -> None:
+    """The ledger record of a provision to a third party; awaited before the response is sent."""
     if allowed.third_party:
         await state.record_provision(
             caller.principal,
@@ -153,7 +167,6 @@ async def provide(
             purpose,
             allowed.decision.clause_ids,
         )
-    return df, allowed
 
 
 def fleet_statistics(df: pl.DataFrame, fields: tuple[str, ...], min_group: int) -> tuple[pl.DataFrame, int]:

@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
+from access.api.pagecache import PageCache
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.auth import WebAuth
 from access.decision import Authorizer
-from access.ledger import Ledger, ProvisionRecord
+from access.ledger import Ledger, ProvisionEntry, ProvisionRecord
 from access.relationships import RelationshipStore
 from access.tokens import TokenError, TokenStore
 from pipeline.store import Store
@@ -31,6 +32,7 @@ from pipeline.store import Store
 SESSION_COOKIE = "hems_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_PAGE_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,17 @@ class AppState:
     secure_cookies: bool
     collector_health: CollectorHealth | None = None
     pipeline_stats: PipelineStats | None = None
+    pages: PageCache = field(default_factory=lambda: PageCache(DEFAULT_PAGE_CACHE_BYTES))
     # The ledger's one SQLite connection is written from one thread only, off the event loop.
     ledger_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
     )
+    # Group commit (record_provision): entries waiting for the next ledger transaction, each with the
+    # future its caller awaits, and the one task that writes them while any are waiting.
+    _ledger_queue: list[tuple[ProvisionEntry, asyncio.Future[ProvisionRecord]]] = field(
+        default_factory=list, init=False, repr=False
+    )
+    _ledger_flusher: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def now_dt(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -78,16 +87,59 @@ class AppState:
         stop: float,
         purpose: str,
         clause_ids: tuple[str, ...],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        at = self.clock()
-        await loop.run_in_executor(
-            self.ledger_pool,
-            lambda: self.ledger.record(
-                recipient, household, categories, start, stop, purpose, clause_ids, at
-            ),
+    ) -> ProvisionRecord:
+        """Record one provision to a third party durably; the caller sends nothing until this returns.
+
+        Group commit: each caller queues its entry and awaits its own future; one flusher task writes
+        everything queued so far in one ledger transaction (one fsync) on the ledger's thread, while later
+        arrivals queue for the next.  An entry the ledger would refuse fails here, in its own caller,
+        before it joins a batch.  A failed write fails every caller of that batch (none of it was
+        recorded) and the next batch is tried afresh.
+        """
+        entry = ProvisionEntry(
+            recipient, household, categories, start, stop, purpose, clause_ids, self.clock()
         )
-        self.metrics.ledger_records += 1
+        entry.check()
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[ProvisionRecord] = loop.create_future()
+        self._ledger_queue.append((entry, written))
+        if self._ledger_flusher is None:
+            self._ledger_flusher = loop.create_task(self._flush_ledger())
+        return await written
+
+    async def _flush_ledger(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._ledger_queue:
+                batch, self._ledger_queue = self._ledger_queue, []
+                entries = [entry for entry, _ in batch]
+                try:
+                    records = await loop.run_in_executor(self.ledger_pool, self.ledger.record_many, entries)
+                except Exception as exc:
+                    for _, written in batch:
+                        if not written.done():  # a caller that gave up is not waiting
+                            written.set_exception(exc)
+                    continue
+                except BaseException:
+                    for _, written in batch:
+                        written.cancel()
+                    raise
+                self.metrics.ledger_records += len(records)
+                for (_, written), record in zip(batch, records, strict=True):
+                    if not written.done():
+                        written.set_result(record)
+        finally:
+            self._ledger_flusher = None
+            # Entries are left only when this task was cancelled (the loop is closing): nobody waits forever.
+            stranded, self._ledger_queue = self._ledger_queue, []
+            for _, written in stranded:
+                written.cancel()
+
+    async def drain_ledger(self) -> None:
+        """Wait until every queued provision record is written or has failed (shutdown, before the
+        ledger's thread goes away)."""
+        while (flusher := self._ledger_flusher) is not None:
+            await asyncio.wait({flusher})
 
     async def ledger_for(self, household: str) -> list[ProvisionRecord]:
         """Read on the ledger's own thread: its one connection is never used from two threads at once."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from access.ledger import Ledger, LedgerError
+from access.ledger import Ledger, LedgerError, ProvisionEntry
 
 PV = "sps.pv_after_maintenance"
 
@@ -140,4 +140,99 @@ def test_bad_records_are_refused_and_lose_nothing(tmp_path: Path, kwargs: dict[s
     with pytest.raises(LedgerError):
         ledger.record(**args)  # type: ignore[arg-type]
     assert ledger.verify().ok and ledger.verify().rows == 2
+    ledger.close()
+
+
+def _entries(n: int, first_at: int = 1_780_010_000) -> list[ProvisionEntry]:
+    return [
+        ProvisionEntry(
+            f"inst{i % 2}",
+            f"h{i % 3}",
+            ["pv", "electricity"],
+            1_780_000_000 + i,
+            1_780_003_600 + i,
+            PV,
+            ["sps-2.2.4"],
+            at=first_at + i,
+        )
+        for i in range(n)
+    ]
+
+
+def test_record_many_writes_one_transaction_with_the_same_chain_as_one_by_one(tmp_path: Path) -> None:
+    one_by_one = _fill(tmp_path / "a.sqlite", 7)
+    batched = Ledger(tmp_path / "b.sqlite")
+    first = batched.record_many(_entries(3))
+    rest = batched.record_many(_entries(7)[3:])
+    assert batched.commits == 2 and one_by_one.commits == 7
+    assert [r.seq for r in first + rest] == list(range(1, 8))
+    assert first + rest == one_by_one.all() == batched.all()  # same rows, same hashes
+    assert batched.verify().ok and batched.head() == one_by_one.head()
+    assert batched.record_many([]) == [] and batched.commits == 2
+    one_by_one.close()
+    batched.close()
+
+
+def test_records_written_in_a_batch_are_tamper_evident_too(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path)
+    ledger.record_many(_entries(5))
+    ledger.close()
+    _tamper(path, "DELETE FROM provision_ledger WHERE seq = 3")
+    result = Ledger(path).verify()
+    assert not result.ok and result.first_bad_seq == 4
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"categories": []}, "at least one category"),
+        ({"categories": ["rain"]}, r"unknown categories \['rain'\]"),
+        ({"clause_ids": []}, "cites the clause"),
+        ({"period_start": 10, "period_end": 5}, "period_end is before period_start"),
+        ({"purpose": ""}, "recipient, household and purpose are required"),
+    ],
+)
+def test_one_bad_entry_refuses_the_whole_batch_with_records_message(
+    tmp_path: Path, bad: dict[str, object], message: str
+) -> None:
+    ledger = _fill(tmp_path / "l.sqlite", 2)
+    good = _entries(3, first_at=1_780_020_000)
+    args: dict[str, object] = {
+        "recipient": "inst1",
+        "household": "h1",
+        "categories": ["pv"],
+        "period_start": 0,
+        "period_end": 1,
+        "purpose": PV,
+        "clause_ids": ["sps-2.2.4"],
+        **bad,
+    }
+    with pytest.raises(LedgerError, match=message):
+        ledger.record(**args)  # type: ignore[arg-type]
+    with pytest.raises(LedgerError, match=message):
+        ledger.record_many([good[0], ProvisionEntry(**args), good[1]])  # type: ignore[arg-type]
+    assert ledger.verify().ok and ledger.verify().rows == 2 and ledger.commits == 2
+    assert [r.seq for r in ledger.record_many(good)] == [3, 4, 5]
+    ledger.close()
+
+
+def test_a_failed_write_rolls_the_whole_batch_back_and_the_next_one_goes_through(tmp_path: Path) -> None:
+    """A real SQLite failure inside the transaction (a trigger another connection installed)."""
+    path = tmp_path / "l.sqlite"
+    ledger = _fill(path, 2)
+    other = sqlite3.connect(path)
+    other.execute(
+        "CREATE TRIGGER refuse_fourth BEFORE INSERT ON provision_ledger WHEN NEW.seq = 4 "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    other.commit()
+    with pytest.raises(sqlite3.DatabaseError, match="refused by the test"):
+        ledger.record_many(_entries(3, first_at=1_780_020_000))  # seq 3 is inserted, then 4 fails
+    assert ledger.verify().ok and ledger.verify().rows == 2
+    other.execute("DROP TRIGGER refuse_fourth")
+    other.commit()
+    other.close()
+    assert [r.seq for r in ledger.record_many(_entries(3, first_at=1_780_030_000))] == [3, 4, 5]
+    assert ledger.verify().ok and ledger.verify().rows == 5
     ledger.close()

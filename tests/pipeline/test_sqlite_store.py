@@ -190,3 +190,29 @@ async def test_outage_when_file_is_replaced(tmp_path: Path) -> None:
             await s.write([pt(1, power_w=2.0)])
     finally:
         await s.close()
+
+
+async def test_data_version_moves_on_every_change_and_only_then(tmp_path: Path) -> None:
+    """The API reuses rendered pages while this value holds, so every kind of change must move it:
+    this store's writes, another connection's (the collector in another process), and deletions."""
+    path = tmp_path / "v" / "hems.sqlite"
+    store = SQLiteStore(path)
+    assert store.data_version() is None  # no file yet
+    await store.write([Point("electricity", "hh-1", "m", "echonet", B, {"power_w": 1.0})])
+    v1 = store.data_version()
+    assert v1 is not None
+    await store.query(q())
+    assert store.data_version() == v1  # reading changes nothing
+    await store.write([Point("electricity", "hh-1", "m", "echonet", B + NS, {"power_w": 2.0})])
+    v2 = store.data_version()
+    assert v2 is not None and v2 != v1
+    other = SQLiteStore(path)
+    await other.write([Point("electricity", "hh-1", "m", "echonet", B + 2 * NS, {"power_w": 3.0})])
+    await other.close()
+    v3 = store.data_version()
+    assert v3 is not None and v3 != v2
+    await store.run_write(lambda conn: conn.execute("DELETE FROM points WHERE ts_ns = ?", (B,)))
+    v4 = store.data_version()
+    assert v4 is not None and v4 != v3
+    await store.close()
+    assert store.data_version() is None  # closed: nothing may be reused

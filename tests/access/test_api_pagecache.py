@@ -1,0 +1,219 @@
+"""Rendered pages are reused only while the store is unchanged, and never instead of the policy or the
+ledger: real HTTP, a real SQLite store that the tests write to, a real access database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from access.api.pagecache import Page, PageCache
+from access.compiler import Policy
+from pipeline.points import Point
+from pipeline.sqlite_store import SQLiteStore
+from tests.access.api_world import (
+    DAY,
+    OWN,
+    PV,
+    RANGE,
+    SERIES,
+    Env,
+    api_policy,
+    readings,
+    start_env,
+)
+
+__all__ = ["api_policy"]
+
+Q = {**RANGE, "every": "1h", "fields": "power_w"}
+URL = SERIES.format(hh="h1", cat="pv")
+
+
+@pytest.fixture
+async def own_store(tmp_path: Path) -> Path:
+    path = tmp_path / "series.sqlite"
+    store = SQLiteStore(path)
+    await store.write(readings("h1", 288))
+    await store.close()
+    return path
+
+
+@pytest.fixture
+async def env(tmp_path: Path, own_store: Path, api_policy: Policy) -> AsyncIterator[Env]:
+    async for e in start_env(tmp_path, own_store, api_policy):
+        yield e
+
+
+async def _get(env: Env, who: str, purpose: str, **extra: str) -> tuple[int, dict[str, object]]:
+    r = await env.client.get(URL, params={**Q, "purpose": purpose, **extra}, headers=env.auth(who))
+    return r.status, await r.json()
+
+
+async def test_repeat_is_served_from_the_cache_with_the_same_rows(env: Env) -> None:
+    status, first = await _get(env, "alice", OWN)
+    assert status == 200
+    misses = env.state.pages.stats.misses
+    status, again = await _get(env, "alice", OWN)
+    assert status == 200 and again == first
+    assert env.state.pages.stats.misses == misses and env.state.pages.stats.hits >= 1
+
+
+async def test_a_write_to_the_store_is_seen_by_the_next_request(env: Env) -> None:
+    _, before = await _get(env, "alice", OWN)
+    noon = DAY + timedelta(hours=12)
+    ns = int(noon.timestamp()) * 1_000_000_000
+    # Another connection (as the collector's process would) overwrites the noon reading.
+    writer = SQLiteStore(env.store.path)
+    await writer.write([Point("pv", "h1", "inv1", "modbus", ns, {"power_w": 123456.0})])
+    await writer.close()
+    _, after = await _get(env, "alice", OWN)
+    cols_before, cols_after = before["columns"], after["columns"]
+    assert isinstance(cols_before, dict) and isinstance(cols_after, dict)
+    i = cols_after["time"].index("2026-06-01T12:00:00.000Z")
+    assert cols_after["power_w"][i] != cols_before["power_w"][i]
+    assert cols_after["power_w"][i] > 10_000  # the new reading is in the hour's mean
+
+
+async def test_a_cached_page_does_not_skip_the_policy_or_the_ledger(env: Env) -> None:
+    status, owner = await _get(env, "alice", OWN)
+    assert status == 200
+    rows = env.ledger_rows()
+    status, inst = await _get(env, "inst1", PV)
+    assert status == 200 and env.state.pages.stats.hits >= 1
+    # Same rows, but the envelope is the installer's own: its purpose and the clauses that allowed it.
+    assert inst["columns"] == owner["columns"]
+    assert (inst["purpose"], owner["purpose"]) == (PV, OWN)
+    assert inst["clause_ids"] != owner["clause_ids"]
+    assert env.ledger_rows() == rows + 1  # a hit is still one provision, recorded
+    env.state.authz.consent.suspend("h1", "provision", at=env.state.clock() - 10)
+    status, refused = await _get(env, "inst1", PV)
+    assert status == 403 and refused["reason"] == "suspended"
+    assert env.ledger_rows() == rows + 1
+    status, _ = await _get(env, "alice", OWN)  # the homeowner still reads their own data
+    assert status == 200
+
+
+async def test_concurrent_requests_for_a_new_page_share_one_query(env: Env) -> None:
+    st = env.state.pages.stats
+    hits, misses, shared = st.hits, st.misses, st.shared
+    results = await asyncio.gather(*(_get(env, "alice", OWN, every="30m") for _ in range(20)))
+    assert {status for status, _ in results} == {200}
+    assert len({str(body) for _, body in results}) == 1
+    assert st.misses == misses + 1  # one query for twenty requests
+    assert (st.hits - hits) + (st.shared - shared) == 19
+
+
+async def test_each_format_and_page_is_its_own_entry(env: Env) -> None:
+    r_json = await env.client.get(URL, params={**Q, "purpose": OWN}, headers=env.auth("alice"))
+    r_csv = await env.client.get(
+        URL, params={**Q, "purpose": OWN, "format": "csv"}, headers=env.auth("alice")
+    )
+    assert r_json.content_type == "application/json" and r_csv.content_type == "text/csv"
+    first = await env.client.get(URL, params={**Q, "purpose": OWN, "limit": "5"}, headers=env.auth("alice"))
+    body = await first.json()
+    assert body["count"] == 5 and body["next_cursor"]
+    nxt = await env.client.get(
+        URL,
+        params={**Q, "purpose": OWN, "limit": "5", "cursor": body["next_cursor"]},
+        headers=env.auth("alice"),
+    )
+    body2 = await nxt.json()
+    assert body2["columns"]["time"][0] > body["columns"]["time"][-1]
+
+
+async def test_cache_off_still_answers(tmp_path: Path, own_store: Path, api_policy: Policy) -> None:
+    async for env in start_env(tmp_path, own_store, api_policy, page_cache_bytes=0):
+        status, first = await _get(env, "alice", OWN)
+        status2, again = await _get(env, "alice", OWN)
+        assert status == status2 == 200 and first == again
+        assert env.state.pages.stats.uncacheable == 2 and env.state.pages.stats.hits == 0
+
+
+# -- PageCache on its own -------------------------------------------------------------------------------
+def _page(n: int, size: int = 10) -> Page:
+    return Page(bytes([n % 256]) * size, n, None)
+
+
+async def test_lru_by_bytes_and_a_new_version_drops_the_old_pages() -> None:
+    cache = PageCache(max_bytes=25)
+    made: list[str] = []
+
+    def maker(key: str, n: int) -> object:
+        async def make() -> Page:
+            made.append(key)
+            return _page(n)
+
+        return make
+
+    await cache.get(1, "a", maker("a", 1))  # type: ignore[arg-type]
+    await cache.get(1, "b", maker("b", 2))  # type: ignore[arg-type]
+    await cache.get(1, "a", maker("a", 1))  # type: ignore[arg-type]  # a is now most recent
+    await cache.get(1, "c", maker("c", 3))  # type: ignore[arg-type]  # 30 bytes > 25: b goes
+    assert made == ["a", "b", "c"] and cache.bytes == 20 and len(cache) == 2
+    await cache.get(1, "b", maker("b", 2))  # type: ignore[arg-type]
+    assert made[-1] == "b"
+    await cache.get(2, "a", maker("a", 1))  # type: ignore[arg-type]  # new data version
+    assert made[-1] == "a" and len(cache) == 1
+
+
+async def test_a_failure_reaches_every_waiter_and_is_not_cached() -> None:
+    cache = PageCache(max_bytes=1000)
+    gate = asyncio.Event()
+    calls = 0
+
+    async def failing() -> Page:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        raise RuntimeError("store down")
+
+    waiters = [asyncio.ensure_future(cache.get(1, "k", failing)) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert calls == 1 and all(isinstance(r, RuntimeError) for r in results)
+
+    async def ok() -> Page:
+        return _page(7)
+
+    assert (await cache.get(1, "k", ok)).count == 7  # tried again, not a cached failure
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
+    cache = PageCache(max_bytes=1000)
+    gate = asyncio.Event()
+
+    async def slow() -> Page:
+        await gate.wait()
+        return _page(3)
+
+    first = asyncio.ensure_future(cache.get(1, "k", slow))
+    second = asyncio.ensure_future(cache.get(1, "k", slow))
+    await asyncio.sleep(0)
+    first.cancel()
+    gate.set()
+    assert (await second).count == 3
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_no_version_means_no_reuse() -> None:
+    cache = PageCache(max_bytes=1000)
+    calls = 0
+
+    async def make() -> Page:
+        nonlocal calls
+        calls += 1
+        return _page(1)
+
+    await cache.get(None, "k", make)
+    await cache.get(None, "k", make)
+    assert calls == 2 and cache.stats.uncacheable == 2
+
+
+def test_negative_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_bytes"):
+        PageCache(-1)
