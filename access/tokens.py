@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from access.db import open_db
 
 PREFIX = "hems_"
 DEFAULT_TTL_S = 90 * 86400.0
+_MAX_VERIFIED = 10_000  # remembered tokens; only verified ones, so a flood of bad guesses adds nothing
 _TOKEN_RE = re.compile(r"^hems_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
 
 _SCHEMA = """
@@ -56,9 +58,13 @@ def _hash(secret: str) -> str:
 
 
 class TokenStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, poll_seconds: float = 1.0) -> None:
         self.path = Path(path)
         self._db = open_db(self.path, _SCHEMA)
+        self.poll_seconds = poll_seconds
+        self._verified: dict[str, TokenInfo] = {}  # full token text -> its record, once verified
+        self._polled = time.monotonic()
+        self._version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -116,6 +122,7 @@ class TokenStore:
             "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (now() if at is None else at, tid),
         )
+        self._verified.clear()
         if cur.rowcount == 0:
             raise TokenError("unknown_token", f"no active token {tid}")
 
@@ -123,7 +130,38 @@ class TokenStore:
         """The token's record if ``text`` is a live token; else ``TokenError`` with a stable reason.
 
         Malformed, unknown and wrong-secret tokens share one reason (``invalid_token``) so a caller
-        cannot probe which token ids exist."""
+        cannot probe which token ids exist.  Tokens that verified are remembered (``_verified``) so
+        a busy API does not query and hash on every request; see ``_forget_if_changed`` for how a
+        revocation still takes effect."""
+        self._forget_if_changed()
+        info = self._verified.get(text)
+        if info is None:
+            info = self._verify(text)
+            if len(self._verified) >= _MAX_VERIFIED:
+                self._verified.clear()
+            self._verified[text] = info
+        t = now() if at is None else at
+        if info.revoked_at is not None and info.revoked_at <= t:
+            raise TokenError("token_revoked", "the token was revoked")
+        if t >= info.expires_at:
+            raise TokenError("token_expired", "the token has expired")
+        return info
+
+    def _forget_if_changed(self) -> None:
+        """Revocations and new tokens made through this object clear the memory at once (``revoke``);
+        ones made by another process (``hems principals token revoke`` while ``hems serve`` runs) are
+        noticed through SQLite's ``data_version``, polled at most every ``poll_seconds``, as the
+        policy snapshots are (``access.decision.Authorizer``)."""
+        t = time.monotonic()
+        if t - self._polled < self.poll_seconds:
+            return
+        self._polled = t
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._version:
+            self._version = version
+            self._verified.clear()
+
+    def _verify(self, text: str) -> TokenInfo:
         m = _TOKEN_RE.match(text)
         row = None
         if m is not None:
@@ -135,10 +173,4 @@ class TokenStore:
         given = _hash(m.group(2)) if m is not None else "1" * 64
         if not hmac.compare_digest(stored, given) or row is None or m is None:
             raise TokenError("invalid_token", "the token is not valid")
-        info = self.get(m.group(1))
-        t = now() if at is None else at
-        if info.revoked_at is not None and info.revoked_at <= t:
-            raise TokenError("token_revoked", "the token was revoked")
-        if t >= info.expires_at:
-            raise TokenError("token_expired", "the token has expired")
-        return info
+        return self.get(m.group(1))

@@ -193,7 +193,7 @@ def test_principals_cli_issues_and_revokes_tokens(tmp_path: Path) -> None:
     out = _hems(db, "token", "create", "inst9", "--purpose", PV)
     assert out.returncode == 0, out.stderr
     text = out.stdout.strip().splitlines()[-1]
-    tokens = TokenStore(db)
+    tokens = TokenStore(db, poll_seconds=0)  # notice the CLI's revocation at once (default: within 1 s)
     info = tokens.authenticate(text)
     assert info.principal == "inst9" and info.purposes == {PV}
     assert text not in _hems(db, "token", "list").stdout
