@@ -1,7 +1,7 @@
-"""``hems policy|ledger|principals|serve``: the access package's commands.
+"""``hems policy|ledger|principals``: the access package's commands (``hems serve`` is in ``hems``).
 
 ``hems.cli`` hands over the command name as ``argv[0]``; each command is one entry in ``COMMANDS`` so
-the API engineer can add ``principals`` and ``serve`` without touching the others.
+one command's options never touch the others.
 """
 
 from __future__ import annotations
@@ -183,17 +183,10 @@ def _principals(argv: Sequence[str]) -> int:
     return principals(argv, default_db())
 
 
-def _serve(argv: Sequence[str]) -> int:
-    from access.serve import serve
-
-    return serve(argv, default_db())
-
-
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "policy": _policy,
     "ledger": _ledger,
     "principals": _principals,
-    "serve": _serve,
 }
 
 

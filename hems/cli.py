@@ -15,7 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("hems.demo", "emulated homes + collectors + embedded store + API on localhost"),
     "devices": ("devices.cli", "start emulated homes (Modbus/SunSpec + ECHONET Lite) and write a manifest"),
     "collect": ("hems.collect", "poll devices from a config or manifest into a store"),
-    "serve": ("access.cli", "serve the HTTP API and web views"),
+    "serve": ("hems.serve", "serve the HTTP API and web views"),
     "policy": ("access.cli", "show / explain / check the access policy compiled from seeds/"),
     "ledger": ("access.cli", "list and verify the provision ledger"),
     "principals": ("access.cli", "add principals and manage their tokens"),

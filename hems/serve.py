@@ -1,19 +1,28 @@
 """``hems serve``: the API and web views over the configured store.
 
-The store is opened here (by the pipeline's factory or ``SQLiteStore``), not by the app, so access
-code never chooses or opens a store itself.
+This wiring lives in ``hems`` because it joins two packages: the store is opened here (by the
+pipeline's factory or ``SQLiteStore``) and handed to the access app, which only ever sees the
+``Store`` interface.  The loop is ``hems.loop.run`` (uvloop where installed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
+import multiprocessing
+import socket
 import sys
+import threading
 from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from aiohttp import web
 
+from access.cli import default_db
+from hems.loop import run, stop_on_signals
 from pipeline.store import Store
 
 
@@ -36,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rate", type=float, default=20.0, help="requests per second per credential (0: no limit)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port (SO_REUSEPORT); each keeps its own page cache, rate limits "
+        "and /metrics counters (default 1)",
+    )
+    parser.add_argument(
+        "--page-cache-mb",
+        type=float,
+        default=64.0,
+        help="memory for rendered data pages reused while the store is unchanged (0: off; default 64)",
+    )
     return parser
 
 
@@ -54,27 +76,72 @@ def _open_store(spec: str | None, config: str | None) -> Store:
     return open_store(cfg)
 
 
-async def _run(args: argparse.Namespace, db: Path) -> None:
+async def _run(args: argparse.Namespace, db: Path, children: Sequence[BaseProcess] = ()) -> None:
+    """Serve until SIGINT/SIGTERM (or, in the first worker, until another worker dies)."""
     from access.app import make_app
 
+    stop = asyncio.Event()
+    stop_on_signals(stop)
     store = _open_store(args.store, args.config)
     app = make_app(
-        store, db, secure_cookies=not args.insecure_cookies, rate_per_s=args.rate if args.rate > 0 else None
+        store,
+        db,
+        secure_cookies=not args.insecure_cookies,
+        rate_per_s=args.rate if args.rate > 0 else None,
+        page_cache_bytes=int(args.page_cache_mb * 2**20),
     )
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
+    # A deep accept queue: hundreds of clients connecting at once must not have SYNs dropped (a dropped
+    # SYN costs the client a one-second retransmit).  The kernel caps it at net.core.somaxconn.
+    site = web.TCPSite(runner, args.host, args.port, reuse_port=args.workers > 1, backlog=1024)
     await site.start()
-    print(f"serving on http://{args.host}:{args.port} (access db {db})", flush=True)
+    # Everything built so far (libraries, policy, index) lives as long as the process: moving it out
+    # of the collector's sight keeps full collections, which would scan it all, from stalling requests.
+    gc.collect()
+    gc.freeze()
+    if children:
+        watch = asyncio.create_task(_watch_workers(children, stop))
+    print(f"serving on http://{args.host}:{args.port} (access db {db}, {args.workers} worker(s))", flush=True)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        if children:
+            watch.cancel()
         await runner.cleanup()
         await store.close()
 
 
+async def _watch_workers(children: Sequence[BaseProcess], stop: asyncio.Event) -> None:
+    """A worker that dies takes the service down loudly rather than leaving it at reduced strength
+    (a supervisor such as systemd or Docker then restarts the whole service)."""
+    while not stop.is_set():
+        for child in children:
+            if child.exitcode is not None:
+                print(f"hems serve: {child.name} exited with {child.exitcode}; stopping", file=sys.stderr)
+                _WORKER_FAILED.set()
+                stop.set()
+                return
+        await asyncio.sleep(0.5)
+
+
+_WORKER_FAILED = threading.Event()
+
+
+def _worker(args: argparse.Namespace, db: Path) -> None:
+    """A further server process on the same port (the kernel spreads connections across them)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        run(_run(args, db))
+
+
 def serve(argv: Sequence[str], default_db: Path) -> int:
     args = _parser().parse_args(argv)
+    if args.page_cache_mb < 0:
+        raise ValueError("--page-cache-mb must be >= 0")
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
     db: Path = args.db or default_db
     if not db.exists():
         # A fresh deployment starts with no principals: serve (health and readiness work) but say
@@ -85,11 +152,34 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
             "refused; add them with 'hems principals add' (same --db / HEMS_DATA_DIR)",
             file=sys.stderr,
         )
+    ctx = multiprocessing.get_context("spawn")
+    children = [
+        ctx.Process(target=_worker, args=(args, db), name=f"worker-{i}", daemon=True)
+        for i in range(1, args.workers)
+    ]
     try:
-        asyncio.run(_run(args, db))
+        for child in children:
+            child.start()
+        run(_run(args, db, children))
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
         print(f"hems serve: {exc}", file=sys.stderr)
         return 1
-    return 0
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+        for child in children:
+            child.join(timeout=10)
+    return 1 if _WORKER_FAILED.is_set() else 0
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        return serve(argv, default_db())
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    except ValueError as exc:  # a bad --store or configuration: a clear message, no trace
+        print(f"hems serve: {exc}", file=sys.stderr)
+        return 1

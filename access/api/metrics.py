@@ -4,6 +4,7 @@ not justify a dependency, and the label sets here are small and fixed."""
 from __future__ import annotations
 
 import bisect
+import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,11 @@ class Metrics:
         pipeline_stats: PipelineStats | None = None,
         pages: PageCache | None = None,
     ) -> str:
-        out: list[str] = []
+        out: list[str] = [
+            "# HELP hems_api_worker The process answering; with --workers each keeps its own counters.",
+            "# TYPE hems_api_worker gauge",
+            f'hems_api_worker{{pid="{os.getpid()}"}} 1',
+        ]
         out += [
             "# HELP hems_api_requests_total HTTP requests by route, method and status.",
             "# TYPE hems_api_requests_total counter",

@@ -134,6 +134,28 @@ def fmt(value: str | None, accept: str | None) -> str:
     return value
 
 
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (RFC 9110 12.5.3): listed, or covered by ``*``, with
+    a q-value above zero.  A malformed header only means no compression."""
+    if not accept_encoding or len(accept_encoding) > 1000:
+        return False
+    ratings: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        coding, _, rest = item.strip().partition(";")
+        q = 1.0
+        if rest:
+            name, _, value = rest.strip().partition("=")
+            if name.strip() != "q":
+                continue
+            try:
+                q = float(value)
+            except ValueError:
+                continue
+        ratings[coding.strip()] = q
+    q_gzip = ratings.get("gzip", ratings.get("x-gzip", ratings.get("*", 0.0)))
+    return q_gzip > 0
+
+
 def limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -18,6 +19,7 @@ from access.api.pagecache import Page
 from access.api.problems import ApiProblem, bad_param
 from access.api.service import (
     NO_ACCESS_DETAIL,
+    Allowed,
     check_token_purpose,
     decide,
     explain_text,
@@ -182,17 +184,49 @@ async def series(request: web.Request) -> web.Response:
     # The page depends on the query alone (never on who asks): the policy was decided above, per
     # request, and the ledger record below is written per response.
     key = ("series", asked, sq, after, limit, fmt)
-    page = await state.pages.get(state.store.data_version(), key, render)
+    version = state.store.data_version()
+    page = await state.pages.get(version, key, render)
     await record(state, caller, allowed, household, category, purpose, sq)
     headers: dict[str, str] = {"X-Clause-Ids": ",".join(allowed.decision.clause_ids)}
     if page.next_cursor is not None:
         headers["X-Next-Cursor"] = page.next_cursor
         nxt = request.rel_url.update_query({"cursor": page.next_cursor})
         headers["Link"] = f'<{nxt}>; rel="next"'
-    if fmt == "csv":
-        return web.Response(body=page.body, content_type="text/csv", charset="utf-8", headers=headers)
     if fmt == "arrow":
         return web.Response(body=page.body, content_type="application/vnd.apache.arrow.file", headers=headers)
+    head, tail, content_type = b"", b"", "text/csv"
+    if fmt == "json":
+        head, tail, content_type = _series_envelope(
+            household, category, purpose, allowed, win, agg, fields, page
+        )
+    headers["Vary"] = "Accept-Encoding"
+    if not params.accepts_gzip(request.headers.get("Accept-Encoding")):
+        return web.Response(
+            body=head + page.body + tail, content_type=content_type, charset="utf-8", headers=headers
+        )
+    # Compressed once per page and envelope (the envelope varies only with purpose and clauses).
+    whole = await state.pages.get(version, (key, "gzip", head), lambda: _gzipped(head, page, tail))
+    headers["Content-Encoding"] = "gzip"
+    return web.Response(body=whole.body, content_type=content_type, charset="utf-8", headers=headers)
+
+
+async def _gzipped(head: bytes, page: Page, tail: bytes) -> Page:
+    return Page(
+        gzip.compress(head + page.body + tail, compresslevel=6, mtime=0), page.count, page.next_cursor
+    )
+
+
+def _series_envelope(
+    household: str,
+    category: str,
+    purpose: str,
+    allowed: Allowed,
+    win: params.Window,
+    agg: str,
+    fields: tuple[str, ...],
+    page: Page,
+) -> tuple[bytes, bytes, str]:
+    """The JSON around a page's ``columns``: who asked for what, and under which clauses."""
     envelope = json.dumps(
         {
             "household": household,
@@ -209,8 +243,7 @@ async def series(request: web.Request) -> web.Response:
         },
         separators=(",", ":"),
     )
-    body = envelope[:-1].encode() + b',"columns":' + page.body + b"}"
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    return envelope[:-1].encode() + b',"columns":', b"}", "application/json"
 
 
 def _series_page(

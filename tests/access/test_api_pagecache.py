@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from access.api.pagecache import Page, PageCache
+from access.api.params import accepts_gzip
 from access.compiler import Policy
 from pipeline.points import Point
 from pipeline.sqlite_store import SQLiteStore
@@ -102,8 +103,9 @@ async def test_concurrent_requests_for_a_new_page_share_one_query(env: Env) -> N
     results = await asyncio.gather(*(_get(env, "alice", OWN, every="30m") for _ in range(20)))
     assert {status for status, _ in results} == {200}
     assert len({str(body) for _, body in results}) == 1
-    assert st.misses == misses + 1  # one query for twenty requests
-    assert (st.hits - hits) + (st.shared - shared) == 19
+    # One query and one compression (the test client accepts gzip) for twenty requests.
+    assert st.misses == misses + 2
+    assert (st.hits - hits) + (st.shared - shared) == 2 * 19
 
 
 async def test_each_format_and_page_is_its_own_entry(env: Env) -> None:
@@ -129,7 +131,47 @@ async def test_cache_off_still_answers(tmp_path: Path, own_store: Path, api_poli
         status, first = await _get(env, "alice", OWN)
         status2, again = await _get(env, "alice", OWN)
         assert status == status2 == 200 and first == again
-        assert env.state.pages.stats.uncacheable == 2 and env.state.pages.stats.hits == 0
+        # Each request rendered its page and compressed it (the test client accepts gzip) afresh.
+        assert env.state.pages.stats.uncacheable == 4 and env.state.pages.stats.hits == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+async def test_gzip_when_the_client_accepts_it_and_identity_otherwise(env: Env, fmt: str) -> None:
+    q = {**Q, "purpose": OWN, "format": fmt}
+    plain = await env.client.get(URL, params=q, headers={**env.auth("alice"), "Accept-Encoding": "identity"})
+    assert plain.status == 200 and "Content-Encoding" not in plain.headers
+    zipped = await env.client.get(URL, params=q, headers={**env.auth("alice"), "Accept-Encoding": "gzip"})
+    assert zipped.status == 200 and zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["Vary"] == plain.headers["Vary"] == "Accept-Encoding"
+    assert await zipped.read() == await plain.read()  # the client decompressed it
+    refused = await env.client.get(
+        URL, params=q, headers={**env.auth("alice"), "Accept-Encoding": "gzip;q=0, identity"}
+    )
+    assert "Content-Encoding" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("*", True),
+        ("x-gzip", True),
+        ("GZIP", True),
+        (None, False),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0, *;q=1", False),
+        ("*;q=0", False),
+        ("deflate, br", False),
+        ("gzip;q=abc", False),
+        ("gzip;" + "x" * 2000, False),
+    ],
+)
+def test_accept_encoding_is_read_per_the_rfc(header: str | None, expected: bool) -> None:
+    assert accepts_gzip(header) is expected
 
 
 # -- PageCache on its own -------------------------------------------------------------------------------
