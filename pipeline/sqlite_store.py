@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -118,7 +120,12 @@ class SQLiteStore:
     """``Store`` implementation backed by one SQLite file."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL", readers: int = 2
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        readers: int = 2,
+        version_poll_s: float = 0.05,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"bad synchronous mode {synchronous!r}")
@@ -133,6 +140,10 @@ class SQLiteStore:
         self._id_lock = threading.Lock()
         self._all_conns: list[sqlite3.Connection] = []
         self._version_conn: sqlite3.Connection | None = None
+        self.version_poll_s = version_poll_s
+        self._version = 0  # see data_version
+        self._pragma: int | None = None
+        self._version_polled = -math.inf
         self._closed = False
 
     # -- connection handling (runs on the store's threads) -------------------------------------------
@@ -286,6 +297,7 @@ class SQLiteStore:
         groups = _group_rows(points)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self._write_sync, groups)
+        self._version += 1
 
     async def query(self, q: SeriesQuery) -> pl.DataFrame:
         if self._closed:
@@ -294,14 +306,29 @@ class SQLiteStore:
         return await loop.run_in_executor(self._readers, self._query_sync, q)
 
     def data_version(self) -> int | None:
-        """A number that changes whenever any connection (this process or another) commits a change.
+        """A number that moves whenever the stored data changes: at once for writes through this object,
+        and within ``version_poll_s`` for commits by any other connection or process.
 
-        Called on the event loop: ``PRAGMA data_version`` only reads SQLite's shared-memory index, so it
-        costs microseconds.  It lets the API reuse a rendered answer exactly as long as the data under it
-        is unchanged.  ``None`` (nothing to key a cache on) before the file exists or when it cannot be
-        read; callers then simply do not reuse anything."""
+        It lets the API reuse a rendered answer as long as the data under it is unchanged.  Called on
+        the event loop for every data request, so SQLite's ``PRAGMA data_version`` (a lock round trip
+        on the shared-memory index, and a wait for the GIL after it) is asked at most every
+        ``version_poll_s``.  ``None`` (nothing to key a cache on) before the file exists or when it
+        cannot be read; callers then simply do not reuse anything."""
         if self._closed:
             return None
+        now = time.monotonic()
+        if now - self._version_polled < self.version_poll_s:
+            return self._version
+        pragma = self._pragma_data_version()
+        if pragma is None:
+            return None
+        self._version_polled = now
+        if pragma != self._pragma:
+            self._pragma = pragma
+            self._version += 1
+        return self._version
+
+    def _pragma_data_version(self) -> int | None:
         conn = self._version_conn
         try:
             if conn is None:
@@ -353,7 +380,10 @@ class SQLiteStore:
                 raise StoreUnavailable(f"SQLite maintenance failed: {exc}") from exc
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, job)
+        try:
+            return await loop.run_in_executor(self._writer, job)
+        finally:
+            self._version += 1  # whatever happened, answers rendered before may no longer hold
 
     async def close(self) -> None:
         if self._closed:

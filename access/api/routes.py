@@ -195,17 +195,23 @@ async def series(request: web.Request) -> web.Response:
     if fmt == "arrow":
         return web.Response(body=page.body, content_type="application/vnd.apache.arrow.file", headers=headers)
     head, tail, content_type = b"", b"", "text/csv"
+    # The JSON envelope is fixed by the page and the caller's purpose and clauses, so it is made once.
+    envelope_key = (key, purpose, allowed.decision.clause_ids)
     if fmt == "json":
-        head, tail, content_type = _series_envelope(
-            household, category, purpose, allowed, win, agg, fields, page
-        )
+        tail, content_type = b"}", "application/json"
+
+        async def envelope() -> Page:
+            text = _series_envelope(household, category, purpose, allowed, win, agg, fields, page)
+            return Page(text, page.count, page.next_cursor)
+
+        head = (await state.pages.get(version, ("envelope", envelope_key), envelope)).body
     headers["Vary"] = "Accept-Encoding"
     if not params.accepts_gzip(request.headers.get("Accept-Encoding")):
         return web.Response(
             body=head + page.body + tail, content_type=content_type, charset="utf-8", headers=headers
         )
-    # Compressed once per page and envelope (the envelope varies only with purpose and clauses).
-    whole = await state.pages.get(version, (key, "gzip", head), lambda: _gzipped(head, page, tail))
+    # Compressed once per page and envelope.
+    whole = await state.pages.get(version, ("gzip", envelope_key), lambda: _gzipped(head, page, tail))
     headers["Content-Encoding"] = "gzip"
     return web.Response(body=whole.body, content_type=content_type, charset="utf-8", headers=headers)
 
@@ -225,8 +231,8 @@ def _series_envelope(
     agg: str,
     fields: tuple[str, ...],
     page: Page,
-) -> tuple[bytes, bytes, str]:
-    """The JSON around a page's ``columns``: who asked for what, and under which clauses."""
+) -> bytes:
+    """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses."""
     envelope = json.dumps(
         {
             "household": household,
@@ -243,7 +249,7 @@ def _series_envelope(
         },
         separators=(",", ":"),
     )
-    return envelope[:-1].encode() + b',"columns":', b"}", "application/json"
+    return envelope[:-1].encode() + b',"columns":'
 
 
 def _series_page(

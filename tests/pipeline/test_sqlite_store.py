@@ -196,7 +196,7 @@ async def test_data_version_moves_on_every_change_and_only_then(tmp_path: Path) 
     """The API reuses rendered pages while this value holds, so every kind of change must move it:
     this store's writes, another connection's (the collector in another process), and deletions."""
     path = tmp_path / "v" / "hems.sqlite"
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, version_poll_s=0)  # ask SQLite every time
     assert store.data_version() is None  # no file yet
     await store.write([Point("electricity", "hh-1", "m", "echonet", B, {"power_w": 1.0})])
     v1 = store.data_version()
@@ -216,3 +216,20 @@ async def test_data_version_moves_on_every_change_and_only_then(tmp_path: Path) 
     assert v4 is not None and v4 != v3
     await store.close()
     assert store.data_version() is None  # closed: nothing may be reused
+
+
+async def test_data_version_sees_its_own_writes_at_once_and_others_within_the_poll(tmp_path: Path) -> None:
+    path = tmp_path / "hems.sqlite"
+    store = SQLiteStore(path, version_poll_s=3600)
+    await store.write([Point("electricity", "hh-1", "m", "echonet", B, {"power_w": 1.0})])
+    v1 = store.data_version()
+    await store.write([Point("electricity", "hh-1", "m", "echonet", B + NS, {"power_w": 2.0})])
+    v2 = store.data_version()
+    assert v1 is not None and v2 is not None and v2 != v1  # own write: no poll needed
+    other = SQLiteStore(path)
+    await other.write([Point("electricity", "hh-1", "m", "echonet", B + 2 * NS, {"power_w": 3.0})])
+    await other.close()
+    assert store.data_version() == v2  # another connection's commit: not asked yet (documented delay)
+    store.version_poll_s = 0
+    assert store.data_version() != v2
+    await store.close()
