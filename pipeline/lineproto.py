@@ -3,7 +3,9 @@
 Speed comes from doing the expensive part once per *series* instead of once per point: the escaped
 ``measurement,device=..,household=..,source=..`` prefix and every escaped ``field=`` key are validated
 and cached, and big batches are assembled column-wise (numbers formatted by polars, text joined by
-C-level ``map``/``join`` over columns) rather than point by point.  The
+C-level ``map``/``join`` over columns) rather than point by point.  For those batches each series'
+field names are cached too, as an ``itemgetter`` plus the text around each value, because a device
+sends the same fields point after point (``LineEncoder._columns_by_series``).  The
 client library's ``Point`` object re-escapes and re-sorts everything on every call, which is what the
 ingest benchmark compares against.
 
@@ -19,11 +21,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections import deque
-from collections.abc import Iterable, Sequence
-from itertools import accumulate, chain, islice
-from operator import attrgetter, methodcaller
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from itertools import chain
+from operator import attrgetter, call, contains, itemgetter, methodcaller
+from typing import Any, Final, TypeAlias
 
 import polars as pl
 
@@ -38,17 +40,29 @@ _BAD_NAME: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029]")
 _BAD_STRING: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
 _RESERVED_KEYS: Final = frozenset({"time"})
 _MAX_SERIES_CACHE: Final = 100_000
+_VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
+
 _FIELDS: Final = attrgetter("fields")
 _TS: Final = attrgetter("ts_ns")
 _SERIES: Final = attrgetter("measurement", "household", "device", "source")
 _VALUES: Final = methodcaller("values")
-_DICT_VALUES: Final = dict.values
-_BOOL_TEXT: Final = {True: "true", False: "false"}
-_VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
+_DICT_VALUES: Final[Callable[[Any], Iterable[PointValue]]] = dict.values
+_FLOAT_BOOL: Final = frozenset((float, bool))
+# Every line but the first starts with the previous line's timestamp slot; see ``_encode_columns``.
+_TS_SLOT: Final = b" %d\n"
+# Parts of a ``_SeriesShapes`` entry, for C-level ``map`` over a batch's entries.
+_GETTER: Final = itemgetter(0)
+_PIECES: Final = itemgetter(1)
+_FIRST_NAME: Final = itemgetter(2)
+_WIDTH: Final = itemgetter(3)
+# After a point did not match its series' shape, this many batches go straight to ``_columns_by_shape``.
+_SHAPE_RETRY: Final = 8
 
 _ESC_MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ "})
 _ESC_KEY: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _ESC_STRING: Final = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+SeriesKey: TypeAlias = tuple[str, str, str, str]
 
 
 class LineProtocolError(ValueError):
@@ -125,18 +139,66 @@ def field_value(name: str, value: PointValue, *, ints_as_floats: bool = False) -
     raise LineProtocolError(name, f"unsupported value type {kind.__name__}")
 
 
-def _positions(items: list[type], wanted: type) -> list[int]:
-    """Indexes of ``wanted`` in ``items``: ``list.index`` scans in C, so the Python loop runs once
-    per hit rather than once per item (bools are a minority of values)."""
-    out: list[int] = []
-    find = items.index
-    i = -1
+class _NothingToLearn(Exception):
+    """A point of a series not seen before has no fields to learn the series' shape from."""
+
+
+class _SeriesShapes(dict[SeriesKey, list[Any]]):
+    """The fields each series sent last (see ``LineEncoder._columns_by_series``), as
+    ``[values getter, text pieces, first field name, number of fields]``.
+
+    A series not seen before gets a placeholder whose getter learns the shape from the first point
+    it is applied to and then replaces itself in place, so a batch that brings new series (a home
+    joining, a restart) costs no second pass over the batch."""
+
+    __slots__ = ("pieces", "single_field")
+
+    def __init__(self, pieces: Callable[[SeriesKey, tuple[str, ...]], tuple[bytes, ...]]) -> None:
+        super().__init__()
+        self.pieces = pieces  # validates and escapes the names (may raise ``LineProtocolError``)
+        self.single_field = 0  # how many shapes have a single field (their getter is ``values()``)
+
+    def __missing__(self, key: SeriesKey) -> list[Any]:
+        shape: list[Any] = [None, (), "", 0]
+        shape[0] = partial(self._learn, key, shape)
+        self[key] = shape
+        return shape
+
+    def _learn(self, key: SeriesKey, shape: list[Any], fields: Mapping[str, PointValue]) -> Any:
+        names = tuple(fields)
+        if not names:
+            raise _NothingToLearn
+        # A lone ``itemgetter`` returns the value itself, not a 1-tuple: one-field series take
+        # ``values()``, which does not check the name, so ``_columns_by_series`` does.
+        getter = itemgetter(*names) if len(names) > 1 else _VALUES
+        shape[:] = (getter, self.pieces(key, names), names[0], len(names))
+        self.single_field += len(names) == 1
+        return getter(fields)
+
+    def forget(self, keys: Iterable[SeriesKey]) -> None:
+        for key in keys:
+            shape = self.pop(key, None)
+            if shape is not None and shape[3] == 1:
+                self.single_field -= 1
+
+    def clear(self) -> None:
+        super().clear()
+        self.single_field = 0
+
+
+def _write_bools(types: list[type], values: list[PointValue], text: list[bytes]) -> None:
+    """Overwrite the text of every bool (polars formatted it as ``1.0``/``0.0``) with ``true``/``false``.
+
+    ``list.index`` scans ``types`` in C, so the Python loop runs once per bool rather than once per
+    value (bools are a minority of values)."""
+    find = types.index
     try:
+        i = find(bool)
         while True:
-            i = find(wanted, i + 1)
-            out.append(i)
+            text[i] = b"true" if values[i] else b"false"
+            i = find(bool, i + 1)
     except ValueError:
-        return out
+        return
 
 
 class LineEncoder:
@@ -145,7 +207,7 @@ class LineEncoder:
     ``lines`` formats an all-float point with a single ``%`` on a cached template such as
     ``"electricity,device=m1,household=h1,source=echonet power_w=%r %d"``; anything else (bools,
     ints, strings, NaN) takes the general path, which checks and formats value by value.  ``encode``
-    formats large float/bool batches column-wise (see there).
+    formats large float/bool batches column-wise (see ``_encode_columns``).
 
     ``ints_as_floats`` writes Python ints as floats: InfluxDB fixes a field's type on first write, so
     a store that promises Float64 for every number must not let an ``int`` sneak in and make every
@@ -153,10 +215,11 @@ class LineEncoder:
     """
 
     __slots__ = (
-        "_comma_keys",
-        "_heads",
         "_keys",
         "_series",
+        "_series_shapes",
+        "_shape_pieces",
+        "_skip_series_shapes",
         "_templates",
         "ints_as_floats",
         "vector_min",
@@ -165,12 +228,14 @@ class LineEncoder:
     def __init__(self, *, ints_as_floats: bool = False, vector_min: int = _VECTOR_MIN) -> None:
         self.ints_as_floats = ints_as_floats
         self.vector_min = vector_min
-        self._series: dict[tuple[str, str, str, str], str] = {}
+        self._series: dict[SeriesKey, str] = {}
         self._keys: dict[str, str] = {}
         self._templates: dict[tuple[str, ...], str] = {}
-        # Column-wise path: ",key=" per field name, "\n<series> key=" per series and first field.
-        self._comma_keys: dict[str, str] = {}
-        self._heads: dict[tuple[str, str, str, str], str] = {}
+        # Column-wise path: the last shape of each series, and the pieces of every (series, field
+        # names) pair seen (see ``_columns_by_series`` and ``_columns_by_shape``).
+        self._series_shapes = _SeriesShapes(self._pieces)
+        self._shape_pieces: dict[tuple[SeriesKey, tuple[str, ...]], tuple[bytes, ...]] = {}
+        self._skip_series_shapes = 0
 
     def _prefix(self, point: Point) -> str:
         key = (point.measurement, point.household, point.device, point.source)
@@ -234,101 +299,148 @@ class LineEncoder:
 
         Large batches of floats and bools are assembled column-wise (numbers formatted by polars:
         the shortest text that round-trips, though not always spelled like ``repr``: ``0.0001`` vs
-        ``1e-04``).  Any other batch (ints, strings, NaN, a bad name) goes line by line, which also
-        reports what is wrong."""
+        ``1e-04``; a point's fields may come out in the order its series first sent them, which
+        line protocol does not care about).  Any other batch (ints, strings, NaN, a bad name) goes
+        line by line, which also reports what is wrong."""
         pts = points if isinstance(points, list | tuple) else list(points)
         if len(pts) >= self.vector_min:
-            body = self._encode_floats(pts)
+            body = self._encode_columns(pts)
             if body is not None:
                 return body
         return "\n".join(self.lines(pts)).encode("utf-8")
 
-    def _encode_floats(self, pts: Sequence[Point]) -> bytes | None:
+    def _encode_columns(self, pts: Sequence[Point]) -> bytes | None:
         """Column-wise fast path; ``None`` when the batch needs the general path (which also reports
         what is wrong with it).
 
-        Every per-point step is a C-level ``map``/``zip``/``join`` over a column pulled out of the
-        points (a Python statement per point or per value is what this path exists to avoid), and
-        polars formats the numbers.  The body is one ``str.join`` over ``(key, value)`` pairs, one
-        per field, in batch order: ``key`` is the cached, validated ``,name=``, except for a point's
-        first field, where it is the "junction" `` <previous timestamp>\\n<series> name=``.
+        Every per-point step is a C-level ``map``/``chain``/``join`` over a column pulled out of the
+        points (a Python statement per point or per value is what this path exists to avoid; on the
+        benchmark machine even one such pass costs ~50 ns a point), and polars formats the numbers.
+
+        The body is one ``bytes.join`` over ``(piece, value)`` pairs, one per field in batch order,
+        where ``piece`` is the cached, validated ``,name=``, or for a point's first field
+        `` %d\\n<series> name=``: the ``%d`` slots are then filled with every point's timestamp by a
+        single ``bytes % tuple`` (cheaper than building a per-point "previous timestamp + next head"
+        string), and the first line's slot is cut off and one added after the last field.  Names
+        are escaped ``%`` -> ``%%`` in the pieces; numbers and ``true``/``false`` contain no ``%``.
         """
-        n = len(pts)
         fields = list(map(_FIELDS, pts))
-        counts = list(map(len, fields))
-        if 0 in counts:
+        stamps = list(map(_TS, pts))
+        columns = None
+        if self._skip_series_shapes:
+            self._skip_series_shapes -= 1
+        else:
+            columns = self._columns_by_series(pts, fields)
+        if columns is None:
+            columns = self._columns_by_shape(pts, fields)
+            if columns is None:
+                return None
+        values, pieces = columns
+        types = list(map(type, values))
+        if not set(types) <= _FLOAT_BOOL:
             return None
-        keys = list(chain.from_iterable(fields))
+        if set(map(type, stamps)) != {int}:
+            return None  # the general path says which point
+        try:
+            pl.Series(stamps, dtype=pl.Int64)  # cheaper than min() and max() for the range check
+        except (TypeError, OverflowError, pl.exceptions.PolarsError):
+            return None
+        floats = pl.Series(values, dtype=pl.Float64)  # bools become 1.0 / 0.0, fixed below
+        # NaN and infinities survive a sum (an overflow to inf merely sends the batch the slow way).
+        if not math.isfinite(floats.sum()):
+            return None
+        text: list[bytes] = floats.cast(pl.Utf8).cast(pl.Binary).to_list()
+        _write_bools(types, values, text)
+        body: list[bytes] = [b""] * (2 * len(text) + 1)
+        body[0:-1:2] = pieces
+        body[1::2] = text
+        body[0] = body[0][len(_TS_SLOT) :]
+        body[-1] = b" %d"
+        return b"".join(body) % tuple(stamps)
+
+    def _columns_by_series(
+        self, pts: Sequence[Point], fields: list[Mapping[str, PointValue]]
+    ) -> tuple[list[PointValue], list[bytes]] | None:
+        """Values and pieces for a batch whose points all have the fields their series had last time.
+
+        A series (a meter, an inverter) sends the same fields point after point, so its shape is
+        cached by series: an ``itemgetter`` of its field names and their pieces.  Applying the getters
+        (``operator.call`` over the batch) both pulls the values out in the cached order and proves
+        every cached name is present (else ``KeyError``); equal field counts then prove there is no
+        other name.  This is much cheaper than building and hashing every point's tuple of names
+        (``_columns_by_shape``).  A series with one field caches ``values()`` as its getter (a lone
+        ``itemgetter`` returns the value itself, not a 1-tuple), so its name is checked separately.
+
+        ``None`` when a point does not match; the series' shapes are then learnt again from a later
+        batch (one that changed its fields for good is back on this path after that).
+        """
+        shapes = self._series_shapes
+        if len(shapes) >= _MAX_SERIES_CACHE:
+            shapes.clear()
+        entries = list(map(shapes.__getitem__, map(_SERIES, pts)))
+        try:
+            values = list(chain.from_iterable(map(call, map(_GETTER, entries), fields)))
+        except KeyError:
+            self._series_shapes_missed(pts)
+            return None
+        except _NothingToLearn:
+            return None
+        # Each getter found all its names; equal totals leave no room for another name anywhere.
+        # ``values()`` getters (one-field series) yield whatever there is: those points need their
+        # own count and name checked.
+        if sum(map(len, fields)) != len(values) or (
+            shapes.single_field
+            and (
+                list(map(len, fields)) != list(map(_WIDTH, entries))
+                or not all(map(contains, fields, map(_FIRST_NAME, entries)))
+            )
+        ):
+            self._series_shapes_missed(pts)
+            return None
+        return values, list(chain.from_iterable(map(_PIECES, entries)))
+
+    def _series_shapes_missed(self, pts: Sequence[Point]) -> None:
+        """Forget the shapes of the batch's series (they are learnt again from the next batch, so a
+        series that changed its fields for good is soon back on the fast path) and use
+        ``_columns_by_shape`` for the next few batches, so one that alternates between field sets
+        does not pay for a failed attempt every time."""
+        self._series_shapes.forget(dict.fromkeys(map(_SERIES, pts)))
+        self._skip_series_shapes = _SHAPE_RETRY
+
+    def _columns_by_shape(
+        self, pts: Sequence[Point], fields: list[Mapping[str, PointValue]]
+    ) -> tuple[list[PointValue], list[bytes]] | None:
+        """Values and pieces for any batch (``None`` if a point has no fields): pieces are cached by
+        (series, field names in order), values taken in each point's own order."""
+        cache = self._shape_pieces
+        try:
+            keyed = map(cache.__getitem__, zip(map(_SERIES, pts), map(tuple, fields), strict=True))
+            pieces = list(chain.from_iterable(keyed))
+        except KeyError:
+            wanted = dict.fromkeys(zip(map(_SERIES, pts), map(tuple, fields), strict=True))
+            if len(cache) + len(wanted) > _MAX_SERIES_CACHE:
+                cache.clear()
+            for key in wanted.keys() - cache.keys():
+                series, names = key
+                if not names:
+                    return None
+                cache[key] = self._pieces(series, names)
+            keyed = map(cache.__getitem__, zip(map(_SERIES, pts), map(tuple, fields), strict=True))
+            pieces = list(chain.from_iterable(keyed))
         try:
             values = list(chain.from_iterable(map(_DICT_VALUES, fields)))
         except TypeError:  # a Mapping that is not a dict
             values = list(chain.from_iterable(map(_VALUES, fields)))
-        types = list(map(type, values))
-        kinds = set(types)
-        stamps = list(map(_TS, pts))
-        if not kinds <= {float, bool} or set(map(type, stamps)) != {int}:
-            return None
-        starts = list(accumulate(counts, initial=0))
-        try:
-            key_text = list(map(self._comma_keys.__getitem__, keys))
-        except KeyError:
-            key_text = [self._comma_key(k) for k in keys]  # validates new names (may raise)
-        try:
-            heads = list(map(self._heads.__getitem__, map(_SERIES, pts)))
-        except KeyError:
-            heads = [self._head(p) for p in pts]  # validates (may raise)
-        # NaN and infinities survive a sum (an overflow to inf merely sends the batch the slow way).
-        if not math.isfinite(sum(values)):
-            return None
-        floats = pl.Series(values, dtype=pl.Float64, strict=False)  # bools become 1.0 / 0.0
-        value_text = floats.cast(pl.Utf8).to_list()
-        if bool in kinds:
-            # A bool became 1.0 or 0.0 above; find those rows by type (``types``) and fix their text.
-            flags = _positions(types, bool)
-            flag_text = map(_BOOL_TEXT.__getitem__, map(values.__getitem__, flags))
-            deque(map(value_text.__setitem__, flags, flag_text), 0)
-        try:
-            ts_text = pl.Series(stamps, dtype=pl.Int64).cast(pl.Utf8).to_list()
-        except (TypeError, OverflowError, pl.exceptions.PolarsError):
-            return None  # outside int64: the general path says which point
-        # One "\x00 <ts of point p-1>\n<series of p> <first key of p>=" per point, split on NUL
-        # (which validated names and digits never contain); the first one loses its timestamp and
-        # newline, the last timestamp goes after the last field.  Lists are interleaved by strided
-        # slice assignment, a C loop far cheaper per item than zip + chain.
-        pieces: list[str] = [""] * (4 * n)
-        pieces[0::4] = ["\x00 "] * n
-        pieces[5::4] = ts_text[:-1]
-        pieces[2::4] = heads
-        pieces[3::4] = list(map(self._keys.__getitem__, map(keys.__getitem__, islice(starts, n))))
-        junctions = "".join(pieces).split("\x00")
-        junctions[1] = junctions[1][2:]  # the first line starts with its head
-        deque(map(key_text.__setitem__, starts, islice(junctions, 1, None)), 0)
-        body: list[str] = [""] * (2 * len(key_text) + 2)
-        body[0:-2:2] = key_text
-        body[1:-2:2] = value_text
-        body[-2:] = (" ", ts_text[-1])
-        return "".join(body).encode("utf-8")
+        return values, pieces
 
-    def _comma_key(self, name: str) -> str:
-        text = self._comma_keys.get(name)
-        if text is None:
-            if len(self._comma_keys) >= _MAX_SERIES_CACHE:
-                self._comma_keys.clear()
-            text = self._comma_keys[name] = "," + self._key(name)
-        return text
+    def _pieces(self, series: SeriesKey, names: tuple[str, ...]) -> tuple[bytes, ...]:
+        """Validated, escaped text before each field's value (see ``_encode_columns``)."""
+        prefix = self._series.get(series) or self._prefix_of(series)
+        first = f"{prefix} {self._key(names[0])}".replace("%", "%%").encode()
+        rest = [("," + self._key(name)).replace("%", "%%").encode() for name in names[1:]]
+        return (_TS_SLOT + first, *rest)
 
-    def _head(self, point: Point) -> str:
-        """Newline, series prefix and space, validated; cached by series (the key ``_SERIES`` makes)."""
-        tkey = (point.measurement, point.household, point.device, point.source)
-        head = self._heads.get(tkey)
-        if head is None:
-            head = "\n" + self._prefix(point) + " "
-            if len(self._heads) >= _MAX_SERIES_CACHE:
-                self._heads.clear()
-            self._heads[tkey] = head
-        return head
-
-    def _prefix_of(self, key: tuple[str, str, str, str]) -> str:
+    def _prefix_of(self, key: SeriesKey) -> str:
         prefix = series_prefix(*key)
         if len(self._series) >= _MAX_SERIES_CACHE:
             self._series.clear()

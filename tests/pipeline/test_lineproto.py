@@ -255,3 +255,204 @@ def test_huge_finite_values_whose_sum_overflows_are_still_written() -> None:
     assert [parse_line(x)[2:] for x in lines] == [
         ({"power_w": 1.7e308, "soc_pct": -0.0}, TS + i) for i in range(300)
     ]
+
+
+# -- per-series shapes (``_columns_by_series``) and their fallbacks -------------------------------------
+
+
+def same_as_general(enc: LineEncoder, points: list[Point]) -> None:
+    """``encode`` reads back exactly as the line-by-line path, point for point (field order may
+    differ: a series' fields come out in the order it first sent them)."""
+    lines = enc.encode(points).decode().split("\n")
+    reference = LineEncoder(ints_as_floats=enc.ints_as_floats)
+    assert [parse_line(x) for x in lines] == [parse_line(reference._general(p)) for p in points]
+
+
+# Names that need escaping, a '%' (the pieces are a ``bytes %`` format) and non-ASCII text.
+shape_names = st.sampled_from(["power_w", "soc_pct", "run ning", "a,b=c", "50%d", "tension_ü", "fault"])
+households = st.sampled_from(["hh-1", "hh-2", "a b,c=d", "100%s", "haus-ß"])
+devices = st.sampled_from(["meter", "pv", "bat%"])
+stamps = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+field_sets = st.dictionaries(shape_names, finite | st.booleans(), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(households, devices, field_sets, stamps), min_size=1, max_size=40),
+        min_size=1,
+        max_size=4,
+    ),
+    ints_as_floats=st.booleans(),
+)
+def test_batches_after_batches_equal_line_by_line(
+    batches: list[list[tuple[str, str, dict[str, float | bool], int]]], ints_as_floats: bool
+) -> None:
+    """One encoder over consecutive batches: series come and go, change or reorder their fields,
+    mix floats and bools; every batch must read back as the line-by-line path writes it."""
+    enc = LineEncoder(vector_min=1, ints_as_floats=ints_as_floats)
+    for rows in batches:
+        same_as_general(enc, [pt(f, household=h, device=d, ts_ns=ts) for h, d, f, ts in rows])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    series_fields=st.lists(field_sets, min_size=1, max_size=6),
+    picks=st.lists(st.tuples(st.integers(0, 5), stamps), min_size=1, max_size=60),
+)
+def test_stable_series_shapes_equal_line_by_line(
+    series_fields: list[dict[str, float | bool]], picks: list[tuple[int, int]]
+) -> None:
+    """The common case: every series sends the same field names each time (values vary)."""
+    enc = LineEncoder(vector_min=1)
+    for flip in (False, True, False):
+        points = []
+        for i, ts in picks:
+            fields = series_fields[i % len(series_fields)]
+            values = {k: (not v if isinstance(v, bool) else v + flip) for k, v in fields.items()}
+            points.append(pt(values, device=f"dev-{i % len(series_fields)}", ts_ns=ts))
+        same_as_general(enc, points)
+
+
+def test_a_series_that_changes_its_single_field_is_not_mislabelled() -> None:
+    """A one-field series caches ``values()`` as its getter, which would take any single value."""
+    enc = LineEncoder()
+    same_as_general(enc, [pt({"power_w": float(i)}, ts_ns=TS + i) for i in range(300)])
+    other = [pt({"soc_pct": float(i)}, ts_ns=TS + i) for i in range(300)]
+    lines = enc.encode(other).decode().split("\n")
+    assert lines[7] == f"electricity,device=meter,household=hh-1,source=echonet soc_pct=7.0 {TS + 7}"
+    same_as_general(enc, other)
+    wider = [pt({"soc_pct": float(i), "power_w": -1.0}, ts_ns=TS + i) for i in range(300)]
+    same_as_general(enc, wider)
+
+
+def test_points_that_leave_their_series_shape_mid_batch() -> None:
+    enc = LineEncoder()
+    points = [pt({"power_w": float(i), "fault": i % 3 == 0}, ts_ns=TS + i) for i in range(600)]
+    same_as_general(enc, points)  # learnt: (power_w, fault)
+    points[100] = pt({"power_w": 1.0, "fault": True, "soc_pct": 5.0}, ts_ns=TS)  # one more field
+    points[200] = pt({"power_w": 2.0}, ts_ns=TS)  # one field fewer
+    points[300] = pt({"fault": False, "power_w": 3.0}, ts_ns=TS)  # same names, other order
+    points[400] = pt({"power_w": 4.0, "soc_pct": 0.0}, ts_ns=TS)  # same count, other name
+    for _ in range(12):  # the mismatch batch, the batches that skip the series shapes, and after
+        same_as_general(enc, points)
+        same_as_general(enc, points[:250] + points[401:])
+
+
+def test_series_alternating_between_field_sets() -> None:
+    """A meter sending power every 10 s and energy every 60 s as separate points."""
+    enc = LineEncoder()
+    for batch in range(20):
+        points = [
+            pt({"energy_wh_total": 1e6 + i} if (i + batch) % 6 == 0 else {"power_w": float(i)}, ts_ns=TS + i)
+            for i in range(300)
+        ]
+        same_as_general(enc, points)
+
+
+def test_new_series_mid_batch_are_learnt_in_the_same_pass() -> None:
+    enc = LineEncoder()
+    first = [
+        pt({"power_w": float(i), "fault": False}, household=f"hh-{i % 2}", ts_ns=TS + i) for i in range(300)
+    ]
+    same_as_general(enc, first)
+    second = [
+        pt({"power_w": float(i), "fault": True}, household=f"hh-{i % 5}", device=f"d{i // 100}", ts_ns=TS + i)
+        for i in range(300)
+    ]
+    same_as_general(enc, second)
+    assert enc.encode(second) == enc.encode(second)  # and the learnt shapes are reused
+
+
+def test_a_new_series_without_fields_or_with_a_bad_name_is_reported() -> None:
+    good = [pt({"power_w": float(i)}, ts_ns=TS + i) for i in range(300)]
+    for bad, what in (
+        (pt({}, device="new", ts_ns=TS), "fields"),
+        (pt({"ok": 1.0, "_bad": 2.0}, device="new", ts_ns=TS), "field"),
+        (pt({"ok": 1.0}, device="new\\", ts_ns=TS), "device"),
+    ):
+        enc = LineEncoder()
+        same_as_general(enc, good)
+        with pytest.raises(LineProtocolError) as err:
+            enc.encode([*good[:150], bad, *good[150:]])
+        assert err.value.what == what
+        same_as_general(enc, good)  # the encoder is still usable
+
+
+def test_non_float_values_in_a_known_series_take_the_general_path() -> None:
+    enc = LineEncoder(ints_as_floats=True)
+    points = [pt({"power_w": float(i), "fault": False}, ts_ns=TS + i) for i in range(300)]
+    same_as_general(enc, points)
+    points[9] = pt({"power_w": 12, "fault": False}, ts_ns=TS)
+    assert enc.encode(points).decode().split("\n")[9].split(" ")[1] == "power_w=12.0,fault=false"
+    assert LineEncoder().encode(points).decode().split("\n")[9].split(" ")[1] == "power_w=12i,fault=false"
+    points[9] = pt({"power_w": 1.0, "fault": "no"}, ts_ns=TS)
+    assert enc.encode(points).decode().split("\n")[9].split(" ")[1] == 'power_w=1.0,fault="no"'
+    for bad in (math.nan, -math.inf):
+        points[9] = pt({"power_w": bad, "fault": False}, ts_ns=TS)
+        with pytest.raises(LineProtocolError) as err:
+            enc.encode(points)
+        assert err.value.what == "power_w"
+
+
+def test_percent_signs_in_names_survive_the_timestamp_formatting() -> None:
+    points = [
+        pt({"50%d": float(i), "%s": True}, measurement="m%d", household="100%", ts_ns=TS + i)
+        for i in range(300)
+    ]
+    enc = LineEncoder()
+    lines = enc.encode(points).decode().split("\n")
+    assert lines == [enc._general(p) for p in points]
+    assert lines[0] == f"m%d,device=meter,household=100%,source=echonet 50%d=0.0,%s=true {TS}"
+
+
+def test_mappings_that_are_not_dicts() -> None:
+    from types import MappingProxyType
+
+    enc = LineEncoder()
+    for _ in range(2):
+        points = [
+            pt(
+                MappingProxyType({"power_w": float(i)} if i % 2 else {"power_w": 1.0, "fault": True}),
+                device=f"d{i % 2}",
+            )
+            for i in range(300)
+        ]
+        same_as_general(enc, points)
+
+
+def test_caches_at_their_limit_are_cleared_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.lineproto
+
+    monkeypatch.setattr(pipeline.lineproto, "_MAX_SERIES_CACHE", 3)
+    enc = LineEncoder(vector_min=1)
+    for batch in range(6):
+        devices = [(i + batch) % 7 for i in range(40)]
+        points = [
+            pt({"power_w": float(i)} if d % 3 else {"power_w": 1.0, "soc_pct": 2.0}, device=f"d{d}")
+            for i, d in enumerate(devices)
+        ]
+        same_as_general(enc, points)
+        enc._skip_series_shapes = batch % 2  # alternate between the two column-wise paths
+
+
+def test_steady_batches_stay_on_the_series_shape_path() -> None:
+    """Guards the speed of the common case: known series with their usual fields must neither fall
+    back to the per-point shape lookup nor to the line-by-line path."""
+    enc = LineEncoder()
+    for batch in range(3):
+        points = [
+            pt(
+                {"power_w": float(i), "import_wh_total": 1e6 + i}
+                if i % 2
+                else {"power_w": 1.5, "running": True},
+                device=f"d{i % 2}",
+                ts_ns=TS + batch * 1000 + i,
+            )
+            for i in range(300)
+        ]
+        fields = [p.fields for p in points]
+        assert enc._columns_by_series(points, fields) is not None
+        assert enc._encode_columns(points) == enc.encode(points)
+        same_as_general(enc, points)
+    assert enc._skip_series_shapes == 0
