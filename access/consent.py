@@ -23,7 +23,7 @@ from pathlib import Path
 
 from access.clock import now, to_epoch
 from access.compiler import Suspension
-from access.db import open_db, write_transaction
+from access.db import change_counter, open_db, read_change_counter, write_transaction
 from seeds.loader import Seeds
 from seeds.vocabulary import CATEGORIES
 
@@ -37,7 +37,7 @@ CREATE INDEX IF NOT EXISTS suspensions_by_household ON suspensions(household);
 CREATE TABLE IF NOT EXISTS erasure_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, household TEXT NOT NULL, requested_at REAL NOT NULL,
     categories TEXT NOT NULL, outcome TEXT NOT NULL, status TEXT NOT NULL, completed_at REAL);
-"""
+""" + change_counter("consent", ("suspensions", "erasure_requests"))
 
 
 class ConsentError(ValueError):
@@ -96,8 +96,8 @@ class ConsentStore:
         self._db.close()
 
     def data_version(self) -> int:
-        """Changes when another connection (another process) commits to the file."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        """Changes when any connection (another process too) changes these tables (``change_counter``)."""
+        return read_change_counter(self._db, "consent")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

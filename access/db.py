@@ -32,6 +32,31 @@ def open_db(
     return db
 
 
+def change_counter(name: str, tables: tuple[str, ...]) -> str:
+    """Schema for a counter that every insert, update or delete on ``tables`` bumps, by any connection.
+
+    Long-running readers (the policy snapshots, remembered tokens) poll it to learn that *their*
+    tables changed.  ``PRAGMA data_version`` cannot tell them: it moves on any commit to the file, and
+    the ledger commits to this file for every third-party response."""
+    sql = [
+        "CREATE TABLE IF NOT EXISTS change_counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);",
+        f"INSERT OR IGNORE INTO change_counters VALUES ('{name}', 0);",
+    ]
+    for table in tables:
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            sql.append(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_{op.lower()}_counted AFTER {op} ON {table} "
+                f"BEGIN UPDATE change_counters SET n = n + 1 WHERE name = '{name}'; END;"
+            )
+    return "\n".join(sql)
+
+
+def read_change_counter(db: sqlite3.Connection, name: str) -> int:
+    """The counter made by ``change_counter`` (one indexed read)."""
+    row = db.execute("SELECT n FROM change_counters WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 @contextmanager
 def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE so concurrent writers queue at the start instead of failing at commit."""

@@ -52,7 +52,8 @@ class Authorizer:
 
     Writes made through the stores this object holds are seen at once (their ``generation`` moves).
     Writes by another process (``hems principals`` while ``hems serve`` runs) are noticed by polling
-    SQLite's ``data_version`` at most every ``poll_seconds``, which keeps the fast path free of I/O.
+    the stores' change counters (``access.db.change_counter``) at most every ``poll_seconds``, which
+    keeps the fast path free of I/O; ledger writes to the same file do not count as changes.
     """
 
     def __init__(

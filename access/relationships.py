@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from access.clock import FOREVER, now, to_epoch
-from access.db import open_db, write_transaction
+from access.db import change_counter, open_db, read_change_counter, write_transaction
 from seeds.vocabulary import CATEGORIES, PRINCIPAL_KINDS
 
 # Roles a principal can hold for one household through a recorded relationship.
@@ -77,7 +77,9 @@ CREATE TABLE IF NOT EXISTS designations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, operator TEXT NOT NULL REFERENCES principals(id),
     principal TEXT NOT NULL REFERENCES principals(id), household TEXT NOT NULL REFERENCES households(id),
     designated_at REAL NOT NULL, revoked_at REAL);
-"""
+""" + change_counter(
+    "relationships", ("households", "principals", "principal_purposes", "links", "approvals", "designations")
+)
 
 
 class RelationshipError(ValueError):
@@ -181,8 +183,8 @@ class RelationshipStore:
         self._db.close()
 
     def data_version(self) -> int:
-        """Changes when another connection (another process) commits to the file."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        """Changes when any connection (another process too) changes these tables (``change_counter``)."""
+        return read_change_counter(self._db, "relationships")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from access.clock import now
-from access.db import open_db
+from access.db import change_counter, open_db, read_change_counter
 
 PREFIX = "hems_"
 DEFAULT_TTL_S = 90 * 86400.0
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     id TEXT PRIMARY KEY, principal TEXT NOT NULL, purposes TEXT NOT NULL, secret_sha256 TEXT NOT NULL,
     label TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
 CREATE INDEX IF NOT EXISTS api_tokens_by_principal ON api_tokens(principal);
-"""
+""" + change_counter("tokens", ("api_tokens",))
 
 
 class TokenError(ValueError):
@@ -64,7 +64,7 @@ class TokenStore:
         self.poll_seconds = poll_seconds
         self._verified: dict[str, TokenInfo] = {}  # full token text -> its record, once verified
         self._polled = time.monotonic()
-        self._version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        self._version = self.data_version()
 
     def close(self) -> None:
         self._db.close()
@@ -147,16 +147,20 @@ class TokenStore:
             raise TokenError("token_expired", "the token has expired")
         return info
 
+    def data_version(self) -> int:
+        """Changes when any connection (another process too) changes the tokens (``change_counter``)."""
+        return read_change_counter(self._db, "tokens")
+
     def _forget_if_changed(self) -> None:
         """Revocations and new tokens made through this object clear the memory at once (``revoke``);
         ones made by another process (``hems principals token revoke`` while ``hems serve`` runs) are
-        noticed through SQLite's ``data_version``, polled at most every ``poll_seconds``, as the
+        noticed through the tokens' change counter, polled at most every ``poll_seconds``, as the
         policy snapshots are (``access.decision.Authorizer``)."""
         t = time.monotonic()
         if t - self._polled < self.poll_seconds:
             return
         self._polled = t
-        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        version = self.data_version()
         if version != self._version:
             self._version = version
             self._verified.clear()
