@@ -8,6 +8,7 @@ and on how a write transaction is taken.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,10 +58,38 @@ def read_change_counter(db: sqlite3.Connection, name: str) -> int:
     return int(row[0]) if row is not None else 0
 
 
+BUSY_TIMEOUT_S = 30.0
+
+
+def begin_immediate(db: sqlite3.Connection, timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    """``BEGIN IMMEDIATE``, waiting for another writer (another ``hems serve`` worker, the CLI) in
+    steps of at most 2 ms.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 20, 25, 50 then 100 ms between tries, so a
+    worker's ledger flush that found another worker's transaction open waited tens of milliseconds
+    after the lock was free: the slowest responses under load were exactly those."""
+    (saved,) = db.execute("PRAGMA busy_timeout").fetchone()
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0002
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(saved)}")
+
+
 @contextmanager
 def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE so concurrent writers queue at the start instead of failing at commit."""
-    db.execute("BEGIN IMMEDIATE")
+    begin_immediate(db)
     try:
         yield db
     except BaseException:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from access.clock import now, show, to_epoch
-from access.db import open_db
+from access.db import begin_immediate, open_db
 from seeds.vocabulary import CATEGORIES
 
 GENESIS = "0" * 64
@@ -198,7 +198,7 @@ class Ledger:
             return []
         db = self._db
         try:
-            db.execute("BEGIN IMMEDIATE")
+            begin_immediate(db)
             last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
             out: list[ProvisionRecord] = []
