@@ -8,8 +8,8 @@ would render.  Only the *query and rendering* are reused: every request is still
 decided by the policy and, for third parties, recorded in the ledger before anything is sent.
 
 Concurrent requests for a page not cached yet share one computation (otherwise a change of version
-sends every waiting client to the store at once).  The cache holds one data version at a time and a
-bounded number of bytes, least recently used pages going first.
+sends every waiting client to the store at once).  The cache holds one data version at a time (versions
+only grow) and a bounded number of bytes, least recently used pages going first.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ class PageCache:
 
     async def get(self, version: int | None, key: Hashable, make: Callable[[], Awaitable[Page]]) -> Page:
         """The page for ``key`` at data ``version``, made by ``make`` unless cached or being made."""
-        if version is None or self.max_bytes == 0:
+        if version is None or self.max_bytes == 0 or (self._version is not None and version < self._version):
+            # (An older version: a request that read it before a write and is only now here; its page is
+            # made for it alone rather than evicting every page of the newer version.)
             self.stats.uncacheable += 1
             return await make()
         if version != self._version:

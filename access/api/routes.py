@@ -186,13 +186,13 @@ async def series(request: web.Request) -> web.Response:
     key = ("series", asked, sq, after, limit, fmt)
     version = state.store.data_version()
     page = await state.pages.get(version, key, render)
-    await record(state, caller, allowed, household, category, purpose, sq)
     headers: dict[str, str] = {"X-Clause-Ids": ",".join(allowed.decision.clause_ids)}
     if page.next_cursor is not None:
         headers["X-Next-Cursor"] = page.next_cursor
         nxt = request.rel_url.update_query({"cursor": page.next_cursor})
         headers["Link"] = f'<{nxt}>; rel="next"'
     if fmt == "arrow":
+        await record(state, caller, allowed, household, category, purpose, sq)
         return web.Response(body=page.body, content_type="application/vnd.apache.arrow.file", headers=headers)
     head, tail, content_type = b"", b"", "text/csv"
     # The JSON envelope is fixed by the page and the caller's purpose and clauses, so it is made once.
@@ -206,14 +206,16 @@ async def series(request: web.Request) -> web.Response:
 
         head = (await state.pages.get(version, ("envelope", envelope_key), envelope)).body
     headers["Vary"] = "Accept-Encoding"
-    if not params.accepts_gzip(request.headers.get("Accept-Encoding")):
-        return web.Response(
-            body=head + page.body + tail, content_type=content_type, charset="utf-8", headers=headers
-        )
-    # Compressed once per page and envelope.
-    whole = await state.pages.get(version, ("gzip", envelope_key), lambda: _gzipped(head, page, tail))
-    headers["Content-Encoding"] = "gzip"
-    return web.Response(body=whole.body, content_type=content_type, charset="utf-8", headers=headers)
+    if params.accepts_gzip(request.headers.get("Accept-Encoding")):
+        # Compressed once per page and envelope.
+        zipped = await state.pages.get(version, ("gzip", envelope_key), lambda: _gzipped(head, page, tail))
+        body = zipped.body
+        headers["Content-Encoding"] = "gzip"
+    else:
+        body = head + page.body + tail
+    # Recorded last, once the body is built, so no record stands for an answer that failed to render.
+    await record(state, caller, allowed, household, category, purpose, sq)
+    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
 async def _gzipped(head: bytes, page: Page, tail: bytes) -> Page:

@@ -4,7 +4,7 @@ ledger: real HTTP, a real SQLite store that the tests write to, a real access da
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -198,6 +198,23 @@ async def test_lru_by_bytes_and_a_new_version_drops_the_old_pages() -> None:
     assert made[-1] == "b"
     await cache.get(2, "a", maker("a", 1))  # type: ignore[arg-type]  # new data version
     assert made[-1] == "a" and len(cache) == 1
+
+
+async def test_a_late_request_of_an_older_version_evicts_nothing() -> None:
+    cache = PageCache(max_bytes=1000)
+    made: list[int] = []
+
+    def maker(v: int) -> Callable[[], Awaitable[Page]]:
+        async def make() -> Page:
+            made.append(v)
+            return _page(v)
+
+        return make
+
+    await cache.get(5, "k", maker(5))
+    assert (await cache.get(4, "k", maker(4))).count == 4  # made for it alone
+    assert (await cache.get(5, "k", maker(5))).count == 5 and made == [5, 4]  # 5's page still there
+    assert cache.stats.uncacheable == 1
 
 
 async def test_a_failure_reaches_every_waiter_and_is_not_cached() -> None:
