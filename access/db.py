@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,6 +56,24 @@ def read_change_counter(db: sqlite3.Connection, name: str) -> int:
     """The counter made by ``change_counter`` (one indexed read)."""
     row = db.execute("SELECT n FROM change_counters WHERE name = ?", (name,)).fetchone()
     return int(row[0]) if row is not None else 0
+
+
+class ChangeWatch:
+    """Whether ``read()`` (change counters) moved, asking at most every ``every_s`` seconds: how a
+    long-running reader notices another process's writes without I/O on its fast path."""
+
+    def __init__(self, read: Callable[[], object]) -> None:
+        self._read = read
+        self._seen = read()
+        self._polled = time.monotonic()
+
+    def changed(self, every_s: float) -> bool:
+        t = time.monotonic()
+        if t - self._polled < every_s:
+            return False
+        self._polled = t
+        seen, self._seen = self._seen, self._read()
+        return self._seen != seen
 
 
 BUSY_TIMEOUT_S = 30.0

@@ -9,7 +9,6 @@ index never answers from stale relationships.  The same snapshot feeds a plain C
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from access.casbin_adapter import build_enforcer
 from access.clock import now, show
 from access.compiler import OWN, Policy, Rule, approval_rules, suspension_rules
 from access.consent import ConsentStore, SuspensionRecord
+from access.db import ChangeWatch
 from access.index import Match, PolicyIndex
 from access.relationships import APPROVED_ROLE, INTERNAL_KINDS, RelationshipStore, RoleLinks
 
@@ -67,8 +67,7 @@ class Authorizer:
         self.relationships = relationships
         self.consent = consent
         self.poll_seconds = poll_seconds
-        self._polled = time.monotonic()
-        self._external = (relationships.data_version(), consent.data_version())
+        self._external = ChangeWatch(lambda: (relationships.data_version(), consent.data_version()))
         self._snap: Snapshot | None = None
         self._clauses = {c.id: c for c in policy.seeds.clauses}
         self._documents = {d.id: d for d in getattr(policy.seeds, "documents", ())}
@@ -78,7 +77,11 @@ class Authorizer:
         return (self.relationships.generation, self.consent.generation)
 
     def snapshot(self, at: float | None = None) -> Snapshot:
+        """The snapshot valid at ``at``, rebuilt when it expires, when this process wrote to the stores,
+        or when another process did (polled at most every ``poll_seconds``)."""
         t = now() if at is None else at
+        if self._external.changed(self.poll_seconds):
+            self._snap = None
         snap = self._snap
         if (
             snap is not None
@@ -89,13 +92,6 @@ class Authorizer:
         snap = self._build(t)
         self._snap = snap
         return snap
-
-    def _poll(self) -> None:
-        self._polled = time.monotonic()
-        external = (self.relationships.data_version(), self.consent.data_version())
-        if external != self._external:
-            self._external = external
-            self._snap = None
 
     def refresh(self) -> None:
         """Forget the snapshot (after another process wrote to the stores)."""
@@ -138,16 +134,7 @@ class Authorizer:
         purpose: str,
         at: float | None = None,
     ) -> Decision:
-        t = now() if at is None else at
-        if time.monotonic() - self._polled >= self.poll_seconds:
-            self._poll()
-        snap = self._snap
-        if (
-            snap is None
-            or not (snap.at <= t < snap.valid_until)
-            or snap.generations != (self.relationships.generation, self.consent.generation)
-        ):
-            snap = self.snapshot(t)
+        snap = self.snapshot(now() if at is None else at)
         m = snap.index.match(principal, household, category, action, purpose)
         if m.allowed:
             size = self._group_size(m.allow) if action == "read_stats" else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -72,7 +72,7 @@ class ProvisionRecord:
         )
 
 
-class _Checked(NamedTuple):
+class CheckedEntry(NamedTuple):
     """A provision entry as written and hashed: categories sorted and unique, times as epoch seconds."""
 
     recipient: str
@@ -103,7 +103,7 @@ class ProvisionEntry:
         object.__setattr__(self, "categories", tuple(self.categories))
         object.__setattr__(self, "clause_ids", tuple(self.clause_ids))
 
-    def check(self) -> _Checked:
+    def check(self) -> CheckedEntry:
         """The entry as it would be written, or :class:`LedgerError` saying why it cannot be."""
         cats = tuple(sorted(set(self.categories)))
         clauses = tuple(self.clause_ids)
@@ -120,7 +120,7 @@ class ProvisionEntry:
         if end < start:
             raise LedgerError("period_end is before period_start")
         t = now() if self.at is None else to_epoch(self.at)
-        return _Checked(self.recipient, self.household, cats, start, end, self.purpose, clauses, t)
+        return CheckedEntry(self.recipient, self.household, cats, start, end, self.purpose, clauses, t)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,11 @@ class Ledger:
         and none of them is recorded.  A failed write rolls back whole, so the ledger never holds part of
         a batch and the connection is ready for the next one.
         """
-        checked = [e.check() for e in entries]
+        return self.write_checked([e.check() for e in entries])
+
+    def write_checked(self, checked: Sequence[CheckedEntry]) -> list[ProvisionRecord]:
+        """``record_many`` for entries already checked (``ProvisionEntry.check``), e.g. by the API when
+        they were queued, so a batch is not checked twice."""
         if not checked:
             return []
         db = self._db

@@ -14,12 +14,11 @@ import hmac
 import json
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from access.clock import now
-from access.db import change_counter, open_db, read_change_counter
+from access.db import ChangeWatch, change_counter, open_db, read_change_counter
 
 PREFIX = "hems_"
 DEFAULT_TTL_S = 90 * 86400.0
@@ -63,8 +62,7 @@ class TokenStore:
         self._db = open_db(self.path, _SCHEMA)
         self.poll_seconds = poll_seconds
         self._verified: dict[str, TokenInfo] = {}  # full token text -> its record, once verified
-        self._polled = time.monotonic()
-        self._version = self.data_version()
+        self._changes = ChangeWatch(self.data_version)
 
     def close(self) -> None:
         self._db.close()
@@ -156,13 +154,7 @@ class TokenStore:
         ones made by another process (``hems principals token revoke`` while ``hems serve`` runs) are
         noticed through the tokens' change counter, polled at most every ``poll_seconds``, as the
         policy snapshots are (``access.decision.Authorizer``)."""
-        t = time.monotonic()
-        if t - self._polled < self.poll_seconds:
-            return
-        self._polled = t
-        version = self.data_version()
-        if version != self._version:
-            self._version = version
+        if self._changes.changed(self.poll_seconds):
             self._verified.clear()
 
     def _verify(self, text: str) -> TokenInfo:

@@ -130,19 +130,6 @@ def _metric(text: str, name: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-async def _wait_ready(base: str) -> None:
-    async with aiohttp.ClientSession() as s:
-        for _ in range(300):
-            try:
-                async with s.get(f"{base}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("server did not become ready")
-
-
 def _bare_server(port: int, size: int) -> None:
     """The ceiling: aiohttp on the same loop answering a fixed body of the real response's size, with
     no auth, policy, store, cache or ledger.  Run as ``python -m bench.api --bare PORT SIZE``."""

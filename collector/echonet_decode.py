@@ -50,7 +50,9 @@ class ClassSpec:
     pushed: frozenset[int] = frozenset()
 
 
-def _u(values: Values, epc: int, out: Decoded, size: int, max_value: int | None = None) -> int | None:
+def _edt(values: Values, epc: int, out: Decoded, size: int) -> bytes | None:
+    """The property's bytes if the device sent them (a property it could not give is noted as
+    missing), refusing a length the class does not define."""
     edt = values.get(epc)
     if edt is None:
         if epc in values:
@@ -58,18 +60,17 @@ def _u(values: Values, epc: int, out: Decoded, size: int, max_value: int | None 
         return None
     if len(edt) != size:
         raise FrameError(f"EPC 0x{epc:02x}: {len(edt)} bytes where {size} were expected")
-    return decode_uint(edt, size, max_value)
+    return edt
+
+
+def _u(values: Values, epc: int, out: Decoded, size: int, max_value: int | None = None) -> int | None:
+    edt = _edt(values, epc, out, size)
+    return None if edt is None else decode_uint(edt, size, max_value)
 
 
 def _s(values: Values, epc: int, out: Decoded, size: int, lo: int, hi: int) -> int | None:
-    edt = values.get(epc)
-    if edt is None:
-        if epc in values:
-            out.missing.add(epc)
-        return None
-    if len(edt) != size:
-        raise FrameError(f"EPC 0x{epc:02x}: {len(edt)} bytes where {size} were expected")
-    return decode_int(edt, size, lo, hi)
+    edt = _edt(values, epc, out, size)
+    return None if edt is None else decode_int(edt, size, lo, hi)
 
 
 def _byte(values: Values, epc: int, out: Decoded) -> int | None:

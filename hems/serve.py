@@ -14,7 +14,6 @@ import gc
 import multiprocessing
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -119,13 +118,9 @@ async def _watch_workers(children: Sequence[BaseProcess], stop: asyncio.Event) -
         for child in children:
             if child.exitcode is not None:
                 print(f"hems serve: {child.name} exited with {child.exitcode}; stopping", file=sys.stderr)
-                _WORKER_FAILED.set()
                 stop.set()
                 return
         await asyncio.sleep(0.5)
-
-
-_WORKER_FAILED = threading.Event()
 
 
 def _worker(args: argparse.Namespace, db: Path) -> None:
@@ -161,6 +156,8 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
         for child in children:
             child.start()
         run(_run(args, db, children))
+        # Stopped by a signal, every worker is still running (or stopped cleanly by the same Ctrl-C).
+        failed = any(child.exitcode not in (None, 0) for child in children)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
@@ -172,7 +169,7 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
                 child.terminate()
         for child in children:
             child.join(timeout=10)
-    return 1 if _WORKER_FAILED.is_set() else 0
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str]) -> int:

@@ -28,7 +28,8 @@ from typing import Final, Literal
 
 import polars as pl
 
-from collector.reading import COUNTER_FIELDS, FIELD_UNITS
+from collector.reading import COUNTER_FIELDS as COUNTER_FIELDS  # re-exported: the query vocabulary
+from collector.reading import FIELD_UNITS
 from seeds.vocabulary import SERIES_CATEGORIES
 
 Agg = Literal["mean", "min", "max", "sum", "first", "last", "count"]

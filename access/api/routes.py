@@ -32,8 +32,8 @@ from access.api.service import (
 )
 from access.api.state import STATE, AppState, Caller, authenticate, rate_limit
 from access.consent import SCOPES, ConsentError
-from collector.reading import COUNTER_FIELDS
 from pipeline.derived import TOKYO, daily_energy_per_household
+from pipeline.query import COUNTER_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, SERIES_CATEGORIES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,7 +55,7 @@ def _caller(request: web.Request) -> tuple[AppState, Caller]:
     state = request.app[STATE]
     caller = authenticate(request, state)
     assert caller is not None
-    rate_limit(state, caller)
+    rate_limit(state, caller.rate_key)
     return state, caller
 
 
@@ -181,9 +181,10 @@ async def series(request: web.Request) -> web.Response:
     async def render() -> Page:
         return _series_page(await query(state, sq), after, limit, fmt, asked)
 
-    # The page depends on the query alone (never on who asks): the policy was decided above, per
-    # request, and the ledger record below is written per response.
-    key = ("series", asked, sq, after, limit, fmt)
+    # The page depends on the query alone (never on who asks; ``sq`` follows from ``asked`` and
+    # ``after``): the policy was decided above, per request, and the ledger record below is written
+    # per response.
+    key = ("series", asked, after, limit, fmt)
     version = state.store.data_version()
     page = await state.pages.get(version, key, render)
     headers: dict[str, str] = {"X-Clause-Ids": ",".join(allowed.decision.clause_ids)}

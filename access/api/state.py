@@ -24,7 +24,7 @@ from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.auth import WebAuth
 from access.decision import Authorizer
-from access.ledger import Ledger, ProvisionEntry, ProvisionRecord
+from access.ledger import CheckedEntry, Ledger, ProvisionEntry, ProvisionRecord
 from access.relationships import RelationshipStore
 from access.tokens import TokenError, TokenStore
 from pipeline.store import Store
@@ -66,7 +66,7 @@ class AppState:
     )
     # Group commit (record_provision): entries waiting for the next ledger transaction, each with the
     # future its caller awaits, and the one task that writes them while any are waiting.
-    _ledger_queue: list[tuple[ProvisionEntry, asyncio.Future[ProvisionRecord]]] = field(
+    _ledger_queue: list[tuple[CheckedEntry, asyncio.Future[ProvisionRecord]]] = field(
         default_factory=list, init=False, repr=False
     )
     _ledger_flusher: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
@@ -98,8 +98,7 @@ class AppState:
         """
         entry = ProvisionEntry(
             recipient, household, categories, start, stop, purpose, clause_ids, self.clock()
-        )
-        entry.check()
+        ).check()
         loop = asyncio.get_running_loop()
         written: asyncio.Future[ProvisionRecord] = loop.create_future()
         self._ledger_queue.append((entry, written))
@@ -114,7 +113,7 @@ class AppState:
                 batch, self._ledger_queue = self._ledger_queue, []
                 entries = [entry for entry, _ in batch]
                 try:
-                    records = await loop.run_in_executor(self.ledger_pool, self.ledger.record_many, entries)
+                    records = await loop.run_in_executor(self.ledger_pool, self.ledger.write_checked, entries)
                 except Exception as exc:
                     for _, written in batch:
                         if not written.done():  # a caller that gave up is not waiting
@@ -205,14 +204,14 @@ def check_csrf(request: web.Request, expected: str, form_value: str | None) -> N
         raise ApiProblem(403, "csrf_refused", "missing or wrong CSRF token")
 
 
-def rate_limit(state: AppState, caller: Caller) -> None:
+def rate_limit(
+    state: AppState, key: str, detail: str = "too many requests for this credential; slow down"
+) -> None:
+    """A 429 with ``Retry-After`` when ``key``'s bucket is empty (no limiter: nothing to do)."""
     if state.limiter is None:
         return
-    wait = state.limiter.take(caller.rate_key)
+    wait = state.limiter.take(key)
     if wait > 0:
         raise ApiProblem(
-            429,
-            "rate_limited",
-            "too many requests for this credential; slow down",
-            headers={"Retry-After": RateLimiter.retry_after_header(wait)},
+            429, "rate_limited", detail, headers={"Retry-After": RateLimiter.retry_after_header(wait)}
         )

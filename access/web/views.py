@@ -17,9 +17,16 @@ import polars as pl
 from aiohttp import web
 
 from access.api.problems import ApiProblem
-from access.api.ratelimit import RateLimiter
 from access.api.service import decide, households_of, query, series_query
-from access.api.state import SESSION_COOKIE, STATE, AppState, Caller, authenticate, check_csrf
+from access.api.state import (
+    SESSION_COOKIE,
+    STATE,
+    AppState,
+    Caller,
+    authenticate,
+    check_csrf,
+    rate_limit,
+)
 from access.auth import AuthError
 from access.web.solar import clear_sky_fraction, expected_wh
 
@@ -105,16 +112,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         raise ApiProblem(403, "csrf_refused", "cross-site request refused (Origin does not match)")
     form = await request.post()
     principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
-    if state.limiter is not None:
-        # Guessing is slowed per account name, whichever address it comes from.
-        wait = state.limiter.take(f"login:{principal}")
-        if wait > 0:
-            raise ApiProblem(
-                429,
-                "rate_limited",
-                "too many sign-in attempts; wait and retry",
-                headers={"Retry-After": RateLimiter.retry_after_header(wait)},
-            )
+    # Guessing is slowed per account name, whichever address it comes from.
+    rate_limit(state, f"login:{principal}", "too many sign-in attempts; wait and retry")
     kind = state.kind_of(principal)
     try:
         if kind not in ("homeowner", "installer"):
