@@ -142,19 +142,55 @@ def _canonical(
     clause_ids: Iterable[str],
     at: float,
 ) -> str:
-    """The row as hashed: the sequence number is included so a reorder or a gap is a hash mismatch too."""
-    body = {
-        "seq": seq,
-        "recipient": recipient,
-        "household": household,
-        "categories": list(categories),
-        "period_start": repr(float(period_start)),
-        "period_end": repr(float(period_end)),
-        "purpose": purpose,
-        "clause_ids": list(clause_ids),
-        "at": repr(float(at)),
-    }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The row as hashed: the sequence number is included so a reorder or a gap is a hash mismatch too.
+
+    The text is the JSON object of these nine fields with sorted keys, no spaces and no ASCII escaping
+    (the times as the strings ``repr(float(t))``), the form every existing ledger was chained with.  It
+    is assembled from a template because the API writes one row per third-party response: the JSON of
+    recurring values (names, purposes, clause lists) is kept in ``_JSON_TEXT``."""
+    return _CANONICAL_TEMPLATE % (
+        repr(float(at)),
+        _json_text(categories),
+        _json_text(clause_ids),
+        _json_text(household),
+        repr(float(period_end)),
+        repr(float(period_start)),
+        _json_text(purpose),
+        _json_text(recipient),
+        _json_text(seq),
+    )
+
+
+# Keys in sorted order.  A float's repr has only digits, '.', 'e', '+', '-', 'inf' or 'nan' in it,
+# so quoting it needs no escaping.
+_CANONICAL_TEMPLATE = (
+    '{"at":"%s","categories":%s,"clause_ids":%s,"household":%s,"period_end":"%s",'
+    '"period_start":"%s","purpose":%s,"recipient":%s,"seq":%s}'
+)
+_JSON_TEXT: dict[str | tuple[str, ...], str] = {}
+_JSON_TEXT_MAX = 4096
+
+
+def _json_text(value: object) -> str:
+    """Compact JSON of one canonical field (a sequence becomes an array).  Strings and tuples of
+    strings are remembered; only they are ever stored, and nothing else compares equal to them, so a
+    value an edit of the file put in a text column (a number, say) is always encoded afresh."""
+    if type(value) is int:
+        return str(value)
+    try:
+        text = _JSON_TEXT.get(value)  # type: ignore[arg-type]
+    except TypeError:  # unhashable (a list)
+        text = None
+    if text is not None:
+        return text
+    if type(value) is str or (type(value) is tuple and all(type(v) is str for v in value)):
+        if len(_JSON_TEXT) >= _JSON_TEXT_MAX:
+            _JSON_TEXT.clear()
+        text = _JSON_TEXT[value] = json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # type: ignore[index]
+        return text
+    if not isinstance(value, str | bytes | dict) and isinstance(value, Iterable):
+        value = list(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _digest(prev_hash: str, canonical: str) -> str:
@@ -206,29 +242,28 @@ class Ledger:
             last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
             out: list[ProvisionRecord] = []
+            rows = []
             for c in checked:
                 digest = _digest(prev, _canonical(seq, *c))
                 out.append(ProvisionRecord(seq, *c, prev_hash=prev, hash=digest))
-                seq, prev = seq + 1, digest
-            db.executemany(
-                "INSERT INTO provision_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
+                # The stored lists are the canonical JSON text (json.loads reads them back).
+                rows.append(
                     (
-                        r.seq,
-                        r.recipient,
-                        r.household,
-                        json.dumps(r.categories),
-                        r.period_start,
-                        r.period_end,
-                        r.purpose,
-                        json.dumps(r.clause_ids),
-                        r.at,
-                        r.prev_hash,
-                        r.hash,
+                        seq,
+                        c.recipient,
+                        c.household,
+                        _json_text(c.categories),
+                        c.period_start,
+                        c.period_end,
+                        c.purpose,
+                        _json_text(c.clause_ids),
+                        c.at,
+                        prev,
+                        digest,
                     )
-                    for r in out
-                ],
-            )
+                )
+                seq, prev = seq + 1, digest
+            db.executemany("INSERT INTO provision_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.execute(
                 "INSERT INTO provision_ledger_head VALUES (1, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET rows = excluded.rows, hash = excluded.hash",

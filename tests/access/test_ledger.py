@@ -6,6 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from access.ledger import Ledger, LedgerError, ProvisionEntry
 
@@ -236,3 +238,55 @@ def test_a_failed_write_rolls_the_whole_batch_back_and_the_next_one_goes_through
     assert [r.seq for r in ledger.record_many(_entries(3, first_at=1_780_030_000))] == [3, 4, 5]
     assert ledger.verify().ok and ledger.verify().rows == 5
     ledger.close()
+
+
+def _reference_canonical(
+    seq: object, recipient: object, household: object, categories: object, period_start: float,
+    period_end: float, purpose: object, clause_ids: object, at: float,
+) -> str:  # fmt: skip
+    """The canonical form as first defined (a sorted-key JSON dump); every ledger so far is chained
+    with it, so the template in ``access.ledger`` must produce exactly this text."""
+    import json
+
+    body = {
+        "seq": seq,
+        "recipient": recipient,
+        "household": household,
+        "categories": list(categories),  # type: ignore[call-overload]
+        "period_start": repr(float(period_start)),
+        "period_end": repr(float(period_end)),
+        "purpose": purpose,
+        "clause_ids": list(clause_ids),  # type: ignore[call-overload]
+        "at": repr(float(at)),
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_text = st.text(max_size=12)
+_scalar = st.one_of(_text, st.integers(), st.booleans(), st.none(), st.floats(allow_nan=False))
+_time = st.one_of(st.floats(allow_nan=True), st.integers(-(2**53), 2**53))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.one_of(st.integers(0, 2**62), st.booleans()),
+    names=st.tuples(_scalar, _scalar, _scalar),
+    lists=st.tuples(st.lists(_scalar, max_size=3), st.lists(_text, max_size=3)),
+    times=st.tuples(_time, _time, _time),
+    as_tuples=st.booleans(),
+)
+def test_canonical_text_is_the_sorted_json_dump_it_always_was(
+    seq: int,
+    names: tuple[object, object, object],
+    lists: tuple[list[object], list[str]],
+    times: tuple[float, float, float],
+    as_tuples: bool,
+) -> None:
+    """Strings and string tuples are remembered between calls; numbers, booleans and None (what an edit
+    of the file could leave in a text column) must never be answered from that memory."""
+    from access.ledger import _canonical
+
+    cats, clauses = (tuple(x) for x in lists) if as_tuples else lists
+    args = (seq, names[0], names[1], cats, times[0], times[1], names[2], clauses, times[2])
+    for _ in range(2):  # the second call may come from the remembered text
+        assert _canonical(*args) == _reference_canonical(*args)  # type: ignore[arg-type]
