@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,8 +51,9 @@ class LedgerError(ValueError):
     """A provision record that cannot be written as given."""
 
 
-@dataclass(frozen=True)
-class ProvisionRecord:
+class ProvisionRecord(NamedTuple):
+    """One row of the ledger as written (a tuple: the API writes one for every third-party response)."""
+
     seq: int
     recipient: str
     household: str
@@ -167,7 +169,7 @@ _CANONICAL_TEMPLATE = (
     '{"at":"%s","categories":%s,"clause_ids":%s,"household":%s,"period_end":"%s",'
     '"period_start":"%s","purpose":%s,"recipient":%s,"seq":%s}'
 )
-_JSON_TEXT: dict[str | tuple[str, ...], str] = {}
+_JSON_TEXT: dict[object, str] = {}
 _JSON_TEXT_MAX = 4096
 
 
@@ -178,7 +180,7 @@ def _json_text(value: object) -> str:
     if type(value) is int:
         return str(value)
     try:
-        text = _JSON_TEXT.get(value)  # type: ignore[arg-type]
+        text = _JSON_TEXT.get(value)
     except TypeError:  # unhashable (a list)
         text = None
     if text is not None:
@@ -186,7 +188,7 @@ def _json_text(value: object) -> str:
     if type(value) is str or (type(value) is tuple and all(type(v) is str for v in value)):
         if len(_JSON_TEXT) >= _JSON_TEXT_MAX:
             _JSON_TEXT.clear()
-        text = _JSON_TEXT[value] = json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # type: ignore[index]
+        text = _JSON_TEXT[value] = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         return text
     if not isinstance(value, str | bytes | dict) and isinstance(value, Iterable):
         value = list(value)
@@ -195,6 +197,25 @@ def _json_text(value: object) -> str:
 
 def _digest(prev_hash: str, canonical: str) -> str:
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+# Rows go in by multi-row INSERTs of these sizes.  Each statement is one SQLite step, run with the GIL
+# released: ``executemany`` would release and retake the GIL once per row, and each retake waits for
+# the event loop's thread to let go of it.
+_INSERT_SIZES = (64, 8, 1)
+_INSERT_SQL = {
+    n: "INSERT INTO provision_ledger VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    for n in _INSERT_SIZES
+}
+
+
+def _insert_rows(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    i = 0
+    for n in _INSERT_SIZES:
+        sql = _INSERT_SQL[n]
+        while len(rows) - i >= n:
+            db.execute(sql, [value for row in rows[i : i + n] for value in row])
+            i += n
 
 
 class Ledger:
@@ -263,7 +284,7 @@ class Ledger:
                     )
                 )
                 seq, prev = seq + 1, digest
-            db.executemany("INSERT INTO provision_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            _insert_rows(db, rows)
             db.execute(
                 "INSERT INTO provision_ledger_head VALUES (1, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET rows = excluded.rows, hash = excluded.hash",

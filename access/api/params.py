@@ -7,6 +7,7 @@ become datetimes, durations become timedeltas, and ``SeriesQuery`` validates the
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -74,6 +75,11 @@ def purpose(value: str | None) -> str:
     return value
 
 
+def declared_purpose(query: Mapping[str, str], headers: Mapping[str, str]) -> str:
+    """Every data request declares its purpose: the ``purpose`` parameter, else the ``X-Purpose`` header."""
+    return purpose(query.get("purpose") or headers.get("X-Purpose"))
+
+
 def instant(name: str, value: str) -> datetime:
     if len(value) > 40:
         raise bad_param(name, f"{name} is not an ISO 8601 instant")
@@ -134,6 +140,7 @@ def fmt(value: str | None, accept: str | None) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256)  # clients send a handful of distinct headers, each on every request
 def accepts_gzip(accept_encoding: str | None) -> bool:
     """Whether ``Accept-Encoding`` allows gzip (RFC 9110 12.5.3): listed, or covered by ``*``, with
     a q-value above zero.  A malformed header only means no compression."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,11 +12,11 @@ from aiohttp import web
 
 from access.api import params
 from access.api.openapi import document
-from access.api.pagecache import Page
 from access.api.problems import ApiProblem, bad_param
+from access.api.render import frame_columns, iso, json_response
+from access.api.series import series
 from access.api.service import (
     NO_ACCESS_DETAIL,
-    Allowed,
     check_token_purpose,
     decide,
     explain_text,
@@ -27,55 +24,17 @@ from access.api.service import (
     households_of,
     provide,
     query,
-    record,
     series_query,
 )
-from access.api.state import STATE, AppState, Caller, authenticate, rate_limit
+from access.api.state import STATE, AppState, Caller, caller_of
 from access.consent import SCOPES, ConsentError
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, SERIES_CATEGORIES
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 STATS_CHUNK = 500  # households per store query when aggregating a fleet
 MAX_STATS_HOUSEHOLDS = 20_000
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, separators=(",", ":")),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _caller(request: web.Request) -> tuple[AppState, Caller]:
-    state = request.app[STATE]
-    caller = authenticate(request, state)
-    assert caller is not None
-    rate_limit(state, caller.rate_key)
-    return state, caller
-
-
-def _purpose(request: web.Request) -> str:
-    return params.purpose(request.query.get("purpose") or request.headers.get("X-Purpose"))
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
-
-
-def frame_columns(df: pl.DataFrame) -> dict[str, list[Any]]:
-    """Column-oriented JSON (charts want arrays); times as ISO UTC strings with milliseconds."""
-    out = df.with_columns(
-        pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-        for c, t in df.schema.items()
-        if isinstance(t, pl.Datetime)
-    )
-    out = out.with_columns(pl.col(c).cast(pl.Utf8) for c, t in out.schema.items() if isinstance(t, pl.Date))
-    return out.to_dict(as_series=False)
 
 
 def _own_household(state: AppState, caller: Caller, household: str) -> None:
@@ -88,7 +47,7 @@ def _own_household(state: AppState, caller: Caller, household: str) -> None:
 
 # -- operational -------------------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -102,7 +61,7 @@ async def readyz(request: web.Request) -> web.Response:
     state.metrics.store_up = ok
     if not ok:
         raise ApiProblem(503, "store_unavailable", "the data store does not answer")
-    return _json({"status": "ready"})
+    return json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -112,14 +71,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return _json(document())
+    return json_response(document())
 
 
 # -- who am I, which households --------------------------------------------------------------------
 async def me(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     p = state.relationships.principal(caller.principal)
-    return _json(
+    return json_response(
         {
             "principal": p.id,
             "kind": p.kind,
@@ -131,7 +90,7 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def households(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     purpose = request.query.get("purpose") or request.headers.get("X-Purpose")
     if purpose is not None:
         purpose = params.purpose(purpose)
@@ -150,143 +109,15 @@ async def households(request: web.Request) -> web.Response:
                     ).allowed
                 ]
         items.append(item)
-    return _json({"principal": caller.principal, "purpose": purpose, "households": items})
-
-
-# -- series ----------------------------------------------------------------------------------------------
-async def series(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
-    household = params.household_id(request.match_info["household"])
-    category = params.category(request.match_info["category"])
-    purpose = _purpose(request)
-    q = request.query
-    fmt = params.fmt(q.get("format"), request.headers.get("Accept"))
-    fields = params.fields(category, q.get("fields"))
-    win = params.window(q, state.now_dt(), timedelta(minutes=1))
-    agg = params.agg(q.get("agg"))
-    limit = params.limit(q.get("limit"))
-    asked = (household, category, fields, win.start, win.stop, win.every, agg)
-    page_start, after = win.start, None
-    if "cursor" in q:
-        t_us, device = params.decode_cursor(q["cursor"], params.fingerprint(*asked))
-        page_start = _EPOCH + timedelta(microseconds=t_us)
-        # Windows are aligned to the epoch, so the first one may start before ``start``.
-        if not win.start - (win.every or timedelta(0)) <= page_start < win.stop:
-            raise bad_param("cursor", "the cursor is not one this query returned")
-        after = (t_us, device)
-    # Never read before the caller's start: a later page sees the same windows as the first.
-    sq = series_query((household,), category, fields, max(page_start, win.start), win.stop, win.every, agg)
-    allowed = decide(state, caller, household, category, "read", purpose)
-
-    async def render() -> Page:
-        return _series_page(await query(state, sq), after, limit, fmt, asked)
-
-    # The page depends on the query alone (never on who asks; ``sq`` follows from ``asked`` and
-    # ``after``): the policy was decided above, per request, and the ledger record below is written
-    # per response.
-    key = ("series", asked, after, limit, fmt)
-    version = state.store.data_version()
-    page = await state.pages.get(version, key, render)
-    headers: dict[str, str] = {"X-Clause-Ids": ",".join(allowed.decision.clause_ids)}
-    if page.next_cursor is not None:
-        headers["X-Next-Cursor"] = page.next_cursor
-        nxt = request.rel_url.update_query({"cursor": page.next_cursor})
-        headers["Link"] = f'<{nxt}>; rel="next"'
-    if fmt == "arrow":
-        await record(state, caller, allowed, household, category, purpose, sq)
-        return web.Response(body=page.body, content_type="application/vnd.apache.arrow.file", headers=headers)
-    head, tail, content_type = b"", b"", "text/csv"
-    # The JSON envelope is fixed by the page and the caller's purpose and clauses, so it is made once.
-    envelope_key = (key, purpose, allowed.decision.clause_ids)
-    if fmt == "json":
-        tail, content_type = b"}", "application/json"
-
-        async def envelope() -> Page:
-            text = _series_envelope(household, category, purpose, allowed, win, agg, fields, page)
-            return Page(text, page.count, page.next_cursor)
-
-        head = (await state.pages.get(version, ("envelope", envelope_key), envelope)).body
-    headers["Vary"] = "Accept-Encoding"
-    if params.accepts_gzip(request.headers.get("Accept-Encoding")):
-        # Compressed once per page and envelope.
-        zipped = await state.pages.get(version, ("gzip", envelope_key), lambda: _gzipped(head, page, tail))
-        body = zipped.body
-        headers["Content-Encoding"] = "gzip"
-    else:
-        body = head + page.body + tail
-    # Recorded last, once the body is built, so no record stands for an answer that failed to render.
-    await record(state, caller, allowed, household, category, purpose, sq)
-    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
-
-
-async def _gzipped(head: bytes, page: Page, tail: bytes) -> Page:
-    return Page(
-        gzip.compress(head + page.body + tail, compresslevel=6, mtime=0), page.count, page.next_cursor
-    )
-
-
-def _series_envelope(
-    household: str,
-    category: str,
-    purpose: str,
-    allowed: Allowed,
-    win: params.Window,
-    agg: str,
-    fields: tuple[str, ...],
-    page: Page,
-) -> bytes:
-    """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses."""
-    envelope = json.dumps(
-        {
-            "household": household,
-            "category": category,
-            "purpose": purpose,
-            "clause_ids": list(allowed.decision.clause_ids),
-            "start": _iso(win.start),
-            "stop": _iso(win.stop),
-            "every": None if win.every is None else int(win.every.total_seconds()),
-            "agg": agg if win.every is not None else None,
-            "fields": list(fields),
-            "count": page.count,
-            "next_cursor": page.next_cursor,
-        },
-        separators=(",", ":"),
-    )
-    return envelope[:-1].encode() + b',"columns":'
-
-
-def _series_page(
-    df: pl.DataFrame, after: tuple[int, str] | None, limit: int, fmt: str, asked: tuple[object, ...]
-) -> Page:
-    """One page of a series answer, rendered: rows after the cursor, at most ``limit``, in ``fmt``
-    (for JSON only the ``columns`` object: the envelope names the caller's purpose and clauses).
-    ``asked`` is what the caller asked for, which a next-page cursor is bound to."""
-    df = df.sort(["time", "device"])
-    if after is not None:
-        t_col = pl.col("time").dt.epoch("us")
-        df = df.filter((t_col > after[0]) | ((t_col == after[0]) & (pl.col("device") > after[1])))
-    next_cursor = None
-    if df.height > limit:
-        df = df.head(limit)
-        last_t = int(df["time"].dt.epoch("us")[-1])
-        next_cursor = params.encode_cursor(last_t, str(df["device"][-1]), params.fingerprint(*asked))
-    if fmt == "csv":
-        body = df.write_csv().encode()
-    elif fmt == "arrow":
-        buf = io.BytesIO()
-        df.write_ipc(buf)
-        body = buf.getvalue()
-    else:
-        body = json.dumps(frame_columns(df), separators=(",", ":")).encode()
-    return Page(body, df.height, next_cursor)
+    return json_response({"principal": caller.principal, "purpose": purpose, "households": items})
 
 
 async def daily(request: web.Request) -> web.Response:
     """Energy or volume per local (Tokyo) day from a monotonic total, for the dashboards' bars."""
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     category = params.category(request.match_info["category"])
-    purpose = _purpose(request)
+    purpose = params.declared_purpose(request.query, request.headers)
     field = request.query.get("field", "")
     if field not in COUNTER_FIELDS:
         raise bad_param("field", f"a cumulative field: {', '.join(sorted(COUNTER_FIELDS))}")
@@ -297,7 +128,7 @@ async def daily(request: web.Request) -> web.Response:
     sq = series_query((household,), category, (field,), win.start - win.every, win.stop, win.every, "last")
     df, allowed = await provide(state, caller, household, category, purpose, sq)
     days = daily_energy_per_household(df, field, TOKYO)
-    return _json(
+    return json_response(
         {
             "household": household,
             "category": category,
@@ -311,9 +142,9 @@ async def daily(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     category = params.category(request.match_info["category"])
-    purpose = _purpose(request)
+    purpose = params.declared_purpose(request.query, request.headers)
     if "household" in request.query:
         raise bad_param("household", "statistics describe groups of households, never one")
     fields = params.fields(category, request.query.get("fields"))
@@ -347,13 +178,13 @@ async def stats(request: web.Request) -> web.Response:
             await query(state, series_query(chunk, category, fields, win.start, win.stop, win.every, agg))
         )
     out, suppressed = fleet_statistics(pl.concat(frames), fields, min_group)
-    return _json(
+    return json_response(
         {
             "category": category,
             "purpose": purpose,
             "clause_ids": list(clauses),
-            "start": _iso(win.start),
-            "stop": _iso(win.stop),
+            "start": iso(win.start),
+            "stop": iso(win.stop),
             "every": int(win.every.total_seconds()),
             "min_group_size": min_group,
             "suppressed_windows": suppressed,
@@ -364,11 +195,11 @@ async def stats(request: web.Request) -> web.Response:
 
 # -- the homeowner's own rights ------------------------------------------------------------------------
 async def ledger(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
     records = await state.ledger_for(household)
-    return _json(
+    return json_response(
         {
             "household": household,
             "records": [
@@ -376,11 +207,11 @@ async def ledger(request: web.Request) -> web.Response:
                     "seq": r.seq,
                     "recipient": r.recipient,
                     "categories": list(r.categories),
-                    "period_start": _iso(datetime.fromtimestamp(r.period_start, UTC)),
-                    "period_end": _iso(datetime.fromtimestamp(r.period_end, UTC)),
+                    "period_start": iso(datetime.fromtimestamp(r.period_start, UTC)),
+                    "period_end": iso(datetime.fromtimestamp(r.period_end, UTC)),
                     "purpose": r.purpose,
                     "clause_ids": list(r.clause_ids),
-                    "at": _iso(datetime.fromtimestamp(r.at, UTC)),
+                    "at": iso(datetime.fromtimestamp(r.at, UTC)),
                 }
                 for r in records
             ],
@@ -399,8 +230,8 @@ def _consent_body(state: AppState, household: str) -> dict[str, Any]:
                 "scope": s.scope,
                 "recipient": s.recipient,
                 "category": s.category,
-                "requested_at": _iso(datetime.fromtimestamp(s.requested_at, UTC)),
-                "lifted_at": None if s.lifted_at is None else _iso(datetime.fromtimestamp(s.lifted_at, UTC)),
+                "requested_at": iso(datetime.fromtimestamp(s.requested_at, UTC)),
+                "lifted_at": None if s.lifted_at is None else iso(datetime.fromtimestamp(s.lifted_at, UTC)),
                 "active": s.active(t),
             }
             for s in rows
@@ -410,10 +241,10 @@ def _consent_body(state: AppState, household: str) -> dict[str, Any]:
 
 
 async def consent_get(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
-    return _json(_consent_body(state, household))
+    return json_response(_consent_body(state, household))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -427,7 +258,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def consent_put(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
     body = await _json_body(request)
@@ -458,14 +289,14 @@ async def consent_put(request: web.Request) -> web.Response:
                 consent.lift(s.id, at=t)
     except ConsentError as exc:
         raise bad_param("body", str(exc)) from None
-    return _json(_consent_body(state, household))
+    return json_response(_consent_body(state, household))
 
 
 async def erasure_get(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
-    return _json(
+    return json_response(
         {"household": household, "requests": [_erasure(e) for e in state.authz.consent.erasures(household)]}
     )
 
@@ -473,14 +304,14 @@ async def erasure_get(request: web.Request) -> web.Response:
 def _erasure(e: Any) -> dict[str, Any]:
     return {
         "id": e.id,
-        "requested_at": _iso(datetime.fromtimestamp(e.requested_at, UTC)),
+        "requested_at": iso(datetime.fromtimestamp(e.requested_at, UTC)),
         "outcome": e.outcome,
         "status": e.status,
     }
 
 
 async def erasure_post(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
     body = await _json_body(request)
@@ -492,11 +323,11 @@ async def erasure_post(request: web.Request) -> web.Response:
     ):
         raise bad_param("categories", "categories is a non-empty list of known categories, or null for all")
     e = state.authz.consent.request_erasure(household, state.authz.policy.seeds, cats, at=state.clock())
-    return _json(_erasure(e), status=202)
+    return json_response(_erasure(e), status=202)
 
 
 async def explain(request: web.Request) -> web.Response:
-    state, caller = _caller(request)
+    state, caller = caller_of(request)
     q = request.query
     household = params.household_id(q.get("household", ""))
     category = q.get("category", "")
@@ -505,9 +336,11 @@ async def explain(request: web.Request) -> web.Response:
     action = q.get("action", "read")
     if action not in ACTIONS:
         raise bad_param("action", f"action is one of {', '.join(ACTIONS)}")
-    purpose = _purpose(request)
+    purpose = params.declared_purpose(request.query, request.headers)
     ok, reason, words, clause_ids = explain_text(state, caller, household, category, action, purpose)
-    return _json({"allowed": ok, "reason": reason, "explanation": words, "clause_ids": list(clause_ids)})
+    return json_response(
+        {"allowed": ok, "reason": reason, "explanation": words, "clause_ids": list(clause_ids)}
+    )
 
 
 ROUTES: tuple[tuple[str, str, Any, str], ...] = (

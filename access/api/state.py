@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -28,6 +29,9 @@ from access.ledger import CheckedEntry, Ledger, ProvisionEntry, ProvisionRecord
 from access.relationships import RelationshipStore
 from access.tokens import TokenError, TokenStore
 from pipeline.store import Store
+
+if TYPE_CHECKING:
+    from access.api.series import SeriesAsk
 
 SESSION_COOKIE = "hems_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -60,6 +64,8 @@ class AppState:
     collector_health: CollectorHealth | None = None
     pipeline_stats: PipelineStats | None = None
     pages: PageCache = field(default_factory=lambda: PageCache(DEFAULT_PAGE_CACHE_BYTES))
+    # Parsed series requests by (target, X-Purpose, Accept): see ``access.api.series.ask_of``.
+    series_asks: dict[tuple[str, str | None, str | None], SeriesAsk] = field(default_factory=dict)
     # The ledger's one SQLite connection is written from one thread only, off the event loop.
     ledger_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
@@ -202,6 +208,15 @@ def check_csrf(request: web.Request, expected: str, form_value: str | None) -> N
     given = form_value if form_value is not None else request.headers.get(CSRF_HEADER, "")
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiProblem(403, "csrf_refused", "missing or wrong CSRF token")
+
+
+def caller_of(request: web.Request) -> tuple[AppState, Caller]:
+    """The state and the authenticated caller of an API request, within the caller's rate limit."""
+    state = request.app[STATE]
+    caller = authenticate(request, state)
+    assert caller is not None
+    rate_limit(state, caller.rate_key)
+    return state, caller
 
 
 def rate_limit(

@@ -156,3 +156,26 @@ async def test_a_failed_ledger_write_sends_no_data(env: Env) -> None:
     )
     assert r.status == 200, await r.text()
     assert env.ledger_rows() == before + 1
+
+
+@pytest.mark.parametrize("sizes", [(1,), (7, 8, 9), (63, 64, 65), (73, 1, 150)])
+def test_batches_of_any_size_are_written_whole_and_chained(tmp_path: Path, sizes: tuple[int, ...]) -> None:
+    """Rows go in by INSERTs of 64, 8 and 1 rows; every split must land every row, in order."""
+    from access.ledger import ProvisionEntry
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    seq = 0
+    for size in sizes:
+        entries = [
+            ProvisionEntry(f"r{seq + i}", "h1", ["pv"], seq + i, seq + i + 60, PV, CLAUSES, at=1e9 + seq + i)
+            for i in range(size)
+        ]
+        written = ledger.record_many(entries)
+        assert [r.seq for r in written] == list(range(seq + 1, seq + size + 1))
+        seq += size
+    stored = ledger.all()
+    assert [r.recipient for r in stored] == [f"r{i}" for i in range(seq)]
+    assert [r.period_start for r in stored] == [float(i) for i in range(seq)]
+    result = ledger.verify()
+    assert result.ok and result.rows == seq
+    ledger.close()

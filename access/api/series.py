@@ -1,0 +1,192 @@
+"""``GET /api/v1/households/{household}/series/{category}``: one household's readings over a range.
+
+This is the endpoint dashboards poll and partners export from, so its cost per request is kept to
+what each request must pay by itself:
+
+* **authentication, rate limit, policy decision and ledger record** run for every request;
+* **parsing**: what a request asks (household, category, purpose, fields, window, cursor, format) is
+  a function of its target and two headers alone when the window is given as two absolute instants,
+  so that parse is remembered (``ask_of``); a window relative to now is parsed every time;
+* **the answer**: the rendered page, its JSON envelope and its gzip form are one entry of the page
+  cache (``access.api.pagecache``), made once per store data version, page and caller purpose.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from aiohttp import web
+
+from access.api import params
+from access.api.pagecache import Page
+from access.api.problems import bad_param
+from access.api.render import frame_columns, iso
+from access.api.service import Allowed, decide, query, record, series_query
+from access.api.state import AppState, caller_of
+from pipeline.query import SeriesQuery
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ASK_MEMO_SIZE = 4096
+_CONTENT_TYPES = {
+    "json": "application/json; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "arrow": "application/vnd.apache.arrow.file",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesAsk:
+    """A series request as parsed: everything it asks, nothing about who asks."""
+
+    household: str
+    category: str
+    purpose: str
+    fmt: str
+    fields: tuple[str, ...]
+    window: params.Window
+    agg: str
+    limit: int
+    after: tuple[int, str] | None  # the cursor: the last (time in us, device) already sent
+    query: SeriesQuery
+    asked: tuple[object, ...]  # what a next-page cursor is bound to
+    page_key: Hashable  # the rendered page's key in the page cache (never the caller's purpose)
+
+
+def ask_of(state: AppState, request: web.Request) -> SeriesAsk:
+    """The request parsed, from ``state.series_asks`` when the same target came before.  Only asks
+    with an absolute window are kept there (one relative to now differs by the time it arrives);
+    the memo is bounded and starts afresh when full (a parse costs tens of microseconds)."""
+    headers = request.headers
+    key = (request.raw_path, headers.get("X-Purpose"), headers.get("Accept"))
+    ask = state.series_asks.get(key)
+    if ask is None:
+        ask = parse(request, state.now_dt())
+        if "start" in request.query and "stop" in request.query:
+            if len(state.series_asks) >= ASK_MEMO_SIZE:
+                state.series_asks.clear()
+            state.series_asks[key] = ask
+    return ask
+
+
+def parse(request: web.Request, now: datetime) -> SeriesAsk:
+    """A 400 naming the parameter for anything malformed; ``now`` fills a missing start or stop."""
+    household = params.household_id(request.match_info["household"])
+    category = params.category(request.match_info["category"])
+    purpose = params.declared_purpose(request.query, request.headers)
+    q = request.query
+    fmt = params.fmt(q.get("format"), request.headers.get("Accept"))
+    fields = params.fields(category, q.get("fields"))
+    win = params.window(q, now, timedelta(minutes=1))
+    agg = params.agg(q.get("agg"))
+    limit = params.limit(q.get("limit"))
+    asked = (household, category, fields, win.start, win.stop, win.every, agg)
+    page_start, after = win.start, None
+    if "cursor" in q:
+        t_us, device = params.decode_cursor(q["cursor"], params.fingerprint(*asked))
+        page_start = _EPOCH + timedelta(microseconds=t_us)
+        # Windows are aligned to the epoch, so the first one may start before ``start``.
+        if not win.start - (win.every or timedelta(0)) <= page_start < win.stop:
+            raise bad_param("cursor", "the cursor is not one this query returned")
+        after = (t_us, device)
+    # Never read before the caller's start: a later page sees the same windows as the first.
+    sq = series_query((household,), category, fields, max(page_start, win.start), win.stop, win.every, agg)
+    page_key = (asked, after, limit, fmt)
+    return SeriesAsk(household, category, purpose, fmt, fields, win, agg, limit, after, sq, asked, page_key)
+
+
+async def series(request: web.Request) -> web.Response:
+    state, caller = caller_of(request)
+    ask = ask_of(state, request)
+    allowed = decide(state, caller, ask.household, ask.category, "read", ask.purpose)
+    gzipped = ask.fmt != "arrow" and params.accepts_gzip(request.headers.get("Accept-Encoding"))
+    version = state.store.data_version()
+    clause_ids = allowed.decision.clause_ids
+
+    async def make_reply() -> Page:
+        page = await state.pages.get(version, ("page", ask.page_key), lambda: _render(state, ask))
+        return _reply(ask, allowed, page, gzipped)
+
+    # One cache entry per page, caller purpose and clauses, and encoding: the policy was decided above
+    # for this request, and the ledger record below is written for this response.
+    reply = await state.pages.get(
+        version, ("reply", ask.page_key, ask.purpose, clause_ids, gzipped), make_reply
+    )
+    headers = {"Content-Type": _CONTENT_TYPES[ask.fmt], "X-Clause-Ids": ",".join(clause_ids)}
+    if ask.fmt != "arrow":
+        headers["Vary"] = "Accept-Encoding"
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    if reply.next_cursor is not None:
+        headers["X-Next-Cursor"] = reply.next_cursor
+        nxt = request.rel_url.update_query({"cursor": reply.next_cursor})
+        headers["Link"] = f'<{nxt}>; rel="next"'
+    # Recorded last, once the body is built, so no record stands for an answer that failed to render.
+    await record(state, caller, allowed, ask.household, ask.category, ask.purpose, ask.query)
+    return web.Response(body=reply.body, headers=headers)
+
+
+async def _render(state: AppState, ask: SeriesAsk) -> Page:
+    return render_page(await query(state, ask.query), ask)
+
+
+def _reply(ask: SeriesAsk, allowed: Allowed, page: Page, gzipped: bool) -> Page:
+    """The body as sent: JSON wraps the page's ``columns`` in the envelope; gzip'd when asked."""
+    body = page.body
+    if ask.fmt == "json":
+        body = _envelope(ask, allowed, page) + body + b"}"
+    if gzipped:
+        body = gzip.compress(body, compresslevel=6, mtime=0)
+    return Page(body, page.count, page.next_cursor)
+
+
+def _envelope(ask: SeriesAsk, allowed: Allowed, page: Page) -> bytes:
+    """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses."""
+    win = ask.window
+    envelope = json.dumps(
+        {
+            "household": ask.household,
+            "category": ask.category,
+            "purpose": ask.purpose,
+            "clause_ids": list(allowed.decision.clause_ids),
+            "start": iso(win.start),
+            "stop": iso(win.stop),
+            "every": None if win.every is None else int(win.every.total_seconds()),
+            "agg": ask.agg if win.every is not None else None,
+            "fields": list(ask.fields),
+            "count": page.count,
+            "next_cursor": page.next_cursor,
+        },
+        separators=(",", ":"),
+    )
+    return envelope[:-1].encode() + b',"columns":'
+
+
+def render_page(df: pl.DataFrame, ask: SeriesAsk) -> Page:
+    """One page of a series answer: rows after the cursor, at most ``limit``, in the ask's format (for
+    JSON only the ``columns`` object: the envelope names the caller's purpose and clauses).  A next-page
+    cursor is bound to what was asked."""
+    df = df.sort(["time", "device"])
+    if ask.after is not None:
+        t_col = pl.col("time").dt.epoch("us")
+        t_us, device = ask.after
+        df = df.filter((t_col > t_us) | ((t_col == t_us) & (pl.col("device") > device)))
+    next_cursor = None
+    if df.height > ask.limit:
+        df = df.head(ask.limit)
+        last_t = int(df["time"].dt.epoch("us")[-1])
+        next_cursor = params.encode_cursor(last_t, str(df["device"][-1]), params.fingerprint(*ask.asked))
+    if ask.fmt == "csv":
+        body = df.write_csv().encode()
+    elif ask.fmt == "arrow":
+        buf = io.BytesIO()
+        df.write_ipc(buf)
+        body = buf.getvalue()
+    else:
+        body = json.dumps(frame_columns(df), separators=(",", ":")).encode()
+    return Page(body, df.height, next_cursor)
