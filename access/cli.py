@@ -100,11 +100,11 @@ def markdown_table(rules: Sequence[Rule]) -> str:
 
 
 def _show(rules: list[Rule], fmt: str) -> int:
-    header = ["sub", "dom", "cat", "act", "pur", "eft", "clause"]
-    rows = [r.fields() for r in rules]
     if fmt == "markdown":
         print(markdown_table(rules))
         return 0
+    header = ["sub", "dom", "cat", "act", "pur", "eft", "clause"]
+    rows = [r.fields() for r in rules]
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)

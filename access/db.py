@@ -110,7 +110,9 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     begin_immediate(db)
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # Also when COMMIT itself failed: a transaction left open would refuse every later BEGIN.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")

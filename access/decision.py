@@ -83,19 +83,11 @@ class Authorizer:
         if self._external.changed(self.poll_seconds):
             self._snap = None
         snap = self._snap
-        if (
-            snap is not None
-            and snap.at <= t < snap.valid_until
-            and snap.generations == (self.relationships.generation, self.consent.generation)
-        ):
+        if snap is not None and snap.at <= t < snap.valid_until and snap.generations == self._generations():
             return snap
         snap = self._build(t)
         self._snap = snap
         return snap
-
-    def refresh(self) -> None:
-        """Forget the snapshot (after another process wrote to the stores)."""
-        self._snap = None
 
     def _build(self, t: float) -> Snapshot:
         generations = self._generations()

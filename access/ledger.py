@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from access.clock import now, show, to_epoch
-from access.db import begin_immediate, open_db
+from access.db import open_db, write_transaction
 from seeds.vocabulary import CATEGORIES
 
 GENESIS = "0" * 64
@@ -108,7 +108,7 @@ class ProvisionEntry:
     def check(self) -> CheckedEntry:
         """The entry as it would be written, or :class:`LedgerError` saying why it cannot be."""
         cats = tuple(sorted(set(self.categories)))
-        clauses = tuple(self.clause_ids)
+        clauses = cast(tuple[str, ...], self.clause_ids)  # made a tuple by __post_init__
         if not cats:
             raise LedgerError("a provision record names at least one category")
         unknown = [c for c in cats if c not in CATEGORIES]
@@ -162,6 +162,10 @@ def _canonical(
         _json_text(seq),
     )
 
+
+# ``write_checked`` hashes ``_canonical(seq, *entry)`` and ``verify`` hashes ``_canonical(*record[:9])``:
+# a record is the sequence number, the checked entry's fields in order, then the chain.
+assert ProvisionRecord._fields[:9] == ("seq", *CheckedEntry._fields)
 
 # Keys in sorted order.  A float's repr has only digits, '.', 'e', '+', '-', 'inf' or 'nan' in it,
 # so quoting it needs no escaping.
@@ -257,9 +261,7 @@ class Ledger:
         they were queued, so a batch is not checked twice."""
         if not checked:
             return []
-        db = self._db
-        try:
-            begin_immediate(db)
+        with write_transaction(self._db) as db:
             last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
             out: list[ProvisionRecord] = []
@@ -290,12 +292,6 @@ class Ledger:
                 "ON CONFLICT(id) DO UPDATE SET rows = excluded.rows, hash = excluded.hash",
                 (out[-1].seq, out[-1].hash),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            # Also when COMMIT itself failed: a transaction left open would refuse every later BEGIN.
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self.commits += 1
         return out
 
@@ -341,18 +337,7 @@ class Ledger:
                 return VerifyResult(
                     False, len(rows), r.seq, f"row {r.seq} does not link to the row before it"
                 )
-            canonical = _canonical(
-                r.seq,
-                r.recipient,
-                r.household,
-                r.categories,
-                r.period_start,
-                r.period_end,
-                r.purpose,
-                r.clause_ids,
-                r.at,
-            )
-            if _digest(prev, canonical) != r.hash:
+            if _digest(prev, _canonical(*r[:9])) != r.hash:
                 return VerifyResult(False, len(rows), r.seq, f"row {r.seq} was altered after it was written")
             prev = r.hash
             expected_seq += 1

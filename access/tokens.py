@@ -150,10 +150,11 @@ class TokenStore:
         return read_change_counter(self._db, "tokens")
 
     def _forget_if_changed(self) -> None:
-        """Revocations and new tokens made through this object clear the memory at once (``revoke``);
-        ones made by another process (``hems principals token revoke`` while ``hems serve`` runs) are
-        noticed through the tokens' change counter, polled at most every ``poll_seconds``, as the
-        policy snapshots are (``access.decision.Authorizer``)."""
+        """A revocation made through this object clears the memory at once (``revoke``); one made by
+        another process (``hems principals token revoke`` while ``hems serve`` runs) is noticed through
+        the tokens' change counter, polled at most every ``poll_seconds``, as the policy snapshots are
+        (``access.decision.Authorizer``).  New tokens need no clearing: only verified tokens are
+        remembered."""
         if self._changes.changed(self.poll_seconds):
             self._verified.clear()
 

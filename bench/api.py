@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from access.consent import ConsentStore
 from access.decision import Authorizer
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
+from collector.scheduler import percentile
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.sqlite_store import SQLiteStore
@@ -72,13 +72,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pcts(samples: list[float]) -> tuple[float, float, float]:
-    s = sorted(samples)
-    return (
-        s[len(s) // 2] * 1000,
-        s[min(len(s) - 1, math.ceil(len(s) * 0.99) - 1)] * 1000,
-        statistics.fmean(s) * 1000,
-    )
+def _pcts(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 in ms (nearest rank)."""
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
+    if p50 is None or p99 is None:
+        raise ValueError("no samples")
+    return p50 * 1000, p99 * 1000
 
 
 async def _load(
@@ -187,7 +186,7 @@ def _load_any(url: str, headers: dict[str, str], concurrency: int, seconds: floa
     if shutil.which("wrk"):
         return _wrk(url, headers, concurrency, seconds)
     lat, rps, errs = asyncio.run(_load(url, headers, n, concurrency))
-    p50, p99, _ = _pcts(lat)
+    p50, p99 = _pcts(lat)
     return LoadResult(p50, p99, rps, errs, "aiohttp client")
 
 
@@ -221,6 +220,12 @@ class _Server:
     def close(self) -> None:
         for proc in self.procs:
             _stop(proc)
+
+    def __enter__(self) -> _Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 async def _wait_workers(base: str, workers: int) -> None:
@@ -301,9 +306,8 @@ def main() -> None:
 
         w = args.workers
         runs: dict[str, LoadResult] = {}
-        server = _Server(lambda p: _serve_cmd(p, db, store_path, 64, w), 1, "/readyz")
-        base = server.base
-        try:
+        with _Server(lambda p: _serve_cmd(p, db, store_path, 64, w), 1, "/readyz") as server:
+            base = server.base
             asyncio.run(_wait_workers(base, w))
             size_gz = len(asyncio.run(_get_bytes(base + path_inst, inst)))
             size_plain = len(asyncio.run(_get_bytes(base + path_inst, inst_plain)))
@@ -324,40 +328,29 @@ def main() -> None:
                 stop_writer.set()
                 writer.join()
             live_metrics = asyncio.run(_get_text(f"{base}/metrics"))
-        finally:
-            server.close()
 
-        server = _Server(lambda p: _serve_cmd(p, db, store_path, 0, w), 1, "/readyz")
-        try:
+        with _Server(lambda p: _serve_cmd(p, db, store_path, 0, w), 1, "/readyz") as server:
             asyncio.run(_wait_workers(server.base, w))
             runs["uncached"] = _load_any(server.base + path_inst, inst, c, secs, n // 4)
-        finally:
-            server.close()
-        server = _Server(lambda p: _serve_cmd(p, db, store_path, 64, 1), 1, "/readyz")
-        try:
+        with _Server(lambda p: _serve_cmd(p, db, store_path, 64, 1), 1, "/readyz") as server:
             asyncio.run(_load(server.base + path_inst, inst, 50, 10))  # warm up
             runs["one worker"] = _load_any(server.base + path_inst, inst, c, secs, n)
-        finally:
-            server.close()
 
         for label, procs, size in (
             ("ceiling", w, size_gz),
             ("ceiling identity", w, size_plain),
             ("ceiling one process", 1, size_gz),
         ):
-            bare = _Server(
+            with _Server(
                 lambda p, size=size: [sys.executable, "-m", "bench.api", "--bare", str(p), str(size)],
                 procs,
                 "/x",
-            )
-            try:
+            ) as bare:
                 runs[label] = _load_any(bare.base + "/x", {}, c, secs, n)
-            finally:
-                bare.close()
         base_lat, base_rps = asyncio.run(_baseline(store_path, n // 4, c))
 
-    b50, b99, _ = _pcts(base_lat)
-    s50, s99, _ = _pcts(one_lat)
+    b50, b99 = _pcts(base_lat)
+    s50, s99 = _pcts(one_lat)
     dec_n = _metric(metrics, "hems_policy_decision_seconds_count")
     dec_mean_us = (
         _metric(metrics, "hems_policy_decision_seconds_sum") / dec_n * 1e6 if dec_n else float("nan")

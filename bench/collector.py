@@ -1,8 +1,9 @@
 """Sustained device reads/s and schedule lateness of the collector, next to a sequential baseline.
 
-Run: ``python bench/collector.py`` (defaults: 500 homes x 10 devices = 5,000 devices, 5 s interval,
-20 s measured).  The emulated fleet runs in a separate process (``python -m devices.cli``, the code
-``hems devices`` runs) so the collector process is measured on its own; both share the machine.
+Run from the repository root: ``python -m bench.collector`` (defaults: 500 homes x 10 devices = 5,000
+devices, 5 s interval, 20 s measured).  The emulated fleet runs in a separate process (``python -m
+devices.cli``, the code ``hems devices`` runs) so the collector process is measured on its own; both
+share the machine.
 
 Phases, same devices, same process:
 1. baseline: a plain sequential loop, one device at a time (pymodbus block read or one UDP Get),
@@ -36,17 +37,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Run as ``python bench/collector.py``, this file's directory comes first on sys.path and its name
-# would shadow the ``collector`` package; drop that entry before importing the package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+from pymodbus.client import AsyncModbusTcpClient
 
-from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
-
-from collector.config import CollectorConfig, from_manifest  # noqa: E402
-from collector.runner import Collector  # noqa: E402
-from collector.scheduler import percentile  # noqa: E402
-from devices.echonet.frame import CONTROLLER, ESV, Frame, Property, decode, encode  # noqa: E402
+from collector.config import CollectorConfig, from_manifest
+from collector.runner import Collector
+from collector.scheduler import percentile
+from devices.echonet.frame import CONTROLLER, ESV, Frame, Property, decode, encode
 
 
 def _cpu_s(pid: int) -> float:
@@ -272,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         n = len(config.devices)
         print(f"devices: {n} ({n / args.interval:.0f} reads/s needed at a {args.interval:g} s interval)")
 
-        fleet_cpu0 = _cpu_s(fleet.pid)
         reads, elapsed, base_cpu = asyncio.run(baseline(config, args.baseline_s))
         base_rate = reads / elapsed
+        base_cpu_per_read_us = 1e6 * base_cpu / max(reads, 1)
         print(
             f"baseline (sequential loop): {base_rate:8.0f} reads/s  ({reads} reads in {elapsed:.1f} s, "
-            f"{1e6 * base_cpu / max(reads, 1):.0f} us CPU/read)"
+            f"{base_cpu_per_read_us:.0f} us CPU/read)"
         )
 
         fleet_cpu0 = _cpu_s(fleet.pid)
@@ -307,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"  CPU per read: collector {result['collector_cpu_per_read_us']:.0f} us vs baseline "
-            f"{1e6 * base_cpu / max(reads, 1):.0f} us "
-            f"({result['collector_cpu_per_read_us'] / max(1e6 * base_cpu / max(reads, 1), 1e-9):.2f} x); "
+            f"{base_cpu_per_read_us:.0f} us "
+            f"({result['collector_cpu_per_read_us'] / max(base_cpu_per_read_us, 1e-9):.2f} x); "
             f"collector {100 * result['collector_cpu_share']:.0f}% of a core, "
             f"emulator {100 * fleet_cpu / total_s:.0f}% of a core; load average {os.getloadavg()[0]:.1f}"
         )

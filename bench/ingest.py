@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -226,25 +226,28 @@ def bench_influx(n_points: int, baseline_points: int, *, batch: int, in_flight: 
         for name in ("bench", "bench_gzip_off", "bench_baseline", "bench_ceiling", "bench_ceiling_off"):
             server.create_bucket(name)
         points = dataset(n_points)
-        args = (server.url, server.org)
-        seconds = asyncio.run(
-            _influx_ingest(
-                *args, "bench", server.token, points, batch=batch, in_flight=in_flight, gzip_level=gzip_level
+
+        def timed(run: Callable[..., Awaitable[float]], bucket: str, level: int) -> float:
+            """Seconds for ``run`` (``_influx_ingest`` or ``_server_ceiling``) over all the points."""
+            return asyncio.run(
+                run(
+                    server.url,
+                    server.org,
+                    bucket,
+                    server.token,
+                    points,
+                    batch=batch,
+                    in_flight=in_flight,
+                    gzip_level=level,
+                )
             )
-        )
+
+        seconds = timed(_influx_ingest, "bench", gzip_level)
         base_points = points[:baseline_points]
-        base_seconds = asyncio.run(_client_ingest(*args, "bench_baseline", server.token, base_points))
-        ceiling_seconds = asyncio.run(
-            _server_ceiling(
-                *args,
-                "bench_ceiling",
-                server.token,
-                points,
-                batch=batch,
-                in_flight=in_flight,
-                gzip_level=gzip_level,
-            )
+        base_seconds = asyncio.run(
+            _client_ingest(server.url, server.org, "bench_baseline", server.token, base_points)
         )
+        ceiling_seconds = timed(_server_ceiling, "bench_ceiling", gzip_level)
         rate, base_rate = len(points) / seconds, len(base_points) / base_seconds
         ceiling = len(points) / ceiling_seconds
         print(
@@ -258,28 +261,8 @@ def bench_influx(n_points: int, baseline_points: int, *, batch: int, in_flight: 
         if gzip_level:
             # On loopback compression only moves CPU around the two cores the client and the
             # server share, so the same run without it shows what a co-located deployment gets.
-            off = asyncio.run(
-                _influx_ingest(
-                    *args,
-                    "bench_gzip_off",
-                    server.token,
-                    points,
-                    batch=batch,
-                    in_flight=in_flight,
-                    gzip_level=0,
-                )
-            )
-            off_ceiling = asyncio.run(
-                _server_ceiling(
-                    *args,
-                    "bench_ceiling_off",
-                    server.token,
-                    points,
-                    batch=batch,
-                    in_flight=in_flight,
-                    gzip_level=0,
-                )
-            )
+            off = timed(_influx_ingest, "bench_gzip_off", 0)
+            off_ceiling = timed(_server_ceiling, "bench_ceiling_off", 0)
             print(
                 f"(b) same without gzip (co-located server): InfluxStore.write {len(points) / off:,.0f} "
                 f"points/s; server ceiling {len(points) / off_ceiling:,.0f} points/s"

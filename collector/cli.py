@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -98,11 +97,8 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     task = loop.create_task(printer())
     try:
-        if args.duration is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.duration)
-        else:
-            await stop.wait()
+        with contextlib.suppress(TimeoutError):  # duration None: until a signal
+            await asyncio.wait_for(stop.wait(), args.duration)
     finally:
         await collector.stop()
         await task
@@ -115,8 +111,6 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Device failures are reported once, in the health table; pymodbus would log every one of them.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(_run(args, out or sys.stdout))
     except BrokenPipeError:  # the reader went away (``| head``): a normal way to stop

@@ -29,18 +29,19 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from collector.errors import ConfigError
-from devices.echonet.frame import EOJ, FrameError
+from devices.echonet.frame import EOJ, PORT, FrameError
+from seeds.vocabulary import SERIES_CATEGORIES
 
 POWER_INTERVAL_S = 10.0
 COUNTER_INTERVAL_S = 60.0
 REDISCOVERY_S = 3600.0
 COUNTER_ONLY = frozenset({"water", "gas"})
-CATEGORIES = frozenset({"electricity", "pv", "battery", "water", "gas", "external_generation", "ev"})
+CATEGORIES = frozenset(SERIES_CATEGORIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class DeviceConfig:
 class CollectorConfig:
     devices: tuple[DeviceConfig, ...]
     echonet_bind: str = "127.0.0.1"
-    echonet_port: int = 3610
+    echonet_port: int = PORT
     echonet_multicast: bool = True
     listen_multicast: bool = False
     rediscovery_s: float = REDISCOVERY_S
@@ -85,28 +86,17 @@ class CollectorConfig:
     # devices' clock is not the wall clock (an emulator running faster than real time).
     fixed_time_readings: bool = True
     source: str = ""  # file it came from, for messages
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def with_options(self, **changes: Any) -> CollectorConfig:
         return replace(self, **changes)
 
 
+# The settable options are the fields with a default, typed by it (a float also takes an int), the
+# way ``PipelineConfig.from_mapping`` checks its own.
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "echonet_bind": str,
-    "echonet_port": int,
-    "echonet_multicast": bool,
-    "listen_multicast": bool,
-    "rediscovery_s": (int, float),
-    "discovery_wait_s": (int, float),
-    "timeout_s": (int, float),
-    "max_in_flight": int,
-    "max_in_flight_per_host": int,
-    "backoff_base_s": (int, float),
-    "backoff_max_s": (int, float),
-    "queue_size": int,
-    "drop_when_full": bool,
-    "shutdown_grace_s": (int, float),
-    "fixed_time_readings": bool,
+    f.name: (int, float) if isinstance(f.default, float) else type(f.default)
+    for f in fields(CollectorConfig)
+    if f.default is not MISSING and f.name != "source"
 }
 
 
@@ -145,7 +135,7 @@ class _Ctx:
 
 def _options(ctx: _Ctx, table: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, _value in table.items():
+    for key in table:
         if key in ("power_interval_s", "counter_interval_s"):
             continue
         kind = _OPTION_TYPES.get(key)
@@ -239,7 +229,7 @@ def from_toml_dict(data: Mapping[str, Any], source: str = "<toml>") -> Collector
         per_home = {
             **defaults,
             "modbus_port": ctx.get(home, "modbus_port", where, int, 5020),
-            "echonet_port": ctx.get(home, "echonet_port", where, int, 3610),
+            "echonet_port": ctx.get(home, "echonet_port", where, int, PORT),
         }
         for j, d in enumerate(ctx.get(home, "devices", where, list)):
             if not isinstance(d, dict):
@@ -271,7 +261,7 @@ def from_manifest(
             per = {
                 **defaults,
                 "protocol": "echonet",
-                "echonet_port": ctx.get(echonet, "port", f"{where}.echonet", int, 3610),
+                "echonet_port": ctx.get(echonet, "port", f"{where}.echonet", int, PORT),
             }
             for j, o in enumerate(ctx.get(echonet, "objects", f"{where}.echonet", list)):
                 devices.append(_device(ctx, o, f"{where}.echonet.objects[{j}]", hid, address, per))

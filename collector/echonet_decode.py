@@ -12,16 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 from collector.reading import FieldValue
-from devices.echonet.classes import METER_UNIT_KWH  # the class tables are shared with the emulator
+from devices.echonet.classes import JST, METER_UNIT_KWH, WRAP_1E9  # shared with the emulator
 from devices.echonet.frame import FrameError, decode_int, decode_uint
-
-JST = timezone(timedelta(hours=9), "JST")  # device clocks in Japan show local time (no DST)
-
-WH_COUNTER_WRAP = 1_000_000_000.0  # 0.001 kWh uint32 counters: 0..999,999,999 Wh
-MAX_WH_COUNTER = 999_999_999
 
 
 @dataclass
@@ -46,8 +41,6 @@ class ClassSpec:
     slow: tuple[int, ...]
     decode: Decoder
     optional: frozenset[int] = frozenset()
-    # pushed (INF/INFC) EPCs that carry a field of their own
-    pushed: frozenset[int] = frozenset()
 
 
 def _edt(values: Values, epc: int, out: Decoded, size: int) -> bytes | None:
@@ -73,29 +66,25 @@ def _s(values: Values, epc: int, out: Decoded, size: int, lo: int, hi: int) -> i
     return None if edt is None else decode_int(edt, size, lo, hi)
 
 
-def _byte(values: Values, epc: int, out: Decoded) -> int | None:
-    v = _u(values, epc, out, 1)
-    return v
-
-
 def _put(out: Decoded, name: str, value: FieldValue | None) -> None:
     if value is not None:
         out.fields[name] = value
 
 
 def _wh_counter(values: Values, epc: int, out: Decoded, name: str) -> None:
-    raw = _u(values, epc, out, 4, MAX_WH_COUNTER)
+    """0.001 kWh uint32 counter: 0..999,999,999 Wh."""
+    raw = _u(values, epc, out, 4, WRAP_1E9 - 1)
     if raw is not None:
         out.fields[name] = float(raw)
-        out.counter_wrap[name] = WH_COUNTER_WRAP
+        out.counter_wrap[name] = float(WRAP_1E9)
 
 
 def _status(values: Values, out: Decoded) -> None:
     """Super-class operation (0x80) and fault (0x88) status."""
-    op = _byte(values, 0x80, out)
+    op = _u(values, 0x80, out, 1)
     if op is not None:
         out.fields["running"] = op == 0x30
-    fault = _byte(values, 0x88, out)
+    fault = _u(values, 0x88, out, 1)
     if fault is not None:
         out.fields["fault"] = fault == 0x41
 
@@ -121,8 +110,8 @@ def decode_meter(values: Values, out: Decoded) -> None:
     coefficient = _u(values, 0xD3, out, 4, 999_999) if 0xD3 in values else 1
     if coefficient is None:
         coefficient = 1  # "treat as 1 if absent" (protocols.md §2.1)
-    unit = _byte(values, 0xE1, out)
-    digits = _byte(values, 0xD7, out)
+    unit = _u(values, 0xE1, out, 1)
+    digits = _u(values, 0xD7, out, 1)
     if unit is None or unit not in METER_UNIT_KWH:
         if 0xE0 in values or 0xE3 in values:
             out.missing.add(0xE1)
@@ -159,7 +148,7 @@ def decode_battery(values: Values, out: Decoded) -> None:
     _put(out, "soc_pct", _u(values, 0xE4, out, 1, 100))
     _wh_counter(values, 0xA8, out, "charge_wh_total")
     _wh_counter(values, 0xA9, out, "discharge_wh_total")
-    working = _byte(values, 0xCF, out)
+    working = _u(values, 0xCF, out, 1)
     if working is not None:
         out.fields["state"] = _BATTERY_STATE.get(working, f"0x{working:02x}")
     _status(values, out)
@@ -174,7 +163,7 @@ def _volume(values: Values, out: Decoded, m3_per_count: float) -> None:
 
 def decode_water(values: Values, out: Decoded) -> None:
     """Water meter: E0 count x 10**-E1 m3 (E1 = 0..6)."""
-    unit = _byte(values, 0xE1, out)
+    unit = _u(values, 0xE1, out, 1)
     if unit is None or unit > 6:
         if 0xE0 in values:
             out.missing.add(0xE1)
@@ -190,9 +179,7 @@ def decode_gas(values: Values, out: Decoded) -> None:
 def decode_fuel_cell(values: Values, out: Decoded) -> None:
     _put(out, "power_w", _u(values, 0xC4, out, 2, 65533))
     _wh_counter(values, 0xC5, out, "energy_wh_total")
-    generating = _byte(values, 0xCB, out)
-    if generating is not None:
-        out.fields["running"] = generating == 0x41
+    generating = _u(values, 0xCB, out, 1)
     _status(values, out)
     if generating is not None:
         out.fields["running"] = generating == 0x41  # generation status wins over operation status
@@ -205,7 +192,7 @@ def decode_ev(values: Values, out: Decoded) -> None:
     _put(out, "soc_pct", _u(values, 0xE4, out, 1, 100))
     _wh_counter(values, 0xD8, out, "charge_wh_total")
     _wh_counter(values, 0xD6, out, "discharge_wh_total")
-    conn = _byte(values, 0xC7, out)
+    conn = _u(values, 0xC7, out, 1)
     if conn is not None and conn != 0xFF:
         out.fields["connected"] = conn != 0x30
     _status(values, out)
@@ -221,32 +208,17 @@ CLASS_SPECS: dict[int, ClassSpec] = {
             decode=decode_meter,
             optional=frozenset({0xD3, 0xE3, 0xEA, 0xEB}),
         ),
-        ClassSpec(
-            0x0279, fast=(0xE0, 0x80, 0x88), slow=(0xE1,), decode=decode_solar, pushed=frozenset({0x88})
-        ),
-        ClassSpec(
-            0x027D,
-            fast=(0xD3, 0xE4, 0xCF, 0x80, 0x88),
-            slow=(0xA8, 0xA9),
-            decode=decode_battery,
-            pushed=frozenset({0xCF, 0x88}),
-        ),
+        ClassSpec(0x0279, fast=(0xE0, 0x80, 0x88), slow=(0xE1,), decode=decode_solar),
+        ClassSpec(0x027D, fast=(0xD3, 0xE4, 0xCF, 0x80, 0x88), slow=(0xA8, 0xA9), decode=decode_battery),
         ClassSpec(0x0281, fast=(), slow=(0xE1, 0xE0), decode=decode_water),
         ClassSpec(0x0282, fast=(), slow=(0xE0,), decode=decode_gas),
-        ClassSpec(
-            0x027C,
-            fast=(0xC4, 0xCB, 0x80),
-            slow=(0xC5,),
-            decode=decode_fuel_cell,
-            pushed=frozenset({0xCB}),
-        ),
+        ClassSpec(0x027C, fast=(0xC4, 0xCB, 0x80), slow=(0xC5,), decode=decode_fuel_cell),
         ClassSpec(
             0x027E,
             fast=(0xD3, 0xE4, 0xC7, 0x80),
             slow=(0xD8, 0xD6),
             decode=decode_ev,
             optional=frozenset({0xC2, 0xC4, 0xE2, 0xE4}),  # the car's battery, unreadable while unplugged
-            pushed=frozenset({0xC7}),
         ),
     )
 }

@@ -20,7 +20,7 @@ from collector import echonet_decode
 from collector.config import CollectorConfig, DeviceConfig
 from collector.echonet_client import Address, Discovery, EchonetController, parse_instance_list
 from collector.errors import ConfigError, MalformedReply, PollError
-from collector.reading import Quality, Reading
+from collector.reading import FieldValue, Quality, Reading, Source
 from collector.scheduler import Health, Scheduler
 from collector.sunspec_client import ModbusPool, SunSpecDevice
 from devices.echonet.frame import EOJ, NODE_PROFILE, Frame, FrameError
@@ -34,7 +34,21 @@ class _EchonetDevice:
     eoj: EOJ
     spec: echonet_decode.ClassSpec
     readable: frozenset[int] | None = None  # from the Get property map (0x9F), read once
+    # the spec's EPCs the device can give, fixed once ``readable`` is known: every poll / counter poll
+    fast_epcs: tuple[int, ...] = ()
+    all_epcs: tuple[int, ...] = ()
     stamped: dict[str, datetime] = field(default_factory=dict)  # last fixed-time stamp per field
+
+
+def _reading(
+    dev: DeviceConfig,
+    ts: datetime,
+    fields: dict[str, FieldValue],
+    quality: Quality,
+    source: Source,
+    counter_wrap: dict[str, float],
+) -> Reading:
+    return Reading(dev.household, dev.device, dev.category, ts, fields, quality, source, counter_wrap)
 
 
 class _End:
@@ -171,28 +185,19 @@ class Collector:
         if not data.fields:
             raise MalformedReply(f"{dev.key}: no usable point (missing {data.missing})", "partial")
         quality: Quality = "partial" if data.missing else "ok"
-        await self._emit(
-            Reading(
-                dev.household,
-                dev.device,
-                dev.category,
-                datetime.now(UTC),
-                data.fields,
-                quality,
-                "modbus",
-                data.counter_wrap,
-            )
-        )
+        await self._emit(_reading(dev, datetime.now(UTC), data.fields, quality, "modbus", data.counter_wrap))
         return quality, f"missing {sorted(data.missing)}" if data.missing else ""
 
     async def _poll_echonet(self, state: _EchonetDevice, counters: bool) -> tuple[str, str]:
         dev = state.config
         ctl = self.controller
+        spec = state.spec
         if state.readable is None:
             maps = await ctl.property_maps(dev.address, state.eoj)
-            state.readable = frozenset(maps.get(0x9F, ()))
-        spec = state.spec
-        epcs = [e for e in (spec.fast + spec.slow if counters else spec.fast) if e in state.readable]
+            readable = state.readable = frozenset(maps.get(0x9F, ()))
+            state.fast_epcs = tuple(e for e in spec.fast if e in readable)
+            state.all_epcs = tuple(e for e in spec.fast + spec.slow if e in readable)
+        epcs = state.all_epcs if counters else state.fast_epcs
         if not epcs:
             return "ok", "nothing readable is due"
         result = await ctl.get(dev.address, state.eoj, epcs)
@@ -211,30 +216,9 @@ class Collector:
             name = next(iter(fields))
             if state.stamped.get(name) != ts:  # each fixed-time value once (same series + ts = same point)
                 state.stamped[name] = ts
-                await self._emit(
-                    Reading(
-                        dev.household,
-                        dev.device,
-                        dev.category,
-                        ts,
-                        fields,
-                        "ok",
-                        "echonet",
-                        {k: v for k, v in decoded.counter_wrap.items() if k in fields},
-                    )
-                )
-        await self._emit(
-            Reading(
-                dev.household,
-                dev.device,
-                dev.category,
-                polled_at,
-                decoded.fields,
-                quality,
-                "echonet",
-                decoded.counter_wrap,
-            )
-        )
+                wrap = {k: v for k, v in decoded.counter_wrap.items() if k in fields}
+                await self._emit(_reading(dev, ts, fields, "ok", "echonet", wrap))
+        await self._emit(_reading(dev, polled_at, decoded.fields, quality, "echonet", decoded.counter_wrap))
         return quality, ("Get_SNA for " + ", ".join(f"0x{e:02X}" for e in sorted(lacking))) if lacking else ""
 
     def _notification(self, addr: Address, frame: Frame) -> None:
@@ -254,33 +238,26 @@ class Collector:
         except FrameError:
             return
         if decoded.fields:
-            dev = state.config
             self.pushed += 1
-            reading = Reading(
-                dev.household,
-                dev.device,
-                dev.category,
-                datetime.now(UTC),
-                decoded.fields,
-                "ok",
-                "echonet",
-                decoded.counter_wrap,
-            )
-            try:
-                self._queue.put_nowait(reading)
-                self.readings_out += 1
-            except asyncio.QueueFull:
-                self.dropped += 1
+            now = datetime.now(UTC)
+            # a callback cannot wait for room: with a full queue the pushed reading is dropped
+            self._offer(_reading(state.config, now, decoded.fields, "ok", "echonet", decoded.counter_wrap))
 
-    async def _emit(self, reading: Reading) -> None:
+    def _offer(self, reading: Reading) -> None:
+        """Queue the reading if there is room (counted as out), else count it dropped."""
         try:
             self._queue.put_nowait(reading)
         except asyncio.QueueFull:
-            if self.config.drop_when_full:
-                self.dropped += 1
-                return
-            self.queue_waits += 1
-            await self._queue.put(reading)
+            self.dropped += 1
+            return
+        self.readings_out += 1
+
+    async def _emit(self, reading: Reading) -> None:
+        if not self._queue.full() or self.config.drop_when_full:
+            self._offer(reading)
+            return
+        self.queue_waits += 1  # a full queue slows polling (visible as lateness)
+        await self._queue.put(reading)
         self.readings_out += 1
 
     # --- views -----------------------------------------------------------------------------------

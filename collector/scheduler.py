@@ -183,10 +183,8 @@ class Scheduler:
         old = self._health[key]
         if ok and old.reason == reason and old.message == message:
             self._last_ok[key] = time.time()  # the common case: nothing changed, no allocation
-            self._polls[key] += 1
             return
         now = datetime.now(UTC)
-        self._polls[key] += 1
         if ok:
             self._last_ok[key] = now.timestamp()
         self._health[key] = replace(
@@ -199,11 +197,13 @@ class Scheduler:
 
     def _ok(self, run: _DeviceRun, quality: str, note: str) -> None:
         run.failures = 0
+        self._polls[run.device.key] += 1
         self._set(run.device.key, "partial" if quality == "partial" else "ok", note, True, 0)
 
     def _fail(self, run: _DeviceRun, reason: str, message: str) -> None:
         run.failures += 1
         self.failures += 1
+        self._polls[run.device.key] += 1
         self._set(run.device.key, reason, message, False, run.failures)
 
     # --- views -----------------------------------------------------------------------------------
@@ -219,8 +219,7 @@ class Scheduler:
     def mark(self, key: str, reason: str, message: str) -> None:
         """Health from outside the poll loop (discovery found the device missing)."""
         if key in self._health and self._health[key].reason == "pending":
-            self._set(key, reason, message, False, 0)
-            self._polls[key] -= 1  # not a poll
+            self._set(key, reason, message, False, 0)  # not a poll: the count stays
 
     def device_lateness(self, key: str) -> list[float]:
         return list(self._runs[key].lateness)

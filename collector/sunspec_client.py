@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,10 @@ _CHA_NAMES = {v: k.lower() for k, v in CHA_ST.items()}
 _RUNNING_ST = frozenset({INVERTER_ST["MPPT"], INVERTER_ST["THROTTLED"], INVERTER_ST["STARTING"]})
 _BATTERY_FAULT_STATE = 99
 
+# pymodbus logs every timeout and refused connection at ERROR; the collector reports each device
+# failure once, in its health table.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
 
 class ModbusPool:
     """One pymodbus client per host:port, connected lazily and reconnected after a failure."""
@@ -52,9 +57,14 @@ class ModbusPool:
 
     async def client(self, host: str, port: int) -> AsyncModbusTcpClient:
         key = (host, port)
-        lock = self._connecting.setdefault(key, asyncio.Lock())
+        client = self._clients.get(key)
+        if client is not None and client.connected:
+            return client  # the common case: no lock
+        lock = self._connecting.get(key)
+        if lock is None:
+            lock = self._connecting[key] = asyncio.Lock()
         async with lock:
-            client = self._clients.get(key)
+            client = self._clients.get(key)  # another task may have connected meanwhile
             if client is not None and client.connected:
                 return client
             if client is not None:

@@ -153,20 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def under_data_dir(cfg: PipelineConfig, data_dir: str | os.PathLike[str]) -> PipelineConfig:
+    """``cfg`` with the embedded store, counter state and spool laid out under ``data_dir``."""
+    data = Path(data_dir)
+    return replace(
+        cfg,
+        sqlite_path=str(data / "hems.sqlite"),
+        counter_state_path=str(data / "counter_state.sqlite"),
+        spool_dir=str(data / "spool"),
+    )
+
+
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     """The ``[pipeline]`` table of --config (if any), paths under --data-dir, InfluxDB flags last.
 
     The token is deliberately not a flag (it would show in ``ps``): it comes from $HEMS_INFLUX_TOKEN.
     """
     cfg = PipelineConfig.load(args.config if args.config else None)
-    data = Path(args.data_dir)
     if cfg.sqlite_path == PipelineConfig.sqlite_path:
-        cfg = replace(
-            cfg,
-            sqlite_path=str(data / "hems.sqlite"),
-            counter_state_path=str(data / "counter_state.sqlite"),
-            spool_dir=str(data / "spool"),
-        )
+        cfg = under_data_dir(cfg, args.data_dir)
     flags = {
         "influx_url": args.influx_url,
         "influx_org": args.influx_org,
@@ -224,8 +229,6 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # pymodbus logs every timeout at ERROR; the collector already turns them into device health.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         return hems_loop.run(run(args))
     except (CollectorConfigError, PipelineConfigError) as exc:

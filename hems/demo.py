@@ -17,7 +17,7 @@ import secrets
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,12 @@ from access.app import make_app
 from access.auth import WebAuth
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
-from collector.config import from_manifest
+from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, from_manifest
 from collector.runner import Collector
 from devices.fleet import Fleet
 from devices.physics import Household
 from hems import loop as hems_loop
-from hems.collect import pump
+from hems.collect import pump, under_data_dir
 from hems.history import readings_of, sample_times
 from pipeline.config import PipelineConfig
 from pipeline.factory import open_pipeline, retention_policy
@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--echonet-bind", default="127.0.0.1", help="local address of the ECHONET controller")
     p.add_argument("--data-dir", default=os.environ.get("HEMS_DATA_DIR", "./var/demo"))
     p.add_argument("--history-days", type=int, default=7, help="days of past readings to fill (0: none)")
-    p.add_argument("--power-interval", type=float, default=10.0)
-    p.add_argument("--counter-interval", type=float, default=60.0)
+    p.add_argument("--power-interval", type=float, default=POWER_INTERVAL_S)
+    p.add_argument("--counter-interval", type=float, default=COUNTER_INTERVAL_S)
     p.add_argument("--summary-every", type=float, default=10.0, help="seconds between summary lines")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     return p
@@ -221,12 +221,7 @@ async def summary_line(store: SQLiteStore, collector: Collector, pipeline: Pipel
 async def run(args: argparse.Namespace) -> int:
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    cfg = replace(
-        PipelineConfig(),
-        sqlite_path=str(data / "hems.sqlite"),
-        counter_state_path=str(data / "counter_state.sqlite"),
-        spool_dir=str(data / "spool"),
-    )
+    cfg = under_data_dir(PipelineConfig(), data)
     start = history_start(args.history_days)
     clock = HistoryClock(start)
 
@@ -316,8 +311,6 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # pymodbus logs every timeout at ERROR; the collector already turns them into device health.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         return hems_loop.run(run(args))
     except OSError as exc:

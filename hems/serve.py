@@ -20,11 +20,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from access.api.state import DEFAULT_PAGE_CACHE_BYTES
 from access.cli import default_db
 from hems.loop import run, stop_on_signals
 from pipeline.store import Store
 
 GC_THRESHOLDS = (50_000, 20, 20)
+DEFAULT_PAGE_CACHE_MB = DEFAULT_PAGE_CACHE_BYTES / 2**20
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--page-cache-mb",
         type=float,
-        default=64.0,
-        help="memory for rendered data pages reused while the store is unchanged (0: off; default 64)",
+        default=DEFAULT_PAGE_CACHE_MB,
+        help="memory for rendered data pages reused while the store is unchanged "
+        f"(0: off; default {DEFAULT_PAGE_CACHE_MB:g})",
     )
     return parser
 

@@ -208,10 +208,7 @@ class InfluxStore:
                     for task in done:
                         task.result()  # the first failure ends the call
                 pending.add(asyncio.ensure_future(self._send_body(client, chunk, body)))
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
+            await asyncio.gather(*pending)  # raises the first failure; the rest are cancelled below
         finally:
             for task in pending:
                 task.cancel()

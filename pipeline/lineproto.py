@@ -238,8 +238,7 @@ class LineEncoder:
         self._skip_series_shapes = 0
 
     def _prefix(self, point: Point) -> str:
-        key = (point.measurement, point.household, point.device, point.source)
-        return self._series.get(key) or self._prefix_of(key)
+        return self._prefix_of((point.measurement, point.household, point.device, point.source))
 
     def _key(self, name: str) -> str:
         ekey = self._keys.get(name)
@@ -414,10 +413,13 @@ class LineEncoder:
         (series, field names in order), values taken in each point's own order."""
         cache = self._shape_pieces
         try:
+            # Keys are built lazily here: a list of them would keep a batch's worth of tuples alive
+            # (and wake the cyclic GC), which on a hit costs more than building them again on a miss.
             keyed = map(cache.__getitem__, zip(map(_SERIES, pts), map(tuple, fields), strict=True))
             pieces = list(chain.from_iterable(keyed))
         except KeyError:
-            wanted = dict.fromkeys(zip(map(_SERIES, pts), map(tuple, fields), strict=True))
+            keys = list(zip(map(_SERIES, pts), map(tuple, fields), strict=True))
+            wanted = dict.fromkeys(keys)
             if len(cache) + len(wanted) > _MAX_SERIES_CACHE:
                 cache.clear()
             for key in wanted.keys() - cache.keys():
@@ -425,8 +427,7 @@ class LineEncoder:
                 if not names:
                     return None
                 cache[key] = self._pieces(series, names)
-            keyed = map(cache.__getitem__, zip(map(_SERIES, pts), map(tuple, fields), strict=True))
-            pieces = list(chain.from_iterable(keyed))
+            pieces = list(chain.from_iterable(map(cache.__getitem__, keys)))
         try:
             values = list(chain.from_iterable(map(_DICT_VALUES, fields)))
         except TypeError:  # a Mapping that is not a dict
@@ -435,12 +436,16 @@ class LineEncoder:
 
     def _pieces(self, series: SeriesKey, names: tuple[str, ...]) -> tuple[bytes, ...]:
         """Validated, escaped text before each field's value (see ``_encode_columns``)."""
-        prefix = self._series.get(series) or self._prefix_of(series)
+        prefix = self._prefix_of(series)
         first = f"{prefix} {self._key(names[0])}".replace("%", "%%").encode()
         rest = [("," + self._key(name)).replace("%", "%%").encode() for name in names[1:]]
         return (_TS_SLOT + first, *rest)
 
     def _prefix_of(self, key: SeriesKey) -> str:
+        """The cached, validated ``measurement,device=..,household=..,source=..`` of a series."""
+        prefix = self._series.get(key)
+        if prefix is not None:
+            return prefix
         prefix = series_prefix(*key)
         if len(self._series) >= _MAX_SERIES_CACHE:
             self._series.clear()

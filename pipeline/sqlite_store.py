@@ -296,8 +296,10 @@ class SQLiteStore:
             return
         groups = _group_rows(points)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._write_sync, groups)
-        self._version += 1
+        try:
+            await loop.run_in_executor(self._writer, self._write_sync, groups)
+        finally:
+            self._version_polled = -math.inf  # own commit: next data_version() asks SQLite at once
 
     async def query(self, q: SeriesQuery) -> pl.DataFrame:
         if self._closed:
@@ -383,7 +385,9 @@ class SQLiteStore:
         try:
             return await loop.run_in_executor(self._writer, job)
         finally:
-            self._version += 1  # whatever happened, answers rendered before may no longer hold
+            # Whatever happened, answers rendered before may no longer hold: the next data_version()
+            # asks SQLite at once (a commit moves PRAGMA data_version, so it counts exactly once).
+            self._version_polled = -math.inf
 
     async def close(self) -> None:
         if self._closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from access.api.params import DEFAULT_LIMIT, FORMATS, MAX_LIMIT
@@ -92,9 +93,11 @@ def _op(
     return op
 
 
+@functools.cache
 def document() -> dict[str, Any]:
+    """Built once and shared by every request: callers must not change it."""
     std = _problems(400, 401, 403, 429)
-    own = _problems(400, 401, 403, 429)
+    data = _problems(400, 401, 403, 429, 503)  # the endpoints that read the store
     return {
         "openapi": "3.1.0",
         "info": {
@@ -189,7 +192,7 @@ def document() -> dict[str, Any]:
                                 },
                             },
                         },
-                        **_problems(400, 401, 403, 429, 503),
+                        **data,
                     },
                 )
             },
@@ -206,20 +209,20 @@ def document() -> dict[str, Any]:
                         EVERY,
                         _p("field", "query", "A *_total field", _STR, required=True),
                     ],
-                    {**_ok("Days"), **_problems(400, 401, 403, 429, 503)},
+                    {**_ok("Days"), **data},
                 )
             },
             "/api/v1/households/{household}/ledger": {
-                "get": _op("The homeowner's provision ledger", [HOUSEHOLD], {**_ok("Records"), **own})
+                "get": _op("The homeowner's provision ledger", [HOUSEHOLD], {**_ok("Records"), **std})
             },
             "/api/v1/households/{household}/consent": {
                 "get": _op(
-                    "Suspensions of use / third-party provision", [HOUSEHOLD], {**_ok("Settings"), **own}
+                    "Suspensions of use / third-party provision", [HOUSEHOLD], {**_ok("Settings"), **std}
                 ),
                 "put": _op(
                     "Suspend or resume (session callers send X-CSRF-Token)",
                     [HOUSEHOLD],
-                    {**_ok("Settings"), **own},
+                    {**_ok("Settings"), **std},
                     body={
                         "type": "object",
                         "required": ["suspended"],
@@ -233,11 +236,11 @@ def document() -> dict[str, Any]:
                 ),
             },
             "/api/v1/households/{household}/erasure": {
-                "get": _op("Erasure requests and their outcome", [HOUSEHOLD], {**_ok("Requests"), **own}),
+                "get": _op("Erasure requests and their outcome", [HOUSEHOLD], {**_ok("Requests"), **std}),
                 "post": _op(
                     "Request erasure (recorded; legal holds answered up front)",
                     [HOUSEHOLD],
-                    {"202": {"description": "Recorded"}, **own},
+                    {"202": {"description": "Recorded"}, **std},
                     body={
                         "type": "object",
                         "properties": {
@@ -251,7 +254,7 @@ def document() -> dict[str, Any]:
                     "Fleet statistics (action read_stats): no household ids; windows with fewer households "
                     "than the granting clause's minimum are suppressed",
                     [CATEGORY, PURPOSE, PURPOSE_HEADER, START, STOP, EVERY, AGG, FIELDS],
-                    {**_ok("Aggregates"), **_problems(400, 401, 403, 429, 503)},
+                    {**_ok("Aggregates"), **data},
                 )
             },
             "/api/v1/explain": {

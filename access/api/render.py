@@ -19,8 +19,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def iso(ts: datetime) -> str:
-    """UTC with milliseconds and a ``Z``: what JavaScript's ``Date`` parses everywhere."""
+def iso(ts: datetime | float) -> str:
+    """UTC with milliseconds and a ``Z``: what JavaScript's ``Date`` parses everywhere.  ``ts`` is an
+    aware datetime or epoch seconds."""
+    if not isinstance(ts, datetime):
+        ts = datetime.fromtimestamp(ts, UTC)
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import polars as pl
@@ -16,14 +16,14 @@ from access.api.problems import ApiProblem, bad_param
 from access.api.render import frame_columns, iso, json_response
 from access.api.series import series
 from access.api.service import (
-    NO_ACCESS_DETAIL,
     check_token_purpose,
     decide,
     explain_text,
     fleet_statistics,
     households_of,
-    provide,
+    no_access,
     query,
+    record,
     series_query,
 )
 from access.api.state import STATE, AppState, Caller, caller_of
@@ -42,7 +42,7 @@ def _own_household(state: AppState, caller: Caller, household: str) -> None:
     roles = state.authz.snapshot(state.clock()).links.household_roles.get((caller.principal, household))
     if roles is None or "homeowner" not in roles:
         state.metrics.refusals["no_grant"] += 1
-        raise ApiProblem(403, "refused", NO_ACCESS_DETAIL, reason="no_grant", clause_ids=())
+        raise no_access()
 
 
 # -- operational -------------------------------------------------------------------------------------
@@ -95,6 +95,7 @@ async def households(request: web.Request) -> web.Response:
     if purpose is not None:
         purpose = params.purpose(purpose)
     items = []
+    at = state.clock()
     for household, roles in households_of(state, caller.principal):
         item: dict[str, Any] = {"household": household, "roles": sorted(roles)}
         if purpose is not None:
@@ -104,9 +105,7 @@ async def households(request: web.Request) -> web.Response:
                 item["categories"] = [
                     c
                     for c in SERIES_CATEGORIES
-                    if state.authz.decide(
-                        caller.principal, household, c, "read", purpose, at=state.clock()
-                    ).allowed
+                    if state.authz.decide(caller.principal, household, c, "read", purpose, at=at).allowed
                 ]
         items.append(item)
     return json_response({"principal": caller.principal, "purpose": purpose, "households": items})
@@ -126,9 +125,9 @@ async def daily(request: web.Request) -> web.Response:
         raise bad_param("every", "daily totals are built from windows of at most 1d")
     # One window before the range gives the first day its baseline.
     sq = series_query((household,), category, (field,), win.start - win.every, win.stop, win.every, "last")
-    df, allowed = await provide(state, caller, household, category, purpose, sq)
-    days = daily_energy_per_household(df, field, TOKYO)
-    return json_response(
+    allowed = decide(state, caller, household, category, "read", purpose)
+    days = daily_energy_per_household(await query(state, sq), field, TOKYO)
+    response = json_response(
         {
             "household": household,
             "category": category,
@@ -139,6 +138,9 @@ async def daily(request: web.Request) -> web.Response:
             "columns": frame_columns(days.select("day", "delta")),
         }
     )
+    # Recorded last, once the body is built, so no record stands for an answer that failed to render.
+    await record(state, caller, allowed, household, category, purpose, sq)
+    return response
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -154,7 +156,7 @@ async def stats(request: web.Request) -> web.Response:
     agg = params.agg(request.query.get("agg"))
     candidates = state.relationships.households()[:MAX_STATS_HOUSEHOLDS]
     if not candidates:
-        raise ApiProblem(403, "refused", NO_ACCESS_DETAIL, reason="no_grant", clause_ids=())
+        raise no_access()
     check_token_purpose(caller, purpose)
     allowed: list[str] = []
     sizes: list[int] = []
@@ -169,7 +171,7 @@ async def stats(request: web.Request) -> web.Response:
     state.metrics.decisions["allow" if allowed else "deny"] += 1
     if not allowed:
         decide(state, caller, candidates[0], category, "read_stats", purpose)  # raises the refusal
-        raise ApiProblem(403, "refused", NO_ACCESS_DETAIL, reason="no_grant", clause_ids=())
+        raise no_access()
     min_group = max(sizes)
     frames = []
     for i in range(0, len(allowed), STATS_CHUNK):
@@ -207,11 +209,11 @@ async def ledger(request: web.Request) -> web.Response:
                     "seq": r.seq,
                     "recipient": r.recipient,
                     "categories": list(r.categories),
-                    "period_start": iso(datetime.fromtimestamp(r.period_start, UTC)),
-                    "period_end": iso(datetime.fromtimestamp(r.period_end, UTC)),
+                    "period_start": iso(r.period_start),
+                    "period_end": iso(r.period_end),
                     "purpose": r.purpose,
                     "clause_ids": list(r.clause_ids),
-                    "at": iso(datetime.fromtimestamp(r.at, UTC)),
+                    "at": iso(r.at),
                 }
                 for r in records
             ],
@@ -230,8 +232,8 @@ def _consent_body(state: AppState, household: str) -> dict[str, Any]:
                 "scope": s.scope,
                 "recipient": s.recipient,
                 "category": s.category,
-                "requested_at": iso(datetime.fromtimestamp(s.requested_at, UTC)),
-                "lifted_at": None if s.lifted_at is None else iso(datetime.fromtimestamp(s.lifted_at, UTC)),
+                "requested_at": iso(s.requested_at),
+                "lifted_at": None if s.lifted_at is None else iso(s.lifted_at),
                 "active": s.active(t),
             }
             for s in rows
@@ -304,7 +306,7 @@ async def erasure_get(request: web.Request) -> web.Response:
 def _erasure(e: Any) -> dict[str, Any]:
     return {
         "id": e.id,
-        "requested_at": iso(datetime.fromtimestamp(e.requested_at, UTC)),
+        "requested_at": iso(e.requested_at),
         "outcome": e.outcome,
         "status": e.status,
     }

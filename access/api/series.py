@@ -7,8 +7,9 @@ what each request must pay by itself:
 * **parsing**: what a request asks (household, category, purpose, fields, window, cursor, format) is
   a function of its target and two headers alone when the window is given as two absolute instants,
   so that parse is remembered (``ask_of``); a window relative to now is parsed every time;
-* **the answer**: the rendered page, its JSON envelope and its gzip form are one entry of the page
-  cache (``access.api.pagecache``), made once per store data version, page and caller purpose.
+* **the answer**: the rendered page is one entry of the page cache (``access.api.pagecache``), made
+  once per store data version and page; CSV and Arrow go out as that page itself, while a JSON
+  envelope (per caller purpose and clauses) or gzip form is a second entry made from it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Hashable
+from collections.abc import Awaitable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -108,15 +109,20 @@ async def series(request: web.Request) -> web.Response:
     version = state.store.data_version()
     clause_ids = allowed.decision.clause_ids
 
-    async def make_reply() -> Page:
-        page = await state.pages.get(version, ("page", ask.page_key), lambda: _render(state, ask))
-        return _reply(ask, allowed, page, gzipped)
+    def page() -> Awaitable[Page]:
+        return state.pages.get(version, ("page", ask.page_key), lambda: _render(state, ask))
 
-    # One cache entry per page, caller purpose and clauses, and encoding: the policy was decided above
-    # for this request, and the ledger record below is written for this response.
-    reply = await state.pages.get(
-        version, ("reply", ask.page_key, ask.purpose, clause_ids, gzipped), make_reply
-    )
+    async def make_reply() -> Page:
+        return _reply(ask, allowed, await page(), gzipped)
+
+    # CSV and Arrow as they are go out as the page itself.  Otherwise one more entry per page and
+    # encoding, and for JSON per caller purpose and clauses too (only its envelope names them): the
+    # policy was decided above for this request, and the ledger record below is written for this response.
+    if ask.fmt != "json" and not gzipped:
+        reply = await page()
+    else:
+        envelope_key = (ask.purpose, clause_ids) if ask.fmt == "json" else None
+        reply = await state.pages.get(version, ("reply", ask.page_key, gzipped, envelope_key), make_reply)
     headers = {"Content-Type": _CONTENT_TYPES[ask.fmt], "X-Clause-Ids": ",".join(clause_ids)}
     if ask.fmt != "arrow":
         headers["Vary"] = "Accept-Encoding"

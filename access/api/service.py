@@ -27,6 +27,11 @@ NO_ACCESS_DETAIL = (
 )
 
 
+def no_access() -> ApiProblem:
+    """The one refusal for a household the caller holds nothing with (or that does not exist)."""
+    return ApiProblem(403, "refused", NO_ACCESS_DETAIL, reason="no_grant", clause_ids=())
+
+
 @dataclass(frozen=True)
 class Allowed:
     decision: Decision
@@ -86,7 +91,7 @@ def decide(
     code = _refusal_code(state, d, caller, purpose)
     if code in ("no_grant", "suspended") and not tied(state, caller.principal, household):
         state.metrics.refusals["no_grant"] += 1
-        raise ApiProblem(403, "refused", NO_ACCESS_DETAIL, reason="no_grant", clause_ids=())
+        raise no_access()
     state.metrics.refusals[code] += 1
     detail = state.authz.explain(caller.principal, household, category, action, purpose, at=state.clock())
     raise ApiProblem(403, "refused", detail, reason=code, clause_ids=d.clause_ids)
@@ -129,22 +134,6 @@ def series_query(
         return SeriesQuery(households, category, fields, start, stop, every, agg)  # type: ignore[arg-type]
     except QueryError as exc:
         raise ApiProblem(400, "bad_parameter", exc.message, field=exc.field) from None
-
-
-async def provide(
-    state: AppState,
-    caller: Caller,
-    household: str,
-    category: str,
-    purpose: str,
-    q: SeriesQuery,
-    action: str = "read",
-) -> tuple[pl.DataFrame, Allowed]:
-    """Decide, query, and record the provision if it goes to a third party, before anything is sent."""
-    allowed = decide(state, caller, household, category, action, purpose)
-    df = await query(state, q)
-    await record(state, caller, allowed, household, category, purpose, q)
-    return df, allowed
 
 
 async def record(

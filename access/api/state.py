@@ -61,9 +61,9 @@ class AppState:
     metrics: Metrics
     limiter: RateLimiter | None
     secure_cookies: bool
+    pages: PageCache
     collector_health: CollectorHealth | None = None
     pipeline_stats: PipelineStats | None = None
-    pages: PageCache = field(default_factory=lambda: PageCache(DEFAULT_PAGE_CACHE_BYTES))
     # Parsed series requests by (target, X-Purpose, Accept): see ``access.api.series.ask_of``.
     series_asks: dict[tuple[str, str | None, str | None], SeriesAsk] = field(default_factory=dict)
     # The ledger's one SQLite connection is written from one thread only, off the event loop.
@@ -80,9 +80,9 @@ class AppState:
     def now_dt(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def kind_of(self, principal: str) -> str | None:
-        kind = self.authz.snapshot(self.clock()).links.kinds.get(principal)
-        return kind
+    def kind_of(self, principal: str, at: float | None = None) -> str | None:
+        """The principal's kind at ``at`` (default: now), or None for no such principal."""
+        return self.authz.snapshot(self.clock() if at is None else at).links.kinds.get(principal)
 
     async def record_provision(
         self,
@@ -182,7 +182,7 @@ def authenticate(
             raise ApiProblem(
                 401, exc.reason, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
             ) from None
-        kind = state.kind_of(info.principal)
+        kind = state.kind_of(info.principal, at=t)
         if kind is None:
             raise ApiProblem(401, "invalid_token", "the token is not valid")
         return Caller(info.principal, kind, "token", info.purposes, f"token:{info.id}")
@@ -194,7 +194,7 @@ def authenticate(
         raise ApiProblem(
             401, "not_authenticated", "sign in, or send an API token", headers={"WWW-Authenticate": "Bearer"}
         )
-    kind = state.kind_of(session.principal)
+    kind = state.kind_of(session.principal, at=t)
     if kind is None:
         raise ApiProblem(401, "not_authenticated", "sign in again")
     if request.method not in SAFE_METHODS and not form_csrf:

@@ -28,6 +28,7 @@ from access.api.state import (
     rate_limit,
 )
 from access.auth import AuthError
+from access.consent import SuspensionRecord
 from access.web.solar import clear_sky_fraction, expected_wh
 
 STATIC = Path(__file__).parent / "static"
@@ -156,6 +157,21 @@ def _require(request: web.Request, kind: str | None = None) -> tuple[AppState, C
     return state, caller
 
 
+def _my_households(state: AppState, caller: Caller, role: str) -> list[str]:
+    """The households in which the caller holds ``role`` now, in order."""
+    return [h for h, roles in households_of(state, caller.principal) if role in roles]
+
+
+def _whole_provision_suspensions(state: AppState, household: str, t: float) -> list[SuspensionRecord]:
+    """The suspensions active at ``t`` of every provision of the household's data (to any recipient,
+    of any category): what the homeowner's switch shows and sets."""
+    return [
+        s
+        for s in state.authz.consent.suspensions(household)
+        if s.active(t) and s.scope == "provision" and s.recipient is None and s.category is None
+    ]
+
+
 # -- homeowner -----------------------------------------------------------------------------------------
 async def home(request: web.Request) -> web.StreamResponse:
     state, caller = _require(request)
@@ -165,15 +181,14 @@ async def home(request: web.Request) -> web.StreamResponse:
         raise ApiProblem(
             403, "refused", "the web views are for homeowners and installers", reason="wrong_kind"
         )
-    own = [h for h, roles in households_of(state, caller.principal) if "homeowner" in roles]
+    own = _my_households(state, caller, "homeowner")
     if not own:
         return _page("My home", '<p class="card">No household is linked to you yet.</p>', caller)
     household = request.query.get("household", own[0])
     if household not in own:
         household = own[0]
     t = state.clock()
-    active = [s for s in state.authz.consent.suspensions(household) if s.active(t)]
-    suspended = any(s.recipient is None and s.category is None and s.scope == "provision" for s in active)
+    suspended = bool(_whole_provision_suspensions(state, household, t))
     records = (await state.ledger_for(household))[-50:][::-1]
     rows = "".join(
         f"<tr><td>{_e(_local(r.at))}</td><td>{_e(r.recipient)}</td><td>{_e(', '.join(r.categories))}</td>"
@@ -215,17 +230,13 @@ async def provision_form(request: web.Request) -> web.StreamResponse:
     assert caller.csrf is not None
     check_csrf(request, caller.csrf, str(form.get("csrf", "")))
     household = request.match_info["household"]
-    own = [h for h, roles in households_of(state, caller.principal) if "homeowner" in roles]
+    own = _my_households(state, caller, "homeowner")
     if household not in own:
         raise ApiProblem(403, "refused", "not your household", reason="no_grant")
     want = str(form.get("suspended", "")) == "true"
     consent = state.authz.consent
     t = state.clock()
-    matching = [
-        s
-        for s in consent.suspensions(household)
-        if s.active(t) and s.scope == "provision" and s.recipient is None and s.category is None
-    ]
+    matching = _whole_provision_suspensions(state, household, t)
     if want and not matching:
         consent.suspend(household, "provision", at=t)
     elif not want:
@@ -322,7 +333,7 @@ async def _maintenance_row(state: AppState, caller: Caller, household: str) -> s
 
 async def installer(request: web.Request) -> web.StreamResponse:
     state, caller = _require(request, "installer")
-    homes = [h for h, roles in households_of(state, caller.principal) if "installer" in roles]
+    homes = _my_households(state, caller, "installer")
     rows = "".join([await _maintenance_row(state, caller, h) for h in homes])
     body = (
         '<section class="card"><h2>Your installations</h2>'
@@ -339,7 +350,7 @@ async def installer(request: web.Request) -> web.StreamResponse:
 async def installer_home(request: web.Request) -> web.StreamResponse:
     state, caller = _require(request, "installer")
     household = request.match_info["household"]
-    homes = [h for h, roles in households_of(state, caller.principal) if "installer" in roles]
+    homes = _my_households(state, caller, "installer")
     if household not in homes:
         raise ApiProblem(403, "refused", "no relationship gives you this household", reason="no_grant")
     body = (
