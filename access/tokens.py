@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -85,8 +86,8 @@ class TokenStore:
             raise TokenError(
                 "purpose_not_registered", f"{principal} is not registered for {', '.join(extra)}"
             )
-        if not ttl_s > 0:
-            raise TokenError("bad_ttl", "a token's lifetime must be positive")
+        if not (ttl_s > 0 and math.isfinite(ttl_s)):
+            raise TokenError("bad_ttl", "a token's lifetime must be a positive, finite time")
         t = now() if at is None else at
         tid = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)

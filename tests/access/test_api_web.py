@@ -198,6 +198,11 @@ def test_principals_cli_issues_and_revokes_tokens(tmp_path: Path) -> None:
     assert info.principal == "inst9" and info.purposes == {PV}
     assert text not in _hems(db, "token", "list").stdout
     assert _hems(db, "token", "create", "inst9", "--purpose", "enex.billing").returncode == 1
+    # Every token expires: a lifetime that is not a positive finite number is refused, and nothing is stored.
+    for ttl in ("inf", "nan", "0"):
+        refused = _hems(db, "token", "create", "inst9", "--purpose", PV, "--ttl-days", ttl)
+        assert refused.returncode == 1 and "lifetime" in refused.stderr, (ttl, refused)
+    assert len(_hems(db, "token", "list").stdout.strip().splitlines()) == 1
     assert _hems(db, "token", "revoke", info.id).returncode == 0
     with pytest.raises(TokenError):
         tokens.authenticate(text)
