@@ -12,6 +12,15 @@ from hypothesis import strategies as st
 from access.ledger import Ledger, LedgerError, ProvisionEntry
 
 PV = "sps.pv_after_maintenance"
+GOOD_ENTRY: dict[str, object] = {
+    "recipient": "inst1",
+    "household": "h1",
+    "categories": ["pv"],
+    "period_start": 0,
+    "period_end": 1,
+    "purpose": PV,
+    "clause_ids": ["sps-2.2.4"],
+}
 
 
 def _fill(path: Path, n: int = 5) -> Ledger:
@@ -129,16 +138,7 @@ def test_rehashing_one_row_still_breaks_the_next_link(tmp_path: Path) -> None:
 )
 def test_bad_records_are_refused_and_lose_nothing(tmp_path: Path, kwargs: dict[str, object]) -> None:
     ledger = _fill(tmp_path / "l.sqlite", 2)
-    args: dict[str, object] = {
-        "recipient": "inst1",
-        "household": "h1",
-        "categories": ["pv"],
-        "period_start": 0,
-        "period_end": 1,
-        "purpose": PV,
-        "clause_ids": ["sps-2.2.4"],
-    }
-    args.update(kwargs)
+    args = {**GOOD_ENTRY, **kwargs}
     with pytest.raises(LedgerError):
         ledger.record(**args)  # type: ignore[arg-type]
     assert ledger.verify().ok and ledger.verify().rows == 2
@@ -200,16 +200,7 @@ def test_one_bad_entry_refuses_the_whole_batch_with_records_message(
 ) -> None:
     ledger = _fill(tmp_path / "l.sqlite", 2)
     good = _entries(3, first_at=1_780_020_000)
-    args: dict[str, object] = {
-        "recipient": "inst1",
-        "household": "h1",
-        "categories": ["pv"],
-        "period_start": 0,
-        "period_end": 1,
-        "purpose": PV,
-        "clause_ids": ["sps-2.2.4"],
-        **bad,
-    }
+    args = {**GOOD_ENTRY, **bad}
     with pytest.raises(LedgerError, match=message):
         ledger.record(**args)  # type: ignore[arg-type]
     with pytest.raises(LedgerError, match=message):
