@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The README's test command: sets up everything the tests need on a fresh machine, then runs them.
-#   - Python dependencies (editable install with the dev extras)
+#   - a virtual environment in ./.venv with the project and its dev extras (editable install)
 #   - a real InfluxDB 2.x server binary (built once from the Go proxy + crates.io, then cached)
 #   - Debian's chromium + Playwright for the browser tests (when apt is available)
+#   - ruff check and mypy (both must be clean)
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k echonet
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== python dependencies" >&2
-python3 -m pip install -q -e ".[dev]"
+echo "== python dependencies (./.venv)" >&2
+source scripts/venv.sh dev
 
 if [ -f scripts/ci_influxdb.sh ]; then
   echo "== influxd 2.x" >&2
@@ -24,5 +25,9 @@ if [ -f scripts/ci_browser.sh ]; then
   bash scripts/ci_browser.sh || echo "browser not available: the browser tests will be reported as skipped" >&2
 fi
 
+echo "== ruff and mypy" >&2
+ruff check .
+mypy
+
 echo "== tests" >&2
-python3 -m pytest "$@"
+python -m pytest "$@"
