@@ -15,6 +15,7 @@ COPY pipeline ./pipeline
 COPY access ./access
 COPY devices ./devices
 COPY seeds ./seeds
+COPY config ./config
 RUN pip install . && rm -rf /src
 
 # An unprivileged user owning the state directory (spool, ledger) that compose mounts as a volume.
