@@ -9,34 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, Literal
+from typing import Literal
+
+from seeds.vocabulary import COUNTER_FIELDS, FIELD_UNITS
 
 Quality = Literal["ok", "partial", "stale", "suspect"]
 Source = Literal["modbus", "echonet"]
 FieldValue = float | int | bool | str
 
-# Unit of each known field.  Counters end in ``_total`` and only ever grow at the source (until they
-# wrap or the meter is replaced); the pipeline turns them into monotonic totals.
-FIELD_UNITS: Final[dict[str, str]] = {
-    "power_w": "W",  # electricity: + import from grid / - export; battery and ev: + charging
-    "energy_wh_total": "Wh",  # generated (pv, external_generation)
-    "import_wh_total": "Wh",  # electricity bought from the grid
-    "export_wh_total": "Wh",  # electricity sold to the grid
-    "charge_wh_total": "Wh",  # battery / ev
-    "discharge_wh_total": "Wh",
-    "soc_pct": "%",
-    "volume_l_total": "L",  # water, gas
-    "current_a": "A",
-    "voltage_v": "V",
-    "frequency_hz": "Hz",
-    "temperature_c": "degC",
-    "fault": "bool",
-    "running": "bool",
-    "connected": "bool",
-    "state": "enum",
-}
-
-COUNTER_FIELDS: Final = frozenset(name for name in FIELD_UNITS if name.endswith("_total"))
+# The field names, their units and which are counters come from the one field table
+# (``seeds.vocabulary.FIELDS``); re-exported here because every decoder speaks in them.
+__all__ = ["COUNTER_FIELDS", "FIELD_UNITS", "FieldValue", "Quality", "Reading", "Source"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,18 +24,16 @@ from typing import Any, Final
 
 import aiohttp
 
-from collector.reading import COUNTER_FIELDS, FIELD_UNITS
 from pipeline.config import PipelineConfig
-from seeds.vocabulary import SERIES_CATEGORIES
+from pipeline.errors import PipelineError
+from seeds.vocabulary import FIELDS, SERIES_CATEGORIES
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-GAUGE_FIELDS: Final = tuple(
-    name for name, unit in FIELD_UNITS.items() if unit not in ("bool", "enum") and name not in COUNTER_FIELDS
-)
-TOTAL_FIELDS: Final = tuple(sorted(COUNTER_FIELDS))
+GAUGE_FIELDS: Final = tuple(spec.name for spec in FIELDS if spec.type == "float" and not spec.counter)
+TOTAL_FIELDS: Final = tuple(sorted(spec.name for spec in FIELDS if spec.counter))
 
 
-class RetentionSetupError(RuntimeError):
+class RetentionSetupError(PipelineError, RuntimeError):
     """The server refused a setup step; the message names the step and carries the server's answer."""
 
 

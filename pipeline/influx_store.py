@@ -40,6 +40,7 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
 from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
 from pipeline.frames import empty_result, result_schema, shape_result
 from pipeline.lineproto import LineEncoder
 from pipeline.points import Point
@@ -70,11 +71,11 @@ _NS: Final[Any] = WritePrecision.NS  # a str constant, though the method is anno
 _LINE_PROTOCOL: Final = "text/plain; charset=utf-8"
 
 
-class InfluxWriteRejected(ValueError):
+class InfluxWriteRejected(PipelineError, ValueError):
     """InfluxDB refused the data itself (400/413/422, e.g. a field type conflict): retrying cannot help."""
 
 
-class InfluxQueryError(RuntimeError):
+class InfluxQueryError(PipelineError, RuntimeError):
     """The server could not run a query this module built; carries the server's message."""
 
 

@@ -29,6 +29,7 @@ from typing import Any, Final, TypeAlias
 
 import polars as pl
 
+from pipeline.errors import PipelineError
 from pipeline.points import Point, PointValue
 
 _INT64_MIN: Final = -(2**63)
@@ -65,7 +66,7 @@ _ESC_STRING: Final = str.maketrans({"\\": "\\\\", '"': '\\"'})
 SeriesKey: TypeAlias = tuple[str, str, str, str]
 
 
-class LineProtocolError(ValueError):
+class LineProtocolError(PipelineError, ValueError):
     """A point cannot be written as line protocol without changing its meaning; ``what`` names the part."""
 
     def __init__(self, what: str, message: str) -> None:

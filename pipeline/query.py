@@ -28,23 +28,23 @@ from typing import Final, Literal
 
 import polars as pl
 
-from collector.reading import COUNTER_FIELDS as COUNTER_FIELDS  # re-exported: the query vocabulary
-from collector.reading import FIELD_UNITS
+from pipeline.errors import PipelineError
+
+# Re-exported: the query vocabulary is the one field table's.
+from seeds.vocabulary import BOOL_FIELDS as BOOL_FIELDS
+from seeds.vocabulary import COUNTER_FIELDS as COUNTER_FIELDS
+from seeds.vocabulary import QUERYABLE_FIELDS as QUERYABLE_FIELDS
+from seeds.vocabulary import RAW_FIELDS as RAW_FIELDS
 from seeds.vocabulary import SERIES_CATEGORIES
+from seeds.vocabulary import TEXT_FIELDS as TEXT_FIELDS
 
 Agg = Literal["mean", "min", "max", "sum", "first", "last", "count"]
 AGGS: Final[tuple[str, ...]] = ("mean", "min", "max", "sum", "first", "last", "count")
 
-BOOL_FIELDS: Final = frozenset({"fault", "running", "connected"})
-TEXT_FIELDS: Final = frozenset({"state"})
-# Raw meter readings kept beside the monotonic totals for diagnosis (see pipeline.counters).
-RAW_FIELDS: Final = frozenset(f"raw_{name}" for name in COUNTER_FIELDS)
-QUERYABLE_FIELDS: Final = frozenset(FIELD_UNITS) | RAW_FIELDS
-
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class QueryError(ValueError):
+class QueryError(PipelineError, ValueError):
     """A query parameter is invalid; ``field`` names the parameter so the API can say which."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from pipeline.errors import PipelineError
 from pipeline.points import Point
 
 _HEADER: Final = struct.Struct(">II")
@@ -39,15 +40,15 @@ FullPolicy = Literal["refuse", "drop_oldest"]
 RecordId = tuple[int, int]  # (segment, byte offset)
 
 
-class SpoolFull(Exception):
+class SpoolFull(PipelineError):
     """The spool is at its size limit and the policy is to refuse: the batch was NOT acknowledged."""
 
 
-class SpoolLocked(Exception):
+class SpoolLocked(PipelineError):
     """Another live process already uses this spool directory (two writers would interleave)."""
 
 
-class SpoolCorrupt(Exception):
+class SpoolCorrupt(PipelineError):
     """A record could not be decoded although its CRC matched (a bug, not a crash artefact)."""
 
 

@@ -12,11 +12,12 @@ from typing import Protocol, runtime_checkable
 
 import polars as pl
 
+from pipeline.errors import PipelineError
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(PipelineError):
     """The store cannot be reached or cannot persist right now; the data is intact and may be retried."""
 
 

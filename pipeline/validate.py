@@ -1,5 +1,8 @@
 """Reject what cannot be true before it reaches a store, and count every rejection.
 
+Names, types, plausible ranges and which counters may wrap come from the one field table
+(``seeds.vocabulary.FIELDS``); this module only adds what depends on the category and the device.
+
 A bad field costs only that field: the rest of the reading is kept, because one garbled register
 should not erase a good power value.  A reading is refused whole only when what identifies it (ids,
 category, timestamp) is unusable.  Every drop is counted by reason so /metrics shows it; nothing is
@@ -14,34 +17,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from collector.reading import COUNTER_FIELDS, FIELD_UNITS, FieldValue, Reading
-from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, valid_id
-from seeds.vocabulary import SERIES_CATEGORIES
+from collector.reading import FieldValue, Reading
+from pipeline.errors import PipelineError
+from pipeline.query import valid_id
+from seeds.vocabulary import FIELD_SPECS, SERIES_CATEGORIES, WRAPPING_FIELDS
 
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
-# Plausible magnitude per field: beyond these a value is a decoding error, not a measurement.
-# A household connection is at most a few tens of kW; 500 kW leaves room for EV fast chargers.
-_RANGES: Final[dict[str, tuple[float, float]]] = {
-    "power_w": (-500_000.0, 500_000.0),
-    "energy_wh_total": (0.0, 1e13),
-    "import_wh_total": (0.0, 1e13),
-    "export_wh_total": (0.0, 1e13),
-    "charge_wh_total": (0.0, 1e13),
-    "discharge_wh_total": (0.0, 1e13),
-    "volume_l_total": (0.0, 1e12),
-    "soc_pct": (0.0, 100.0),
-    "current_a": (-2_000.0, 2_000.0),
-    "voltage_v": (0.0, 1_000.0),
-    "frequency_hz": (0.0, 100.0),
-    "temperature_c": (-60.0, 150.0),
-}
 # Categories whose power can only flow one way (generation, or consumption for meters of media).
 _NON_NEGATIVE_POWER: Final = frozenset({"pv", "external_generation", "water", "gas"})
 _MAX_TEXT: Final = 64
 
 
-class RejectedReading(ValueError):
+class RejectedReading(PipelineError, ValueError):
     """Raised by ``Validator.check`` when a whole reading is unusable; ``reason`` is the counted key."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -116,7 +104,7 @@ class Validator:
         wraps: dict[str, float] = {}
         for name, modulus in r.counter_wrap.items():
             if (
-                name in COUNTER_FIELDS
+                name in WRAPPING_FIELDS
                 and isinstance(modulus, int | float)
                 and not isinstance(modulus, bool)
                 and math.isfinite(modulus)
@@ -132,11 +120,12 @@ class Validator:
         return replace(r, fields=good, counter_wrap=wraps)
 
     def _field_problem(self, category: str, name: str, value: object) -> str | None:
-        if name not in FIELD_UNITS:
+        spec = FIELD_SPECS.get(name)
+        if spec is None:
             return "unknown_field"
-        if name in BOOL_FIELDS:
+        if spec.type == "bool":
             return None if isinstance(value, bool) else "bad_type"
-        if name in TEXT_FIELDS:
+        if spec.type == "text":
             if not isinstance(value, str) or not value.isprintable() or len(value) > _MAX_TEXT:
                 return "bad_type"
             return None
@@ -145,7 +134,7 @@ class Validator:
         number = float(value)
         if not math.isfinite(number):
             return "not_finite"
-        low, high = _RANGES.get(name, (-1e12, 1e12))
+        low, high = spec.low, spec.high
         if name == "power_w" and category in _NON_NEGATIVE_POWER:
             low = -self.pv_negative_tolerance_w if category == "pv" else 0.0
         if not low <= number <= high:

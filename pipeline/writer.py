@@ -33,6 +33,7 @@ from typing import Any
 
 from collector.reading import Reading
 from pipeline.counters import CounterStateFile, CounterTracker
+from pipeline.errors import PipelineError, SchemaError
 from pipeline.points import Point
 from pipeline.query import datetime_to_ns
 from pipeline.spool import Spool, SpoolFull
@@ -42,7 +43,7 @@ from pipeline.validate import RejectedReading, Validator
 log = logging.getLogger(__name__)
 
 
-class Backpressure(Exception):
+class Backpressure(PipelineError):
     """The store is unavailable and the spool refused the batch: the readings were not acknowledged."""
 
 

@@ -1,13 +1,21 @@
-"""The shared words of the policy, the store and the API.
+"""The shared words of the policy, the store and the API, and the one table of series fields.
 
 Series categories follow Smart Power System 2(2)[4] item (5) (plus ``ev`` from the EV-charging terms);
 record categories follow items (1)-(4) and (6) of the same clause.  Every package spells a category the
 same way, so a category that is not listed here is a typo, not a new kind of data.
+
+``FIELDS`` is the single table of what a series may carry: the collector's units, the pipeline's
+validation, the store columns (and the SQLite schema migrated from them) and the policy's items are all
+derived from it.  It lives here because every package may import ``seeds`` without breaking the
+layering (devices -> collector -> pipeline -> access).  Adding a field is one row; the embedded store
+adds the column the next time it opens (``pipeline.sqlite_schema``).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
 
 SERIES_CATEGORIES: Final = (
     "electricity",
@@ -36,3 +44,132 @@ PRINCIPAL_KINDS: Final = (
     "grid_operator",  # transmission/distribution operators and OCCTO (ENEX 5 joint use (1))
     "dr_aggregator",  # demand-response (negawatt) contractors (XOOM, Sobu Gas)
 )
+
+FieldType = Literal["float", "bool", "text"]
+
+# A household connection is at most a few tens of kW; 500 kW leaves room for EV fast chargers.
+_MAX_POWER_W: Final = 500_000.0
+_ANY: Final = (-1e12, 1e12)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One row of the field table.
+
+    ``unit`` is also in the name (``power_w``): a bare number without a unit is the commonest way
+    telemetry goes wrong.  ``counter``: cumulative at the source, stored as a monotonic total with the
+    meter's own value beside it as ``raw_<name>``.  ``wraps``: the device may say at which value the
+    counter rolls over (``Reading.counter_wrap``), which tells a wrap from a meter replacement.
+    ``low``/``high``: beyond these a value is a decoding error, not a measurement.  ``categories``:
+    the series that carry the field, which are also the policy's items of those categories.
+    """
+
+    name: str
+    unit: str
+    type: FieldType
+    categories: tuple[str, ...]
+    counter: bool = False
+    wraps: bool = False
+    low: float = _ANY[0]
+    high: float = _ANY[1]
+
+
+_GENERATION: Final = ("pv", "external_generation")
+_STORAGE: Final = ("battery", "ev")
+_EQUIPMENT: Final = ("pv", "battery", "external_generation", "ev")
+
+
+def _counter(name: str, unit: str, categories: tuple[str, ...], high: float = 1e13) -> FieldSpec:
+    """A cumulative register: never negative, may wrap at a modulus the device reports."""
+    return FieldSpec(name, unit, "float", categories, counter=True, wraps=True, low=0.0, high=high)
+
+
+# Order is part of the embedded store's layout (a fresh database gets its columns in this order); add
+# new rows at the end.  Power signs: electricity + import from the grid / - export; battery and ev
+# + charging.
+FIELDS: Final[tuple[FieldSpec, ...]] = (
+    FieldSpec("power_w", "W", "float", ("electricity", *_EQUIPMENT), low=-_MAX_POWER_W, high=_MAX_POWER_W),
+    _counter("energy_wh_total", "Wh", _GENERATION),  # generated
+    _counter("import_wh_total", "Wh", ("electricity",)),  # bought from the grid
+    _counter("export_wh_total", "Wh", ("electricity",)),  # sold to the grid
+    _counter("charge_wh_total", "Wh", _STORAGE),
+    _counter("discharge_wh_total", "Wh", _STORAGE),
+    FieldSpec("soc_pct", "%", "float", _STORAGE, low=0.0, high=100.0),
+    _counter("volume_l_total", "L", ("water", "gas"), high=1e12),
+    FieldSpec("current_a", "A", "float", ("electricity",), low=-2_000.0, high=2_000.0),
+    FieldSpec("voltage_v", "V", "float", ("electricity",), low=0.0, high=1_000.0),
+    FieldSpec("frequency_hz", "Hz", "float", ("electricity", "pv"), low=0.0, high=100.0),
+    FieldSpec("temperature_c", "degC", "float", ("battery",), low=-60.0, high=150.0),
+    FieldSpec("fault", "bool", "bool", _EQUIPMENT),
+    FieldSpec("running", "bool", "bool", _EQUIPMENT),
+    FieldSpec("connected", "bool", "bool", ("ev",)),
+    FieldSpec("state", "enum", "text", ("pv", "battery")),
+)
+
+FIELD_SPECS: Final = {spec.name: spec for spec in FIELDS}
+FIELD_UNITS: Final[dict[str, str]] = {spec.name: spec.unit for spec in FIELDS}
+COUNTER_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.counter)
+WRAPPING_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.wraps)
+BOOL_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.type == "bool")
+TEXT_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.type == "text")
+
+RAW_PREFIX: Final = "raw_"
+# The meter's own value kept beside each monotonic total for diagnosis (see pipeline.counters).
+RAW_FIELDS: Final = frozenset(RAW_PREFIX + name for name in COUNTER_FIELDS)
+QUERYABLE_FIELDS: Final = frozenset(FIELD_UNITS) | RAW_FIELDS
+# Everything a store keeps per point, in the embedded store's column order.
+STORED_FIELDS: Final[tuple[str, ...]] = tuple(FIELD_UNITS) + tuple(sorted(RAW_FIELDS))
+
+
+def field_type(name: str) -> FieldType:
+    """Type of any stored field (a ``raw_*`` twin is a number like its counter)."""
+    spec = FIELD_SPECS.get(name)
+    return "float" if spec is None else spec.type
+
+
+def item_of(name: str) -> str:
+    """The policy item a stored field belongs to: a ``raw_*`` twin is the same item as its counter
+    (it tells the same thing), every other field is its own item."""
+    if name.startswith(RAW_PREFIX) and name in RAW_FIELDS:
+        return name.removeprefix(RAW_PREFIX)
+    return name
+
+
+def category_items(category: str) -> tuple[str, ...]:
+    """The items (fields) a series category carries, in table order: what a grant below the category
+    level can name.  ``ValueError`` for a word that is not a series category."""
+    if category not in SERIES_CATEGORIES:
+        raise ValueError(f"{category!r} is not a series category (one of {', '.join(SERIES_CATEGORIES)})")
+    return _ITEMS[category]
+
+
+_ITEMS: Final = {c: tuple(s.name for s in FIELDS if c in s.categories) for c in SERIES_CATEGORIES}
+
+
+def check_table(fields: Sequence[FieldSpec]) -> None:
+    """The table is data that people edit: refuse at import what would corrupt a store or a grant
+    (field names become SQL column names, so they are plain lower-case ASCII identifiers)."""
+    for spec in fields:
+        unknown = set(spec.categories) - set(SERIES_CATEGORIES)
+        if unknown or not spec.categories:
+            raise ValueError(f"field {spec.name}: categories {sorted(unknown) or '()'} are not series")
+        name = spec.name
+        if not (name.isascii() and name.isidentifier() and name.islower()) or name.startswith(RAW_PREFIX):
+            raise ValueError(f"field {name!r}: lower-case ASCII identifier, not starting {RAW_PREFIX!r}")
+        if spec.counter != name.endswith("_total"):
+            raise ValueError(f"field {name}: counters, and only counters, end in '_total'")
+        if spec.wraps and not spec.counter:
+            raise ValueError(f"field {name}: only a counter wraps")
+        if spec.type != "float" and (spec.counter or (spec.low, spec.high) != _ANY):
+            raise ValueError(f"field {name}: a {spec.type} field has no range and is no counter")
+        if not spec.low < spec.high:
+            raise ValueError(f"field {name}: low must be below high")
+    names = [spec.name for spec in fields]
+    if len(set(names)) != len(names):
+        raise ValueError(f"fields listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+    empty = [c for c in SERIES_CATEGORIES if not any(c in spec.categories for spec in fields)]
+    if empty:
+        raise ValueError(f"series categories without fields: {empty}")
+
+
+check_table(FIELDS)
