@@ -1,29 +1,38 @@
 """Pipeline and store settings: one dataclass, defaults that make ``hems demo`` work with no file.
 
-Loaded from the ``[pipeline]`` table of the project TOML file; InfluxDB credentials come from the
-environment (``HEMS_INFLUX_URL``/``ORG``/``BUCKET``/``TOKEN``) so they never sit in a config file.
-When no InfluxDB URL is set, the embedded SQLite store is used.
+Loaded from the ``[pipeline]`` table of the project TOML file through the one configuration loader
+(``config``): the field types below are the check, ``Literal`` ones are closed choices.  InfluxDB
+credentials come from the environment (``HEMS_INFLUX_URL``/``ORG``/``BUCKET``/``TOKEN``) so they
+never sit in a config file.  ``store`` names a registered store (``pipeline.stores``); left empty,
+InfluxDB is used when a URL is set and the embedded SQLite store otherwise.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import config
+from config import ConfigError as ConfigError  # re-exported: the one configuration error type
+from pipeline import stores
+
+SpoolPolicy = Literal["refuse", "drop_oldest"]
+SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+SECTION = "pipeline"
 
 
-class ConfigError(ValueError):
-    """A setting has the wrong type or an impossible value; the message names the key."""
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(message, section=SECTION, key=key)
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    store: str = ""  # a registered store's name; "": InfluxDB when influx_url is set, else SQLite
     sqlite_path: str = "./var/hems.sqlite"
-    sqlite_synchronous: str = "NORMAL"
+    sqlite_synchronous: SqliteSynchronous = "NORMAL"
     counter_state_path: str = "./var/counter_state.sqlite"
     influx_url: str | None = None
     influx_org: str | None = None
@@ -34,70 +43,68 @@ class PipelineConfig:
     spool_dir: str = "./var/spool"
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_segment_bytes: int = 4 * 1024 * 1024
-    spool_policy: str = "refuse"
+    spool_policy: SpoolPolicy = "refuse"
     max_future_skew_s: float = 300.0
     raw_days: int = 30
     hourly_days: int = 400
     daily_days: int | None = None  # None: keep daily rollups forever
+    # ``[pipeline.store_options]``: settings of a store added by registration, which checks them itself
+    # (``config.build(ItsSettings, cfg.store_options, section="pipeline.store_options")``).
+    store_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.store and self.store not in stores.names():
+            raise _fail("store", f"unknown store {self.store!r}; registered: {', '.join(stores.names())}")
         if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
+            raise _fail("batch_size", "must be >= 1")
         if self.max_delay_s <= 0:
-            raise ConfigError("max_delay_s must be > 0")
+            raise _fail("max_delay_s", "must be > 0")
         if self.spool_policy not in ("refuse", "drop_oldest"):
-            raise ConfigError("spool_policy must be 'refuse' or 'drop_oldest'")
+            raise _fail("spool_policy", "must be 'refuse' or 'drop_oldest'")
         if self.spool_max_bytes < self.spool_segment_bytes:
-            raise ConfigError("spool_max_bytes must be >= spool_segment_bytes")
-        if self.raw_days < 1 or self.hourly_days < 1:
-            raise ConfigError("raw_days and hourly_days must be >= 1")
+            raise _fail("spool_max_bytes", "must be >= spool_segment_bytes")
+        for key in ("raw_days", "hourly_days"):
+            if getattr(self, key) < 1:
+                raise _fail(key, "must be >= 1")
         if self.daily_days is not None and self.daily_days < 1:
-            raise ConfigError("daily_days must be >= 1 or absent")
+            raise _fail("daily_days", "must be >= 1 or absent")
 
     @property
     def use_influx(self) -> bool:
-        return bool(self.influx_url)
+        return self.store_name == "influx"
+
+    @property
+    def store_name(self) -> str:
+        """The store these settings select (see the module docstring)."""
+        return self.store or ("influx" if self.influx_url else "sqlite")
 
     @property
     def max_future_skew(self) -> timedelta:
         return timedelta(seconds=self.max_future_skew_s)
 
     @classmethod
-    def from_mapping(cls, table: Mapping[str, Any], env: Mapping[str, str] | None = None) -> PipelineConfig:
+    def from_mapping(
+        cls, table: Mapping[str, Any], env: Mapping[str, str] | None = None, *, file: str | None = None
+    ) -> PipelineConfig:
         """Build from a TOML table; environment variables override the InfluxDB settings."""
         env = os.environ if env is None else env
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            if key not in known:
-                raise ConfigError(f"unknown pipeline setting {key!r}")
-            default = getattr(cls, key, None)
-            if (
-                default is not None
-                and not isinstance(value, type(default))
-                and not (
-                    isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
-                )
-            ):
-                raise ConfigError(f"{key}: expected {type(default).__name__}, got {type(value).__name__}")
-            values[key] = value
+        values = config.settings(cls, table, file=file, section=SECTION)
         for key in ("url", "org", "bucket", "token"):
             env_value = env.get(f"HEMS_INFLUX_{key.upper()}")
             if env_value:
                 values[f"influx_{key}"] = env_value
-        return cls(**values)
+        return config.build(cls, {}, file=file, section=SECTION, **values)
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
     ) -> PipelineConfig:
-        """Read the ``[pipeline]`` table of ``path`` (missing file or table: all defaults)."""
-        table: Mapping[str, Any] = {}
-        if path is not None and Path(path).exists():
-            with open(path, "rb") as fh:
-                doc = tomllib.load(fh)
-            raw = doc.get("pipeline", {})
-            if not isinstance(raw, dict):
-                raise ConfigError("[pipeline] must be a table")
-            table = raw
-        return cls.from_mapping(table, env)
+        """The ``[pipeline]`` table of ``path`` (no path: all defaults; a path that cannot be read is
+        a ``ConfigError``, never silently the defaults)."""
+        return cls.from_config_file(config.read(path), env)
+
+    @classmethod
+    def from_config_file(
+        cls, cfile: config.ConfigFile, env: Mapping[str, str] | None = None
+    ) -> PipelineConfig:
+        return cls.from_mapping(cfile.section(SECTION), env, file=cfile.path)

@@ -46,6 +46,7 @@ from pipeline.lineproto import LineEncoder
 from pipeline.points import Point
 from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, SeriesQuery
 from pipeline.store import StoreUnavailable
+from pipeline.stores import StorePlugin
 
 # Statuses after which the same request may succeed later.
 _RETRYABLE: Final = frozenset({408, 429, 500, 502, 503, 504})
@@ -296,6 +297,12 @@ class InfluxStore:
         answers), so nothing derived from a query is ever reused."""
         return None
 
+    async def open(self) -> None:
+        """Nothing to prepare: InfluxDB has no schema to migrate (a field is typed at its first write)
+        and an unreachable server is an outage the writer spools through, not a reason not to start."""
+        if self._closed:
+            raise StoreUnavailable("InfluxDB store is closed")
+
     async def ping(self) -> bool:
         if self._closed:
             return False
@@ -489,3 +496,7 @@ def shape_windows(frame: pl.DataFrame, q: SeriesQuery) -> pl.DataFrame:
         cols.append(col.cast(dtype).alias(name))
     out = frame.select(cols).sort(["household", "device", "time"])
     return out.cast(schema)  # type: ignore[arg-type]
+
+
+# Downsampling runs as InfluxDB tasks (``pipeline.influx_retention.setup_retention``): no job here.
+STORE: Final = StorePlugin(open=InfluxStore.from_config, describe=lambda cfg: cfg.influx_url or "InfluxDB")

@@ -17,14 +17,18 @@ import logging
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
+from pipeline.config import PipelineConfig
 from pipeline.query import TEXT_FIELDS, datetime_to_ns
 from pipeline.rollup import DAY_NS, LEVELS, long_partials, raw_floor
-from pipeline.sqlite_store import FIELD_COLUMNS, SQLiteStore
+from pipeline.sqlite_schema import FIELD_COLUMNS
 from pipeline.store import StoreUnavailable
+
+if TYPE_CHECKING:  # the store runs these jobs as its maintenance (``pipeline.stores``)
+    from pipeline.sqlite_store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,10 @@ class RetentionPolicy:
     hourly_days: int = 400
     daily_days: int | None = None
     lookback: timedelta = timedelta(days=2)
+
+
+def retention_policy(cfg: PipelineConfig) -> RetentionPolicy:
+    return RetentionPolicy(raw_days=cfg.raw_days, hourly_days=cfg.hourly_days, daily_days=cfg.daily_days)
 
 
 @dataclass

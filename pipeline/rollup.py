@@ -24,15 +24,6 @@ HOUR_NS: Final = 3600 * 1_000_000_000
 DAY_NS: Final = 24 * HOUR_NS
 LEVELS: Final[dict[str, int]] = {"hour": HOUR_NS, "day": DAY_NS}
 
-ROLLUP_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS rollups ("
-    "household TEXT NOT NULL, measurement TEXT NOT NULL, level TEXT NOT NULL, bucket_ns INTEGER NOT NULL, "
-    "device TEXT NOT NULL, field TEXT NOT NULL, n INTEGER NOT NULL, total REAL, min REAL, max REAL, "
-    "first REAL, first_ts INTEGER, last REAL, last_ts INTEGER, "
-    "PRIMARY KEY (household, measurement, level, bucket_ns, device, field)) WITHOUT ROWID"
-)
-META_SCHEMA: Final = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
-
 _PARTIAL_KEYS: Final = ["household", "device", "window", "field"]
 
 

@@ -14,6 +14,10 @@ Outage semantics: the database is created on first open only.  After that, if th
 is replaced (volume unmounted, directory moved or deleted) or SQLite reports an I/O-level error,
 writes raise ``StoreUnavailable`` instead of silently writing into an orphaned inode or a fresh
 empty file; when the same file is back, writes resume.
+
+Schema: derived from the field table, versioned and migrated on open (``pipeline.sqlite_schema``).
+SQL that does not fit the file (no such column or table) raises ``SchemaError``: a bug or a file
+this code must not use, which waiting will not fix, so it is never reported as an outage.
 """
 
 from __future__ import annotations
@@ -34,14 +38,14 @@ from typing import Any, Final, TypeVar
 
 import polars as pl
 
-from collector.reading import FIELD_UNITS
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError, SchemaError
 from pipeline.frames import raw_result_from_rows, shape_result
 from pipeline.points import Point
-from pipeline.query import BOOL_FIELDS, RAW_FIELDS, TEXT_FIELDS, SeriesQuery
+from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, SeriesQuery
+from pipeline.retention import retention_loop, retention_policy
 from pipeline.rollup import (
     LEVELS,
-    META_SCHEMA,
-    ROLLUP_SCHEMA,
     combine,
     finish,
     level_for,
@@ -49,38 +53,22 @@ from pipeline.rollup import (
     raw_floor,
     read_rollups,
 )
-from pipeline.store import StoreUnavailable
+from pipeline.sqlite_schema import FIELD_COLUMNS as FIELD_COLUMNS  # re-exported: the store's columns
+from pipeline.sqlite_schema import ensure_schema, refuse_newer, schema_problem
+from pipeline.store import Store, StoreUnavailable
+from pipeline.stores import StorePlugin
 
-# Column order is fixed: it is part of the on-disk schema.  Names come only from this whitelist, so
-# the SQL text never contains a caller-supplied string.
-FIELD_COLUMNS: Final[tuple[str, ...]] = tuple(FIELD_UNITS) + tuple(sorted(RAW_FIELDS))
+# Names come only from this whitelist, so the SQL text never contains a caller-supplied string.
 _FIELD_SET: Final = frozenset(FIELD_COLUMNS)
 T = TypeVar("T")
 _KEY_ORDER: Final = itemgetter(0, 1, 2, 3)
-
-
-def _sql_type(name: str) -> str:
-    if name in BOOL_FIELDS:
-        return "INTEGER"
-    if name in TEXT_FIELDS:
-        return "TEXT"
-    return "REAL"
-
-
-_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS points ("
-    "household TEXT NOT NULL, measurement TEXT NOT NULL, ts_ns INTEGER NOT NULL, "
-    "device TEXT NOT NULL, source TEXT NOT NULL, "
-    + ", ".join(f"{c} {_sql_type(c)}" for c in FIELD_COLUMNS)
-    + ", PRIMARY KEY (household, measurement, ts_ns, device)) WITHOUT ROWID"
-)
 _KEY_SQL: Final = "household, measurement, ts_ns, device"
 _COL_INDEX: Final = {name: i for i, name in enumerate(FIELD_COLUMNS)}
 # Errors that mean "the database cannot be used right now" rather than "this data is wrong".
 _OUTAGE_ERRORS: Final = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
 
 
-class UnknownFieldError(ValueError):
+class UnknownFieldError(PipelineError, ValueError):
     """A point carries a field the schema does not know; validation should have dropped it."""
 
 
@@ -186,14 +174,18 @@ class SQLiteStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             uri = self.path.resolve().as_uri() + ("?mode=rwc" if first_open else "?mode=rw")
             conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
+            refuse_newer(conn, self.path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute(_SCHEMA)
-            conn.execute(ROLLUP_SCHEMA)
-            conn.execute(META_SCHEMA)
-        except _OUTAGE_ERRORS as exc:
-            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+            ensure_schema(conn, self.path)
+        except (SchemaError, *_OUTAGE_ERRORS) as exc:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            if isinstance(exc, SchemaError):
+                raise
+            raise self._failure(f"cannot open SQLite database {self.path}", exc) from exc
         with self._id_lock:
             ident = self._file_identity()
             if self._identity is None:
@@ -204,6 +196,14 @@ class SQLiteStore:
             self._all_conns.append(conn)
         self._local.conn = conn
         return conn
+
+    def _failure(self, what: str, exc: BaseException) -> PipelineError:
+        """The error to raise for a SQLite failure: ``SchemaError`` when the SQL does not fit the file
+        (waiting cannot fix it), else ``StoreUnavailable`` (the connection is dropped and reopened)."""
+        if schema_problem(exc):
+            return SchemaError(f"{what}: {exc} (schema of {self.path})")
+        self._drop_conn()
+        return StoreUnavailable(f"{what}: {exc}")
 
     def _write_sync(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> None:
         self._check_file()
@@ -218,8 +218,7 @@ class SQLiteStore:
                 raise
             conn.execute("COMMIT")
         except _OUTAGE_ERRORS as exc:
-            self._drop_conn()
-            raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+            raise self._failure("SQLite write failed", exc) from exc
 
     def _raw_sql(self, q: SeriesQuery, start_ns: int, stop_ns: int) -> tuple[str, list[Any]]:
         fields = q.fields  # validated against the whitelist by SeriesQuery
@@ -271,8 +270,7 @@ class SQLiteStore:
                 return raw_result_from_rows(rows, q)
             raw = self._fetch_raw(conn, q, q.start_ns, q.stop_ns)
         except _OUTAGE_ERRORS as exc:
-            self._drop_conn()
-            raise StoreUnavailable(f"SQLite query failed: {exc}") from exc
+            raise self._failure("SQLite query failed", exc) from exc
         return shape_result(raw, q)
 
     def _query_with_rollups(
@@ -346,6 +344,17 @@ class SQLiteStore:
             return None
         return int(row[0])
 
+    async def open(self) -> None:
+        """Create or migrate the file now (``SchemaError`` for one from a newer release)."""
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+
+        def connect() -> None:
+            self._check_file()
+            self._conn()
+
+        await asyncio.get_running_loop().run_in_executor(self._writer, connect)
+
     async def ping(self) -> bool:
         if self._closed:
             return False
@@ -355,7 +364,7 @@ class SQLiteStore:
             try:
                 self._check_file()
                 self._conn().execute("SELECT 1").fetchone()
-            except (StoreUnavailable, *_OUTAGE_ERRORS):
+            except (StoreUnavailable, SchemaError, *_OUTAGE_ERRORS):
                 return False
             return True
 
@@ -378,8 +387,7 @@ class SQLiteStore:
                 conn.execute("COMMIT")
                 return result
             except _OUTAGE_ERRORS as exc:
-                self._drop_conn()
-                raise StoreUnavailable(f"SQLite maintenance failed: {exc}") from exc
+                raise self._failure("SQLite maintenance failed", exc) from exc
 
         loop = asyncio.get_running_loop()
         try:
@@ -404,3 +412,16 @@ class SQLiteStore:
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+async def _retention(store: Store, cfg: PipelineConfig) -> None:
+    if not isinstance(store, SQLiteStore):
+        raise TypeError(f"SQLite retention needs a SQLiteStore, got {type(store).__name__}")
+    await retention_loop(store, retention_policy(cfg))
+
+
+STORE: Final = StorePlugin(
+    open=lambda cfg: SQLiteStore(cfg.sqlite_path, synchronous=cfg.sqlite_synchronous),
+    maintain=_retention,
+    describe=lambda cfg: cfg.sqlite_path,
+)

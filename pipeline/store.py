@@ -1,8 +1,8 @@
 """What the pipeline needs from a time-series store, whichever one is configured.
 
-Both the embedded SQLite store and the InfluxDB store implement this; the writer only ever sees
-``StoreUnavailable`` (retry later, spool meanwhile) versus any other exception (a bug or bad data,
-which must not be retried forever).
+Every registered store (``pipeline.stores``) implements this, and the conformance suite holds each
+to it; the writer only ever sees ``StoreUnavailable`` (retry later, spool meanwhile) versus any other
+exception (a bug, bad data or a schema that does not fit, which must not be retried forever).
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ class StoreUnavailable(PipelineError):
 
 @runtime_checkable
 class Store(Protocol):
+    async def open(self) -> None:
+        """Connect now and make the store ready for this code's data (the embedded store creates or
+        migrates its schema).  Raises ``SchemaError`` for a store this code must not write to (a
+        database from a newer release) and ``StoreUnavailable`` when it cannot be reached (a caller
+        may start anyway and spool).  Optional for callers: every other method opens lazily."""
+        ...
+
     async def write(self, points: Sequence[Point]) -> None:
         """Persist ``points``; idempotent per (measurement, household, device, ts_ns).
 

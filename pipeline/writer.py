@@ -11,7 +11,8 @@ If neither is possible -- store down and spool full under the ``refuse`` policy 
 are reported in the returned ``SubmitResult`` and counted; they are never acknowledged as stored.
 
 A store error that is not ``StoreUnavailable`` means the store refuses the data itself (a bug
-upstream); it is raised to the submitters rather than spooled, since a retry cannot succeed.
+upstream, or a ``SchemaError``: a schema that does not fit); it is counted by kind, logged and raised
+to the submitters rather than spooled, since a retry cannot succeed.
 
 While the spool holds anything, new batches are appended behind it rather than written directly, and
 a background task replays the spool oldest first; this keeps the store receiving data in arrival
@@ -283,6 +284,9 @@ class Pipeline:
             await self._to_spool(points)
             self._replay_wakeup.set()
             return
+        except Exception as exc:
+            self._note_failure(exc)
+            raise
         self.stats.points_written += len(points)
         self.stats.batches_written += 1
 
@@ -295,6 +299,10 @@ class Pipeline:
         if isinstance(exc, StoreUnavailable):
             self.stats.store_failures["unavailable"] += 1
             log.warning("store unavailable: %s", exc)
+        elif isinstance(exc, SchemaError):
+            # Not an outage either: the store's schema does not fit this code; fix it, do not wait.
+            self.stats.store_failures["schema"] += 1
+            log.error("store schema error, batch refused: %s", exc)
         else:
             # Not an outage but a refusal of this data (a bug upstream): retrying cannot help.
             self.stats.store_failures["error"] += 1

@@ -311,3 +311,15 @@ def influx_bucket(influxdb: InfluxServer, request: pytest.FixtureRequest) -> Ite
         if not influxdb.running:  # a test that stopped the server must not leak its bucket
             influxdb.start()
         influxdb.delete_bucket(bucket_id)
+
+
+@pytest.fixture
+def influxdb_settings(influxdb: InfluxServer, influx_bucket: str) -> dict[str, str]:
+    """``[pipeline]`` settings that select this server and a fresh bucket (the store conformance
+    suite opens every store that names the ``influxdb`` service with these)."""
+    return {
+        "influx_url": influxdb.url,
+        "influx_org": influxdb.org,
+        "influx_bucket": influx_bucket,
+        "influx_token": influxdb.token,
+    }

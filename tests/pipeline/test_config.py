@@ -11,11 +11,19 @@ from pipeline.factory import open_pipeline, open_store, retention_policy
 from pipeline.sqlite_store import SQLiteStore
 
 
-def test_defaults_need_no_file(tmp_path: Path) -> None:
-    cfg = PipelineConfig.load(tmp_path / "absent.toml", env={})
+def test_defaults_need_no_file() -> None:
+    cfg = PipelineConfig.load(None, env={})
     assert cfg.sqlite_path == "./var/hems.sqlite"
     assert not cfg.use_influx
     assert cfg.raw_days == 30 and cfg.hourly_days == 400 and cfg.daily_days is None
+
+
+def test_a_named_file_that_is_missing_is_an_error_not_the_defaults(tmp_path: Path) -> None:
+    """The bug: ``--config typo.toml`` silently meant every default (and served ./var/hems.sqlite)."""
+    missing = tmp_path / "typo.toml"
+    with pytest.raises(ConfigError, match="cannot read") as info:
+        PipelineConfig.load(missing, env={})
+    assert info.value.file == str(missing)
 
 
 def test_toml_table_and_env_override(tmp_path: Path) -> None:
@@ -37,6 +45,10 @@ def test_toml_table_and_env_override(tmp_path: Path) -> None:
         ({"batch_size": "10"}, "batch_size"),
         ({"batch_size": 0}, "batch_size"),
         ({"spool_policy": "drop_newest"}, "spool_policy"),
+        ({"influx_url": 42}, "influx_url"),  # the bug: a None default skipped the type check
+        ({"daily_days": "7"}, "daily_days"),
+        ({"sqlite_synchronous": "SOMETIMES"}, "sqlite_synchronous"),
+        ({"store": "cassandra"}, "store"),
     ],
 )
 def test_bad_settings_name_the_key(table: dict[str, object], key: str) -> None:

@@ -1,8 +1,12 @@
-"""One set of cases, run against both stores (embedded SQLite and a real InfluxDB 2.x), plus a check
-that both return *identical* frames for the same data and queries.
+"""One set of cases, run against every registered store (``pipeline.stores``: the embedded SQLite
+store, a real InfluxDB 2.x, and whatever else is registered when the suite is collected), plus a
+check that each returns frames *identical* to the SQLite store's for the same data and queries.
 
-The InfluxDB half needs the ``influxd`` binary (``scripts/influxdb.sh``); without it those cases are
-reported as skipped by the ``influxdb`` fixture, never passed.
+Stores are picked up by registration, never listed here: each is opened from ``PipelineConfig`` the
+way ``hems`` opens it.  A store that needs an outside server names it (``Registration.service``);
+its cases carry that pytest marker and take the server's settings from the ``<service>_settings``
+fixture.  The InfluxDB cases need the ``influxd`` binary (``scripts/influxdb.sh``); without it they
+are reported as skipped by the ``influxdb`` fixture, never passed.
 """
 
 from __future__ import annotations
@@ -17,13 +21,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from pipeline import stores
+from pipeline.config import PipelineConfig
 from pipeline.frames import result_schema
-from pipeline.influx_store import InfluxStore
 from pipeline.points import Point
 from pipeline.query import QueryError, SeriesQuery
-from pipeline.sqlite_store import SQLiteStore
 from pipeline.store import Store
-from tests.influx_server import InfluxServer
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 NS = 1_000_000_000
@@ -46,22 +49,33 @@ def q(**kw: Any) -> SeriesQuery:
     return SeriesQuery(**args)
 
 
-async def _sqlite(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "conformance.sqlite")
+def _param(registration: stores.Registration) -> Any:
+    marks = () if registration.service is None else (getattr(pytest.mark, registration.service),)
+    return pytest.param(registration, marks=marks, id=registration.name)
 
 
-def _influx(server: InfluxServer, bucket: str) -> InfluxStore:
-    return InfluxStore(server.url, server.org, bucket, server.token, batch_points=500)
+ALL_STORES = [_param(r) for r in stores.registered()]
+SQLITE = next(r for r in stores.registered() if r.name == "sqlite")  # the reference the others match
+OTHER_STORES = [_param(r) for r in stores.registered() if r is not SQLITE]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("influx", marks=pytest.mark.influxdb)])
+async def _open(registration: stores.Registration, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The store as ``hems`` opens it: from settings, through the registry."""
+    settings: dict[str, Any] = {
+        "store": registration.name,
+        "sqlite_path": str(tmp_path / f"conformance-{registration.name}.sqlite"),
+        "batch_size": 500,
+    }
+    if registration.service is not None:
+        settings.update(request.getfixturevalue(f"{registration.service}_settings"))
+    s = stores.open_store(PipelineConfig.from_mapping(settings, env={}))
+    await s.open()
+    return s
+
+
+@pytest.fixture(params=ALL_STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store
-    if request.param == "sqlite":
-        s = await _sqlite(tmp_path)
-    else:
-        server = request.getfixturevalue("influxdb")
-        s = _influx(server, request.getfixturevalue("influx_bucket"))
+    s = await _open(request.param, request, tmp_path)
     yield s
     await s.close()
 
@@ -294,24 +308,22 @@ CROSS_QUERIES: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.influxdb
-async def test_both_stores_return_identical_frames(
-    tmp_path: Path,
-    influxdb: InfluxServer,
-    influx_bucket: str,
+@pytest.mark.parametrize("registration", OTHER_STORES)
+async def test_every_store_returns_frames_identical_to_sqlite(
+    tmp_path: Path, request: pytest.FixtureRequest, registration: stores.Registration
 ) -> None:
-    sqlite = await _sqlite(tmp_path)
-    influx = _influx(influxdb, influx_bucket)
+    sqlite = await _open(SQLITE, request, tmp_path)
+    other = await _open(registration, request, tmp_path)
     try:
         data = _dataset()
         await sqlite.write(data)
-        await influx.write(data)
+        await other.write(data)
         for kw in CROSS_QUERIES:
             query = q(**kw)
             a = await sqlite.query(query)
-            b = await influx.query(query)
+            b = await other.query(query)
             assert_frame_equal(a, b, check_exact=True)
             assert a.height > 0 or kw["fields"] == ("soc_pct",), kw
     finally:
         await sqlite.close()
-        await influx.close()
+        await other.close()
