@@ -1,7 +1,9 @@
 """Which devices to poll and how often: from one TOML file or from the manifest ``hems devices`` writes.
 
 Both sources end up as the same frozen ``CollectorConfig`` so nothing downstream cares where a
-device came from.  Every problem is reported as ``ConfigError`` naming the file and the key path
+device came from.  The file is read and the ``[collector]`` options are checked by the one
+configuration loader (``config``: the option types are ``CollectorConfig``'s field types); every
+problem is reported as its ``ConfigError`` naming the file and the key path
 (``households[3].devices[1].unit_id``), because "invalid config" without a location costs an
 installer an afternoon.
 
@@ -27,12 +29,12 @@ TOML layout (every key but the household id, address and the device list is opti
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import config
 from collector.errors import ConfigError
 from devices.echonet.frame import EOJ, PORT, FrameError
 from seeds.vocabulary import SERIES_CATEGORIES
@@ -91,13 +93,10 @@ class CollectorConfig:
         return replace(self, **changes)
 
 
-# The settable options are the fields with a default, typed by it (a float also takes an int), the
-# way ``PipelineConfig.from_mapping`` checks its own.
-_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    f.name: (int, float) if isinstance(f.default, float) else type(f.default)
-    for f in fields(CollectorConfig)
-    if f.default is not MISSING and f.name != "source"
-}
+# The settable options: every field but the device list and the file name (their types are the check).
+_NOT_OPTIONS = ("devices", "source")
+# [collector] keys that are defaults for the devices rather than options of the collector.
+_INTERVALS: dict[str, Any] = {"power_interval_s": float, "counter_interval_s": float}
 
 
 class _Ctx:
@@ -105,27 +104,16 @@ class _Ctx:
         self.source = source
 
     def fail(self, where: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {where}: {message}")
+        section, _, key = where.rpartition(".")
+        return ConfigError(message, file=self.source, section=section or None, key=key)
 
-    def get(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        where: str,
-        kind: type | tuple[type, ...],
-        default: Any = ...,
-    ) -> Any:
+    def get(self, table: Mapping[str, Any], key: str, where: str, kind: Any, default: Any = ...) -> Any:
+        """``table[key]`` checked against ``kind`` (a type the loader knows: ``float`` takes any number)."""
         if key not in table:
             if default is ...:
                 raise self.fail(f"{where}.{key}" if where else key, "missing")
             return default
-        value = table[key]
-        if isinstance(value, bool) and kind in (int, (int, float)):
-            raise self.fail(f"{where}.{key}", f"expected a number, got {value!r}")
-        if not isinstance(value, kind):
-            name = kind.__name__ if isinstance(kind, type) else "number"
-            raise self.fail(f"{where}.{key}" if where else key, f"expected {name}, got {value!r}")
-        return value
+        return config.check_value(table[key], kind, file=self.source, section=where or None, key=key)
 
     def positive(self, value: float, where: str) -> float:
         if not value > 0:
@@ -134,17 +122,13 @@ class _Ctx:
 
 
 def _options(ctx: _Ctx, table: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in table:
-        if key in ("power_interval_s", "counter_interval_s"):
-            continue
-        kind = _OPTION_TYPES.get(key)
-        if kind is None:
-            raise ctx.fail(f"collector.{key}", f"unknown option; known: {sorted(_OPTION_TYPES)}")
-        out[key] = ctx.get(table, key, "collector", kind)
-        if kind == (int, float) or kind is int:
-            ctx.positive(out[key], f"collector.{key}")
-    return out
+    out = config.settings(
+        CollectorConfig, table, file=ctx.source, section="collector", exclude=_NOT_OPTIONS, extra=_INTERVALS
+    )
+    for key, value in out.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            ctx.positive(value, f"collector.{key}")
+    return {k: v for k, v in out.items() if k not in _INTERVALS}
 
 
 def _device(
@@ -162,11 +146,9 @@ def _device(
     category = ctx.get(d, "category", where, str)
     if category not in CATEGORIES:
         raise ctx.fail(f"{where}.category", f"unknown category {category!r}; known: {sorted(CATEGORIES)}")
-    power_iv = ctx.positive(
-        ctx.get(d, "interval_s", where, (int, float), defaults["power"]), f"{where}.interval_s"
-    )
+    power_iv = ctx.positive(ctx.get(d, "interval_s", where, float, defaults["power"]), f"{where}.interval_s")
     counter_iv = ctx.positive(
-        ctx.get(d, "counter_interval_s", where, (int, float), defaults["counter"]),
+        ctx.get(d, "counter_interval_s", where, float, defaults["counter"]),
         f"{where}.counter_interval_s",
     )
     interval = counter_iv if category in COUNTER_ONLY and "interval_s" not in d else power_iv
@@ -207,17 +189,11 @@ def _device(
 def from_toml_dict(data: Mapping[str, Any], source: str = "<toml>") -> CollectorConfig:
     ctx = _Ctx(source)
     coll = ctx.get(data, "collector", "", dict, {})
+    options = _options(ctx, coll)  # checks the intervals too
     defaults = {
-        "power": ctx.positive(
-            ctx.get(coll, "power_interval_s", "collector", (int, float), POWER_INTERVAL_S),
-            "collector.power_interval_s",
-        ),
-        "counter": ctx.positive(
-            ctx.get(coll, "counter_interval_s", "collector", (int, float), COUNTER_INTERVAL_S),
-            "collector.counter_interval_s",
-        ),
+        "power": float(coll.get("power_interval_s", POWER_INTERVAL_S)),
+        "counter": float(coll.get("counter_interval_s", COUNTER_INTERVAL_S)),
     }
-    options = _options(ctx, coll)
     homes = ctx.get(data, "households", "", list)
     devices: list[DeviceConfig] = []
     for i, home in enumerate(homes):
@@ -283,30 +259,24 @@ def _finish(ctx: _Ctx, devices: list[DeviceConfig], options: dict[str, Any], sou
         if d.key in seen:
             raise ctx.fail(d.key, "device listed twice")
         seen.add(d.key)
-    unknown = set(options) - set(_OPTION_TYPES)
-    if unknown:
-        raise ctx.fail("options", f"unknown {sorted(unknown)}")
-    return CollectorConfig(devices=tuple(devices), source=source, **options)
+    checked = config.settings(CollectorConfig, options, file=source, section="options", exclude=_NOT_OPTIONS)
+    return CollectorConfig(devices=tuple(devices), source=source, **checked)
 
 
 def load(path: str | Path, **options: Any) -> CollectorConfig:
     """A ``.toml`` collector config, or a ``.json`` manifest from ``hems devices``."""
     p = Path(path)
+    if p.suffix.lower() != ".json":
+        cfg = from_toml_dict(config.read(p).doc, str(p))
+        return cfg.with_options(**options) if options else cfg
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from exc
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{p}: not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a manifest is a JSON object")
-        return from_manifest(data, str(p), **options)
+        raise ConfigError(f"cannot read: {exc}", file=str(p)) from exc
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not TOML: {exc}") from exc
-    cfg = from_toml_dict(data, str(p))
-    return cfg.with_options(**options) if options else cfg
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not JSON: {exc}", file=str(p)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("a manifest is a JSON object", file=str(p))
+    return from_manifest(data, str(p), **options)

@@ -6,13 +6,12 @@ know whether a timeout came from a UDP datagram that never arrived or a Modbus T
 
 from __future__ import annotations
 
+from config import ConfigError as ConfigError  # the one configuration error type, shared by every package
+
 
 class CollectorError(Exception):
-    """Base of every error the collector raises on purpose."""
-
-
-class ConfigError(CollectorError):
-    """The configuration (TOML or manifest) is unusable; the message names the file and the key."""
+    """Base of every error the collector raises on purpose (a configuration error is the shared
+    ``ConfigError``: the file is one, so is its error type)."""
 
 
 class PollError(CollectorError):

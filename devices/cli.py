@@ -1,4 +1,8 @@
-"""``hems devices``: run a fleet of emulated homes until interrupted, and write its manifest."""
+"""``hems devices``: run a fleet of emulated homes until interrupted, and write its manifest.
+
+Options may also come from the ``[devices]`` section of ``--config`` (flags win), read by the one
+configuration loader (``config``, a leaf package: the emulator still imports nothing else of ours).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
+import config
 from devices.fleet import Fleet, FleetError
 from devices.sunspec.server import DEFAULT_MODBUS_PORT
 
@@ -63,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="first two octets of the homes' loopback addresses (home i at PREFIX.{i//250}.{i%%250+1})",
     )
     p.add_argument("--duration", type=_non_negative, default=None, help="stop after this many wall seconds")
+    p.add_argument("--config", default=None, help="TOML file whose [devices] section sets these options")
     return p
 
 
@@ -111,7 +117,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args, _ = config.parse_args_with_config(build_parser(), argv, "devices")
+    except config.ConfigError as exc:
+        print(f"hems devices: {exc}", file=sys.stderr)
+        return 2
     if args.homes < 1:
         print("hems devices: --homes must be >= 1", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
 """The ``hems`` command: one entry point that hands each subcommand to the package that owns it.
 
 Each package keeps its own argument parser (``<package>.cli.main(argv) -> int``) so that adding an
-option never means editing a central file owned by someone else.
+option never means editing a central file owned by someone else.  An error a command raises on
+purpose (``hems.errors.KNOWN_ERRORS``: a bad setting, a store schema from a newer release, a spool in
+use) becomes one line and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+
+from hems.errors import KNOWN_ERRORS
 
 # subcommand -> (module with ``main(argv)``, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -41,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[name][0])
     # access.cli serves several top-level commands; it receives the command name first.
     forwarded = [name, *rest] if SUBCOMMANDS[name][0] == "access.cli" else rest
-    result: int = module.main(forwarded)
+    try:
+        result: int = module.main(forwarded)
+    except KNOWN_ERRORS as exc:
+        print(f"hems {name}: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

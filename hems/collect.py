@@ -17,15 +17,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from collector.cli import add_collector_arguments, config_from_args
-from collector.errors import ConfigError as CollectorConfigError
 from collector.reading import Reading
 from collector.runner import Collector
+from config import ConfigError
 from hems import loop as hems_loop
-from pipeline.config import ConfigError as PipelineConfigError
+from pipeline import stores
 from pipeline.config import PipelineConfig
-from pipeline.factory import open_pipeline, open_store, retention_policy
-from pipeline.retention import retention_loop
-from pipeline.sqlite_store import SQLiteStore
+from pipeline.errors import PipelineError
+from pipeline.factory import open_pipeline
+from pipeline.store import StoreUnavailable
 from pipeline.writer import Backpressure, Pipeline
 
 log = logging.getLogger("hems.collect")
@@ -47,7 +47,10 @@ async def _submit_until_durable(
     pipeline: Pipeline, batch: list[Reading], stats: PumpStats, stopping: asyncio.Event
 ) -> None:
     """Hand a batch over, retrying on backpressure instead of dropping it: while the store is down and
-    the spool is full, holding readings here slows the collector (visible as lateness), loses nothing."""
+    the spool is full, holding readings here slows the collector (visible as lateness), loses nothing.
+
+    Any other pipeline error is a refusal a retry cannot fix (a store schema that does not fit): the
+    pipeline has counted and logged it; here the batch is counted as not acknowledged."""
     delay = 0.5
     while True:
         try:
@@ -62,6 +65,10 @@ async def _submit_until_durable(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
             continue
+        except PipelineError as exc:
+            stats.unacknowledged += len(batch)
+            log.error("pipeline refused %d readings: %s", len(batch), exc)
+            return
         stats.submitted += len(batch)
         stats.accepted += result.accepted
         stats.rejected += len(result.rejected)
@@ -154,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def under_data_dir(cfg: PipelineConfig, data_dir: str | os.PathLike[str]) -> PipelineConfig:
-    """``cfg`` with the embedded store, counter state and spool laid out under ``data_dir``."""
+    """``cfg`` with the embedded store, counter state and spool laid out under ``data_dir``, unless
+    the configuration chose the store's file itself (then its paths are kept as given)."""
+    if cfg.sqlite_path != PipelineConfig.sqlite_path:
+        return cfg
     data = Path(data_dir)
     return replace(
         cfg,
@@ -169,9 +179,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
     The token is deliberately not a flag (it would show in ``ps``): it comes from $HEMS_INFLUX_TOKEN.
     """
-    cfg = PipelineConfig.load(args.config if args.config else None)
-    if cfg.sqlite_path == PipelineConfig.sqlite_path:
-        cfg = under_data_dir(cfg, args.data_dir)
+    cfg = under_data_dir(PipelineConfig.load(args.config if args.config else None), args.data_dir)
     flags = {
         "influx_url": args.influx_url,
         "influx_org": args.influx_org,
@@ -179,7 +187,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     }
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v})
     if cfg.use_influx and not (cfg.influx_org and cfg.influx_bucket and cfg.influx_token):
-        raise PipelineConfigError(
+        raise ConfigError(
             "InfluxDB needs an org, a bucket and a token: --influx-org/--influx-bucket (or HEMS_INFLUX_ORG/"
             "HEMS_INFLUX_BUCKET) and HEMS_INFLUX_TOKEN"
         )
@@ -190,21 +198,22 @@ async def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     cfg = pipeline_config(args)
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg)
+    store = stores.open_store(cfg)
+    try:
+        await store.open()  # a store schema from a newer release stops here, before any polling
+    except StoreUnavailable as exc:
+        log.warning("store unavailable at start, spooling until it returns: %s", exc)
     pipeline = open_pipeline(cfg, store)
     await pipeline.start()
     collector = Collector(config)
     await collector.start()
     stopping = asyncio.Event()
     hems_loop.stop_on_signals(stopping)
-    retention = (
-        asyncio.create_task(retention_loop(store, retention_policy(cfg)))
-        if isinstance(store, SQLiteStore)
-        else None  # InfluxDB downsamples with its own tasks (pipeline.influx_retention)
-    )
+    job = stores.maintenance(store, cfg)  # SQLite: retention; InfluxDB downsamples with its own tasks
+    retention = asyncio.create_task(job) if job is not None else None
     pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
     print(
-        f"collecting {len(config.devices)} devices into {cfg.influx_url or cfg.sqlite_path} (Ctrl-C to stop)",
+        f"collecting {len(config.devices)} devices into {stores.describe(cfg)} (Ctrl-C to stop)",
         file=sys.stderr,
     )
     with contextlib.suppress(TimeoutError):
@@ -229,8 +238,4 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return hems_loop.run(run(args))
-    except (CollectorConfigError, PipelineConfigError) as exc:
-        print(f"hems collect: {exc}", file=sys.stderr)
-        return 2
+    return hems_loop.run(run(args))  # hems.cli turns a known error into one line, exit 2

@@ -4,6 +4,8 @@ Emulated homes (SunSpec Modbus + ECHONET Lite on loopback) are polled by the col
 embedded SQLite store, and the API + web views serve them to sample principals: one homeowner per
 home, an installer, a sales company, a wholesaler, an approved company and an analyst.  The homes'
 past days are filled from the same deterministic physics so the charts have history at once.
+Options may also come from the ``[demo]`` section of ``--config`` (flags win); its ``[pipeline]``
+settings apply too, with the files under ``--data-dir`` unless ``sqlite_path`` is set.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+import config
 from access.app import make_app
 from access.auth import WebAuth
 from access.relationships import RelationshipStore
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counter-interval", type=float, default=COUNTER_INTERVAL_S)
     p.add_argument("--summary-every", type=float, default=10.0, help="seconds between summary lines")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--config", default=None, help="TOML file ([demo] options, [pipeline] settings)")
     return p
 
 
@@ -221,7 +225,7 @@ async def summary_line(store: SQLiteStore, collector: Collector, pipeline: Pipel
 async def run(args: argparse.Namespace) -> int:
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    cfg = under_data_dir(PipelineConfig(), data)
+    cfg = under_data_dir(PipelineConfig.load(args.config, env={}), data)  # always the embedded store
     start = history_start(args.history_days)
     clock = HistoryClock(start)
 
@@ -241,6 +245,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     households = [h.household_id for h in fleet.homes]
     store = SQLiteStore(cfg.sqlite_path, synchronous=cfg.sqlite_synchronous)
+    await store.open()  # creates or migrates the file; a file from a newer release stops the demo here
     pipeline = open_pipeline(cfg, store)
     await pipeline.start()
     if args.history_days > 0:
@@ -309,7 +314,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+    args, _ = config.parse_args_with_config(build_parser(), list(argv), "demo")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return hems_loop.run(run(args))

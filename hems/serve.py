@@ -1,8 +1,9 @@
 """``hems serve``: the API and web views over the configured store.
 
-This wiring lives in ``hems`` because it joins two packages: the store is opened here (by the
-pipeline's factory or ``SQLiteStore``) and handed to the access app, which only ever sees the
-``Store`` interface.  The loop is ``hems.loop.run`` (uvloop where installed).
+This wiring lives in ``hems`` because it joins two packages: the store is opened here (through the
+pipeline's store registry) and handed to the access app, which only ever sees the ``Store``
+interface.  Options may also come from the ``[serve]`` section of ``--config`` (flags win).  The loop
+is ``hems.loop.run`` (uvloop where installed).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+import config
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES
 from access.cli import default_db
+from hems.errors import KNOWN_ERRORS, UsageError
 from hems.loop import run, stop_on_signals
-from pipeline.store import Store
+from pipeline.store import Store, StoreUnavailable
 
 GC_THRESHOLDS = (50_000, 20, 20)
 DEFAULT_PAGE_CACHE_MB = DEFAULT_PAGE_CACHE_BYTES / 2**20
@@ -37,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         default=None,
-        help="sqlite:PATH (embedded store) or influx (settings from HEMS_INFLUX_*); default: configuration",
+        help="sqlite:PATH (embedded store), or a registered store's name such as influx (settings from "
+        "[pipeline] and HEMS_INFLUX_*); default: configuration",
     )
     parser.add_argument("--config", default=None, help="TOML configuration file")
     parser.add_argument(
@@ -65,19 +69,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(spec: str | None, config: str | None) -> Store:
-    from pipeline.config import PipelineConfig
-    from pipeline.factory import open_store
-    from pipeline.sqlite_store import SQLiteStore
+def _open_store(spec: str | None, config_path: str | None) -> Store:
+    """The ``[pipeline]`` settings of the configuration, with ``--store`` choosing the store."""
+    from dataclasses import replace
 
-    if spec is not None and spec.startswith("sqlite:"):
-        return SQLiteStore(spec.removeprefix("sqlite:"))
-    cfg = PipelineConfig.load(config)
-    if spec == "influx" and not cfg.use_influx:
-        raise ValueError("--store influx needs HEMS_INFLUX_URL (and ORG, BUCKET, TOKEN)")
-    if spec not in (None, "influx"):
-        raise ValueError(f"--store {spec!r}: use sqlite:PATH or influx")
-    return open_store(cfg)
+    from pipeline import stores
+    from pipeline.config import PipelineConfig
+
+    cfg = PipelineConfig.load(config_path)
+    if spec is not None:
+        name, _, path = spec.partition(":")
+        if name not in stores.names() or (path and name != "sqlite"):
+            known = ", ".join(stores.names())
+            raise UsageError(f"--store {spec!r}: use sqlite:PATH or a registered store ({known})")
+        cfg = replace(cfg, store=name, sqlite_path=path or cfg.sqlite_path)
+    return stores.open_store(cfg)
+
+
+async def _check_store(args: argparse.Namespace) -> None:
+    """Refuse to start on a store this release must not use (``SchemaError``); an unreachable one
+    is fine: readiness says so until it is back."""
+    store = _open_store(args.store, args.config)
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        print(f"hems serve: store unavailable at start: {exc}", file=sys.stderr)
+    finally:
+        await store.close()
 
 
 async def _run(args: argparse.Namespace, db: Path, children: Sequence[BaseProcess] = ()) -> None:
@@ -141,13 +159,14 @@ def _worker(args: argparse.Namespace, db: Path) -> None:
 
 
 def serve(argv: Sequence[str], default_db: Path) -> int:
-    args = _parser().parse_args(argv)
+    args, _ = config.parse_args_with_config(_parser(), argv, "serve")
     if args.page_cache_mb < 0:
         raise ValueError("--page-cache-mb must be >= 0")
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
     if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
+    run(_check_store(args))  # before anything is created: a bad setting or store leaves no trace
     db: Path = args.db or default_db
     if not db.exists():
         # A fresh deployment starts with no principals: serve (health and readiness work) but say
@@ -188,6 +207,9 @@ def main(argv: Sequence[str]) -> int:
         return serve(argv, default_db())
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
-    except ValueError as exc:  # a bad --store or configuration: a clear message, no trace
+    except KNOWN_ERRORS as exc:  # configuration, a store schema from a newer release: one line
+        print(f"hems serve: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # an impossible option value (--workers 0): a clear message, no trace
         print(f"hems serve: {exc}", file=sys.stderr)
         return 1
