@@ -134,7 +134,7 @@ def _bare_server(port: int, size: int) -> None:
     no auth, policy, store, cache or ledger.  Run as ``python -m bench.api --bare PORT SIZE``."""
     from aiohttp import web
 
-    from hems.loop import run
+    from common.loop import run
 
     body = b"x" * size
 

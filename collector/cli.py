@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -20,6 +19,7 @@ from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, CollectorConf
 from collector.errors import ConfigError
 from collector.reading import Reading
 from collector.runner import Collector
+from common import loop as event_loop
 
 
 def reading_json(r: Reading) -> str:
@@ -86,9 +86,8 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     collector = Collector(config_from_args(args))
     await collector.start()
     stop = asyncio.Event()
+    event_loop.stop_on_signals(stop)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a Unix tool: the emulated homes need Linux loopback
-        loop.add_signal_handler(sig, stop.set)
 
     async def printer() -> None:
         async for r in collector.readings():
@@ -112,7 +111,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(_run(args, out or sys.stdout))
+        return event_loop.run(_run(args, out or sys.stdout))
     except BrokenPipeError:  # the reader went away (``| head``): a normal way to stop
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit-time flush stays quiet

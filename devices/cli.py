@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 
 import config
+from common import loop as event_loop
 from devices.fleet import Fleet, FleetError
 from devices.sunspec.server import DEFAULT_MODBUS_PORT
 
@@ -85,33 +85,25 @@ async def _run(args: argparse.Namespace) -> int:
         address_prefix=args.address_prefix,
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    event_loop.stop_on_signals(stop)
+    await fleet.start()
     try:
-        await fleet.start()
-        try:
-            path = fleet.write_manifest(args.manifest)
-            first, last = fleet.homes[0].address, fleet.homes[-1].address
-            protocols = [
-                p for p, on in (("modbus", not args.no_modbus), ("echonet", not args.no_echonet)) if on
-            ]
-            served = ", ".join(protocols) or "no servers"
-            print(f"hems devices: {len(fleet.homes)} homes at {first}..{last} ({served})")
-            if not args.no_modbus:
-                print(f"  modbus/sunspec port {args.modbus_port}: unit 1 inverter, 2 meter, 3 storage")
-            print(f"  simulated start {fleet.sim_start.isoformat()} speed {fleet.speed:g}")
-            print(f"  manifest {path}")
-            if fleet.control_url:
-                print(f"  fault control {fleet.control_url}/faults")
-            sys.stdout.flush()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.duration)
-        finally:
-            await fleet.stop()
+        path = fleet.write_manifest(args.manifest)
+        first, last = fleet.homes[0].address, fleet.homes[-1].address
+        protocols = [p for p, on in (("modbus", not args.no_modbus), ("echonet", not args.no_echonet)) if on]
+        served = ", ".join(protocols) or "no servers"
+        print(f"hems devices: {len(fleet.homes)} homes at {first}..{last} ({served})")
+        if not args.no_modbus:
+            print(f"  modbus/sunspec port {args.modbus_port}: unit 1 inverter, 2 meter, 3 storage")
+        print(f"  simulated start {fleet.sim_start.isoformat()} speed {fleet.speed:g}")
+        print(f"  manifest {path}")
+        if fleet.control_url:
+            print(f"  fault control {fleet.control_url}/faults")
+        sys.stdout.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.duration)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        await fleet.stop()
     print("hems devices: stopped")
     return 0
 
@@ -126,16 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hems devices: --homes must be >= 1", file=sys.stderr)
         return 2
     try:
-        # uvloop when installed (about 3x the datagrams per core, bench/echonet.py); devices imports
-        # nothing of ours, so this does not reuse hems.loop.
-        try:
-            import uvloop
-
-            factory = uvloop.new_event_loop
-        except ImportError:
-            factory = None
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(_run(args))
+        return event_loop.run(_run(args))
     except FleetError as exc:
         print(f"hems devices: {exc}", file=sys.stderr)
         return 1

@@ -9,20 +9,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from common import sun
+from devices.errors import DeviceError
 
 
-class SimulationError(ValueError):
+class SimulationError(DeviceError, ValueError):
     """Bad input to the household simulation (naive datetimes, impossible equipment, bad steps)."""
 
 
 def require_utc(value: datetime, what: str) -> datetime:
-    """The instant as UTC; a naive datetime is refused because guessing its zone shifts the sun by hours."""
-    if not isinstance(value, datetime):
-        raise SimulationError(f"{what} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise SimulationError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
-    return value.astimezone(UTC)
+    """``common.sun.require_utc`` (one rule for every instant), refusing as a ``SimulationError``."""
+    try:
+        return sun.require_utc(value, what)
+    except sun.SunInputError as exc:
+        raise SimulationError(str(exc)) from None
 
 
 class SimClock:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from devices.solar import SolarDay
+from common.sun import SolarDay
 
 HOUR = 3600.0
 KNOT_S = 1800.0  # load and cloud profiles are given every half hour and interpolated between

@@ -6,7 +6,7 @@ household and the date, the state at a given simulated instant is the same howev
 irregularly, the devices poll it; that is what lets a test or a collector compare readings across runs.
 
 Per step the work is plain float arithmetic over precomputed day plans (``devices.dayplan``) and cached
-sun geometry (``devices.solar``), so a fleet of a thousand homes running at 60x costs a few percent of
+sun geometry (``common.sun``), so a fleet of a thousand homes running at 60x costs a few percent of
 a core.
 
 Sign conventions are those of ``HomeState``: grid + import, battery and EV + charging.  The balance
@@ -22,17 +22,17 @@ import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from devices.clock import SimClock, SimulationError, require_utc
-from devices.dayplan import GAS_WH_PER_L, KNOT_S, KNOTS, DayPlan, Habits, draw_day, draw_habits
-from devices.solar import (
+from common import sun
+from common.sun import (
     DEFAULT_TILT_DEG,
     PERFORMANCE_RATIO,
-    Site,
     clear_sky_poa,
     clear_sky_pv_w,
     solar_day,
     sunrise_sunset,
 )
+from devices.clock import SimClock, SimulationError, require_utc
+from devices.dayplan import GAS_WH_PER_L, KNOT_S, KNOTS, DayPlan, Habits, draw_day, draw_habits
 from devices.state import HomeState
 
 __all__ = [
@@ -49,6 +49,20 @@ __all__ = [
 FUELCELL_ELECTRIC_EFFICIENCY = 0.40  # share of the gas's energy a residential fuel cell turns into power
 V2H_FLOOR_PCT = 30.0  # the car keeps this much for tomorrow's drive when it feeds the house
 EV_ARRIVAL_FLOOR_PCT = 5.0
+
+
+@dataclass(frozen=True)
+class Site(sun.Site):
+    """``common.sun.Site`` whose impossible coordinates or zone are a ``SimulationError``, like every
+    other bad input to the household simulation."""
+
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except sun.SunInputError as exc:
+            raise SimulationError(str(exc)) from None
+
+
 _DEFAULT_SITE = Site()
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from collector.cli import add_collector_arguments, config_from_args
 from collector.reading import Reading
 from collector.runner import Collector
+from common import loop as event_loop
 from config import ConfigError
-from hems import loop as hems_loop
 from pipeline import stores
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
@@ -208,7 +208,7 @@ async def run(args: argparse.Namespace) -> int:
     collector = Collector(config)
     await collector.start()
     stopping = asyncio.Event()
-    hems_loop.stop_on_signals(stopping)
+    event_loop.stop_on_signals(stopping)
     job = stores.maintenance(store, cfg)  # SQLite: retention; InfluxDB downsamples with its own tasks
     retention = asyncio.create_task(job) if job is not None else None
     pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
@@ -238,4 +238,4 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return hems_loop.run(run(args))  # hems.cli turns a known error into one line, exit 2
+    return event_loop.run(run(args))  # hems.cli turns a known error into one line, exit 2

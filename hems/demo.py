@@ -33,9 +33,9 @@ from access.relationships import RelationshipStore
 from access.tokens import TokenStore
 from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, from_manifest
 from collector.runner import Collector
+from common import loop as event_loop
 from devices.fleet import Fleet
 from devices.physics import Household
-from hems import loop as hems_loop
 from hems.collect import pump, under_data_dir
 from hems.history import readings_of, sample_times
 from pipeline.config import PipelineConfig
@@ -284,7 +284,7 @@ async def run(args: argparse.Namespace) -> int:
     print(sign_in_text(f"http://{args.host}:{args.port}", households, creds), flush=True)
 
     loop = asyncio.get_running_loop()
-    hems_loop.stop_on_signals(stopping)
+    event_loop.stop_on_signals(stopping)
     deadline = None if args.duration is None else loop.time() + args.duration
     try:
         while not stopping.is_set():
@@ -317,7 +317,7 @@ def main(argv: Sequence[str]) -> int:
     args, _ = config.parse_args_with_config(build_parser(), list(argv), "demo")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return hems_loop.run(run(args))
+        return event_loop.run(run(args))
     except OSError as exc:
         print(f"hems demo: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 This wiring lives in ``hems`` because it joins two packages: the store is opened here (through the
 pipeline's store registry) and handed to the access app, which only ever sees the ``Store``
 interface.  Options may also come from the ``[serve]`` section of ``--config`` (flags win).  The loop
-is ``hems.loop.run`` (uvloop where installed).
+is ``common.loop.run`` (uvloop where installed).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from aiohttp import web
 import config
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES
 from access.cli import default_db
+from common.loop import run, stop_on_signals
 from hems.errors import KNOWN_ERRORS, UsageError
-from hems.loop import run, stop_on_signals
 from pipeline.store import Store, StoreUnavailable
 
 GC_THRESHOLDS = (50_000, 20, 20)

@@ -29,7 +29,7 @@ from access.api.state import (
 )
 from access.auth import AuthError
 from access.consent import SuspensionRecord
-from access.web.solar import clear_sky_fraction, expected_wh
+from common.sun import clear_sky_fraction, expected_wh
 
 STATIC = Path(__file__).parent / "static"
 TOKYO = ZoneInfo("Asia/Tokyo")

@@ -2,7 +2,8 @@
 
 uvloop roughly triples the datagrams one process can serve (bench/echonet.py), which is what lets a
 thousand emulated homes and the collector share two cores; the fallback keeps every command working
-on platforms without it.
+on platforms without it.  Every command starts its loop here (``hems devices``, the collector's CLI,
+``hems collect``, ``hems serve``, ``hems demo``); a test holds the tree to that.
 """
 
 from __future__ import annotations

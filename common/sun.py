@@ -1,5 +1,8 @@
 """Where the sun is and how much a clear sky gives a panel, cheap enough to call every step of 1,000 homes.
 
+One module for the emulator's household physics (``devices``) and the installer's expected-yield view
+(``access``), which may not import each other: both read the same sun.
+
 Everything that only changes from day to day (declination, equation of time, the products of the
 site's latitude with them) is computed once per date and cached across homes; what is left per step is
 one cosine, one power and a few multiplications.  Accuracy is that of the classic Fourier-series
@@ -15,8 +18,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from devices.clock import SimulationError, require_utc
-
 TWO_PI = 2.0 * math.pi
 DAY_S = 86400.0
 # Share of the panels' nameplate power that reaches the AC side under full sun: wiring, inverter,
@@ -29,6 +30,19 @@ _SOLAR_CONSTANT = 1353.0  # W/m2 outside the atmosphere, as the air-mass model b
 _MAX_AIR_MASS = 38.0  # air mass at the horizon; avoids dividing by a vanishing cosine
 
 
+class SunInputError(ValueError):
+    """A place or an instant the sun cannot be computed for (naive datetime, impossible coordinates)."""
+
+
+def require_utc(value: datetime, what: str) -> datetime:
+    """The instant as UTC; a naive datetime is refused because guessing its zone shifts the sun by hours."""
+    if not isinstance(value, datetime):
+        raise SunInputError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise SunInputError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
 @dataclass(frozen=True)
 class Site:
     """Where a household is.  Defaults: central Tokyo."""
@@ -39,17 +53,20 @@ class Site:
 
     def __post_init__(self) -> None:
         if not -90.0 <= self.latitude <= 90.0:
-            raise SimulationError(f"latitude must be within [-90, 90], got {self.latitude}")
+            raise SunInputError(f"latitude must be within [-90, 90], got {self.latitude}")
         if not -180.0 <= self.longitude <= 180.0:
-            raise SimulationError(f"longitude must be within [-180, 180], got {self.longitude}")
+            raise SunInputError(f"longitude must be within [-180, 180], got {self.longitude}")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise SimulationError(f"unknown timezone {self.timezone!r}") from exc
+            raise SunInputError(f"unknown timezone {self.timezone!r}") from exc
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+_TOKYO = Site()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +151,7 @@ def clear_sky_pv_w(site: Site, pv_kw: float, at: datetime, *, tilt_deg: float = 
     The household's actual output is this times clouds and heat losses, so it never exceeds it.
     """
     if pv_kw < 0 or not math.isfinite(pv_kw):
-        raise SimulationError(f"pv_kw must be a non-negative number, got {pv_kw!r}")
+        raise SunInputError(f"pv_kw must be a non-negative number, got {pv_kw!r}")
     day = solar_day(site.latitude, site.longitude, tilt_deg, local_date(site, at).toordinal())
     return pv_kw * PERFORMANCE_RATIO * clear_sky_poa(day, require_utc(at, "time").timestamp())
 
@@ -150,3 +167,26 @@ def sunrise_sunset(site: Site, on: date) -> tuple[datetime, datetime] | None:
     # the local one as long as the zone's offset roughly follows the longitude.
     noon = datetime.combine(on, time(0), tzinfo=UTC) + timedelta(seconds=DAY_S / 2 - day.offset_s)
     return noon - timedelta(seconds=half_day_s), noon + timedelta(seconds=half_day_s)
+
+
+def clear_sky_fraction(at: datetime, site: Site = _TOKYO, *, tilt_deg: float = DEFAULT_TILT_DEG) -> float:
+    """Share of a system's nameplate power a cloudless sky gives at ``at`` (0 with the sun down)."""
+    return clear_sky_pv_w(site, 1.0, at, tilt_deg=tilt_deg) / 1000.0
+
+
+def expected_wh(
+    capacity_w: float,
+    start: datetime,
+    stop: datetime,
+    step: timedelta = timedelta(minutes=10),
+    site: Site = _TOKYO,
+) -> float:
+    """Clear-sky energy of a ``capacity_w`` array between two instants (midpoint rule): a ceiling to
+    hold a day's yield against, since clouds only ever take from it."""
+    total = 0.0
+    t = start
+    while t < stop:
+        dt = min(step, stop - t)
+        total += capacity_w * clear_sky_fraction(t + dt / 2, site) * dt.total_seconds() / 3600
+        t += dt
+    return total
