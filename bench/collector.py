@@ -42,7 +42,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from collector.config import CollectorConfig, from_manifest
 from collector.runner import Collector
 from collector.scheduler import percentile
-from devices.echonet.frame import CONTROLLER, ESV, Frame, Property, decode, encode
+from protocols.echonet.frame import CONTROLLER, ESV, Frame, Property, decode, encode
 
 
 def _cpu_s(pid: int) -> float:

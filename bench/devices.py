@@ -39,11 +39,12 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 from pymodbus.server import ModbusTcpServer  # noqa: E402
 from pymodbus.simulator import DataType, SimData, SimDevice  # noqa: E402
 
-from devices.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property  # noqa: E402
-from devices.echonet.frame import decode as decode_frame  # noqa: E402
-from devices.echonet.frame import encode as encode_frame  # noqa: E402
 from devices.fleet import Fleet  # noqa: E402
-from devices.sunspec.server import _BUILDERS, MODBUS_DEVICES, Ratings  # noqa: E402
+from devices.sunspec.image import Ratings, build_device  # noqa: E402
+from devices.sunspec.server import MODBUS_DEVICES  # noqa: E402
+from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property  # noqa: E402
+from protocols.echonet.frame import decode as decode_frame  # noqa: E402
+from protocols.echonet.frame import encode as encode_frame  # noqa: E402
 
 # (unit id, address, count): one whole model block per read, as a SunSpec collector polls.
 MODBUS_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 40070, 52), (2, 40070, 107), (3, 40096, 64))
@@ -204,7 +205,7 @@ async def run_load(load: Load, processes: int) -> Result:
 async def bare_modbus_server(port: int) -> ModbusTcpServer:
     devices = []
     for spec in MODBUS_DEVICES:
-        regs, _ = _BUILDERS[spec.device]("hh-baseline", Ratings())
+        regs, _ = build_device(spec, "hh-baseline", Ratings())
         devices.append(
             SimDevice(
                 id=spec.unit_id,

@@ -28,7 +28,7 @@ from typing import Any
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-from devices.echonet.frame import CONTROLLER, EOJ, ESV, PORT, Frame, Property, encode  # noqa: E402
+from protocols.echonet.frame import CONTROLLER, EOJ, ESV, PORT, Frame, Property, encode  # noqa: E402
 
 # A collector's typical live poll of one object: a few EPCs in one Get.
 POLLS: list[tuple[EOJ, tuple[int, ...]]] = [

@@ -36,7 +36,7 @@ from typing import Any
 
 import config
 from collector.errors import ConfigError
-from devices.echonet.frame import EOJ, PORT, FrameError
+from protocols.echonet.frame import EOJ, PORT, FrameError
 from seeds.vocabulary import SERIES_CATEGORIES
 
 POWER_INTERVAL_S = 10.0

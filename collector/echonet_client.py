@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from collector.errors import DeviceTimeout, DeviceUnreachable, MalformedReply, PollError
-from devices.echonet.frame import (
+from protocols.echonet.frame import (
     CONTROLLER,
     EOJ,
     ESV,
@@ -32,6 +32,7 @@ from devices.echonet.frame import (
     decode_property_map,
     encode,
 )
+from protocols.echonet.node_profile import parse_instance_list
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ class Discovery:
     """Node address -> device objects it lists (0xD6 answers and 0xD5 announcements)."""
 
     nodes: dict[str, tuple[EOJ, ...]] = field(default_factory=dict)
-
-
-def parse_instance_list(edt: bytes) -> tuple[EOJ, ...]:
-    if not edt:
-        raise FrameError("instance list is empty")
-    count = edt[0]
-    if len(edt) != 1 + 3 * count:
-        raise FrameError(f"instance list says {count} objects but carries {len(edt) - 1} bytes")
-    return tuple(EOJ(edt[i], edt[i + 1], edt[i + 2]) for i in range(1, len(edt), 3))
 
 
 class EchonetController:

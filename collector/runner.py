@@ -18,12 +18,14 @@ from typing import Any
 
 from collector import echonet_decode
 from collector.config import CollectorConfig, DeviceConfig
-from collector.echonet_client import Address, Discovery, EchonetController, parse_instance_list
+from collector.echonet_client import Address, Discovery, EchonetController
 from collector.errors import ConfigError, MalformedReply, PollError
 from collector.reading import FieldValue, Quality, Reading, Source
 from collector.scheduler import Health, Scheduler
 from collector.sunspec_client import ModbusPool, SunSpecDevice
-from devices.echonet.frame import EOJ, NODE_PROFILE, Frame, FrameError
+from protocols.echonet.classes import CLASSES, EchonetClass
+from protocols.echonet.frame import EOJ, NODE_PROFILE, Frame, FrameError
+from protocols.echonet.node_profile import parse_instance_list
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 class _EchonetDevice:
     config: DeviceConfig
     eoj: EOJ
-    spec: echonet_decode.ClassSpec
+    spec: EchonetClass
     readable: frozenset[int] | None = None  # from the Get property map (0x9F), read once
     # the spec's EPCs the device can give, fixed once ``readable`` is known: every poll / counter poll
     fast_epcs: tuple[int, ...] = ()
@@ -88,9 +90,9 @@ class Collector:
                 )
             else:
                 assert dev.eoj is not None
-                spec = echonet_decode.CLASS_SPECS.get(dev.eoj.cls)
+                spec = CLASSES.get(dev.eoj.cls)
                 if spec is None:
-                    known = ", ".join(f"{c:04X}" for c in sorted(echonet_decode.CLASS_SPECS))
+                    known = ", ".join(f"{c:04X}" for c in sorted(CLASSES))
                     raise ConfigError(
                         f"{config.source}: {dev.key}: no decoder for ECHONET class {dev.eoj.cls:04X} "
                         f"(known: {known})"
@@ -203,7 +205,7 @@ class Collector:
         result = await ctl.get(dev.address, state.eoj, epcs)
         polled_at = datetime.now(UTC)
         try:
-            decoded = echonet_decode.decode(state.eoj.cls, result.values)
+            decoded = echonet_decode.decode_class(spec, result.values)
         except FrameError as exc:
             raise MalformedReply(f"{dev.key}: {exc}") from exc
         if dev.power_sign != 1 and "power_w" in decoded.fields:
@@ -234,7 +236,7 @@ class Collector:
             return
         values = {p.epc: (p.edt or None) for p in frame.props}
         try:
-            decoded = echonet_decode.decode(state.eoj.cls, values)
+            decoded = echonet_decode.decode_class(state.spec, values)
         except FrameError:
             return
         if decoded.fields:

@@ -6,14 +6,14 @@ request (as evcc and OpenEMS do).  pymodbus serializes requests on a client, so 
 of a home take turns; devices of different homes never wait for each other.
 
 Values leave this module already scaled (``raw * 10**SF``); a point holding its type's "not
-implemented" sentinel, or whose scale factor does, becomes missing, never zero.
+implemented" sentinel, or whose scale factor does, becomes missing, never zero.  Which models are read
+and which fields come from which points is each model's entry (``protocols.sunspec.models``): a newly
+registered model is read with no change here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,28 +22,26 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from collector.errors import DeviceException, DeviceTimeout, DeviceUnreachable, MalformedReply, PollError
 from collector.reading import FieldValue
-from devices.sunspec.models import (
-    CHA_ST,
+from common.logs import quiet_pymodbus
+from protocols.sunspec.models import MODELS, Model
+from protocols.sunspec.points import (
     END_MODEL_ID,
-    INVERTER_ST,
     MAX_READ_REGISTERS,
-    MODELS,
     SUNS_MARKER,
-    Model,
+    RawValue,
     SunSpecValueError,
     decode,
 )
 
 SCAN_BASES: tuple[int, ...] = (40000, 0, 50000)
-INTERESTING_MODELS = frozenset({103, 101, 201, 203, 124, 802})
-_ST_NAMES = {v: k.lower() for k, v in INVERTER_ST.items()}
-_CHA_NAMES = {v: k.lower() for k, v in CHA_ST.items()}
-_RUNNING_ST = frozenset({INVERTER_ST["MPPT"], INVERTER_ST["THROTTLED"], INVERTER_ST["STARTING"]})
-_BATTERY_FAULT_STATE = 99
 
-# pymodbus logs every timeout and refused connection at ERROR; the collector reports each device
-# failure once, in its health table.
-logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+# The collector reports each device failure once, in its health table.
+quiet_pymodbus()
+
+
+def read_models() -> frozenset[int]:
+    """The registered models this collector reads something from (now: a model registered later counts)."""
+    return frozenset(m.id for m in MODELS.values() if m.emits or m.status is not None)
 
 
 class ModbusPool:
@@ -209,26 +207,15 @@ async def scan(pool: ModbusPool, host: str, port: int, unit_id: int) -> SunSpecL
     raise MalformedReply(f"{host}:{port}/{unit_id}: SunSpec chain has no end marker")
 
 
-# The points each model is read for (decoding only these keeps a poll cheap: a 203 block has 105).
-USED_POINTS: dict[int, tuple[str, ...]] = {
-    101: ("W", "W_SF", "WH", "WH_SF", "Hz", "Hz_SF", "St", "Evt1"),
-    103: ("W", "W_SF", "WH", "WH_SF", "Hz", "Hz_SF", "St", "Evt1"),
-    201: ("W", "W_SF", "TotWhImp", "TotWhExp", "TotWh_SF", "Hz", "Hz_SF"),
-    203: ("W", "W_SF", "TotWhImp", "TotWhExp", "TotWh_SF", "Hz", "Hz_SF"),
-    124: ("ChaState", "ChaState_SF", "ChaSt"),
-    802: ("SoC", "SoC_SF", "W", "W_SF", "State", "ChaSt", "Evt1"),
-}
-
-
-def _points(model: Model, regs: Sequence[int]) -> dict[str, int | float | str | None]:
-    out: dict[str, int | float | str | None] = {}
-    for name in USED_POINTS[model.id]:
+def _points(model: Model, regs: Sequence[int]) -> dict[str, RawValue]:
+    out: dict[str, RawValue] = {}
+    for name in model.read_points:
         p = model.point(name)
         out[name] = decode(p, regs[p.offset : p.offset + p.size])
     return out
 
 
-def _scaled(values: dict[str, int | float | str | None], model: Model, name: str) -> float | None:
+def _scaled(values: Mapping[str, RawValue], model: Model, name: str) -> float | None:
     raw = values.get(name)
     if raw is None or isinstance(raw, str):
         return None
@@ -241,6 +228,13 @@ def _scaled(values: dict[str, int | float | str | None], model: Model, name: str
     return float(raw) * 10.0**sf
 
 
+def _acc_wrap(values: Mapping[str, RawValue], model: Model, name: str) -> float | None:
+    """An accumulator's modulus in the field's unit: 2**bits x 10**SF."""
+    point = model.point(name)
+    sf = values.get(point.sf) if point.sf else 0
+    return float(1 << (16 * point.size)) * 10.0**sf if isinstance(sf, int) else None
+
+
 @dataclass
 class SunSpecData:
     fields: dict[str, FieldValue]
@@ -249,84 +243,36 @@ class SunSpecData:
 
 
 def interpret(blocks: Mapping[int, Sequence[int]], power_sign: int = 1) -> SunSpecData:
-    """Map decoded models to the project's fields; ``power_sign`` flips a meter's/battery's W."""
+    """Map decoded models to the project's fields; ``power_sign`` flips a meter's/battery's W.
+
+    Each model gives the fields its entry emits; where two models of one device give the same field,
+    the first registered wins, and a ``fallback`` model (124 beside 802) only fills what the others left.
+    A field a model should give but the device left unimplemented is ``missing``.
+    """
     fields: dict[str, FieldValue] = {}
     wrap: dict[str, float] = {}
+    expected: list[str] = []
     missing: list[str] = []
-
-    def put(name: str, value: FieldValue | None) -> None:
-        if value is None:
-            missing.append(name)
-        else:
-            fields[name] = value
-
-    def acc_wrap(
-        model: Model, values: dict[str, int | float | str | None], point: str, sf: str
-    ) -> float | None:
-        s = values.get(sf)
-        size = model.point(point).size
-        return float(1 << (16 * size)) * 10.0**s if isinstance(s, int) else None
-
-    for model_id in (103, 101):
-        if model_id in blocks:
-            m = MODELS[model_id]
-            v = _points(m, blocks[model_id])
-            put("power_w", _scaled(v, m, "W"))
-            put("energy_wh_total", _scaled(v, m, "WH"))
-            if "energy_wh_total" in fields:
-                w = acc_wrap(m, v, "WH", "WH_SF")
-                if w is not None:
-                    wrap["energy_wh_total"] = w
-            hz = _scaled(v, m, "Hz")
-            if hz is not None:
-                fields["frequency_hz"] = hz
-            st, evt1 = v.get("St"), v.get("Evt1")
-            if isinstance(st, int):
-                fields["running"] = st in _RUNNING_ST
-                fields["state"] = _ST_NAMES.get(st, str(st))
-            if isinstance(st, int) or isinstance(evt1, int):
-                fields["fault"] = st == INVERTER_ST["FAULT"] or (isinstance(evt1, int) and evt1 != 0)
-            else:
-                missing.append("fault")
-    for model_id in (203, 201):
-        if model_id in blocks:
-            m = MODELS[model_id]
-            v = _points(m, blocks[model_id])
-            w = _scaled(v, m, "W")
-            put("power_w", None if w is None else power_sign * w)
-            put("import_wh_total", _scaled(v, m, "TotWhImp"))
-            put("export_wh_total", _scaled(v, m, "TotWhExp"))
-            for name, point in (("import_wh_total", "TotWhImp"), ("export_wh_total", "TotWhExp")):
-                ww = acc_wrap(m, v, point, "TotWh_SF")
-                if name in fields and ww is not None:
-                    wrap[name] = ww
-            hz = _scaled(v, m, "Hz")
-            if hz is not None:
-                fields["frequency_hz"] = hz
-    if 802 in blocks:
-        m = MODELS[802]
-        v = _points(m, blocks[802])
-        put("soc_pct", _scaled(v, m, "SoC"))
-        w = _scaled(v, m, "W")
-        put("power_w", None if w is None else power_sign * w)
-        state, cha = v.get("State"), v.get("ChaSt")
-        if isinstance(cha, int):
-            fields["state"] = _CHA_NAMES.get(cha, str(cha))
-        evt1 = v.get("Evt1")
-        if isinstance(state, int) or isinstance(evt1, int):
-            fields["fault"] = state == _BATTERY_FAULT_STATE or (isinstance(evt1, int) and evt1 != 0)
-    if 124 in blocks:
-        m = MODELS[124]
-        v = _points(m, blocks[124])
-        if "soc_pct" not in fields:
-            soc = _scaled(v, m, "ChaState")
-            if soc is not None:
-                fields["soc_pct"] = soc
-                with contextlib.suppress(ValueError):
-                    missing.remove("soc_pct")
-        cha = v.get("ChaSt")
-        if "state" not in fields and isinstance(cha, int):
-            fields["state"] = _CHA_NAMES.get(cha, str(cha))
+    present = [MODELS[mid] for mid in MODELS if mid in blocks]
+    for model in sorted(present, key=lambda m: m.fallback):
+        values = _points(model, blocks[model.id])
+        for emit in model.emits:
+            if not emit.optional:
+                expected.append(emit.field)
+            value = _scaled(values, model, emit.point)
+            if value is None or emit.field in fields:
+                continue
+            fields[emit.field] = power_sign * value if emit.signed else value
+            if emit.counter:
+                modulus = _acc_wrap(values, model, emit.point)
+                if modulus is not None:
+                    wrap[emit.field] = modulus
+        if model.status is not None:
+            told, unknown = model.status(values)
+            for name, status in told.items():
+                fields.setdefault(name, status)
+            missing += unknown
+    missing = [name for name in dict.fromkeys(expected) if name not in fields] + missing
     return SunSpecData(fields, wrap, missing)
 
 
@@ -347,10 +293,11 @@ class SunSpecDevice:
     async def ensure_layout(self) -> SunSpecLayout:
         if self.layout is None:
             layout = await scan(self.pool, self.host, self.port, self.unit_id)
+            wanted = read_models()
             blocks = [
                 (addr, length + 2)
                 for mid, (addr, length) in layout.models.items()
-                if mid in INTERESTING_MODELS and mid in MODELS and MODELS[mid].length == length
+                if mid in wanted and MODELS[mid].length == length
             ]
             if not blocks:
                 raise MalformedReply(f"{self.host}:{self.port}/{self.unit_id}: no model this collector reads")

@@ -18,11 +18,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from devices.errors import DeviceError
 from devices.state import Faults, HomeState
 from devices.sunspec.server import MODBUS_EXCEPTION_CODES
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(DeviceError, ValueError):
     """A fault-control request body that cannot be applied; nothing of it was applied."""
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devices.errors import DeviceError
 from devices.home import EmulatedHome, UnknownDeviceError, address_for, household_id_for
 from devices.state import Faults
 from devices.sunspec.server import DEFAULT_MODBUS_PORT
@@ -21,11 +22,11 @@ from devices.sunspec.server import DEFAULT_MODBUS_PORT
 MANIFEST_VERSION = 1
 
 
-class UnknownHouseholdError(KeyError):
+class UnknownHouseholdError(DeviceError, KeyError):
     """No home of this fleet has that household id (or index)."""
 
 
-class FleetError(RuntimeError):
+class FleetError(DeviceError, RuntimeError):
     """The fleet cannot start (bad parameters, address in use, ...)."""
 
 
@@ -64,6 +65,7 @@ class Fleet:
         address_prefix: str = "127.10",
         control_port: int | None = None,
         echonet_options: dict[str, Any] | None = None,
+        modbus_options: dict[str, Any] | None = None,
         household_factory: Callable[[str, int, Any], Any] | None = None,
     ) -> None:
         if not isinstance(homes, int) or homes < 1:
@@ -100,6 +102,7 @@ class Fleet:
                     modbus_port=modbus_port if modbus else None,
                     echonet=echonet,
                     echonet_options=dict(echonet_options or {}),
+                    modbus_options=dict(modbus_options or {}),
                 )
             )
         self._by_id = {h.household_id: h for h in self.homes}

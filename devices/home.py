@@ -11,10 +11,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from devices.errors import DeviceError
 from devices.state import Faults, HomeState
 from devices.sunspec.server import MODBUS_DEVICES, SunSpecHomeServer
-
-ECHONET_PORT = 3610
+from protocols.echonet.frame import PORT as ECHONET_PORT
 
 
 class HouseholdLike(Protocol):
@@ -23,7 +23,7 @@ class HouseholdLike(Protocol):
     def state(self) -> HomeState: ...
 
 
-class UnknownDeviceError(KeyError):
+class UnknownDeviceError(DeviceError, KeyError):
     """A device id this home does not have (e.g. from the fault-control endpoint)."""
 
 
@@ -50,6 +50,7 @@ class EmulatedHome:
     echonet: bool = True
     echonet_port: int = ECHONET_PORT
     echonet_options: dict[str, Any] = field(default_factory=dict)
+    modbus_options: dict[str, Any] = field(default_factory=dict)  # SunSpecHomeServer keywords (devices)
     faults: dict[str, Faults] = field(default_factory=dict)
     modbus_server: SunSpecHomeServer | None = field(default=None, init=False)
     echonet_node: Any = field(default=None, init=False)
@@ -57,7 +58,12 @@ class EmulatedHome:
     def __post_init__(self) -> None:
         if self.modbus_port is not None:
             self.modbus_server = SunSpecHomeServer(
-                self.household_id, self.household, self.faults, self.address, self.modbus_port
+                self.household_id,
+                self.household,
+                self.faults,
+                self.address,
+                self.modbus_port,
+                **self.modbus_options,
             )
         if self.echonet:
             from devices.echonet.home import build_home_node

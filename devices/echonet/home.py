@@ -11,8 +11,9 @@
   stored back into the dict, so the caller can switch faults later through the same dict.
 - ``settings``: ``{device_id: {name: value}}`` overrides, e.g. ``{"smart_meter": {"coefficient": 1,
   "unit": 0x01, "digits": 6, "import_offset_wh": 9.99e7}}``.
-- Device ids and EOJs: smart_meter 028801, solar 027901, battery 027D01, water_meter 028101, gas_meter 028201,
-  fuel_cell 027C01, ev_charger 027E01 (all seven always present; the node's ``objects`` list them).
+- Device ids and EOJs: one object per registered class (``protocols.echonet.classes``), instance 1:
+  smart_meter 028801, solar 027901, battery 027D01, water_meter 028101, gas_meter 028201, fuel_cell
+  027C01, ev_charger 027E01 (the node's ``objects`` list them).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from devices.echonet.classes import DEVICE_KINDS
-from devices.echonet.frame import PORT
 from devices.echonet.node import EchonetNode, EchonetObject
+from devices.errors import DeviceSettingsError
 from devices.state import Faults, HomeState
+from protocols.echonet.frame import PORT
 
 
 class HouseholdLike(Protocol):
@@ -60,12 +62,14 @@ def build_home_node(
     announce_interval_s: float | None = 10.0,
     multicast: bool = True,
 ) -> EchonetNode:
-    """The home's node with the seven objects of the devices contract; ``await node.start()`` it."""
+    """The home's node with an object of every registered class; ``await node.start()`` it."""
     household_id = str(getattr(household, "household_id", address))
     merged = _equipment_settings(getattr(household, "equipment", None))
     unknown = set(settings or {}) - set(DEVICE_KINDS)
     if unknown:
-        raise ValueError(f"settings for unknown devices {sorted(unknown)}; known: {sorted(DEVICE_KINDS)}")
+        raise DeviceSettingsError(
+            f"settings for unknown devices {sorted(unknown)}; known: {sorted(DEVICE_KINDS)}"
+        )
     for device, values in (settings or {}).items():
         merged.setdefault(device, {}).update(values)
     objects = []

@@ -27,14 +27,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from devices.echonet.classes import (
-    NODE_PROFILE_CLASS,
-    DeviceClass,
-    DeviceContext,
-    identification,
-    node_profile_values,
-)
-from devices.echonet.frame import (
+from devices.echonet.table import NODE_PROFILE_CLASS, DeviceClass, DeviceContext, identification
+from devices.errors import DeviceSettingsError
+from devices.state import Faults, HomeState
+from protocols.echonet.frame import (
     EOJ,
     ESV,
     HEADER_LEN,
@@ -48,7 +44,7 @@ from devices.echonet.frame import (
     decode,
     encode,
 )
-from devices.state import Faults, HomeState
+from protocols.echonet.node_profile import node_profile_values
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +88,7 @@ class EchonetObject:
         try:
             self.cls.validate(self.settings)
         except ValueError as exc:
-            raise ValueError(f"{self.device}: {exc}") from exc
+            raise DeviceSettingsError(f"{self.device}: {exc}") from exc
         merged = {**self.cls.defaults, **self.settings}
         self.ctx = DeviceContext(merged, self.cls.initial_values(), identification(self.node_id, self.eoj))
 
@@ -217,7 +213,7 @@ class EchonetNode:
         controller_ttl_s: float = 600.0,
     ) -> None:
         if len({o.eoj for o in objects}) != len(objects):
-            raise ValueError("two objects of one node share an EOJ")
+            raise DeviceSettingsError("two objects of one node share an EOJ")
         self.address = address
         self.port = port
         self.node_id = node_id or address

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from collector.config import ConfigError, load
-from devices.echonet.frame import EOJ
 from devices.fleet import Fleet
+from protocols.echonet.frame import EOJ
 
 GOOD_TOML = """
 [collector]

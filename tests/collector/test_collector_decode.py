@@ -7,8 +7,9 @@ import pytest
 
 from collector.echonet_decode import decode
 from collector.sunspec_client import interpret, plan_reads
-from devices.echonet.frame import FrameError
-from devices.sunspec.models import MODELS, encode, not_implemented
+from protocols.echonet.frame import FrameError
+from protocols.sunspec.models import MODELS
+from protocols.sunspec.points import encode, not_implemented
 
 
 def test_plan_reads_merges_neighbours_within_125_registers() -> None:

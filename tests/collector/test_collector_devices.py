@@ -210,7 +210,7 @@ async def test_property_maps_are_read_and_respected(frozen_fleet: Fleet) -> None
     await collector.controller.start()
     try:
         home = frozen_fleet.homes[0]
-        from devices.echonet.frame import EOJ
+        from protocols.echonet.frame import EOJ
 
         maps = await collector.controller.property_maps(home.address, EOJ(0x02, 0x88, 0x01))
     finally:

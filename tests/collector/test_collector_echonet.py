@@ -12,10 +12,10 @@ from typing import Any
 from collector.echonet_client import EchonetController
 from collector.reading import Reading
 from collector.runner import Collector
-from devices.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, decode, encode
 from devices.fleet import Fleet
 from devices.physics import Household
 from devices.state import HomeState
+from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, decode, encode
 from tests.collector.conftest import config_for, controller_address
 
 BATTERY = EOJ(0x02, 0x7D, 0x01)

@@ -174,7 +174,7 @@ async def test_nothing_listening_is_unreachable(fleet_factory: Callable[..., Any
     dead = fleet.homes[0].address.rsplit(".", 1)[0] + ".222"  # no home here
     from dataclasses import replace
 
-    from devices.echonet.frame import EOJ
+    from protocols.echonet.frame import EOJ
 
     inverter = next(d for d in base.devices if d.device == "inverter")
     solar = next(d for d in base.devices if d.device == "solar")

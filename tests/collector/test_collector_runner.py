@@ -13,8 +13,8 @@ import pytest
 from collector.errors import ConfigError
 from collector.reading import Reading
 from collector.runner import Collector
-from devices.echonet.frame import EOJ
 from devices.fleet import Fleet
+from protocols.echonet.frame import EOJ
 from tests.collector.conftest import config_for
 
 

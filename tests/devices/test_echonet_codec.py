@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.echonet.frame import (
+from protocols.echonet.frame import (
     CONTROLLER,
     EOJ,
     ESV,

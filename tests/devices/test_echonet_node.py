@@ -13,8 +13,12 @@ from typing import Any, cast
 
 import pytest
 
-from devices.echonet.classes import DEVICE_KINDS, DeviceContext, PropertyDef, build_class
-from devices.echonet.frame import (
+from devices.echonet.classes import DEVICE_KINDS
+from devices.echonet.home import build_home_node
+from devices.echonet.node import EchonetNode, EchonetObject, MulticastResponder, _Announcer
+from devices.echonet.table import DeviceContext, PropertyDef, build_class
+from devices.state import Faults, HomeState
+from protocols.echonet.frame import (
     CONTROLLER,
     EOJ,
     ESV,
@@ -30,9 +34,6 @@ from devices.echonet.frame import (
     decode_uint,
     encode,
 )
-from devices.echonet.home import build_home_node
-from devices.echonet.node import EchonetNode, EchonetObject, MulticastResponder, _Announcer
-from devices.state import Faults, HomeState
 
 METER = EOJ(0x02, 0x88, 0x01)
 SOLAR = EOJ(0x02, 0x79, 0x01)

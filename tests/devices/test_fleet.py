@@ -8,11 +8,13 @@ simulated instant and readings can be compared across devices and protocols.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,12 +28,13 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from devices.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property
-from devices.echonet.frame import decode as decode_frame
-from devices.echonet.frame import encode as encode_frame
 from devices.fleet import Fleet, FleetError, UnknownHouseholdError
 from devices.home import UnknownDeviceError, household_id_for
-from devices.sunspec.models import BASE_ADDRESS, MODELS, SUNS_MARKER, decode_model, model_addresses
+from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property
+from protocols.echonet.frame import decode as decode_frame
+from protocols.echonet.frame import encode as encode_frame
+from protocols.sunspec.models import MODELS, model_addresses
+from protocols.sunspec.points import BASE_ADDRESS, SUNS_MARKER, decode_model
 
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
 MIDNIGHT_JST = datetime(2026, 4, 30, 15, 0, tzinfo=UTC)  # 00:00 in Tokyo
@@ -340,3 +343,51 @@ def test_cli_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopped" in out
+
+
+def _bad_modbus_frames(count: int) -> list[bytes]:
+    """Requests pymodbus cannot decode: zero-count reads, unknown function codes, short PDUs."""
+    rng = random.Random(11)
+    frames = []
+    for i in range(count):
+        kind = i % 3
+        if kind == 0:
+            pdu = bytes((3,)) + BASE_ADDRESS.to_bytes(2, "big") + b"\x00\x00"
+        elif kind == 1:
+            pdu = bytes((rng.choice((0x41, 0x47, 0x55, 0x64)),)) + rng.randbytes(4)
+        else:
+            pdu = b"\x03\x9c"
+        frames.append(i.to_bytes(2, "big") + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + b"\x01" + pdu)
+    return frames
+
+
+def test_cli_keeps_quiet_about_bad_modbus_frames(tmp_path: Path) -> None:
+    """A fuzzing client once made ``hems devices`` print a pymodbus line per bad frame (10 MB for 110k
+    frames); the emulator answers them as a device would and logs nothing."""
+    proc = _run_cli(tmp_path, "--no-echonet")
+    manifest = tmp_path / "manifest.json"
+    deadline = time.monotonic() + 30
+    while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manifest.exists(), proc.communicate(timeout=5)
+    home = json.loads(manifest.read_text())["homes"][0]
+    address, port = home["address"], home["modbus"]["port"]
+    try:
+        for frame in _bad_modbus_frames(60):
+            with socket.create_connection((address, port), timeout=2) as sock:
+                sock.sendall(frame)
+                sock.settimeout(0.3)
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    sock.recv(260)  # an exception answer, or nothing: either is what a device does
+
+        async def still_serving() -> list[int]:
+            async with AsyncModbusTcpClient(address, port=port, timeout=2, retries=0) as client:
+                rr = await client.read_holding_registers(BASE_ADDRESS, count=2, device_id=1)
+                return list(rr.registers)
+
+        assert tuple(asyncio.run(still_serving())) == SUNS_MARKER
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "decode" not in err and len(err.splitlines()) < 3, err[:2000]

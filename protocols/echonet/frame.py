@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from enum import IntEnum
 from typing import NamedTuple
 
+from protocols.errors import ProtocolError
+
 EHD1 = 0x10  # ECHONET Lite
 EHD2_FORMAT1 = 0x81  # specified message format
 HEADER_LEN = 12  # EHD1 EHD2 TID(2) SEOJ(3) DEOJ(3) ESV OPC
@@ -20,8 +22,8 @@ PORT = 3610
 MULTICAST_GROUP = "224.0.23.0"
 
 
-class FrameError(ValueError):
-    """A datagram (or a frame to encode) that is not a valid ECHONET Lite format-1 frame."""
+class FrameError(ProtocolError):
+    """A datagram (or a frame to encode, or an EDT) that is not valid ECHONET Lite."""
 
 
 class ESV(IntEnum):

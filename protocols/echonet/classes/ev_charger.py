@@ -1,0 +1,64 @@
+"""EV charger/discharger, class 0x027E.  Power: + charging the car, - feeding the house (V2H).
+
+The car's battery (0xC2, 0xC4, 0xE2, 0xE4) cannot be read while it is unplugged: the device answers
+Get_SNA for those, which is normal (``optional``).
+"""
+
+from protocols.echonet.codecs import Code, Counter, Flag, Signed, Unsigned
+from protocols.echonet.entry import CLASSES, FAULT_STATUS, OPERATION_STATUS, EchonetClass, Prop, polled
+
+OPERATION_MODES = (0x40, 0x42, 0x43, 0x44, 0x46, 0x47, 0x48, 0x49)
+NOT_CONNECTED = 0x30  # 0x40..0x47: connected in some state; 0xFF: undefined
+
+EV_CHARGER = CLASSES.register(
+    EchonetClass(
+        0x027E,
+        "EV charger/discharger",
+        device="ev_charger",
+        category="ev",
+        props=(
+            Prop(
+                0xD3,
+                "instantaneous charge/discharge power",
+                Signed(4, -999_999_999, 999_999_999),
+                "power_w",
+                "W",
+                poll="fast",
+            ),
+            Prop(
+                0xE4,
+                "remaining stored electricity 3",
+                Unsigned(1, 100),
+                "soc_pct",
+                "%",
+                poll="fast",
+                optional=True,
+            ),
+            Prop(
+                0xC7,
+                "vehicle connection status",
+                Flag(0x41, NOT_CONNECTED, off_only=True),
+                "connected",
+                "bool",
+                poll="fast",
+                announce=True,
+            ),
+            polled(OPERATION_STATUS, "fast"),
+            FAULT_STATUS,  # not polled; read when the device announces it
+            Prop(0xD8, "cumulative charge", Counter(), "charge_wh_total", "Wh", poll="slow"),
+            Prop(0xD6, "cumulative discharge", Counter(), "discharge_wh_total", "Wh", poll="slow"),
+            Prop(0xC2, "remaining dischargeable capacity 1", Unsigned(4, 999_999_999), optional=True),  # Wh
+            Prop(0xC4, "remaining dischargeable capacity 3", Unsigned(1, 100), "soc_pct", "%", optional=True),
+            Prop(0xC5, "rated charge power", Unsigned(4, unset=b"\xff\xff\xff\xfe"), param="charger_w"),
+            Prop(
+                0xDA,
+                "operation mode setting",
+                Code(codes=OPERATION_MODES),
+                settable=True,
+                announce=True,
+                default=b"\x42",
+            ),
+            Prop(0xE2, "remaining stored electricity 1", Unsigned(4, 999_999_999), optional=True),  # Wh
+        ),
+    )
+)

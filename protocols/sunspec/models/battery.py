@@ -1,0 +1,116 @@
+"""Model 802, battery base: state of charge, DC power (+ charging, - discharging), state and alarms."""
+
+from protocols.sunspec.models.storage import CHA_NAMES
+from protocols.sunspec.points import MODELS, Emit, FieldValue, PointValues, build_model, row
+
+BATTERY_STATE = {
+    "DISCONNECTED": 1,
+    "INITIALIZING": 2,
+    "CONNECTED": 3,
+    "STANDBY": 4,
+    "SOC_PROTECTION": 5,
+    "SUSPENDING": 6,
+    "FAULT": 99,
+}
+BATTERY_TYPE_LITHIUM_ION = 4
+BATTERY_EVT1_OTHER_ALARM = 1 << 25
+
+
+def status(values: PointValues) -> tuple[dict[str, FieldValue], list[str]]:
+    """state from ``ChaSt``; fault from ``State`` or any ``Evt1`` bit."""
+    state, cha, evt1 = values.get("State"), values.get("ChaSt"), values.get("Evt1")
+    out: dict[str, FieldValue] = {}
+    if isinstance(cha, int):
+        out["state"] = CHA_NAMES.get(cha, str(cha))
+    if isinstance(state, int) or isinstance(evt1, int):
+        out["fault"] = state == BATTERY_STATE["FAULT"] or (isinstance(evt1, int) and evt1 != 0)
+    return out, []
+
+
+BATTERY = MODELS.register(
+    build_model(
+        802,
+        "battery",
+        62,
+        [
+            row("AHRtg", "uint16", "AHRtg_SF", "Ah"),
+            row("WHRtg", "uint16", "WHRtg_SF", "Wh"),
+            row("WChaRteMax", "uint16", "WChaDisChaMax_SF", "W"),
+            row("WDisChaRteMax", "uint16", "WChaDisChaMax_SF", "W"),
+            row("DisChaRte", "uint16", "DisChaRte_SF", "%WHRtg"),
+            row("SoCMax", "uint16", "SoC_SF", "%WHRtg"),
+            row("SoCMin", "uint16", "SoC_SF", "%WHRtg"),
+            row("SocRsvMax", "uint16", "SoC_SF", "%WHRtg"),
+            row("SoCRsvMin", "uint16", "SoC_SF", "%WHRtg"),
+            row("SoC", "uint16", "SoC_SF", "%WHRtg"),
+            row("DoD", "uint16", "DoD_SF", "%"),
+            row("SoH", "uint16", "SoH_SF", "%"),
+            row("NCyc", "uint32"),
+            row("ChaSt", "enum16"),
+            row("LocRemCtl", "enum16"),
+            row("Hb", "uint16"),
+            row("CtrlHb", "uint16"),
+            row("AlmRst", "uint16"),
+            row("Typ", "enum16"),
+            row("State", "enum16"),
+            row("StateVnd", "enum16"),
+            row("WarrDt", "uint32"),
+            row("Evt1", "bitfield32"),
+            row("Evt2", "bitfield32"),
+            row("EvtVnd1", "bitfield32"),
+            row("EvtVnd2", "bitfield32"),
+            row("V", "uint16", "V_SF", "V"),
+            row("VMax", "uint16", "V_SF", "V"),
+            row("VMin", "uint16", "V_SF", "V"),
+            row("CellVMax", "uint16", "CellV_SF", "V"),
+            row("CellVMaxStr", "uint16"),
+            row("CellVMaxMod", "uint16"),
+            row("CellVMin", "uint16", "CellV_SF", "V"),
+            row("CellVMinStr", "uint16"),
+            row("CellVMinMod", "uint16"),
+            row("CellVAvg", "uint16", "CellV_SF", "V"),
+            row("A", "int16", "A_SF", "A"),
+            row("AChaMax", "uint16", "AMax_SF", "A"),
+            row("ADisChaMax", "uint16", "AMax_SF", "A"),
+            row("W", "int16", "W_SF", "W"),
+            row("ReqInvState", "enum16"),
+            row("ReqW", "int16", "W_SF", "W"),
+            row("SetOp", "enum16"),
+            row("SetInvState", "enum16"),
+            *(
+                row(sf, "sunssf")
+                for sf in (
+                    "AHRtg_SF",
+                    "WHRtg_SF",
+                    "WChaDisChaMax_SF",
+                    "DisChaRte_SF",
+                    "SoC_SF",
+                    "DoD_SF",
+                    "SoH_SF",
+                    "V_SF",
+                    "CellV_SF",
+                    "A_SF",
+                    "AMax_SF",
+                    "W_SF",
+                )
+            ),
+        ],
+        category="battery",
+        emits=(Emit("soc_pct", "SoC", "%"), Emit("power_w", "W", "W", signed=True)),
+        # what an emulated battery uses: SoC and volts in 0.1, capacity in 10 Wh steps, cells in mV
+        scale_factors={
+            "AHRtg_SF": 0,
+            "WHRtg_SF": 1,
+            "WChaDisChaMax_SF": 0,
+            "SoC_SF": -1,
+            "V_SF": -1,
+            "CellV_SF": -3,
+            "A_SF": -1,
+            "AMax_SF": 0,
+            "W_SF": 0,
+            "SoH_SF": 0,
+        },
+        status=status,
+        status_points=("State", "ChaSt", "Evt1"),
+    )
+)

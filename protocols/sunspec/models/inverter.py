@@ -1,0 +1,108 @@
+"""Models 101 (single phase) and 103 (three phase) inverters: one layout, only mandatoriness differs.
+
+``W`` is the AC output of the PV inverter (>= 0); ``St`` its operating state, ``Evt1`` its alarms.
+"""
+
+from protocols.sunspec.points import MODELS, Emit, FieldValue, PointSpec, PointValues, build_model, row
+
+# Enumerations the emulator sets and collectors interpret.
+INVERTER_ST = {
+    "OFF": 1,
+    "SLEEPING": 2,
+    "STARTING": 3,
+    "MPPT": 4,
+    "THROTTLED": 5,
+    "SHUTTING_DOWN": 6,
+    "FAULT": 7,
+    "STANDBY": 8,
+}
+INVERTER_EVT1_GROUND_FAULT = 1 << 0
+INVERTER_EVT1_OVER_TEMP = 1 << 7
+INVERTER_EVT1_HW_TEST_FAILURE = 1 << 15
+_ST_NAMES = {v: k.lower() for k, v in INVERTER_ST.items()}
+_RUNNING_ST = frozenset({INVERTER_ST["MPPT"], INVERTER_ST["THROTTLED"], INVERTER_ST["STARTING"]})
+
+
+def status(values: PointValues) -> tuple[dict[str, FieldValue], list[str]]:
+    """running and state from ``St``; fault from ``St`` or any ``Evt1`` bit."""
+    st, evt1 = values.get("St"), values.get("Evt1")
+    out: dict[str, FieldValue] = {}
+    if isinstance(st, int):
+        out["running"] = st in _RUNNING_ST
+        out["state"] = _ST_NAMES.get(st, str(st))
+    if not isinstance(st, int) and not isinstance(evt1, int):
+        return out, ["fault"]
+    out["fault"] = st == INVERTER_ST["FAULT"] or (isinstance(evt1, int) and evt1 != 0)
+    return out, []
+
+
+_LAYOUT: list[PointSpec] = [
+    row("A", "uint16", "A_SF", "A"),
+    *(row(f"Aph{ph}", "uint16", "A_SF", "A") for ph in "ABC"),
+    row("A_SF", "sunssf"),
+    *(row(f"PPVph{pair}", "uint16", "V_SF", "V") for pair in ("AB", "BC", "CA")),
+    *(row(f"PhVph{ph}", "uint16", "V_SF", "V") for ph in "ABC"),
+    row("V_SF", "sunssf"),
+    row("W", "int16", "W_SF", "W"),
+    row("W_SF", "sunssf"),
+    row("Hz", "uint16", "Hz_SF", "Hz"),
+    row("Hz_SF", "sunssf"),
+    row("VA", "int16", "VA_SF", "VA"),
+    row("VA_SF", "sunssf"),
+    row("VAr", "int16", "VAr_SF", "var"),
+    row("VAr_SF", "sunssf"),
+    row("PF", "int16", "PF_SF", "Pct"),
+    row("PF_SF", "sunssf"),
+    row("WH", "acc32", "WH_SF", "Wh"),
+    row("WH_SF", "sunssf"),
+    row("DCA", "uint16", "DCA_SF", "A"),
+    row("DCA_SF", "sunssf"),
+    row("DCV", "uint16", "DCV_SF", "V"),
+    row("DCV_SF", "sunssf"),
+    row("DCW", "int16", "DCW_SF", "W"),
+    row("DCW_SF", "sunssf"),
+    *(row(f"Tmp{where}", "int16", "Tmp_SF", "C") for where in ("Cab", "Snk", "Trns", "Ot")),
+    row("Tmp_SF", "sunssf"),
+    row("St", "enum16"),
+    row("StVnd", "enum16"),
+    row("Evt1", "bitfield32"),
+    row("Evt2", "bitfield32"),
+    *(row(f"EvtVnd{i}", "bitfield32") for i in range(1, 5)),
+]
+_EMITS = (
+    Emit("power_w", "W", "W"),
+    Emit("energy_wh_total", "WH", "Wh", counter=True),
+    Emit("frequency_hz", "Hz", "Hz", optional=True),
+)
+# What an emulated inverter uses: watts and watt-hours whole, currents in 0.01 A, volts in 0.1 V.
+_SCALE_FACTORS = {
+    "A_SF": -2,
+    "V_SF": -1,
+    "W_SF": 0,
+    "Hz_SF": -2,
+    "WH_SF": 0,
+    "DCA_SF": -2,
+    "DCV_SF": -1,
+    "DCW_SF": 0,
+    "Tmp_SF": -1,
+}
+
+
+def _inverter(model_id: int, name: str) -> None:
+    MODELS.register(
+        build_model(
+            model_id,
+            name,
+            50,
+            _LAYOUT,
+            category="pv",
+            emits=_EMITS,
+            scale_factors=_SCALE_FACTORS,
+            status=status,
+            status_points=("St", "Evt1"),
+        )
+    )
+
+
+_inverter(101, "inverter_single_phase")
+_inverter(103, "inverter_three_phase")
