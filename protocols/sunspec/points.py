@@ -193,6 +193,16 @@ def row(
     return (name, ptype, size if size is not None else TYPE_SIZES[ptype], sf, units)
 
 
+def scaled_rows(*points: tuple[str, str, str]) -> list[PointSpec]:
+    """Rows of points that each have their own scale factor right behind them (``W``, ``W_SF``),
+    from (name, type, units)."""
+    return [
+        spec
+        for name, ptype, units in points
+        for spec in (row(name, ptype, f"{name}_SF", units), row(f"{name}_SF", "sunssf"))
+    ]
+
+
 # --- register encoding -------------------------------------------------------------------------
 
 _NOT_IMPLEMENTED: dict[str, int] = {

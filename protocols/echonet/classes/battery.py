@@ -14,7 +14,10 @@ WORKING_STATE = {
     0x48: "restart",
     0x49: "recalc",
 }
-OPERATION_MODES = (0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x48, 0x49)
+POWER = Signed(4, -999_999_999, 999_999_999)  # W, + charging
+MODES = Code(
+    codes=(0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x48, 0x49)
+)  # operation mode settings a Set may store
 
 BATTERY = CLASSES.register(
     EchonetClass(
@@ -23,14 +26,7 @@ BATTERY = CLASSES.register(
         device="battery",
         category="battery",
         props=(
-            Prop(
-                0xD3,
-                "instantaneous charge/discharge power",
-                Signed(4, -999_999_999, 999_999_999),
-                "power_w",
-                "W",
-                poll="fast",
-            ),
+            Prop(0xD3, "instantaneous charge/discharge power", POWER, "power_w", "W", poll="fast"),
             Prop(0xE4, "remaining stored electricity 3", Unsigned(1, 100), "soc_pct", "%", poll="fast"),
             Prop(
                 0xCF,
@@ -48,14 +44,7 @@ BATTERY = CLASSES.register(
             Prop(0xD0, "rated energy", Unsigned(4, unset=b"\xff\xff\xff\xfe"), param="capacity_wh"),
             Prop(0xD6, "cumulative discharge", Counter(), "discharge_wh_total", "Wh"),
             Prop(0xD8, "cumulative charge", Counter(), "charge_wh_total", "Wh"),
-            Prop(
-                0xDA,
-                "operation mode setting",
-                Code(codes=OPERATION_MODES),
-                settable=True,
-                announce=True,
-                default=b"\x46",
-            ),
+            Prop(0xDA, "operation mode setting", MODES, settable=True, announce=True, default=b"\x46"),
             Prop(0xE2, "remaining stored electricity 1", Unsigned(4, 999_999_999)),  # Wh
             Prop(0xE6, "battery type", Code(), default=b"\x04"),
         ),

@@ -7,7 +7,10 @@ Get_SNA for those, which is normal (``optional``).
 from protocols.echonet.codecs import Code, Counter, Flag, Signed, Unsigned
 from protocols.echonet.entry import CLASSES, FAULT_STATUS, OPERATION_STATUS, EchonetClass, Prop, polled
 
-OPERATION_MODES = (0x40, 0x42, 0x43, 0x44, 0x46, 0x47, 0x48, 0x49)
+POWER = Signed(4, -999_999_999, 999_999_999)  # W, + charging the car
+MODES = Code(
+    codes=(0x40, 0x42, 0x43, 0x44, 0x46, 0x47, 0x48, 0x49)
+)  # operation mode settings a Set may store
 NOT_CONNECTED = 0x30  # 0x40..0x47: connected in some state; 0xFF: undefined
 
 EV_CHARGER = CLASSES.register(
@@ -17,14 +20,7 @@ EV_CHARGER = CLASSES.register(
         device="ev_charger",
         category="ev",
         props=(
-            Prop(
-                0xD3,
-                "instantaneous charge/discharge power",
-                Signed(4, -999_999_999, 999_999_999),
-                "power_w",
-                "W",
-                poll="fast",
-            ),
+            Prop(0xD3, "instantaneous charge/discharge power", POWER, "power_w", "W", poll="fast"),
             Prop(
                 0xE4,
                 "remaining stored electricity 3",
@@ -50,14 +46,7 @@ EV_CHARGER = CLASSES.register(
             Prop(0xC2, "remaining dischargeable capacity 1", Unsigned(4, 999_999_999), optional=True),  # Wh
             Prop(0xC4, "remaining dischargeable capacity 3", Unsigned(1, 100), "soc_pct", "%", optional=True),
             Prop(0xC5, "rated charge power", Unsigned(4, unset=b"\xff\xff\xff\xfe"), param="charger_w"),
-            Prop(
-                0xDA,
-                "operation mode setting",
-                Code(codes=OPERATION_MODES),
-                settable=True,
-                announce=True,
-                default=b"\x42",
-            ),
+            Prop(0xDA, "operation mode setting", MODES, settable=True, announce=True, default=b"\x42"),
             Prop(0xE2, "remaining stored electricity 1", Unsigned(4, 999_999_999), optional=True),  # Wh
         ),
     )

@@ -1,6 +1,6 @@
 """Model 802, battery base: state of charge, DC power (+ charging, - discharging), state and alarms."""
 
-from protocols.sunspec.models.storage import CHA_NAMES
+from protocols.sunspec.models import storage
 from protocols.sunspec.points import MODELS, Emit, FieldValue, PointValues, build_model, row
 
 BATTERY_STATE = {
@@ -17,11 +17,9 @@ BATTERY_EVT1_OTHER_ALARM = 1 << 25
 
 
 def status(values: PointValues) -> tuple[dict[str, FieldValue], list[str]]:
-    """state from ``ChaSt``; fault from ``State`` or any ``Evt1`` bit."""
-    state, cha, evt1 = values.get("State"), values.get("ChaSt"), values.get("Evt1")
-    out: dict[str, FieldValue] = {}
-    if isinstance(cha, int):
-        out["state"] = CHA_NAMES.get(cha, str(cha))
+    """state from ``ChaSt`` (as model 124 reads it); fault from ``State`` or any ``Evt1`` bit."""
+    out, _ = storage.status(values)
+    state, evt1 = values.get("State"), values.get("Evt1")
     if isinstance(state, int) or isinstance(evt1, int):
         out["fault"] = state == BATTERY_STATE["FAULT"] or (isinstance(evt1, int) and evt1 != 0)
     return out, []
@@ -35,14 +33,12 @@ BATTERY = MODELS.register(
         [
             row("AHRtg", "uint16", "AHRtg_SF", "Ah"),
             row("WHRtg", "uint16", "WHRtg_SF", "Wh"),
-            row("WChaRteMax", "uint16", "WChaDisChaMax_SF", "W"),
-            row("WDisChaRteMax", "uint16", "WChaDisChaMax_SF", "W"),
+            *(row(name, "uint16", "WChaDisChaMax_SF", "W") for name in ("WChaRteMax", "WDisChaRteMax")),
             row("DisChaRte", "uint16", "DisChaRte_SF", "%WHRtg"),
-            row("SoCMax", "uint16", "SoC_SF", "%WHRtg"),
-            row("SoCMin", "uint16", "SoC_SF", "%WHRtg"),
-            row("SocRsvMax", "uint16", "SoC_SF", "%WHRtg"),
-            row("SoCRsvMin", "uint16", "SoC_SF", "%WHRtg"),
-            row("SoC", "uint16", "SoC_SF", "%WHRtg"),
+            *(
+                row(n, "uint16", "SoC_SF", "%WHRtg")
+                for n in ("SoCMax", "SoCMin", "SocRsvMax", "SoCRsvMin", "SoC")
+            ),
             row("DoD", "uint16", "DoD_SF", "%"),
             row("SoH", "uint16", "SoH_SF", "%"),
             row("NCyc", "uint32"),
@@ -55,13 +51,8 @@ BATTERY = MODELS.register(
             row("State", "enum16"),
             row("StateVnd", "enum16"),
             row("WarrDt", "uint32"),
-            row("Evt1", "bitfield32"),
-            row("Evt2", "bitfield32"),
-            row("EvtVnd1", "bitfield32"),
-            row("EvtVnd2", "bitfield32"),
-            row("V", "uint16", "V_SF", "V"),
-            row("VMax", "uint16", "V_SF", "V"),
-            row("VMin", "uint16", "V_SF", "V"),
+            *(row(name, "bitfield32") for name in ("Evt1", "Evt2", "EvtVnd1", "EvtVnd2")),
+            *(row(name, "uint16", "V_SF", "V") for name in ("V", "VMax", "VMin")),
             row("CellVMax", "uint16", "CellV_SF", "V"),
             row("CellVMaxStr", "uint16"),
             row("CellVMaxMod", "uint16"),
@@ -77,23 +68,10 @@ BATTERY = MODELS.register(
             row("ReqW", "int16", "W_SF", "W"),
             row("SetOp", "enum16"),
             row("SetInvState", "enum16"),
-            *(
-                row(sf, "sunssf")
-                for sf in (
-                    "AHRtg_SF",
-                    "WHRtg_SF",
-                    "WChaDisChaMax_SF",
-                    "DisChaRte_SF",
-                    "SoC_SF",
-                    "DoD_SF",
-                    "SoH_SF",
-                    "V_SF",
-                    "CellV_SF",
-                    "A_SF",
-                    "AMax_SF",
-                    "W_SF",
-                )
-            ),
+            # the scale factors, in this order
+            *(row(sf, "sunssf") for sf in ("AHRtg_SF", "WHRtg_SF", "WChaDisChaMax_SF", "DisChaRte_SF")),
+            *(row(sf, "sunssf") for sf in ("SoC_SF", "DoD_SF", "SoH_SF", "V_SF")),
+            *(row(sf, "sunssf") for sf in ("CellV_SF", "A_SF", "AMax_SF", "W_SF")),
         ],
         category="battery",
         emits=(Emit("soc_pct", "SoC", "%"), Emit("power_w", "W", "W", signed=True)),

@@ -3,7 +3,16 @@
 ``W`` is the AC output of the PV inverter (>= 0); ``St`` its operating state, ``Evt1`` its alarms.
 """
 
-from protocols.sunspec.points import MODELS, Emit, FieldValue, PointSpec, PointValues, build_model, row
+from protocols.sunspec.points import (
+    MODELS,
+    Emit,
+    FieldValue,
+    PointSpec,
+    PointValues,
+    build_model,
+    row,
+    scaled_rows,
+)
 
 # Enumerations the emulator sets and collectors interpret.
 INVERTER_ST = {
@@ -43,31 +52,16 @@ _LAYOUT: list[PointSpec] = [
     *(row(f"PPVph{pair}", "uint16", "V_SF", "V") for pair in ("AB", "BC", "CA")),
     *(row(f"PhVph{ph}", "uint16", "V_SF", "V") for ph in "ABC"),
     row("V_SF", "sunssf"),
-    row("W", "int16", "W_SF", "W"),
-    row("W_SF", "sunssf"),
-    row("Hz", "uint16", "Hz_SF", "Hz"),
-    row("Hz_SF", "sunssf"),
-    row("VA", "int16", "VA_SF", "VA"),
-    row("VA_SF", "sunssf"),
-    row("VAr", "int16", "VAr_SF", "var"),
-    row("VAr_SF", "sunssf"),
-    row("PF", "int16", "PF_SF", "Pct"),
-    row("PF_SF", "sunssf"),
-    row("WH", "acc32", "WH_SF", "Wh"),
-    row("WH_SF", "sunssf"),
-    row("DCA", "uint16", "DCA_SF", "A"),
-    row("DCA_SF", "sunssf"),
-    row("DCV", "uint16", "DCV_SF", "V"),
-    row("DCV_SF", "sunssf"),
-    row("DCW", "int16", "DCW_SF", "W"),
-    row("DCW_SF", "sunssf"),
+    *scaled_rows(("W", "int16", "W"), ("Hz", "uint16", "Hz"), ("VA", "int16", "VA"), ("VAr", "int16", "var")),
+    *scaled_rows(
+        ("PF", "int16", "Pct"), ("WH", "acc32", "Wh"), ("DCA", "uint16", "A"), ("DCV", "uint16", "V")
+    ),
+    *scaled_rows(("DCW", "int16", "W")),
     *(row(f"Tmp{where}", "int16", "Tmp_SF", "C") for where in ("Cab", "Snk", "Trns", "Ot")),
     row("Tmp_SF", "sunssf"),
     row("St", "enum16"),
     row("StVnd", "enum16"),
-    row("Evt1", "bitfield32"),
-    row("Evt2", "bitfield32"),
-    *(row(f"EvtVnd{i}", "bitfield32") for i in range(1, 5)),
+    *(row(name, "bitfield32") for name in ("Evt1", "Evt2", "EvtVnd1", "EvtVnd2", "EvtVnd3", "EvtVnd4")),
 ]
 _EMITS = (
     Emit("power_w", "W", "W"),
@@ -75,17 +69,8 @@ _EMITS = (
     Emit("frequency_hz", "Hz", "Hz", optional=True),
 )
 # What an emulated inverter uses: watts and watt-hours whole, currents in 0.01 A, volts in 0.1 V.
-_SCALE_FACTORS = {
-    "A_SF": -2,
-    "V_SF": -1,
-    "W_SF": 0,
-    "Hz_SF": -2,
-    "WH_SF": 0,
-    "DCA_SF": -2,
-    "DCV_SF": -1,
-    "DCW_SF": 0,
-    "Tmp_SF": -1,
-}
+_SCALE_FACTORS = {"A_SF": -2, "V_SF": -1, "W_SF": 0, "Hz_SF": -2, "WH_SF": 0, "Tmp_SF": -1}
+_SCALE_FACTORS |= {"DCA_SF": -2, "DCV_SF": -1, "DCW_SF": 0}
 
 
 def _inverter(model_id: int, name: str) -> None:

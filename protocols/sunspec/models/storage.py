@@ -31,23 +31,11 @@ STORAGE = MODELS.register(
             row("ChaSt", "enum16"),
             row("OutWRte", "int16", "InOutWRte_SF", "% WDisChaMax"),
             row("InWRte", "int16", "InOutWRte_SF", "% WChaMax"),
-            row("InOutWRte_WinTms", "uint16", units="Secs"),
-            row("InOutWRte_RvrtTms", "uint16", units="Secs"),
-            row("InOutWRte_RmpTms", "uint16", units="Secs"),
+            *(row(f"InOutWRte_{t}Tms", "uint16", units="Secs") for t in ("Win", "Rvrt", "Rmp")),
             row("ChaGriSet", "enum16"),
-            *(
-                row(sf, "sunssf")
-                for sf in (
-                    "WChaMax_SF",
-                    "WChaDisChaGra_SF",
-                    "VAChaMax_SF",
-                    "MinRsvPct_SF",
-                    "ChaState_SF",
-                    "StorAval_SF",
-                    "InBatV_SF",
-                    "InOutWRte_SF",
-                )
-            ),
+            # the scale factors, in this order
+            *(row(sf, "sunssf") for sf in ("WChaMax_SF", "WChaDisChaGra_SF", "VAChaMax_SF", "MinRsvPct_SF")),
+            *(row(sf, "sunssf") for sf in ("ChaState_SF", "StorAval_SF", "InBatV_SF", "InOutWRte_SF")),
         ],
         category="battery",
         emits=(Emit("soc_pct", "ChaState", "%", optional=True),),
