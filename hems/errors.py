@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collector.errors import CollectorError
 from config import ConfigError
+from devices.errors import DeviceError
 from pipeline.errors import PipelineError
+from protocols.errors import ProtocolError
 
 
 class HemsError(Exception):
@@ -21,4 +23,11 @@ class UsageError(HemsError, ValueError):
     """Options that cannot work together (the message names them)."""
 
 
-KNOWN_ERRORS: tuple[type[Exception], ...] = (HemsError, ConfigError, PipelineError, CollectorError)
+KNOWN_ERRORS: tuple[type[Exception], ...] = (
+    HemsError,
+    ConfigError,
+    PipelineError,
+    CollectorError,
+    DeviceError,
+    ProtocolError,
+)

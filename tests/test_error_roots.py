@@ -3,21 +3,23 @@ everything that package raises on purpose, and every error keeps its old name an
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from collector.config import load
 from collector.errors import (
     CollectorError,
-    ConfigError,
     DeviceException,
     DeviceTimeout,
     DeviceUnreachable,
     MalformedReply,
     PollError,
 )
+from collector.sunspec_client import ModbusPool
 from devices.clock import SimClock, SimulationError
 from devices.control import FaultSpecError
 from devices.echonet.home import build_home_node
@@ -44,7 +46,6 @@ from protocols.sunspec.points import SunSpecValueError, encode
         (MissingParam, ProtocolError, ValueError),
         (SunSpecValueError, ProtocolError, ValueError),
         (RegistryError, ProtocolError, ValueError),
-        (ConfigError, CollectorError, Exception),
         (PollError, CollectorError, Exception),
         (DeviceTimeout, CollectorError, Exception),
         (DeviceUnreachable, CollectorError, Exception),
@@ -56,7 +57,7 @@ def test_every_error_has_its_package_root(error: type, root: type, builtin: type
     assert issubclass(error, root) and issubclass(error, builtin)
 
 
-def test_the_roots_catch_what_each_package_raises(tmp_path: Path) -> None:
+def test_the_roots_catch_what_each_package_raises() -> None:
     with pytest.raises(DeviceError, match="homes"):
         Fleet(0, 1)
     with pytest.raises(DeviceError, match="timezone-aware"):
@@ -69,8 +70,18 @@ def test_the_roots_catch_what_each_package_raises(tmp_path: Path) -> None:
         encode(MODELS[103].point("W"), 40_000)
     with pytest.raises(ProtocolError, match="already registered"):
         MODELS.register(MODELS[103])
-    with pytest.raises(CollectorError, match="cannot read"):
-        load(tmp_path / "missing.toml")
+
+
+async def test_the_collector_root_catches_a_failed_read() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    pool = ModbusPool(timeout_s=0.5)
+    try:
+        with pytest.raises(CollectorError, match="refused"):
+            await pool.read("127.0.0.1", port, 1, 40000, 2)
+    finally:
+        await pool.close()
 
 
 class _Home:
@@ -78,3 +89,21 @@ class _Home:
 
     def state(self) -> object:
         raise AssertionError("not read")
+
+
+def test_the_hems_command_reports_an_emulator_error_in_one_line(tmp_path: Path) -> None:
+    """``hems demo`` with homes it cannot build: one sentence and exit 2, not a FleetError traceback."""
+    options = ["--address-prefix", "10.0", "--history-days", "0", "--data-dir", str(tmp_path / "demo")]
+    done = subprocess.run(
+        [sys.executable, "-m", "hems", "demo", *options, "--port", "0", "--duration", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "hems demo: address_prefix must be '127.N' (loopback only), got '10.0'"
+    ]
