@@ -5,7 +5,7 @@
     PUT  /faults/{household}/{device}                 JSON object with any of the fields below
     POST /faults/{household}/{device}/reset-counters  the device's counters restart from zero
 
-Fields: ``no_reply``, ``malformed``, ``truncated``, ``stuck`` (bool), ``modbus_exception`` (int code
+Fields: ``no_reply``, ``malformed``, ``truncated``, ``stuck``, ``fault_flag`` (bool), ``modbus_exception`` (int code
 or null), ``sna_epcs`` (list of EPCs as ints or hex strings, e.g. ``["E7", 224]``),
 ``clock_offset_s`` (number of seconds).  A PUT changes only the fields it names; ``{"clear": true}``
 first returns the device to healthy.  Loopback only: there is no authentication.
@@ -40,7 +40,7 @@ class _Fleet(Protocol):
     def home(self, household: str | int) -> Any: ...
 
 
-_BOOL_FIELDS = ("no_reply", "malformed", "truncated", "stuck")
+_BOOL_FIELDS = ("no_reply", "malformed", "truncated", "stuck", "fault_flag")
 
 
 def faults_to_json(faults: Faults) -> dict[str, object]:
@@ -51,6 +51,7 @@ def faults_to_json(faults: Faults) -> dict[str, object]:
         "malformed": faults.malformed,
         "truncated": faults.truncated,
         "stuck": faults.stuck,
+        "fault_flag": faults.fault_flag,
         "clock_offset_s": faults.clock_offset.total_seconds(),
         "counters_reset": bool(faults.counter_base),
     }

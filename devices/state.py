@@ -70,6 +70,9 @@ class Faults:
     - ``malformed`` / ``truncated``: replies are garbage, or cut short mid-frame.
     - ``stuck``: the device keeps reporting the state it had when the fault was switched on.
     - ``clock_offset``: the device's own clock is off by this much (a clock jump).
+    - ``fault_flag``: the device raises its own fault flag while still answering: an inverter reports
+      SunSpec ``St`` = FAULT with an event bit and ECHONET fault status 0x41, a battery its alarm
+      state; what it measures is unchanged (a ground-fault alarm is raised by a running inverter).
     - counter reset: ``reset_counters(state)`` makes every counter restart from zero, like a
       replaced meter; the household's true totals are unaffected.
     """
@@ -81,6 +84,7 @@ class Faults:
     truncated: bool = False
     stuck: bool = False
     clock_offset: timedelta = timedelta(0)
+    fault_flag: bool = False
     counter_base: dict[str, float] = field(default_factory=dict)
     _stuck_state: HomeState | None = None
 
@@ -93,6 +97,7 @@ class Faults:
         self.truncated = False
         self.stuck = False
         self.clock_offset = timedelta(0)
+        self.fault_flag = False
         self._stuck_state = None
 
     def reset_counters(self, state: HomeState) -> None:
@@ -113,4 +118,9 @@ class Faults:
                 changes[name] = max(0.0, getattr(state, name) - base)
         if self.clock_offset:
             changes["ts"] = state.ts + self.clock_offset
+        if self.fault_flag:
+            # Each device reads only its own flag (an inverter ``inverter_fault``, a battery
+            # ``battery_fault``), so raising both is raising this device's.
+            changes["inverter_fault"] = True
+            changes["battery_fault"] = True
         return dataclasses.replace(state, **changes) if changes else state  # type: ignore[arg-type]

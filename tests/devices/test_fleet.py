@@ -225,6 +225,37 @@ async def test_control_endpoint_switches_faults() -> None:
                 assert (await r.json())["sna_epcs"] == ["E7", "E8"]
 
 
+async def test_control_endpoint_raises_the_device_fault_flag() -> None:
+    """``fault_flag`` makes a still-answering device report a fault: SunSpec St = FAULT with an event
+    bit, ECHONET 0x88 = 0x41, a battery's alarm state; clearing it returns the healthy values."""
+    fleet = make_fleet(homes=1, control_port=0)
+    async with fleet:
+        hid = fleet.homes[0].household_id
+        address = fleet.homes[0].address
+        assert fleet.control_url
+        async with aiohttp.ClientSession(fleet.control_url) as http:
+            inverter = await read_model(fleet, 0, 1, 103, (1, 103))
+            assert inverter["St"] == 4 and inverter["Evt1"] == 0
+            solar = await echonet_get(address, EOJ(0x02, 0x79, 0x01), [0x88])
+            assert solar[0x88] == b"\x42"
+            for device in ("inverter", "solar", "storage"):
+                async with http.put(f"/faults/{hid}/{device}", json={"fault_flag": True}) as r:
+                    assert r.status == 200 and (await r.json())["fault_flag"] is True
+            inverter = await read_model(fleet, 0, 1, 103, (1, 103))
+            assert inverter["St"] == 7 and inverter["Evt1"] != 0  # FAULT, ground-fault event
+            assert inverter["W"] > 0  # the alarm does not change what it measures
+            storage = await read_model(fleet, 0, 3, 802, (1, 124, 802))
+            assert storage["State"] == 99 and storage["Evt1"] != 0  # FAULT, an alarm bit
+            assert (await echonet_get(address, EOJ(0x02, 0x79, 0x01), [0x88]))[0x88] == b"\x41"
+            # Only the devices it was raised on: the ECHONET battery stays healthy.
+            assert (await echonet_get(address, EOJ(0x02, 0x7D, 0x01), [0x88]))[0x88] == b"\x42"
+            async with http.put(f"/faults/{hid}/inverter", json={"clear": True}) as r:
+                assert (await r.json())["fault_flag"] is False
+            assert (await read_model(fleet, 0, 1, 103, (1, 103)))["St"] == 4
+            async with http.put(f"/faults/{hid}/solar", json={"fault_flag": "yes"}) as r:
+                assert r.status == 400
+
+
 async def _one(http: aiohttp.ClientSession, hid: str, device: str) -> Any:
     async with http.get(f"/faults/{hid}/{device}") as r:
         return await r.json()
