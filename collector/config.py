@@ -87,6 +87,10 @@ class CollectorConfig:
     # Also emit the meter's fixed-time values (0xEA/0xEB) at the meter's own timestamp.  Off when the
     # devices' clock is not the wall clock (an emulator running faster than real time).
     fixed_time_readings: bool = True
+    # Each device's health goes into the reading stream (category ``equipment``) when it changes and
+    # again every this many seconds while it does not (0: never), so whoever reads the store can tell
+    # a healthy device from a collector that stopped reporting.
+    health_interval_s: float = 60.0
     source: str = ""  # file it came from, for messages
 
     def with_options(self, **changes: Any) -> CollectorConfig:

@@ -1,5 +1,10 @@
 """The collector as one object: devices in, an async stream of ``Reading``s out.
 
+Each device's health (``collector.scheduler.Health``) joins the same stream as a reading of category
+``equipment`` (fields ``health`` and ``health_since_s``) when it changes and every
+``health_interval_s`` while it does not, so it reaches the store, and through it the API, the same
+way readings do, wherever the store runs.
+
 Readings go through a bounded queue.  By default a full queue makes polls wait for the consumer,
 which shows up as schedule lateness and in ``stats()["queue_waits"]``; with ``drop_when_full`` the
 newest reading is dropped instead and counted in ``stats()["dropped"]``.  Either way nothing is
@@ -26,6 +31,7 @@ from collector.sunspec_client import ModbusPool, SunSpecDevice
 from protocols.echonet.classes import CLASSES, EchonetClass
 from protocols.echonet.frame import EOJ, NODE_PROFILE, Frame, FrameError
 from protocols.echonet.node_profile import parse_instance_list
+from seeds.vocabulary import STATUS_CATEGORY
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,8 @@ class Collector:
             listen_multicast=config.listen_multicast,
         )
         self.pool = ModbusPool(config.timeout_s)
-        self.scheduler = Scheduler(config, self._poll)
+        self.scheduler = Scheduler(config, self._poll, self._health_changed)
+        self._devices = {dev.key: dev for dev in config.devices}
         self._modbus: dict[str, SunSpecDevice] = {}
         self._echonet: dict[str, _EchonetDevice] = {}
         self._by_object: dict[tuple[str, EOJ], _EchonetDevice] = {}
@@ -105,9 +112,12 @@ class Collector:
         self.dropped = 0
         self.queue_waits = 0
         self.pushed = 0
+        self.health_readings = 0
+        self.health_skipped = 0  # health readings a full queue had no room for (the next one repeats it)
         self._started = False
         self._closed = False
         self._rediscovery: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -121,12 +131,15 @@ class Collector:
             await self.discover()
             self._rediscovery = asyncio.get_running_loop().create_task(self._rediscover_loop())
         self.scheduler.start(self.config.devices)
+        if self.config.health_interval_s > 0:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._health_loop())
 
     async def stop(self) -> None:
-        if self._rediscovery is not None:
-            self._rediscovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rediscovery
+        for task in (self._rediscovery, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.scheduler.stop()
         await self.controller.stop()
         await self.pool.close()
@@ -262,6 +275,43 @@ class Collector:
         await self._queue.put(reading)
         self.readings_out += 1
 
+    # --- health as readings ----------------------------------------------------------------------
+
+    def _health_reading(self, key: str, health: Health) -> Reading:
+        dev = self._devices[key]
+        since = health.since or datetime.now(UTC)
+        fields: dict[str, FieldValue] = {
+            "health": health.reason,
+            "health_since_s": round(since.timestamp(), 3),
+        }
+        source: Source = "modbus" if dev.protocol == "modbus" else "echonet"
+        return Reading(dev.household, dev.device, STATUS_CATEGORY, datetime.now(UTC), fields, "ok", source)
+
+    def _offer_health(self, reading: Reading) -> None:
+        """Never waits and never counts as a dropped reading: a health reading a full queue has no room
+        for is counted apart (and logged), and the next change or heartbeat says the same again."""
+        if self._closed or self.config.health_interval_s <= 0:
+            return
+        try:
+            self._queue.put_nowait(reading)
+        except asyncio.QueueFull:
+            self.health_skipped += 1
+            if self.health_skipped in (1, 10, 100) or self.health_skipped % 1000 == 0:
+                log.warning("reading queue full: %d health readings skipped so far", self.health_skipped)
+            return
+        self.readings_out += 1
+        self.health_readings += 1
+
+    def _health_changed(self, key: str, health: Health) -> None:
+        if self._started:
+            self._offer_health(self._health_reading(key, health))
+
+    async def _health_loop(self) -> None:
+        while True:
+            for key, health in self.scheduler.health().items():
+                self._offer_health(self._health_reading(key, health))
+            await asyncio.sleep(self.config.health_interval_s)
+
     # --- views -----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Health]:
@@ -275,6 +325,8 @@ class Collector:
             "pushed": self.pushed,
             "dropped": self.dropped,
             "queue_waits": self.queue_waits,
+            "health_readings": self.health_readings,
+            "health_skipped": self.health_skipped,
             "queued": self._queue.qsize(),
             "echonet": vars(self.controller.stats).copy(),
         }

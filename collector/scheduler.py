@@ -73,9 +73,12 @@ class _DeviceRun:
 
 
 class Scheduler:
-    def __init__(self, config: CollectorConfig, poll: Poll) -> None:
+    def __init__(
+        self, config: CollectorConfig, poll: Poll, on_change: Callable[[str, Health], None] | None = None
+    ) -> None:
         self.config = config
         self._poll = poll
+        self._on_change = on_change  # told of every change of a device's health reason or message
         self._global = asyncio.Semaphore(config.max_in_flight)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._runs: dict[str, _DeviceRun] = {}
@@ -187,13 +190,15 @@ class Scheduler:
         now = datetime.now(UTC)
         if ok:
             self._last_ok[key] = now.timestamp()
-        self._health[key] = replace(
+        new = self._health[key] = replace(
             old,
             reason=reason,
             since=old.since if old.reason == reason else now,
             failures=failures,
             message=message,
         )
+        if self._on_change is not None and new.reason != old.reason:
+            self._on_change(key, new)
 
     def _ok(self, run: _DeviceRun, quality: str, note: str) -> None:
         run.failures = 0

@@ -5,8 +5,8 @@
     PUT  /faults/{household}/{device}                 JSON object with any of the fields below
     POST /faults/{household}/{device}/reset-counters  the device's counters restart from zero
 
-Fields: ``no_reply``, ``malformed``, ``truncated``, ``stuck``, ``fault_flag`` (bool), ``modbus_exception`` (int code
-or null), ``sna_epcs`` (list of EPCs as ints or hex strings, e.g. ``["E7", 224]``),
+Fields: ``no_reply``, ``malformed``, ``truncated``, ``stuck``, ``fault_flag`` (bool), ``modbus_exception``
+(int code or null), ``sna_epcs`` (list of EPCs as ints or hex strings, e.g. ``["E7", 224]``),
 ``clock_offset_s`` (number of seconds).  A PUT changes only the fields it names; ``{"clear": true}``
 first returns the device to healthy.  Loopback only: there is no authentication.
 """

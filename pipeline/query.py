@@ -35,7 +35,7 @@ from seeds.vocabulary import BOOL_FIELDS as BOOL_FIELDS
 from seeds.vocabulary import COUNTER_FIELDS as COUNTER_FIELDS
 from seeds.vocabulary import QUERYABLE_FIELDS as QUERYABLE_FIELDS
 from seeds.vocabulary import RAW_FIELDS as RAW_FIELDS
-from seeds.vocabulary import SERIES_CATEGORIES
+from seeds.vocabulary import STORED_CATEGORIES
 from seeds.vocabulary import TEXT_FIELDS as TEXT_FIELDS
 
 Agg = Literal["mean", "min", "max", "sum", "first", "last", "count"]
@@ -88,7 +88,7 @@ class SeriesQuery:
                 raise QueryError("households", f"malformed household id {hh!r}")
         if len(set(self.households)) != len(self.households):
             raise QueryError("households", "duplicate household id")
-        if self.category not in SERIES_CATEGORIES:
+        if self.category not in STORED_CATEGORIES:
             raise QueryError("category", f"unknown series category {self.category!r}")
         if not isinstance(self.fields, tuple) or not self.fields:
             raise QueryError("fields", "at least one field is required (as a tuple)")

@@ -20,7 +20,7 @@ from typing import Final
 from collector.reading import FieldValue, Reading
 from pipeline.errors import PipelineError
 from pipeline.query import valid_id
-from seeds.vocabulary import FIELD_SPECS, SERIES_CATEGORIES, WRAPPING_FIELDS
+from seeds.vocabulary import FIELD_SPECS, STORED_CATEGORIES, WRAPPING_FIELDS
 
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -85,7 +85,7 @@ class Validator:
             if len(self._good_ids) > 100_000:
                 self._good_ids.clear()
             self._good_ids.add(ids)
-        if r.category not in SERIES_CATEGORIES:
+        if r.category not in STORED_CATEGORIES:
             raise RejectedReading("unknown_category", repr(r.category))
         offset = r.ts_utc.utcoffset()
         if offset is None or offset != timedelta(0):

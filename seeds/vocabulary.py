@@ -29,6 +29,15 @@ SERIES_CATEGORIES: Final = (
 RECORD_CATEGORIES: Final = ("identity", "contract", "equipment", "household")
 CATEGORIES: Final = SERIES_CATEGORIES + RECORD_CATEGORIES
 
+# The health the collector reports for each device (answering, timing out, refusing with an
+# exception...) is the status of the home's equipment: SPS 2(2)[4] item (3) lists the generation
+# equipment among what after-sales maintenance receives, and 2(2)[1] names fault-handling status among
+# what the service holds.  It is kept as a series beside the readings, under the policy's ``equipment``
+# category, so the same decision and ledger govern it as any other item.
+STATUS_CATEGORY: Final = "equipment"
+# Every measurement a series store holds: the readings' categories and the equipment status.
+STORED_CATEGORIES: Final = (*SERIES_CATEGORIES, STATUS_CATEGORY)
+
 ACTIONS: Final = ("read", "read_stats", "export")
 
 PRINCIPAL_KINDS: Final = (
@@ -104,6 +113,10 @@ FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("running", "bool", "bool", _EQUIPMENT),
     FieldSpec("connected", "bool", "bool", ("ev",)),
     FieldSpec("state", "enum", "text", ("pv", "battery")),
+    # Equipment status (STATUS_CATEGORY): the collector's verdict on a device (ok / partial / pending /
+    # timeout / exception:<code> / malformed / unreachable / error:<type>) and the Unix time it began.
+    FieldSpec("health", "enum", "text", (STATUS_CATEGORY,)),
+    FieldSpec("health_since_s", "s", "float", (STATUS_CATEGORY,), low=0.0, high=1e11),
 )
 
 FIELD_SPECS: Final = {spec.name: spec for spec in FIELDS}
@@ -150,9 +163,9 @@ def check_table(fields: Sequence[FieldSpec]) -> None:
     """The table is data that people edit: refuse at import what would corrupt a store or a grant
     (field names become SQL column names, so they are plain lower-case ASCII identifiers)."""
     for spec in fields:
-        unknown = set(spec.categories) - set(SERIES_CATEGORIES)
+        unknown = set(spec.categories) - set(STORED_CATEGORIES)
         if unknown or not spec.categories:
-            raise ValueError(f"field {spec.name}: categories {sorted(unknown) or '()'} are not series")
+            raise ValueError(f"field {spec.name}: categories {sorted(unknown) or '()'} are not stored series")
         name = spec.name
         if not (name.isascii() and name.isidentifier() and name.islower()) or name.startswith(RAW_PREFIX):
             raise ValueError(f"field {name!r}: lower-case ASCII identifier, not starting {RAW_PREFIX!r}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from access.api.params import DEFAULT_LIMIT, FORMATS, MAX_LIMIT
 from pipeline.query import AGGS, QUERYABLE_FIELDS
-from seeds.vocabulary import ACTIONS, CATEGORIES, SERIES_CATEGORIES
+from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
 
 
 def _p(name: str, where: str, desc: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
@@ -24,7 +24,7 @@ _STR = {"type": "string"}
 HOUSEHOLD = _p(
     "household", "path", "Opaque household id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 )
-CATEGORY = _p("category", "path", "Series category", {"type": "string", "enum": list(SERIES_CATEGORIES)})
+CATEGORY = _p("category", "path", "Series category", {"type": "string", "enum": list(STORED_CATEGORIES)})
 PURPOSE = _p(
     "purpose", "query", "Declared purpose (or header X-Purpose); must be registered for the token", _STR
 )

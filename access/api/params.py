@@ -18,7 +18,7 @@ from typing import Final
 
 from access.api.problems import bad_param
 from pipeline.query import AGGS, QUERYABLE_FIELDS, valid_id
-from seeds.vocabulary import SERIES_CATEGORIES
+from seeds.vocabulary import STORED_CATEGORIES
 
 FORMATS: Final = ("json", "csv", "arrow")
 MAX_RANGE: Final = timedelta(days=400)
@@ -40,6 +40,7 @@ DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "gas": ("volume_l_total",),
     "external_generation": ("power_w", "energy_wh_total"),
     "ev": ("power_w", "soc_pct"),
+    "equipment": ("health", "health_since_s"),
 }
 _EVERY_RE: Final = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -62,8 +63,8 @@ def household_id(value: str) -> str:
 
 
 def category(value: str) -> str:
-    if value not in SERIES_CATEGORIES:
-        raise bad_param("category", f"unknown series category; use one of {', '.join(SERIES_CATEGORIES)}")
+    if value not in STORED_CATEGORIES:
+        raise bad_param("category", f"unknown series category; use one of {', '.join(STORED_CATEGORIES)}")
     return value
 
 

@@ -30,7 +30,7 @@ from access.api.state import STATE, AppState, Caller, caller_of
 from access.consent import SCOPES, ConsentError
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
-from seeds.vocabulary import ACTIONS, CATEGORIES, SERIES_CATEGORIES
+from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
 
 _PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 STATS_CHUNK = 500  # households per store query when aggregating a fleet
@@ -104,7 +104,7 @@ async def households(request: web.Request) -> web.Response:
             else:
                 item["categories"] = [
                     c
-                    for c in SERIES_CATEGORIES
+                    for c in STORED_CATEGORIES
                     if state.authz.decide(caller.principal, household, c, "read", purpose, at=at).allowed
                 ]
         items.append(item)

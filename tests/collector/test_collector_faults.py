@@ -7,6 +7,7 @@ isolation than one fault at a time."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from collector.reading import Reading
 from collector.runner import Collector
 from devices.fleet import Fleet
 from devices.state import Faults
+from seeds.vocabulary import STATUS_CATEGORY
 from tests.collector.conftest import config_for
 
 TIMEOUT_S = 0.5
@@ -65,6 +67,7 @@ async def test_each_fault_gives_its_reason_without_delaying_others(fleet_factory
         await asyncio.sleep(1.2)
         assert all(h.reason == "ok" for h in collector.health().values()), collector.health()
         faulty: dict[str, str] = {}
+        injected = time.time()
         for i, (device, apply, reason) in enumerate(FAULTS):
             apply(fleet.faults(i, device))
             faulty[f"{fleet.homes[i].household_id}/{device}"] = reason
@@ -88,7 +91,11 @@ async def test_each_fault_gives_its_reason_without_delaying_others(fleet_factory
         assert collector.stats()["polls"] > polls_before
         # A Get_SNA keeps what the device did answer.
         sna_home = fleet.homes[1].household_id
-        partial = [r for r in readings if r.household == sna_home and r.device == "smart_meter"][-1]
+        partial = [
+            r
+            for r in readings
+            if r.household == sna_home and r.device == "smart_meter" and r.category != STATUS_CATEGORY
+        ][-1]
         assert partial.quality == "partial" and "power_w" not in partial.fields
         assert "export_wh_total" in partial.fields or partial.fields.keys() <= {"power_w", "import_wh_total"}
 
@@ -99,6 +106,19 @@ async def test_each_fault_gives_its_reason_without_delaying_others(fleet_factory
         for key in faulty:
             assert health[key].reason == "ok", (key, health[key])
             assert health[key].last_ok is not None
+        # Each change of health also went into the reading stream (and so through the pipeline to the
+        # store): the fault's reason with the instant it began, then "ok" again.
+        told: dict[str, list[tuple[object, object]]] = {}
+        for r in readings:
+            if r.category == STATUS_CATEGORY:
+                told.setdefault(f"{r.household}/{r.device}", []).append(
+                    (r.fields["health"], r.fields["health_since_s"])
+                )
+        for key, reason in faulty.items():
+            reasons = [h for h, _ in told[key]]
+            assert reason in reasons and reasons[-1] == "ok", (key, told[key])
+            began = next(since for h, since in told[key] if h == reason)
+            assert isinstance(began, float) and injected - 0.01 <= began <= injected + 2.0, (key, began)
     finally:
         await collector.stop()
         await drain

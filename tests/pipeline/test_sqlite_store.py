@@ -233,3 +233,30 @@ async def test_data_version_sees_its_own_writes_at_once_and_others_within_the_po
     store.version_poll_s = 0
     assert store.data_version() != v2
     await store.close()
+
+
+async def test_a_store_made_before_the_health_fields_is_migrated(tmp_path: Path) -> None:
+    """A data directory from before the equipment-status fields existed keeps working: the columns are
+    added on open, old rows read as null there, and device health is written and read back."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE points (household TEXT NOT NULL, measurement TEXT NOT NULL, ts_ns INTEGER NOT NULL, "
+        "device TEXT NOT NULL, source TEXT NOT NULL, power_w REAL, "
+        "PRIMARY KEY (household, measurement, ts_ns, device)) WITHOUT ROWID"
+    )
+    old.execute("INSERT INTO points VALUES ('hh-1', 'electricity', ?, 'meter', 'echonet', 5.0)", (B,))
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    try:
+        await store.write([pt(1, dev="inverter", cat="equipment", health="timeout", health_since_s=1.5)])
+        health = await store.query(q(category="equipment", fields=("health", "health_since_s")))
+        assert health.select("device", "health", "health_since_s").rows() == [("inverter", "timeout", 1.5)]
+        assert health.schema["health"] == pl.Utf8
+        power = await store.query(q(fields=("power_w", "state")))
+        assert power.select("power_w", "state").rows() == [(5.0, None)]
+    finally:
+        await store.close()
