@@ -4,6 +4,16 @@ Every function takes and returns polars DataFrames in the ``SeriesQuery`` result
 ``household``, ``device``, fields), so the API can derive from whichever store answered.  Nothing
 here fills gaps: a window or day without data has no row, because a missing night-time value is
 unknown, not zero.
+
+**One source of truth per quantity.**  A home's devices of one category are views of one quantity:
+the PV output is read by the SunSpec inverter and by the ECHONET solar unit, the grid connection by
+the SunSpec meter and by the smart meter, the battery by the storage controller and the ECHONET
+battery.  Adding them counts the quantity twice.  So every household figure takes each field from
+one device (``one_source``): devices are ranked by how many samples of that field they gave in the
+frame (a device that reports steadily wins; ties go to the smaller device id), and at each time the
+highest-ranked device that has a value gives it; a lower-ranked device only fills a time the others
+left empty.  A home with two separate arrays needs a device (or a collector entry) that reports
+their sum.
 """
 
 from __future__ import annotations
@@ -30,13 +40,35 @@ def grid_flows(electricity: pl.DataFrame, power_field: str = "power_w") -> pl.Da
     )
 
 
-def _per_household(df: pl.DataFrame, field: str, alias: str) -> pl.DataFrame:
-    # A household may have several inverters or meters: their powers add up.
+def device_rank(df: pl.DataFrame, field: str) -> pl.DataFrame:
+    """``household``, ``device``, ``rank`` (0 = the source of truth) for ``field``: most samples
+    first, then the smaller device id."""
     return (
         df.filter(pl.col(field).is_not_null())
-        .group_by(_KEYS)
-        .agg(pl.col(field).cast(pl.Float64).sum().alias(alias))
+        .group_by(["household", "device"])
+        .agg(pl.len().alias("n"))
+        .sort(["household", "n", "device"], descending=[False, True, False])
+        .with_columns(pl.int_range(pl.len()).over("household").alias("rank"))
+        .select("household", "device", "rank")
     )
+
+
+def one_source(df: pl.DataFrame, field: str) -> pl.DataFrame:
+    """``time``, ``household``, ``device`` (the one it came from), ``field``: one value per household
+    and time, by the rule in the module docstring."""
+    ranked = df.filter(pl.col(field).is_not_null()).join(
+        device_rank(df, field), on=["household", "device"], how="inner"
+    )
+    return (
+        ranked.sort(["household", "time", "rank"])
+        .group_by(_KEYS, maintain_order=True)
+        .first()
+        .select("time", "household", "device", field)
+    )
+
+
+def _per_household(df: pl.DataFrame, field: str, alias: str) -> pl.DataFrame:
+    return one_source(df, field).select(*_KEYS, pl.col(field).cast(pl.Float64).alias(alias))
 
 
 def self_consumption(
@@ -124,11 +156,15 @@ def daily_energy(df: pl.DataFrame, total_field: str, tz: str = TOKYO) -> pl.Data
 
 
 def daily_energy_per_household(df: pl.DataFrame, total_field: str, tz: str = TOKYO) -> pl.DataFrame:
-    """``daily_energy`` summed over a household's devices (e.g. two PV inverters)."""
+    """``daily_energy`` per household: each day from one device (``one_source``: the device ranked
+    first by its samples of ``total_field`` in ``df`` that has a figure for that day)."""
+    per_device = daily_energy(df, total_field, tz).join(
+        device_rank(df, total_field), on=["household", "device"], how="inner"
+    )
     return (
-        daily_energy(df, total_field, tz)
-        .group_by(["household", "day"])
-        .agg(pl.col("delta").sum())
+        per_device.sort(["household", "day", "rank"])
+        .group_by(["household", "day"], maintain_order=True)
+        .first()
         .select("day", "household", "delta")
         .sort(["household", "day"])
     )

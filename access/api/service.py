@@ -18,6 +18,7 @@ from access.api.problems import ApiProblem
 from access.api.state import AppState, Caller
 from access.decision import Decision
 from access.relationships import INTERNAL_KINDS
+from pipeline.derived import one_source
 from pipeline.query import QueryError, SeriesQuery
 from pipeline.store import StoreUnavailable
 
@@ -161,11 +162,16 @@ async def record(
 def fleet_statistics(df: pl.DataFrame, fields: tuple[str, ...], min_group: int) -> tuple[pl.DataFrame, int]:
     """Aggregates over households per window; windows with fewer than ``min_group`` households dropped.
 
-    A household's devices are summed first (two inverters are one home's yield).  Returns the frame
-    (no household column) and how many windows were suppressed."""
-    per_home = df.group_by(["time", "household"]).agg(
-        [pl.col(f).cast(pl.Float64).sum().alias(f) for f in fields]
-    )
+    Each household counts once per window with one value per field, taken from one of its devices
+    (``pipeline.derived.one_source``: an inverter and the ECHONET solar unit of one home are one
+    yield, not two).  Returns the frame (no household column) and how many windows were suppressed."""
+    per_home = df.select("time", "household").unique()
+    for f in fields:
+        per_home = per_home.join(
+            one_source(df, f).select("time", "household", pl.col(f).cast(pl.Float64)),
+            on=["time", "household"],
+            how="left",
+        )
     stats = per_home.group_by("time").agg(
         pl.col("household").n_unique().alias("households"),
         *[

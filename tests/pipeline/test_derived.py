@@ -8,7 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from pipeline.derived import daily_energy, daily_energy_per_household, grid_flows, self_consumption
+from pipeline.derived import (
+    daily_energy,
+    daily_energy_per_household,
+    grid_flows,
+    one_source,
+    self_consumption,
+)
 
 T0 = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
 H = timedelta(hours=1)
@@ -29,23 +35,48 @@ def test_grid_flows_split_net_power() -> None:
 
 
 def test_self_consumption_and_sufficiency() -> None:
-    # step 1: PV 3000 W (two inverters 2000 + 1000), meter -1000 W (export 1000): load = 2000,
+    # PV is read by two devices of one home (SunSpec inverter and ECHONET solar unit): one quantity.
+    # step 1: PV 3000 W, meter -1000 W (export 1000): load = 2000,
     #         self-consumption = (3000-1000)/3000 = 2/3, self-sufficiency = (2000-0)/2000 = 1
     # step 2: PV 1000 W, meter +500 W: load 1500, SC = 1, SS = 1000/1500 = 2/3
     # step 3: PV 0 (night), meter +400 W: load 400, SC undefined (null), SS 0
     pv = frame(
         [
-            (T0, "h", "inv1", 2000.0),
-            (T0, "h", "inv2", 1000.0),
-            (T0 + H, "h", "inv1", 1000.0),
-            (T0 + 2 * H, "h", "inv1", 0.0),
+            (T0, "h", "inverter", 3000.0),
+            (T0, "h", "solar", 3000.0),
+            (T0 + H, "h", "inverter", 1000.0),
+            (T0 + H, "h", "solar", 1000.0),
+            (T0 + 2 * H, "h", "inverter", 0.0),
         ]
     )
     meter = frame([(T0, "h", "m", -1000.0), (T0 + H, "h", "m", 500.0), (T0 + 2 * H, "h", "m", 400.0)])
     out = self_consumption(pv, meter)
+    assert out["pv_w"].to_list() == [3000.0, 1000.0, 0.0]  # not 6000 and 2000: counted once
     assert out["load_w"].to_list() == [2000.0, 1500.0, 400.0]
     assert out["self_consumption"].to_list() == pytest.approx([2 / 3, 1.0, None])
     assert out["self_sufficiency"].to_list() == pytest.approx([1.0, 2 / 3, 0.0])
+
+
+def test_one_source_per_quantity_ranks_devices_and_fills_gaps() -> None:
+    # "b" gave more samples, so it is the source; "a" only fills the step "b" left empty.
+    df = frame(
+        [
+            (T0, "h", "a", 10.0),
+            (T0, "h", "b", 11.0),
+            (T0 + H, "h", "b", 21.0),
+            (T0 + 2 * H, "h", "a", 30.0),
+            (T0 + 3 * H, "h", "b", 41.0),
+            (T0, "g", "z", 5.0),
+        ]
+    )
+    out = one_source(df, "power_w").sort(["household", "time"])
+    assert out.rows() == [
+        (T0, "g", "z", 5.0),
+        (T0, "h", "b", 11.0),
+        (T0 + H, "h", "b", 21.0),
+        (T0 + 2 * H, "h", "a", 30.0),
+        (T0 + 3 * H, "h", "b", 41.0),
+    ]
 
 
 def test_battery_charging_is_not_load() -> None:
@@ -81,8 +112,10 @@ def test_daily_energy_over_tokyo_days_with_gap() -> None:
     ]
 
 
-def test_daily_energy_sums_devices_per_household() -> None:
+def test_daily_energy_per_household_takes_one_device() -> None:
+    # Two devices count the same yield (their own counters): the day's figure is one device's rise,
+    # never the sum; ties of sample counts go to the smaller id.
     f = "energy_wh_total"
-    rows = [(T0, "h", "a", 10.0), (T0 + H, "h", "a", 30.0), (T0, "h", "b", 5.0), (T0 + H, "h", "b", 6.0)]
+    rows = [(T0, "h", "a", 10.0), (T0 + H, "h", "a", 30.0), (T0, "h", "b", 5.0), (T0 + H, "h", "b", 25.0)]
     out = daily_energy_per_household(frame(rows, f), f)
-    assert out.rows() == [(date(2026, 6, 1), "h", 21.0)]
+    assert out.rows() == [(date(2026, 6, 1), "h", 20.0)]
