@@ -7,13 +7,17 @@ sessions: one SQLite file) unless the caller hands over a ledger it already hold
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from access.alerts import WebhookStore
+from access.api.maintenance import RULES, WEBHOOKS, alert_loop
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
 from access.api.pagecache import PageCache
 from access.api.problems import ApiProblem
@@ -26,6 +30,7 @@ from access.compiler import Policy, compile_seeds
 from access.consent import ConsentStore
 from access.decision import Authorizer
 from access.ledger import Ledger
+from access.maintenance import Rules
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
 from pipeline.store import Store
@@ -95,10 +100,13 @@ def make_app(
     pipeline_stats: PipelineStats | None = None,
     web_views: bool = True,
     page_cache_bytes: int = DEFAULT_PAGE_CACHE_BYTES,
+    maintenance_rules: Rules | None = None,
+    alert_every_s: float | None = None,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
-    ``page_cache_bytes=0`` renders every data page afresh (see ``access.api.pagecache``)."""
+    ``page_cache_bytes=0`` renders every data page afresh (see ``access.api.pagecache``);
+    ``alert_every_s`` runs the alert webhooks' sender in this process (run it in one process only)."""
     if policy is None:
         from seeds.loader import load_seeds
 
@@ -125,11 +133,24 @@ def make_app(
     )
     app = web.Application(middlewares=[_respond], client_max_size=MAX_BODY)
     app[STATE] = state
+    app[RULES] = maintenance_rules or Rules()
+    hooks = app[WEBHOOKS] = WebhookStore(path)
     add_routes(app)
     if web_views:
         from access.web.views import add_web_routes
 
         add_web_routes(app)
+
+    if alert_every_s is not None:
+
+        async def _alerts(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(alert_loop(state, app[RULES], hooks, alert_every_s))
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(_alerts)
 
     async def _close(app: web.Application) -> None:
         await state.drain_ledger()  # provisions already queued are written before the ledger thread stops
@@ -138,6 +159,7 @@ def make_app(
         consent.close()
         state.tokens.close()
         state.web.close()
+        hooks.close()
         if own_ledger:
             the_ledger.close()
 

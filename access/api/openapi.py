@@ -276,5 +276,13 @@ def document() -> dict[str, Any]:
                     {**_ok("Decision"), **std},
                 )
             },
+            "/api/v1/alerts": {
+                "get": _op(
+                    "Open problems of the caller's installations, worst first (silent devices, collector "
+                    "health, faults, low yield, idle battery, stuck counters), each with since-when",
+                    [PURPOSE, PURPOSE_HEADER],
+                    {**_ok("Problems"), **std},
+                )
+            },
         },
     }

@@ -11,6 +11,7 @@ import polars as pl
 from aiohttp import web
 
 from access.api import params
+from access.api.maintenance import alerts
 from access.api.openapi import document
 from access.api.problems import ApiProblem, bad_param
 from access.api.render import frame_columns, iso, json_response
@@ -361,6 +362,7 @@ ROUTES: tuple[tuple[str, str, Any, str], ...] = (
     ("POST", "/api/v1/households/{household}/erasure", erasure_post, "erasure_post"),
     ("GET", "/api/v1/stats/{category}", stats, "stats"),
     ("GET", "/api/v1/explain", explain, "explain"),
+    ("GET", "/api/v1/alerts", alerts, "alerts"),
 )
 
 

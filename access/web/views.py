@@ -9,15 +9,16 @@ posts.  Times are shown in Asia/Tokyo.
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import polars as pl
 from aiohttp import web
 
+from access.alerts import WebhookError, WebhookStore
+from access.api.maintenance import RULES, WEBHOOKS, HomeStatus, installer_homes
 from access.api.problems import ApiProblem
-from access.api.service import decide, households_of, query, series_query
+from access.api.service import households_of
 from access.api.state import (
     SESSION_COOKIE,
     STATE,
@@ -29,7 +30,8 @@ from access.api.state import (
 )
 from access.auth import AuthError
 from access.consent import SuspensionRecord
-from common.sun import clear_sky_fraction, expected_wh
+from access.maintenance import Problem
+from access.web.i18n import MESSAGES, category_word, duration, energy, language, t, when
 
 STATIC = Path(__file__).parent / "static"
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -59,18 +61,20 @@ def _chart(chart_id: str, caption: str) -> str:
     )
 
 
-def _page(title: str, body: str, caller: Caller | None = None) -> web.Response:
+def _page(
+    title: str, body: str, caller: Caller | None = None, lang: str = "en", status: int = 200
+) -> web.Response:
     nav = ""
     if caller is not None:
         nav = (
             f'<nav><span class="who">{_e(caller.principal)} ({_e(caller.kind.replace("_", " "))})</span>'
             '<form method="post" action="/logout">'
             f'<input type="hidden" name="csrf" value="{_e(caller.csrf)}">'
-            '<button type="submit">Sign out</button></form></nav>'
+            f'<button type="submit">{_e(t(lang, "sign_out"))}</button></form></nav>'
         )
     csrf_meta = f'<meta name="csrf-token" content="{_e(caller.csrf)}">' if caller and caller.csrf else ""
     text = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"{csrf_meta}<title>{_e(title)} - HEMS</title>"
         '<link rel="stylesheet" href="/static/style.css"></head><body>'
@@ -78,7 +82,7 @@ def _page(title: str, body: str, caller: Caller | None = None) -> web.Response:
         '<script src="/static/chart.umd.min.js"></script><script src="/static/app.js"></script>'
         "</body></html>"
     )
-    return web.Response(text=text, content_type="text/html", charset="utf-8")
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
 def _session(request: web.Request) -> Caller | None:
@@ -246,122 +250,174 @@ async def provision_form(request: web.Request) -> web.StreamResponse:
 
 
 # -- installer -----------------------------------------------------------------------------------------
-async def _maintenance_row(state: AppState, caller: Caller, household: str) -> str:
-    link = f'<a href="/installer/{_e(household)}">{_e(household)}</a>'
-    now = state.now_dt()
-    try:
-        pv_ok = decide(state, caller, household, "pv", "read", INSTALLER_PURPOSE)
-    except ApiProblem as p:
-        return (
-            f'<tr class="refused"><td>{link}</td><td colspan="5" class="refusal">Refused '
-            f"({_e(p.reason or p.code)}): {_e(p.detail)}</td></tr>"
+def _reason_words(lang: str, reason: str) -> str:
+    if reason.startswith("exception:"):
+        return t(lang, "reason_exception", code=reason.split(":", 1)[1])
+    key = f"reason_{reason}"
+    return t(lang, key) if key in MESSAGES["en"] else reason
+
+
+def problem_words(lang: str, p: Problem) -> str:
+    """One problem as a sentence for the installer."""
+    d = p.detail
+    device = p.device or "-"
+    category = category_word(lang, str(d.get("data", p.category)))
+    if p.kind == "health":
+        return t(lang, "kind_health", device=device, reason=_reason_words(lang, str(d.get("reason", ""))))
+    if p.kind == "silent" and p.device is None:
+        return t(lang, "kind_silent_collector")
+    if p.kind == "silent":
+        return t(lang, "kind_silent", device=device, category=category, gap="{gap}")
+    if p.kind == "fault":
+        state = f" ({d['state']})" if d.get("state") else ""
+        return t(lang, "kind_fault", device=device, category=category, state=state)
+    if p.kind == "low_yield":
+        weather = t(lang, "weather_unknown") if d.get("weather") is None else t(lang, "weather_from_peers")
+        return t(
+            lang,
+            "kind_low_yield",
+            today=energy(float(d["today_wh"])),  # type: ignore[arg-type]
+            expected=energy(float(d["expected_wh"])),  # type: ignore[arg-type]
+            weather=weather,
         )
-    day_start = now.astimezone(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
-    month = now - timedelta(days=30)
-    hourly = await query(
-        state,
-        series_query(
-            (household,), "pv", ("power_w", "energy_wh_total", "fault"), month, now, timedelta(hours=1), "max"
-        ),
-    )
-    recent = await query(
-        state, series_query((household,), "pv", ("power_w",), now - timedelta(hours=2), now, None, "mean")
-    )
-    await state.record_provision(
-        caller.principal,
-        household,
-        ("pv",),
-        month.timestamp(),
-        now.timestamp(),
-        INSTALLER_PURPOSE,
-        pv_ok.decision.clause_ids,
-    )
-    battery_fault = "n/a"
-    try:
-        bat_ok = decide(state, caller, household, "battery", "read", INSTALLER_PURPOSE)
-        bat = await query(
-            state,
-            series_query(
-                (household,),
-                "battery",
-                ("fault", "soc_pct"),
-                now - timedelta(hours=24),
-                now,
-                timedelta(hours=1),
-                "max",
-            ),
+    if p.kind == "battery_idle":
+        return t(lang, "kind_battery_idle", soc=f"{float(d['soc_pct']):.0f}")  # type: ignore[arg-type]
+    if p.kind == "counter_stuck":
+        return t(
+            lang,
+            "kind_counter_stuck",
+            device=device,
+            counter=str(d["counter"]),
+            missing=energy(float(d["missing_wh"])),  # type: ignore[arg-type]
         )
-        await state.record_provision(
-            caller.principal,
-            household,
-            ("battery",),
-            (now - timedelta(hours=24)).timestamp(),
-            now.timestamp(),
-            INSTALLER_PURPOSE,
-            bat_ok.decision.clause_ids,
-        )
-        battery_fault = "FAULT" if bat["fault"].fill_null(False).any() else "ok"
-    except ApiProblem as p:
-        battery_fault = f"refused ({p.reason})"
-    last = _e(_local(recent["time"].max())) if recent.height else "none in 2 h"  # type: ignore[arg-type]
-    today = hourly.filter(pl.col("time") >= day_start)
-    totals = today["energy_wh_total"].drop_nulls()
-    before = hourly.filter(pl.col("time") < day_start)["energy_wh_total"].drop_nulls()
-    base = before[-1] if len(before) else (totals[0] if len(totals) else None)
-    yield_wh = float(totals[-1] - base) if len(totals) and base is not None else None
-    ratios = [
-        float(p) / f
-        for ts, p in zip(hourly["time"], hourly["power_w"], strict=True)
-        if p is not None and (f := clear_sky_fraction(ts + timedelta(minutes=30))) > 0.2
-    ]
-    capacity = max(ratios) if ratios else None
-    expected = expected_wh(capacity, day_start, now) if capacity else None
-    ratio = f"{yield_wh / expected:.0%}" if yield_wh is not None and expected else "n/a"
-    inverter = (
-        "FAULT"
-        if hourly.filter(pl.col("time") >= now - timedelta(hours=24))["fault"].fill_null(False).any()
-        else "ok"
-    )
+    return p.kind
+
+
+def _problem_item(lang: str, p: Problem, now: datetime) -> str:
+    words = problem_words(lang, p).replace("{gap}", duration(lang, now - p.since))
     return (
-        f"<tr><td>{link}</td><td>{last}</td>"
-        f"<td>{'n/a' if yield_wh is None else f'{yield_wh / 1000:.1f} kWh'}"
-        f"{'' if expected is None else f' / {expected / 1000:.1f} kWh'}</td><td>{ratio}</td>"
-        f'<td class="{inverter.lower()}">{inverter}</td><td class="{battery_fault.split(" ")[0].lower()}">'
-        f"{_e(battery_fault)}</td></tr>"
+        f'<li class="problem sev-{p.severity}" data-kind="{_e(p.kind)}" data-device="{_e(p.device or "")}">'
+        f'<span class="badge">{_e(t(lang, f"severity_{p.severity}"))}</span> {_e(words)} '
+        f'<span class="since">{_e(t(lang, "since"))} <time datetime="{_e(p.since.isoformat())}">'
+        f"{_e(when(lang, p.since))}</time> ({_e(duration(lang, now - p.since))} {_e(t(lang, 'ago'))})"
+        "</span></li>"
+    )
+
+
+def _home_card(lang: str, s: HomeStatus, now: datetime, link: bool = True) -> str:
+    hid = _e(s.household)
+    name = f'<a href="/installer/{hid}?lang={lang}">{hid}</a>' if link else hid
+    if s.refusal is not None:
+        return (
+            f'<article class="home refused" data-household="{hid}"><h3>{name}</h3>'
+            f'<p class="refusal">{_e(t(lang, "refused"))} ({_e(s.refusal.reason or s.refusal.code)}): '
+            f"{_e(s.refusal.detail)}</p></article>"
+        )
+    worst = max((p.severity for p in s.problems), default=0)
+    items = "".join(_problem_item(lang, p, now) for p in s.problems)
+    body = (
+        f'<ul class="problems">{items}</ul>' if items else f'<p class="ok">{_e(t(lang, "no_problems"))}</p>'
+    )
+    facts = []
+    y = s.yield_
+    if y is not None and y.today_wh is not None:
+        line = f"{t(lang, 'pv_today')} {energy(y.today_wh)}"
+        if y.expected_clear_wh:
+            line += " " + t(lang, "of_clear_sky", expected=energy(y.expected_clear_wh))
+        facts.append(line)
+    if s.last_reading is not None:
+        facts.append(f"{t(lang, 'last_reading')} {when(lang, s.last_reading)}")
+    if s.not_visible:
+        cats = ", ".join(category_word(lang, c) for c in s.not_visible)
+        facts.append(t(lang, "not_visible", categories=cats))
+    facts_html = "".join(f"<li>{_e(f)}</li>" for f in facts)
+    return (
+        f'<article class="home sev-{worst}" data-household="{hid}" data-severity="{worst}">'
+        f'<h3>{name} <span class="badge">{_e(t(lang, f"severity_{worst}"))}</span></h3>'
+        f'{body}<ul class="facts muted">{facts_html}</ul></article>'
     )
 
 
 async def installer(request: web.Request) -> web.StreamResponse:
     state, caller = _require(request, "installer")
-    homes = _my_households(state, caller, "installer")
-    rows = "".join([await _maintenance_row(state, caller, h) for h in homes])
+    lang = language(request)
+    homes = await installer_homes(state, caller, request.app[RULES])
+    now = state.now_dt()
+    cards = "".join(_home_card(lang, s, now) for s in homes)
     body = (
-        '<section class="card"><h2>Your installations</h2>'
-        '<p class="muted">Yield today against the clear-sky expectation for the date and hour in Tokyo '
-        "(the array size is estimated from its best hours of the last 30 days; weather is not known, so "
-        "a cloudy day reads low). Each row you view is recorded in the household's provision ledger.</p>"
-        '<table class="maintenance"><thead><tr><th>Household</th><th>Last reading</th><th>PV today / '
-        "expected</th><th>Ratio</th><th>Inverter</th><th>Battery</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></section>"
+        f'<section class="card"><h2>{_e(t(lang, "homes_attention"))}</h2>'
+        f'<p class="muted">{_e(t(lang, "homes_note"))}</p><div class="homes">{cards}</div></section>'
+        f"{webhook_section(request.app[WEBHOOKS], caller, lang)}"
     )
-    return _page("Maintenance", body, caller)
+    return _page(t(lang, "maintenance"), body, caller, lang)
 
 
 async def installer_home(request: web.Request) -> web.StreamResponse:
     state, caller = _require(request, "installer")
+    lang = language(request)
     household = request.match_info["household"]
     homes = _my_households(state, caller, "installer")
     if household not in homes:
         raise ApiProblem(403, "refused", "no relationship gives you this household", reason="no_grant")
+    (status,) = await installer_homes(state, caller, request.app[RULES], [household])
+    now = state.now_dt()
+    charts = ""
+    if status.refusal is None:
+        charts = (
+            f'<section class="card" id="dashboard" data-household="{_e(household)}" '
+            f'data-purpose="{INSTALLER_PURPOSE}" data-mode="installer" data-lang="{lang}">'
+            f"<h2>{_e(t(lang, 'charts'))}</h2>"
+            f'{TABS}<div class="charts">{_chart("power-chart", t(lang, "power"))}'
+            f"{_chart('energy-chart', t(lang, 'energy_per_day'))}</div>"
+            f'<p class="status muted" id="chart-status">{_e(t(lang, "loading"))}</p></section>'
+        )
     body = (
-        f'<section class="card" id="dashboard" data-household="{_e(household)}" '
-        f'data-purpose="{INSTALLER_PURPOSE}" data-mode="installer">'
-        f'<h2>Household {_e(household)}</h2><p><a href="/installer">Back to the list</a></p>'
-        f'{TABS}<div class="charts">{_chart("power-chart", "Power (W)")}'
-        f"{_chart('energy-chart', 'Energy per day')}</div>"
-        '<p class="status muted" id="chart-status">Loading...</p></section>'
+        f'<p><a href="/installer?lang={lang}">{_e(t(lang, "back"))}</a></p>'
+        f'<section class="card">{_home_card(lang, status, now, link=False)}</section>{charts}'
     )
-    return _page("Maintenance", body, caller)
+    return _page(t(lang, "maintenance"), body, caller, lang)
+
+
+def webhook_section(hooks: WebhookStore, caller: Caller, lang: str, secret: str | None = None) -> str:
+    hook = hooks.get(caller.principal)
+    now = t(lang, "webhook_none") if hook is None else t(lang, "webhook_set", url=hook.url)
+    shown = (
+        f'<p class="secret" role="status">{_e(t(lang, "webhook_secret", secret=secret))}</p>'
+        if secret
+        else ""
+    )
+    remove = (
+        ""
+        if hook is None
+        else '<button type="submit" name="remove" value="1" class="secondary">'
+        f"{_e(t(lang, 'webhook_remove'))}</button>"
+    )
+    return (
+        f'<section class="card" id="webhook"><h2>{_e(t(lang, "webhook"))}</h2>'
+        f'<p class="muted">{_e(t(lang, "webhook_note"))}</p><p>{_e(now)}</p>{shown}'
+        f'<form method="post" action="/installer/webhook?lang={lang}" class="row">'
+        f'<input type="hidden" name="csrf" value="{_e(caller.csrf)}">'
+        f'<label>{_e(t(lang, "webhook_url"))} <input name="url" type="url" maxlength="500"></label>'
+        f'<button type="submit">{_e(t(lang, "webhook_save"))}</button>{remove}</form></section>'
+    )
+
+
+async def webhook_form(request: web.Request) -> web.StreamResponse:
+    state, caller = _require(request, "installer")
+    lang = language(request)
+    form = await request.post()
+    assert caller.csrf is not None
+    check_csrf(request, caller.csrf, str(form.get("csrf", "")))
+    hooks = request.app[WEBHOOKS]
+    if form.get("remove"):
+        hooks.remove(caller.principal)
+        raise web.HTTPSeeOther(f"/installer?lang={lang}#webhook")
+    try:
+        hook = hooks.set(caller.principal, str(form.get("url", "")).strip(), at=state.clock())
+    except WebhookError as exc:
+        raise ApiProblem(400, "bad_parameter", str(exc), field="url") from None
+    body = webhook_section(hooks, caller, lang, secret=hook.secret)
+    return _page(t(lang, "webhook"), body, caller, lang)
 
 
 def add_web_routes(app: web.Application) -> None:
@@ -371,5 +427,6 @@ def add_web_routes(app: web.Application) -> None:
     app.router.add_post("/logout", logout, name="logout")
     app.router.add_post("/household/{household}/provision", provision_form, name="provision_form")
     app.router.add_get("/installer", installer, name="installer")
+    app.router.add_post("/installer/webhook", webhook_form, name="webhook_form")
     app.router.add_get("/installer/{household}", installer_home, name="installer_home")
     app.router.add_static("/static", STATIC, name="static", append_version=False)

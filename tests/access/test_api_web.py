@@ -114,12 +114,15 @@ async def test_installer_view_shows_refusal_after_suspension(env: Env) -> None:
     await _sign_in(env, "inst1")
     before = env.ledger_rows()
     page = await (await env.client.get("/installer")).text()
-    assert "h1" in page and "Refused" not in page
-    assert env.ledger_rows() == before + 2  # pv and battery, one record each
+    assert "h1" in page and "Not visible now" not in page
+    # One record for the home, listing every category the view read (it read them all).
+    assert env.ledger_rows() == before + 1
+    record = env.state.ledger.all()[-1]
+    assert record.recipient == "inst1" and {"pv", "battery", "equipment"} <= set(record.categories)
     env.state.authz.consent.suspend("h1", "provision", at=NOW - 1)
     page = await (await env.client.get("/installer")).text()
-    assert "Refused (suspended)" in page
-    assert env.ledger_rows() == before + 2
+    assert "Not visible now (suspended)" in page
+    assert env.ledger_rows() == before + 1
     r = await env.client.get("/installer/h2")
     assert r.status == 403
 
