@@ -16,6 +16,13 @@ if [ ! -x /usr/bin/chromium ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || fail "apt-get install chromium failed"
 fi
 [ -x /usr/bin/chromium ] || fail "chromium installed but /usr/bin/chromium is missing"
+# Japanese pages render as empty boxes in the screenshots without a CJK font (the text is still right).
+if ! fc-list 2>/dev/null | grep -qi "noto sans cjk"; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null \
+            || echo "ci_browser: fonts-noto-cjk not installed; Japanese screenshots show boxes" >&2
+    fi
+fi
 
 if ! python -c "import playwright.async_api" >/dev/null 2>&1; then
     python -m pip install -q playwright || fail "pip install playwright failed"

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -24,6 +27,8 @@ from devices.physics import Household
 from pipeline.points import Point
 from pipeline.sqlite_store import SQLiteStore
 from tests.access.api_world import api_policy, populate
+from tests.access.live_world import PASSWORD as LIVE_PASSWORD
+from tests.access.live_world import POLL_S, start_live
 
 __all__ = ["api_policy"]
 pytestmark = pytest.mark.browser
@@ -136,9 +141,9 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
                 ).new_page()
                 await _sign_in(installer, base, "inst1")
                 await installer.wait_for_url(f"{base}/installer")
-                row = installer.locator("table.maintenance tbody tr").first
+                row = installer.locator("article.home").first
                 assert "h1" in await row.inner_text()
-                assert "Refused" not in await row.inner_text()
+                assert "Not visible now" not in await row.inner_text()
                 await installer.screenshot(path=str(SHOTS / "installer_before.png"), full_page=True)
 
                 owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
@@ -158,14 +163,13 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
                 await owner.screenshot(path=str(SHOTS / "homeowner_suspended.png"), full_page=True)
 
                 await installer.reload()
-                text = await installer.locator("table.maintenance tbody tr").first.inner_text()
-                assert "Refused (suspended)" in text
+                text = await installer.locator("article.home").first.inner_text()
+                assert "Not visible now (suspended)" in text
                 await installer.screenshot(path=str(SHOTS / "installer_refused.png"), full_page=True)
-                # The drill-down's charts are refused too, and say why.
+                # The drill-down is refused too, and says why (no charts are offered).
                 await installer.goto(f"{base}/installer/h1")
-                await installer.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
-                status = await installer.locator("#chart-status").inner_text()
-                assert "suspended" in status
+                assert "Not visible now (suspended)" in await installer.locator("main").inner_text()
+                assert await installer.locator("#dashboard").count() == 0
             finally:
                 await browser.close()
     finally:
@@ -173,11 +177,85 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
         await store.close()
 
 
-async def _sign_in(page: object, base: str, who: str) -> None:
+async def _sign_in(page: object, base: str, who: str, password: str = PASSWORD) -> None:
     await page.goto(f"{base}/login")  # type: ignore[attr-defined]
     await page.fill("input[name=principal]", who)  # type: ignore[attr-defined]
-    await page.fill("input[name=password]", PASSWORD)  # type: ignore[attr-defined]
+    await page.fill("input[name=password]", password)  # type: ignore[attr-defined]
     await asyncio.gather(
         page.wait_for_load_state(),  # type: ignore[attr-defined]
         page.click("button[type=submit]"),  # type: ignore[attr-defined]
     )
+
+
+async def test_installer_sees_injected_faults_appear_and_clear(tmp_path: Path, api_policy: Policy) -> None:
+    """Real emulated homes, collector, pipeline and store: a silent inverter and a Modbus exception
+    appear on the installer's page within two poll intervals and go once the devices recover; at
+    desktop and phone sizes, in English and (for a Japanese browser) in Japanese."""
+    reason = _skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    assert async_playwright is not None
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async for live in start_live(tmp_path, api_policy):
+        silent_home, exception_home, clean_home = live.households
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                desktop = await (
+                    await browser.new_context(viewport={"width": 1280, "height": 900})
+                ).new_page()
+                phone = await (
+                    await browser.new_context(viewport={"width": 390, "height": 844}, locale="ja-JP")
+                ).new_page()
+                for page in (desktop, phone):
+                    await _sign_in(page, live.base, "inst", LIVE_PASSWORD)
+                    await page.wait_for_url(f"{live.base}/installer")
+                assert await phone.locator("html").get_attribute("lang") == "ja"
+                assert "担当の住宅" in await phone.locator("h2").first.inner_text()
+                await _reload_until(desktop, lambda text: text.count("No problem found") == 3, 15)
+                live.fleet.faults(silent_home, "inverter").no_reply = True
+                live.fleet.faults(exception_home, "inverter").modbus_exception = 4
+                t0 = time.monotonic()
+                await _reload_until(
+                    desktop,
+                    lambda text: "no answer (time-out)" in text and "Modbus exception 4" in text,
+                    2 * POLL_S,
+                )
+                took = time.monotonic() - t0
+                cards = desktop.locator("article.home")
+                first_two = {await cards.nth(i).get_attribute("data-household") for i in range(2)}
+                assert first_two == {silent_home, exception_home}
+                assert await cards.nth(2).get_attribute("data-household") == clean_home
+                await desktop.screenshot(path=str(SHOTS / "installer_faults_desktop.png"), full_page=True)
+                await _reload_until(phone, lambda text: "応答なし" in text and "Modbus 例外 4" in text, 5)
+                # Nothing is cut off on a phone: the page is no wider than the screen.
+                assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
+                await phone.screenshot(path=str(SHOTS / "installer_faults_phone_ja.png"), full_page=True)
+                await desktop.goto(f"{live.base}/installer/{silent_home}")
+                assert "no answer (time-out)" in await desktop.locator("article.home").inner_text()
+                await desktop.screenshot(path=str(SHOTS / "installer_drilldown_desktop.png"), full_page=True)
+
+                live.fleet.faults(silent_home, "inverter").clear()
+                live.fleet.faults(exception_home, "inverter").clear()
+                await desktop.goto(f"{live.base}/installer")
+                await _reload_until(
+                    desktop,
+                    lambda text: "no answer" not in text and "Modbus exception" not in text,
+                    2 * POLL_S + 1.0,
+                )
+                await desktop.screenshot(path=str(SHOTS / "installer_cleared_desktop.png"), full_page=True)
+                print(f"installer page: faults shown {took:.2f} s after injection (poll {POLL_S} s)")
+            finally:
+                await browser.close()
+
+
+async def _reload_until(page: Any, ok: Callable[[str], bool], within_s: float) -> None:
+    t0 = time.monotonic()
+    text = ""
+    while time.monotonic() - t0 <= within_s:
+        await page.reload()
+        text = await page.locator("main").inner_text()
+        if ok(text):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {within_s} s: {text[:1500]}")
