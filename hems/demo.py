@@ -274,7 +274,7 @@ async def run(args: argparse.Namespace) -> int:
         store,
         db,
         secure_cookies=False,  # plain HTTP on localhost
-        collector_health=lambda: {key: h.reason == "ok" for key, h in collector.health().items()},
+        collector_health=lambda: {key: h.reason for key, h in collector.health().items()},
         pipeline_stats=pipeline.metrics,
     )
     runner = web.AppRunner(app)

@@ -1,19 +1,28 @@
-"""Prometheus text exposition, written by hand (format 0.0.4): a few counters and two histograms do
-not justify a dependency, and the label sets here are small and fixed."""
+"""The API's own counters and their Prometheus exposition.
+
+Handlers count into plain fields (a dict increment costs far less than a labelled client metric on
+the hot path); ``Metrics.render`` hands a snapshot to ``prometheus_client``, which writes the text
+format, so escaping, types and nested statistics are its job rather than hand-written lines (a
+hand-rendered nested pipeline statistic was the 500 under ``hems demo``)."""
 
 from __future__ import annotations
 
 import bisect
 import os
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from access.api.pagecache import PageCache
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-CollectorHealth = Callable[[], Mapping[str, bool]]  # device id -> healthy
+# device key -> its state ("healthy"/"unhealthy", or the collector's reason); only counts are exported
+CollectorHealth = Callable[[], Mapping[str, str | bool]]
 PipelineStats = Callable[[], Mapping[str, float]]  # e.g. {"spool_depth": 3, "points_written": 1e6}
 
 
@@ -28,23 +37,6 @@ class Histogram:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
         self.n += 1
-
-    def lines(self, name: str, labels: str = "") -> list[str]:
-        out = []
-        running = 0
-        sep = "," if labels else ""
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            running += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}')
-        suffix = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{suffix} {self.total:.6f}")
-        out.append(f"{name}_count{suffix} {self.n}")
-        return out
-
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _metric_name(key: str) -> str:
@@ -68,98 +60,136 @@ class Metrics:
         collector_health: CollectorHealth | None = None,
         pipeline_stats: PipelineStats | None = None,
         pages: PageCache | None = None,
-    ) -> str:
-        out: list[str] = [
-            "# HELP hems_api_worker The process answering; with --workers each keeps its own counters.",
-            "# TYPE hems_api_worker gauge",
-            f'hems_api_worker{{pid="{os.getpid()}"}} 1',
-        ]
-        out += [
-            "# HELP hems_api_requests_total HTTP requests by route, method and status.",
-            "# TYPE hems_api_requests_total counter",
-        ]
-        for (route, method, status), n in sorted(self.requests.items()):
-            out.append(
-                f'hems_api_requests_total{{route="{_esc(route)}",method="{method}",status="{status}"}} {n}'
+    ) -> bytes:
+        """The Prometheus text exposition, written by ``prometheus_client`` from this process's
+        counters.  No series is labelled with a household id: device health is counted by state."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot(self, collector_health, pipeline_stats, pages))
+        return bytes(generate_latest(registry))
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(h.buckets, h.counts, strict=False):
+        running += count
+        buckets.append((repr(bound), running))
+    buckets.append(("+Inf", h.n))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.total)
+
+
+def _flatten(stats: Mapping[str, object]) -> Iterator[tuple[str, str | None, float]]:
+    """Nested pipeline statistics as (metric name, ``key`` label or None, number): a number is a
+    gauge of its own, a mapping of numbers one gauge with a ``key`` label, and a mapping of those one
+    gauge per inner name (``validation.rejected.bad_type`` ->
+    ``hems_pipeline_validation_rejected{key="bad_type"}``).  Text and nulls carry no number."""
+    for k, v in stats.items():
+        name = f"hems_pipeline_{_metric_name(str(k))}"
+        if isinstance(v, int | float):
+            yield name, None, float(v)
+        elif isinstance(v, Mapping):
+            for k2, v2 in v.items():
+                if isinstance(v2, int | float):
+                    yield name, str(k2), float(v2)
+                elif isinstance(v2, Mapping):
+                    for k3, v3 in v2.items():
+                        if isinstance(v3, int | float):
+                            yield f"{name}_{_metric_name(str(k2))}", str(k3), float(v3)
+
+
+class _Snapshot(Collector):
+    def __init__(
+        self,
+        m: Metrics,
+        collector_health: CollectorHealth | None,
+        pipeline_stats: PipelineStats | None,
+        pages: PageCache | None,
+    ) -> None:
+        self.m, self.health, self.stats, self.pages = m, collector_health, pipeline_stats, pages
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        worker = GaugeMetricFamily(
+            "hems_api_worker",
+            "The process answering; with --workers each keeps its own counters.",
+            labels=["pid"],
+        )
+        worker.add_metric([str(os.getpid())], 1)
+        yield worker
+        requests = CounterMetricFamily(
+            "hems_api_requests",
+            "HTTP requests by route, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), n in sorted(m.requests.items()):
+            requests.add_metric([route, method, str(status)], n)
+        yield requests
+        yield _histogram("hems_api_request_seconds", "Time to answer a request.", m.request_seconds)
+        decisions = CounterMetricFamily(
+            "hems_policy_decisions", "Policy decisions by outcome.", labels=["outcome"]
+        )
+        for outcome, n in sorted(m.decisions.items()):
+            decisions.add_metric([outcome], n)
+        yield decisions
+        refusals = CounterMetricFamily("hems_policy_refusals", "Refusals by reason code.", labels=["reason"])
+        for reason, n in sorted(m.refusals.items()):
+            refusals.add_metric([reason], n)
+        yield refusals
+        yield _histogram(
+            "hems_policy_decision_seconds", "Time spent deciding (policy only).", m.decision_seconds
+        )
+        yield CounterMetricFamily(
+            "hems_ledger_records", "Provision records written by this process.", value=m.ledger_records
+        )
+        yield _histogram(
+            "hems_store_query_seconds", "Time the store took to answer a series query.", m.store_seconds
+        )
+        if self.pages is not None:
+            st = self.pages.stats
+            for name, doc, value in (
+                ("hems_page_cache_hits", "Data pages answered from the page cache.", st.hits),
+                ("hems_page_cache_misses", "Data pages queried and rendered (then cached).", st.misses),
+                ("hems_page_cache_shared", "Requests that waited for a page being made.", st.shared),
+                (
+                    "hems_page_cache_uncacheable",
+                    "Pages rendered uncached (store has no version).",
+                    st.uncacheable,
+                ),
+            ):
+                yield CounterMetricFamily(name, doc, value=value)
+            yield GaugeMetricFamily(
+                "hems_page_cache_bytes", "Bytes of rendered pages held.", value=self.pages.bytes
             )
-        out += [
-            "# HELP hems_api_request_seconds Time to answer a request.",
-            "# TYPE hems_api_request_seconds histogram",
-        ]
-        out += self.request_seconds.lines("hems_api_request_seconds")
-        out += [
-            "# HELP hems_policy_decisions_total Policy decisions by outcome.",
-            "# TYPE hems_policy_decisions_total counter",
-        ]
-        for outcome, n in sorted(self.decisions.items()):
-            out.append(f'hems_policy_decisions_total{{outcome="{outcome}"}} {n}')
-        out += [
-            "# HELP hems_policy_refusals_total Refusals by reason code.",
-            "# TYPE hems_policy_refusals_total counter",
-        ]
-        for reason, n in sorted(self.refusals.items()):
-            out.append(f'hems_policy_refusals_total{{reason="{_esc(reason)}"}} {n}')
-        out += [
-            "# HELP hems_policy_decision_seconds Time spent deciding (policy only).",
-            "# TYPE hems_policy_decision_seconds histogram",
-        ]
-        out += self.decision_seconds.lines("hems_policy_decision_seconds")
-        out += [
-            "# HELP hems_ledger_records_total Provision records written by this process.",
-            "# TYPE hems_ledger_records_total counter",
-            f"hems_ledger_records_total {self.ledger_records}",
-        ]
-        out += [
-            "# HELP hems_store_query_seconds Time the store took to answer a series query.",
-            "# TYPE hems_store_query_seconds histogram",
-        ]
-        out += self.store_seconds.lines("hems_store_query_seconds")
-        if pages is not None:
-            st = pages.stats
-            out += [
-                "# HELP hems_page_cache_hits_total Data pages answered from the page cache.",
-                "# TYPE hems_page_cache_hits_total counter",
-                f"hems_page_cache_hits_total {st.hits}",
-                "# HELP hems_page_cache_misses_total Data pages queried and rendered (then cached).",
-                "# TYPE hems_page_cache_misses_total counter",
-                f"hems_page_cache_misses_total {st.misses}",
-                "# HELP hems_page_cache_shared_total Requests that waited for a page being made.",
-                "# TYPE hems_page_cache_shared_total counter",
-                f"hems_page_cache_shared_total {st.shared}",
-                "# HELP hems_page_cache_uncacheable_total Pages rendered uncached (store has no version).",
-                "# TYPE hems_page_cache_uncacheable_total counter",
-                f"hems_page_cache_uncacheable_total {st.uncacheable}",
-                "# HELP hems_page_cache_bytes Bytes of rendered pages held.",
-                "# TYPE hems_page_cache_bytes gauge",
-                f"hems_page_cache_bytes {pages.bytes}",
-            ]
-        if self.store_up is not None:
-            out += [
-                "# HELP hems_store_up Whether the last store ping succeeded.",
-                "# TYPE hems_store_up gauge",
-                f"hems_store_up {int(self.store_up)}",
-            ]
-        if self.store_ping_seconds is not None:
-            out += [
-                "# HELP hems_store_ping_seconds Duration of the last store ping.",
-                "# TYPE hems_store_ping_seconds gauge",
-                f"hems_store_ping_seconds {self.store_ping_seconds:.6f}",
-            ]
-        if collector_health is not None:
-            health = dict(collector_health())
-            out += [
-                "# HELP hems_collector_device_healthy 1 if the last poll of the device succeeded.",
-                "# TYPE hems_collector_device_healthy gauge",
-            ]
-            for device, ok in sorted(health.items()):
-                out.append(f'hems_collector_device_healthy{{device="{_esc(device)}"}} {int(ok)}')
-            out += [
-                "# TYPE hems_collector_devices gauge",
-                f'hems_collector_devices{{state="healthy"}} {sum(1 for v in health.values() if v)}',
-                f'hems_collector_devices{{state="unhealthy"}} {sum(1 for v in health.values() if not v)}',
-            ]
-        if pipeline_stats is not None:
-            for key, value in sorted(pipeline_stats().items()):
-                name = f"hems_pipeline_{_metric_name(key)}"
-                out += [f"# TYPE {name} gauge", f"{name} {float(value)}"]
-        return "\n".join(out) + "\n"
+        if m.store_up is not None:
+            yield GaugeMetricFamily(
+                "hems_store_up", "Whether the last store ping succeeded.", value=int(m.store_up)
+            )
+        if m.store_ping_seconds is not None:
+            yield GaugeMetricFamily(
+                "hems_store_ping_seconds", "Duration of the last store ping.", value=m.store_ping_seconds
+            )
+        if self.health is not None:
+            states = Counter(
+                ("healthy" if v else "unhealthy") if isinstance(v, bool) else str(v)
+                for v in self.health().values()
+            )
+            devices = GaugeMetricFamily(
+                "hems_collector_devices",
+                "Devices by the collector's verdict (never by household).",
+                labels=["state"],
+            )
+            for state, n in sorted(states.items()):
+                devices.add_metric([state], n)
+            yield devices
+        if self.stats is not None:
+            families: dict[str, GaugeMetricFamily] = {}
+            for name, key, value in _flatten(self.stats()):
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = GaugeMetricFamily(
+                        name,
+                        "Pipeline statistic (see pipeline.writer.Pipeline.metrics).",
+                        labels=None if key is None else ["key"],
+                    )
+                family.add_metric([] if key is None else [key], value)
+            yield from families.values()

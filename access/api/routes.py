@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from datetime import timedelta
@@ -9,6 +10,7 @@ from typing import Any
 
 import polars as pl
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from access.api import params
 from access.api.maintenance import alerts
@@ -27,7 +29,7 @@ from access.api.service import (
     record,
     series_query,
 )
-from access.api.state import STATE, AppState, Caller, caller_of
+from access.api.state import STATE, AppState, Caller, authenticate, caller_of
 from access.consent import SCOPES, ConsentError
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
@@ -65,10 +67,24 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
+def _from_this_machine(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 async def metrics(request: web.Request) -> web.Response:
+    """Operational counters for Prometheus: to a scraper on this machine, or to an operator's token
+    (they name routes, refusal reasons and device states, never a household)."""
     state = request.app[STATE]
-    text = state.metrics.render(state.collector_health, state.pipeline_stats, state.pages)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"})
+    if not _from_this_machine(request):
+        caller = authenticate(request, state)
+        assert caller is not None
+        if caller.kind != "operator":
+            raise ApiProblem(403, "refused", "metrics are for the operator", reason="wrong_kind")
+    body = state.metrics.render(state.collector_health, state.pipeline_stats, state.pages)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -60,7 +60,7 @@ async def _worker_pids(base: str, connections: int) -> set[int]:
     pids: set[int] = set()
     for _ in range(connections):
         async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
-            m = re.search(r'^hems_api_worker\{pid="(\d+)"\} 1$', await r.text(), re.M)
+            m = re.search(r'^hems_api_worker\{pid="(\d+)"\} 1(?:\.0)?$', await r.text(), re.M)
             assert m is not None
             pids.add(int(m.group(1)))
     return pids
