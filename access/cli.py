@@ -16,10 +16,32 @@ from pathlib import Path
 from access.compiler import Policy, Rule, check_policy, compile_seeds
 
 DB_NAME = "access.sqlite"
+DATA_DIR_ENV = "HEMS_DATA_DIR"
+DEFAULT_DATA_DIR = "./var"
+
+
+def data_dir(given: str | os.PathLike[str] | None = None) -> Path:
+    """The one data-directory rule of every ``hems`` command: ``--data-dir`` when given, else
+    ``$HEMS_DATA_DIR``, else ``./var``.  In it: ``access.sqlite`` (principals, consent, ledger),
+    ``hems.sqlite`` (the embedded series store), ``spool/`` and ``counter_state.sqlite``."""
+    return Path(given or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
 def default_db() -> Path:
-    return Path(os.environ.get("HEMS_DATA_DIR") or "./var") / DB_NAME
+    return data_dir() / DB_NAME
+
+
+def existing_db(db: Path, command: str) -> Path | None:
+    """``db`` if it exists; otherwise say which file was looked for and why, and return None (a
+    command that reads the access database never creates an empty one in the wrong place)."""
+    if db.exists():
+        return db
+    print(
+        f"hems {command}: no access database at {db.resolve()} (give --db, or --data-dir / "
+        f"${DATA_DIR_ENV} as for 'hems demo' and 'hems serve')",
+        file=sys.stderr,
+    )
+    return None
 
 
 def _load_policy(seeds_dir: str | None) -> Policy:
@@ -122,9 +144,8 @@ def _explain(policy: Policy, args: argparse.Namespace) -> int:
     from access.decision import Authorizer
     from access.relationships import RelationshipStore
 
-    db = args.db or default_db()
-    if not db.exists():
-        print(f"hems policy explain: no access database at {db} (use --db or HEMS_DATA_DIR)", file=sys.stderr)
+    db = existing_db(args.db or default_db(), "policy explain")
+    if db is None:
         return 2
     relationships, consent = RelationshipStore(db), ConsentStore(db)
     try:
@@ -155,9 +176,8 @@ def _ledger(argv: Sequence[str]) -> int:
     listing.add_argument("--household", required=True)
     listing.add_argument("--db", type=Path, default=None)
     args = parser.parse_args(argv)
-    db = args.db or default_db()
-    if not db.exists():
-        print(f"hems ledger: no access database at {db} (use --db or HEMS_DATA_DIR)", file=sys.stderr)
+    db = existing_db(args.db or default_db(), "ledger")
+    if db is None:
         return 2
     ledger = Ledger(db)
     try:

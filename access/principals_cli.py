@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
 def principals(argv: Sequence[str], default_db: Path) -> int:
     args = _parser().parse_args(argv)
     db: Path = args.db or default_db
+    if args.what == "add" and not db.exists():
+        print(f"hems principals: new access database at {db.resolve()}", file=sys.stderr)
+    elif args.what != "add":
+        from access.cli import existing_db
+
+        if existing_db(db, "principals") is None:
+            return 2
     rel = RelationshipStore(db)
     try:
         if args.what == "add":

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from access.cli import data_dir
 from collector.cli import add_collector_arguments, config_from_args
 from collector.reading import Reading
 from collector.runner import Collector
@@ -151,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_collector_arguments(p)
     p.add_argument(
         "--data-dir",
-        default=os.environ.get("HEMS_DATA_DIR", "./var"),
-        help="where the embedded store, spool and counter state live (default ./var)",
+        default=None,
+        help="where the embedded store, spool and counter state live (default $HEMS_DATA_DIR, else ./var)",
     )
     p.add_argument("--influx-url", default=None, help="InfluxDB 2.x URL (default $HEMS_INFLUX_URL)")
     p.add_argument("--influx-org", default=None, help="default $HEMS_INFLUX_ORG")
@@ -179,7 +180,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
     The token is deliberately not a flag (it would show in ``ps``): it comes from $HEMS_INFLUX_TOKEN.
     """
-    cfg = under_data_dir(PipelineConfig.load(args.config if args.config else None), args.data_dir)
+    cfg = under_data_dir(PipelineConfig.load(args.config if args.config else None), data_dir(args.data_dir))
     flags = {
         "influx_url": args.influx_url,
         "influx_org": args.influx_org,
@@ -197,7 +198,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 async def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     cfg = pipeline_config(args)
-    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    data_dir(args.data_dir).mkdir(parents=True, exist_ok=True)
     store = stores.open_store(cfg)
     try:
         await store.open()  # a store schema from a newer release stops here, before any polling

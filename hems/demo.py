@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ from aiohttp import web
 import config
 from access.app import make_app
 from access.auth import WebAuth
+from access.cli import data_dir
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
 from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, from_manifest
@@ -89,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modbus-port", type=int, default=5020)
     p.add_argument("--address-prefix", default="127.10", help="loopback /16 of the emulated homes")
     p.add_argument("--echonet-bind", default="127.0.0.1", help="local address of the ECHONET controller")
-    p.add_argument("--data-dir", default=os.environ.get("HEMS_DATA_DIR", "./var/demo"))
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="store, access database and spool (default $HEMS_DATA_DIR, else ./var: the same rule as every "
+        "hems command, so 'hems principals' and 'hems ledger' find the demo's database)",
+    )
     p.add_argument("--history-days", type=int, default=7, help="days of past readings to fill (0: none)")
     p.add_argument("--power-interval", type=float, default=POWER_INTERVAL_S)
     p.add_argument("--counter-interval", type=float, default=COUNTER_INTERVAL_S)
@@ -223,7 +228,7 @@ async def summary_line(store: SQLiteStore, collector: Collector, pipeline: Pipel
 
 
 async def run(args: argparse.Namespace) -> int:
-    data = Path(args.data_dir)
+    data = data_dir(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     cfg = under_data_dir(PipelineConfig.load(args.config, env={}), data)  # always the embedded store
     start = history_start(args.history_days)

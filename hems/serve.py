@@ -23,7 +23,7 @@ from aiohttp import web
 
 import config
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES
-from access.cli import default_db
+from access.cli import DB_NAME, data_dir, default_db
 from common.loop import run, stop_on_signals
 from hems.errors import KNOWN_ERRORS, UsageError
 from pipeline.store import Store, StoreUnavailable
@@ -36,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hems serve", description="HTTP API and web views")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--db", type=Path, default=None, help="access database")
+    parser.add_argument("--db", type=Path, default=None, help="access database (default: in the data directory)")
+    parser.add_argument(
+        "--data-dir", default=None, help="data directory (default $HEMS_DATA_DIR, else ./var), as for every command"
+    )
     parser.add_argument(
         "--store",
         default=None,
@@ -69,14 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(spec: str | None, config_path: str | None) -> Store:
-    """The ``[pipeline]`` settings of the configuration, with ``--store`` choosing the store."""
+def _open_store(spec: str | None, config_path: str | None, data: Path) -> Store:
+    """The ``[pipeline]`` settings of the configuration, with ``--store`` choosing the store; the
+    embedded store is the data directory's (the one ``hems demo`` and ``hems collect`` write)."""
     from dataclasses import replace
 
+    from hems.collect import under_data_dir
     from pipeline import stores
     from pipeline.config import PipelineConfig
 
-    cfg = PipelineConfig.load(config_path)
+    cfg = under_data_dir(PipelineConfig.load(config_path), data)
     if spec is not None:
         name, _, path = spec.partition(":")
         if name not in stores.names() or (path and name != "sqlite"):
@@ -89,7 +94,7 @@ def _open_store(spec: str | None, config_path: str | None) -> Store:
 async def _check_store(args: argparse.Namespace) -> None:
     """Refuse to start on a store this release must not use (``SchemaError``); an unreachable one
     is fine: readiness says so until it is back."""
-    store = _open_store(args.store, args.config)
+    store = _open_store(args.store, args.config, data_dir(args.data_dir))
     try:
         await store.open()
     except StoreUnavailable as exc:
@@ -104,7 +109,7 @@ async def _run(args: argparse.Namespace, db: Path, children: Sequence[BaseProces
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    store = _open_store(args.store, args.config)
+    store = _open_store(args.store, args.config, data_dir(args.data_dir))
     app = make_app(
         store,
         db,
@@ -167,7 +172,7 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
     if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
     run(_check_store(args))  # before anything is created: a bad setting or store leaves no trace
-    db: Path = args.db or default_db
+    db: Path = args.db or (data_dir(args.data_dir) / DB_NAME if args.data_dir else default_db)
     if not db.exists():
         # A fresh deployment starts with no principals: serve (health and readiness work) but say
         # loudly that every data request will be refused until principals are added.

@@ -125,3 +125,28 @@ def test_policy_show_with_a_database_adds_approval_and_suspension_lines(
     assert code == 0
     assert "approval:1,own,pv,read,sps.pv_after_maintenance,allow,sps-2.2.4" in out
     assert "whole1,h1,*,*,*,deny,sps-2.6" in out
+
+
+def test_principals_and_ledger_find_the_demos_database_or_say_none_is_there(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, world: World
+) -> None:
+    """One data-directory rule: with ``HEMS_DATA_DIR`` (as ``hems demo`` uses it) the commands open the
+    demo's database; pointed at an empty directory they fail naming the file, creating nothing."""
+    from access.cli import data_dir
+
+    empty = tmp_path / "empty"
+    monkeypatch.setenv("HEMS_DATA_DIR", str(empty))
+    for argv in (
+        ("principals", "list"),
+        ("principals", "token", "list"),
+        ("ledger", "list", "--household", "h1"),
+    ):
+        code, out = _run(capsys, *argv)
+        assert code == 2 and str((empty / "access.sqlite").resolve()) in out, (argv, out)
+    assert not (empty / "access.sqlite").exists()
+    monkeypatch.setenv("HEMS_DATA_DIR", str(world.path.parent))
+    assert data_dir() == world.path.parent
+    code, out = _run(capsys, "principals", "list")
+    assert code == 0 and "inst1\tinstaller" in out
+    code, out = _run(capsys, "ledger", "verify")
+    assert code == 0 and out.startswith("ok")
