@@ -182,10 +182,21 @@ class Window:
     every: timedelta | None
 
 
+_RELATIVE_RE: Final = re.compile(r"^-([1-9][0-9]{0,5})(s|m|h|d)$")
+
+
+def moment(name: str, value: str, now: datetime) -> datetime:
+    """An ISO 8601 instant, or a time before now: ``-20m``, ``-2h``, ``-7d``."""
+    m = _RELATIVE_RE.match(value)
+    if m is not None:
+        return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    return instant(name, value)
+
+
 def window(params: Mapping[str, str], now: datetime, default_every: timedelta | None) -> Window:
     raw_stop, raw_start = _get(params, "stop"), _get(params, "start")
-    stop = instant("stop", raw_stop) if raw_stop is not None else now
-    start = instant("start", raw_start) if raw_start is not None else stop - DEFAULT_SPAN
+    stop = moment("stop", raw_stop, now) if raw_stop is not None else now
+    start = moment("start", raw_start, now) if raw_start is not None else stop - DEFAULT_SPAN
     step = every(_get(params, "every")) if "every" in params else default_every
     if not start < stop:
         raise bad_param("stop", "stop must be after start")

@@ -143,7 +143,18 @@ async def daily(request: web.Request) -> web.Response:
     # One window before the range gives the first day its baseline.
     sq = series_query((household,), category, (field,), win.start - win.every, win.stop, win.every, "last")
     allowed = decide(state, caller, household, category, "read", purpose)
-    days = daily_energy_per_household(await query(state, sq), field, TOKYO)
+    fmt = params.fmt(request.query.get("format"), request.headers.get("Accept"))
+    if fmt == "arrow":
+        raise bad_param("format", "daily totals come as json or csv")
+    # Differences of float totals carry noise in the last bits (287.50000000000006): rounded to what a
+    # meter can tell (a thousandth of a Wh or L).
+    days = daily_energy_per_household(await query(state, sq), field, TOKYO).with_columns(
+        pl.col("delta").round(3)
+    )
+    if fmt == "csv":
+        text = days.select("day", "delta").write_csv()
+        await record(state, caller, allowed, household, category, purpose, sq)
+        return web.Response(text=text, content_type="text/csv", charset="utf-8")
     response = json_response(
         {
             "household": household,

@@ -130,7 +130,11 @@ async def series(request: web.Request) -> web.Response:
         headers["Content-Encoding"] = "gzip"
     if reply.next_cursor is not None:
         headers["X-Next-Cursor"] = reply.next_cursor
-        nxt = request.rel_url.update_query({"cursor": reply.next_cursor})
+        # The window as resolved for this page: a start or stop left to "now" (or given as "-20m")
+        # must not move under the cursor, which is bound to the instants of the first page.
+        nxt = request.rel_url.update_query(
+            {"cursor": reply.next_cursor, "start": iso(ask.window.start), "stop": iso(ask.window.stop)}
+        )
         headers["Link"] = f'<{nxt}>; rel="next"'
     # Recorded last, once the body is built, so no record stands for an answer that failed to render.
     await record(state, caller, allowed, ask.household, ask.category, ask.purpose, ask.query)

@@ -13,6 +13,7 @@ import pytest
 from access.compiler import Policy
 from pipeline.query import SeriesQuery
 from tests.access.api_world import (
+    NOW,
     OWN,
     PV,
     RANGE,
@@ -305,3 +306,39 @@ async def test_pagination_with_windows_and_an_unaligned_start_matches_one_page(e
             break
     assert whole["columns"]["time"][0] == "2026-06-01T00:00:00.000Z"  # the window holding the start
     assert rows == whole["columns"]["energy_wh_total"] and len(rows) == 4
+
+
+async def test_daily_totals_as_csv_without_float_noise(env: Env) -> None:
+    params = {**RANGE, "field": "volume_l_total", "purpose": OWN, "format": "csv"}
+    r = await env.client.get("/api/v1/households/h1/daily/water", params=params, headers=env.auth("alice"))
+    assert r.status == 200 and r.content_type == "text/csv"
+    lines = (await r.text()).strip().splitlines()
+    assert lines[0] == "day,delta"
+    assert lines[1:] == ["2026-06-01,84.0", "2026-06-02,54.0"]  # half-litre steps, no 1e-13 tails
+
+
+async def test_next_link_works_when_stop_defaults_to_now_and_start_is_relative(
+    tmp_path: Path, store_path: Path, api_policy: Policy
+) -> None:
+    """The clock moves between the two requests (as it does for a real client): the Link of the first
+    page must still lead to the second."""
+    tick = [NOW]
+
+    def moving() -> float:
+        tick[0] += 7.0
+        return tick[0]
+
+    async for env in start_env(tmp_path, store_path, api_policy, now=moving):
+        url = SERIES.format(hh="h1", cat="pv")
+        r = await env.client.get(
+            url, params={"start": "-20h", "limit": "5", "purpose": OWN}, headers=env.auth("alice")
+        )
+        first = await r.json()
+        assert r.status == 200 and first["count"] == 5, first
+        assert first["start"].startswith("2026-06-01T04:00")  # 20 h before the (moving) now
+        link = r.headers["Link"]
+        target = link[link.index("<") + 1 : link.index(">")]
+        r2 = await env.client.get(target, headers=env.auth("alice"))
+        second = await r2.json()
+        assert r2.status == 200, second
+        assert second["columns"]["time"][0] > first["columns"]["time"][-1]
