@@ -33,12 +33,14 @@ from access.ledger import Ledger
 from access.maintenance import Rules
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
+from access.web.errors import error_page, wants_page
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+WEB_PAGES: web.AppKey[bool] = web.AppKey("hems_web_pages", bool)
 
 
 @web.middleware
@@ -50,19 +52,21 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
     t0 = time.perf_counter()
     status = 500
     try:
+        page = request.app[WEB_PAGES] and wants_page(request)
         try:
             response = await handler(request)
         except ApiProblem as p:
-            response = p.response()
+            response = error_page(request, p) if page else p.response()
         except web.HTTPException as exc:
             status = exc.status
-            if not request.path.startswith("/api/"):
+            if exc.status < 400 or not (page or request.path.startswith("/api/")):
                 raise
-            code = _HTTP_CODES.get(exc.status, "http_error")
-            response = ApiProblem(exc.status, code, exc.reason).response()
+            problem = ApiProblem(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+            response = error_page(request, problem) if page else problem.response()
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            response = ApiProblem(500, "internal_error", "the server failed; nothing was provided").response()
+            problem = ApiProblem(500, "internal_error", "the server failed; nothing was provided")
+            response = error_page(request, problem) if page else problem.response()
         status = response.status
         _security_headers(response)
         return response
@@ -133,6 +137,7 @@ def make_app(
     )
     app = web.Application(middlewares=[_respond], client_max_size=MAX_BODY)
     app[STATE] = state
+    app[WEB_PAGES] = web_views
     app[RULES] = maintenance_rules or Rules()
     hooks = app[WEBHOOKS] = WebhookStore(path)
     add_routes(app)

@@ -84,7 +84,9 @@ async def test_cross_site_posts_are_refused(env: Env) -> None:
     r = await env.client.post(
         "/household/h1/provision", data={"suspended": "true"}, headers={"Origin": "http://evil.example"}
     )
-    assert r.status == 403 and (await r.json())["code"] == "csrf_refused"
+    # A page's refusal is a page (HTML, in words), not problem+json.
+    assert r.status == 403 and r.content_type == "text/html"
+    assert 'data-code="csrf_refused"' in await r.text()
     r = await env.client.post("/household/h1/provision", data={"suspended": "true", "csrf": "guess"})
     assert r.status == 403
     # Right token but a foreign Origin.
@@ -123,8 +125,14 @@ async def test_installer_view_shows_refusal_after_suspension(env: Env) -> None:
     page = await (await env.client.get("/installer")).text()
     assert "Not visible now (suspended)" in page
     assert env.ledger_rows() == before + 1
-    r = await env.client.get("/installer/h2")
-    assert r.status == 403
+    r = await env.client.get("/installer/h2", headers={"Accept-Language": "ja,en;q=0.5"})
+    assert r.status == 403 and r.content_type == "text/html"
+    page = await r.text()
+    assert '<html lang="ja">' in page and "エラー 403" in page
+    r = await env.client.get("/no-such-page")
+    assert r.status == 404 and r.content_type == "text/html"
+    r = await env.client.get("/api/v1/no-such-thing")
+    assert r.status == 404 and r.content_type == "application/problem+json"
 
 
 async def test_sign_out_ends_the_session(env: Env) -> None:
