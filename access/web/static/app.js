@@ -19,21 +19,36 @@
     return body;
   }
 
-  function draw(id, type, labels, datasets) {
+  function draw(id, type, labels, datasets, times) {
     const el = document.getElementById(id);
     if (!el) return;
     if (charts[id]) charts[id].destroy();
     charts[id] = new Chart(el, { type: type, data: { labels: labels, datasets: datasets },
       options: { animation: false, responsive: true, maintainAspectRatio: false, interaction: { mode: "index", intersect: false },
         scales: { x: { ticks: { maxTicksLimit: 8 } } } } });
+    charts[id].$times = times || labels; // the instants behind the labels, for tests and CSV
   }
 
+  // One source of truth per quantity (the rule of pipeline/derived.py): a home's devices of one
+  // category are views of one quantity (inverter and ECHONET solar unit, meter and smart meter), so
+  // each time takes the value of the device with the most samples, a lower-ranked device filling only
+  // the times it left empty. Adding them drew grid import at twice its value.
   function byTime(cols, field) {
+    const counts = new Map();
+    cols.time.forEach(function (_, i) {
+      if (cols[field][i] === null || cols[field][i] === undefined) return;
+      counts.set(cols.device[i], (counts.get(cols.device[i]) || 0) + 1);
+    });
+    const rank = new Map(Array.from(counts.keys()).sort(function (a, b) {
+      return (counts.get(b) - counts.get(a)) || (a < b ? -1 : a > b ? 1 : 0);
+    }).map(function (d, i) { return [d, i]; }));
     const out = new Map();
+    const from = new Map();
     cols.time.forEach(function (t, i) {
       const v = cols[field][i];
       if (v === null || v === undefined) return;
-      out.set(t, (out.get(t) || 0) + v);
+      const r = rank.get(cols.device[i]);
+      if (!from.has(t) || r < from.get(t)) { out.set(t, v); from.set(t, r); }
     });
     return out;
   }
@@ -50,7 +65,8 @@
     maps.forEach(function (m) { m.forEach(function (_, t) { times.add(t); }); });
     const labels = Array.from(times).sort();
     draw("power-chart", "line", labels.map(function (t) { return hhmm.format(new Date(t)); }),
-      series.map(function (s, i) { return { label: s[1], data: labels.map(function (t) { return maps[i].has(t) ? maps[i].get(t) : null; }), pointRadius: 0, borderWidth: 1.5, spanGaps: true }; }));
+      series.map(function (s, i) { return { label: s[1], data: labels.map(function (t) { return maps[i].has(t) ? maps[i].get(t) : null; }), pointRadius: 0, borderWidth: 1.5, spanGaps: true }; }),
+      labels);
     const refused = results.filter(function (r) { return r.status === "rejected"; });
     return refused.map(function (r) { return r.reason.message; });
   }
