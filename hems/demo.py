@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-every", type=float, default=10.0, help="seconds between summary lines")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--config", default=None, help="TOML file ([demo] options, [pipeline] settings)")
+    p.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="serve the emulated devices' fault-injection API on 127.0.0.1:PORT (see devices/control.py)",
+    )
     return p
 
 
@@ -200,7 +206,11 @@ async def summary_line(store: SQLiteStore, collector: Collector, pipeline: Pipel
     now = datetime.now(UTC)
     health = collector.health()
     ok = sum(1 for h in health.values() if h.reason == "ok")
-    trouble = Counter(h.reason for h in health.values() if h.reason != "ok")
+    trouble = Counter(
+        "pending (not polled yet)" if h.reason == "pending" else h.reason
+        for h in health.values()
+        if h.reason != "ok"
+    )
     metrics = pipeline.metrics()
     parts = [
         now.astimezone().strftime("%H:%M:%S"),
@@ -247,6 +257,7 @@ async def run(args: argparse.Namespace) -> int:
         modbus_port=args.modbus_port,
         address_prefix=args.address_prefix,
         household_factory=household,
+        control_port=args.control_port,
     )
     households = [h.household_id for h in fleet.homes]
     store = SQLiteStore(cfg.sqlite_path, synchronous=cfg.sqlite_synchronous)
@@ -287,6 +298,13 @@ async def run(args: argparse.Namespace) -> int:
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     print(sign_in_text(f"http://{args.host}:{args.port}", households, creds), flush=True)
+    if fleet.control_url:
+        example = f"{fleet.control_url}/faults/{households[0]}/inverter"
+        print(f"fault injection: curl -X PUT -d '{{\"no_reply\": true}}' {example}", flush=True)
+    print(
+        f"data directory: {data.resolve()} (hems principals / hems ledger use it with HEMS_DATA_DIR)",
+        flush=True,
+    )
 
     loop = asyncio.get_running_loop()
     event_loop.stop_on_signals(stopping)

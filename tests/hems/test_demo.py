@@ -48,6 +48,8 @@ def test_demo_serves_what_it_prints(tmp_path: Path) -> None:
             "2",
             "--duration",
             "40",
+            "--control-port",
+            str(_free_port()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -66,6 +68,16 @@ def test_demo_serves_what_it_prints(tmp_path: Path) -> None:
                 break
         text = "".join(lines)
         assert "devices ok" in text, text
+        control = re.search(r"fault injection: curl -X PUT -d '(.*)' (http://\S+)", text)
+        assert control, text
+        put = urllib.request.Request(control.group(2), data=control.group(1).encode(), method="PUT")
+        with urllib.request.urlopen(put, timeout=10) as response:
+            assert json.loads(response.read())["no_reply"] is True
+        # /metrics answers under the demo (it was a 500: nested pipeline statistics), without household ids.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert response.status == 200 and "hems_pipeline_validation" in metrics
+        assert "hh-" not in metrics
         token = re.search(r"Bearer (hems_\S+)'", text)
         url = re.search(r"'(http://127\.0\.0\.1:\d+/api/v1/households/\S+)'", text)
         assert token and url, text
