@@ -86,7 +86,7 @@ class WebhookStore:
     def close(self) -> None:
         self._db.close()
 
-    def set(self, principal: str, url: str, at: float) -> Webhook:
+    def put(self, principal: str, url: str, at: float) -> Webhook:
         """Set (or replace) the principal's webhook; a new secret each time."""
         secret = secrets.token_urlsafe(24)
         with write_transaction(self._db):
@@ -112,9 +112,9 @@ class WebhookStore:
         rows = self._db.execute("SELECT principal, url, secret FROM alert_webhooks ORDER BY principal")
         return [Webhook(*r) for r in rows]
 
-    def told_open(self, principal: str) -> set[str]:
+    def told_open(self, principal: str) -> frozenset[str]:
         rows = self._db.execute("SELECT key FROM alert_open WHERE principal = ?", (principal,))
-        return {r[0] for r in rows}
+        return frozenset(r[0] for r in rows)
 
     def mark_told(self, principal: str, opened: list[str], cleared: list[str], at: float) -> None:
         with write_transaction(self._db):

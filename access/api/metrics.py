@@ -183,7 +183,7 @@ class _Snapshot(Collector):
             yield devices
         if self.stats is not None:
             families: dict[str, GaugeMetricFamily] = {}
-            for name, key, value in _flatten(self.stats()):
+            for name, key, number in _flatten(self.stats()):
                 family = families.get(name)
                 if family is None:
                     family = families[name] = GaugeMetricFamily(
@@ -191,5 +191,5 @@ class _Snapshot(Collector):
                         "Pipeline statistic (see pipeline.writer.Pipeline.metrics).",
                         labels=None if key is None else ["key"],
                     )
-                family.add_metric([] if key is None else [key], value)
+                family.add_metric([] if key is None else [key], number)
             yield from families.values()

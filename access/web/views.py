@@ -413,7 +413,7 @@ async def webhook_form(request: web.Request) -> web.StreamResponse:
         hooks.remove(caller.principal)
         raise web.HTTPSeeOther(f"/installer?lang={lang}#webhook")
     try:
-        hook = hooks.set(caller.principal, str(form.get("url", "")).strip(), at=state.clock())
+        hook = hooks.put(caller.principal, str(form.get("url", "")).strip(), at=state.clock())
     except WebhookError as exc:
         raise ApiProblem(400, "bad_parameter", str(exc), field="url") from None
     body = webhook_section(hooks, caller, lang, secret=hook.secret)

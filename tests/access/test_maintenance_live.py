@@ -78,7 +78,7 @@ async def test_silent_inverter_and_modbus_exception_appear_and_clear(live: Live)
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    hook = live.app[WEBHOOKS].set("inst", f"http://127.0.0.1:{port}/hook", at=time.time())
+    hook = live.app[WEBHOOKS].put("inst", f"http://127.0.0.1:{port}/hook", at=time.time())
     silent_home, exception_home, clean_home = live.households
     try:
         async with aiohttp.ClientSession() as http:
