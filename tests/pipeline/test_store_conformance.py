@@ -88,6 +88,28 @@ async def test_is_a_store_and_answers_ping(store: Store) -> None:
     assert await store.ping()
 
 
+async def test_equipment_health_is_a_series_like_any_other(store: Store) -> None:
+    """Collector health (category ``equipment``: text ``health``, number ``health_since_s``) is written
+    and read back the same on both stores: raw, and the last verdict per window."""
+    await store.write(
+        [
+            pt(0, dev="inverter", cat="equipment", health="ok", health_since_s=100.0),
+            pt(30, dev="inverter", cat="equipment", health="timeout", health_since_s=130.5),
+            pt(30, dev="solar", cat="equipment", health="ok", health_since_s=100.0),
+        ]
+    )
+    raw = await store.query(q(category="equipment", fields=("health", "health_since_s")))
+    assert raw.select("device", "health", "health_since_s").rows() == [
+        ("inverter", "ok", 100.0),
+        ("inverter", "timeout", 130.5),
+        ("solar", "ok", 100.0),
+    ]
+    last = await store.query(
+        q(category="equipment", fields=("health",), every=timedelta(minutes=1), agg="last")
+    )
+    assert last.select("device", "health").rows() == [("inverter", "timeout"), ("solar", "ok")]
+
+
 async def test_write_then_raw_query(store: Store) -> None:
     await store.write([pt(0, power_w=1.5), pt(10, power_w=-2.25), pt(20.000001, power_w=3.0)])
     got = await store.query(q())
