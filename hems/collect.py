@@ -25,6 +25,7 @@ from config import ConfigError
 from pipeline import stores
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
+from pipeline.exposition import serve_metrics
 from pipeline.factory import open_pipeline
 from pipeline.store import StoreUnavailable
 from pipeline.writer import Backpressure, Pipeline
@@ -143,6 +144,11 @@ async def pump(
     return stats
 
 
+def _numbers(stats: dict[str, object]) -> dict[str, float]:
+    """The collector's flat numeric statistics (lateness, polls, health readings...)."""
+    return {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hems collect",
@@ -154,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         default=None,
         help="where the embedded store, spool and counter state live (default $HEMS_DATA_DIR, else ./var)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve device health and pipeline counters as Prometheus text on 127.0.0.1:PORT/metrics",
     )
     p.add_argument("--influx-url", default=None, help="InfluxDB 2.x URL (default $HEMS_INFLUX_URL)")
     p.add_argument("--influx-org", default=None, help="default $HEMS_INFLUX_ORG")
@@ -213,6 +225,15 @@ async def run(args: argparse.Namespace) -> int:
     job = stores.maintenance(store, cfg)  # SQLite: retention; InfluxDB downsamples with its own tasks
     retention = asyncio.create_task(job) if job is not None else None
     pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = await serve_metrics(
+            "127.0.0.1",
+            args.metrics_port,
+            lambda: {key: h.reason for key, h in collector.health().items()},
+            lambda: {**pipeline.metrics(), "collector": _numbers(collector.stats())},
+        )
+        print(f"metrics on http://127.0.0.1:{args.metrics_port}/metrics", file=sys.stderr)
     print(
         f"collecting {len(config.devices)} devices into {stores.describe(cfg)} (Ctrl-C to stop)",
         file=sys.stderr,
@@ -220,6 +241,8 @@ async def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), timeout=args.duration)
     stopping.set()
+    if metrics is not None:
+        await metrics.cleanup()
     await collector.stop()
     stats = await pumping
     if retention is not None:

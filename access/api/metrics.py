@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,12 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from access.api.pagecache import PageCache
+from pipeline.exposition import CollectorHealth, PipelineStats, operations_families
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-# device key -> its state ("healthy"/"unhealthy", or the collector's reason); only counts are exported
-CollectorHealth = Callable[[], Mapping[str, str | bool]]
-PipelineStats = Callable[[], Mapping[str, float]]  # e.g. {"spool_depth": 3, "points_written": 1e6}
 
 
 @dataclass
@@ -76,25 +73,6 @@ def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
         buckets.append((repr(bound), running))
     buckets.append(("+Inf", h.n))
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.total)
-
-
-def _flatten(stats: Mapping[str, object]) -> Iterator[tuple[str, str | None, float]]:
-    """Nested pipeline statistics as (metric name, ``key`` label or None, number): a number is a
-    gauge of its own, a mapping of numbers one gauge with a ``key`` label, and a mapping of those one
-    gauge per inner name (``validation.rejected.bad_type`` ->
-    ``hems_pipeline_validation_rejected{key="bad_type"}``).  Text and nulls carry no number."""
-    for k, v in stats.items():
-        name = f"hems_pipeline_{_metric_name(str(k))}"
-        if isinstance(v, int | float):
-            yield name, None, float(v)
-        elif isinstance(v, Mapping):
-            for k2, v2 in v.items():
-                if isinstance(v2, int | float):
-                    yield name, str(k2), float(v2)
-                elif isinstance(v2, Mapping):
-                    for k3, v3 in v2.items():
-                        if isinstance(v3, int | float):
-                            yield f"{name}_{_metric_name(str(k2))}", str(k3), float(v3)
 
 
 class _Snapshot(Collector):
@@ -168,28 +146,4 @@ class _Snapshot(Collector):
             yield GaugeMetricFamily(
                 "hems_store_ping_seconds", "Duration of the last store ping.", value=m.store_ping_seconds
             )
-        if self.health is not None:
-            states = Counter(
-                ("healthy" if v else "unhealthy") if isinstance(v, bool) else str(v)
-                for v in self.health().values()
-            )
-            devices = GaugeMetricFamily(
-                "hems_collector_devices",
-                "Devices by the collector's verdict (never by household).",
-                labels=["state"],
-            )
-            for state, n in sorted(states.items()):
-                devices.add_metric([state], n)
-            yield devices
-        if self.stats is not None:
-            families: dict[str, GaugeMetricFamily] = {}
-            for name, key, number in _flatten(self.stats()):
-                family = families.get(name)
-                if family is None:
-                    family = families[name] = GaugeMetricFamily(
-                        name,
-                        "Pipeline statistic (see pipeline.writer.Pipeline.metrics).",
-                        labels=None if key is None else ["key"],
-                    )
-                family.add_metric([] if key is None else [key], number)
-            yield from families.values()
+        yield from operations_families(self.health, self.stats)

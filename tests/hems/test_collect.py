@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -110,7 +113,8 @@ def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> No
                 raise AssertionError(devices.communicate()[1])
             subprocess.run(["sleep", "0.1"], check=True)
         json.loads(manifest.read_text())
-        done = subprocess.run(
+        metrics_port = _free_port()
+        collect = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -128,12 +132,30 @@ def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> No
                 "127.22.255.1",
                 "--duration",
                 "4",
+                "--metrics-port",
+                str(metrics_port),
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=60,
-            check=False,
         )
+        scraped = ""
+        for _ in range(60):  # the gateway's own /metrics: device health and pipeline counters
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+                    scraped = r.read().decode()
+                if (
+                    'hems_collector_devices{state="ok"}' in scraped
+                    and "hems_pipeline_points_written" in scraped
+                ):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert 'hems_collector_devices{state="ok"}' in scraped, scraped
+        assert "hh-" not in scraped  # counted by state, never labelled with a household
+        out, err = collect.communicate(timeout=60)
+        done = subprocess.CompletedProcess(collect.args, collect.returncode, out, err)
         assert done.returncode == 0, done.stderr
         assert "not acknowledged" in done.stderr and " 0 not acknowledged" in done.stderr
         stored = int(done.stderr.split("readings: ")[1].split(" stored")[0])
@@ -142,6 +164,12 @@ def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> No
     finally:
         devices.terminate()
         devices.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_hems_collect_refuses_influx_without_credentials(tmp_path: Path) -> None:
