@@ -197,23 +197,17 @@ def day(lang: str, ts: datetime) -> str:
     return f"{local:%Y-%m-%d} ({weekday})"
 
 
+_UNITS: Final = {"en": ("s", "min", "h", "days"), "ja": ("秒", "分", "時間", "日")}
+
+
 def duration(lang: str, span: timedelta) -> str:
+    """A span in the largest unit that keeps it readable (up to 2 of it: 90 s, 45 min, 30 h, 3 days)."""
     s = max(0, int(span.total_seconds()))
-    if lang == "ja":
-        if s < 120:
-            return f"{s} 秒"
-        if s < 7200:
-            return f"{s // 60} 分"
-        if s < 172800:
-            return f"{s // 3600} 時間"
-        return f"{s // 86400} 日"
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600} h"
-    return f"{s // 86400} days"
+    sec, minute, hour, days = _UNITS.get(lang, _UNITS["en"])
+    for limit, size, unit in ((120, 1, sec), (7200, 60, minute), (172800, 3600, hour)):
+        if s < limit:
+            return f"{s // size} {unit}"
+    return f"{s // 86400} {days}"
 
 
 def energy(wh: float) -> str:

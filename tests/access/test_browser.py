@@ -9,9 +9,10 @@ Screenshots go to ``artifacts/screenshots/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -114,70 +115,79 @@ def emulated_points(household: str, start: datetime, stop: datetime, step: timed
     return out
 
 
+@contextlib.asynccontextmanager
+async def _served(
+    tmp_path: Path, api_policy: Policy, points: list[Point], who: tuple[str, ...]
+) -> AsyncIterator[tuple[str, SQLiteStore]]:
+    """The API world's principals over a real SQLite store holding ``points``, on a real HTTP port."""
+    db = tmp_path / "access.sqlite"
+    rel = RelationshipStore(db)
+    populate(rel)
+    rel.close()
+    store = SQLiteStore(tmp_path / "series.sqlite")
+    await store.write(points)
+    app = make_app(store, db, policy=api_policy, secure_cookies=False)
+    from access.api.state import STATE
+
+    for principal in who:
+        app[STATE].web.set_password(principal, PASSWORD)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/"), store
+    finally:
+        await server.close()
+        await store.close()
+
+
 async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api_policy: Policy) -> None:
     reason = _skip_reason()
     if reason is not None:
         pytest.skip(reason)
     assert async_playwright is not None
     SHOTS.mkdir(parents=True, exist_ok=True)
-    db = tmp_path / "access.sqlite"
-    rel = RelationshipStore(db)
-    populate(rel)
-    rel.close()
-    store = SQLiteStore(tmp_path / "series.sqlite")
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    await store.write(emulated_points("h1", now - timedelta(days=2), now, timedelta(minutes=5)))
-    app = make_app(store, db, policy=api_policy, secure_cookies=False)
-    from access.api.state import STATE
+    points = emulated_points("h1", now - timedelta(days=2), now, timedelta(minutes=5))
+    async with (
+        _served(tmp_path, api_policy, points, ("alice", "inst1")) as (base, _store),
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            installer = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+            await _sign_in(installer, base, "inst1")
+            await installer.wait_for_url(f"{base}/installer")
+            row = installer.locator("article.home").first
+            assert "h1" in await row.inner_text()
+            assert "Not visible now" not in await row.inner_text()
+            await installer.screenshot(path=str(SHOTS / "installer_before.png"), full_page=True)
 
-    app[STATE].web.set_password("alice", PASSWORD)
-    app[STATE].web.set_password("inst1", PASSWORD)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            try:
-                installer = await (
-                    await browser.new_context(viewport={"width": 1280, "height": 900})
-                ).new_page()
-                await _sign_in(installer, base, "inst1")
-                await installer.wait_for_url(f"{base}/installer")
-                row = installer.locator("article.home").first
-                assert "h1" in await row.inner_text()
-                assert "Not visible now" not in await row.inner_text()
-                await installer.screenshot(path=str(SHOTS / "installer_before.png"), full_page=True)
+            owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
+            await _sign_in(owner, base, "alice")
+            await owner.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
+            points = await owner.evaluate(
+                "() => Chart.getChart('power-chart').data.datasets[0].data.filter(v => v !== null).length"
+            )
+            assert points > 100  # 5-minute PV power for the last day
+            days = await owner.evaluate("() => Chart.getChart('energy-chart').data.labels.length")
+            assert days >= 1
+            assert "inst1" in await owner.locator("table.ledger").inner_text()
+            await owner.screenshot(path=str(SHOTS / "homeowner_dashboard.png"), full_page=True)
+            assert await owner.locator("#provision-state").inner_text() == "allowed"
+            await owner.click("#provision-toggle")
+            await owner.wait_for_selector("#provision-state:text('suspended')")
+            await owner.screenshot(path=str(SHOTS / "homeowner_suspended.png"), full_page=True)
 
-                owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
-                await _sign_in(owner, base, "alice")
-                await owner.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
-                points = await owner.evaluate(
-                    "() => Chart.getChart('power-chart').data.datasets[0].data.filter(v => v !== null).length"
-                )
-                assert points > 100  # 5-minute PV power for the last day
-                days = await owner.evaluate("() => Chart.getChart('energy-chart').data.labels.length")
-                assert days >= 1
-                assert "inst1" in await owner.locator("table.ledger").inner_text()
-                await owner.screenshot(path=str(SHOTS / "homeowner_dashboard.png"), full_page=True)
-                assert await owner.locator("#provision-state").inner_text() == "allowed"
-                await owner.click("#provision-toggle")
-                await owner.wait_for_selector("#provision-state:text('suspended')")
-                await owner.screenshot(path=str(SHOTS / "homeowner_suspended.png"), full_page=True)
-
-                await installer.reload()
-                text = await installer.locator("article.home").first.inner_text()
-                assert "Not visible now (suspended)" in text
-                await installer.screenshot(path=str(SHOTS / "installer_refused.png"), full_page=True)
-                # The drill-down is refused too, and says why (no charts are offered).
-                await installer.goto(f"{base}/installer/h1")
-                assert "Not visible now (suspended)" in await installer.locator("main").inner_text()
-                assert await installer.locator("#dashboard").count() == 0
-            finally:
-                await browser.close()
-    finally:
-        await server.close()
-        await store.close()
+            await installer.reload()
+            text = await installer.locator("article.home").first.inner_text()
+            assert "Not visible now (suspended)" in text
+            await installer.screenshot(path=str(SHOTS / "installer_refused.png"), full_page=True)
+            # The drill-down is refused too, and says why (no charts are offered).
+            await installer.goto(f"{base}/installer/h1")
+            assert "Not visible now (suspended)" in await installer.locator("main").inner_text()
+            assert await installer.locator("#dashboard").count() == 0
+        finally:
+            await browser.close()
 
 
 async def _sign_in(page: object, base: str, who: str, password: str = PASSWORD) -> None:
@@ -275,11 +285,6 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
         pytest.skip(reason)
     assert async_playwright is not None
     SHOTS.mkdir(parents=True, exist_ok=True)
-    db = tmp_path / "access.sqlite"
-    rel = RelationshipStore(db)
-    populate(rel)
-    rel.close()
-    store = SQLiteStore(tmp_path / "series.sqlite")
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     points = emulated_points("h1", now - timedelta(days=1), now, timedelta(minutes=5))
     twins = {"pv1": "solar", "meter1": "smart_meter"}
@@ -296,51 +301,39 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
         for p in points
         if p.device in twins and (p.ts_ns // 300_000_000_000) % 5
     ]
-    await store.write(points)
-    app = make_app(store, db, policy=api_policy, secure_cookies=False)
-    from access.api.state import STATE
-
-    app[STATE].web.set_password("alice", PASSWORD)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            try:
-                for size, name in (
-                    ({"width": 1280, "height": 900}, "desktop"),
-                    ({"width": 390, "height": 844}, "phone"),
-                ):
-                    page = await (await browser.new_context(viewport=size)).new_page()
-                    await _sign_in(page, base, "alice")
-                    await page.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
-                    drawn = await page.evaluate(
-                        "() => { const c = Chart.getChart('power-chart'); return {times: c.$times,"
-                        " pv: c.data.datasets[0].data, grid: c.data.datasets[1].data}; }"
-                    )
-                    await page.screenshot(path=str(SHOTS / f"homeowner_chart_{name}.png"), full_page=True)
-                    times = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in drawn["times"]]
-                    start, stop = min(times), max(times) + timedelta(minutes=5)
-                    for category, values in (("pv", drawn["pv"]), ("electricity", drawn["grid"])):
-                        df = await store.query(
-                            SeriesQuery(
-                                ("h1",), category, ("power_w",), start, stop, timedelta(minutes=5), "mean"
-                            )
+    async with _served(tmp_path, api_policy, points, ("alice",)) as (base, store), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            for size, name in (
+                ({"width": 1280, "height": 900}, "desktop"),
+                ({"width": 390, "height": 844}, "phone"),
+            ):
+                page = await (await browser.new_context(viewport=size)).new_page()
+                await _sign_in(page, base, "alice")
+                await page.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
+                drawn = await page.evaluate(
+                    "() => { const c = Chart.getChart('power-chart'); return {times: c.$times,"
+                    " pv: c.data.datasets[0].data, grid: c.data.datasets[1].data}; }"
+                )
+                await page.screenshot(path=str(SHOTS / f"homeowner_chart_{name}.png"), full_page=True)
+                times = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in drawn["times"]]
+                start, stop = min(times), max(times) + timedelta(minutes=5)
+                for category, values in (("pv", drawn["pv"]), ("electricity", drawn["grid"])):
+                    df = await store.query(
+                        SeriesQuery(
+                            ("h1",), category, ("power_w",), start, stop, timedelta(minutes=5), "mean"
                         )
-                        want = {
-                            t: v
-                            for t, v in zip(*one_source(df, "power_w").select("time", "power_w"), strict=True)
-                        }
-                        summed = df.group_by("time").agg(pl.col("power_w").sum())
-                        got = dict(zip(times, values, strict=True))
-                        assert len(want) > 200
-                        assert {t: got[t] for t in want} == pytest.approx(want), category
-                        # ...and that is not what adding the two devices gives.
-                        doubled = {t: v for t, v in zip(*summed.select("time", "power_w"), strict=True)}
-                        assert sum(1 for t in want if abs(doubled[t] - want[t]) > 1) > 100
-            finally:
-                await browser.close()
-    finally:
-        await server.close()
-        await store.close()
+                    )
+                    want = {
+                        t: v
+                        for t, v in zip(*one_source(df, "power_w").select("time", "power_w"), strict=True)
+                    }
+                    summed = df.group_by("time").agg(pl.col("power_w").sum())
+                    got = dict(zip(times, values, strict=True))
+                    assert len(want) > 200
+                    assert {t: got[t] for t in want} == pytest.approx(want), category
+                    # ...and that is not what adding the two devices gives.
+                    doubled = {t: v for t, v in zip(*summed.select("time", "power_w"), strict=True)}
+                    assert sum(1 for t in want if abs(doubled[t] - want[t]) > 1) > 100
+        finally:
+            await browser.close()
