@@ -292,6 +292,7 @@ async def run(args: argparse.Namespace) -> int:
         secure_cookies=False,  # plain HTTP on localhost
         collector_health=lambda: {key: h.reason for key, h in collector.health().items()},
         pipeline_stats=pipeline.metrics,
+        alert_every_s=args.power_interval,  # installers' alert webhooks: told within a poll or two
     )
     runner = web.AppRunner(app)
     await runner.setup()

@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         "and /metrics counters (default 1)",
     )
     parser.add_argument(
+        "--alert-every",
+        type=float,
+        default=10.0,
+        help="seconds between rounds of the installers' alert webhooks (default 10)",
+    )
+    parser.add_argument(
         "--page-cache-mb",
         type=float,
         default=DEFAULT_PAGE_CACHE_MB,
@@ -103,7 +109,9 @@ async def _check_store(args: argparse.Namespace) -> None:
         await store.close()
 
 
-async def _run(args: argparse.Namespace, db: Path, children: Sequence[BaseProcess] = ()) -> None:
+async def _run(
+    args: argparse.Namespace, db: Path, children: Sequence[BaseProcess] = (), is_worker: bool = False
+) -> None:
     """Serve until SIGINT/SIGTERM (or, in the first worker, until another worker dies)."""
     from access.app import make_app
 
@@ -116,6 +124,8 @@ async def _run(args: argparse.Namespace, db: Path, children: Sequence[BaseProces
         secure_cookies=not args.insecure_cookies,
         rate_per_s=args.rate if args.rate > 0 else None,
         page_cache_bytes=int(args.page_cache_mb * 2**20),
+        # The alert webhooks are sent by one process only (the first): workers would each send them.
+        alert_every_s=args.alert_every if not is_worker else None,
     )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)
@@ -160,7 +170,7 @@ async def _watch_workers(children: Sequence[BaseProcess], stop: asyncio.Event) -
 def _worker(args: argparse.Namespace, db: Path) -> None:
     """A further server process on the same port (the kernel spreads connections across them)."""
     with contextlib.suppress(KeyboardInterrupt):
-        run(_run(args, db))
+        run(_run(args, db, is_worker=True))
 
 
 def serve(argv: Sequence[str], default_db: Path) -> int:
