@@ -36,9 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hems serve", description="HTTP API and web views")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--db", type=Path, default=None, help="access database (default: in the data directory)")
     parser.add_argument(
-        "--data-dir", default=None, help="data directory (default $HEMS_DATA_DIR, else ./var), as for every command"
+        "--db", type=Path, default=None, help="access database (default: in the data directory)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="data directory (default $HEMS_DATA_DIR, else ./var), as for every command",
     )
     parser.add_argument(
         "--store",

@@ -165,7 +165,9 @@ def check_table(fields: Sequence[FieldSpec]) -> None:
     for spec in fields:
         unknown = set(spec.categories) - set(STORED_CATEGORIES)
         if unknown or not spec.categories:
-            raise ValueError(f"field {spec.name}: categories {sorted(unknown) or '()'} are not stored series")
+            raise ValueError(
+                f"field {spec.name}: categories {sorted(unknown) or '()'} are not series (nor status)"
+            )
         name = spec.name
         if not (name.isascii() and name.isidentifier() and name.islower()) or name.startswith(RAW_PREFIX):
             raise ValueError(f"field {name!r}: lower-case ASCII identifier, not starting {RAW_PREFIX!r}")
