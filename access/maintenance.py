@@ -146,16 +146,27 @@ def pv_yield(home: HomeData, now: datetime) -> Yield:
     midnight = local_midnight(now)
     totals = one_source(hourly, "energy_wh_total").sort("time")
     before = totals.filter(pl.col("time") < midnight)["energy_wh_total"]
-    today = totals.filter(pl.col("time") >= midnight)["energy_wh_total"]
+    today = totals.filter(pl.col("time") >= midnight)
     recent = home.recent.get("pv")
     latest = None
     if recent is not None and recent.height:
         last = one_source(recent, "energy_wh_total").sort("time")["energy_wh_total"]
         latest = float(last[-1]) if len(last) else None
-    end = latest if latest is not None else (float(today[-1]) if len(today) else None)
-    start = float(before[-1]) if len(before) else (float(today[0]) if len(today) else None)
+    end = latest if latest is not None else (float(today["energy_wh_total"][-1]) if today.height else None)
+    # The yield is measured from the last total before midnight, or, when the series starts today,
+    # from its first sample: the expectation covers the same stretch, never hours nobody measured.
+    if len(before):
+        start, covered_from = float(before[-1]), midnight
+    elif today.height:
+        start, covered_from = float(today["energy_wh_total"][0]), today["time"][0]
+        if recent is not None and recent.height:
+            seen = recent["time"].min()  # the hourly window starts before the first sample in it
+            if isinstance(seen, datetime) and covered_from < seen < covered_from + timedelta(hours=1):
+                covered_from = seen
+    else:
+        start, covered_from = None, midnight
     today_wh = None if end is None or start is None else max(0.0, end - start)
-    expected = expected_wh(capacity, midnight, now) if capacity else None
+    expected = expected_wh(capacity, covered_from, now) if capacity and covered_from < now else None
     return Yield(today_wh, expected, capacity)
 
 

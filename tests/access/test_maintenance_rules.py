@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from access.maintenance import CRITICAL, WARNING, HomeData, Rules, find_problems, rank_homes, weather_proxy
+from access.maintenance import (
+    CRITICAL,
+    WARNING,
+    HomeData,
+    Rules,
+    find_problems,
+    pv_yield,
+    rank_homes,
+    weather_proxy,
+)
 
 NOW = datetime(2026, 6, 1, 5, 0, tzinfo=UTC)  # 14:00 in Tokyo
 S = timedelta(seconds=10)
@@ -128,3 +137,20 @@ def test_weather_proxy_needs_enough_peers_and_homes_rank_worst_first() -> None:
     quiet = HomeData("a", recent={"pv": frame(pv_rows("inverter", NOW - timedelta(minutes=2)), PV_FIELDS)})
     problems = {"a": [], "b": find_problems(quiet, NOW, RULES, weather=None), "c": []}
     assert rank_homes(problems) == ["b", "a", "c"]
+
+
+def test_yield_expectation_covers_only_the_measured_stretch() -> None:
+    """A series that starts this afternoon is judged against the sun since its first sample, not since
+    midnight (a home switched on at 13:30 would otherwise read as a failed array)."""
+    start = NOW - timedelta(minutes=30)
+    hourly = frame(
+        [(NOW - timedelta(hours=1), "inverter", {"power_w": 3000.0, "energy_wh_total": 1000.0})],
+        ("power_w", "energy_wh_total"),
+    )
+    recent = frame(pv_rows("inverter", NOW), PV_FIELDS)
+    home = HomeData("h", recent={"pv": recent}, hourly={"pv": hourly})
+    y = pv_yield(home, NOW)
+    assert y.today_wh is not None and y.expected_clear_wh is not None
+    # About half an hour of sun was expected, not the whole day since midnight.
+    assert y.expected_clear_wh < 0.6 * (y.capacity_w or 0) and recent["time"].min() == start
+    assert [p.kind for p in find_problems(home, NOW, RULES, weather=None)] == []
