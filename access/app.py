@@ -2,7 +2,8 @@
 
 The app never opens a time-series store: it is handed a ``pipeline.store.Store`` and reads only
 through ``SeriesQuery``.  It opens the access database (relationships, consent, ledger, tokens, web
-sessions: one SQLite file) unless the caller hands over a ledger it already holds.
+sessions: one SQLite file) unless the caller hands over a ledger it already holds, and the server key
+file beside it (``access.keys``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from access.alerts import WebhookStore
+from access.api.cursor import CursorCodec
 from access.api.maintenance import RULES, WEBHOOKS, alert_loop
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
 from access.api.pagecache import PageCache
@@ -24,14 +26,16 @@ from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.api.routes import add_routes
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES, STATE, AppState
-from access.auth import WebAuth
+from access.auth import SignIn, WebAuth
 from access.clock import now as wall_now
 from access.compiler import Policy, compile_seeds
 from access.consent import ConsentStore
 from access.decision import Authorizer
+from access.keys import derive, key_file_for, load_key
 from access.ledger import Ledger
 from access.maintenance import Rules
 from access.relationships import RelationshipStore
+from access.signin_throttle import SignInLimits, SignInThrottle
 from access.tokens import TokenStore
 from access.web.errors import error_page, wants_page
 from pipeline.store import Store
@@ -46,8 +50,9 @@ WEB_PAGES: web.AppKey[bool] = web.AppKey("hems_web_pages", bool)
 @web.middleware
 async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
     """What every response gets: an ``ApiProblem`` (or an error under ``/api/``) as problem+json, the
-    security headers, and its count and duration in the metrics.  One middleware rather than one per
-    concern, since each layer costs every request a wrapper call."""
+    security headers (redirects and aiohttp's own error pages too), and its count and duration in the
+    metrics.  One middleware rather than one per concern, since each layer costs every request a
+    wrapper call."""
     state = request.app[STATE]
     t0 = time.perf_counter()
     status = 500
@@ -60,6 +65,8 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         except web.HTTPException as exc:
             status = exc.status
             if exc.status < 400 or not (page or request.path.startswith("/api/")):
+                # A redirect or aiohttp's own 404/405 page: aiohttp sends the exception itself.
+                _security_headers(request, state.trust_forwarded, exc)
                 raise
             problem = ApiProblem(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
             response = error_page(request, problem) if page else problem.response()
@@ -68,7 +75,7 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
             problem = ApiProblem(500, "internal_error", "the server failed; nothing was provided")
             response = error_page(request, problem) if page else problem.response()
         status = response.status
-        _security_headers(response)
+        _security_headers(request, state.trust_forwarded, response)
         return response
     finally:
         route = request.match_info.route.resource
@@ -77,17 +84,38 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         state.metrics.request_seconds.observe(time.perf_counter() - t0)
 
 
-def _security_headers(response: web.StreamResponse) -> None:
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the domain may not have TLS
+# Public and the same for everyone: the only responses an HTTP cache may keep.
+_CACHEABLE_PREFIXES = ("/static/", "/api/v1/openapi.json", "/api/v1/docs")
+
+
+def served_over_tls(request: web.Request, trust_forwarded: bool) -> bool:
+    """TLS to us (``hems serve --tls-cert``), or to our proxy when it says so and we trust it."""
+    if request.secure:
+        return True
+    if not trust_forwarded:
+        return False
+    proto = request.headers.get("X-Forwarded-Proto", "")
+    return proto.rsplit(",", 1)[-1].strip().lower() == "https"
+
+
+def _security_headers(request: web.Request, trust_forwarded: bool, response: web.StreamResponse) -> None:
+    """Set on every response, whatever made it.  ``no-store`` keeps personal data (JSON, CSV, Arrow,
+    the pages) out of browser and proxy caches; the server's own page cache is another matter."""
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("X-Frame-Options", "DENY")
+    if not request.path.startswith(_CACHEABLE_PREFIXES):
+        headers.setdefault("Cache-Control", "no-store")
     if headers.get("Content-Type", "").startswith("text/html"):
-        headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "frame-ancestors 'none'; form-action 'self'",
-        )
+        headers.setdefault("Content-Security-Policy", CSP)
+    if served_over_tls(request, trust_forwarded):
+        headers.setdefault("Strict-Transport-Security", HSTS)
 
 
 def make_app(
@@ -106,11 +134,15 @@ def make_app(
     page_cache_bytes: int = DEFAULT_PAGE_CACHE_BYTES,
     maintenance_rules: Rules | None = None,
     alert_every_s: float | None = None,
+    trust_forwarded: bool = False,
+    signin_limits: SignInLimits | None = None,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
     ``page_cache_bytes=0`` renders every data page afresh (see ``access.api.pagecache``);
-    ``alert_every_s`` runs the alert webhooks' sender in this process (run it in one process only)."""
+    ``alert_every_s`` runs the alert webhooks' sender in this process (run it in one process only);
+    ``trust_forwarded``: a proxy of ours in front sets ``X-Forwarded-For`` and ``X-Forwarded-Proto``.
+    The ledger is sealed here (``Ledger.seal``), so a ledger that fails its check stops the start."""
     if policy is None:
         from seeds.loader import load_seeds
 
@@ -120,13 +152,16 @@ def make_app(
     consent = ConsentStore(path)
     own_ledger = ledger is None
     the_ledger = ledger if ledger is not None else Ledger(path)
+    the_ledger.seal()
+    server_key = load_key(key_file_for(path))
+    web_auth = WebAuth(path)
     state = AppState(
         store=store,
         authz=Authorizer(policy, relationships, consent),
         relationships=relationships,
         ledger=the_ledger,
         tokens=TokenStore(path),
-        web=WebAuth(path),
+        web=web_auth,
         clock=now,
         metrics=Metrics(),
         limiter=None if rate_per_s is None else RateLimiter(rate_per_s, burst),
@@ -134,6 +169,9 @@ def make_app(
         collector_health=collector_health,
         pipeline_stats=pipeline_stats,
         pages=PageCache(page_cache_bytes),
+        signin=SignIn(web_auth, SignInThrottle(path, signin_limits), derive(server_key, "signin-name")),
+        cursors=CursorCodec(server_key),
+        trust_forwarded=trust_forwarded,
     )
     app = web.Application(middlewares=[_respond], client_max_size=MAX_BODY)
     app[STATE] = state
@@ -158,8 +196,8 @@ def make_app(
         app.cleanup_ctx.append(_alerts)
 
     async def _close(app: web.Application) -> None:
-        await state.drain_ledger()  # provisions already queued are written before the ledger thread stops
-        state.ledger_pool.shutdown(wait=True)
+        await state.ledger_writer.close()  # provisions already queued are written before its thread stops
+        state.signin.close()
         relationships.close()
         consent.close()
         state.tokens.close()

@@ -1,22 +1,54 @@
-"""Web sign-in for homeowners and installers: scrypt passwords, server-side sessions, CSRF tokens.
+"""Authentication, in one place: who is calling (an API token or a web session), whether a session's
+state-changing request comes from our own pages (CSRF), and the sign-in that opens a session.
 
-Sessions live in the access database and the cookie carries only a random id, so signing out or
-changing a password ends a session at once (a signed cookie could not be taken back).  The session id
-is stored hashed for the same reason tokens are.  Each session has its own CSRF token, which pages
+Partners and scripts send ``Authorization: Bearer <token>`` (``access.tokens`` keeps the tokens);
+homeowners and installers sign in with a password and then carry a session cookie.  Sessions live
+in the access database and the cookie carries only a random id, so signing out or changing a
+password ends a session at once (a signed cookie could not be taken back).  The session id is
+stored hashed for the same reason tokens are.  Each session has its own CSRF token, which pages
 embed and the server compares with what a state-changing request sends (synchronizer pattern); the
-app also checks ``Origin`` so a cross-site form post fails even before the token is looked at.
+``Origin`` check stops a cross-site form post even before the token is looked at.
+
+Guessing is made slow and blind (README, "Sign-in"):
+
+* every attempt hashes with scrypt, whether or not the name exists, so timing does not tell
+  which names are accounts;
+* attempts are counted per account name and per client address before the hash runs, and wait
+  ever longer once their allowance is spent (``access.signin_throttle``);
+* the hash runs on a thread of its own, never on the event loop, and at most ``MAX_WAITING``
+  sign-ins wait for it, so a flood of sign-ins cannot stall the API;
+* every refused sign-in is logged with the client address, never with the password;
+* requests with a token that does not authenticate are limited per address too
+  (``INVALID_TOKEN_BURST``), and a throttled address gets no new token checked at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import ipaddress
+import logging
 import secrets
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+from aiohttp import web
+
+from access.api.problems import ApiProblem
+from access.api.ratelimit import RateLimiter
 from access.clock import now
 from access.db import open_db
+from access.signin_throttle import SignInThrottle
+from access.tokens import TokenError
+
+if TYPE_CHECKING:
+    from access.api.state import AppState
+
+log = logging.getLogger(__name__)
 
 SESSION_TTL_S = 12 * 3600.0
 # scrypt cost: n=2**14, r=8 (~16 MiB, tens of ms): slow enough against guessing, fast enough to sign in.
@@ -31,6 +63,10 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     id_sha256 TEXT PRIMARY KEY, principal TEXT NOT NULL, csrf TEXT NOT NULL, created_at REAL NOT NULL,
     expires_at REAL NOT NULL);
 """
+
+
+WRONG_PAIR = "unknown user or wrong password"
+WEB_KINDS = ("homeowner", "installer")  # the principals who may sign in to the web views
 
 
 class AuthError(ValueError):
@@ -88,9 +124,14 @@ class WebAuth:
         return hmac.compare_digest(_scrypt(password, salt, n, r, p), digest)
 
     def sign_in(self, principal: str, password: str, at: float | None = None) -> tuple[str, Session]:
-        """Return the session id for the cookie and the session; ``AuthError`` on a wrong pair."""
+        """Return the session id for the cookie and the session; ``AuthError`` on a wrong pair.  (The
+        web sign-in goes through :class:`SignIn`, which adds the throttle and keeps the loop free.)"""
         if not self.check_password(principal, password):
-            raise AuthError("unknown user or wrong password")
+            raise AuthError(WRONG_PAIR)
+        return self.open_session(principal, at)
+
+    def open_session(self, principal: str, at: float | None = None) -> tuple[str, Session]:
+        """A new session for a principal whose password was just checked."""
         t = now() if at is None else at
         sid = secrets.token_urlsafe(32)
         session = Session(principal, secrets.token_urlsafe(32), t + self.session_ttl_s)
@@ -113,3 +154,208 @@ class WebAuth:
 
     def sign_out(self, sid: str) -> None:
         self._db.execute("DELETE FROM web_sessions WHERE id_sha256 = ?", (_sid_hash(sid),))
+
+
+# -- who is calling ------------------------------------------------------------------------------------
+SESSION_COOKIE = "hems_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Requests whose token does not authenticate: 10 per client address, then one every 5 s (429).
+INVALID_TOKEN_BURST = 10.0
+INVALID_TOKEN_RATE_PER_S = 0.2
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: str
+    kind: str
+    via: str  # "token" or "session"
+    purposes: frozenset[str] | None  # a token's purposes; None: whatever the principal registered
+    rate_key: str
+    csrf: str | None = None
+
+
+def client_address(request: web.Request, trust_forwarded: bool) -> str:
+    """The address throttles count and logs name: the peer, or with ``trust_forwarded`` (``hems serve
+    --trust-forwarded``, behind a proxy that appends it) the last ``X-Forwarded-For`` entry.  An IPv6
+    client is counted by its /64, which one home or host holds whole."""
+    text = request.remote or ""
+    if trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            text = forwarded.rsplit(",", 1)[-1].strip()
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text[:64] or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # non-browser clients and same-origin GET navigations send none
+    if origin == "null":
+        return False
+    parts = urlsplit(origin)
+    return parts.netloc == request.host and parts.scheme in ("http", "https")
+
+
+def check_csrf(request: web.Request, expected: str, form_value: str | None) -> None:
+    if not same_origin(request):
+        raise ApiProblem(403, "csrf_refused", "cross-site request refused (Origin does not match)")
+    given = form_value if form_value is not None else request.headers.get(CSRF_HEADER, "")
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiProblem(403, "csrf_refused", "missing or wrong CSRF token")
+
+
+def authenticate(
+    request: web.Request, state: AppState, *, required: bool = True, form_csrf: bool = False
+) -> Caller | None:
+    """The caller, or a 401 problem; for session callers also the CSRF check on unsafe methods
+    (from the ``X-CSRF-Token`` header, unless ``form_csrf``: then the form handler checks its field)."""
+    t = state.clock()
+    header = request.headers.get("Authorization", "")
+    if header:
+        return _token_caller(request, state, header, t)
+    sid = request.cookies.get(SESSION_COOKIE)
+    session = state.web.session(sid, at=t) if sid else None
+    if session is None:
+        if not required:
+            return None
+        raise ApiProblem(
+            401, "not_authenticated", "sign in, or send an API token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    kind = state.kind_of(session.principal, at=t)
+    if kind is None:
+        raise ApiProblem(401, "not_authenticated", "sign in again")
+    if request.method not in SAFE_METHODS and not form_csrf:
+        check_csrf(request, session.csrf, None)
+    return Caller(session.principal, kind, "session", None, f"session:{session.principal}", session.csrf)
+
+
+def _token_caller(request: web.Request, state: AppState, header: str, t: float) -> Caller:
+    """A bearer token's caller.  A token this process has not verified yet is checked only while the
+    client's address has invalid-token allowance left; each failure spends one."""
+    scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
+    address = client_address(request, state.trust_forwarded)
+    limiter = state.invalid_tokens
+    if not state.tokens.remembers(credential) and (wait := limiter.wait(address)) > 0:
+        raise ApiProblem(
+            429,
+            "rate_limited",
+            "too many requests with invalid tokens from this address; slow down",
+            headers={"Retry-After": RateLimiter.retry_after_header(wait)},
+        )
+    if scheme.lower() != "bearer" or not credential:
+        limiter.take(address)
+        raise ApiProblem(401, "invalid_token", "use 'Authorization: Bearer <token>'")
+    try:
+        info = state.tokens.authenticate(credential, at=t)
+    except TokenError as exc:
+        limiter.take(address)
+        raise ApiProblem(
+            401, exc.reason, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        ) from None
+    kind = state.kind_of(info.principal, at=t)
+    if kind is None:
+        limiter.take(address)
+        raise ApiProblem(401, "invalid_token", "the token is not valid")
+    return Caller(info.principal, kind, "token", info.purposes, f"token:{info.id}")
+
+
+# -- sign-in -------------------------------------------------------------------------------------------
+MAX_WAITING = 32  # sign-ins queued for the hashing thread; more get 503 at once
+
+
+class SignInRefused(Exception):
+    """A sign-in that opened no session: ``status`` 401 (wrong pair), 429 (throttled) or 503 (busy),
+    with ``retry_after_s`` for the last two.  The message is safe to show."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class SignIn:
+    """The web sign-in: throttle, hash and session, run on one thread of their own (``pool``).
+
+    One thread, so the throttle sees attempts strictly one after another and the hashing takes at
+    most one core whatever the flood; the event loop only queues and answers."""
+
+    web: WebAuth
+    throttle: SignInThrottle
+    name_key: bytes  # keys the hashes of account names in the throttle and the log
+    max_waiting: int = MAX_WAITING
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="signin")
+    )
+    waiting: int = 0
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.throttle.close()
+
+    def name_hash(self, name: str) -> str:
+        """A keyed hash of what was typed as a name: counted and logged instead of the text itself."""
+        return hmac.new(self.name_key, name.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]
+
+    async def attempt(
+        self, name: str, password: str, kind: str | None, address: str, at: float
+    ) -> tuple[str, Session]:
+        """The session id and session, or :class:`SignInRefused`.  ``kind`` is the name's principal kind
+        (None: no such principal); only ``WEB_KINDS`` may sign in, but every name costs the same work."""
+        if self.waiting >= self.max_waiting:
+            log.warning("sign-in refused: busy (%d waiting) address=%s", self.waiting, address)
+            raise SignInRefused(503, "sign-in is busy; try again in a moment", 2.0)
+        account = self.name_hash(name)
+        self.waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            wait, opened = await loop.run_in_executor(
+                self.pool, self._attempt, name, password, kind in WEB_KINDS, account, address, at
+            )
+        finally:
+            self.waiting -= 1
+        if opened is not None:
+            return opened
+        # A known principal's id is logged as is (the operator has it already); any other text only
+        # as its keyed hash, since a name field sometimes receives a password.
+        shown = name if kind is not None else f"#{account[:12]}"
+        if wait > 0:
+            log.warning("sign-in refused: throttled account=%s address=%s wait=%.0fs", shown, address, wait)
+            raise SignInRefused(429, "too many sign-in attempts; wait and try again", wait)
+        log.warning(
+            "sign-in refused: %s account=%s address=%s failures=%d",
+            "wrong password" if kind is not None else "unknown account",
+            shown,
+            address,
+            self.throttle.failures(account),
+        )
+        raise SignInRefused(401, WRONG_PAIR)
+
+    def _attempt(
+        self, name: str, password: str, may_sign_in: bool, account: str, address: str, at: float
+    ) -> tuple[float, tuple[str, Session] | None]:
+        """On the sign-in thread: (seconds to wait, None) when throttled, (0, None) for a wrong pair,
+        (0, session) when right.  Every attempt the throttle lets through runs one scrypt hash."""
+        wait = self.throttle.reserve(account, address)
+        if wait > 0:
+            return wait, None
+        if not (self.web.check_password(name, password) and may_sign_in):
+            return 0.0, None
+        self.throttle.succeeded(account, address)
+        return 0.0, self.web.open_session(name, at)
+
+
+def set_session_cookie(response: web.StreamResponse, sid: str, secure: bool, ttl_s: float) -> None:
+    response.set_cookie(
+        SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=secure, path="/", max_age=int(ttl_s)
+    )

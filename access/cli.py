@@ -166,32 +166,49 @@ def _explain(policy: Policy, args: argparse.Namespace) -> int:
 
 # -- ledger ------------------------------------------------------------------------------------------
 def _ledger(argv: Sequence[str]) -> int:
-    from access.ledger import Ledger
+    from access.ledger import Ledger, LedgerError
 
     parser = argparse.ArgumentParser(prog="hems ledger", description="the provision ledger (APPI records)")
     sub = parser.add_subparsers(dest="what", required=True)
-    verify = sub.add_parser("verify", help="check the hash chain; exit 1 if any row was changed")
-    verify.add_argument("--db", type=Path, default=None)
-    listing = sub.add_parser("list", help="the provisions of one household's data")
+    verify = sub.add_parser(
+        "verify", help="check the keyed hash chain and its signed anchors; exit 1 if anything was changed"
+    )
+    seal = sub.add_parser(
+        "seal", help="start the keyed chain of a ledger written before ledgers were keyed (checks it first)"
+    )
+    listing = sub.add_parser("list", help="the provisions of one household's data, and their head")
     listing.add_argument("--household", required=True)
-    listing.add_argument("--db", type=Path, default=None)
+    for p in (verify, seal, listing):
+        p.add_argument("--db", type=Path, default=None)
+        p.add_argument("--key-file", type=Path, default=None, help="the server key (default: beside --db)")
     args = parser.parse_args(argv)
     db = existing_db(args.db or default_db(), "ledger")
     if db is None:
         return 2
-    ledger = Ledger(db)
+    ledger = Ledger(db, key_file=args.key_file)
     try:
         if args.what == "verify":
             result = ledger.verify()
             if result.ok:
-                print(f"ok: {result.rows} records, chain intact, head {ledger.head()}")
+                print(f"ok: {result.rows} records, keyed chain and anchors intact, head {ledger.head()}")
                 return 0
-            print(f"TAMPERED at record {result.first_bad_seq}: {result.problem}")
+            where = f"at record {result.first_bad_seq}" if result.first_bad_seq is not None else "anchor"
+            print(f"TAMPERED {where}: {result.problem}")
             return 1
-        records = ledger.for_household(args.household)
-        for record in records:
+        if args.what == "seal":
+            try:
+                seq = ledger.seal()
+            except LedgerError as exc:
+                print(f"hems ledger seal: {exc}", file=sys.stderr)
+                return 1
+            print(f"sealed: records 1-{seq} checked and anchored; later records are keyed")
+            return 0
+        household = ledger.household_head(args.household)
+        for record in household.records:
             print(record.describe())
-        print(f"{len(records)} records for household {args.household}")
+        print(
+            f"{len(household.records)} records for household {args.household}, head {household.head.text()}"
+        )
         return 0
     finally:
         ledger.close()

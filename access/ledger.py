@@ -7,7 +7,8 @@ of the row)``, so an edit, a deletion or a reordering breaks the chain at the fi
 :func:`Ledger.verify` says where.  A head row (count and last hash, written in the same transaction)
 catches the one change a chain alone cannot see: rows dropped from the end.  Triggers refuse UPDATE
 and DELETE, so only a deliberate bypass (dropping the triggers, editing the file) can change history,
-and that is what the chain detects.
+and that is what the chain detects.  Since rows can be recomputed by whoever writes the file, the chain
+is keyed and anchored (``access.ledger_anchor`` says how and what each anchor catches).
 
 :meth:`Ledger.record_many` writes several records in one transaction (one fsync), chained in the order
 given: the API batches concurrent provisions this way (group commit) and the chain is the same as if
@@ -16,20 +17,21 @@ they had been written one by one.
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
 from access.clock import now, show, to_epoch
 from access.db import open_db, write_transaction
+from access.keys import KeyFileError, key_file_for, load_key
+from access.ledger_anchor import GENESIS, ChainKey, KeptHead, household_chain, plain_hash
 from seeds.vocabulary import CATEGORIES
-
-GENESIS = "0" * 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS provision_ledger (
@@ -39,6 +41,9 @@ CREATE TABLE IF NOT EXISTS provision_ledger (
     at REAL NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS provision_ledger_head (
     id INTEGER PRIMARY KEY CHECK (id = 1), rows INTEGER NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS provision_ledger_anchor (
+    kind TEXT PRIMARY KEY CHECK (kind IN ('checkpoint', 'head')), seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    mac TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS provision_ledger_by_household ON provision_ledger(household);
 CREATE TRIGGER IF NOT EXISTS provision_ledger_no_update BEFORE UPDATE ON provision_ledger
 BEGIN SELECT RAISE(ABORT, 'provision ledger is append-only'); END;
@@ -199,10 +204,6 @@ def _json_text(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _digest(prev_hash: str, canonical: str) -> str:
-    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
-
-
 # Rows go in by multi-row INSERTs of these sizes.  Each statement is one SQLite step, run with the GIL
 # released: ``executemany`` would release and retake the GIL once per row, and each retake waits for
 # the event loop's thread to let go of it.
@@ -222,14 +223,85 @@ def _insert_rows(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> 
             i += n
 
 
+@dataclass(frozen=True)
+class HouseholdHead:
+    """One household's records with the running head of their chain (``access.ledger_anchor``)."""
+
+    records: list[ProvisionRecord]
+    chain: list[str]  # chain[i]: the head after records[i]
+
+    @property
+    def head(self) -> KeptHead:
+        return KeptHead(len(self.chain), self.chain[-1] if self.chain else GENESIS)
+
+    def verdict(self, kept: KeptHead) -> Literal["intact", "changed"]:
+        """Whether a head the person kept still stands at its place: the comparison the ledger page
+        and the API make."""
+        return "intact" if kept.matches(self.chain) else "changed"
+
+
 class Ledger:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, key_file: Path | str | None = None) -> None:
+        """``key_file``: where the server key is (default ``access.keys.key_file_for(path)``); it is read
+        when first needed, and made only while the ledger is not yet sealed (see ``seal``)."""
         self.path = Path(path)
+        self.key_file = Path(key_file) if key_file is not None else key_file_for(self.path)
         self._db = open_db(self.path, _SCHEMA)
+        self._key: ChainKey | None = None
         self.commits = 0  # write transactions committed through this object (one per record_many call)
 
     def close(self) -> None:
         self._db.close()
+
+    def _chain_key(self, create: bool) -> ChainKey:
+        if self._key is None:
+            self._key = ChainKey(load_key(self.key_file, create=create))
+        return self._key
+
+    def _checkpoint(self) -> tuple[int, str, str] | None:
+        row = self._db.execute(
+            "SELECT seq, hash, mac FROM provision_ledger_anchor WHERE kind = 'checkpoint'"
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+    def sealed(self) -> bool:
+        return self._checkpoint() is not None
+
+    def seal(self) -> int:
+        """Start the keyed chain: check the rows written so far (a ledger from before keyed chains has
+        them chained with plain SHA-256) and record a signed checkpoint at the last of them; returns
+        its sequence number.  Sealing a sealed ledger does nothing; a ledger whose plain chain does
+        not verify is not sealed (:class:`LedgerError`), since sealing would vouch for the tampering.
+        ``hems serve`` seals at start and every write seals first."""
+        with write_transaction(self._db):
+            return self._seal_in_transaction()
+
+    def _seal_in_transaction(self) -> int:
+        found = self._checkpoint()
+        if found is not None:
+            self._chain_key(create=False)
+            return found[0]
+        rows = self._rows()
+        result = self._verify_rows(rows, None, None)
+        if result is not None:
+            raise LedgerError(
+                f"the ledger cannot be sealed: record {result.first_bad_seq}: {result.problem} "
+                "(see 'hems ledger verify')"
+            )
+        key = self._chain_key(create=True)
+        seq, last = (rows[-1].seq, rows[-1].hash) if rows else (0, GENESIS)
+        self._db.execute(
+            "INSERT INTO provision_ledger_anchor VALUES ('checkpoint', ?, ?, ?), ('head', ?, ?, ?)",
+            (
+                seq,
+                last,
+                key.anchor_mac("checkpoint", seq, last),
+                seq,
+                last,
+                key.anchor_mac("head", seq, last),
+            ),
+        )
+        return seq
 
     def record(
         self,
@@ -262,12 +334,14 @@ class Ledger:
         if not checked:
             return []
         with write_transaction(self._db) as db:
+            self._seal_in_transaction()
+            key = self._chain_key(create=False)
             last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
             out: list[ProvisionRecord] = []
             rows = []
             for c in checked:
-                digest = _digest(prev, _canonical(seq, *c))
+                digest = key.row_hash(prev, _canonical(seq, *c))
                 out.append(ProvisionRecord(seq, *c, prev_hash=prev, hash=digest))
                 # The stored lists are the canonical JSON text (json.loads reads them back).
                 rows.append(
@@ -287,10 +361,15 @@ class Ledger:
                 )
                 seq, prev = seq + 1, digest
             _insert_rows(db, rows)
+            head_seq, head_hash = out[-1].seq, out[-1].hash
             db.execute(
                 "INSERT INTO provision_ledger_head VALUES (1, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET rows = excluded.rows, hash = excluded.hash",
-                (out[-1].seq, out[-1].hash),
+                (head_seq, head_hash),
+            )
+            db.execute(
+                "UPDATE provision_ledger_anchor SET seq = ?, hash = ?, mac = ? WHERE kind = 'head'",
+                (head_seq, head_hash, key.anchor_mac("head", head_seq, head_hash)),
             )
         self.commits += 1
         return out
@@ -320,14 +399,63 @@ class Ledger:
         """What the homeowner may see: every provision of their household's data."""
         return self._rows("WHERE household = ?", (household,))
 
+    def household_head(self, household: str) -> HouseholdHead:
+        """The household's records and the running head of their own chain: what the person keeps."""
+        records = self.for_household(household)
+        return HouseholdHead(records, household_chain(_canonical(*r[:9]) for r in records))
+
     def all(self) -> list[ProvisionRecord]:
         return self._rows()
 
     def verify(self) -> VerifyResult:
-        """Walk the chain in storage order; the first row whose links or hash disagree is reported."""
+        """Walk the chain in storage order; the first row whose links or hash disagree is reported, then
+        the anchors (``access.ledger_anchor``).  Needs the key file once the ledger is sealed."""
+        rows = self._rows()
+        checkpoint = self._checkpoint()
+        if checkpoint is None:
+            if rows:
+                return VerifyResult(
+                    False,
+                    len(rows),
+                    1,
+                    "the ledger has no signed checkpoint: written before ledgers were keyed (run "
+                    "'hems ledger seal') or its anchors were removed",
+                )
+            return VerifyResult(True, 0, None, None)
+        try:
+            key = self._chain_key(create=False)
+        except KeyFileError as exc:
+            return VerifyResult(False, len(rows), None, f"cannot check the keyed chain: {exc}")
+        if not key.anchor_ok("checkpoint", *checkpoint):
+            return VerifyResult(False, len(rows), None, "the ledger's checkpoint is not signed by this key")
+        bad = self._verify_rows(rows, checkpoint, key)
+        if bad is not None:
+            return bad
+        head = self._db.execute(
+            "SELECT seq, hash, mac FROM provision_ledger_anchor WHERE kind = 'head'"
+        ).fetchone()
+        last = (rows[-1].seq, rows[-1].hash) if rows else (0, GENESIS)
+        if head is None or not key.anchor_ok("head", int(head[0]), str(head[1]), str(head[2])):
+            return VerifyResult(
+                False, len(rows), len(rows) + 1, "the ledger's head is missing or not signed by this key"
+            )
+        if (int(head[0]), str(head[1])) != last:
+            return VerifyResult(
+                False,
+                len(rows),
+                len(rows) + 1,
+                f"the ledger's signed head records {head[0]} rows; {len(rows)} remain",
+            )
+        return VerifyResult(True, len(rows), None, None)
+
+    def _verify_rows(
+        self, rows: list[ProvisionRecord], checkpoint: tuple[int, str, str] | None, key: ChainKey | None
+    ) -> VerifyResult | None:
+        """The first broken link, or None.  Rows up to the checkpoint (all rows when unsealed) are plain
+        SHA-256 and must end at the checkpoint's hash; later rows are keyed."""
+        plain_until = len(rows) if checkpoint is None else checkpoint[0]
         prev = GENESIS
         expected_seq = 1
-        rows = self._rows()
         for r in rows:
             if r.seq != expected_seq:
                 return VerifyResult(
@@ -337,10 +465,26 @@ class Ledger:
                 return VerifyResult(
                     False, len(rows), r.seq, f"row {r.seq} does not link to the row before it"
                 )
-            if _digest(prev, _canonical(*r[:9])) != r.hash:
+            canonical = _canonical(*r[:9])
+            if key is None or r.seq <= plain_until:
+                digest = plain_hash(prev, canonical)
+            else:
+                digest = key.row_hash(prev, canonical)
+            if digest != r.hash:
                 return VerifyResult(False, len(rows), r.seq, f"row {r.seq} was altered after it was written")
+            if checkpoint is not None and r.seq == plain_until and r.hash != checkpoint[1]:
+                return VerifyResult(
+                    False, len(rows), r.seq, f"row {r.seq} is not the row the checkpoint sealed"
+                )
             prev = r.hash
             expected_seq += 1
+        if checkpoint is not None and len(rows) < plain_until:
+            return VerifyResult(
+                False,
+                len(rows),
+                len(rows) + 1,
+                f"the checkpoint sealed {plain_until} rows; {len(rows)} remain",
+            )
         head = self._db.execute("SELECT rows, hash FROM provision_ledger_head WHERE id = 1").fetchone()
         head_rows, head_hash = (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
         if head_rows != len(rows) or head_hash != prev:
@@ -350,9 +494,79 @@ class Ledger:
                 len(rows) + 1,
                 f"the ledger head records {head_rows} rows; {len(rows)} remain",
             )
-        return VerifyResult(True, len(rows), None, None)
+        return None
 
     def head(self) -> str:
         """The last hash: write it down elsewhere to anchor the chain against a rewrite of the whole file."""
         row = self._db.execute("SELECT hash FROM provision_ledger_head WHERE id = 1").fetchone()
         return GENESIS if row is None else str(row[0])
+
+
+class LedgerWriter:
+    """The ledger as the API uses it: group commit on the ledger's own thread, off the event loop.
+
+    Each caller queues its checked entry and awaits its own future; one flusher task writes everything
+    queued so far in one ledger transaction (one fsync) on the ledger's thread, while later arrivals
+    queue for the next.  An entry the ledger would refuse fails in its own caller, before it joins a
+    batch (``ProvisionEntry.check``).  A failed write fails every caller of that batch (none of it was
+    recorded) and the next batch is tried afresh.  The ledger's one SQLite connection is only ever used
+    from ``pool``'s one thread.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        self.records_written = 0
+        self._queue: list[tuple[CheckedEntry, asyncio.Future[ProvisionRecord]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, entry: CheckedEntry) -> ProvisionRecord:
+        """Record durably; the caller sends nothing until this returns."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[ProvisionRecord] = loop.create_future()
+        self._queue.append((entry, written))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await written
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                entries = [entry for entry, _ in batch]
+                try:
+                    records = await loop.run_in_executor(self.pool, self.ledger.write_checked, entries)
+                except Exception as exc:
+                    for _, written in batch:
+                        if not written.done():  # a caller that gave up is not waiting
+                            written.set_exception(exc)
+                    continue
+                except BaseException:
+                    for _, written in batch:
+                        written.cancel()
+                    raise
+                self.records_written += len(records)
+                for (_, written), record in zip(batch, records, strict=True):
+                    if not written.done():
+                        written.set_result(record)
+        finally:
+            self._flusher = None
+            # Entries are left only when this task was cancelled (the loop is closing): nobody waits forever.
+            stranded, self._queue = self._queue, []
+            for _, written in stranded:
+                written.cancel()
+
+    async def drain(self) -> None:
+        """Wait until every queued record is written or has failed (shutdown, before the thread goes)."""
+        while (flusher := self._flusher) is not None:
+            await asyncio.wait({flusher})
+
+    async def household_head(self, household: str) -> HouseholdHead:
+        """Read on the ledger's own thread, like every other use of its connection."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self.ledger.household_head, household)
+
+    async def close(self) -> None:
+        await self.drain()
+        self.pool.shutdown(wait=True)

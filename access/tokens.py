@@ -146,6 +146,11 @@ class TokenStore:
             raise TokenError("token_expired", "the token has expired")
         return info
 
+    def remembers(self, text: str) -> bool:
+        """Whether ``text`` verified before in this process (it may have expired or been revoked since:
+        ``authenticate`` still decides)."""
+        return text in self._verified
+
     def data_version(self) -> int:
         """Changes when any connection (another process too) changes the tokens (``change_counter``)."""
         return read_change_counter(self._db, "tokens")

@@ -6,10 +6,7 @@ become datetimes, durations become timedeltas, and ``SeriesQuery`` validates the
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,9 +39,15 @@ DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "ev": ("power_w", "soc_pct"),
     "equipment": ("health", "health_since_s"),
 }
-_EVERY_RE: Final = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
+_EVERY_RE: Final = re.compile(r"([1-9][0-9]{0,5})(s|m|h|d)")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PURPOSE_RE: Final = re.compile(r"^[a-z0-9_]{1,40}\.[a-z0-9_]{1,60}$")
+# The patterns are the OpenAPI document's too (``access.api.openapi``); fullmatch, since '$' also
+# matches before a final newline.
+PURPOSE_PATTERN: Final = r"[a-z0-9_]{1,40}\.[a-z0-9_]{1,60}"
+EVERY_PATTERN: Final = r"[1-9][0-9]{0,5}[smhd]|raw"
+LIMIT_PATTERN: Final = r"[0-9]{1,7}"
+_PURPOSE_RE: Final = re.compile(PURPOSE_PATTERN)
+_LIMIT_RE: Final = re.compile(LIMIT_PATTERN)
 
 
 def _get(params: Mapping[str, str], name: str) -> str | None:
@@ -71,7 +74,7 @@ def category(value: str) -> str:
 def purpose(value: str | None) -> str:
     if not value:
         raise bad_param("purpose", "declare the purpose (query parameter 'purpose' or header X-Purpose)")
-    if not _PURPOSE_RE.match(value):
+    if _PURPOSE_RE.fullmatch(value) is None:
         raise bad_param("purpose", "a purpose id looks like 'sps.pv_after_maintenance'")
     return value
 
@@ -98,7 +101,7 @@ def instant(name: str, value: str) -> datetime:
 def every(value: str | None) -> timedelta | None:
     if value is None or value == "raw":
         return None
-    m = _EVERY_RE.match(value)
+    m = _EVERY_RE.fullmatch(value)
     if m is None:
         raise bad_param("every", "resolution is a number and a unit s/m/h/d (e.g. 1m, 15m, 1h, 1d) or 'raw'")
     step = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
@@ -165,9 +168,10 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 
 def limit(value: str | None) -> int:
+    # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or len(value) > 7:
+    if _LIMIT_RE.fullmatch(value) is None:
         raise bad_param("limit", f"limit is a whole number from 1 to {MAX_LIMIT}")
     n = int(value)
     if not 1 <= n <= MAX_LIMIT:
@@ -208,27 +212,3 @@ def window(params: Mapping[str, str], now: datetime, default_every: timedelta | 
     if step is not None and span / step > MAX_WINDOWS:
         raise bad_param("every", f"the range holds more than {MAX_WINDOWS} windows at this resolution")
     return Window(start, stop, step)
-
-
-# -- cursors -----------------------------------------------------------------------------------------
-def fingerprint(*parts: object) -> str:
-    """Binds a cursor to the query it came from, so it cannot be replayed against another query."""
-    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
-
-
-def encode_cursor(time_us: int, device: str, fp: str) -> str:
-    raw = json.dumps({"t": time_us, "d": device, "f": fp}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(value: str, fp: str) -> tuple[int, str]:
-    try:
-        if len(value) > 400:
-            raise ValueError
-        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        t, d, f = raw["t"], raw["d"], raw["f"]
-        if not isinstance(t, int) or not isinstance(d, str) or not valid_id(d) or f != fp:
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        raise bad_param("cursor", "the cursor is not one this query returned") from None
-    return t, d

@@ -29,8 +29,10 @@ from access.api.service import (
     record,
     series_query,
 )
-from access.api.state import STATE, AppState, Caller, authenticate, caller_of
+from access.api.state import STATE, AppState, caller_of
+from access.auth import Caller, authenticate
 from access.consent import SCOPES, ConsentError
+from access.ledger_anchor import KeptHead
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
@@ -228,25 +230,32 @@ async def ledger(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
-    records = await state.ledger_for(household)
-    return json_response(
-        {
-            "household": household,
-            "records": [
-                {
-                    "seq": r.seq,
-                    "recipient": r.recipient,
-                    "categories": list(r.categories),
-                    "period_start": iso(r.period_start),
-                    "period_end": iso(r.period_end),
-                    "purpose": r.purpose,
-                    "clause_ids": list(r.clause_ids),
-                    "at": iso(r.at),
-                }
-                for r in records
-            ],
-        }
-    )
+    kept_text = request.query.get("kept")
+    kept = None if kept_text is None else KeptHead.parse(kept_text)
+    if kept_text is not None and kept is None:
+        raise bad_param("kept", "a kept head is '<records>:<64 hex digits>' as this endpoint's head shows it")
+    ledger = await state.ledger_for(household)
+    body: dict[str, Any] = {
+        "household": household,
+        "head": {"records": ledger.head.records, "hash": ledger.head.hash, "text": ledger.head.text()},
+        "records": [
+            {
+                "seq": r.seq,
+                "recipient": r.recipient,
+                "categories": list(r.categories),
+                "period_start": iso(r.period_start),
+                "period_end": iso(r.period_end),
+                "purpose": r.purpose,
+                "clause_ids": list(r.clause_ids),
+                "at": iso(r.at),
+                "chain": chain,
+            }
+            for r, chain in zip(ledger.records, ledger.chain, strict=True)
+        ],
+    }
+    if kept is not None:
+        body["kept"] = {"text": kept.text(), "verdict": ledger.verdict(kept)}
+    return json_response(body)
 
 
 def _consent_body(state: AppState, household: str) -> dict[str, Any]:
@@ -280,8 +289,8 @@ async def consent_get(request: web.Request) -> web.Response:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise bad_param("body", "the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
+        raise bad_param("body", "the body is not JSON (or is nested too deeply)") from None
     if not isinstance(body, dict):
         raise bad_param("body", "the body is a JSON object")
     return body

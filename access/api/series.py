@@ -25,6 +25,7 @@ import polars as pl
 from aiohttp import web
 
 from access.api import params
+from access.api.cursor import CursorCodec
 from access.api.pagecache import Page
 from access.api.problems import bad_param
 from access.api.render import frame_columns, iso
@@ -67,7 +68,7 @@ def ask_of(state: AppState, request: web.Request) -> SeriesAsk:
     key = (request.raw_path, headers.get("X-Purpose"), headers.get("Accept"))
     ask = state.series_asks.get(key)
     if ask is None:
-        ask = parse(request, state.now_dt())
+        ask = parse(request, state.now_dt(), state.cursors)
         if "start" in request.query and "stop" in request.query:
             if len(state.series_asks) >= ASK_MEMO_SIZE:
                 state.series_asks.clear()
@@ -75,7 +76,7 @@ def ask_of(state: AppState, request: web.Request) -> SeriesAsk:
     return ask
 
 
-def parse(request: web.Request, now: datetime) -> SeriesAsk:
+def parse(request: web.Request, now: datetime, cursors: CursorCodec) -> SeriesAsk:
     """A 400 naming the parameter for anything malformed; ``now`` fills a missing start or stop."""
     household = params.household_id(request.match_info["household"])
     category = params.category(request.match_info["category"])
@@ -89,7 +90,7 @@ def parse(request: web.Request, now: datetime) -> SeriesAsk:
     asked = (household, category, fields, win.start, win.stop, win.every, agg)
     page_start, after = win.start, None
     if "cursor" in q:
-        t_us, device = params.decode_cursor(q["cursor"], params.fingerprint(*asked))
+        t_us, device = cursors.decode(q["cursor"], asked)
         page_start = _EPOCH + timedelta(microseconds=t_us)
         # Windows are aligned to the epoch, so the first one may start before ``start``.
         if not win.start - (win.every or timedelta(0)) <= page_start < win.stop:
@@ -142,7 +143,7 @@ async def series(request: web.Request) -> web.Response:
 
 
 async def _render(state: AppState, ask: SeriesAsk) -> Page:
-    return render_page(await query(state, ask.query), ask)
+    return render_page(await query(state, ask.query), ask, state.cursors)
 
 
 def _reply(ask: SeriesAsk, allowed: Allowed, page: Page, gzipped: bool) -> Page:
@@ -177,7 +178,7 @@ def _envelope(ask: SeriesAsk, allowed: Allowed, page: Page) -> bytes:
     return envelope[:-1].encode() + b',"columns":'
 
 
-def render_page(df: pl.DataFrame, ask: SeriesAsk) -> Page:
+def render_page(df: pl.DataFrame, ask: SeriesAsk, cursors: CursorCodec) -> Page:
     """One page of a series answer: rows after the cursor, at most ``limit``, in the ask's format (for
     JSON only the ``columns`` object: the envelope names the caller's purpose and clauses).  A next-page
     cursor is bound to what was asked."""
@@ -190,7 +191,7 @@ def render_page(df: pl.DataFrame, ask: SeriesAsk) -> Page:
     if df.height > ask.limit:
         df = df.head(ask.limit)
         last_t = int(df["time"].dt.epoch("us")[-1])
-        next_cursor = params.encode_cursor(last_t, str(df["device"][-1]), params.fingerprint(*ask.asked))
+        next_cursor = cursors.encode(last_t, str(df["device"][-1]), ask.asked)
     if ask.fmt == "csv":
         body = df.write_csv().encode()
     elif ask.fmt == "arrow":

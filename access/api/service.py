@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from access.api.problems import ApiProblem
-from access.api.state import AppState, Caller
+from access.api.state import AppState
+from access.auth import Caller
 from access.decision import Decision
 from access.relationships import INTERNAL_KINDS
 from pipeline.derived import one_source

@@ -9,6 +9,7 @@ posts.  Times are shown in Asia/Tokyo.
 from __future__ import annotations
 
 import html
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,19 +20,21 @@ from access.alerts import WebhookError, WebhookStore
 from access.api.maintenance import RULES, WEBHOOKS, HomeStatus, installer_homes
 from access.api.problems import ApiProblem
 from access.api.service import households_of
-from access.api.state import (
+from access.api.state import STATE, AppState
+from access.auth import (
     SESSION_COOKIE,
-    STATE,
-    AppState,
     Caller,
+    SignInRefused,
     authenticate,
     check_csrf,
-    rate_limit,
+    client_address,
+    same_origin,
+    set_session_cookie,
 )
-from access.auth import AuthError
 from access.consent import SuspensionRecord
 from access.maintenance import Problem
 from access.web.i18n import MESSAGES, category_word, duration, energy, language, t, when
+from access.web.ledger_head import ledger_head_section
 
 STATIC = Path(__file__).parent / "static"
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -95,7 +98,7 @@ def _session(request: web.Request) -> Caller | None:
 
 
 # -- sign-in -----------------------------------------------------------------------------------------
-async def login_form(request: web.Request, error: str = "") -> web.Response:
+async def login_form(request: web.Request, error: str = "", status: int = 401) -> web.Response:
     msg = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
     body = (
         f'<form method="post" action="/login" class="card login">{msg}'
@@ -105,37 +108,33 @@ async def login_form(request: web.Request, error: str = "") -> web.Response:
     )
     resp = _page("Sign in", body)
     if error:
-        resp.set_status(401)
+        resp.set_status(status)
     return resp
 
 
 async def login(request: web.Request) -> web.StreamResponse:
+    """The form's side of ``access.auth.SignIn`` (throttle, hash off the loop, log)."""
     state = request.app[STATE]
     # No session yet, so no CSRF token: a cross-site sign-in is stopped by the Origin check.
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.split("://", 1)[-1] != request.host:
+    if not same_origin(request):
         raise ApiProblem(403, "csrf_refused", "cross-site request refused (Origin does not match)")
-    form = await request.post()
-    principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
-    # Guessing is slowed per account name, whichever address it comes from.
-    rate_limit(state, f"login:{principal}", "too many sign-in attempts; wait and retry")
-    kind = state.kind_of(principal)
     try:
-        if kind not in ("homeowner", "installer"):
-            raise AuthError("unknown user or wrong password")
-        sid, _session = state.web.sign_in(principal, password, at=state.clock())
-    except AuthError as exc:
-        return await login_form(request, str(exc))
-    resp = web.HTTPSeeOther("/installer" if kind == "installer" else "/")
-    resp.set_cookie(
-        SESSION_COOKIE,
-        sid,
-        httponly=True,
-        samesite="Strict",
-        secure=state.secure_cookies,
-        path="/",
-        max_age=int(state.web.session_ttl_s),
-    )
+        form = await request.post()
+    except ValueError:  # a body that is no form at all
+        return await login_form(request, "send the sign-in form", status=400)
+    principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
+    address = client_address(request, state.trust_forwarded)
+    try:
+        sid, _session = await state.signin.attempt(
+            principal, password, state.kind_of(principal), address, state.clock()
+        )
+    except SignInRefused as refused:
+        resp = await login_form(request, str(refused), status=refused.status)
+        if refused.retry_after_s is not None:
+            resp.headers["Retry-After"] = str(max(1, math.ceil(refused.retry_after_s)))
+        return resp
+    resp = web.HTTPSeeOther("/installer" if state.kind_of(principal) == "installer" else "/")
+    set_session_cookie(resp, sid, state.secure_cookies, state.web.session_ttl_s)
     raise resp
 
 
@@ -193,7 +192,8 @@ async def home(request: web.Request) -> web.StreamResponse:
         household = own[0]
     t = state.clock()
     suspended = bool(_whole_provision_suspensions(state, household, t))
-    records = (await state.ledger_for(household))[-50:][::-1]
+    ledger = await state.ledger_for(household)
+    records = ledger.records[-50:][::-1]
     rows = "".join(
         f"<tr><td>{_e(_local(r.at))}</td><td>{_e(r.recipient)}</td><td>{_e(', '.join(r.categories))}</td>"
         f"<td>{_e(_local(r.period_start))} - {_e(_local(r.period_end))}</td><td>{_e(r.purpose)}</td>"
@@ -223,7 +223,8 @@ async def home(request: web.Request) -> web.StreamResponse:
         f"{_chart('energy-chart', 'Energy per day')}{_chart('flow-chart', 'Water and gas per day (L)')}"
         '</div><p class="status muted" id="chart-status">Loading...</p></section>'
         f'<section class="card"><h2>Sharing</h2>{toggle}</section>'
-        f'<section class="card"><h2>Who received your data</h2>{ledger_html}</section>'
+        f'<section class="card"><h2>Who received your data</h2>{ledger_html}'
+        f"{ledger_head_section(household, ledger, request.query.get('kept'))}</section>"
     )
     return _page("My home", body, caller)
 
