@@ -14,6 +14,7 @@ import contextlib
 import gc
 import multiprocessing
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
@@ -51,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         "[pipeline] and HEMS_INFLUX_*); default: configuration",
     )
     parser.add_argument("--config", default=None, help="TOML configuration file")
+    parser.add_argument(
+        "--tls-cert", type=Path, default=None, help="serve HTTPS with this PEM certificate chain"
+    )
+    parser.add_argument("--tls-key", type=Path, default=None, help="the PEM private key of --tls-cert")
+    parser.add_argument(
+        "--trust-forwarded",
+        action="store_true",
+        help="behind a TLS proxy of your own that sets X-Forwarded-For and X-Forwarded-Proto: take the "
+        "client address and scheme from them (never when clients can reach this port directly)",
+    )
     parser.add_argument(
         "--insecure-cookies",
         action="store_true",
@@ -130,13 +141,16 @@ async def _run(
         page_cache_bytes=int(args.page_cache_mb * 2**20),
         # The alert webhooks are sent by one process only (the first): workers would each send them.
         alert_every_s=args.alert_every if not is_worker else None,
+        trust_forwarded=args.trust_forwarded,
     )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # A deep accept queue: hundreds of clients connecting at once must not have SYNs dropped (a dropped
     # SYN costs the client a one-second retransmit).  The kernel caps it at net.core.somaxconn.
-    site = web.TCPSite(runner, args.host, args.port, reuse_port=args.workers > 1, backlog=1024)
+    site = web.TCPSite(
+        runner, args.host, args.port, reuse_port=args.workers > 1, backlog=1024, ssl_context=_tls(args)
+    )
     await site.start()
     # Everything built so far (libraries, policy, index) lives as long as the process: moving it out
     # of the collector's sight keeps full collections, which would scan it all, from stalling requests.
@@ -149,7 +163,11 @@ async def _run(
     gc.set_threshold(*GC_THRESHOLDS)
     if children:
         watch = asyncio.create_task(_watch_workers(children, stop))
-    print(f"serving on http://{args.host}:{args.port} (access db {db}, {args.workers} worker(s))", flush=True)
+    scheme = "https" if args.tls_cert else "http"
+    print(
+        f"serving on {scheme}://{args.host}:{args.port} (access db {db}, {args.workers} worker(s))",
+        flush=True,
+    )
     try:
         await stop.wait()
     finally:
@@ -157,6 +175,16 @@ async def _run(
             watch.cancel()
         await runner.cleanup()
         await store.close()
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """HTTPS straight from ``hems serve`` (then HSTS is sent too); None for plain HTTP."""
+    if args.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
 
 
 async def _watch_workers(children: Sequence[BaseProcess], stop: asyncio.Event) -> None:
@@ -183,6 +211,8 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
         raise ValueError("--page-cache-mb must be >= 0")
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
     if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
     run(_check_store(args))  # before anything is created: a bad setting or store leaves no trace

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,10 +47,11 @@ async def _serve(db: Path, store: Path, *extra: str) -> AsyncIterator[tuple[asyn
     try:
         assert proc.stdout is not None
         workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
+        scheme = "https" if "--tls-cert" in extra else "http"
         for _ in range(workers):  # every worker says when it listens
             line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
-            assert f"127.0.0.1:{port}" in line.decode()
-        yield proc, f"http://127.0.0.1:{port}"
+            assert f"{scheme}://127.0.0.1:{port}" in line.decode()
+        yield proc, f"{scheme}://127.0.0.1:{port}"
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -100,7 +103,36 @@ async def test_a_dead_worker_stops_the_service_loudly(tmp_path: Path, store_file
         assert "exited with -9; stopping" in (await proc.stderr.read()).decode()
 
 
-@pytest.mark.parametrize("bad", [["--workers", "0"], ["--page-cache-mb", "-1"]])
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 made by the openssl command line tool, valid for a day."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_is_served_with_hsts(tmp_path: Path, store_file: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    args = ("--tls-cert", str(cert), "--tls-key", str(key))
+    async with (
+        _serve(tmp_path / "a.sqlite", store_file, *args) as (_proc, base),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(f"{base}/healthz", ssl=trust) as r:
+            assert r.status == 200
+            assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+        async with http.get(f"{base}/", ssl=trust, allow_redirects=False) as r:
+            assert r.status == 303 and "Strict-Transport-Security" in r.headers
+
+
+@pytest.mark.parametrize(
+    "bad", [["--workers", "0"], ["--page-cache-mb", "-1"], ["--tls-cert", "/nonexistent/cert.pem"]]
+)
 async def test_bad_options_are_refused_with_a_message(
     tmp_path: Path, store_file: Path, bad: list[str]
 ) -> None:
