@@ -33,7 +33,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -169,7 +169,7 @@ INVALID_TOKEN_RATE_PER_S = 0.2
 class Caller:
     principal: str
     kind: str
-    via: str  # "token" or "session"
+    via: Literal["token", "session"]
     purposes: frozenset[str] | None  # a token's purposes; None: whatever the principal registered
     rate_key: str
     csrf: str | None = None

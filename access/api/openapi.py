@@ -1,16 +1,46 @@
-"""The OpenAPI 3.1 document of the JSON API, built as data so a test can hold it equal to the router."""
+"""The OpenAPI 3.1 document of the JSON API, built as data so a test can hold it equal to the router.
+
+It is as strict as the server: parameters carry the parsers' own patterns, enums and bounds (from
+``access.api.params``, the cursor codec and the vocabularies), and response schemas are made from the
+TypedDicts the handlers build (``access.api.models`` through ``access.api.schema``).  Property-based
+tests generated from it therefore reach the handlers instead of stopping at a 400.
+"""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
-from access.api.params import DEFAULT_LIMIT, FORMATS, MAX_LIMIT
-from pipeline.query import AGGS, QUERYABLE_FIELDS
-from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
+from access.api import models
+from access.api.cursor import PATTERN as CURSOR_PATTERN
+from access.api.params import (
+    DEFAULT_LIMIT,
+    EVERY_PATTERN,
+    FORMATS,
+    MAX_FIELDS,
+    MAX_LIMIT,
+    MAX_PARAM_LEN,
+    PURPOSE_PATTERN,
+)
+from access.api.schema import Schema, schema_of
+from pipeline.query import AGGS, COUNTER_FIELDS, QUERYABLE_FIELDS
+from seeds.vocabulary import ACTIONS, CATEGORIES, SERIES_CATEGORIES
+
+HOUSEHOLD_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
+# What ``params.instant`` accepts, within reason: an RFC 3339 instant with its zone, years 2000-2200.
+INSTANT_PATTERN = (
+    r"^(20[0-9]{2}|21[0-9]{2}|2200)-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+KEPT_PATTERN = "^[1-9][0-9]{0,11}:[0-9a-fA-F]{64}$"
 
 
-def _p(name: str, where: str, desc: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+def _fields_pattern() -> str:
+    one = "(" + "|".join(sorted(QUERYABLE_FIELDS)) + ")"
+    return f"^({one}(,{one}){{0,{MAX_FIELDS - 1}}})?$"  # empty: the category's default fields
+
+
+def _p(name: str, where: str, desc: str, schema: Schema, required: bool = False) -> dict[str, Any]:
     return {
         "name": name,
         "in": where,
@@ -20,61 +50,68 @@ def _p(name: str, where: str, desc: str, schema: dict[str, Any], required: bool 
     }
 
 
-_STR = {"type": "string"}
-HOUSEHOLD = _p(
-    "household", "path", "Opaque household id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
-)
-CATEGORY = _p("category", "path", "Series category", {"type": "string", "enum": list(STORED_CATEGORIES)})
+def _pattern(pattern: str, **extra: Any) -> Schema:
+    return {"type": "string", "pattern": pattern, **extra}
+
+
+def _enum(values: Any) -> Schema:
+    return {"type": "string", "enum": list(values)}
+
+
+HOUSEHOLD = _p("household", "path", "Opaque household id", _pattern(HOUSEHOLD_PATTERN))
+CATEGORY = _p("category", "path", "Series category", _enum(SERIES_CATEGORIES))
+_PURPOSE = _pattern(f"^{PURPOSE_PATTERN}$", example="sps.pv_after_maintenance")
 PURPOSE = _p(
-    "purpose", "query", "Declared purpose (or header X-Purpose); must be registered for the token", _STR
+    "purpose", "query", "Declared purpose (or header X-Purpose); must be registered for the token", _PURPOSE
 )
-PURPOSE_HEADER = _p("X-Purpose", "header", "Declared purpose, instead of the query parameter", _STR)
-START = _p(
-    "start",
-    "query",
-    "ISO 8601 instant with zone; default stop - 24h",
-    {"type": "string", "format": "date-time"},
-)
-STOP = _p(
-    "stop", "query", "ISO 8601 instant with zone; default now", {"type": "string", "format": "date-time"}
-)
-EVERY = _p(
-    "every",
-    "query",
-    "Resolution: <n>s|m|h|d (1s..31d) or 'raw'",
-    {"type": "string", "pattern": "^([1-9][0-9]{0,5}[smhd]|raw)$"},
-)
-AGG = _p("agg", "query", "Aggregation per window", {"type": "string", "enum": list(AGGS)})
+PURPOSE_HEADER = _p("X-Purpose", "header", "Declared purpose, instead of the query parameter", _PURPOSE)
+_INSTANT = _pattern(INSTANT_PATTERN, maxLength=40, example="2026-06-01T00:00:00Z")
+START = _p("start", "query", "ISO 8601 instant with zone; default stop - 24h", _INSTANT)
+STOP = _p("stop", "query", "ISO 8601 instant with zone; default now", _INSTANT)
+EVERY = _p("every", "query", "Resolution: <n>s|m|h|d (1s..31d) or 'raw'", _pattern(f"^({EVERY_PATTERN})$"))
+AGG = _p("agg", "query", "Aggregation per window", _enum(AGGS))
 FIELDS = _p(
     "fields",
     "query",
-    "Comma-separated fields",
-    {"type": "string", "example": "power_w,soc_pct", "x-vocabulary": sorted(QUERYABLE_FIELDS)},
+    f"Comma-separated field names, each at most once, at most {MAX_FIELDS}",
+    _pattern(_fields_pattern(), maxLength=MAX_PARAM_LEN, example="power_w,soc_pct"),
 )
-PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
-def _problems(*codes: int) -> dict[str, Any]:
+class _Components:
+    """The schemas the document refers to, filled as operations name their models."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = {}
+
+    def of(self, tp: object) -> Schema:
+        return schema_of(tp, self.schemas)
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": _pattern("^[0-9]+$")}}
+
+
+def _problems(c: _Components, *codes: int) -> dict[str, Any]:
     words = {
         400: "Bad parameter (field named)",
         401: "Not authenticated",
         403: "Refused (reason, clause_ids)",
+        404: "No such path (a path parameter with a '/' in it)",
+        413: "Body too large",
         429: "Rate limited (Retry-After)",
         503: "Store unavailable",
     }
-    return {
-        str(c): {"description": words[c], "content": {"application/problem+json": {"schema": PROBLEM}}}
-        for c in codes
-    }
+    problem = {"application/problem+json": {"schema": c.of(models.Problem)}}
+    out: dict[str, Any] = {}
+    for code in codes:
+        out[str(code)] = {"description": words[code], "content": problem}
+        if code == 429:
+            out[str(code)]["headers"] = _RETRY_AFTER
+    return out
 
 
-def _ok(desc: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "200": {
-            "description": desc,
-            "content": content or {"application/json": {"schema": {"type": "object"}}},
-        }
-    }
+def _ok(c: _Components, desc: str, model: object, status: str = "200") -> dict[str, Any]:
+    return {status: {"description": desc, "content": {"application/json": {"schema": c.of(model)}}}}
 
 
 def _op(
@@ -83,7 +120,7 @@ def _op(
     responses: dict[str, Any],
     *,
     auth: bool = True,
-    body: dict[str, Any] | None = None,
+    body: Schema | None = None,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "parameters": parameters, "responses": responses}
     if not auth:
@@ -96,8 +133,203 @@ def _op(
 @functools.cache
 def document() -> dict[str, Any]:
     """Built once and shared by every request: callers must not change it."""
-    std = _problems(400, 401, 403, 429)
-    data = _problems(400, 401, 403, 429, 503)  # the endpoints that read the store
+    c = _Components()
+    std = _problems(c, 400, 401, 403, 429)
+    own = _problems(c, 400, 401, 403, 404, 429)  # the homeowner's endpoints, with a household in the path
+    data = _problems(c, 400, 401, 403, 404, 429, 503)  # the endpoints that read the store
+    paths = {
+        "/healthz": {"get": _op("Liveness", [], _ok(c, "Alive", models.Health), auth=False)},
+        "/readyz": {
+            "get": _op(
+                "Readiness (store ping)",
+                [],
+                {**_ok(c, "Ready", models.Ready), **_problems(c, 503)},
+                auth=False,
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (text format 0.0.4)",
+                [],
+                {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                auth=False,
+            )
+        },
+        "/api/v1/openapi.json": {
+            "get": _op(
+                "This document",
+                [],
+                {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+                auth=False,
+            )
+        },
+        "/api/v1/docs": {
+            "get": _op(
+                "This document for people (Swagger UI, served from here)",
+                [],
+                {
+                    "200": {
+                        "description": "HTML page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+                auth=False,
+            )
+        },
+        "/api/v1/me": {
+            "get": _op(
+                "The calling principal", [], {**_ok(c, "Principal", models.Me), **_problems(c, 401, 429)}
+            )
+        },
+        "/api/v1/households": {
+            "get": _op(
+                "Households the caller holds a relationship with (and, given a purpose, the readable "
+                "categories)",
+                [PURPOSE, PURPOSE_HEADER],
+                {**_ok(c, "Households", models.Households), **std},
+            )
+        },
+        "/api/v1/households/{household}/series/{category}": {
+            "get": _op(
+                "One household's series over a time range (action read)",
+                [
+                    HOUSEHOLD,
+                    CATEGORY,
+                    PURPOSE,
+                    PURPOSE_HEADER,
+                    START,
+                    STOP,
+                    EVERY,
+                    AGG,
+                    FIELDS,
+                    _p("format", "query", "Representation (or Accept header)", _enum(FORMATS)),
+                    _p(
+                        "limit",
+                        "query",
+                        f"Rows per page (default {DEFAULT_LIMIT})",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                    ),
+                    _p(
+                        "cursor",
+                        "query",
+                        "From X-Next-Cursor / next_cursor of the previous page (signed by the server)",
+                        _pattern(f"^{CURSOR_PATTERN}$"),
+                    ),
+                ],
+                {
+                    "200": {
+                        "description": "Rows sorted by time, device; X-Next-Cursor and Link when more",
+                        "headers": {
+                            "X-Next-Cursor": {"schema": _pattern(f"^{CURSOR_PATTERN}$")},
+                            "X-Clause-Ids": {"schema": {"type": "string"}},
+                        },
+                        "content": {
+                            "application/json": {"schema": c.of(models.SeriesPage)},
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/vnd.apache.arrow.file": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                        },
+                    },
+                    **data,
+                },
+            )
+        },
+        "/api/v1/households/{household}/daily/{category}": {
+            "get": _op(
+                "Per local-day increase of a cumulative field (Asia/Tokyo days)",
+                [
+                    HOUSEHOLD,
+                    CATEGORY,
+                    PURPOSE,
+                    PURPOSE_HEADER,
+                    START,
+                    STOP,
+                    EVERY,
+                    _p(
+                        "field",
+                        "query",
+                        "A cumulative (*_total) field",
+                        _enum(sorted(COUNTER_FIELDS)),
+                        required=True,
+                    ),
+                ],
+                {**_ok(c, "Days", models.Daily), **data},
+            )
+        },
+        "/api/v1/households/{household}/ledger": {
+            "get": _op(
+                "The homeowner's provision ledger, with the head of the household's chain",
+                [
+                    HOUSEHOLD,
+                    _p(
+                        "kept",
+                        "query",
+                        "A head kept from an earlier visit ('<records>:<hash>'): is it still at its place?",
+                        _pattern(KEPT_PATTERN),
+                    ),
+                ],
+                {**_ok(c, "Records", models.LedgerPage), **own},
+            )
+        },
+        "/api/v1/households/{household}/consent": {
+            "get": _op(
+                "Suspensions of use / third-party provision",
+                [HOUSEHOLD],
+                {**_ok(c, "Settings", models.Consent), **own},
+            ),
+            "put": _op(
+                "Suspend or resume (session callers send X-CSRF-Token)",
+                [HOUSEHOLD],
+                {**_ok(c, "Settings", models.Consent), **own, **_problems(c, 413)},
+                body=c.of(models.ConsentChange),
+            ),
+        },
+        "/api/v1/households/{household}/erasure": {
+            "get": _op(
+                "Erasure requests and their outcome",
+                [HOUSEHOLD],
+                {**_ok(c, "Requests", models.Erasures), **own},
+            ),
+            "post": _op(
+                "Request erasure (recorded; legal holds answered up front)",
+                [HOUSEHOLD],
+                {**_ok(c, "Recorded", models.Erasure, "202"), **own, **_problems(c, 413)},
+                body=c.of(models.ErasureAsk),
+            ),
+        },
+        "/api/v1/stats/{category}": {
+            "get": _op(
+                "Fleet statistics (action read_stats): no household ids; windows with fewer households "
+                "than the granting clause's minimum are suppressed",
+                [CATEGORY, PURPOSE, PURPOSE_HEADER, START, STOP, EVERY, AGG, FIELDS],
+                {**_ok(c, "Aggregates", models.Stats), **data},
+            )
+        },
+        "/api/v1/explain": {
+            "get": _op(
+                "Why a request is (not) allowed, in words citing the clauses",
+                [
+                    _p("household", "query", "Household id", _pattern(HOUSEHOLD_PATTERN), required=True),
+                    _p("category", "query", "Category", _enum(CATEGORIES), required=True),
+                    _p("action", "query", "Action", _enum(ACTIONS)),
+                    PURPOSE,
+                    PURPOSE_HEADER,
+                ],
+                {**_ok(c, "Decision", models.Explanation), **std},
+            )
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -111,178 +343,8 @@ def document() -> dict[str, Any]:
                 "token": {"type": "http", "scheme": "bearer", "description": "hems_<id>_<secret>"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "hems_session"},
             },
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail", "code"],
-                    "properties": {
-                        "type": _STR,
-                        "title": _STR,
-                        "status": {"type": "integer"},
-                        "detail": _STR,
-                        "code": _STR,
-                        "field": _STR,
-                        "reason": _STR,
-                        "clause_ids": {"type": "array", "items": _STR},
-                    },
-                },
-            },
+            "schemas": c.schemas,
         },
         "security": [{"token": []}, {"session": []}],
-        "paths": {
-            "/healthz": {"get": _op("Liveness", [], _ok("Alive"), auth=False)},
-            "/readyz": {
-                "get": _op("Readiness (store ping)", [], {**_ok("Ready"), **_problems(503)}, auth=False)
-            },
-            "/metrics": {
-                "get": _op(
-                    "Prometheus metrics (text format 0.0.4)",
-                    [],
-                    _ok("Metrics", {"text/plain": {"schema": _STR}}),
-                    auth=False,
-                )
-            },
-            "/api/v1/openapi.json": {"get": _op("This document", [], _ok("OpenAPI document"), auth=False)},
-            "/api/v1/me": {
-                "get": _op("The calling principal", [], {**_ok("Principal"), **_problems(401, 429)})
-            },
-            "/api/v1/households": {
-                "get": _op(
-                    "Households the caller holds a relationship with (and, given a purpose, the readable "
-                    "categories)",
-                    [PURPOSE, PURPOSE_HEADER],
-                    {**_ok("Households"), **std},
-                )
-            },
-            "/api/v1/households/{household}/series/{category}": {
-                "get": _op(
-                    "One household's series over a time range (action read)",
-                    [
-                        HOUSEHOLD,
-                        CATEGORY,
-                        PURPOSE,
-                        PURPOSE_HEADER,
-                        START,
-                        STOP,
-                        EVERY,
-                        AGG,
-                        FIELDS,
-                        _p(
-                            "format",
-                            "query",
-                            "Representation (or Accept header)",
-                            {"type": "string", "enum": list(FORMATS)},
-                        ),
-                        _p(
-                            "limit",
-                            "query",
-                            f"Rows per page (default {DEFAULT_LIMIT})",
-                            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                        ),
-                        _p("cursor", "query", "From X-Next-Cursor / next_cursor of the previous page", _STR),
-                    ],
-                    {
-                        "200": {
-                            "description": "Rows sorted by time, device; X-Next-Cursor and Link when more",
-                            "content": {
-                                "application/json": {"schema": {"type": "object"}},
-                                "text/csv": {"schema": _STR},
-                                "application/vnd.apache.arrow.file": {
-                                    "schema": {"type": "string", "format": "binary"}
-                                },
-                            },
-                        },
-                        **data,
-                    },
-                )
-            },
-            "/api/v1/households/{household}/daily/{category}": {
-                "get": _op(
-                    "Per local-day increase of a cumulative field (Asia/Tokyo days)",
-                    [
-                        HOUSEHOLD,
-                        CATEGORY,
-                        PURPOSE,
-                        PURPOSE_HEADER,
-                        START,
-                        STOP,
-                        EVERY,
-                        _p("field", "query", "A *_total field", _STR, required=True),
-                    ],
-                    {**_ok("Days"), **data},
-                )
-            },
-            "/api/v1/households/{household}/ledger": {
-                "get": _op("The homeowner's provision ledger", [HOUSEHOLD], {**_ok("Records"), **std})
-            },
-            "/api/v1/households/{household}/consent": {
-                "get": _op(
-                    "Suspensions of use / third-party provision", [HOUSEHOLD], {**_ok("Settings"), **std}
-                ),
-                "put": _op(
-                    "Suspend or resume (session callers send X-CSRF-Token)",
-                    [HOUSEHOLD],
-                    {**_ok("Settings"), **std},
-                    body={
-                        "type": "object",
-                        "required": ["suspended"],
-                        "properties": {
-                            "scope": {"type": "string", "enum": ["provision", "use"]},
-                            "suspended": {"type": "boolean"},
-                            "recipient": {"type": ["string", "null"]},
-                            "category": {"type": ["string", "null"], "enum": [*CATEGORIES, None]},
-                        },
-                    },
-                ),
-            },
-            "/api/v1/households/{household}/erasure": {
-                "get": _op("Erasure requests and their outcome", [HOUSEHOLD], {**_ok("Requests"), **std}),
-                "post": _op(
-                    "Request erasure (recorded; legal holds answered up front)",
-                    [HOUSEHOLD],
-                    {"202": {"description": "Recorded"}, **std},
-                    body={
-                        "type": "object",
-                        "properties": {
-                            "categories": {"type": ["array", "null"], "items": {"enum": list(CATEGORIES)}}
-                        },
-                    },
-                ),
-            },
-            "/api/v1/stats/{category}": {
-                "get": _op(
-                    "Fleet statistics (action read_stats): no household ids; windows with fewer households "
-                    "than the granting clause's minimum are suppressed",
-                    [CATEGORY, PURPOSE, PURPOSE_HEADER, START, STOP, EVERY, AGG, FIELDS],
-                    {**_ok("Aggregates"), **data},
-                )
-            },
-            "/api/v1/explain": {
-                "get": _op(
-                    "Why a request is (not) allowed, in words citing the clauses",
-                    [
-                        _p("household", "query", "Household id", _STR, required=True),
-                        _p(
-                            "category",
-                            "query",
-                            "Category",
-                            {"type": "string", "enum": list(CATEGORIES)},
-                            required=True,
-                        ),
-                        _p("action", "query", "Action", {"type": "string", "enum": list(ACTIONS)}),
-                        PURPOSE,
-                        PURPOSE_HEADER,
-                    ],
-                    {**_ok("Decision"), **std},
-                )
-            },
-            "/api/v1/alerts": {
-                "get": _op(
-                    "Open problems of the caller's installations, worst first (silent devices, collector "
-                    "health, faults, low yield, idle battery, stuck counters), each with since-when",
-                    [PURPOSE, PURPOSE_HEADER],
-                    {**_ok("Problems"), **std},
-                )
-            },
-        },
+        "paths": paths,
     }

@@ -27,6 +27,7 @@ DEFAULT_LIMIT: Final = 5_000
 MAX_LIMIT: Final = 50_000
 DEFAULT_SPAN: Final = timedelta(hours=24)
 MAX_PARAM_LEN: Final = 200
+MAX_FIELDS: Final = 16
 
 # What a chart of each category wants by default; callers may ask for any known field.
 DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -122,8 +123,8 @@ def fields(cat: str, value: str | None) -> tuple[str, ...]:
     if value is None or value == "":
         return DEFAULT_FIELDS[cat]
     names = tuple(value.split(","))
-    if len(names) > 16:
-        raise bad_param("fields", "at most 16 fields")
+    if len(names) > MAX_FIELDS:
+        raise bad_param("fields", f"at most {MAX_FIELDS} fields")
     for n in names:
         if n not in QUERYABLE_FIELDS:
             raise bad_param("fields", "unknown field; see the OpenAPI document for the field vocabulary")

@@ -12,7 +12,7 @@ import polars as pl
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from access.api import params
+from access.api import models, params
 from access.api.maintenance import alerts
 from access.api.openapi import document
 from access.api.problems import ApiProblem, bad_param
@@ -31,13 +31,21 @@ from access.api.service import (
 )
 from access.api.state import STATE, AppState, caller_of
 from access.auth import Caller, authenticate
-from access.consent import SCOPES, ConsentError
+from access.consent import SCOPES, ConsentError, ErasureRequest
 from access.ledger_anchor import KeptHead
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
 
-_PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
+_PRINCIPAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,99}")
+DOCS_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1"><title>HEMS API</title>'
+    '<link rel="icon" href="data:,">'
+    '<link rel="stylesheet" href="/static/swagger-ui/swagger-ui.css"></head>'
+    '<body><div id="swagger-ui"></div><script src="/static/swagger-ui/swagger-ui-bundle.js"></script>'
+    '<script src="/static/swagger-ui/init.js"></script></body></html>'
+)
 STATS_CHUNK = 500  # households per store query when aggregating a fleet
 MAX_STATS_HOUSEHOLDS = 20_000
 
@@ -52,7 +60,8 @@ def _own_household(state: AppState, caller: Caller, household: str) -> None:
 
 # -- operational -------------------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    body: models.Health = {"status": "ok"}
+    return json_response(body)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -66,7 +75,8 @@ async def readyz(request: web.Request) -> web.Response:
     state.metrics.store_up = ok
     if not ok:
         raise ApiProblem(503, "store_unavailable", "the data store does not answer")
-    return json_response({"status": "ready"})
+    body: models.Ready = {"status": "ready"}
+    return json_response(body)
 
 
 def _from_this_machine(request: web.Request) -> bool:
@@ -93,19 +103,24 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(document())
 
 
+async def docs(request: web.Request) -> web.Response:
+    """The OpenAPI document for people: Swagger UI (vendored under /static/swagger-ui, see its LICENSE)
+    renders it in the browser; nothing is fetched from elsewhere (the pages' CSP would refuse it)."""
+    return web.Response(text=DOCS_PAGE, content_type="text/html", charset="utf-8")
+
+
 # -- who am I, which households --------------------------------------------------------------------
 async def me(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     p = state.relationships.principal(caller.principal)
-    return json_response(
-        {
-            "principal": p.id,
-            "kind": p.kind,
-            "display_name": p.display_name,
-            "via": caller.via,
-            "purposes": sorted(caller.purposes if caller.purposes is not None else p.purposes),
-        }
-    )
+    body: models.Me = {
+        "principal": p.id,
+        "kind": p.kind,
+        "display_name": p.display_name,
+        "via": caller.via,
+        "purposes": sorted(caller.purposes if caller.purposes is not None else p.purposes),
+    }
+    return json_response(body)
 
 
 async def households(request: web.Request) -> web.Response:
@@ -113,10 +128,10 @@ async def households(request: web.Request) -> web.Response:
     purpose = request.query.get("purpose") or request.headers.get("X-Purpose")
     if purpose is not None:
         purpose = params.purpose(purpose)
-    items = []
+    items: list[models.HouseholdItem] = []
     at = state.clock()
     for household, roles in households_of(state, caller.principal):
-        item: dict[str, Any] = {"household": household, "roles": sorted(roles)}
+        item: models.HouseholdItem = {"household": household, "roles": sorted(roles)}
         if purpose is not None:
             if caller.purposes is not None and purpose not in caller.purposes:
                 item["categories"] = []
@@ -127,7 +142,8 @@ async def households(request: web.Request) -> web.Response:
                     if state.authz.decide(caller.principal, household, c, "read", purpose, at=at).allowed
                 ]
         items.append(item)
-    return json_response({"principal": caller.principal, "purpose": purpose, "households": items})
+    body: models.Households = {"principal": caller.principal, "purpose": purpose, "households": items}
+    return json_response(body)
 
 
 async def daily(request: web.Request) -> web.Response:
@@ -157,17 +173,16 @@ async def daily(request: web.Request) -> web.Response:
         text = days.select("day", "delta").write_csv()
         await record(state, caller, allowed, household, category, purpose, sq)
         return web.Response(text=text, content_type="text/csv", charset="utf-8")
-    response = json_response(
-        {
-            "household": household,
-            "category": category,
-            "field": field,
-            "purpose": purpose,
-            "clause_ids": list(allowed.decision.clause_ids),
-            "time_zone": TOKYO,
-            "columns": frame_columns(days.select("day", "delta")),
-        }
-    )
+    body: models.Daily = {
+        "household": household,
+        "category": category,
+        "field": field,
+        "purpose": purpose,
+        "clause_ids": list(allowed.decision.clause_ids),
+        "time_zone": TOKYO,
+        "columns": frame_columns(days.select("day", "delta")),
+    }
+    response = json_response(body)
     # Recorded last, once the body is built, so no record stands for an answer that failed to render.
     await record(state, caller, allowed, household, category, purpose, sq)
     return response
@@ -210,19 +225,18 @@ async def stats(request: web.Request) -> web.Response:
             await query(state, series_query(chunk, category, fields, win.start, win.stop, win.every, agg))
         )
     out, suppressed = fleet_statistics(pl.concat(frames), fields, min_group)
-    return json_response(
-        {
-            "category": category,
-            "purpose": purpose,
-            "clause_ids": list(clauses),
-            "start": iso(win.start),
-            "stop": iso(win.stop),
-            "every": int(win.every.total_seconds()),
-            "min_group_size": min_group,
-            "suppressed_windows": suppressed,
-            "columns": frame_columns(out),
-        }
-    )
+    body: models.Stats = {
+        "category": category,
+        "purpose": purpose,
+        "clause_ids": list(clauses),
+        "start": iso(win.start),
+        "stop": iso(win.stop),
+        "every": int(win.every.total_seconds()),
+        "min_group_size": min_group,
+        "suppressed_windows": suppressed,
+        "columns": frame_columns(out),
+    }
+    return json_response(body)
 
 
 # -- the homeowner's own rights ------------------------------------------------------------------------
@@ -235,7 +249,7 @@ async def ledger(request: web.Request) -> web.Response:
     if kept_text is not None and kept is None:
         raise bad_param("kept", "a kept head is '<records>:<64 hex digits>' as this endpoint's head shows it")
     ledger = await state.ledger_for(household)
-    body: dict[str, Any] = {
+    body: models.LedgerPage = {
         "household": household,
         "head": {"records": ledger.head.records, "hash": ledger.head.hash, "text": ledger.head.text()},
         "records": [
@@ -258,7 +272,7 @@ async def ledger(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def _consent_body(state: AppState, household: str) -> dict[str, Any]:
+def _consent_body(state: AppState, household: str) -> models.Consent:
     t = state.clock()
     rows = state.authz.consent.suspensions(household)
     return {
@@ -286,13 +300,18 @@ async def consent_get(request: web.Request) -> web.Response:
     return json_response(_consent_body(state, household))
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def _json_body(request: web.Request, model: type) -> dict[str, Any]:
+    """The body as a JSON object with only the keys ``model`` (a TypedDict) names: a misspelt key is an
+    error, not a default (``{"categoris": [...]}`` must not mean "erase everything")."""
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
         raise bad_param("body", "the body is not JSON (or is nested too deeply)") from None
     if not isinstance(body, dict):
         raise bad_param("body", "the body is a JSON object")
+    unknown = sorted(set(body) - set(model.__annotations__))
+    if unknown:
+        raise bad_param("body", f"unknown keys {', '.join(map(repr, unknown))[:200]}")
     return body
 
 
@@ -300,7 +319,7 @@ async def consent_put(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
-    body = await _json_body(request)
+    body = await _json_body(request, models.ConsentChange)
     scope = body.get("scope", "provision")
     if scope not in SCOPES:
         raise bad_param("scope", f"scope is one of {', '.join(SCOPES)}")
@@ -308,7 +327,7 @@ async def consent_put(request: web.Request) -> web.Response:
     if not isinstance(suspended, bool):
         raise bad_param("suspended", "suspended is true or false")
     recipient = body.get("recipient")
-    if recipient is not None and (not isinstance(recipient, str) or not _PRINCIPAL_RE.match(recipient)):
+    if recipient is not None and (not isinstance(recipient, str) or not _PRINCIPAL_RE.fullmatch(recipient)):
         raise bad_param("recipient", "recipient is a principal id or null")
     category = body.get("category")
     if category is not None and category not in CATEGORIES:
@@ -335,12 +354,14 @@ async def erasure_get(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
-    return json_response(
-        {"household": household, "requests": [_erasure(e) for e in state.authz.consent.erasures(household)]}
-    )
+    body: models.Erasures = {
+        "household": household,
+        "requests": [_erasure(e) for e in state.authz.consent.erasures(household)],
+    }
+    return json_response(body)
 
 
-def _erasure(e: Any) -> dict[str, Any]:
+def _erasure(e: ErasureRequest) -> models.Erasure:
     return {
         "id": e.id,
         "requested_at": iso(e.requested_at),
@@ -353,7 +374,7 @@ async def erasure_post(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
-    body = await _json_body(request)
+    body = await _json_body(request, models.ErasureAsk)
     cats = body.get("categories")
     if cats is not None and (
         not isinstance(cats, list)
@@ -377,9 +398,13 @@ async def explain(request: web.Request) -> web.Response:
         raise bad_param("action", f"action is one of {', '.join(ACTIONS)}")
     purpose = params.declared_purpose(request.query, request.headers)
     ok, reason, words, clause_ids = explain_text(state, caller, household, category, action, purpose)
-    return json_response(
-        {"allowed": ok, "reason": reason, "explanation": words, "clause_ids": list(clause_ids)}
-    )
+    body: models.Explanation = {
+        "allowed": ok,
+        "reason": reason,
+        "explanation": words,
+        "clause_ids": list(clause_ids),
+    }
+    return json_response(body)
 
 
 ROUTES: tuple[tuple[str, str, Any, str], ...] = (
@@ -387,6 +412,7 @@ ROUTES: tuple[tuple[str, str, Any, str], ...] = (
     ("GET", "/readyz", readyz, "readyz"),
     ("GET", "/metrics", metrics, "metrics"),
     ("GET", "/api/v1/openapi.json", openapi, "openapi"),
+    ("GET", "/api/v1/docs", docs, "docs"),
     ("GET", "/api/v1/me", me, "me"),
     ("GET", "/api/v1/households", households, "households"),
     ("GET", "/api/v1/households/{household}/series/{category}", series, "series"),

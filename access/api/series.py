@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from aiohttp import web
 
-from access.api import params
+from access.api import models, params
 from access.api.cursor import CursorCodec
 from access.api.pagecache import Page
 from access.api.problems import bad_param
@@ -159,22 +159,20 @@ def _reply(ask: SeriesAsk, allowed: Allowed, page: Page, gzipped: bool) -> Page:
 def _envelope(ask: SeriesAsk, allowed: Allowed, page: Page) -> bytes:
     """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses."""
     win = ask.window
-    envelope = json.dumps(
-        {
-            "household": ask.household,
-            "category": ask.category,
-            "purpose": ask.purpose,
-            "clause_ids": list(allowed.decision.clause_ids),
-            "start": iso(win.start),
-            "stop": iso(win.stop),
-            "every": None if win.every is None else int(win.every.total_seconds()),
-            "agg": ask.agg if win.every is not None else None,
-            "fields": list(ask.fields),
-            "count": page.count,
-            "next_cursor": page.next_cursor,
-        },
-        separators=(",", ":"),
-    )
+    head: models.SeriesEnvelope = {
+        "household": ask.household,
+        "category": ask.category,
+        "purpose": ask.purpose,
+        "clause_ids": list(allowed.decision.clause_ids),
+        "start": iso(win.start),
+        "stop": iso(win.stop),
+        "every": None if win.every is None else int(win.every.total_seconds()),
+        "agg": ask.agg if win.every is not None else None,
+        "fields": list(ask.fields),
+        "count": page.count,
+        "next_cursor": page.next_cursor,
+    }
+    envelope = json.dumps(head, separators=(",", ":"))
     return envelope[:-1].encode() + b',"columns":'
 
 

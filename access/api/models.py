@@ -1,0 +1,205 @@
+"""The JSON bodies the API sends and takes, as TypedDicts: handlers build their answers as these (mypy
+checks them) and the OpenAPI document's schemas are made from them (``access.api.schema``).
+
+Value constraints ride along as ``Annotated[..., keywords(...)]``, taken from the same
+constants the parsers use, so the document is exactly as strict as the server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired, TypedDict
+
+from access.api.params import PURPOSE_PATTERN
+from access.api.schema import keywords
+from access.consent import SCOPES
+from pipeline.query import AGGS, QUERYABLE_FIELDS
+from seeds.vocabulary import CATEGORIES, SERIES_CATEGORIES
+
+Instant = Annotated[str, keywords(format="date-time")]
+Purpose = Annotated[str, keywords(pattern=f"^{PURPOSE_PATTERN}$")]
+SeriesCategory = Annotated[str, keywords(enum=list(SERIES_CATEGORIES))]
+AnyCategory = Annotated[str, keywords(enum=list(CATEGORIES))]
+FieldName = Annotated[str, keywords(enum=sorted(QUERYABLE_FIELDS))]
+Agg = Annotated[str, keywords(enum=list(AGGS))]
+Hash = Annotated[str, keywords(pattern="^[0-9a-f]{64}$")]
+Scope = Annotated[str, keywords(enum=list(SCOPES))]
+# Column-oriented data: one array per column (times as ISO strings), as charts want them.
+Cell = str | float | bool | None
+Columns = dict[str, list[Cell]]
+
+
+class Health(TypedDict):
+    status: Literal["ok"]
+
+
+class Ready(TypedDict):
+    status: Literal["ready"]
+
+
+class Problem(TypedDict):
+    """RFC 9457 problem details; clients branch on ``code``, people read ``detail``."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: NotRequired[str]
+    reason: NotRequired[str]
+    clause_ids: NotRequired[list[str]]
+
+
+class Me(TypedDict):
+    principal: str
+    kind: str
+    display_name: str
+    via: Literal["token", "session"]
+    purposes: list[str]
+
+
+class HouseholdItem(TypedDict):
+    """A household the caller holds a relationship with; ``categories`` when a purpose was given."""
+
+    household: str
+    roles: list[str]
+    categories: NotRequired[list[SeriesCategory]]
+
+
+class Households(TypedDict):
+    principal: str
+    purpose: Purpose | None
+    households: list[HouseholdItem]
+
+
+class SeriesEnvelope(TypedDict):
+    household: str
+    category: SeriesCategory
+    purpose: Purpose
+    clause_ids: list[str]
+    start: Instant
+    stop: Instant
+    every: int | None
+    agg: Agg | None
+    fields: list[FieldName]
+    count: int
+    next_cursor: str | None
+
+
+class SeriesPage(SeriesEnvelope):
+    """One page of a series: rows sorted by time and device; ``next_cursor`` when more follow."""
+
+    columns: Columns
+
+
+class Daily(TypedDict):
+    """Per local-day increase of a cumulative field (days of ``time_zone``)."""
+
+    household: str
+    category: SeriesCategory
+    field: FieldName
+    purpose: Purpose
+    clause_ids: list[str]
+    time_zone: str
+    columns: Columns
+
+
+class Stats(TypedDict):
+    """Fleet aggregates per window, no household ids; small groups suppressed."""
+
+    category: SeriesCategory
+    purpose: Purpose
+    clause_ids: list[str]
+    start: Instant
+    stop: Instant
+    every: int
+    min_group_size: int
+    suppressed_windows: int
+    columns: Columns
+
+
+class LedgerRecord(TypedDict):
+    seq: int
+    recipient: str
+    categories: list[AnyCategory]
+    period_start: Instant
+    period_end: Instant
+    purpose: Purpose
+    clause_ids: list[str]
+    at: Instant
+    chain: Hash  # the household's head after this record
+
+
+class LedgerHead(TypedDict):
+    """The head of the household's own chain: keep ``text`` to check later that nothing changed."""
+
+    records: int
+    hash: Hash
+    text: str
+
+
+class KeptCheck(TypedDict):
+    text: str
+    verdict: Literal["intact", "changed"]
+
+
+class LedgerPage(TypedDict):
+    household: str
+    head: LedgerHead
+    records: list[LedgerRecord]
+    kept: NotRequired[KeptCheck]
+
+
+class Suspension(TypedDict):
+    id: int
+    scope: Scope
+    recipient: str | None
+    category: AnyCategory | None
+    requested_at: Instant
+    lifted_at: Instant | None
+    active: bool
+
+
+class Consent(TypedDict):
+    household: str
+    suspensions: list[Suspension]
+    provision_suspended: bool
+
+
+class Erasure(TypedDict):
+    """An erasure request; ``outcome`` per category: ``erase``, or ``keep: <clause ids>`` by law."""
+
+    id: int
+    requested_at: Instant
+    outcome: dict[str, str]
+    status: Annotated[str, keywords(enum=["recorded", "done"])]
+
+
+class Erasures(TypedDict):
+    household: str
+    requests: list[Erasure]
+
+
+class Explanation(TypedDict):
+    allowed: bool
+    reason: str
+    explanation: str
+    clause_ids: list[str]
+
+
+# -- request bodies ------------------------------------------------------------------------------------
+PrincipalId = Annotated[str, keywords(pattern="^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]
+
+
+class ConsentChange(TypedDict):
+    """Suspend or resume use, or provision to third parties (per recipient, category or all)."""
+
+    scope: NotRequired[Scope]
+    suspended: bool
+    recipient: NotRequired[PrincipalId | None]
+    category: NotRequired[AnyCategory | None]
+
+
+class ErasureAsk(TypedDict):
+    """The categories to erase; null or absent: all."""
+
+    categories: NotRequired[Annotated[list[AnyCategory], keywords(minItems=1)] | None]
