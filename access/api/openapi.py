@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from access.api import models
+from access.api import models, params
 from access.api.cursor import PATTERN as CURSOR_PATTERN
 from access.api.params import (
     DEFAULT_LIMIT,
-    EVERY_PATTERN,
     FORMATS,
     MAX_FIELDS,
     MAX_LIMIT,
@@ -33,6 +32,34 @@ INSTANT_PATTERN = (
     r"(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 KEPT_PATTERN = "^[1-9][0-9]{0,11}:[0-9a-fA-F]{64}$"
+
+
+def upto(limit: int) -> str:
+    """A regex for the decimal numbers 1..``limit`` (no leading zeros), so a bound goes into a pattern."""
+
+    def any_digits(n: int) -> str:
+        return "" if n == 0 else "[0-9]" if n == 1 else f"[0-9]{{{n}}}"
+
+    digits = str(limit)
+    shorter = len(digits) - 1  # numbers with fewer digits are all below the limit
+    parts = [f"[1-9]{'' if shorter == 1 else f'[0-9]{{0,{shorter - 1}}}'}"] if shorter else []
+    for i, d in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(d) > low:  # this digit lower than the limit's, after the same prefix; any digits after
+            top = int(d) - 1
+            digit = str(low) if top == low else f"[{low}-{top}]"
+            parts.append(digits[:i] + digit + any_digits(len(digits) - i - 1))
+    parts.append(digits)
+    return "(" + "|".join(parts) + ")"
+
+
+def _every_pattern() -> str:
+    """``params.every``: a count and a unit from 1 s to 31 days (the count has at most 6 digits), or raw."""
+    longest = params.MAX_EVERY.total_seconds()
+    units = []
+    for unit, seconds in params.UNITS.items():
+        units.append(f"{upto(min(int(longest // seconds), 999_999))}{unit}")
+    return "^(" + "|".join(units) + "|raw)$"
 
 
 def _fields_pattern() -> str:
@@ -65,10 +92,21 @@ PURPOSE = _p(
     "purpose", "query", "Declared purpose (or header X-Purpose); must be registered for the token", _PURPOSE
 )
 PURPOSE_HEADER = _p("X-Purpose", "header", "Declared purpose, instead of the query parameter", _PURPOSE)
-_INSTANT = _pattern(INSTANT_PATTERN, maxLength=40, example="2026-06-01T00:00:00Z")
-START = _p("start", "query", "ISO 8601 instant with zone; default stop - 24h", _INSTANT)
-STOP = _p("stop", "query", "ISO 8601 instant with zone; default now", _INSTANT)
-EVERY = _p("every", "query", "Resolution: <n>s|m|h|d (1s..31d) or 'raw'", _pattern(f"^({EVERY_PATTERN})$"))
+START = _p(
+    "start",
+    "query",
+    "ISO 8601 instant with zone; default stop - 24h",
+    _pattern(INSTANT_PATTERN, maxLength=40, example="2026-06-01T00:00:00Z"),
+)
+STOP = _p(
+    "stop",
+    "query",
+    "ISO 8601 instant with zone, after start; default now",
+    _pattern(INSTANT_PATTERN, maxLength=40, example="2026-06-02T00:00:00Z"),
+)
+EVERY = _p(
+    "every", "query", "Resolution: <n>s|m|h|d (1s..31d) or 'raw'", _pattern(_every_pattern(), example="1h")
+)
 AGG = _p("agg", "query", "Aggregation per window", _enum(AGGS))
 FIELDS = _p(
     "fields",

@@ -41,11 +41,10 @@ DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "equipment": ("health", "health_since_s"),
 }
 _EVERY_RE: Final = re.compile(r"([1-9][0-9]{0,5})(s|m|h|d)")
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # The patterns are the OpenAPI document's too (``access.api.openapi``); fullmatch, since '$' also
 # matches before a final newline.
 PURPOSE_PATTERN: Final = r"[a-z0-9_]{1,40}\.[a-z0-9_]{1,60}"
-EVERY_PATTERN: Final = r"[1-9][0-9]{0,5}[smhd]|raw"
 LIMIT_PATTERN: Final = r"[0-9]{1,7}"
 _PURPOSE_RE: Final = re.compile(PURPOSE_PATTERN)
 _LIMIT_RE: Final = re.compile(LIMIT_PATTERN)
@@ -105,7 +104,7 @@ def every(value: str | None) -> timedelta | None:
     m = _EVERY_RE.fullmatch(value)
     if m is None:
         raise bad_param("every", "resolution is a number and a unit s/m/h/d (e.g. 1m, 15m, 1h, 1d) or 'raw'")
-    step = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    step = timedelta(seconds=int(m.group(1)) * UNITS[m.group(2)])
     if not MIN_EVERY <= step <= MAX_EVERY:
         raise bad_param("every", "resolution must be between 1s and 31d")
     return step

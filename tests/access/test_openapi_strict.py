@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from access.api import models, params
 from access.api.cursor import CursorCodec
-from access.api.openapi import document
+from access.api.openapi import document, upto
 from access.api.problems import ApiProblem
 from access.api.schema import keywords, schema_of
 from access.ledger_anchor import KeptHead
@@ -62,10 +62,12 @@ def test_enums_are_the_vocabularies() -> None:
 _near = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_.-,:+ \n²", max_size=70)
 
 
-@settings(max_examples=500, deadline=None)
-@given(
-    value=st.one_of(_near, st.text(max_size=20), st.sampled_from(["sps.pv_after_maintenance", "a.b", "1m"]))
-)
+_counts = st.builds(lambda n, unit: f"{n}{unit}", st.integers(-5, 10**7), st.sampled_from("smhdx"))
+_samples = st.sampled_from(["sps.pv_after_maintenance", "a.b", "1m", "31d", "32d", "744h", "745h", "raw"])
+
+
+@settings(max_examples=800, deadline=None)
+@given(value=st.one_of(_near, _counts, st.text(max_size=20), _samples))
 def test_purpose_every_and_kept_patterns_are_the_parsers(value: str) -> None:
     assert _matches(_param(SERIES, "purpose"), value) == _accepts(params.purpose, value), value
     assert _matches(_param(SERIES, "X-Purpose"), value) == _accepts(params.purpose, value), value
@@ -122,3 +124,10 @@ def test_the_generator_refuses_what_it_cannot_describe() -> None:
         schema_of(tuple[int, str], {})
     assert schema_of(list[int], {}) == {"type": "array", "items": {"type": "integer"}}
     assert keywords(enum=["a"]).schema() == {"enum": ["a"]}
+
+
+def test_upto_matches_exactly_one_to_the_limit() -> None:
+    for limit in [*range(1, 120), 744, 1000, 1001, 44640, 999_999]:
+        pattern = re.compile(f"^{upto(limit)}$")
+        assert [n for n in range(limit + 40) if pattern.match(str(n))] == list(range(1, limit + 1)), limit
+        assert not pattern.match(f"0{limit}")
