@@ -184,6 +184,22 @@ def test_ports_are_published_on_loopback_by_default(compose: dict[str, Any]) -> 
     assert "8080" in svc["api"]["command"]  # serve listens where the port mapping points
 
 
+def test_grafana_stays_on_loopback_when_the_api_is_exposed(raw: dict[str, Any]) -> None:
+    """Grafana reads InfluxDB past the policy and the ledger: exposing the API (HEMS_BIND_ADDRESS) must
+    not expose it; only its own setting, documented as operator-only, moves it."""
+    exposed = services(resolve(raw, {**FULL_ENV, "HEMS_BIND_ADDRESS": "0.0.0.0"}))
+    assert _published(exposed["api"]) == {8080: ("0.0.0.0", 8080)}
+    assert _published(exposed["grafana"]) == {3000: ("127.0.0.1", 3000)}
+    moved = services(resolve(raw, {**FULL_ENV, "GRAFANA_BIND_ADDRESS": "10.0.0.5"}))
+    assert _published(moved["grafana"]) == {3000: ("10.0.0.5", 3000)}
+    assert _published(moved["api"]) == {8080: ("127.0.0.1", 8080)}
+    text = COMPOSE.read_text()
+    assert "Grafana is for the operator only" in text
+    readme = (REPO_ROOT / "deploy" / "README.md").read_text()
+    assert "## Grafana is for the operator only" in readme and "/installer" in readme
+    assert "operator only" in ENV_EXAMPLE.read_text() and "GRAFANA_BIND_ADDRESS" in env_example()
+
+
 def test_state_lives_in_declared_volumes(compose: dict[str, Any]) -> None:
     declared = set(compose["volumes"])
     mounts: dict[str, dict[str, str]] = {}
