@@ -16,7 +16,8 @@ Guessing is made slow and blind (README, "Sign-in"):
 * attempts are counted per account name and per client address before the hash runs, and wait
   ever longer once their allowance is spent (``access.signin_throttle``);
 * the hash runs on a thread of its own, never on the event loop, and at most ``MAX_WAITING``
-  sign-ins wait for it, so a flood of sign-ins cannot stall the API;
+  sign-ins wait for it, so a flood of sign-ins cannot stall the API; attempts refused without a
+  check are answered only after a second (``TARPIT_S``), which slows a flood to its connection count;
 * every refused sign-in is logged with the client address, never with the password;
 * requests with a token that does not authenticate are limited per address too
   (``INVALID_TOKEN_BURST``), and a throttled address gets no new token checked at all.
@@ -25,11 +26,16 @@ Guessing is made slow and blind (README, "Sign-in"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import secrets
+import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,7 +276,9 @@ def _token_caller(request: web.Request, state: AppState, header: str, t: float) 
 
 
 # -- sign-in -------------------------------------------------------------------------------------------
-MAX_WAITING = 32  # sign-ins queued for the hashing thread; more get 503 at once
+MAX_WAITING = 32  # sign-ins queued for the hashing thread; more get 503 (after the tarpit)
+TARPIT_S = 1.0
+MAX_TARPIT = 1000
 
 
 class SignInRefused(Exception):
@@ -283,21 +291,71 @@ class SignInRefused(Exception):
         self.retry_after_s = retry_after_s
 
 
+HASH_NICENESS = 10
+
+
+def _behind_the_loop() -> None:
+    """Lower the hashing thread's scheduling priority (Linux sets niceness per thread): when cores are
+    short, a burst of sign-ins then waits for the event loop rather than the loop for the hashes."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
+
+
+@dataclass
+class _Refusals:
+    """Sign-ins refused without a check (throttled, or the queue full): counted, and logged as one
+    summary line at most every ``every_s`` seconds, so a flood cannot flood the log too."""
+
+    every_s: float = 10.0
+    counts: Counter[str] = field(default_factory=Counter)
+    addresses: set[str] = field(default_factory=set)
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, why: str, address: str) -> None:
+        self.counts[why] += 1
+        if len(self.addresses) < 20:
+            self.addresses.add(address)
+        if time.monotonic() - self.since >= self.every_s:
+            log.warning(
+                "sign-in refused without checking in the last %.0fs: %s; addresses %s",
+                time.monotonic() - self.since,
+                ", ".join(f"{n} {why}" for why, n in sorted(self.counts.items())),
+                " ".join(sorted(self.addresses)),
+            )
+            self.counts.clear()
+            self.addresses.clear()
+            self.since = time.monotonic()
+
+
 @dataclass
 class SignIn:
     """The web sign-in: throttle, hash and session, run on one thread of their own (``pool``).
 
     One thread, so the throttle sees attempts strictly one after another and the hashing takes at
-    most one core whatever the flood; the event loop only queues and answers."""
+    most one core whatever the flood; the event loop only queues and answers.  Once the throttle has
+    refused an account or an address, this process remembers until when (``_blocked``) and refuses
+    their further attempts on the loop, before the form is even read: a flood of throttled attempts
+    then costs no thread hop and no database transaction each."""
 
     web: WebAuth
     throttle: SignInThrottle
     name_key: bytes  # keys the hashes of account names in the throttle and the log
     max_waiting: int = MAX_WAITING
     pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="signin")
+        default_factory=lambda: ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="signin", initializer=_behind_the_loop
+        )
     )
     waiting: int = 0
+    refusals: _Refusals = field(default_factory=_Refusals)
+    # Refusals without a check (throttled, busy) are answered after ``tarpit_s``, while fewer than
+    # ``max_tarpit`` wait: an attacker's connections are held instead of coming straight back, which
+    # caps a flood's rate at (its connections / tarpit_s) at the cost of idle sockets only.
+    tarpit_s: float = TARPIT_S
+    max_tarpit: int = MAX_TARPIT
+    tarpitted: int = 0
+    _blocked: dict[str, float] = field(default_factory=dict)  # "account:<hash>"/"address:<a>" -> until
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -307,52 +365,92 @@ class SignIn:
         """A keyed hash of what was typed as a name: counted and logged instead of the text itself."""
         return hmac.new(self.name_key, name.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]
 
+    async def tarpit(self) -> None:
+        """Hold a refused attempt's answer for ``tarpit_s`` (see the field), unless too many are held."""
+        if self.tarpit_s <= 0 or self.tarpitted >= self.max_tarpit:
+            return
+        self.tarpitted += 1
+        try:
+            await asyncio.sleep(self.tarpit_s)
+        finally:
+            self.tarpitted -= 1
+
+    def precheck(self, address: str) -> None:
+        """Refuse at once, before the form is read, when the queue is full or the address is known to
+        be throttled; else nothing."""
+        if self.waiting >= self.max_waiting:
+            self.refusals.add("busy", address)
+            raise SignInRefused(503, "sign-in is busy; try again in a moment", 2.0)
+        self._known_block(f"address:{address}", address)
+
+    def _known_block(self, key: str, address: str) -> None:
+        until = self._blocked.get(key)
+        if until is None:
+            return
+        wait = until - self.throttle.clock()
+        if wait <= 0:
+            del self._blocked[key]
+            return
+        self.refusals.add("throttled", address)
+        raise SignInRefused(429, "too many sign-in attempts; wait and try again", wait)
+
     async def attempt(
         self, name: str, password: str, kind: str | None, address: str, at: float
     ) -> tuple[str, Session]:
         """The session id and session, or :class:`SignInRefused`.  ``kind`` is the name's principal kind
         (None: no such principal); only ``WEB_KINDS`` may sign in, but every name costs the same work."""
-        if self.waiting >= self.max_waiting:
-            log.warning("sign-in refused: busy (%d waiting) address=%s", self.waiting, address)
-            raise SignInRefused(503, "sign-in is busy; try again in a moment", 2.0)
+        self.precheck(address)
         account = self.name_hash(name)
+        self._known_block(f"account:{account}", address)
         self.waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            wait, opened = await loop.run_in_executor(
+            outcome = await loop.run_in_executor(
                 self.pool, self._attempt, name, password, kind in WEB_KINDS, account, address, at
             )
         finally:
             self.waiting -= 1
-        if opened is not None:
-            return opened
+        if isinstance(outcome, tuple):
+            return outcome
+        if outcome.waits:
+            t = self.throttle.clock()
+            if len(self._blocked) >= 100_000:
+                self._blocked.clear()  # memory bound: forgetting only sends attempts to the database again
+            for which, wait in outcome.waits.items():
+                self._blocked[f"{which}:{account if which == 'account' else address}"] = t + wait
+            self.refusals.add("throttled", address)
+            raise SignInRefused(
+                429, "too many sign-in attempts; wait and try again", max(outcome.waits.values())
+            )
         # A known principal's id is logged as is (the operator has it already); any other text only
         # as its keyed hash, since a name field sometimes receives a password.
-        shown = name if kind is not None else f"#{account[:12]}"
-        if wait > 0:
-            log.warning("sign-in refused: throttled account=%s address=%s wait=%.0fs", shown, address, wait)
-            raise SignInRefused(429, "too many sign-in attempts; wait and try again", wait)
         log.warning(
             "sign-in refused: %s account=%s address=%s failures=%d",
             "wrong password" if kind is not None else "unknown account",
-            shown,
+            name if kind is not None else f"#{account[:12]}",
             address,
-            self.throttle.failures(account),
+            outcome.failures,
         )
         raise SignInRefused(401, WRONG_PAIR)
 
     def _attempt(
         self, name: str, password: str, may_sign_in: bool, account: str, address: str, at: float
-    ) -> tuple[float, tuple[str, Session] | None]:
-        """On the sign-in thread: (seconds to wait, None) when throttled, (0, None) for a wrong pair,
-        (0, session) when right.  Every attempt the throttle lets through runs one scrypt hash."""
-        wait = self.throttle.reserve(account, address)
+    ) -> tuple[str, Session] | _Failed:
+        """On the sign-in thread: the session when the pair is right, else why not.  Every attempt the
+        throttle lets through runs one scrypt hash."""
+        wait, waits = self.throttle.reserve(account, address)
         if wait > 0:
-            return wait, None
+            return _Failed(waits, 0)
         if not (self.web.check_password(name, password) and may_sign_in):
-            return 0.0, None
+            return _Failed({}, self.throttle.failures(account))
         self.throttle.succeeded(account, address)
-        return 0.0, self.web.open_session(name, at)
+        return self.web.open_session(name, at)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    waits: dict[str, float]  # throttled: the wait of each refusing key ("account", "address")
+    failures: int  # a wrong pair: the account's failures counted now
 
 
 def set_session_cookie(response: web.StreamResponse, sid: str, secure: bool, ttl_s: float) -> None:

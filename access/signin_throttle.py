@@ -60,26 +60,30 @@ class SignInThrottle:
     def close(self) -> None:
         self._db.close()
 
-    def reserve(self, account: str, address: str) -> float:
-        """0.0 when the attempt may go ahead (it is counted as a failure now), else the seconds to wait
-        before the account and the address both allow one (nothing is counted then)."""
+    def reserve(self, account: str, address: str) -> tuple[float, dict[str, float]]:
+        """``(0.0, {})`` when the attempt may go ahead (it is counted as a failure now); else the seconds
+        to wait before the account and the address both allow one, and the wait of each that refuses
+        (``"account"``, ``"address"``), with nothing counted."""
         lim = self.limits
-        keys = ((f"account:{account}", lim.free_per_account), (f"address:{address}", lim.free_per_address))
+        keys = (
+            ("account", f"account:{account}", lim.free_per_account),
+            ("address", f"address:{address}", lim.free_per_address),
+        )
         with write_transaction(self._db) as db:
             t = self.clock()
             counts: list[int] = []
-            wait = 0.0
-            for key, free in keys:
+            waits: dict[str, float] = {}
+            for which, key, free in keys:
                 row = db.execute(
                     "SELECT failures, last_at FROM signin_failures WHERE key = ?", (key,)
                 ).fetchone()
                 failures = 0 if row is None or t - row[1] >= lim.forget_after_s else int(row[0])
                 counts.append(failures)
-                if failures:
-                    wait = max(wait, row[1] + lim.delay(failures, free) - t)
-            if wait > 0:
-                return wait
-            for (key, _free), failures in zip(keys, counts, strict=True):
+                if failures and (wait := row[1] + lim.delay(failures, free) - t) > 0:
+                    waits[which] = wait
+            if waits:
+                return max(waits.values()), waits
+            for (_which, key, _free), failures in zip(keys, counts, strict=True):
                 db.execute(
                     "INSERT INTO signin_failures VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
                     "failures = excluded.failures, last_at = excluded.last_at",
@@ -88,7 +92,7 @@ class SignInThrottle:
             self._attempts += 1
             if self._attempts % self._PRUNE_EVERY == 0:
                 db.execute("DELETE FROM signin_failures WHERE last_at < ?", (t - lim.forget_after_s,))
-        return 0.0
+        return 0.0, {}
 
     def succeeded(self, account: str, address: str) -> None:
         """Take back the counted attempt: the account starts afresh, the address loses one failure

@@ -118,17 +118,20 @@ async def login(request: web.Request) -> web.StreamResponse:
     # No session yet, so no CSRF token: a cross-site sign-in is stopped by the Origin check.
     if not same_origin(request):
         raise ApiProblem(403, "csrf_refused", "cross-site request refused (Origin does not match)")
-    try:
-        form = await request.post()
-    except ValueError:  # a body that is no form at all
-        return await login_form(request, "send the sign-in form", status=400)
-    principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
     address = client_address(request, state.trust_forwarded)
     try:
+        state.signin.precheck(address)  # a flood is refused before its forms are read
+        try:
+            form = await request.post()
+        except ValueError:  # a body that is no form at all
+            return await login_form(request, "send the sign-in form", status=400)
+        principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
         sid, _session = await state.signin.attempt(
             principal, password, state.kind_of(principal), address, state.clock()
         )
     except SignInRefused as refused:
+        if refused.status in (429, 503):
+            await state.signin.tarpit()
         resp = await login_form(request, str(refused), status=refused.status)
         if refused.retry_after_s is not None:
             resp.headers["Retry-After"] = str(max(1, math.ceil(refused.retry_after_s)))

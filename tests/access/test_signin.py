@@ -33,6 +33,7 @@ GENEROUS = SignInLimits(free_per_account=10_000, free_per_address=10_000)
 
 async def _env(tmp_path: Path, store_path: Path, policy: Policy, **kw: Any) -> AsyncIterator[Env]:
     async for e in start_env(tmp_path, store_path, policy, **kw):
+        e.state.signin.tarpit_s = 0  # refusals answered at once here; test_refusals_are_held covers it
         e.state.web.set_password("alice", PASSWORD)
         e.state.web.set_password("inst1", PASSWORD)
         e.state.web.set_password("sales1", PASSWORD)  # a partner: has a password, may not sign in
@@ -225,6 +226,39 @@ async def test_a_full_queue_is_answered_at_once(env: Env, clients: Callable[[str
     env.state.signin.max_waiting = 0
     status, retry, _ = await clients("127.0.7.1").sign_in("alice", PASSWORD)
     assert (status, retry) == (503, "2")
+
+
+async def test_refusals_are_held_and_known_blocks_skip_the_database(
+    env: Env,
+    clients: Callable[[str], _Client],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A throttled attempt is answered after the tarpit; once refused, an account is refused again by
+    this process without the database (so a flood costs no transaction each), and such refusals are
+    logged as a periodic summary, not line by line."""
+    caplog.set_level(logging.WARNING, logger="access.auth")
+    signin = env.state.signin
+    a = clients("127.0.10.1")
+    for _ in range(5):
+        assert (await a.sign_in("alice", "wrong password!"))[0] == 401
+    signin.tarpit_s = 0.3
+    status, _, took = await a.sign_in("alice", "wrong password!")
+    assert status == 429 and took >= 0.3
+    reserves: list[str] = []
+    real = signin.throttle.reserve
+    monkeypatch.setattr(signin.throttle, "reserve", lambda *a: reserves.append(a[0]) or real(*a))
+    signin.refusals.every_s = 0
+    b = clients("127.0.10.2")
+    assert (await b.sign_in("alice", PASSWORD))[0] == 429  # the account is known to wait, from any address
+    assert reserves == []
+    assert (await b.sign_in("inst1", PASSWORD))[0] == 303  # other accounts still go to the database
+    assert len(reserves) == 1
+    summary = [r.getMessage() for r in caplog.records if "without checking" in r.getMessage()]
+    assert summary and "throttled" in summary[-1] and "127.0.10.2" in summary[-1]
+    signin.max_tarpit = 0  # more held answers than allowed: answered at once
+    status, _, took = await b.sign_in("alice", PASSWORD)
+    assert status == 429 and took < 0.3
 
 
 # -- log --------------------------------------------------------------------------------------------------
