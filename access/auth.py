@@ -171,11 +171,14 @@ INVALID_TOKEN_BURST = 10.0
 INVALID_TOKEN_RATE_PER_S = 0.2
 
 
+Via = Literal["token", "session", "webhook"]  # webhook: the alert sender acting for its installer
+
+
 @dataclass(frozen=True)
 class Caller:
     principal: str
     kind: str
-    via: Literal["token", "session"]
+    via: Via
     purposes: frozenset[str] | None  # a token's purposes; None: whatever the principal registered
     rate_key: str
     csrf: str | None = None

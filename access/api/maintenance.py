@@ -20,7 +20,7 @@ import polars as pl
 from aiohttp import web
 
 from access.alerts import Webhook, WebhookStore, payload, sign
-from access.api import params
+from access.api import models, params
 from access.api.problems import ApiProblem, bad_param
 from access.api.reads import Ask, Decided, decide_categories, read_all, record_served
 from access.api.render import iso, json_response
@@ -147,7 +147,7 @@ async def installer_homes(
     return [statuses[h] for h in order + refused]
 
 
-def problem_json(p: Problem) -> dict[str, object]:
+def problem_json(p: Problem) -> models.AlertProblem:
     return {
         "key": p.key,
         "household": p.household,
@@ -168,19 +168,18 @@ async def alerts(request: web.Request) -> web.Response:
         raise bad_param("purpose", f"alerts serve after-sales maintenance ({MAINTENANCE_PURPOSE})")
     rules: Rules = request.app[RULES]
     homes = await installer_homes(state, caller, rules)
-    return json_response(
-        {
-            "principal": caller.principal,
-            "purpose": purpose,
-            "at": iso(state.now_dt()),
-            "problems": [problem_json(p) for s in homes for p in s.problems],
-            "refused": [
-                {"household": s.household, "reason": s.refusal.reason, "detail": s.refusal.detail}
-                for s in homes
-                if s.refusal is not None
-            ],
-        }
-    )
+    body: models.Alerts = {
+        "principal": caller.principal,
+        "purpose": purpose,
+        "at": iso(state.now_dt()),
+        "problems": [problem_json(p) for s in homes for p in s.problems],
+        "refused": [
+            {"household": s.household, "reason": s.refusal.reason or "", "detail": s.refusal.detail}
+            for s in homes
+            if s.refusal is not None
+        ],
+    }
+    return json_response(body)
 
 
 RULES: web.AppKey[Rules] = web.AppKey("hems_maintenance_rules", Rules)
@@ -229,7 +228,7 @@ async def notify_once(
         if not opened and not cleared:
             continue
         body = payload(
-            hook.principal, iso(state.now_dt()), [problem_json(current[k]) for k in opened], cleared
+            hook.principal, iso(state.now_dt()), [dict(problem_json(current[k])) for k in opened], cleared
         )
         if not await deliver(session, hook, body):
             state.metrics.refusals["webhook_failed"] += 1

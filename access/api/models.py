@@ -7,17 +7,18 @@ constants the parsers use, so the document is exactly as strict as the server.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from access.api.params import PURPOSE_PATTERN
 from access.api.schema import keywords
+from access.auth import Via
 from access.consent import SCOPES
 from pipeline.query import AGGS, QUERYABLE_FIELDS
-from seeds.vocabulary import CATEGORIES, SERIES_CATEGORIES
+from seeds.vocabulary import CATEGORIES, STORED_CATEGORIES
 
 Instant = Annotated[str, keywords(format="date-time")]
 Purpose = Annotated[str, keywords(pattern=f"^{PURPOSE_PATTERN}$")]
-SeriesCategory = Annotated[str, keywords(enum=list(SERIES_CATEGORIES))]
+SeriesCategory = Annotated[str, keywords(enum=list(STORED_CATEGORIES))]
 AnyCategory = Annotated[str, keywords(enum=list(CATEGORIES))]
 FieldName = Annotated[str, keywords(enum=sorted(QUERYABLE_FIELDS))]
 Agg = Annotated[str, keywords(enum=list(AGGS))]
@@ -53,7 +54,7 @@ class Me(TypedDict):
     principal: str
     kind: str
     display_name: str
-    via: Literal["token", "session"]
+    via: Via
     purposes: list[str]
 
 
@@ -184,6 +185,33 @@ class Explanation(TypedDict):
     reason: str
     explanation: str
     clause_ids: list[str]
+
+
+class AlertProblem(TypedDict):
+    """An open problem of an installation (``access.maintenance``)."""
+
+    key: str
+    household: str
+    device: str | None
+    category: str
+    kind: str
+    severity: int
+    since: Instant
+    detail: dict[str, Any]
+
+
+class AlertRefusal(TypedDict):
+    household: str
+    reason: str
+    detail: str
+
+
+class Alerts(TypedDict):
+    principal: str
+    purpose: Purpose
+    at: Instant
+    problems: list[AlertProblem]
+    refused: list[AlertRefusal]
 
 
 # -- request bodies ------------------------------------------------------------------------------------

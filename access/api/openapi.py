@@ -13,6 +13,7 @@ from typing import Any
 
 from access.api import models, params
 from access.api.cursor import PATTERN as CURSOR_PATTERN
+from access.api.maintenance import MAINTENANCE_PURPOSE
 from access.api.params import (
     DEFAULT_LIMIT,
     FORMATS,
@@ -20,16 +21,18 @@ from access.api.params import (
     MAX_LIMIT,
     MAX_PARAM_LEN,
     PURPOSE_PATTERN,
+    RELATIVE_PATTERN,
 )
 from access.api.schema import Schema, schema_of
 from pipeline.query import AGGS, COUNTER_FIELDS, QUERYABLE_FIELDS
-from seeds.vocabulary import ACTIONS, CATEGORIES, SERIES_CATEGORIES
+from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
 
 HOUSEHOLD_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
-# What ``params.instant`` accepts, within reason: an RFC 3339 instant with its zone, years 2000-2200.
+# What ``params.moment`` accepts, within reason: an RFC 3339 instant with its zone, years 2000-2200, or
+# a time before now (-20m, -2h, -7d).
 INSTANT_PATTERN = (
-    r"^(20[0-9]{2}|21[0-9]{2}|2200)-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+    r"^((20[0-9]{2}|21[0-9]{2}|2200)-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    rf"(Z|[+-][0-9]{{2}}:[0-9]{{2}})|{RELATIVE_PATTERN})$"
 )
 KEPT_PATTERN = "^[1-9][0-9]{0,11}:[0-9a-fA-F]{64}$"
 
@@ -86,7 +89,7 @@ def _enum(values: Any) -> Schema:
 
 
 HOUSEHOLD = _p("household", "path", "Opaque household id", _pattern(HOUSEHOLD_PATTERN))
-CATEGORY = _p("category", "path", "Series category", _enum(SERIES_CATEGORIES))
+CATEGORY = _p("category", "path", "Series category", _enum(STORED_CATEGORIES))
 _PURPOSE = _pattern(f"^{PURPOSE_PATTERN}$", example="sps.pv_after_maintenance")
 PURPOSE = _p(
     "purpose", "query", "Declared purpose (or header X-Purpose); must be registered for the token", _PURPOSE
@@ -187,15 +190,15 @@ def document() -> dict[str, Any]:
         },
         "/metrics": {
             "get": _op(
-                "Prometheus metrics (text format 0.0.4)",
+                "Prometheus metrics: to a scraper on this machine, or to an operator's token",
                 [],
                 {
                     "200": {
                         "description": "Metrics",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_problems(c, 401, 403, 429),
                 },
-                auth=False,
             )
         },
         "/api/v1/openapi.json": {
@@ -301,8 +304,18 @@ def document() -> dict[str, Any]:
                         _enum(sorted(COUNTER_FIELDS)),
                         required=True,
                     ),
+                    _p("format", "query", "Representation (or Accept header)", _enum(("json", "csv"))),
                 ],
-                {**_ok(c, "Days", models.Daily), **data},
+                {
+                    "200": {
+                        "description": "Days",
+                        "content": {
+                            "application/json": {"schema": c.of(models.Daily)},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **data,
+                },
             )
         },
         "/api/v1/households/{household}/ledger": {
@@ -365,6 +378,19 @@ def document() -> dict[str, Any]:
                     PURPOSE_HEADER,
                 ],
                 {**_ok(c, "Decision", models.Explanation), **std},
+            )
+        },
+        "/api/v1/alerts": {
+            "get": _op(
+                "Open problems of the caller's installations, worst first (silent devices, collector "
+                "health, faults, low yield, idle battery, stuck counters), each with since-when",
+                [
+                    _p("purpose", "query", "After-sales maintenance", _enum((MAINTENANCE_PURPOSE,))),
+                    _p(
+                        "X-Purpose", "header", "Instead of the query parameter", _enum((MAINTENANCE_PURPOSE,))
+                    ),
+                ],
+                {**_ok(c, "Problems", models.Alerts), **std},
             )
         },
     }

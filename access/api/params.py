@@ -186,14 +186,20 @@ class Window:
     every: timedelta | None
 
 
-_RELATIVE_RE: Final = re.compile(r"^-([1-9][0-9]{0,5})(s|m|h|d)$")
+RELATIVE_PATTERN: Final = r"-[1-9][0-9]{0,5}[smhd]"
+_RELATIVE_RE: Final = re.compile(r"-([1-9][0-9]{0,5})(s|m|h|d)")
+_EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def moment(name: str, value: str, now: datetime) -> datetime:
-    """An ISO 8601 instant, or a time before now: ``-20m``, ``-2h``, ``-7d``."""
-    m = _RELATIVE_RE.match(value)
+    """An ISO 8601 instant, or a time before now: ``-20m``, ``-2h``, ``-7d`` (not before 2000: a
+    larger count would not even be a date)."""
+    m = _RELATIVE_RE.fullmatch(value)
     if m is not None:
-        return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        back = timedelta(seconds=int(m.group(1)) * UNITS[m.group(2)])
+        if back > now - _EARLIEST:
+            raise bad_param(name, f"{name} reaches back before the year 2000")
+        return now - back
     return instant(name, value)
 
 

@@ -58,6 +58,8 @@ async def _series(env: Env, **extra: str) -> tuple[int, dict[str, object]]:
         ({"start": "+999999-01-01T00:00:00+00:00"}, "start"),
         ({"start": "9999-12-31T23:59:59-23:59"}, "start"),
         ({"stop": "NaN"}, "stop"),
+        ({"start": "-999999d"}, "start"),  # 27 centuries back: not a date any more
+        ({"start": "-1d\n"}, "start"),
         ({"purpose": PV + "\n"}, "purpose"),
         ({"fields": "power_w," * 30}, "fields"),
     ],

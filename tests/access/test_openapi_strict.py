@@ -18,7 +18,7 @@ from access.api.problems import ApiProblem
 from access.api.schema import keywords, schema_of
 from access.ledger_anchor import KeptHead
 from pipeline.query import AGGS, COUNTER_FIELDS, QUERYABLE_FIELDS
-from seeds.vocabulary import ACTIONS, CATEGORIES, SERIES_CATEGORIES
+from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
 
 SERIES = "/api/v1/households/{household}/series/{category}"
 
@@ -49,7 +49,7 @@ def _matches(schema: dict[str, Any], value: str) -> bool:
 
 
 def test_enums_are_the_vocabularies() -> None:
-    assert _param(SERIES, "category")["enum"] == list(SERIES_CATEGORIES)
+    assert _param(SERIES, "category")["enum"] == list(STORED_CATEGORIES)
     assert _param(SERIES, "agg")["enum"] == list(AGGS)
     assert _param(SERIES, "format")["enum"] == list(params.FORMATS)
     assert set(_param("/api/v1/households/{household}/daily/{category}", "field")["enum"]) == COUNTER_FIELDS
