@@ -110,6 +110,7 @@ STOP = _p(
 EVERY = _p(
     "every", "query", "Resolution: <n>s|m|h|d (1s..31d) or 'raw'", _pattern(_every_pattern(), example="1h")
 )
+WINDOWED = (CATEGORY, PURPOSE, PURPOSE_HEADER, START, STOP, EVERY)  # what every data read takes
 AGG = _p("agg", "query", "Aggregation per window", _enum(AGGS))
 FIELDS = _p(
     "fields",
@@ -152,7 +153,11 @@ def _problems(c: _Components, *codes: int) -> dict[str, Any]:
 
 
 def _ok(c: _Components, desc: str, model: object, status: str = "200") -> dict[str, Any]:
-    return {status: {"description": desc, "content": {"application/json": {"schema": c.of(model)}}}}
+    return _ok_as(desc, "application/json", c.of(model), status)
+
+
+def _ok_as(desc: str, media_type: str, schema: Schema, status: str = "200") -> dict[str, Any]:
+    return {status: {"description": desc, "content": {media_type: {"schema": schema}}}}
 
 
 def _op(
@@ -192,25 +197,14 @@ def document() -> dict[str, Any]:
             "get": _op(
                 "Prometheus metrics: to a scraper on this machine, or to an operator's token",
                 [],
-                {
-                    "200": {
-                        "description": "Metrics",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    **_problems(c, 401, 403, 429),
-                },
+                {**_ok_as("Metrics", "text/plain", {"type": "string"}), **_problems(c, 401, 403, 429)},
             )
         },
         "/api/v1/openapi.json": {
             "get": _op(
                 "This document",
                 [],
-                {
-                    "200": {
-                        "description": "OpenAPI 3.1",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
+                _ok_as("OpenAPI 3.1", "application/json", {"type": "object"}),
                 auth=False,
             )
         },
@@ -218,12 +212,7 @@ def document() -> dict[str, Any]:
             "get": _op(
                 "This document for people (Swagger UI, served from here)",
                 [],
-                {
-                    "200": {
-                        "description": "HTML page",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
+                _ok_as("HTML page", "text/html", {"type": "string"}),
                 auth=False,
             )
         },
@@ -245,12 +234,7 @@ def document() -> dict[str, Any]:
                 "One household's series over a time range (action read)",
                 [
                     HOUSEHOLD,
-                    CATEGORY,
-                    PURPOSE,
-                    PURPOSE_HEADER,
-                    START,
-                    STOP,
-                    EVERY,
+                    *WINDOWED,
                     AGG,
                     FIELDS,
                     _p("format", "query", "Representation (or Accept header)", _enum(FORMATS)),
@@ -291,12 +275,7 @@ def document() -> dict[str, Any]:
                 "Per local-day increase of a cumulative field (Asia/Tokyo days)",
                 [
                     HOUSEHOLD,
-                    CATEGORY,
-                    PURPOSE,
-                    PURPOSE_HEADER,
-                    START,
-                    STOP,
-                    EVERY,
+                    *WINDOWED,
                     _p(
                         "field",
                         "query",
@@ -363,7 +342,7 @@ def document() -> dict[str, Any]:
             "get": _op(
                 "Fleet statistics (action read_stats): no household ids; windows with fewer households "
                 "than the granting clause's minimum are suppressed",
-                [CATEGORY, PURPOSE, PURPOSE_HEADER, START, STOP, EVERY, AGG, FIELDS],
+                [*WINDOWED, AGG, FIELDS],
                 {**_ok(c, "Aggregates", models.Stats), **data},
             )
         },
