@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from devices.errors import DeviceError
-from devices.home import EmulatedHome, UnknownDeviceError, address_for, household_id_for
+from devices.home import MODBUS_DEVICE_IDS, EmulatedHome, UnknownDeviceError, address_for, household_id_for
+from devices.profile import Plan
 from devices.state import Faults
 from devices.sunspec.server import DEFAULT_MODBUS_PORT
 
@@ -28,6 +29,13 @@ class UnknownHouseholdError(DeviceError, KeyError):
 
 class FleetError(DeviceError, RuntimeError):
     """The fleet cannot start (bad parameters, address in use, ...)."""
+
+
+def known_device_ids() -> frozenset[str]:
+    """Every device id an emulated home may have (ECHONET Lite objects and Modbus units)."""
+    from devices.echonet.classes import DEVICE_KINDS
+
+    return frozenset(DEVICE_KINDS) | MODBUS_DEVICE_IDS
 
 
 def _frozen() -> float:
@@ -67,6 +75,7 @@ class Fleet:
         echonet_options: dict[str, Any] | None = None,
         modbus_options: dict[str, Any] | None = None,
         household_factory: Callable[[str, int, Any], Any] | None = None,
+        profiles: Plan | None = None,
     ) -> None:
         if not isinstance(homes, int) or homes < 1:
             raise FleetError(f"homes must be a positive integer, got {homes!r}")
@@ -93,6 +102,12 @@ class Fleet:
         factory = household_factory or _default_household_factory
         self.homes: list[EmulatedHome] = []
         for i in range(homes):
+            chosen = dict(profiles(i)) if profiles is not None else {}
+            unknown = set(chosen) - known_device_ids()
+            if unknown:
+                raise FleetError(
+                    f"profiles for unknown devices {sorted(unknown)}; known: {sorted(known_device_ids())}"
+                )
             hid = household_id_for(seed, i)
             self.homes.append(
                 EmulatedHome(
@@ -103,6 +118,7 @@ class Fleet:
                     echonet=echonet,
                     echonet_options=dict(echonet_options or {}),
                     modbus_options=dict(modbus_options or {}),
+                    profiles=chosen,
                 )
             )
         self._by_id = {h.household_id: h for h in self.homes}

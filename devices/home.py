@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from devices.errors import DeviceError
+from devices.profile import STANDARD, Profile
 from devices.state import Faults, HomeState
 from devices.sunspec.server import MODBUS_DEVICES, SunSpecHomeServer
 from protocols.echonet.frame import PORT as ECHONET_PORT
@@ -52,6 +53,7 @@ class EmulatedHome:
     echonet_options: dict[str, Any] = field(default_factory=dict)
     modbus_options: dict[str, Any] = field(default_factory=dict)  # SunSpecHomeServer keywords (devices)
     faults: dict[str, Faults] = field(default_factory=dict)
+    profiles: dict[str, Profile] = field(default_factory=dict)  # device id -> profile (else standard)
     modbus_server: SunSpecHomeServer | None = field(default=None, init=False)
     echonet_node: Any = field(default=None, init=False)
 
@@ -63,18 +65,39 @@ class EmulatedHome:
                 self.faults,
                 self.address,
                 self.modbus_port,
+                profiles=self.profiles,
                 **self.modbus_options,
             )
         if self.echonet:
             from devices.echonet.home import build_home_node
 
             self.echonet_node = build_home_node(
-                self.address, self.household, self.faults, port=self.echonet_port, **self.echonet_options
+                self.address,
+                self.household,
+                self.faults,
+                port=self.echonet_port,
+                profiles=self.profiles,
+                **self.echonet_options,
             )
+        # a fleet-wide plan may name devices of a protocol this home does not run
+        self.profiles = {device: p for device, p in self.profiles.items() if device in self.faults}
 
     @property
     def household_id(self) -> str:
         return self.household.household_id
+
+    def profile(self, device: str) -> Profile:
+        self.device_faults(device)  # the device exists
+        return self.profiles.get(device, STANDARD)
+
+    def set_profile(self, device: str, profile: Profile) -> None:
+        """Make one device behave as ``profile`` from its next answer on (the manifest follows)."""
+        self.device_faults(device)
+        self.profiles[device] = profile
+        if self.modbus_server is not None and device in self.modbus_server.devices:
+            self.modbus_server.set_profile(device, profile)
+        elif self.echonet_node is not None:
+            self.echonet_node.by_device[device].set_profile(profile)
 
     def device_faults(self, device: str) -> Faults:
         try:
@@ -111,14 +134,22 @@ class EmulatedHome:
         return entry
 
 
-def _echonet_objects(node: Any) -> list[dict[str, str]]:
-    """The node's device objects as the manifest lists them (EOJ as 6 upper-case hex digits)."""
+def _echonet_objects(node: Any) -> list[dict[str, object]]:
+    """The node's device objects as the manifest lists them (EOJ as 6 upper-case hex digits), with the
+    profile of each that is not a standard device."""
     from devices.echonet.classes import DEVICE_KINDS
 
-    return [
-        {"device": o.device, "eoj": o.eoj.hex().upper(), "category": DEVICE_KINDS[o.device].category}
-        for o in node.objects
-    ]
+    objects: list[dict[str, object]] = []
+    for o in node.objects:
+        entry: dict[str, object] = {
+            "device": o.device,
+            "eoj": o.eoj.hex().upper(),
+            "category": DEVICE_KINDS[o.device].category,
+        }
+        if o.profile != STANDARD:
+            entry["profile"] = o.profile.to_json()
+        objects.append(entry)
+    return objects
 
 
 MODBUS_DEVICE_IDS: frozenset[str] = frozenset(s.device for s in MODBUS_DEVICES)

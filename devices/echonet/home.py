@@ -11,6 +11,7 @@
   stored back into the dict, so the caller can switch faults later through the same dict.
 - ``settings``: ``{device_id: {name: value}}`` overrides, e.g. ``{"smart_meter": {"coefficient": 1,
   "unit": 0x01, "digits": 6, "import_offset_wh": 9.99e7}}``.
+- ``profiles``: ``{device_id: Profile}``, how each device behaves (``devices.profile``).
 - Device ids and EOJs: one object per registered class (``protocols.echonet.classes``), instance 1:
   smart_meter 028801, solar 027901, battery 027D01, water_meter 028101, gas_meter 028201, fuel_cell
   027C01, ev_charger 027E01 (the node's ``objects`` list them).
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from devices.echonet.classes import DEVICE_KINDS
 from devices.echonet.node import EchonetNode, EchonetObject
 from devices.errors import DeviceSettingsError
+from devices.profile import STANDARD, Profile
 from devices.state import Faults, HomeState
 from protocols.echonet.frame import PORT
 
@@ -45,6 +47,7 @@ def _equipment_settings(equipment: Any) -> dict[str, dict[str, float]]:
 
     put("solar", "rated_w", "pv_kw", 1000.0)
     put("battery", "capacity_wh", "battery_kwh", 1000.0)
+    put("battery", "rated_w", "battery_max_w")
     put("fuel_cell", "rated_w", "fuelcell_w")
     put("ev_charger", "vehicle_wh", "ev_battery_kwh", 1000.0)
     put("ev_charger", "charger_w", "ev_charger_w")
@@ -61,6 +64,7 @@ def build_home_node(
     *,
     announce_interval_s: float | None = 10.0,
     multicast: bool = True,
+    profiles: Mapping[str, Profile] | None = None,
 ) -> EchonetNode:
     """The home's node with an object of every registered class; ``await node.start()`` it."""
     household_id = str(getattr(household, "household_id", address))
@@ -84,6 +88,7 @@ def build_home_node(
                 faults,
                 dict(merged.get(device, {})),
                 household_id,
+                (profiles or {}).get(device, STANDARD),
             )
         )
     return EchonetNode(

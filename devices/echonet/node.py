@@ -3,9 +3,13 @@
 Behaviour follows the protocol reference §1.3, the way real nodes behave as far as a collector can tell:
 Get -> Get_Res, or Get_SNA listing every asked EPC (PDC = 0 where unreadable); SetC -> Set_Res / SetC_SNA;
 SetI silent unless it fails; INF_REQ -> INF unicast to the asker with its TID; a DEOJ the node does not hold
-gets no answer at all.  Announced properties (the 0x9D map) are multicast as INF when they change and
-sent as INFC to controllers that talked to the node recently.  Malformed datagrams are counted and
-dropped: a datagram can never take the server down.
+gets no answer at all.  Every answer goes to the asker's address at the ECHONET Lite port (3610, the
+node's own ``port``), not to the port the request came from: the protocol fixes the port for both sides,
+and a controller that sends from another port (KAIT's sends from 23610) listens on 3610.  Announced
+properties (the 0x9D map) are multicast as INF when they change and sent as INFC to controllers that
+talked to the node recently.  Malformed datagrams are counted and dropped: a datagram can never take the
+server down.  Each object may have a profile (``devices.profile``): a per-Get limit, slow answers,
+lifted counters, a clock of its own.
 
 Multicast requests (discovery) arrive on one process-wide ``MulticastResponder`` socket and are handed to
 every registered node, which answers by unicast from its own socket, so the reply's source address is
@@ -29,6 +33,7 @@ from typing import Any, ClassVar
 
 from devices.echonet.table import NODE_PROFILE_CLASS, DeviceClass, DeviceContext, identification
 from devices.errors import DeviceSettingsError
+from devices.profile import STANDARD, Profile
 from devices.state import Faults, HomeState
 from protocols.echonet.frame import (
     EOJ,
@@ -77,8 +82,12 @@ class EchonetObject:
     faults: Faults = field(default_factory=Faults)
     settings: dict[str, float] = field(default_factory=dict)
     node_id: str = ""
+    profile: Profile = STANDARD
     ctx: DeviceContext = field(init=False)
     eoj_bytes: bytes = field(init=False)
+    _profile_since: datetime | None = field(init=False, default=None)
+    _profile_in: HomeState | None = field(init=False, default=None)  # the last state the profile saw
+    _profile_out: HomeState | None = field(init=False, default=None)  # and what it made of it
     _cache_state: HomeState | None = field(init=False, default=None)
     _cache: dict[int, bytes | None] = field(init=False, default_factory=dict)
     _announced: dict[int, bytes | None] | None = field(init=False, default=None)
@@ -92,9 +101,20 @@ class EchonetObject:
         merged = {**self.cls.defaults, **self.settings}
         self.ctx = DeviceContext(merged, self.cls.initial_values(), identification(self.node_id, self.eoj))
 
+    def set_profile(self, profile: Profile) -> None:
+        """From now on behave as ``profile`` says (its clock drift runs from the next state seen)."""
+        self.profile = profile
+        self._profile_since = self._profile_in = self._profile_out = self._cache_state = None
+
     def view(self) -> HomeState:
         """The state as this device reports it right now (one physics call per request)."""
         st = self.faults.view(self.state())
+        if self.profile.changes_state:
+            if st is not self._profile_in:
+                if self._profile_since is None:
+                    self._profile_since = st.ts
+                self._profile_in, self._profile_out = st, self.profile.view(st, self._profile_since)
+            st = self._profile_out  # type: ignore[assignment]
         if st is not self._cache_state:
             self._cache_state = st
             self._cache.clear()
@@ -135,13 +155,15 @@ class EchonetObject:
 
     def answer_get_raw(self, tid: bytes, seoj: bytes, epcs: bytes, ok_esv: int, sna_esv: int) -> bytes:
         """Get_Res/Get_SNA (or INF/INF_SNA) bytes for ``epcs``, built directly: the hot path of every
-        poll.  Every asked EPC is listed in order; unreadable ones with PDC 0."""
+        poll.  Every asked EPC is listed in order; unreadable ones with PDC 0, and so is every one past
+        the profile's per-request limit (``max_epcs``)."""
         st = self.view()
         read = self.read
         parts = [b""]
         ok = bool(epcs)
-        for epc in epcs:
-            edt = read(st, epc)
+        limit = self.profile.max_epcs
+        for i, epc in enumerate(epcs):
+            edt = None if limit is not None and i >= limit else read(st, epc)
             if edt is None:
                 ok = False
                 parts.append(bytes((epc, 0)))
@@ -316,7 +338,6 @@ class EchonetNode:
                 self.stats.ignored += 1
                 return
             self._remember_controller(addr, data[4:7])
-            transport = self._transport
             epcs = data[12::2]
             for obj in targets:
                 faults = obj.faults
@@ -324,9 +345,7 @@ class EchonetNode:
                     self.stats.dropped += 1
                     continue
                 reply = obj.answer_get_raw(data[2:4], data[4:7], epcs, _GET_RES, _GET_SNA)
-                if transport is not None:
-                    transport.sendto(_mangle(faults, reply), addr)
-                    self.stats.replies += 1
+                self._reply(obj, _mangle(faults, reply), addr)
             return
         try:
             frame = decode(data)
@@ -357,17 +376,29 @@ class EchonetNode:
             self.stats.ignored += 1  # real nodes stay silent for objects they do not hold
             return
         self._remember_controller(addr, bytes(frame.seoj))
-        transport = self._transport
         for obj in targets:
             if obj.faults.no_reply:
                 self.stats.dropped += 1
                 continue
             reply, changed = self._serve(obj, frame)
-            if reply is not None and transport is not None:
-                transport.sendto(_mangle(obj.faults, reply), addr)
-                self.stats.replies += 1
+            if reply is not None:
+                self._reply(obj, _mangle(obj.faults, reply), addr)
             if changed:  # the answer first, then the notifications it caused
                 self._announce_now(obj, changed)
+
+    def _reply(self, obj: EchonetObject, data: bytes, asker: tuple[str | Any, int]) -> None:
+        """Answer at the asker's address on the ECHONET Lite port, after the profile's delay."""
+        destination = (asker[0], self.port)
+        delay = obj.profile.delay_s
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._send_reply, data, destination)
+        else:
+            self._send_reply(data, destination)
+
+    def _send_reply(self, data: bytes, destination: tuple[str, int]) -> None:
+        if self._transport is not None:  # a delayed answer may find the node stopped
+            self._transport.sendto(data, destination)
+            self.stats.replies += 1
 
     def _serve(self, obj: EchonetObject, frame: Frame) -> tuple[bytes | None, list[int]]:
         """The reply (None: none is due) and the announced EPCs a Set changed."""
@@ -396,10 +427,12 @@ class EchonetNode:
         return encode(Frame(frame.tid, obj.eoj, frame.seoj, res, tuple(out), set_list)), changed
 
     def _remember_controller(self, addr: tuple[str | Any, int], seoj: bytes) -> None:
+        """Notifications go where answers go: the controller's address, the ECHONET Lite port."""
         controllers = self._controllers
-        if addr not in controllers and len(controllers) >= _MAX_CONTROLLERS:
+        key = (str(addr[0]), self.port)
+        if key not in controllers and len(controllers) >= _MAX_CONTROLLERS:
             del controllers[min(controllers, key=lambda a: controllers[a][1])]
-        controllers[addr] = (seoj, time.monotonic())
+        controllers[key] = (seoj, time.monotonic())
 
     # --- announcements ---------------------------------------------------------------------------
 

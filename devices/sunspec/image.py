@@ -7,10 +7,17 @@ equal to the household's value of that field (``devices.measurements``), so a ne
 is served with no code here.  What goes beyond one field per point (nameplate figures, phase currents,
 an inverter's operating state) is the device's ``extras``, keyed by its device id.
 
+The installation is a Japanese home's: single-phase three-wire, 100 V from each line to neutral and
+200 V between the lines (lines A and B; SunSpec's split-phase models 102/202, or 112/212 in float
+mode).  A load or a PV inverter across the lines draws the same current on both, P / 200 V, which is
+what the ECHONET Lite smart meter reports for its R and T lines (0xE8): both protocols give one home
+the same currents.
+
 Sign conventions (stated here because vendors differ, see protocols.md §3.3):
-- model 103 ``W``: AC output of the PV inverter, >= 0.
-- model 203 ``W`` (and ``WphA..C``): grid power at the connection point, **+ = import**, - = export.
-  ``TotWhImp`` / ``TotWhExp`` are the household's grid import / export counters.
+- inverter ``W``: AC output of the PV inverter, >= 0.
+- meter ``W`` (and ``WphA``/``WphB``): grid power at the connection point, **+ = import**, - = export,
+  and the line currents carry the same sign.  ``TotWhImp`` / ``TotWhExp`` are the household's grid
+  import / export counters.
 - model 802 ``W`` and ``A``: battery power and current, **+ = charging**, - = discharging (the same
   sign as ``HomeState.battery_w``; the emulator has no conversion losses, so DC power equals AC power).
 """
@@ -26,6 +33,7 @@ from devices.state import HomeState
 from protocols.sunspec.models import MODELS, model_addresses
 from protocols.sunspec.models.battery import BATTERY_EVT1_OTHER_ALARM, BATTERY_STATE, BATTERY_TYPE_LITHIUM_ION
 from protocols.sunspec.models.inverter import INVERTER_EVT1_GROUND_FAULT, INVERTER_ST
+from protocols.sunspec.models.nameplate import DER_TYPE_PV
 from protocols.sunspec.models.storage import CHA_ST
 from protocols.sunspec.points import BASE_ADDRESS, END_MODEL_ID, SUNS_MARKER, Point, encode, not_implemented
 
@@ -74,9 +82,10 @@ class Ratings:
         )
 
 
-# Electrical constants of the emulated installation: a 200 V three-phase wye (115.5 V to neutral).
-_PHASE_V = 115.5
+# Electrical constants of the emulated installation: single-phase three-wire, 100/200 V.
+_PHASE_V = 100.0
 _LINE_V = 200.0
+_LINES = "AB"
 _DC_V = 380.0  # PV string voltage
 _BATTERY_NOMINAL_V = 51.2
 _INVERTER_EFFICIENCY = 0.97
@@ -220,35 +229,54 @@ def _model(regs: RegisterMap, category: str) -> int:
     return next(m for m in regs.model_ids if MODELS[m].category == category and not MODELS[m].fallback)
 
 
-def _phase_split(total: float) -> tuple[int, int, int]:
-    """Three integer shares summing exactly to round(total), so per-phase W adds up to total W."""
+def _line_split(total: float) -> tuple[int, int]:
+    """Two integer shares (lines A and B) summing exactly to round(total), so per-line W adds up."""
     whole = round(total)
-    a = round(whole / 3)
-    b = round(whole / 3)
-    return a, b, whole - a - b
+    a = round(whole / 2)
+    return a, whole - a
+
+
+def _line_amps(watts: float) -> float:
+    """The current on each line of a load (or source) across the two lines: P / 200 V."""
+    return watts / _LINE_V
+
+
+def _nameplate(regs: RegisterMap, ratings: Ratings) -> None:
+    """Model 120: a PV inverter of the home's PV size, single-phase three-wire."""
+    if 120 not in regs.model_ids:
+        return
+    rated_w = ratings.pv_kw * 1000.0
+    regs.set_static(120, "DERTyp", DER_TYPE_PV)
+    regs.set_static(120, "WRtg", rated_w)
+    regs.set_static(120, "VARtg", rated_w)
+    for q, sign in zip("1234", (1, 1, -1, -1), strict=True):
+        regs.set_static(120, f"VArRtgQ{q}", sign * rated_w * 0.44)  # PF 0.9 at rated power
+        regs.set_static(120, f"PFRtgQ{q}", sign * 0.9)
+    regs.set_static(120, "ARtg", _line_amps(rated_w))
 
 
 def _inverter(regs: RegisterMap, ratings: Ratings) -> Updater:
-    """Three-phase PV inverter: phase currents and voltages, DC side, cabinet temperature, state."""
+    """Split-phase PV inverter across lines A and B: line currents and voltages, DC side, cabinet
+    temperature, state; its nameplate (model 120) where the device lists it."""
     m = _model(regs, "pv")
-    for name, volts in (("PPVphAB", _LINE_V), ("PPVphBC", _LINE_V), ("PPVphCA", _LINE_V)):
-        regs.set_static(m, name, volts)
-    for ph in "ABC":
+    _nameplate(regs, ratings)
+    regs.set_static(m, "PPVphAB", _LINE_V)
+    for ph in _LINES:
         regs.set_static(m, f"PhVph{ph}", _PHASE_V)
     regs.set_static(m, "Evt2", 0)
-    s = {n: regs.slot(m, n) for n in ("A", "AphA", "AphB", "AphC", "Hz", "DCA", "DCV", "DCW")}
+    s = {n: regs.slot(m, n) for n in ("A", "AphA", "AphB", "Hz", "DCA", "DCV", "DCW")}
     s |= {n: regs.slot(m, n) for n in ("TmpCab", "St", "Evt1")}
     write = RegisterMap.write
 
     def update(r: list[int], st: HomeState) -> None:
         watts = max(0.0, st.pv_w)
-        phase_a = watts / 3 / _PHASE_V
-        for name in ("AphA", "AphB", "AphC"):
-            write(r, s[name], phase_a * s[name].scale)
-        write(r, s["A"], 3 * phase_a * s["A"].scale)
+        line_a = _line_amps(watts)
+        for ph in _LINES:
+            write(r, s[f"Aph{ph}"], line_a * s[f"Aph{ph}"].scale)
+        write(r, s["A"], 2 * line_a * s["A"].scale)
         write(r, s["Hz"], ratings.grid_hz * s["Hz"].scale)
         dc_w = watts / _INVERTER_EFFICIENCY
-        write(r, s["DCW"], dc_w)
+        write(r, s["DCW"], dc_w * s["DCW"].scale)
         write(r, s["DCV"], (_DC_V if watts > 0 else 0.0) * s["DCV"].scale)
         write(r, s["DCA"], (dc_w / _DC_V) * s["DCA"].scale)
         write(r, s["TmpCab"], (25.0 + 15.0 * watts / max(ratings.pv_kw * 1000, 1.0)) * s["TmpCab"].scale)
@@ -265,27 +293,26 @@ def _inverter(regs: RegisterMap, ratings: Ratings) -> Updater:
 
 
 def _meter(regs: RegisterMap, ratings: Ratings) -> Updater:
-    """Grid connection-point meter: voltages, frequency, power and current per phase."""
+    """Grid connection-point meter of a single-phase three-wire service: voltages, frequency, and the
+    power and current of lines A and B."""
     m = _model(regs, "electricity")
+    model = MODELS[m]
     regs.set_static(m, "PhV", _PHASE_V)
     regs.set_static(m, "PPV", _LINE_V)
-    for ph in "ABC":
+    for ph in _LINES:
         regs.set_static(m, f"PhVph{ph}", _PHASE_V)
-    for pair in ("AB", "BC", "CA"):
-        regs.set_static(m, f"PhVph{pair}" if m != 201 else f"PPVph{pair}", _LINE_V)
+    line_to_line = "PhVphAB" if "PhVphAB" in {p.name for p in model.points} else "PPVphAB"
+    regs.set_static(m, line_to_line, _LINE_V)
     regs.set_static(m, "Hz", ratings.grid_hz)
     regs.set_static(m, "Evt", 0)
-    s = {n: regs.slot(m, n) for n in ("A", "AphA", "AphB", "AphC", "WphA", "WphB", "WphC")}
+    s = {n: regs.slot(m, n) for n in ("A", "AphA", "AphB", "WphA", "WphB")}
     write = RegisterMap.write
 
     def update(r: list[int], st: HomeState) -> None:
-        amps_total = 0.0
-        for ph, share in zip("ABC", _phase_split(st.grid_w), strict=True):
-            write(r, s[f"Wph{ph}"], share)
-            amps = share / _PHASE_V
-            amps_total += amps
-            write(r, s[f"Aph{ph}"], amps * s[f"Aph{ph}"].scale)
-        write(r, s["A"], amps_total * s["A"].scale)
+        for ph, share in zip(_LINES, _line_split(st.grid_w), strict=True):
+            write(r, s[f"Wph{ph}"], share * s[f"Wph{ph}"].scale)
+            write(r, s[f"Aph{ph}"], _line_amps(st.grid_w) * s[f"Aph{ph}"].scale)
+        write(r, s["A"], 2 * _line_amps(st.grid_w) * s["A"].scale)
 
     return update
 
@@ -347,4 +374,4 @@ def _storage(regs: RegisterMap, ratings: Ratings) -> Updater:
 
 
 _EXTRAS: dict[str, Extras] = {"inverter": _inverter, "meter": _meter, "storage": _storage}
-_MODEL_NAMES = {"inverter": "PV-3P", "meter": "Meter-3P", "storage": "Battery-LI"}
+_MODEL_NAMES = {"inverter": "PV-1P3W", "meter": "Meter-1P3W", "storage": "Battery-LI"}

@@ -26,16 +26,21 @@ Faults (per unit id, from ``devices.state.Faults``), and how each one shows up o
 A unit id other than 1-3 is answered with exception 0x0B (gateway target device failed to respond).
 Writes (FC 6/16) are refused with exception 2: the emulator is read-only, it takes no remote control.
 The byte-level faults use pymodbus' ``trace_packet`` hook, which sees every outgoing frame before it is
-written.  Not produced: a reply with a wrong transaction id or unit id, or a delayed-but-valid reply
-(pymodbus answers from whole PDUs and offers no per-request delay hook short of blocking the action);
-Modbus TCP has no CRC, so there is no checksum fault to emulate.  A plausible-but-wrong value inside a
-valid frame is what ``stuck`` and counter resets model.
+written.  Not produced: a reply with a wrong transaction id or unit id; Modbus TCP has no CRC, so there
+is no checksum fault to emulate.  A plausible-but-wrong value inside a valid frame is what ``stuck`` and
+counter resets model.
+
+Profiles (per unit id, ``devices.profile``): ``float_models`` serves the float32 twins of the inverter and
+meter models (112 for 102, 212 for 202; a change at run time moves the map, as a firmware switch would),
+``delay_s`` holds each answer back (the action callback is awaited before pymodbus reads the registers),
+``counter_offset`` lifts the counters.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from pymodbus.constants import ExcCodes
@@ -45,8 +50,10 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from common.logs import quiet_pymodbus
+from devices.profile import STANDARD, Profile
 from devices.state import Faults, HomeState
-from devices.sunspec.image import ModbusDeviceSpec, Ratings, RegisterMap, Updater, build_device
+from devices.sunspec.image import ModbusDeviceSpec, Ratings, RegisterMap, build_device
+from protocols.sunspec.models import MODELS, chain_length
 from protocols.sunspec.points import BASE_ADDRESS
 
 MODBUS_EXCEPTION_CODES: frozenset[int] = frozenset(int(c) for c in ExcCodes)
@@ -64,10 +71,21 @@ class StateSource(Protocol):
 
 
 MODBUS_DEVICES: tuple[ModbusDeviceSpec, ...] = (
-    ModbusDeviceSpec("inverter", 1, (1, 103), "pv"),
-    ModbusDeviceSpec("meter", 2, (1, 203), "electricity"),
+    ModbusDeviceSpec("inverter", 1, (1, 102, 120), "pv"),
+    ModbusDeviceSpec("meter", 2, (1, 202), "electricity"),
     ModbusDeviceSpec("storage", 3, (1, 124, 802), "battery"),
 )
+
+
+def served(spec: ModbusDeviceSpec, profile: Profile) -> ModbusDeviceSpec:
+    """The device as a unit of ``profile`` shows it: in float mode each model that has a float32 twin
+    is replaced by it."""
+    if not profile.float_models:
+        return spec
+    twins = {m.float_of: m.id for m in MODELS.values() if m.float_of is not None}
+    return ModbusDeviceSpec(
+        spec.device, spec.unit_id, tuple(twins.get(m, m) for m in spec.models), spec.category
+    )
 
 
 # --- server --------------------------------------------------------------------------------------
@@ -81,17 +99,34 @@ class _Device:
         spec: ModbusDeviceSpec,
         household: StateSource,
         faults: Faults,
-        updater: Updater,
-        image: list[int],
+        household_id: str,
+        ratings: Ratings,
+        profile: Profile = STANDARD,
     ) -> None:
-        self.spec = spec
+        self.base_spec = spec
         self.household = household
         self.faults = faults
-        self.updater = updater
-        self.image = image  # static registers, copied into pymodbus' store on the first read
-        self.loaded = False
-        self.last_view: HomeState | None = None
+        self.household_id = household_id
+        self.ratings = ratings
         self.reads = 0
+        # registers pymodbus keeps for this unit: room for the integer and the float map alike
+        self.size = max(
+            chain_length(spec.models), chain_length(served(spec, Profile(float_models=True)).models)
+        )
+        self.set_profile(profile)
+
+    def set_profile(self, profile: Profile) -> None:
+        """Behave as ``profile`` from the next request on (a new map is loaded then, if it moved)."""
+        spec = served(self.base_spec, profile)
+        if not hasattr(self, "spec") or spec != self.spec:
+            self.spec = spec
+            self.map, self.updater = build_device(spec, self.household_id, self.ratings)
+            self.image = self.map.registers  # static registers, copied into pymodbus' store on a read
+            self.loaded = False
+        self.profile = profile
+        self.profile_since: datetime | None = None
+        self.last_raw: HomeState | None = None
+        self.last_view: HomeState | None = None
 
     async def action(
         self,
@@ -106,12 +141,22 @@ class _Device:
         if code is not None:
             return ExcCodes(code) if code in MODBUS_EXCEPTION_CODES else ExcCodes.DEVICE_FAILURE
         self.reads += 1
+        profile = self.profile
+        if profile.delay_s > 0:
+            await asyncio.sleep(profile.delay_s)  # pymodbus reads the registers once this returns
         if not self.loaded:
             # pymodbus builds a store from per-value SimData slowly (~15 ms a home); an all-zero block
             # filled here on first use keeps 1,000 homes starting in seconds.
-            registers[: len(self.image)] = self.image
+            registers[: self.size] = self.image + [0] * (self.size - len(self.image))
             self.loaded = True
+            self.last_view = None
         view = self.faults.view(self.household.state())
+        if profile.changes_state:
+            if view is not self.last_raw:
+                self.profile_since = self.profile_since or view.ts
+                self.last_raw = view
+                self.updater(registers, profile.view(view, self.profile_since))
+            return None
         if view is not self.last_view:
             self.updater(registers, view)
             self.last_view = view
@@ -164,24 +209,34 @@ class SunSpecHomeServer:
         port: int = DEFAULT_MODBUS_PORT,
         ratings: Ratings | None = None,
         devices: Sequence[ModbusDeviceSpec] = MODBUS_DEVICES,
+        profiles: Mapping[str, Profile] | None = None,
     ) -> None:
         self.household_id = household_id
         self.address = address
         self.requested_port = port
         self.ratings = ratings or Ratings.from_equipment(getattr(household, "equipment", None))
         self.devices: dict[str, _Device] = {}
-        self.maps: dict[str, RegisterMap] = {}
         self._by_unit: dict[int, _Device] = {}
-        self.specs = tuple(devices)
-        for spec in self.specs:
+        for spec in devices:
             faults = faults_by_device.setdefault(spec.device, Faults())
-            regs, updater = build_device(spec, household_id, self.ratings)
-            device = _Device(spec, household, faults, updater, regs.registers)
+            profile = (profiles or {}).get(spec.device, STANDARD)
+            device = _Device(spec, household, faults, household_id, self.ratings, profile)
             self.devices[spec.device] = device
-            self.maps[spec.device] = regs
             self._by_unit[spec.unit_id] = device
         self._server: ModbusTcpServer | None = None
         self.port: int | None = None
+
+    @property
+    def specs(self) -> tuple[ModbusDeviceSpec, ...]:
+        """Each unit as it shows itself now (its models follow its profile)."""
+        return tuple(dev.spec for dev in self.devices.values())
+
+    @property
+    def maps(self) -> dict[str, RegisterMap]:
+        return {name: dev.map for name, dev in self.devices.items()}
+
+    def set_profile(self, device: str, profile: Profile) -> None:
+        self.devices[device].set_profile(profile)
 
     def _sim_devices(self) -> list[SimDevice]:
         return [
@@ -190,7 +245,7 @@ class SunSpecHomeServer:
                 simdata=[
                     SimData(
                         address=BASE_ADDRESS,
-                        count=len(self.maps[name].registers),
+                        count=dev.size,
                         values=0,
                         datatype=DataType.REGISTERS,
                         readonly=True,  # no remote control: writes get exception 2
@@ -198,7 +253,7 @@ class SunSpecHomeServer:
                 ],
                 action=dev.action,
             )
-            for name, dev in self.devices.items()
+            for dev in self.devices.values()
         ]
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
@@ -244,13 +299,19 @@ class SunSpecHomeServer:
             await asyncio.wait_for(listener.wait_closed(), 5)
 
     def manifest_entry(self) -> dict[str, object]:
-        return {
-            "port": self.port if self.port is not None else self.requested_port,
-            "devices": [
-                {"device": s.device, "unit_id": s.unit_id, "models": list(s.models), "category": s.category}
-                for s in self.specs
-            ],
-        }
+        devices: list[dict[str, object]] = []
+        for dev in self.devices.values():
+            s = dev.spec
+            entry: dict[str, object] = {
+                "device": s.device,
+                "unit_id": s.unit_id,
+                "models": list(s.models),
+                "category": s.category,
+            }
+            if dev.profile != STANDARD:
+                entry["profile"] = dev.profile.to_json()
+            devices.append(entry)
+        return {"port": self.port if self.port is not None else self.requested_port, "devices": devices}
 
 
 def _bound_port(server: ModbusTcpServer) -> int | None:

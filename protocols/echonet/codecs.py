@@ -42,9 +42,12 @@ METER_UNIT_KWH: dict[int, float] = {
 }
 # Water meter unit (0xE1) code -> m3 per count.
 WATER_UNIT_M3: dict[int, float] = {code: 10.0**-code for code in range(7)}
-# What the collector accepts from a meter's cumulative register and where it assumes the wrap.  The
-# appendix allows 0..999,999,999 for water and gas and the emulator counts that far (issue 15, item 2).
+# The smart meter's cumulative registers (0xE0/0xE3, and the counts inside 0xEA/0xEB/0xE2) hold at most
+# 8 decimal digits (0..99,999,999); they roll over at 10**digits (0xD7) counts.
 METER_READ_MAX = 99_999_999
+# Water and gas cumulative flow (0xE0) holds 9 digits (0..999,999,999) and rolls over at 10**9 counts;
+# what a count is worth is the unit (0xE1) for water, 0.001 m3 for gas.
+VOLUME_WRAP = WRAP_1E9
 
 
 class MissingParam(FrameError):
@@ -139,6 +142,27 @@ class Unsigned(_Plain):
 
 
 @dataclass(frozen=True, slots=True)
+class Span(_Plain):
+    """A minimum/maximum pair of unsigned integers (a battery's or charger's min/max charge power, two
+    uint32 in W).  Reads as the maximum, the figure a rating is; writes ``value`` as the maximum with a
+    minimum of 0 (the emulated devices take any power up to their maximum)."""
+
+    part: int = 4
+    max: int = 999_999_999
+
+    @property
+    def size(self) -> int:
+        return 2 * self.part
+
+    def decode(self, edt: bytes, params: Params) -> int | None:
+        return decode_uint(edt[self.part :], self.part, self.max)
+
+    def encode(self, value: Value | Stamped | None, params: Params) -> bytes:
+        top = max(0, min(self.max, round(_number(value, "span"))))
+        return pack_uint(0, self.part) + pack_uint(top, self.part)
+
+
+@dataclass(frozen=True, slots=True)
 class Signed(_Plain):
     """Big-endian two's complement in the value's unit, within [min, max] (the documented range)."""
 
@@ -180,7 +204,9 @@ class Counter(_Plain):
 @dataclass(frozen=True, slots=True)
 class Volume(_Plain):
     """Water or gas meter cumulative flow (0xE0), in litres: ``m3_per_count`` fixed, or read from the
-    ``unit`` parameter (0xE1: 10**-unit m3 per count, unit 0..6)."""
+    ``unit`` parameter (0xE1: 10**-unit m3 per count, unit 0..6).  The register holds 0..999,999,999
+    counts and restarts from 0 after that, so its wrap in litres is 10**9 x the unit: 1,000 m3 for a
+    meter counting millilitres, 10**6 m3 for one counting litres."""
 
     m3_per_count: float | None = None
     size: int = 4
@@ -199,15 +225,15 @@ class Volume(_Plain):
 
     def decode(self, edt: bytes, params: Params) -> float | None:
         m3 = self._m3(params)
-        raw = decode_uint(edt, self.size, METER_READ_MAX)
+        raw = decode_uint(edt, self.size, VOLUME_WRAP - 1)
         return None if raw is None else raw * m3 * 1000.0
 
     def encode(self, value: Value | Stamped | None, params: Params) -> bytes:
         litres = _number(value, "volume")
-        return pack_uint(int(litres / 1000.0 / self._m3(params) + 1e-9) % WRAP_1E9, self.size)
+        return pack_uint(int(litres / 1000.0 / self._m3(params) + 1e-9) % VOLUME_WRAP, self.size)
 
     def wrap(self, params: Params) -> float | None:
-        return (METER_READ_MAX + 1) * self._m3(params) * 1000.0
+        return VOLUME_WRAP * self._m3(params) * 1000.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,9 @@ class Prop:
     a device parameter other properties' codecs read (the meter's coefficient).  ``poll``: when the
     collector reads it (None: never).  ``optional``: a device may lack it for a while (an unplugged
     car's battery), so its absence leaves a reading "ok".  ``default``: the initial value of a settable
-    property, or the only value of a fixed one.
+    property, or the only value of a fixed one.  ``rating``: a nameplate figure (rated output, maximum
+    charge power) that bounds the magnitude of that field; the collector reads it once and refuses a
+    value of the field beyond what the device is built for (``collector.plausibility``).
     """
 
     epc: int
@@ -51,6 +53,7 @@ class Prop:
     settable: bool = False
     announce: bool = False
     default: bytes | None = None
+    rating: str | None = None
 
 
 def polled(prop: Prop, poll: Poll) -> Prop:
@@ -96,6 +99,7 @@ class EchonetClass:
     slow: tuple[int, ...] = field(init=False, repr=False, compare=False)
     optional: frozenset[int] = field(init=False, repr=False, compare=False)
     params: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    ratings: Mapping[int, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_epc = {p.epc: p for p in self.props}
@@ -108,12 +112,15 @@ class EchonetClass:
                 raise ProtocolError(f"class {self.code:04X}: 0x{p.epc:02X} carries {p.field} without a unit")
             if p.poll is not None and p.field is None and p.param is None:
                 raise ProtocolError(f"class {self.code:04X}: 0x{p.epc:02X} is polled but means nothing")
+            if p.rating is not None and p.rating not in {q.field for q in self.props}:
+                raise ProtocolError(f"class {self.code:04X}: 0x{p.epc:02X} rates {p.rating}, which it lacks")
         set_ = object.__setattr__
         set_(self, "by_epc", by_epc)
         set_(self, "fast", tuple(p.epc for p in self.props if p.poll == "fast"))
         set_(self, "slow", tuple(p.epc for p in self.props if p.poll == "slow"))
         set_(self, "optional", frozenset(p.epc for p in self.props if p.optional))
         set_(self, "params", {p.param: p.epc for p in self.props if p.param is not None})
+        set_(self, "ratings", {p.epc: p.rating for p in self.props if p.rating is not None})
 
     @property
     def eoj(self) -> EOJ:

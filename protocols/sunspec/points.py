@@ -93,10 +93,21 @@ class Emit:
     optional: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """A nameplate point (an inverter's ``WRtg``, a battery's ``WChaRteMax``) that bounds the magnitude
+    of a field the device emits: the collector refuses a value beyond what the device is built for."""
+
+    field: str
+    point: str
+
+
 @dataclass(frozen=True)
 class Model:
     """A SunSpec model: its id, declared length ``L`` and points (ID and L included, at 0 and 1), and
-    what the project reads from it (empty for a model only listed, like the common model 1)."""
+    what the project reads from it (empty for a model only listed, like the common model 1).
+    ``float_of``: the integer model (with scale factors) this float32 model mirrors (112 for 102), which
+    an emulated device in float mode serves instead."""
 
     id: int
     name: str
@@ -108,6 +119,8 @@ class Model:
     status: Status | None = field(default=None, compare=False)
     status_points: tuple[str, ...] = ()
     fallback: bool = False  # its fields only fill what the device's other models leave out
+    ratings: tuple[Rating, ...] = ()
+    float_of: int | None = None
     _by_name: dict[str, Point] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -120,7 +133,8 @@ class Model:
                 f"model {self.id}: points cover {end - 2} registers, L says {self.length}"
             )
         object.__setattr__(self, "_by_name", by_name)
-        for name in (*(e.point for e in self.emits), *self.status_points, *self.scale_factors):
+        points = (e.point for e in self.emits)
+        for name in (*points, *self.status_points, *self.scale_factors, *(r.point for r in self.ratings)):
             if name not in by_name:
                 raise SunSpecValueError(f"model {self.id} has no point {name!r}")
         for name in self.scale_factors:
@@ -144,7 +158,7 @@ class Model:
     def read_points(self) -> tuple[str, ...]:
         """The points the collector decodes (a 203 block has 105 registers; a poll needs a dozen)."""
         names: list[str] = []
-        for name in (*(e.point for e in self.emits), *self.status_points):
+        for name in (*(e.point for e in self.emits), *self.status_points, *(r.point for r in self.ratings)):
             sf = self._by_name[name].sf
             names += [name] if sf is None else [name, sf]
         return tuple(dict.fromkeys(names))
@@ -165,6 +179,8 @@ def build_model(
     status: Status | None = None,
     status_points: tuple[str, ...] = (),
     fallback: bool = False,
+    ratings: tuple[Rating, ...] = (),
+    float_of: int | None = None,
 ) -> Model:
     """Lay points out back to back, so an offset can never be mistyped: only sizes are written."""
     points: list[Point] = [Point("ID", 0, 1, "uint16"), Point("L", 1, 1, "uint16")]
@@ -183,6 +199,8 @@ def build_model(
         status,
         status_points,
         fallback,
+        ratings,
+        float_of,
     )
 
 

@@ -197,12 +197,12 @@ async def test_chain_per_unit_id_matches_the_manifest(client: AsyncModbusTcpClie
 
 async def test_values_follow_the_household_at_read_time(client: AsyncModbusTcpClient, home: Any) -> None:
     _, household, _ = home
-    inv = await point_values(client, 1, 103)
+    inv = await point_values(client, 1, 102)
     assert inv["W"] == 3210 and inv["St"] == INVERTER_ST["MPPT"] and inv["Evt1"] == 0
     assert inv["WH"] == 12_345
-    meter = await point_values(client, 2, 203)
+    meter = await point_values(client, 2, 202)
     assert meter["W"] == -810  # + import, - export
-    assert meter["WphA"] + meter["WphB"] + meter["WphC"] == meter["W"]
+    assert meter["WphA"] + meter["WphB"] == meter["W"] and meter["WphC"] is None  # two lines, no third
     assert (meter["TotWhImp"], meter["TotWhExp"]) == (5_000, 300)
     storage = await point_values(client, 3, 802)
     basic = await point_values(client, 3, 124)
@@ -212,17 +212,17 @@ async def test_values_follow_the_household_at_read_time(client: AsyncModbusTcpCl
     assert storage["SoCMin"] <= storage["SoC"] <= storage["SoCMax"]
 
     household.current = make_state(pv_w=0.0, pv_wh_total=12_400.0, battery_w=-700.0, grid_w=200.0)
-    inv = await point_values(client, 1, 103)
+    inv = await point_values(client, 1, 102)
     assert inv["W"] == 0 and inv["St"] == INVERTER_ST["SLEEPING"] and inv["WH"] == 12_400
     storage = await point_values(client, 3, 802)
     assert storage["W"] == -700 and storage["ChaSt"] == CHA_ST["DISCHARGING"]
-    assert (await point_values(client, 2, 203))["W"] == 200
+    assert (await point_values(client, 2, 202))["W"] == 200
 
 
 async def test_device_faults_show_in_status_points(client: AsyncModbusTcpClient, home: Any) -> None:
     _, household, _ = home
     household.current = make_state(inverter_fault=True, battery_fault=True)
-    inv = await point_values(client, 1, 103)
+    inv = await point_values(client, 1, 102)
     assert inv["St"] == INVERTER_ST["FAULT"] and inv["Evt1"] != 0
     storage = await point_values(client, 3, 802)
     assert storage["State"] == 99 and storage["Evt1"] != 0
@@ -267,15 +267,15 @@ async def test_byte_level_faults_leave_the_client_without_a_valid_answer(
 async def test_stuck_and_counter_reset_faults(client: AsyncModbusTcpClient, home: Any) -> None:
     _, household, faults = home
     faults["inverter"].stuck = True
-    assert (await point_values(client, 1, 103))["W"] == 3210
+    assert (await point_values(client, 1, 102))["W"] == 3210
     household.current = make_state(pv_w=100.0, pv_wh_total=20_000.0)
-    assert (await point_values(client, 1, 103))["W"] == 3210  # frozen
+    assert (await point_values(client, 1, 102))["W"] == 3210  # frozen
     faults["inverter"].stuck = False
-    assert (await point_values(client, 1, 103))["W"] == 100
+    assert (await point_values(client, 1, 102))["W"] == 100
 
     faults["meter"].reset_counters(household.current)
     household.current = replace(household.current, grid_import_wh_total=5_042.0)
-    meter = await point_values(client, 2, 203)
+    meter = await point_values(client, 2, 202)
     assert meter["TotWhImp"] == 42
     assert meter["TotWhExp"] == 1  # zero is "not implemented" in SunSpec: the emulator floors at 1
 
@@ -299,13 +299,17 @@ async def test_pysunspec2_scans_every_device(home: Any) -> None:
 
     results = await asyncio.gather(*(asyncio.to_thread(scan, s.unit_id) for s in MODBUS_DEVICES))
     inverter, meter, storage = results
-    assert sorted(inverter) == [1, 103] and sorted(meter) == [1, 203] and sorted(storage) == [1, 124, 802]
+    assert sorted(inverter) == [1, 102, 120] and sorted(meter) == [1, 202] and sorted(storage) == [1, 124, 802]
     assert inverter[1]["SN"] == "hh-test000001-u1" and inverter[1]["Mn"] == "HEMS Emulator"
-    assert inverter[103]["W"] == 3210 and inverter[103]["WH"] == 12_345
-    assert meter[203]["W"] == -810 and meter[203]["TotWhImp"] == 5_000
+    assert inverter[102]["W"] == 3210 and inverter[102]["WH"] == 12_345
+    assert inverter[120]["WRtg"] > 0 and inverter[120]["DERTyp"] == 4  # the nameplate: a PV inverter
+    assert meter[202]["W"] == -810 and meter[202]["TotWhImp"] == 5_000
+    # single-phase three-wire: 100 V to neutral on lines A and B, 200 V between them, no line C
+    assert meter[202]["PhVphA"] == meter[202]["PhVphB"] == 100 and meter[202]["PhVphAB"] == 200
+    assert meter[202]["AphC"] is None and meter[202]["AphA"] == pytest.approx(-810 / 200)
     assert storage[802]["SoC"] == pytest.approx(55.5) and storage[124]["ChaState"] == pytest.approx(55.5)
     assert storage[802]["AHRtg"] > 0  # points we do not fill are None, the ones we fill decode
-    assert inverter[103]["VA"] is None
+    assert inverter[102]["VA"] is None
 
 
 async def test_stop_releases_the_port() -> None:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from protocols.echonet.classes import CLASSES
 from protocols.echonet.codecs import (
-    METER_READ_MAX,
     Counter,
     FixedTimeEnergy,
     MeterEnergy,
@@ -76,4 +75,18 @@ def test_volume_in_any_unit(litres: float, unit: int) -> None:
     codec = Volume()
     count = int(litres / 1000.0 / 10.0**-unit + 1e-9) % 1_000_000_000
     got = codec.decode(codec.encode(litres, {"unit": unit}), {"unit": unit})
-    assert got == (None if count > METER_READ_MAX else pytest.approx(count * 10.0**-unit * 1000.0))
+    # every count the appendix allows (0..999,999,999) reads back, and the wrap is 10**9 counts
+    assert got == pytest.approx(count * 10.0**-unit * 1000.0)
+    assert codec.wrap({"unit": unit}) == pytest.approx(1e9 * 10.0**-unit * 1000.0)
+
+
+def test_a_volume_above_eight_digits_reads_and_wraps_at_nine() -> None:
+    """Issue 15 item 2: a meter counting millilitres passes 99,999,999 counts (100 m3) within months;
+    the register goes on to 999,999,999 and only then starts again from 0."""
+    codec = Volume()
+    ml = {"unit": 6}
+    assert codec.decode((123_456_789).to_bytes(4, "big"), ml) == pytest.approx(123_456.789)
+    assert codec.decode((999_999_999).to_bytes(4, "big"), ml) == pytest.approx(999_999.999)
+    assert codec.wrap(ml) == pytest.approx(1e6)  # litres: 10**9 counts of 1 mL
+    assert Volume(0.001).wrap({}) == pytest.approx(1e9)  # gas: 10**9 counts of 1 L
+    assert codec.decode(b"\xff\xff\xff\xfe", ml) is None  # the no-data code stays no value

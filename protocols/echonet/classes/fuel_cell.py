@@ -17,7 +17,14 @@ FUEL_CELL = CLASSES.register(
             polled(OPERATION_STATUS, "fast"),
             FAULT_STATUS,  # not polled; read when the device announces it
             Prop(0xC5, "cumulative generation", Counter(), "energy_wh_total", "Wh", poll="slow"),
-            Prop(0xC2, "rated generation output", Unsigned(2, unset=b"\xff\xfe"), param="rated_w"),
+            Prop(
+                0xC2,
+                "rated generation output",
+                Unsigned(2, unset=b"\xff\xfe"),
+                param="rated_w",
+                rating="power_w",
+            ),
+            Prop(0xD2, "designated generation status", Code(0x41, 0x42), default=b"\x42"),  # load following
             Prop(0xD0, "system-interconnected type", Code(), default=b"\x00"),
         ),
     )

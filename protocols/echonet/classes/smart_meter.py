@@ -63,6 +63,9 @@ SMART_METER = CLASSES.register(
                 optional=True,
             ),
             Prop(0xE5, "day for history 1", Code(0, 99), settable=True, default=b"\x00"),
+            # the day asked in 0xE5 (uint16), then the register at each of its 48 half hours (uint32
+            # counts as 0xE0; 0xFFFFFFFE where the meter recorded nothing)
+            Prop(0xE2, "history of cumulative energy 1, normal", Raw(2 + 48 * 4)),
             # R and T line currents of a single-phase three-wire service, int16 each in 0.1 A
             Prop(0xE8, "instantaneous currents", Raw(4)),
         ),

@@ -18,7 +18,15 @@ SOLAR = CLASSES.register(
             Prop(0xD0, "system-interconnected type", Code(), default=b"\x00"),
             Prop(0xD1, "output restraint status", Code(0x41, 0x44)),  # follows 0xA0
             Prop(0xE3, "cumulative energy sold", Counter(), "export_wh_total", "Wh"),
-            Prop(0xE8, "rated output, grid-tied", Unsigned(2, unset=b"\xff\xff"), param="rated_w"),
+            Prop(
+                0xE8,
+                "rated output, grid-tied",
+                Unsigned(2, unset=b"\xff\xff"),
+                param="rated_w",
+                rating="power_w",
+            ),
+            Prop(0xC1, "FIT contract type", Code(0x41, 0x43), default=b"\x41"),  # FIT
+            Prop(0xC2, "self-consumption type", Code(0x41, 0x43), default=b"\x41"),  # with self-consumption
         ),
     )
 )

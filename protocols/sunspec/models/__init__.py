@@ -11,6 +11,7 @@ from protocols.sunspec.points import BASE_ADDRESS, MODELS, Model
 # isort: off
 from protocols.sunspec.models import common  # noqa: F401
 from protocols.sunspec.models import inverter  # noqa: F401
+from protocols.sunspec.models import nameplate  # noqa: F401
 from protocols.sunspec.models import meter  # noqa: F401
 from protocols.sunspec.models import storage  # noqa: F401
 from protocols.sunspec.models import battery  # noqa: F401

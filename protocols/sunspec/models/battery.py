@@ -1,7 +1,7 @@
 """Model 802, battery base: state of charge, DC power (+ charging, - discharging), state and alarms."""
 
 from protocols.sunspec.models import storage
-from protocols.sunspec.points import MODELS, Emit, FieldValue, PointValues, build_model, row
+from protocols.sunspec.points import MODELS, Emit, FieldValue, PointValues, Rating, build_model, row
 
 BATTERY_STATE = {
     "DISCONNECTED": 1,
@@ -90,5 +90,6 @@ BATTERY = MODELS.register(
         },
         status=status,
         status_points=("State", "ChaSt", "Evt1"),
+        ratings=(Rating("power_w", "WChaRteMax"), Rating("power_w", "WDisChaRteMax")),
     )
 )

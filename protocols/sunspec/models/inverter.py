@@ -1,4 +1,6 @@
-"""Models 101 (single phase) and 103 (three phase) inverters: one layout, only mandatoriness differs.
+"""Inverter models: 101/102/103 (single, split, three phase; integers with scale factors) and their
+float32 twins 111/112/113 (what an inverter switched to float mode shows).  Within each family the
+layout is one; only which points are mandatory differs.
 
 ``W`` is the AC output of the PV inverter (>= 0); ``St`` its operating state, ``Evt1`` its alarms.
 """
@@ -63,6 +65,10 @@ _LAYOUT: list[PointSpec] = [
     row("StVnd", "enum16"),
     *(row(name, "bitfield32") for name in ("Evt1", "Evt2", "EvtVnd1", "EvtVnd2", "EvtVnd3", "EvtVnd4")),
 ]
+_FLOAT_UNITS = (
+    ("W", "W"), ("Hz", "Hz"), ("VA", "VA"), ("VAr", "var"), ("PF", "Pct"), ("WH", "Wh"),
+    ("DCA", "A"), ("DCV", "V"), ("DCW", "W"),
+)  # fmt: skip
 _EMITS = (
     Emit("power_w", "W", "W"),
     Emit("energy_wh_total", "WH", "Wh", counter=True),
@@ -73,21 +79,38 @@ _SCALE_FACTORS = {"A_SF": -2, "V_SF": -1, "W_SF": 0, "Hz_SF": -2, "WH_SF": 0, "T
 _SCALE_FACTORS |= {"DCA_SF": -2, "DCV_SF": -1, "DCW_SF": 0}
 
 
-def _inverter(model_id: int, name: str) -> None:
+_FLOAT_LAYOUT: list[PointSpec] = [
+    *(row(name, "float32", units="A") for name in ("A", "AphA", "AphB", "AphC")),
+    *(row(f"PPVph{pair}", "float32", units="V") for pair in ("AB", "BC", "CA")),
+    *(row(f"PhVph{ph}", "float32", units="V") for ph in "ABC"),
+    *(row(name, "float32", units=units) for name, units in _FLOAT_UNITS),
+    *(row(f"Tmp{where}", "float32", units="C") for where in ("Cab", "Snk", "Trns", "Ot")),
+    row("St", "enum16"),
+    row("StVnd", "enum16"),
+    *(row(name, "bitfield32") for name in ("Evt1", "Evt2", "EvtVnd1", "EvtVnd2", "EvtVnd3", "EvtVnd4")),
+]
+
+
+def _inverter(model_id: int, name: str, float_of: int | None = None) -> None:
     MODELS.register(
         build_model(
             model_id,
             name,
-            50,
-            _LAYOUT,
+            50 if float_of is None else 60,
+            _LAYOUT if float_of is None else _FLOAT_LAYOUT,
             category="pv",
             emits=_EMITS,
-            scale_factors=_SCALE_FACTORS,
+            scale_factors=_SCALE_FACTORS if float_of is None else {},
             status=status,
             status_points=("St", "Evt1"),
+            float_of=float_of,
         )
     )
 
 
 _inverter(101, "inverter_single_phase")
+_inverter(102, "inverter_split_phase")
 _inverter(103, "inverter_three_phase")
+_inverter(111, "inverter_single_phase_float", float_of=101)
+_inverter(112, "inverter_split_phase_float", float_of=102)
+_inverter(113, "inverter_three_phase_float", float_of=103)

@@ -1,4 +1,6 @@
-"""Models 201 (single phase) and 203 (wye three phase) AC meters: one layout, signed 16-bit measurements.
+"""AC meter models: 201/202/203/204 (single phase, split phase, wye and delta three phase; signed 16-bit
+measurements with scale factors) and their float32 twins 211/212/213/214.  Within each family the layout
+is one; only which points are mandatory differs (and 201 names its line-to-line voltages PPVph..).
 
 At the grid connection point ``W`` is + import, - export (vendors differ: ``power_sign`` flips it);
 ``TotWhImp`` / ``TotWhExp`` are the import / export counters.
@@ -67,5 +69,40 @@ def _meter(model_id: int, name: str) -> None:
     )
 
 
+def _float_meter(model_id: int, name: str, float_of: int) -> None:
+    def floats(base: str, units: str, per_phase: str = "ph") -> list[PointSpec]:
+        return [
+            row(base, "float32", units=units),
+            *(row(f"{base}{per_phase}{p}", "float32", units=units) for p in _PHASES),
+        ]
+
+    specs = [
+        *floats("A", "A"),
+        *floats("PhV", "V"),
+        row("PPV", "float32", units="V"),
+        *(row(f"PPVph{pair}", "float32", units="V") for pair in ("AB", "BC", "CA")),
+        row("Hz", "float32", units="Hz"),
+        *floats("W", "W"),
+        *floats("VA", "VA"),
+        *floats("VAR", "var"),
+        *floats("PF", "PF"),
+        *floats("TotWhExp", "Wh", "Ph"),
+        *floats("TotWhImp", "Wh", "Ph"),
+        *floats("TotVAhExp", "VAh", "Ph"),
+        *floats("TotVAhImp", "VAh", "Ph"),
+        *(p for q in ("ImpQ1", "ImpQ2", "ExpQ3", "ExpQ4") for p in floats(f"TotVArh{q}", "varh")),
+        row("Evt", "bitfield32"),
+    ]
+    MODELS.register(
+        build_model(model_id, name, 124, specs, category="electricity", emits=_EMITS, float_of=float_of)
+    )
+
+
 _meter(201, "ac_meter_single_phase")
+_meter(202, "ac_meter_split_phase")
 _meter(203, "ac_meter_wye")
+_meter(204, "ac_meter_delta")
+_float_meter(211, "ac_meter_single_phase_float", 201)
+_float_meter(212, "ac_meter_split_phase_float", 202)
+_float_meter(213, "ac_meter_wye_float", 203)
+_float_meter(214, "ac_meter_delta_float", 204)

@@ -1,7 +1,7 @@
 """Model 124, basic storage controls: ``ChaState`` is the state of charge in percent, ``ChaSt`` the
 charge state.  A battery that also has model 802 is read from 802; 124 fills what 802 leaves out."""
 
-from protocols.sunspec.points import MODELS, Emit, FieldValue, PointValues, build_model, row
+from protocols.sunspec.points import MODELS, Emit, FieldValue, PointValues, Rating, build_model, row
 
 CHA_ST = {"OFF": 1, "EMPTY": 2, "DISCHARGING": 3, "CHARGING": 4, "FULL": 5, "HOLDING": 6, "TESTING": 7}
 CHA_NAMES = {v: k.lower() for k, v in CHA_ST.items()}
@@ -42,6 +42,7 @@ STORAGE = MODELS.register(
         scale_factors={"WChaMax_SF": 0, "WChaDisChaGra_SF": 0, "ChaState_SF": -1, "InBatV_SF": -1},
         status=status,
         status_points=("ChaSt",),
+        ratings=(Rating("power_w", "WChaMax"),),
         fallback=True,
     )
 )
