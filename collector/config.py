@@ -91,6 +91,9 @@ class CollectorConfig:
     # again every this many seconds while it does not (0: never), so whoever reads the store can tell
     # a healthy device from a collector that stopped reporting.
     health_interval_s: float = 60.0
+    # How far a device's own timestamp may be ahead of the collector's clock, or behind it beyond what
+    # the value is (the meter's fixed-time record: up to 30 minutes old); beyond, the value is refused.
+    clock_skew_s: float = 300.0
     source: str = ""  # file it came from, for messages
 
     def with_options(self, **changes: Any) -> CollectorConfig:

@@ -296,13 +296,26 @@ class EchonetController:
     async def get(
         self, address: str, eoj: EOJ, epcs: Iterable[int], timeout_s: float | None = None
     ) -> GetResult:
-        """Get several EPCs, in as few requests as the device takes; shrink the batch when a device
-        answers fewer EPCs than asked, and re-ask the ones it left out."""
-        wanted = list(epcs)
+        """Get several EPCs in as few requests as the device takes.
+
+        Some devices answer only the first N properties of a Get and list the rest with PDC 0 (or
+        leave them out); a property may also really have no data now (an unplugged car's battery).
+        One answer tells them apart only partly, so:
+
+        - a property that came with data is kept;
+        - one without data that comes before a property with data, or that was asked alone, really has
+          none (a device with a limit answers a prefix of what it is asked): Get_SNA for it;
+        - the run without data after the last property with data may be the device's limit: it is
+          asked again, first in a request of its own; if its first property then comes with data, the
+          limit was real and is learned (the number of properties the device answered);
+        - a request of several properties answered with none at all (some devices refuse a request
+          over their limit whole) is asked again in halves.
+        """
         values: dict[int, bytes | None] = {}
         sna = False
         key = (address, eoj)
-        todo = wanted
+        todo = list(dict.fromkeys(epcs))
+        suspect: int | None = None  # properties answered by the previous request, if it left a run empty
         while todo:
             limit = self._max_epcs.get(key, DEFAULT_MAX_EPCS)
             batch = todo[:limit]
@@ -310,26 +323,34 @@ class EchonetController:
             if frame.esv not in (ESV.GET_RES, ESV.GET_SNA):
                 raise MalformedReply(f"{address} {eoj.hex()}: ESV 0x{frame.esv:02x} answering a Get")
             got = {p.epc: p.edt for p in frame.props if p.epc in batch}
-            answered = [e for e in batch if e in got]
-            all_empty = len(batch) > 1 and frame.esv == ESV.GET_SNA and not any(got.values())
-            if len(answered) < len(batch) or all_empty:
-                # The device's per-request limit: keep what it gave, halve, ask again for the rest.
-                if len(batch) == 1:
-                    raise MalformedReply(f"{address} {eoj.hex()}: answer lacks the one EPC asked")
-                new_limit = max(1, len(answered) if answered and not all_empty else len(batch) // 2)
-                self._max_epcs[key] = min(new_limit, len(batch) - 1)
-                self._full_answers.pop(key, None)
-                self.stats.batch_shrinks += 1
-                if all_empty:
-                    continue
+            if len(batch) == 1 and batch[0] not in got:
+                raise MalformedReply(f"{address} {eoj.hex()}: answer lacks the one EPC asked")
+            with_data = [i for i, e in enumerate(batch) if got.get(e)]
+            if suspect is not None and with_data and with_data[0] == 0:
+                self._learn_limit(key, suspect)  # what the previous request left empty was readable
+            suspect = None
+            if not with_data and len(batch) > 1:
+                self._learn_limit(key, len(batch) // 2)
+                continue
+            last = with_data[-1] if with_data else 0
+            for e in batch[: last + 1]:
+                edt = got.get(e)
+                values[e] = edt or None
+                sna = sna or not edt
+            if last + 1 < len(batch):
+                suspect = last + 1
             elif len(batch) == limit < DEFAULT_MAX_EPCS:
                 self._regrow(key, limit)
-            for e in answered:
-                edt = got[e]
-                values[e] = edt if edt else None
-                sna = sna or not edt
             todo = [e for e in todo if e not in values]
         return GetResult(values, sna)
+
+    def _learn_limit(self, key: tuple[str, EOJ], limit: int) -> None:
+        """The device takes at most ``limit`` properties per Get (never raised here: ``_regrow`` does)."""
+        limit = max(1, limit)
+        if limit < self._max_epcs.get(key, DEFAULT_MAX_EPCS):
+            self._max_epcs[key] = limit
+            self.stats.batch_shrinks += 1
+        self._full_answers.pop(key, None)
 
     def _regrow(self, key: tuple[str, EOJ], limit: int) -> None:
         """A learned limit is probed upwards again after a run of full answers: an all-empty Get_SNA

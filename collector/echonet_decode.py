@@ -12,7 +12,7 @@ Anything outside a property's documented range decodes to None, never to a plaus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,6 +30,8 @@ class Decoded:
     fields: dict[str, FieldValue] = field(default_factory=dict)
     counter_wrap: dict[str, float] = field(default_factory=dict)
     missing: set[int] = field(default_factory=set)
+    # EPCs that came with data holding no value (a no-data code, or outside the documented range)
+    invalid: set[int] = field(default_factory=set)
     # (device timestamp, fields) of values the device stamped itself (meter 0xEA/0xEB)
     stamped: list[tuple[datetime, dict[str, FieldValue]]] = field(default_factory=list)
 
@@ -47,7 +49,10 @@ def _decode(prop: Prop, values: Values, out: Decoded, params: Mapping[str, float
     size = prop.codec.size
     if size is not None and len(edt) != size:
         raise FrameError(f"EPC 0x{prop.epc:02x}: {len(edt)} bytes where {size} were expected")
-    return prop.codec.decode(edt, params)
+    value = prop.codec.decode(edt, params)
+    if value is None:
+        out.invalid.add(prop.epc)
+    return value
 
 
 def decode_class(cls: EchonetClass, values: Values) -> Decoded:
@@ -80,6 +85,21 @@ def decode_class(cls: EchonetClass, values: Values) -> Decoded:
             if wrap is not None:
                 out.counter_wrap[name] = wrap
     return out
+
+
+def why_nothing(decoded: Decoded, asked: Collection[int]) -> str:
+    """Why a poll that got an answer yields no field, in words for the device's health: which
+    properties came without data (Get_SNA), which held no valid value."""
+    hexes = lambda epcs: ", ".join(f"0x{e:02X}" for e in sorted(epcs))  # noqa: E731
+    parts: list[str] = []
+    empty = decoded.missing - decoded.invalid
+    if empty:
+        parts.append(f"Get_SNA for {hexes(empty)}")
+    if decoded.invalid:
+        parts.append(f"no valid value in {hexes(decoded.invalid)} (a no-data code or outside its range)")
+    if not parts:
+        parts.append(f"nothing this collector reads among {hexes(asked)}")
+    return "answered, but " + "; ".join(parts)
 
 
 def decode(class_id: int, values: Values) -> Decoded:

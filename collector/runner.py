@@ -5,6 +5,11 @@ Each device's health (``collector.scheduler.Health``) joins the same stream as a
 ``health_interval_s`` while it does not, so it reaches the store, and through it the API, the same
 way readings do, wherever the store runs.
 
+What a device says passes ``collector.plausibility`` first: a value it cannot have meant (beyond its
+rating or its field's physical range, or stamped by a clock far off the collector's) is refused, counted
+and logged, and the device's health says so.  A device's ``power_sign`` applies to every power it
+reports, polled or pushed (INF/INFC), so the two can never disagree in sign.
+
 Readings go through a bounded queue.  By default a full queue makes polls wait for the consumer,
 which shows up as schedule lateness and in ``stats()["queue_waits"]``; with ``drop_when_full`` the
 newest reading is dropped instead and counted in ``stats()["dropped"]``.  Either way nothing is
@@ -16,15 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector import echonet_decode
+from collector import echonet_decode, plausibility
 from collector.config import CollectorConfig, DeviceConfig
 from collector.echonet_client import Address, Discovery, EchonetController
 from collector.errors import ConfigError, MalformedReply, PollError
+from collector.plausibility import Refusal
 from collector.reading import FieldValue, Quality, Reading, Source
 from collector.scheduler import Health, Scheduler
 from collector.sunspec_client import ModbusPool, SunSpecDevice
@@ -45,6 +52,7 @@ class _EchonetDevice:
     # the spec's EPCs the device can give, fixed once ``readable`` is known: every poll / counter poll
     fast_epcs: tuple[int, ...] = ()
     all_epcs: tuple[int, ...] = ()
+    ratings: dict[str, float] | None = None  # field -> the device's rating for it, read once
     stamped: dict[str, datetime] = field(default_factory=dict)  # last fixed-time stamp per field
 
 
@@ -57,6 +65,14 @@ def _reading(
     counter_wrap: dict[str, float],
 ) -> Reading:
     return Reading(dev.household, dev.device, dev.category, ts, fields, quality, source, counter_wrap)
+
+
+def _outcome(quality: Quality, note: str, refused: list[Refusal]) -> tuple[str, str]:
+    """The health of a poll that yielded readings: ``implausible`` when values were refused (the message
+    says which and why), else ``partial``/``ok`` as the reading's quality says."""
+    if refused:
+        return "implausible", "; ".join(filter(None, (plausibility.describe(refused), note)))
+    return quality, note
 
 
 class _End:
@@ -92,9 +108,8 @@ class Collector:
         for dev in config.devices:
             if dev.protocol == "modbus":
                 assert dev.unit_id is not None
-                self._modbus[dev.key] = SunSpecDevice(
-                    self.pool, dev.address, dev.port, dev.unit_id, dev.power_sign
-                )
+                # the device's power_sign is applied here, in ``_plausible``, as for ECHONET devices
+                self._modbus[dev.key] = SunSpecDevice(self.pool, dev.address, dev.port, dev.unit_id)
             else:
                 assert dev.eoj is not None
                 spec = CLASSES.get(dev.eoj.cls)
@@ -114,6 +129,8 @@ class Collector:
         self.pushed = 0
         self.health_readings = 0
         self.health_skipped = 0  # health readings a full queue had no room for (the next one repeats it)
+        self.implausible: Counter[str] = Counter()  # refused values by kind (range, rating, clock)
+        self._refusal_logged: dict[str, str] = {}  # device -> what was last logged about it
         self._started = False
         self._closed = False
         self._rediscovery: asyncio.Task[None] | None = None
@@ -198,43 +215,119 @@ class Collector:
     async def _poll_modbus(self, dev: DeviceConfig) -> tuple[str, str]:
         data = await self._modbus[dev.key].read()
         if not data.fields:
-            raise MalformedReply(f"{dev.key}: no usable point (missing {data.missing})", "partial")
-        quality: Quality = "partial" if data.missing else "ok"
-        await self._emit(_reading(dev, datetime.now(UTC), data.fields, quality, "modbus", data.counter_wrap))
-        return quality, f"missing {sorted(data.missing)}" if data.missing else ""
+            raise PollError(f"{dev.key}: answered, but no usable point (missing {data.missing})", "no_data")
+        fields, refused = self._plausible(dev, data.fields, data.ratings)
+        self._count(dev, refused)
+        if not fields:
+            raise PollError(f"{dev.key}: {plausibility.describe(refused)}", "implausible")
+        quality: Quality = "partial" if data.missing or refused else "ok"
+        await self._emit(_reading(dev, datetime.now(UTC), fields, quality, "modbus", data.counter_wrap))
+        return _outcome(quality, f"missing {sorted(data.missing)}" if data.missing else "", refused)
 
     async def _poll_echonet(self, state: _EchonetDevice, counters: bool) -> tuple[str, str]:
         dev = state.config
         ctl = self.controller
         spec = state.spec
-        if state.readable is None:
-            maps = await ctl.property_maps(dev.address, state.eoj)
-            readable = state.readable = frozenset(maps.get(0x9F, ()))
-            state.fast_epcs = tuple(e for e in spec.fast if e in readable)
-            state.all_epcs = tuple(e for e in spec.fast + spec.slow if e in readable)
-        epcs = state.all_epcs if counters else state.fast_epcs
+        notes: list[str] = []
+        fast, every = await self._echonet_plan(state, notes)
+        epcs = every if counters or not fast else fast  # a device with nothing fast: its counters
         if not epcs:
-            return "ok", "nothing readable is due"
+            wanted = ", ".join(f"0x{e:02X}" for e in spec.fast + spec.slow)
+            raise PollError(f"{dev.key}: its Get property map lists none of {wanted}", "no_data")
         result = await ctl.get(dev.address, state.eoj, epcs)
         polled_at = datetime.now(UTC)
         try:
             decoded = echonet_decode.decode_class(spec, result.values)
         except FrameError as exc:
             raise MalformedReply(f"{dev.key}: {exc}") from exc
-        if dev.power_sign != 1 and "power_w" in decoded.fields:
-            decoded.fields["power_w"] = -decoded.fields["power_w"]  # type: ignore[operator]
+        if not decoded.fields and not decoded.stamped:
+            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, epcs)}", "no_data")
+        fields, refused = self._plausible(dev, decoded.fields, state.ratings or {})
         lacking = decoded.missing - spec.optional
-        quality: Quality = "partial" if lacking else "ok"
-        if not decoded.fields:
-            raise PollError(f"{dev.key}: device answered none of {[hex(e) for e in epcs]}", "partial")
-        for ts, fields in decoded.stamped if self.config.fixed_time_readings else ():
-            name = next(iter(fields))
-            if state.stamped.get(name) != ts:  # each fixed-time value once (same series + ts = same point)
-                state.stamped[name] = ts
-                wrap = {k: v for k, v in decoded.counter_wrap.items() if k in fields}
-                await self._emit(_reading(dev, ts, fields, "ok", "echonet", wrap))
-        await self._emit(_reading(dev, polled_at, decoded.fields, quality, "echonet", decoded.counter_wrap))
-        return quality, ("Get_SNA for " + ", ".join(f"0x{e:02X}" for e in sorted(lacking))) if lacking else ""
+        if lacking:
+            notes.append("Get_SNA for " + ", ".join(f"0x{e:02X}" for e in sorted(lacking)))
+        for ts, values in decoded.stamped if self.config.fixed_time_readings else ():
+            name = next(iter(values))
+            # a clock that is off stays off: refused (and said in health) on every poll, not once
+            why = plausibility.check_stamp(ts, polled_at, timedelta(seconds=self.config.clock_skew_s))
+            if why is not None:
+                refused.append(Refusal(name, ts, "clock", f"fixed-time {name} {why}"))
+                continue
+            if state.stamped.get(name) == ts:  # each fixed-time value once (same series + ts = same point)
+                continue
+            state.stamped[name] = ts
+            kept, wrong = self._plausible(dev, values, {})
+            refused += wrong
+            if kept:
+                wrap = {k: v for k, v in decoded.counter_wrap.items() if k in kept}
+                await self._emit(_reading(dev, ts, kept, "ok", "echonet", wrap))
+        self._count(dev, refused)
+        quality: Quality = "partial" if lacking or refused else "ok"
+        if fields:
+            await self._emit(_reading(dev, polled_at, fields, quality, "echonet", decoded.counter_wrap))
+        elif not refused:
+            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, epcs)}", "no_data")
+        return _outcome(quality, "; ".join(notes), refused)
+
+    async def _echonet_plan(
+        self, state: _EchonetDevice, notes: list[str]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """What to ask this object for: (every poll, counter polls), from its Get property map (0x9F),
+        read once and kept only when the device really gave it; its ratings are read once too."""
+        dev, spec = state.config, state.spec
+        if state.readable is None:
+            maps = await self.controller.property_maps(dev.address, state.eoj)
+            readable = maps.get(0x9F)
+            if readable is None:
+                # never keep a map from an answer without it: ask again next time, read the class meanwhile
+                notes.append("gave no Get property map (0x9F); polling what its class lists")
+                return spec.fast, spec.fast + spec.slow
+            state.readable = frozenset(readable)
+            state.fast_epcs = tuple(e for e in spec.fast if e in state.readable)
+            state.all_epcs = tuple(e for e in spec.fast + spec.slow if e in state.readable)
+        if state.ratings is None:
+            state.ratings = await self._echonet_ratings(state)
+        return state.fast_epcs, state.all_epcs
+
+    async def _echonet_ratings(self, state: _EchonetDevice) -> dict[str, float]:
+        """The object's nameplate figures (rated output, maximum charge power), by the field each bounds."""
+        spec = state.spec
+        epcs = [e for e in spec.ratings if state.readable is None or e in state.readable]
+        if not epcs:
+            return {}
+        result = await self.controller.get(state.config.address, state.eoj, epcs)
+        ratings: dict[str, float] = {}
+        for epc in epcs:
+            edt = result.values.get(epc)
+            prop = spec.by_epc[epc]
+            value = prop.codec.decode(edt, {}) if edt and len(edt) == prop.codec.size else None
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                name = spec.ratings[epc]
+                ratings[name] = max(ratings.get(name, 0.0), float(value))
+        return ratings
+
+    def _plausible(
+        self, dev: DeviceConfig, fields: dict[str, FieldValue], ratings: dict[str, float]
+    ) -> tuple[dict[str, FieldValue], list[Refusal]]:
+        """The device's sign applied (every path: polled, pushed, stamped), then the values it cannot
+        have meant taken out."""
+        if dev.power_sign != 1 and isinstance(fields.get("power_w"), int | float):
+            fields = {**fields, "power_w": -fields["power_w"]}  # type: ignore[operator]
+        return plausibility.check_fields(fields, ratings)
+
+    def _count(self, dev: DeviceConfig, refused: list[Refusal]) -> None:
+        """Count every refusal by kind; log when what a device gets refused for changes (a clock that
+        stays wrong is logged once, not on every poll)."""
+        if not refused:
+            self._refusal_logged.pop(dev.key, None)
+            return
+        for r in refused:
+            self.implausible[r.kind] += 1
+        message = plausibility.describe(refused)
+        kinds = ",".join(sorted({r.kind for r in refused}))
+        if self._refusal_logged.get(dev.key) != kinds:
+            self._refusal_logged[dev.key] = kinds
+            log.warning("%s: %s", dev.key, message)
 
     def _notification(self, addr: Address, frame: Frame) -> None:
         """INF/INFC: instance lists update discovery; device properties become readings."""
@@ -252,11 +345,14 @@ class Collector:
             decoded = echonet_decode.decode_class(state.spec, values)
         except FrameError:
             return
-        if decoded.fields:
+        fields, refused = self._plausible(state.config, decoded.fields, state.ratings or {})
+        self._count(state.config, refused)
+        if fields:
             self.pushed += 1
             now = datetime.now(UTC)
+            quality: Quality = "partial" if refused else "ok"
             # a callback cannot wait for room: with a full queue the pushed reading is dropped
-            self._offer(_reading(state.config, now, decoded.fields, "ok", "echonet", decoded.counter_wrap))
+            self._offer(_reading(state.config, now, fields, quality, "echonet", decoded.counter_wrap))
 
     def _offer(self, reading: Reading) -> None:
         """Queue the reading if there is room (counted as out), else count it dropped."""
@@ -327,6 +423,7 @@ class Collector:
             "queue_waits": self.queue_waits,
             "health_readings": self.health_readings,
             "health_skipped": self.health_skipped,
+            "implausible": dict(self.implausible),
             "queued": self._queue.qsize(),
             "echonet": vars(self.controller.stats).copy(),
         }

@@ -28,7 +28,9 @@ from collector.errors import PollError
 
 log = logging.getLogger(__name__)
 
-Poll = Callable[[DeviceConfig, bool], Awaitable[tuple[str, str]]]  # (quality "ok"/"partial", note)
+# (health reason of a poll that yielded readings: "ok" / "partial" / "implausible", note)
+Poll = Callable[[DeviceConfig, bool], Awaitable[tuple[str, str]]]
+ANSWERED = frozenset({"ok", "partial", "implausible"})  # reasons of a poll that yielded readings
 
 
 def jitter_fraction(key: str) -> float:
@@ -46,7 +48,8 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 
 @dataclass(frozen=True)
 class Health:
-    """``reason``: ok / partial / timeout / exception:<code> / malformed / unreachable / error:<type>."""
+    """``reason``: ok / partial / implausible (readings came, some values were missing or refused) or
+    timeout / exception:<code> / malformed / unsupported / no_data / unreachable / error:<type>."""
 
     reason: str = "pending"
     since: datetime | None = None
@@ -57,7 +60,8 @@ class Health:
 
     @property
     def healthy(self) -> bool:
-        return self.reason in ("ok", "partial")
+        """The device's last poll yielded readings (the reason says whether all was well)."""
+        return self.reason in ANSWERED
 
 
 @dataclass
@@ -203,7 +207,7 @@ class Scheduler:
     def _ok(self, run: _DeviceRun, quality: str, note: str) -> None:
         run.failures = 0
         self._polls[run.device.key] += 1
-        self._set(run.device.key, "partial" if quality == "partial" else "ok", note, True, 0)
+        self._set(run.device.key, quality if quality in ANSWERED else "ok", note, True, 0)
 
     def _fail(self, run: _DeviceRun, reason: str, message: str) -> None:
         run.failures += 1

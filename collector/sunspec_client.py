@@ -41,7 +41,7 @@ quiet_pymodbus()
 
 def read_models() -> frozenset[int]:
     """The registered models this collector reads something from (now: a model registered later counts)."""
-    return frozenset(m.id for m in MODELS.values() if m.emits or m.status is not None)
+    return frozenset(m.id for m in MODELS.values() if m.emits or m.status is not None or m.ratings)
 
 
 class ModbusPool:
@@ -207,6 +207,19 @@ async def scan(pool: ModbusPool, host: str, port: int, unit_id: int) -> SunSpecL
     raise MalformedReply(f"{host}:{port}/{unit_id}: SunSpec chain has no end marker")
 
 
+def unsupported(layout: SunSpecLayout) -> str:
+    """Why a device whose map lists nothing this collector reads is not read, model by model."""
+    parts = []
+    for mid, (_, length) in layout.models.items():
+        model = MODELS.get(mid)
+        if model is None:
+            parts.append(f"unsupported model {mid}")
+        elif model.length != length:
+            parts.append(f"unsupported model {mid} (L={length}; the standard's is {model.length})")
+    listed = ", ".join(str(m) for m in layout.models) or "none"
+    return "; ".join(parts) or f"its models ({listed}) carry nothing this collector reads"
+
+
 def _points(model: Model, regs: Sequence[int]) -> dict[str, RawValue]:
     out: dict[str, RawValue] = {}
     for name in model.read_points:
@@ -229,8 +242,10 @@ def _scaled(values: Mapping[str, RawValue], model: Model, name: str) -> float | 
 
 
 def _acc_wrap(values: Mapping[str, RawValue], model: Model, name: str) -> float | None:
-    """An accumulator's modulus in the field's unit: 2**bits x 10**SF."""
+    """An accumulator's modulus in the field's unit: 2**bits x 10**SF (a float32 total has none)."""
     point = model.point(name)
+    if not point.type.startswith("acc"):
+        return None
     sf = values.get(point.sf) if point.sf else 0
     return float(1 << (16 * point.size)) * 10.0**sf if isinstance(sf, int) else None
 
@@ -240,6 +255,7 @@ class SunSpecData:
     fields: dict[str, FieldValue]
     counter_wrap: dict[str, float]
     missing: list[str]
+    ratings: dict[str, float] = field(default_factory=dict)  # field -> the device's rating for it
 
 
 def interpret(blocks: Mapping[int, Sequence[int]], power_sign: int = 1) -> SunSpecData:
@@ -251,11 +267,16 @@ def interpret(blocks: Mapping[int, Sequence[int]], power_sign: int = 1) -> SunSp
     """
     fields: dict[str, FieldValue] = {}
     wrap: dict[str, float] = {}
+    ratings: dict[str, float] = {}
     expected: list[str] = []
     missing: list[str] = []
     present = [MODELS[mid] for mid in MODELS if mid in blocks]
     for model in sorted(present, key=lambda m: m.fallback):
         values = _points(model, blocks[model.id])
+        for rating in model.ratings:
+            rated = _scaled(values, model, rating.point)
+            if rated is not None and rated > 0:
+                ratings[rating.field] = max(ratings.get(rating.field, 0.0), rated)
         for emit in model.emits:
             if not emit.optional:
                 expected.append(emit.field)
@@ -273,7 +294,7 @@ def interpret(blocks: Mapping[int, Sequence[int]], power_sign: int = 1) -> SunSp
                 fields.setdefault(name, status)
             missing += unknown
     missing = [name for name in dict.fromkeys(expected) if name not in fields] + missing
-    return SunSpecData(fields, wrap, missing)
+    return SunSpecData(fields, wrap, missing, ratings)
 
 
 class SunSpecDevice:
@@ -299,8 +320,10 @@ class SunSpecDevice:
                 for mid, (addr, length) in layout.models.items()
                 if mid in wanted and MODELS[mid].length == length
             ]
-            if not blocks:
-                raise MalformedReply(f"{self.host}:{self.port}/{self.unit_id}: no model this collector reads")
+            if not any(MODELS[mid].emits or MODELS[mid].status for mid in layout.models if mid in wanted):
+                raise PollError(
+                    f"{self.host}:{self.port}/{self.unit_id}: {unsupported(layout)}", "unsupported"
+                )
             self._plan = plan_reads(blocks)
             self._where = {}
             for mid, (addr, length) in layout.models.items():

@@ -113,15 +113,19 @@ class _Device:
         self.size = max(
             chain_length(spec.models), chain_length(served(spec, Profile(float_models=True)).models)
         )
+        self.spec = served(spec, profile)
+        self.map, self.updater = build_device(self.spec, household_id, ratings)
+        self.image = self.map.registers  # static registers, copied into pymodbus' store on the first read
+        self.loaded = False
         self.set_profile(profile)
 
     def set_profile(self, profile: Profile) -> None:
         """Behave as ``profile`` from the next request on (a new map is loaded then, if it moved)."""
         spec = served(self.base_spec, profile)
-        if not hasattr(self, "spec") or spec != self.spec:
+        if spec != self.spec:
             self.spec = spec
             self.map, self.updater = build_device(spec, self.household_id, self.ratings)
-            self.image = self.map.registers  # static registers, copied into pymodbus' store on a read
+            self.image = self.map.registers
             self.loaded = False
         self.profile = profile
         self.profile_since: datetime | None = None

@@ -49,7 +49,17 @@ def config_for(fleet: Fleet, **options: Any) -> CollectorConfig:
     options.setdefault("discovery_wait_s", 0.2)
     options.setdefault("echonet_bind", controller_address(fleet))
     options.setdefault("echonet_multicast", False)
+    # The fleets run on simulated time (frozen at noon on a spring day, or faster than the wall): the
+    # meter's own fixed-time stamps are then far from the collector's clock and would be refused as
+    # implausible, as they should.  Tests of those values run a fleet at the wall clock and turn it on.
+    options.setdefault("fixed_time_readings", False)
     return from_manifest(fleet.manifest(), "test-manifest", **options)
+
+
+def wall_half_hour() -> datetime:
+    """The latest :00/:30 of the wall clock: a frozen fleet started there stamps what a real meter would."""
+    now = datetime.now(UTC)
+    return now.replace(minute=30 if now.minute >= 30 else 0, second=0, microsecond=0)
 
 
 @pytest.fixture

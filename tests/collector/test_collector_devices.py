@@ -16,7 +16,7 @@ from collector.runner import Collector
 from devices.fleet import Fleet
 from devices.state import HomeState
 from seeds.vocabulary import STATUS_CATEGORY
-from tests.collector.conftest import config_for
+from tests.collector.conftest import config_for, wall_half_hour
 
 EVENING_JST = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)  # 21:00 in Tokyo: car plugged in, fuel cell on
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
@@ -152,8 +152,12 @@ async def test_counters_carry_their_wrap_modulus(frozen_fleet: Fleet) -> None:
     assert latest[f"{hid}/inverter"].counter_wrap == {"energy_wh_total": 2.0**32}
 
 
-async def test_meter_fixed_time_values_keep_the_meters_own_timestamp(frozen_fleet: Fleet) -> None:
-    collector = Collector(config_for(frozen_fleet))
+async def test_meter_fixed_time_values_keep_the_meters_own_timestamp(
+    fleet_factory: Callable[..., Any],
+) -> None:
+    boundary = wall_half_hour()
+    frozen_fleet: Fleet = await fleet_factory(2, start=boundary)
+    collector = Collector(config_for(frozen_fleet, fixed_time_readings=True))
     await collector.start()
     stamped: list[Reading] = []
 
@@ -166,12 +170,12 @@ async def test_meter_fixed_time_values_keep_the_meters_own_timestamp(frozen_flee
     await asyncio.sleep(0.9)  # several counter polls
     await collector.stop()
     await task
-    # the frozen clock sits exactly on a :00 boundary: the meter stamps its value with that instant,
+    # the frozen clock sits exactly on a :00/:30 boundary: the meter stamps its value with that instant,
     # and each stamped value is emitted once however often it is polled
     by_home = {(r.household, next(iter(r.fields))) for r in stamped}
     assert len(stamped) == len(by_home) == 2 * len(frozen_fleet.homes)
     for r in stamped:
-        assert r.ts_utc == NOON_JST
+        assert r.ts_utc == boundary
         st = frozen_fleet.home(r.household).household.state()
         if "import_wh_total" in r.fields:
             assert r.fields["import_wh_total"] == int(st.grid_import_wh_total / 100.0) * 100.0

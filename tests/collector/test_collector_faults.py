@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collector.reading import Reading
@@ -17,7 +17,7 @@ from collector.runner import Collector
 from devices.fleet import Fleet
 from devices.state import Faults
 from seeds.vocabulary import STATUS_CATEGORY
-from tests.collector.conftest import config_for
+from tests.collector.conftest import config_for, wall_half_hour
 
 TIMEOUT_S = 0.5
 
@@ -145,10 +145,16 @@ async def test_failing_device_backs_off(fleet_factory: Callable[..., Any]) -> No
 
 
 async def test_data_faults_show_in_the_data(fleet_factory: Callable[..., Any]) -> None:
-    """Counter reset, stuck values and a clock jump are not failures: the device answers fine, so
-    health stays ok, and the effect is in what it says."""
-    fleet: Fleet = await fleet_factory(1, speed=600.0)  # ten simulated minutes per second
-    config = config_for(fleet, power_interval_s=0.15, counter_interval_s=0.15)
+    """Counter reset and stuck values are not failures: the device answers fine, so health stays ok,
+    and the effect is in what it says.  A meter clock that jumps a day back stamps its fixed-time
+    values a day off the collector's clock: those are refused (issue 15 item 4), counted, and the
+    meter's health says why, while its live values keep coming."""
+    # from the wall clock's latest half hour, ten simulated minutes per second: the stamps stay within
+    # the hour of skew this test allows until the meter's clock jumps
+    fleet: Fleet = await fleet_factory(1, speed=600.0, start=wall_half_hour())
+    config = config_for(
+        fleet, power_interval_s=0.15, counter_interval_s=0.15, fixed_time_readings=True, clock_skew_s=3600.0
+    )
     collector = Collector(config)
     readings: list[Reading] = []
     hid = fleet.homes[0].household_id
@@ -179,11 +185,17 @@ async def test_data_faults_show_in_the_data(fleet_factory: Callable[..., Any]) -
     assert len(water_after) >= 3 and len(set(water_after[1:])) == 1  # frozen
     inverter_after = values(after, "inverter", "energy_wh_total")
     assert inverter_after[-1] > inverter_after[0]  # the household itself went on
-    stamps = sorted({r.ts_utc for r in readings if r.device == "smart_meter" and "power_w" not in r.fields})
-    assert stamps[0] < stamps[-1] - timedelta(hours=23)  # the meter's own clock went back a day
-    assert all(
-        collector.health()[f"{hid}/{d}"].reason == "ok" for d in ("solar", "water_meter", "smart_meter")
-    )
+
+    def stamps(rs: list[Reading]) -> set[datetime]:
+        return {r.ts_utc for r in rs if r.device == "smart_meter" and "power_w" not in r.fields}
+
+    assert stamps(before)  # the meter's own half-hour values came while its clock was right ...
+    assert all(t > datetime.now(UTC) - timedelta(hours=2) for t in stamps(after))  # ... none a day back
+    assert collector.stats()["implausible"].get("clock", 0) >= 1
+    meter = collector.health()[f"{hid}/smart_meter"]
+    assert meter.reason == "implausible" and "behind the collector's clock" in meter.message, meter
+    assert values(after, "smart_meter", "power_w")  # its live values keep coming
+    assert all(collector.health()[f"{hid}/{d}"].reason == "ok" for d in ("solar", "water_meter"))
 
 
 async def test_nothing_listening_is_unreachable(fleet_factory: Callable[..., Any]) -> None:
