@@ -12,7 +12,7 @@ Anything outside a property's documented range decodes to None, never to a plaus
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -87,18 +87,18 @@ def decode_class(cls: EchonetClass, values: Values) -> Decoded:
     return out
 
 
-def why_nothing(decoded: Decoded, asked: Collection[int]) -> str:
+def why_nothing(decoded: Decoded, values: Values) -> str:
     """Why a poll that got an answer yields no field, in words for the device's health: which
     properties came without data (Get_SNA), which held no valid value."""
     hexes = lambda epcs: ", ".join(f"0x{e:02X}" for e in sorted(epcs))  # noqa: E731
     parts: list[str] = []
-    empty = decoded.missing - decoded.invalid
+    empty = {epc for epc, edt in values.items() if edt is None}
     if empty:
         parts.append(f"Get_SNA for {hexes(empty)}")
     if decoded.invalid:
         parts.append(f"no valid value in {hexes(decoded.invalid)} (a no-data code or outside its range)")
     if not parts:
-        parts.append(f"nothing this collector reads among {hexes(asked)}")
+        parts.append(f"nothing this collector reads among {hexes(values)}")
     return "answered, but " + "; ".join(parts)
 
 

@@ -241,7 +241,7 @@ class Collector:
         except FrameError as exc:
             raise MalformedReply(f"{dev.key}: {exc}") from exc
         if not decoded.fields and not decoded.stamped:
-            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, epcs)}", "no_data")
+            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
         fields, refused = self._plausible(dev, decoded.fields, state.ratings or {})
         lacking = decoded.missing - spec.optional
         if lacking:
@@ -266,7 +266,7 @@ class Collector:
         if fields:
             await self._emit(_reading(dev, polled_at, fields, quality, "echonet", decoded.counter_wrap))
         elif not refused:
-            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, epcs)}", "no_data")
+            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
         return _outcome(quality, "; ".join(notes), refused)
 
     async def _echonet_plan(

@@ -297,6 +297,20 @@ def interpret(blocks: Mapping[int, Sequence[int]], power_sign: int = 1) -> SunSp
     return SunSpecData(fields, wrap, missing, ratings)
 
 
+def _registers(reads: Sequence[tuple[int, Sequence[int]]], address: int, size: int) -> list[int]:
+    """``size`` registers from ``address`` out of the reads (address, registers) that cover them."""
+    out: list[int] = []
+    at, end = address, address + size
+    for start, regs in reads:
+        if start <= at < start + len(regs):
+            take = min(start + len(regs), end) - at
+            out += regs[at - start : at - start + take]
+            at += take
+            if at == end:
+                break
+    return out
+
+
 class SunSpecDevice:
     """One unit id: scans once (and again after the map proved wrong), then reads its models."""
 
@@ -308,40 +322,37 @@ class SunSpecDevice:
         self.power_sign = power_sign
         self.layout: SunSpecLayout | None = None
         self._plan: list[tuple[int, int]] = []
-        # model id -> (index of the planned read holding it, its offset there, its size)
-        self._where: dict[int, tuple[int, int, int]] = {}
+        # model id -> (address of its ID register, registers it occupies); a model longer than one read
+        # (a float meter, 126 registers) is put together from consecutive reads
+        self._where: dict[int, tuple[int, int]] = {}
 
     async def ensure_layout(self) -> SunSpecLayout:
         if self.layout is None:
             layout = await scan(self.pool, self.host, self.port, self.unit_id)
             wanted = read_models()
-            blocks = [
-                (addr, length + 2)
+            where = {
+                mid: (addr, length + 2)
                 for mid, (addr, length) in layout.models.items()
                 if mid in wanted and MODELS[mid].length == length
-            ]
-            if not any(MODELS[mid].emits or MODELS[mid].status for mid in layout.models if mid in wanted):
+            }
+            if not any(MODELS[mid].emits or MODELS[mid].status for mid in where):
                 raise PollError(
                     f"{self.host}:{self.port}/{self.unit_id}: {unsupported(layout)}", "unsupported"
                 )
-            self._plan = plan_reads(blocks)
-            self._where = {}
-            for mid, (addr, length) in layout.models.items():
-                for i, (start, count) in enumerate(self._plan):
-                    if start <= addr and addr + length + 2 <= start + count:
-                        self._where[mid] = (i, addr - start, length + 2)
+            self._plan = plan_reads(where.values())
+            self._where = where
             self.layout = layout
         return self.layout
 
     async def read(self) -> SunSpecData:
         await self.ensure_layout()
         reads = [
-            await self.pool.read(self.host, self.port, self.unit_id, address, count)
+            (address, await self.pool.read(self.host, self.port, self.unit_id, address, count))
             for address, count in self._plan
         ]
         blocks: dict[int, list[int]] = {}
-        for mid, (i, offset, size) in self._where.items():
-            regs = reads[i][offset : offset + size]
+        for mid, (address, size) in self._where.items():
+            regs = _registers(reads, address, size)
             if regs[0] != mid or regs[1] != size - 2:
                 self.layout = None  # the map moved (firmware update?): rescan next time
                 raise MalformedReply(f"{self.host}/{self.unit_id}: model {mid} header changed")

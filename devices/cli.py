@@ -16,6 +16,7 @@ from datetime import datetime
 import config
 from common import loop as event_loop
 from devices.fleet import Fleet, FleetError
+from devices.profile import PROFILES, Plan, ProfileError, parse_plan
 from devices.sunspec.server import DEFAULT_MODBUS_PORT
 
 
@@ -37,6 +38,13 @@ def _non_negative(text: str) -> float:
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
     return value
+
+
+def _plan(text: str) -> Plan:
+    try:
+        return parse_plan(text)
+    except ProfileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.10",
         help="first two octets of the homes' loopback addresses (home i at PREFIX.{i//250}.{i%%250+1})",
     )
+    p.add_argument(
+        "--profiles",
+        type=_plan,
+        default=None,
+        help="device profiles (quirks of real equipment): 'mix', or DEVICE=PROFILE[,N/DEVICE=PROFILE...] "
+        f"with PROFILE one of {', '.join(PROFILES)} (join with '+'); N/ names home N only",
+    )
     p.add_argument("--duration", type=_non_negative, default=None, help="stop after this many wall seconds")
     p.add_argument("--config", default=None, help="TOML file whose [devices] section sets these options")
     return p
@@ -83,6 +98,7 @@ async def _run(args: argparse.Namespace) -> int:
         modbus=not args.no_modbus,
         control_port=args.control_port,
         address_prefix=args.address_prefix,
+        profiles=args.profiles,
     )
     stop = asyncio.Event()
     event_loop.stop_on_signals(stop)
@@ -98,7 +114,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"  simulated start {fleet.sim_start.isoformat()} speed {fleet.speed:g}")
         print(f"  manifest {path}")
         if fleet.control_url:
-            print(f"  fault control {fleet.control_url}/faults")
+            print(f"  fault control {fleet.control_url}/faults, device profiles {fleet.control_url}/profiles")
         sys.stdout.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), args.duration)

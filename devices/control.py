@@ -9,6 +9,16 @@ Fields: ``no_reply``, ``malformed``, ``truncated``, ``stuck``, ``fault_flag`` (b
 (int code or null), ``sna_epcs`` (list of EPCs as ints or hex strings, e.g. ``["E7", 224]``),
 ``clock_offset_s`` (number of seconds).  A PUT changes only the fields it names; ``{"clear": true}``
 first returns the device to healthy.  Loopback only: there is no authentication.
+
+Device profiles (``devices.profile``: how a make of device behaves, rather than a fault):
+
+    GET  /profiles                                    every device's profile
+    GET  /profiles/{household}/{device}               one device's
+    PUT  /profiles/{household}/{device}               ``{"name": "get_limit_2+slow"}``, profile fields
+                                                      (``{"max_epcs": 2, "delay_s": 0.1}``) or both
+
+A PUT replaces the device's profile whole (``{"name": "standard"}`` returns it to a standard device);
+a body that does not describe a profile is refused (400) and changes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from devices.errors import DeviceError
+from devices.profile import ProfileError, from_json
 from devices.state import Faults, HomeState
 from devices.sunspec.server import MODBUS_EXCEPTION_CODES
 
@@ -166,6 +177,32 @@ def build_app(fleet: _Fleet) -> web.Application:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         apply_fault_update(faults, changes)
         return web.json_response(faults_to_json(faults))
+
+    @routes.get("/profiles")
+    async def all_profiles(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                home.household_id: {d: home.profile(d).to_json() for d in sorted(home.faults)}
+                for home in fleet.homes
+            }
+        )
+
+    @routes.get("/profiles/{household}/{device}")
+    async def one_profile(request: web.Request) -> web.Response:
+        home, _ = _lookup(fleet, request)
+        return web.json_response(home.profile(request.match_info["device"]).to_json())
+
+    @routes.put("/profiles/{household}/{device}")
+    async def put_profile(request: web.Request) -> web.Response:
+        home, _ = _lookup(fleet, request)
+        device = request.match_info["device"]
+        try:
+            profile = from_json(await request.json())
+        except ValueError as exc:  # not JSON, or JSON that is no profile (ProfileError)
+            message = str(exc) if isinstance(exc, ProfileError) else "body is not valid JSON"
+            raise web.HTTPBadRequest(text=f"{message}\n") from None
+        home.set_profile(device, profile)
+        return web.json_response(home.profile(device).to_json())
 
     @routes.post("/faults/{household}/{device}/reset-counters")
     async def reset(request: web.Request) -> web.Response:

@@ -75,9 +75,13 @@ async def read_model(
             tuple((await c.read_holding_registers(BASE_ADDRESS, count=2, device_id=unit)).registers)
             == SUNS_MARKER
         )
-        rr = await c.read_holding_registers(address, count=model.size, device_id=unit)
-        assert not rr.isError(), rr
-    return decode_model(model, rr.registers)
+        registers: list[int] = []
+        while len(registers) < model.size:  # a float meter (126 registers) takes two reads
+            count = min(125, model.size - len(registers))
+            rr = await c.read_holding_registers(address + len(registers), count=count, device_id=unit)
+            assert not rr.isError(), rr
+            registers += rr.registers
+    return decode_model(model, registers)
 
 
 class _Collector(asyncio.DatagramProtocol):
