@@ -3,6 +3,7 @@
 #   - a virtual environment in ./.venv with the project and its dev extras (editable install)
 #   - a real InfluxDB 2.x server binary (built once from the Go proxy + crates.io, then cached)
 #   - Debian's chromium + Playwright for the browser tests (when apt is available)
+#   - KAIT's echonet-lite (npm) in ./.interop, a third-party ECHONET Lite device for the interop tests
 #   - ruff check and mypy (both must be clean)
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k echonet
 set -euo pipefail
@@ -23,6 +24,13 @@ fi
 if [ -f scripts/ci_browser.sh ]; then
   echo "== chromium + playwright" >&2
   bash scripts/ci_browser.sh || echo "browser not available: the browser tests will be reported as skipped" >&2
+fi
+
+echo "== third-party ECHONET Lite device (npm)" >&2
+if command -v npm >/dev/null 2>&1; then
+  bash scripts/interop_npm.sh
+else
+  echo "npm not available: the KAIT device interop test will be reported as skipped" >&2
 fi
 
 echo "== ruff and mypy" >&2
