@@ -13,7 +13,10 @@ Phases, same devices, same process:
    ``--duration`` seconds.
 
 Goal (issue 4): 5,000 devices at a 5 s interval (>= 1,000 reads/s) with p99 lateness < 250 ms on
-2 cores.  ``--profile`` prints where the collector process spends its time (cProfile).
+2 cores; since issue 15 with a mix of device profiles (``--profiles mix``, the default: in one home of
+eight each of: Gets limited to 1-3 properties, SunSpec float models, slow answers, large counters, a
+drifting meter clock), as a real fleet has them.  ``--profile`` prints where the collector process
+spends its time (cProfile).
 """
 
 from __future__ import annotations
@@ -51,10 +54,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_fleet(homes: int, prefix: str, port: int, manifest: Path) -> subprocess.Popen[bytes]:
+def start_fleet(
+    homes: int, prefix: str, port: int, manifest: Path, profiles: str = "mix"
+) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "devices.cli", "--homes", str(homes), "--seed", "1", "--speed", "1",
         "--modbus-port", str(port), "--address-prefix", prefix, "--manifest", str(manifest),
+        *(["--profiles", profiles] if profiles else []),
     ]  # fmt: skip
     # stderr to a file, never an unread pipe: a full pipe would block the emulator on its next log line
     log = open(manifest.with_suffix(".log"), "wb")  # noqa: SIM115 - lives as long as the process
@@ -75,7 +81,7 @@ async def baseline(config: CollectorConfig, seconds: float) -> tuple[int, float,
     socket for ECHONET (no TID bookkeeping beyond checking the echo)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((config.echonet_bind, 0))
+    sock.bind((config.echonet_bind, config.echonet_port))  # nodes answer on the ECHONET Lite port
     sock.setblocking(False)
     clients: dict[tuple[str, int], AsyncModbusTcpClient] = {}
     blocks = {1: (40070, 52), 2: (40070, 107), 3: (40070, 90)}
@@ -243,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--warmup", type=float, default=None, help="seconds before measuring (default 2 intervals + 3 s)"
     )
+    p.add_argument(
+        "--profiles",
+        default="mix",
+        help="device profiles of the fleet ('mix': every quirk in one home of eight; '' for none)",
+    )
     p.add_argument("--profile", action="store_true", help="cProfile the collector phase")
     p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after the warm-up")
     p.add_argument("--worst", type=int, default=0, help="print the N latest devices' lateness")
@@ -251,8 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-collector-"))
     manifest = tmp / "manifest.json"
     t = time.perf_counter()
-    fleet = start_fleet(args.homes, args.prefix, args.port, manifest)
+    fleet = start_fleet(args.homes, args.prefix, args.port, manifest, args.profiles)
     print(f"fleet: {args.homes} homes started in {time.perf_counter() - t:.1f} s (pid {fleet.pid})")
+    quirky = collections.Counter(
+        device.get("profile", {}).get("name", "standard")
+        for home in json.loads(manifest.read_text())["homes"]
+        for device in [
+            *home.get("echonet", {}).get("objects", []),
+            *home.get("modbus", {}).get("devices", []),
+        ]
+    )
+    print(f"profiles ({args.profiles or 'none'}): {dict(sorted(quirky.items()))}")
     try:
         config = from_manifest(
             json.loads(manifest.read_text()),

@@ -61,6 +61,8 @@ class Load:
     targets: list[tuple[str, int]]  # (address, port)
     seconds: float
     concurrency: int
+    # an ECHONET Lite client listens where nodes answer: its own address, port 3610
+    bind: tuple[str, int] = ("127.0.0.1", 0)
 
 
 # --- client process --------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def _echonet_run(load: Load) -> tuple[int, int]:
             requests.append((encode_frame(frame), target))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(load.bind)
     sock.settimeout(0.2)
     answered = lost = in_flight = k = 0
     deadline = time.monotonic() + load.seconds
@@ -180,11 +182,13 @@ async def run_load(load: Load, processes: int) -> Result:
     results, go = ctx.Queue(), ctx.Event()
     procs = []
     for k in range(processes):
+        prefix = load.targets[0][0].rsplit(".", 2)[0]
         share = Load(
             load.kind,
             load.targets[k::processes] or load.targets,
             load.seconds,
             max(1, load.concurrency // processes),
+            (f"{prefix}.255.{100 + k}", 3610) if load.kind == "echonet" else load.bind,
         )
         procs.append(ctx.Process(target=_client_process, args=(share, go, results)))
     for proc in procs:

@@ -4,6 +4,7 @@ and the sign-in text it prints is true: the printed token reads the printed URL.
 from __future__ import annotations
 
 import json
+import random
 import re
 import socket
 import subprocess
@@ -22,6 +23,9 @@ def _free_port() -> int:
 
 def test_demo_serves_what_it_prints(tmp_path: Path) -> None:
     port = _free_port()
+    # this run's own loopback /16 and Modbus port: two test runs at once never meet
+    prefix = f"127.{random.randint(100, 250)}"
+    modbus_port = _free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -37,11 +41,11 @@ def test_demo_serves_what_it_prints(tmp_path: Path) -> None:
             "--data-dir",
             str(tmp_path / "demo"),
             "--address-prefix",
-            "127.23",
+            prefix,
             "--modbus-port",
-            "5023",
+            str(modbus_port),
             "--echonet-bind",
-            "127.23.255.1",
+            f"{prefix}.255.1",
             "--power-interval",
             "1",
             "--summary-every",
