@@ -19,6 +19,7 @@ import sunspec2
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from devices.profile import parse
 from devices.state import Faults, HomeState
 from devices.sunspec.server import MODBUS_DEVICES, SunSpecHomeServer
 from protocols.sunspec.models import MODELS, Model
@@ -311,6 +312,38 @@ async def test_pysunspec2_scans_every_device(home: Any) -> None:
     assert storage[802]["SoC"] == pytest.approx(55.5) and storage[124]["ChaState"] == pytest.approx(55.5)
     assert storage[802]["AHRtg"] > 0  # points we do not fill are None, the ones we fill decode
     assert inverter[102]["VA"] is None
+
+
+async def test_pysunspec2_scans_a_float_mode_home() -> None:
+    """The float profile's maps (112 and 212 in place of 102 and 202) are scanned and decoded by
+    pysunspec2 too, and carry the household's values."""
+    from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
+
+    household = SettableHousehold()
+    float_mode = {"inverter": parse("float"), "meter": parse("float")}
+    server = SunSpecHomeServer(household.household_id, household, {}, "127.0.0.1", 0, profiles=float_mode)
+    await server.start()
+
+    def scan(unit: int) -> dict[int, dict[str, Any]]:
+        dev = SunSpecModbusClientDeviceTCP(slave_id=unit, ipaddr="127.0.0.1", ipport=server.port, timeout=2)
+        try:
+            dev.scan()
+            return {
+                mid: {name: pt.cvalue for name, pt in dev.models[mid][0].points.items()}
+                for mid in dev.models
+                if isinstance(mid, int)
+            }
+        finally:
+            dev.close()
+
+    try:
+        inverter, meter = await asyncio.gather(asyncio.to_thread(scan, 1), asyncio.to_thread(scan, 2))
+    finally:
+        await server.stop()
+    assert sorted(inverter) == [1, 112, 120] and sorted(meter) == [1, 212]
+    assert inverter[112]["W"] == pytest.approx(3210) and inverter[112]["WH"] == pytest.approx(12_345)
+    assert meter[212]["W"] == pytest.approx(-810) and meter[212]["TotWhImp"] == pytest.approx(5_000)
+    assert meter[212]["AphA"] == pytest.approx(-810 / 200) and meter[212]["PPVphAB"] == pytest.approx(200)
 
 
 async def test_stop_releases_the_port() -> None:
