@@ -4,6 +4,7 @@ tests' 127.100-127.250) with ephemeral Modbus ports."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import random
@@ -15,6 +16,7 @@ import pytest
 
 from collector.config import CollectorConfig, from_manifest
 from devices.fleet import Fleet
+from protocols.echonet.frame import ESV, Frame, Property, decode, encode
 
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo: the sun is up
 QUIET = {"multicast": False, "announce_interval_s": None}
@@ -81,3 +83,29 @@ async def fleet_factory() -> AsyncIterator[Callable[..., Any]]:
 async def frozen_fleet(fleet_factory: Callable[..., Any]) -> Fleet:
     fleet: Fleet = await fleet_factory(2)
     return fleet
+
+
+class LimitedNode(asyncio.DatagramProtocol):
+    """A device (test-local UDP responder) that answers only the first ``limit`` properties of a Get,
+    as some real devices do (interop.md): the rest listed with PDC 0 in a Get_SNA, or, with ``omit``,
+    left out of a Get_Res.  Each answered property's data is 1 and its own EPC (a property map listing
+    itself, so a map read from it decodes)."""
+
+    def __init__(self, limit: int, omit: bool = False) -> None:
+        self.limit = limit
+        self.omit = omit
+        self.requests: list[int] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        frame = decode(data)
+        self.requests.append(len(frame.props))
+        answered = [Property(p.epc, bytes((1, p.epc))) for p in frame.props[: self.limit]]
+        rest = [] if self.omit else [Property(p.epc) for p in frame.props[self.limit :]]
+        esv = ESV.GET_SNA if rest else ESV.GET_RES
+        assert self.transport is not None
+        reply = Frame(frame.tid, frame.deoj, frame.seoj, esv, (*answered, *rest))
+        self.transport.sendto(encode(reply), (addr[0], 3610))  # answers go to port 3610

@@ -16,7 +16,7 @@ from devices.fleet import Fleet
 from devices.physics import Household
 from devices.state import HomeState
 from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, decode, encode
-from tests.collector.conftest import config_for, controller_address
+from tests.collector.conftest import LimitedNode, config_for, controller_address
 
 BATTERY = EOJ(0x02, 0x7D, 0x01)
 
@@ -71,39 +71,18 @@ async def test_infc_is_acknowledged_and_becomes_a_reading(fleet_factory: Callabl
     assert collector.stats()["pushed"] >= 1
 
 
-class FakeLimitedNode(asyncio.DatagramProtocol):
-    """FAKE device (test-local): answers at most ``limit`` EPCs per Get, as some real devices do.
-    The project's emulator has no per-request EPC limit, so this is the only way to test shrinking."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.requests: list[int] = []
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        frame = decode(data)
-        self.requests.append(len(frame.props))
-        answered = tuple(Property(p.epc, bytes((p.epc,))) for p in frame.props[: self.limit])
-        reply = Frame(frame.tid, frame.deoj, frame.seoj, ESV.GET_RES, answered)
-        assert self.transport is not None
-        self.transport.sendto(encode(reply), addr)
-
-
 async def test_batch_shrinks_when_a_device_answers_fewer_epcs(fleet_factory: Callable[..., Any]) -> None:
     fleet: Fleet = await fleet_factory(1)
     node_address = fleet.homes[0].address.rsplit(".", 1)[0] + ".200"
     loop = asyncio.get_running_loop()
-    fake = FakeLimitedNode(limit=3)
+    fake = LimitedNode(limit=3, omit=True)  # leaves out what it does not answer
     transport, _ = await loop.create_datagram_endpoint(lambda: fake, local_addr=(node_address, 3610))
     ctl = EchonetController(controller_address(fleet), multicast=False, timeout_s=0.5)
     await ctl.start()
     try:
         epcs = list(range(0xE0, 0xEA))  # 10 EPCs
         result = await ctl.get(node_address, BATTERY, epcs)
-        assert result.values == {e: bytes((e,)) for e in epcs}  # everything, despite the limit
+        assert result.values == {e: bytes((1, e)) for e in epcs}  # everything, despite the limit
         assert ctl.batch_limit(node_address, BATTERY) == 3
         assert ctl.stats.batch_shrinks == 1
         fake.requests.clear()

@@ -23,39 +23,15 @@ from devices.fleet import Fleet, known_device_ids
 from devices.physics import Household
 from devices.profile import PROFILES, Profile, every_home
 from devices.state import HomeState
-from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, decode, encode, pack_int
+from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, encode, pack_int
 from protocols.sunspec.models import MODELS
 from protocols.sunspec.points import SUNS_MARKER, not_implemented
-from tests.collector.conftest import config_for, controller_address
+from tests.collector.conftest import LimitedNode, config_for, controller_address
 from tests.collector.test_collector_devices import expected
 from tests.collector.test_collector_profiles import collect, latest_fields
 
 METER = EOJ(0x02, 0x88, 0x01)
 BATTERY = EOJ(0x02, 0x7D, 0x01)
-
-
-class LimitedNode(asyncio.DatagramProtocol):
-    """A device (test-local UDP responder) that answers the first ``limit`` properties of a Get with
-    data and lists the rest with PDC 0 in a Get_SNA, as some real devices do (interop.md)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.requests: list[int] = []
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        frame = decode(data)
-        self.requests.append(len(frame.props))
-        props = tuple(
-            Property(p.epc, bytes((0x01, p.epc)) if i < self.limit else b"")
-            for i, p in enumerate(frame.props)
-        )
-        esv = ESV.GET_RES if len(props) <= self.limit else ESV.GET_SNA
-        assert self.transport is not None
-        self.transport.sendto(encode(Frame(frame.tid, frame.deoj, frame.seoj, esv, props)), (addr[0], 3610))
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
@@ -75,7 +51,7 @@ async def test_property_maps_and_every_value_come_from_a_device_answering_n_prop
         assert set(maps) == {0x9D, 0x9E, 0x9F}  # not one of them lost
         epcs = list(range(0xE0, 0xE8))
         result = await ctl.get(node_address, METER, epcs)
-        assert result.values == {e: bytes((0x01, e)) for e in epcs} and not result.sna
+        assert result.values == {e: bytes((1, e)) for e in epcs} and not result.sna
         assert ctl.batch_limit(node_address, METER) == limit
         node.requests.clear()
         await ctl.get(node_address, METER, epcs)

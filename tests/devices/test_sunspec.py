@@ -37,6 +37,7 @@ from protocols.sunspec.points import (
     not_implemented,
     scaled,
 )
+from tests.sunspec_reference import pysunspec2_scan
 
 
 def make_state(**changes: Any) -> HomeState:
@@ -284,21 +285,10 @@ async def test_stuck_and_counter_reset_faults(client: AsyncModbusTcpClient, home
 async def test_pysunspec2_scans_every_device(home: Any) -> None:
     """A third-party, synchronous client (run in a thread) must scan and decode our maps."""
     server = home[0]
-    from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
-
-    def scan(unit: int) -> dict[int, dict[str, Any]]:
-        dev = SunSpecModbusClientDeviceTCP(slave_id=unit, ipaddr="127.0.0.1", ipport=server.port, timeout=2)
-        try:
-            dev.scan()
-            return {
-                mid: {name: pt.cvalue for name, pt in dev.models[mid][0].points.items()}
-                for mid in dev.models
-                if isinstance(mid, int)
-            }
-        finally:
-            dev.close()
-
-    results = await asyncio.gather(*(asyncio.to_thread(scan, s.unit_id) for s in MODBUS_DEVICES))
+    assert server.port is not None
+    results = await asyncio.gather(
+        *(asyncio.to_thread(pysunspec2_scan, server.port, s.unit_id) for s in MODBUS_DEVICES)
+    )
     inverter, meter, storage = results
     assert sorted(inverter) == [1, 102, 120] and sorted(meter) == [1, 202]
     assert sorted(storage) == [1, 124, 802]
@@ -317,27 +307,16 @@ async def test_pysunspec2_scans_every_device(home: Any) -> None:
 async def test_pysunspec2_scans_a_float_mode_home() -> None:
     """The float profile's maps (112 and 212 in place of 102 and 202) are scanned and decoded by
     pysunspec2 too, and carry the household's values."""
-    from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
-
     household = SettableHousehold()
     float_mode = {"inverter": parse("float"), "meter": parse("float")}
     server = SunSpecHomeServer(household.household_id, household, {}, "127.0.0.1", 0, profiles=float_mode)
     await server.start()
-
-    def scan(unit: int) -> dict[int, dict[str, Any]]:
-        dev = SunSpecModbusClientDeviceTCP(slave_id=unit, ipaddr="127.0.0.1", ipport=server.port, timeout=2)
-        try:
-            dev.scan()
-            return {
-                mid: {name: pt.cvalue for name, pt in dev.models[mid][0].points.items()}
-                for mid in dev.models
-                if isinstance(mid, int)
-            }
-        finally:
-            dev.close()
-
+    assert server.port is not None
     try:
-        inverter, meter = await asyncio.gather(asyncio.to_thread(scan, 1), asyncio.to_thread(scan, 2))
+        inverter, meter = await asyncio.gather(
+            asyncio.to_thread(pysunspec2_scan, server.port, 1),
+            asyncio.to_thread(pysunspec2_scan, server.port, 2),
+        )
     finally:
         await server.stop()
     assert sorted(inverter) == [1, 112, 120] and sorted(meter) == [1, 212]

@@ -19,11 +19,11 @@ import sunspec2
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from sunspec2 import mb
-from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from collector.config import CollectorConfig, DeviceConfig
 from collector.runner import Collector
 from tests.collector.test_collector_profiles import collect
+from tests.sunspec_reference import pysunspec2_scan
 
 MODELS_DIR = os.path.join(os.path.dirname(sunspec2.__file__), "models", "json")
 INVERTER_STATUS = {"St": 4, "Evt1": 0}  # MPPT, no alarm
@@ -97,19 +97,6 @@ async def third_party() -> AsyncIterator[int]:
     await server.shutdown()
 
 
-def pysunspec2_reads(port: int, unit: int) -> dict[int, dict[str, Any]]:
-    dev = SunSpecModbusClientDeviceTCP(slave_id=unit, ipaddr="127.0.0.1", ipport=port, timeout=2)
-    try:
-        dev.scan()
-        return {
-            mid: {name: pt.cvalue for name, pt in dev.models[mid][0].points.items()}
-            for mid in dev.models
-            if isinstance(mid, int)
-        }
-    finally:
-        dev.close()
-
-
 async def test_our_collector_reads_what_pysunspec2_reads(third_party: int) -> None:
     port = third_party
     devices = tuple(
@@ -120,7 +107,7 @@ async def test_our_collector_reads_what_pysunspec2_reads(third_party: int) -> No
     )
     collector = Collector(CollectorConfig(devices, timeout_s=1.0))
     readings = await collect(collector, 1.0)
-    references = await asyncio.gather(*(asyncio.to_thread(pysunspec2_reads, port, unit) for unit in UNITS))
+    references = await asyncio.gather(*(asyncio.to_thread(pysunspec2_scan, port, unit) for unit in UNITS))
     for (unit, (_, models, category)), reference in zip(UNITS.items(), references, strict=True):
         key = f"hh-third-party/unit{unit}"
         assert collector.health()[key].reason == "ok", (key, collector.health()[key])
