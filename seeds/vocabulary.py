@@ -113,8 +113,9 @@ FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("running", "bool", "bool", _EQUIPMENT),
     FieldSpec("connected", "bool", "bool", ("ev",)),
     FieldSpec("state", "enum", "text", ("pv", "battery")),
-    # Equipment status (STATUS_CATEGORY): the collector's verdict on a device (ok / partial / pending /
-    # timeout / exception:<code> / malformed / unreachable / error:<type>) and the Unix time it began.
+    # Equipment status (STATUS_CATEGORY): the collector's verdict on a device (ok / partial / implausible
+    # / pending / timeout / exception:<code> / malformed / unsupported / no_data / unreachable /
+    # error:<type>) and the Unix time it began.
     FieldSpec("health", "enum", "text", (STATUS_CATEGORY,)),
     FieldSpec("health_since_s", "s", "float", (STATUS_CATEGORY,), low=0.0, high=1e11),
 )

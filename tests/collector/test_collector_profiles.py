@@ -19,6 +19,7 @@ from collector.runner import Collector
 from devices.fleet import Fleet, known_device_ids
 from devices.profile import PROFILES, every_home
 from protocols.echonet.frame import EOJ
+from seeds.vocabulary import STATUS_CATEGORY
 from tests.collector.conftest import config_for
 from tests.collector.test_collector_devices import expected
 
@@ -26,12 +27,15 @@ COUNTERS = ("import_wh_total", "export_wh_total", "energy_wh_total", "charge_wh_
 
 
 async def collect(collector: Collector, seconds: float) -> list[Reading]:
+    """The device readings of ``seconds`` of polling (health readings, category ``equipment``, left
+    out: health is checked through ``collector.health()``)."""
     readings: list[Reading] = []
     await collector.start()
 
     async def consume() -> None:
         async for r in collector.readings():
-            readings.append(r)
+            if r.category != STATUS_CATEGORY:
+                readings.append(r)
 
     task = asyncio.get_running_loop().create_task(consume())
     await asyncio.sleep(seconds)

@@ -241,14 +241,14 @@ async def test_control_endpoint_raises_the_device_fault_flag() -> None:
         address = fleet.homes[0].address
         assert fleet.control_url
         async with aiohttp.ClientSession(fleet.control_url) as http:
-            inverter = await read_model(fleet, 0, 1, 103, (1, 103))
+            inverter = await read_model(fleet, 0, 1, 102, (1, 102, 120))
             assert inverter["St"] == 4 and inverter["Evt1"] == 0
             solar = await echonet_get(address, EOJ(0x02, 0x79, 0x01), [0x88])
             assert solar[0x88] == b"\x42"
             for device in ("inverter", "solar", "storage"):
                 async with http.put(f"/faults/{hid}/{device}", json={"fault_flag": True}) as r:
                     assert r.status == 200 and (await r.json())["fault_flag"] is True
-            inverter = await read_model(fleet, 0, 1, 103, (1, 103))
+            inverter = await read_model(fleet, 0, 1, 102, (1, 102, 120))
             assert inverter["St"] == 7 and inverter["Evt1"] != 0  # FAULT, ground-fault event
             assert inverter["W"] > 0  # the alarm does not change what it measures
             storage = await read_model(fleet, 0, 3, 802, (1, 124, 802))
@@ -258,7 +258,7 @@ async def test_control_endpoint_raises_the_device_fault_flag() -> None:
             assert (await echonet_get(address, EOJ(0x02, 0x7D, 0x01), [0x88]))[0x88] == b"\x42"
             async with http.put(f"/faults/{hid}/inverter", json={"clear": True}) as r:
                 assert (await r.json())["fault_flag"] is False
-            assert (await read_model(fleet, 0, 1, 103, (1, 103)))["St"] == 4
+            assert (await read_model(fleet, 0, 1, 102, (1, 102, 120)))["St"] == 4
             async with http.put(f"/faults/{hid}/solar", json={"fault_flag": "yes"}) as r:
                 assert r.status == 400
 
