@@ -323,6 +323,15 @@ class EchonetController:
             if frame.esv not in (ESV.GET_RES, ESV.GET_SNA):
                 raise MalformedReply(f"{address} {eoj.hex()}: ESV 0x{frame.esv:02x} answering a Get")
             got = {p.epc: p.edt for p in frame.props if p.epc in batch}
+            if len(got) == len(batch) and all(got.values()):  # the common case: all of it, with data
+                if suspect is not None:
+                    self._learn_limit(key, suspect)
+                    suspect = None
+                elif len(batch) == limit < DEFAULT_MAX_EPCS:
+                    self._regrow(key, limit)
+                values.update(got)
+                todo = todo[len(batch) :]
+                continue
             if len(batch) == 1 and batch[0] not in got:
                 raise MalformedReply(f"{address} {eoj.hex()}: answer lacks the one EPC asked")
             with_data = [i for i, e in enumerate(batch) if got.get(e)]

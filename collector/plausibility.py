@@ -47,37 +47,39 @@ class Refusal:
     why: str
 
 
+# numeric fields: name -> (low, high); checked on every reading, so looked up once here
+_BOUNDS: dict[str, tuple[float, float]] = {
+    s.name: (s.low, s.high) for s in FIELD_SPECS.values() if s.type == "float"
+}
+
+
 def check_fields(
-    fields: Mapping[str, FieldValue], ratings: Mapping[str, float]
+    fields: dict[str, FieldValue], ratings: Mapping[str, float]
 ) -> tuple[dict[str, FieldValue], list[Refusal]]:
-    """The fields that may be true, and the refusals of the others."""
-    kept: dict[str, FieldValue] = {}
+    """The fields that may be true (``fields`` itself when all may: the common case costs no copy),
+    and the refusals of the others."""
     refused: list[Refusal] = []
     for name, value in fields.items():
-        problem = _problem(name, value, ratings.get(name))
-        if problem is None:
-            kept[name] = value
-        else:
-            refused.append(Refusal(name, value, *problem))
-    return kept, refused
+        bounds = _BOUNDS.get(name)
+        if bounds is None or value.__class__ is bool or not isinstance(value, int | float):
+            continue
+        low, high = bounds
+        rating = ratings.get(name)
+        if not low <= value <= high or (rating and abs(value) > RATING_MARGIN * rating):  # NaN fails too
+            refused.append(_refusal(name, float(value), rating))
+    if not refused:
+        return fields, refused
+    wrong = {r.field for r in refused}
+    return {k: v for k, v in fields.items() if k not in wrong}, refused
 
 
-def _problem(name: str, value: FieldValue, rating: float | None) -> tuple[str, str] | None:
-    spec = FIELD_SPECS.get(name)
-    if spec is None or spec.type != "float" or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
+def _refusal(name: str, number: float, rating: float | None) -> Refusal:
+    spec = FIELD_SPECS[name]
     if not math.isfinite(number) or not spec.low <= number <= spec.high:
-        return (
-            "range",
-            f"{name} {number:g} {spec.unit} outside its physical range {spec.low:g}..{spec.high:g}",
-        )
-    if rating is not None and rating > 0 and abs(number) > RATING_MARGIN * rating:
-        return (
-            "rating",
-            f"{name} {number:g} {spec.unit} beyond {RATING_MARGIN:g} x the device's rating {rating:g}",
-        )
-    return None
+        why = f"{name} {number:g} {spec.unit} outside its physical range {spec.low:g}..{spec.high:g}"
+        return Refusal(name, number, "range", why)
+    why = f"{name} {number:g} {spec.unit} beyond {RATING_MARGIN:g} x the device's rating {rating:g}"
+    return Refusal(name, number, "rating", why)
 
 
 def check_stamp(
