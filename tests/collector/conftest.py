@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import random
+import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,23 @@ _prefixes = itertools.count(random.Random(os.getpid()).randint(30, 60))
 
 
 def next_prefix() -> str:
-    return f"127.{30 + (next(_prefixes) - 30) % 70}"
+    """The next /16 of this run's sequence that no one is using right now: other test runs on the machine
+    draw from the same range, so a prefix whose first home or controller address already has port 3610
+    taken is passed over."""
+    for _ in range(70):
+        prefix = f"127.{30 + (next(_prefixes) - 30) % 70}"
+        if all(_free(f"{prefix}.{host}") for host in ("0.1", "255.1")):
+            return prefix
+    return prefix
+
+
+def _free(address: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 3610))
+        except OSError:
+            return False
+    return True
 
 
 def make_fleet(homes: int = 2, **kw: Any) -> Fleet:
