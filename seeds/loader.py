@@ -74,6 +74,7 @@ _CONDITION_KEYS: Final = frozenset(
         "identity_check",
         "after_contract_end",
         "legal_hold",
+        "named_recipients",
     }
 )
 _MAX_SUMMARY: Final = 700
@@ -122,6 +123,9 @@ class Conditions:
     identity_check: bool = False
     after_contract_end: bool = False
     legal_hold: bool = False
+    # Only the parties the company registered for this clause (a named joint user or recipient, with a
+    # period) benefit; the company's own staff always do.
+    named_recipients: bool = False
 
     def __getitem__(self, name: str) -> object:
         if name not in _CONDITION_KEYS:
@@ -362,6 +366,7 @@ def _conditions(raw: object, name: str, cid: str) -> Conditions:
         identity_check=_flag(raw, "identity_check", name, cid, "conditions."),
         after_contract_end=_flag(raw, "after_contract_end", name, cid, "conditions."),
         legal_hold=_flag(raw, "legal_hold", name, cid, "conditions."),
+        named_recipients=_flag(raw, "named_recipients", name, cid, "conditions."),
     )
 
 

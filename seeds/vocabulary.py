@@ -42,17 +42,22 @@ ACTIONS: Final = ("read", "read_stats", "export")
 
 PRINCIPAL_KINDS: Final = (
     "homeowner",
+    "agent",  # acts for a homeowner under a verified mandate (SPS 2(6)[3], Kaluza handling 4, Sobu Gas 8)
     "sales_company",
     "installer",
     "wholesaler",
     "approved_company",
     "designated_body",
-    "operator",
+    "operator",  # a company's own staff: in seeds, the company whose document names it
     "analyst",
     "retailer",  # ENEX 5 joint use (1), XOOM / Sobu Gas joint use
     "grid_operator",  # transmission/distribution operators and OCCTO (ENEX 5 joint use (1))
     "dr_aggregator",  # demand-response (negawatt) contractors (XOOM, Sobu Gas)
+    "named_party",  # a company a document names as joint user or recipient (ENEX group and partners, ...)
 )
+# Kinds that act for one company (the data controller whose staff they are); every other kind is a
+# company of its own and a third party to each document's company.
+COMPANY_STAFF_KINDS: Final = ("operator", "analyst")
 
 FieldType = Literal["float", "bool", "text"]
 

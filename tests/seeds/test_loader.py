@@ -150,7 +150,7 @@ def test_person_rights_require_identity_check_and_sps_2_6_carries_the_suspension
         seeds.clause("sps-2.6").limits
     )
     disclosure = seeds.clause("sps-2.6.2")
-    assert disclosure.recipients == ("homeowner",)
+    assert disclosure.recipients == ("homeowner", "agent")  # 2(6)[3]: the person or their agent
     assert disclosure.conditions.relationship == "own_households"
     assert "partial_refusal_with_reasons" in disclosure.limits
 
@@ -212,10 +212,24 @@ def test_erasure_keeps_what_the_law_requires(seeds: Any) -> None:
     assert all(x.kind == "retention" for x in seeds.clauses if x.conditions.legal_hold and x.data_categories)
 
 
-def test_recipients_without_a_principal_kind_grant_nothing(seeds: Any) -> None:
-    missing = [c for c in seeds.clauses if "recipient_kind_missing" in c.limits]
-    assert {c.id for c in missing} >= {"kaluza-3.2", "kaluza-3.3", "xoom-7.2", "sobu_gas-4.1"}
-    assert all(not c.grants and c.recipients == () for c in missing)
+def test_named_joint_users_and_recipients_grant_only_through_a_registration(seeds: Any) -> None:
+    """The joint users and recipients the terms name one by one (ENEX's group and partners, Kaluza's
+    retailer, car maker and parent, XOOM's procurement, subsidy and collection companies, Sobu Gas's
+    group companies) benefit only once their company registers them for that clause."""
+    named = {c.id for c in seeds.clauses if c.conditions.named_recipients}
+    assert named >= {
+        "enex-5.2",
+        "kaluza-2.2",
+        "kaluza-3.1",
+        "kaluza-3.2",
+        "kaluza-3.3",
+        "xoom-7.2",
+        "xoom-7.3",
+        "xoom-7.4",
+        "sobu_gas-4.1",
+    }
+    assert all(seeds.clause(cid).grants for cid in named)
+    assert not any("recipient_kind_missing" in c.limits for c in seeds.clauses)
 
 
 def test_granting_clauses_are_complete(seeds: Any) -> None:
