@@ -1,42 +1,100 @@
-"""Turn the seeds (the terms, clause by clause) into Casbin policy lines.
+"""Turn the seeds (the terms, clause by clause) into Casbin policy lines, each resting on a *basis*.
 
-Nobody writes policy lines by hand: every line here is computed from a clause and carries its id, so
-``hems policy show`` can be read side by side with the terms, and a clause edited in ``seeds/`` changes
-the policy on the next start.  Three sources of lines:
+Nobody writes policy lines by hand: every line is computed from a clause and carries its id, so
+``hems policy show`` can be read side by side with the terms.
 
-* static: each granting clause x recipient kind x category x action x purpose -> one allow line.
-  ``relationship: own_households`` becomes domain ``own`` (the recipient must hold a role for the
-  household); ``any``/``none`` becomes ``any`` (the kind alone suffices).  A statistics-only purpose
-  (ENEX footnote *2) additionally gets deny lines for ``read`` and ``export`` that no allow can outvote.
-* approvals (from the relationship store): an approved company gets the allow lines of
-  ``approved_company`` cut to the approval's scope and to what the approver itself holds.
-* suspensions (from the consent store): deny lines on one household citing the person's right.
+The data model (also in README's "Access policy" and ``../shared/DESIGN.md``):
 
-Policy line layout (``model.conf``): ``p, sub, dom, cat, act, pur, eft, clause``.
+* Each seeds document belongs to one **company** (the data controller); its id is the company id
+  (``sps``, ``enex``, ``kaluza``, ``xoom``, ``sobu_gas``).  A clause applies only to households under
+  **contract** with its company, and only for the contract's period.
+* A grant rests on a **basis**: what ties the requesting principal to the household under that clause.
+  The Casbin role of a basis is its ``name``; the role snapshot (``access.casbin_adapter``) gives a
+  principal that role in a household's *time slice* exactly when the basis holds then.  Kinds:
+
+  ======== ========================================================================= ===========
+  basis    the principal ...                                                          third party
+  ======== ========================================================================= ===========
+  staff    is the company's own staff (``operator``; an ``analyst`` of the company)   no
+  link     holds the recipient's link role for the household (installer, retailer..)  yes
+  named    is registered by the company for this clause (a named joint user)          yes
+  person   is the homeowner (the person's own rights)                                 no
+  agent    holds a verified mandate from the homeowner                                no
+  designated  was designated for the household by the company's staff                 yes
+  approved was approved (SPS 2(2)[4]) by a linked sales company/installer/wholesaler  yes
+  ======== ========================================================================= ===========
+
+  ``relationship: any`` means the company's customers: only its staff (and named parties when the
+  clause says ``named_recipients``) reach them; ``own_households`` adds a link, designation or
+  approval for the household.  A non-staff recipient without either is a compile error, so no grant
+  reaches households that are not the company's customers.
+* **Periods.** The data a basis serves is the intersection of the periods it rests on (link,
+  registration, designation or approval, and the contract).  Those must also hold *now*, except the
+  person's own rights (a former homeowner keeps the right over the period they lived there, SPS
+  2(6)[2]) and ``after_contract_end`` (SPS 2(2)[1]: the company's staff keep using the contract period's
+  data).  An agent's mandate must hold now; it lends the person's whole period.
+* **Suspensions** belong to the company whose terms the person invokes.  ``use`` stops every basis of
+  that company but the person's own; ``provision`` stops third-party bases whose clause carries
+  ``suspension_overrides`` (ENEX joint use (1) does not: its supply operations go on).  A company
+  accepts the scopes its terms name (``suspension_scopes``).  Rule in time: a suspension in force at
+  decision time refuses everything it covers; one lifted since keeps out the data recorded while it
+  was in force (lifting reopens provision from then on, it does not undo the person's choice for the
+  past).  ``access.decision`` applies it.
+
+Policy line layout (``model.conf``): ``p, sub, dom, cat, act, pur, eft, clause, idc`` where ``sub`` is
+a basis name, ``dom`` says in words which households it reaches, and ``idc`` is ``identity`` when the
+line needs a recently verified identity (SPS 2(6)[3]).  Approvals add lines per approval (cut to its
+scope and to what the approver's role holds) at snapshot time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
 
-from access.relationships import (
-    APPROVED_ROLE,
-    NON_OWNER,
-    THIRD_PARTY,
-    ActiveApproval,
-)
+from access.world import APPROVER_ROLES, LINK_ROLES, SCOPES, SINGLE_HOLDER_ROLES, Approval
 from seeds.loader import Clause, Seeds
 from seeds.vocabulary import ACTIONS, CATEGORIES
 
-OWN = "own"  # the requester must hold the role for the requested household
-ANY = "any"  # the requester's kind suffices (household-independent)
-ALL = "all"  # applies to every requester
+ALL = "all"  # deny lines: every requester
 WILDCARD = "*"
 ALLOW = "allow"
 DENY = "deny"
+IDENTITY = "identity"
+NO_IDENTITY = "none"
 # Actions a statistics-only purpose may never reach.
 ROW_LEVEL_ACTIONS = tuple(a for a in ACTIONS if a != "read_stats")
+
+STAFF = "staff"
+LINK = "link"
+NAMED = "named"
+PERSON = "person"
+AGENT = "agent"
+DESIGNATED = "designated"
+APPROVED = "approved"
+THIRD_PARTY_BASES = frozenset({LINK, NAMED, DESIGNATED, APPROVED})
+# The households column of the policy table, per basis kind.
+DOMAIN_WORDS = {
+    STAFF: "customers",
+    LINK: "linked",
+    NAMED: "registered",
+    PERSON: "own",
+    AGENT: "mandated",
+    DESIGNATED: "designated",
+    APPROVED: "approved",
+}
+PERIOD_WORDS = {
+    STAFF: "contract, held now",
+    LINK: "link within contract, both held now",
+    NAMED: "registration within contract, both held now",
+    PERSON: "homeowner link within contract, also after they end",
+    AGENT: "the person's period; mandate verified and held now",
+    DESIGNATED: "designation within contract, both held now",
+    APPROVED: "approval within the approver's link and contract, all held now",
+}
+NEGAWATT_WITHHELD = "electricity"  # raw metering is not a negawatt item (see negawatt_items_only)
 
 
 class CompileError(ValueError):
@@ -54,23 +112,34 @@ class Rule:
     pur: str
     eft: str
     clause: str
+    idc: str = NO_IDENTITY
 
     def fields(self) -> list[str]:
-        return [self.sub, self.dom, self.cat, self.act, self.pur, self.eft, self.clause]
+        return [self.sub, self.dom, self.cat, self.act, self.pur, self.eft, self.clause, self.idc]
 
     def line(self) -> str:
         return "p, " + ", ".join(self.fields())
 
 
 @dataclass(frozen=True)
-class Suspension:
-    """What the compiler needs of a consent suspension (see ``access.consent``)."""
+class Basis:
+    """What a grant rests on; ``name`` is its Casbin role."""
 
-    id: int
-    household: str
-    scope: str  # "provision" or "use"
-    recipient: str | None
-    category: str | None
+    name: str
+    kind: str  # STAFF, LINK, NAMED, PERSON, AGENT, DESIGNATED, APPROVED
+    clause: str
+    company: str
+    recipient: str  # the principal kind it serves
+    role: str | None = None  # LINK: the link role; APPROVED: the approver's role
+    registered: bool = False  # also needs the company's registration for ``clause`` (named_recipients)
+    after_end: bool = False  # the contract need not hold now (after_contract_end)
+    suspendable: bool = False  # a provision suspension stops it (suspension_overrides), if third party
+    approval: int | None = None
+    principal: str | None = None  # APPROVED from an approval: the approved company it serves alone
+
+    @property
+    def third_party(self) -> bool:
+        return self.kind in THIRD_PARTY_BASES
 
 
 @dataclass(frozen=True)
@@ -80,50 +149,130 @@ class Policy:
     seeds: Seeds
     rules: tuple[Rule, ...]
     notes: tuple[str, ...]
-    suspension_clause: str | None
+    bases: Mapping[str, Basis]
+    suspension_scopes: Mapping[str, frozenset[str]]  # company -> scopes its terms accept
+    suspension_clauses: Mapping[str, str]  # company -> the clause a suspension with it cites
+    companies: Mapping[str, str] = field(default_factory=dict)  # company id -> name
+
+    @cached_property
+    def allow_by_basis(self) -> Mapping[str, tuple[Rule, ...]]:
+        """The allow lines of each basis (approvals are cut from these at every snapshot)."""
+        out: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            if r.eft == ALLOW:
+                out.setdefault(r.sub, []).append(r)
+        return MappingProxyType({k: tuple(v) for k, v in out.items()})
+
+    @property
+    def suspension_clause(self) -> str | None:
+        """The SPS 2(6) clause: the default company's suspension right."""
+        return self.suspension_clauses.get("sps") or next(iter(self.suspension_clauses.values()), None)
 
     def clause_ids(self) -> set[str]:
         return {c.id for c in self.seeds.clauses}
 
     def clause(self, clause_id: str) -> Clause:
-        for c in self.seeds.clauses:
-            if c.id == clause_id:
-                return c
-        raise KeyError(clause_id)
+        return self.seeds.clause(clause_id)
+
+
+def _bases_of(clause: Clause, recipient: str) -> list[Basis]:
+    cond = clause.conditions
+    own = cond.relationship == "own_households"
+    named = cond.named_recipients
+    suspendable = "suspension_overrides" in clause.limits
+    name = f"{clause.id}/{recipient}"
+
+    def basis(kind: str, suffix: str = "", **flags: bool | str | None) -> Basis:
+        return Basis(name + suffix, kind, clause.id, clause.document, recipient, **flags)  # type: ignore[arg-type]
+
+    if recipient == "operator":
+        return [basis(STAFF, after_end=cond.after_contract_end)]
+    if recipient == "analyst":
+        out = [basis(STAFF, after_end=cond.after_contract_end)]
+        if named:
+            out.append(basis(NAMED, ":named", registered=True, suspendable=suspendable))
+        return out
+    if recipient == "homeowner":
+        if not own:
+            raise CompileError(f"clause {clause.id}: the homeowner's rights need relationship own_households")
+        return [basis(PERSON)]
+    if recipient == "agent":
+        return [basis(AGENT)]
+    if recipient in ("designated_body", "approved_company"):
+        if not own:
+            raise CompileError(
+                f"clause {clause.id}: {recipient} reaches households one by one (own_households)"
+            )
+        return [basis(DESIGNATED if recipient == "designated_body" else APPROVED, suspendable=suspendable)]
+    if recipient in LINK_ROLES and own:
+        return [basis(LINK, role=recipient, registered=named, suspendable=suspendable)]
+    if named and not own:
+        return [basis(NAMED, registered=True, suspendable=suspendable)]
+    raise CompileError(
+        f"clause {clause.id}: recipient {recipient!r} is not the company's staff, so it needs a link to "
+        "the household (relationship own_households) or a registration (named_recipients)"
+    )
 
 
 def compile_seeds(seeds: Seeds) -> Policy:
     rules: list[Rule] = []
     notes: list[str] = []
+    bases: dict[str, Basis] = {}
     purposes = seeds.purposes
     for clause in seeds.clauses:
         if not clause.grants:
             continue
-        dom = OWN if clause.conditions.relationship == "own_households" else ANY
         for purpose in clause.purposes:
             if purpose not in purposes:
                 raise CompileError(f"clause {clause.id}: purpose {purpose!r} is not declared in the seeds")
-            stats_only = purposes[purpose].statistics_only or clause.conditions.statistics_only
-            for action in clause.actions:
-                if action not in ACTIONS:
-                    raise CompileError(f"clause {clause.id}: unknown action {action!r}")
-                if stats_only and action != "read_stats":
-                    notes.append(
-                        f"{clause.id}: {action} for statistics-only purpose {purpose} not compiled "
-                        "(only read_stats)"
-                    )
-                    continue
-                for recipient in clause.recipients:
-                    for category in clause.data_categories:
-                        if category not in CATEGORIES:
-                            raise CompileError(f"clause {clause.id}: unknown category {category!r}")
-                        rules.append(Rule(recipient, dom, category, action, purpose, ALLOW, clause.id))
+            if purposes[purpose].document != clause.document:
+                raise CompileError(
+                    f"clause {clause.id}: purpose {purpose!r} belongs to another company's document"
+                )
+        categories = list(clause.data_categories)
+        if "negawatt_items_only" in clause.limits and NEGAWATT_WITHHELD in categories:
+            categories.remove(NEGAWATT_WITHHELD)
+            notes.append(
+                f"{clause.id}: {NEGAWATT_WITHHELD} withheld (negawatt_items_only: only derived negawatt "
+                "items may go, and item-level grants do not exist yet)"
+            )
+        for recipient in clause.recipients:
+            for basis in _bases_of(clause, recipient):
+                bases[basis.name] = basis
+                idc = IDENTITY if basis.kind == PERSON and clause.conditions.identity_check else NO_IDENTITY
+                for purpose in clause.purposes:
+                    stats_only = purposes[purpose].statistics_only or clause.conditions.statistics_only
+                    for action in clause.actions:
+                        if stats_only and action != "read_stats":
+                            notes.append(
+                                f"{clause.id}: {action} for statistics-only purpose {purpose} not compiled "
+                                "(only read_stats)"
+                            )
+                            continue
+                        for category in categories:
+                            if category not in CATEGORIES:
+                                raise CompileError(f"clause {clause.id}: unknown category {category!r}")
+                            rules.append(
+                                Rule(
+                                    basis.name,
+                                    DOMAIN_WORDS[basis.kind],
+                                    category,
+                                    action,
+                                    purpose,
+                                    ALLOW,
+                                    clause.id,
+                                    idc,
+                                )
+                            )
     rules.extend(_statistics_denials(seeds))
     return Policy(
         seeds=seeds,
         rules=tuple(sorted(set(rules))),
-        notes=tuple(notes),
-        suspension_clause=_suspension_clause(seeds),
+        notes=tuple(dict.fromkeys(notes)),
+        bases=MappingProxyType(bases),
+        suspension_scopes=MappingProxyType(suspension_scopes(seeds)),
+        suspension_clauses=MappingProxyType(_suspension_clauses(seeds)),
+        companies=MappingProxyType({d.id: d.company for d in seeds.documents}),
     )
 
 
@@ -154,47 +303,143 @@ def _limiting_clause(seeds: Seeds, purpose: str) -> str:
     )
 
 
-def _suspension_clause(seeds: Seeds) -> str | None:
-    """The person's right to suspend use/provision (SPS 2(6)): the clause a consent denial cites."""
-    candidates = [
-        c for c in seeds.clauses if c.kind == "right_of_person" and "suspension_overrides" in c.limits
-    ]
-    candidates.sort(key=lambda c: (c.document != "sps", c.id))
-    return candidates[0].id if candidates else None
+def suspension_scopes(seeds: Seeds) -> dict[str, frozenset[str]]:
+    """company -> the suspension scopes its own terms accept: ``use`` where a clause names the suspension
+    of use, ``provision`` where one names the suspension of provision or makes a grant suspendable."""
+    out: dict[str, set[str]] = {}
+    for c in seeds.clauses:
+        if "suspension_of_use" in c.limits:
+            out.setdefault(c.document, set()).add("use")
+        if {"suspension_of_provision", "suspension_overrides"} & set(c.limits):
+            out.setdefault(c.document, set()).add("provision")
+    return {k: frozenset(v) for k, v in out.items()}
 
 
-def approval_rules(policy: Policy, approvals: Iterable[ActiveApproval]) -> list[Rule]:
-    """Allow lines for each active approval: never wider than the approved kind's grant, the approval's
-    scope, or the approver's own grant (an approval cannot lend what the approver does not hold)."""
-    approved_grants = [r for r in policy.rules if r.eft == ALLOW and r.dom == OWN and r.sub == APPROVED_ROLE]
-    held: dict[str, set[tuple[str, str, str]]] = {}
-    for r in policy.rules:
-        if r.eft == ALLOW and r.dom == OWN:
-            held.setdefault(r.sub, set()).add((r.cat, r.act, r.pur))
-    out = []
-    for active in approvals:
-        a = active.approval
-        approver_holds: set[tuple[str, str, str]] = set()
-        for role in active.approver_roles:
-            approver_holds |= held.get(role, set())
-        for r in approved_grants:
-            if r.cat in a.categories and r.pur in a.purposes and (r.cat, r.act, r.pur) in approver_holds:
-                out.append(Rule(a.role, OWN, r.cat, r.act, r.pur, ALLOW, r.clause))
+def _suspension_clauses(seeds: Seeds) -> dict[str, str]:
+    """company -> the clause a suspension recorded with it cites: its right_of_person clause naming
+    suspensions, else the clause that makes a grant suspendable."""
+    words = {"suspension_overrides", "suspension_of_use", "suspension_of_provision"}
+    out: dict[str, str] = {}
+    for doc in seeds.documents:
+        mine = [c for c in seeds.clauses_of(doc.id) if words & set(c.limits)]
+        mine.sort(key=lambda c: (c.kind != "right_of_person", "suspension_overrides" not in c.limits))
+        if mine:
+            out[doc.id] = mine[0].id
     return out
 
 
-def suspension_rules(policy: Policy, suspensions: Iterable[Suspension]) -> list[Rule]:
-    """Deny lines for the household's suspensions; they outvote every allow (deny-overrides)."""
-    out = []
-    for s in suspensions:
-        if policy.suspension_clause is None:
-            raise CompileError(
-                "a suspension is recorded but the seeds have no right_of_person clause to cite"
-            )
-        sub = s.recipient if s.recipient is not None else THIRD_PARTY if s.scope == "provision" else NON_OWNER
-        cat = s.category or WILDCARD
-        out.append(Rule(sub, s.household, cat, WILDCARD, WILDCARD, DENY, policy.suspension_clause))
-    return out
+def approval_bases(
+    policy: Policy, approvals: Iterable[Approval], roles_held: Mapping[str, frozenset[str]]
+) -> tuple[list[Basis], list[Rule]]:
+    """For each approval, one basis per (clause naming approved companies, role its approver ever held,
+    from ``roles_held``) and its lines: never wider than the clause's grant to approved companies, the
+    approval's scope, or the approver's own grant under that role (an approval cannot lend what the
+    approver does not hold)."""
+    by_basis = policy.allow_by_basis
+    templates = [b for b in policy.bases.values() if b.kind == APPROVED]
+    out_bases: list[Basis] = []
+    out_rules: list[Rule] = []
+    for a in approvals:
+        for t in templates:
+            for role in sorted(APPROVER_ROLES & roles_held.get(a.approver, frozenset())):
+                holder = f"{t.clause}/{role}"
+                if holder not in policy.bases:
+                    continue
+                held = {(r.cat, r.act, r.pur) for r in by_basis.get(holder, ())}
+                name = f"{t.clause}/approval:{a.id}/{role}"
+                basis = Basis(
+                    name,
+                    APPROVED,
+                    t.clause,
+                    t.company,
+                    t.recipient,
+                    role=role,
+                    suspendable=t.suspendable,
+                    approval=a.id,
+                    principal=a.approved,
+                )
+                lines = [
+                    Rule(name, r.dom, r.cat, r.act, r.pur, ALLOW, r.clause, r.idc)
+                    for r in by_basis.get(t.name, ())
+                    if r.cat in a.categories and r.pur in a.purposes and (r.cat, r.act, r.pur) in held
+                ]
+                if lines:
+                    out_bases.append(basis)
+                    out_rules.extend(lines)
+    return out_bases, out_rules
+
+
+# -- what `hems policy check` holds the seeds to ----------------------------------------------------
+# Conditions: where each is enforced, and on which clauses it means something.
+ENFORCED_CONDITIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "relationship": "granting clauses: the basis of each grant (access.compiler._bases_of)",
+        "named_recipients": "granting clauses: a registration for the clause (joint_uses) is in the basis",
+        "after_contract_end": "granting clauses: the contract need not hold at decision time",
+        "identity_check": (
+            "granting clauses: person lines need a recently verified identity or a verified mandate; "
+            "right_of_person clauses: the person's suspension and erasure requests need one too"
+        ),
+        "statistics_only": "deny lines for read/export (compiler) and read_stats grants only (loader)",
+        "min_group_size": "the statistics endpoint drops groups below it",
+        "legal_hold": "erasure requests answer 'keep' for the held categories (access.consent)",
+    }
+)
+_GRANTING_ONLY = frozenset({"relationship", "named_recipients", "after_contract_end", "min_group_size"})
+
+ENFORCED_LIMITS: Mapping[str, str] = MappingProxyType(
+    {
+        "suspension_overrides": "a provision suspension with the company stops its third-party bases",
+        "suspension_of_use": "the company accepts use suspensions, which stop all its bases but the person's",
+        "suspension_of_provision": "the company accepts provision suspensions",
+        "only_operators_needed": (
+            "the recipient must hold the household's link, and a supply point has one retailer, one grid "
+            "operator and one demand-response contractor at a time (access.relationships)"
+        ),
+        "statistics_only": "deny lines for read/export of the clause's purposes",
+        "no_household_ids": "statistics responses carry no household or device column",
+        "negawatt_items_only": "electricity is withheld from the grant until item-level grants exist",
+        "identity_check": "person lines need a verified identity (see the identity_check condition)",
+        "partial_refusal_with_reasons": "decisions serve the allowed periods and say why the rest is refused",
+        "provision_records_disclosed": "the homeowner reads the provision ledger (GET .../ledger)",
+        "agent_disclosure_limited": "a mandate may name the categories its agent may see",
+        "agent_power_of_attorney": "a mandate counts only once verified, with the method recorded",
+        "identity_documents_or_callback": "verifications record their method (documents, callback, ...)",
+        "erasure": "erasure requests are recorded with an outcome per category (access.consent)",
+        "legal_hold_exception": "erasure requests keep the categories a retention clause holds",
+        "purpose_bound_use": "every request declares a purpose the principal is registered for",
+        "access_control": "deny by default: only compiled grants allow, per principal and purpose",
+        "access_management": "deny by default: only compiled grants allow, per principal and purpose",
+        "scope_per_staff": "staff act for one company and reach only its customers",
+        "prevent_unauthorised_access": "every request is authenticated (tokens, sessions) and decided",
+        "joint_users_not_named": "the clause grants nothing; joint users come through clauses naming them",
+    }
+)
+INFORMATIONAL_LIMITS: Mapping[str, str] = MappingProxyType(
+    {
+        "no_independent_grant": "contractors act for the company (as its staff): no grant of their own",
+        "contractor_supervision": "an organisational duty of the company towards its contractors",
+        "contractor_confidentiality": "a contract term between the company and its contractors",
+        "legal_provision_only": "provision the law requires happens outside this product; no grant here",
+        "legal_process_only": "answers to legal process happen outside this product; no grant here",
+        "consent_or_law_only": "deny by default already: nothing is provided without a compiled grant",
+        "emergency_protection_of_life": "emergencies are handled by people outside this product; no grant",
+        "encrypt_sensitive_input": "transport security of the company's web forms (TLS at the proxy)",
+        "encrypted_input": "transport security of the company's web forms (TLS at the proxy)",
+        "no_sale_of_data": "no grant sells data; a commitment of the company",
+        "no_sensitive_data_by_email": "a rule for the company's e-mail, outside this product",
+        "no_identifiable_data_for_third_party_marketing": "no clause grants third-party marketing",
+        "correction_after_investigation": "corrections are investigated by people; no edit path here",
+        "fee_for_written_answer": "a fee for written answers, handled by the company's counter",
+        "responsible_person": "an organisational duty (a responsible person per unit)",
+        "staff_training": "an organisational duty (staff training)",
+        "audit": "an organisational duty (self-checks and audits)",
+        "restrict_takeout": "an organisational measure on devices and media",
+        "prevent_leaks": "an organisational commitment; access decisions are the part this product enforces",
+        "foreign_regime_assessed": "an organisational duty before handling data abroad",
+        "handled_abroad": "recorded so a registration of the parent is a conscious act; no technical rule",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -208,8 +453,9 @@ PRIMARY_DOCUMENTS = ("sps", "enex")
 
 
 def check_policy(policy: Policy, documents: Iterable[str] = PRIMARY_DOCUMENTS) -> CheckResult:
-    """Traceability both ways: each granting clause of the primary terms yields a rule, and each rule
-    cites a clause that exists."""
+    """Traceability both ways (each granting clause of the primary terms yields a rule, each rule cites a
+    clause that exists), and every condition and limit the loader accepted is enforced somewhere or
+    listed as informational with a reason."""
     problems = []
     docs = set(documents)
     cited = {r.clause for r in policy.rules}
@@ -224,4 +470,75 @@ def check_policy(policy: Policy, documents: Iterable[str] = PRIMARY_DOCUMENTS) -
     for r in policy.rules:
         if r.eft == ALLOW and WILDCARD in (r.cat, r.act, r.pur):
             problems.append(f"allow rule with a wildcard: {r.line()}")
+    problems += _unenforced(policy.seeds)
     return CheckResult(ok=not problems, problems=tuple(problems), notes=policy.notes)
+
+
+def _set_conditions(clause: Clause) -> list[str]:
+    c = clause.conditions
+    out = []
+    if clause.grants or c.relationship != "any":  # "any" is the default a non-granting clause carries
+        out.append("relationship")
+    for name in ("statistics_only", "identity_check", "after_contract_end", "legal_hold", "named_recipients"):
+        if getattr(c, name):
+            out.append(name)
+    if c.min_group_size is not None:
+        out.append("min_group_size")
+    return out
+
+
+def _unenforced(seeds: Seeds) -> list[str]:
+    problems = []
+    for clause in seeds.clauses:
+        for name in _set_conditions(clause):
+            if name not in ENFORCED_CONDITIONS:
+                problems.append(f"clause {clause.id}: condition {name} is enforced nowhere")
+            elif name in _GRANTING_ONLY and not clause.grants:
+                problems.append(
+                    f"clause {clause.id}: condition {name} means nothing on a clause that grants nothing"
+                )
+            elif name == "identity_check" and not clause.grants and clause.kind != "right_of_person":
+                problems.append(
+                    f"clause {clause.id}: identity_check is enforced on grants and the person's requests only"
+                )
+        for limit in clause.limits:
+            if limit not in ENFORCED_LIMITS and limit not in INFORMATIONAL_LIMITS:
+                problems.append(
+                    f"clause {clause.id}: limit {limit} is neither enforced nor listed as informational"
+                )
+        if "only_operators_needed" in clause.limits:
+            problems += _operators_needed(seeds, clause)
+    return problems
+
+
+def _operators_needed(seeds: Seeds, clause: Clause) -> list[str]:
+    """Granting: only link roles held one at a time per household.  A section-level statement: each
+    granting clause of the section carries the limit or names its parties (named_recipients)."""
+    if clause.grants:
+        wide = sorted(set(clause.recipients) - SINGLE_HOLDER_ROLES)
+        if clause.conditions.relationship != "own_households" or wide:
+            return [
+                f"clause {clause.id}: only_operators_needed needs own_households links of "
+                f"{sorted(SINGLE_HOLDER_ROLES)}"
+            ]
+        return []
+    out = []
+    for sub in seeds.clauses:
+        in_section = sub.grants and sub.document == clause.document and sub.id.startswith(clause.id + ".")
+        if in_section and "only_operators_needed" not in sub.limits and not sub.conditions.named_recipients:
+            out.append(f"clause {sub.id}: its section {clause.id} limits joint use to the operators needed")
+    return out
+
+
+def valid_scope(policy: Policy, company: str, scope: str) -> str | None:
+    """None if ``company`` accepts suspensions of ``scope``; else why not (in words)."""
+    if scope not in SCOPES:
+        return f"scope {scope!r}: must be one of {', '.join(SCOPES)}"
+    if company not in policy.companies:
+        return f"unknown company {company!r} (one of {', '.join(sorted(policy.companies))})"
+    accepted = policy.suspension_scopes.get(company, frozenset())
+    if scope not in accepted:
+        words = ", ".join(sorted(accepted)) or "none"
+        name = policy.companies[company]
+        return f"{name}'s terms do not provide a suspension of {scope} (they accept: {words})"
+    return None

@@ -1,10 +1,13 @@
-"""The person's own say over their data (SPS 2(6), Sobu Gas, Kaluza).
+"""The person's own say over their data (SPS 2(6), Sobu Gas 7, Kaluza handling 4, XOOM 9, ENEX 5).
 
-Suspensions are compiled into deny lines (``access.compiler.suspension_rules``), so under Casbin's
-deny-overrides effect they beat every third-party allow whatever clause grants it.  Two scopes, as in
-SPS 2(6): ``provision`` stops provision to third parties; ``use`` also stops the operator's own use.
-Either can target one recipient, one category, or everything.  The homeowner's own access is never
-suspended: it is their right of disclosure.
+A suspension is recorded with one company: the one whose terms the person invokes (SPS by default,
+the operator of this monitoring service).  Two scopes, as in SPS 2(6): ``provision`` stops provision
+to third parties under that company's suspendable clauses; ``use`` also stops the company's own staff.
+Either can target one recipient, one category, or everything.  A company accepts only the scopes its
+terms provide (``access.compiler.suspension_scopes``): ENEX's, say, make its joint use (2) suspendable
+but not the supply operations of joint use (1).  The homeowner's own access is never suspended: it is
+their right of disclosure.  How a suspension cuts the periods a decision serves is said in
+``access.compiler``'s docstring and applied by ``access.decision``.
 
 Erasure requests are recorded, not executed here: the store owner erases.  Each category gets an
 outcome up front, because some records must be kept by law (the seeds mark such clauses ``legal_hold``)
@@ -22,17 +25,20 @@ from datetime import datetime
 from pathlib import Path
 
 from access.clock import now, to_epoch
-from access.compiler import Suspension
+from access.compiler import suspension_scopes
 from access.db import change_counter, open_db, read_change_counter, write_transaction
+from access.world import SCOPES, Suspension
 from seeds.loader import Seeds
 from seeds.vocabulary import CATEGORIES
 
-SCOPES = ("provision", "use")
+DEFAULT_COMPANY = "sps"
+_COLUMNS = "id, household, scope, recipient, category, requested_at, lifted_at, company"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS suspensions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, household TEXT NOT NULL, scope TEXT NOT NULL,
-    recipient TEXT, category TEXT, requested_at REAL NOT NULL, lifted_at REAL, note TEXT NOT NULL DEFAULT '');
+    recipient TEXT, category TEXT, requested_at REAL NOT NULL, lifted_at REAL, note TEXT NOT NULL DEFAULT '',
+    company TEXT NOT NULL DEFAULT 'sps');
 CREATE INDEX IF NOT EXISTS suspensions_by_household ON suspensions(household);
 CREATE TABLE IF NOT EXISTS erasure_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, household TEXT NOT NULL, requested_at REAL NOT NULL,
@@ -42,29 +48,6 @@ CREATE TABLE IF NOT EXISTS erasure_requests (
 
 class ConsentError(ValueError):
     """A suspension or erasure request that cannot be recorded as asked."""
-
-
-@dataclass(frozen=True)
-class SuspensionRecord:
-    id: int
-    household: str
-    scope: str
-    recipient: str | None
-    category: str | None
-    requested_at: float
-    lifted_at: float | None
-
-    def as_rule_input(self) -> Suspension:
-        return Suspension(self.id, self.household, self.scope, self.recipient, self.category)
-
-    def active(self, at: float) -> bool:
-        return self.requested_at <= at and (self.lifted_at is None or self.lifted_at > at)
-
-    def describe(self) -> str:
-        what = "third-party provision" if self.scope == "provision" else "use"
-        to = f" to {self.recipient}" if self.recipient else ""
-        cat = f" of {self.category} data" if self.category else ""
-        return f"suspension {self.id}: the household suspended {what}{cat}{to}"
 
 
 @dataclass(frozen=True)
@@ -87,10 +70,25 @@ def legal_holds(seeds: Seeds) -> dict[str, list[str]]:
 
 
 class ConsentStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, seeds: Seeds | None = None) -> None:
         self.path = Path(path)
         self._db = open_db(self.path, _SCHEMA, synchronous="NORMAL")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(suspensions)")}
+        if "company" not in columns:  # schema 1: every suspension was made under SPS 2(6)
+            self._db.execute("ALTER TABLE suspensions ADD COLUMN company TEXT NOT NULL DEFAULT 'sps'")
+        self._seeds = seeds
+        self._scopes: dict[str, frozenset[str]] | None = None
         self.generation = 0
+
+    def _accepted(self) -> dict[str, frozenset[str]]:
+        """company -> the scopes its terms accept (from the seeds, the packaged ones by default)."""
+        if self._scopes is None:
+            if self._seeds is None:
+                from seeds.loader import load_seeds
+
+                self._seeds = load_seeds()
+            self._scopes = suspension_scopes(self._seeds)
+        return self._scopes
 
     def close(self) -> None:
         self._db.close()
@@ -112,17 +110,28 @@ class ConsentStore:
         recipient: str | None = None,
         category: str | None = None,
         at: datetime | float | str | None = None,
-    ) -> SuspensionRecord:
+        company: str = DEFAULT_COMPANY,
+    ) -> Suspension:
         if scope not in SCOPES:
             raise ConsentError(f"suspension scope {scope!r}: must be one of {', '.join(SCOPES)}")
         if category is not None and category not in CATEGORIES:
             raise ConsentError(f"unknown category {category!r}")
+        accepted = self._accepted()
+        if company not in accepted:
+            raise ConsentError(
+                f"company {company!r} accepts no suspensions (those that do: {', '.join(sorted(accepted))})"
+            )
+        if scope not in accepted[company]:
+            raise ConsentError(
+                f"{company}'s terms provide no suspension of {scope} "
+                f"(they accept: {', '.join(sorted(accepted[company]))})"
+            )
         t = now() if at is None else to_epoch(at)
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO suspensions (household, scope, recipient, category, requested_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (household, scope, recipient, category, t),
+                "INSERT INTO suspensions (household, scope, recipient, category, requested_at, company) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (household, scope, recipient, category, t, company),
             )
         assert cur.lastrowid is not None
         return self.suspension(cur.lastrowid)
@@ -136,34 +145,26 @@ class ConsentStore:
             if cur.rowcount == 0:
                 raise ConsentError(f"no active suspension {suspension_id}")
 
-    def suspension(self, suspension_id: int) -> SuspensionRecord:
+    def suspension(self, suspension_id: int) -> Suspension:
         row = self._db.execute(
-            "SELECT id, household, scope, recipient, category, requested_at, lifted_at FROM suspensions "
-            "WHERE id = ?",
-            (suspension_id,),
+            f"SELECT {_COLUMNS} FROM suspensions WHERE id = ?", (suspension_id,)
         ).fetchone()
         if row is None:
             raise ConsentError(f"unknown suspension {suspension_id}")
-        return SuspensionRecord(*row)
+        return Suspension(*row)
 
-    def suspensions(self, household: str | None = None) -> list[SuspensionRecord]:
-        sql = "SELECT id, household, scope, recipient, category, requested_at, lifted_at FROM suspensions"
+    def suspensions(self, household: str | None = None) -> list[Suspension]:
+        """Every suspension, lifted ones included: a lifted one still keeps out the data recorded while
+        it was in force (see ``access.compiler``)."""
+        sql = f"SELECT {_COLUMNS} FROM suspensions"
         args: tuple[str, ...] = ()
         if household is not None:
             sql += " WHERE household = ?"
             args = (household,)
-        return [SuspensionRecord(*r) for r in self._db.execute(sql + " ORDER BY id", args)]
+        return [Suspension(*r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
-    def active_suspensions(self, at: float) -> list[SuspensionRecord]:
+    def active_suspensions(self, at: float) -> list[Suspension]:
         return [s for s in self.suspensions() if s.active(at)]
-
-    def next_change(self, at: float) -> float:
-        row = self._db.execute(
-            "SELECT min(x) FROM (SELECT requested_at AS x FROM suspensions WHERE requested_at > :t "
-            "UNION ALL SELECT lifted_at FROM suspensions WHERE lifted_at > :t)",
-            {"t": at},
-        ).fetchone()
-        return float("inf") if row[0] is None else float(row[0])
 
     # -- erasure ---------------------------------------------------------------------------------
     def request_erasure(

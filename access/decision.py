@@ -1,54 +1,120 @@
-"""Decide and explain: the one place the API asks "may this principal do this, and why (not)?".
+"""Decide and explain: the one place that answers "may this principal have this, for which period, and
+why (not)?".
 
-A decision is taken against a snapshot: the compiled policy plus the approvals and suspensions in
-force at that instant, and the relationship links of that instant.  The snapshot is rebuilt when
-either store is written through this process or when a validity window opens or closes, so the fast
-index never answers from stale relationships.  The same snapshot feeds a plain Casbin enforcer
-(:meth:`Authorizer.enforcer`), which the tests and the benchmark hold the fast path equal to.
+A decision is taken against a snapshot: the compiled policy, each approval's lines, and the facts
+(``access.world``, periods and history included) indexed at the decision instant.  The answer is the
+part of the request's window that may be served -- the window intersected with every period the
+grant rests on, without what suspensions keep out (``access.compiler`` states the rules) -- with the
+clauses that allow it, whether it is a provision to a third party (by the basis used: a company's
+own staff and the person are not), and a reason code when nothing is served.
+
+The snapshot is rebuilt when either store is written through this process, when another process
+wrote (polled), or when the decision instant passes the next instant at which any fact begins or
+ends, so the "held now" rule never answers from stale facts.  The same snapshot feeds Casbin
+(:meth:`Authorizer.casbin_served`), which the tests and the benchmark hold the fast path equal to.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import casbin
 
-from access.casbin_adapter import build_enforcer
-from access.clock import now, show
-from access.compiler import OWN, Policy, Rule, approval_rules, suspension_rules
-from access.consent import ConsentStore, SuspensionRecord
+from access.casbin_adapter import CasbinPath
+from access.clock import now
+from access.compiler import (
+    AGENT,
+    APPROVED,
+    DESIGNATED,
+    LINK,
+    NAMED,
+    PERSON,
+    STAFF,
+    Basis,
+    Policy,
+    Rule,
+    approval_bases,
+)
+from access.consent import ConsentStore
 from access.db import ChangeWatch
-from access.index import Match, PolicyIndex
-from access.relationships import APPROVED_ROLE, INTERNAL_KINDS, RelationshipStore, RoleLinks
+from access.index import Lines, Outcome, SnapshotIndex
+from access.periods import NEVER, Periods, show, show_instant, span, subtract
+from access.relationships import RelationshipStore
+from access.request import ALL_TIME, AccessRequest
+from access.world import FOREVER, Facts
 
 # Smallest group a statistic may describe when the granting clause names no size of its own.
 DEFAULT_MIN_GROUP_SIZE = 10
 
 _ACTION_WORDS = {"read": "read", "read_stats": "read statistics on", "export": "export"}
+_ROLE_WORDS = {
+    "homeowner": "they are the homeowner of",
+    "sales_company": "it sold the system to",
+    "installer": "it installed",
+    "wholesaler": "it supplied the equipment installed at",
+    "retailer": "it supplies electricity to",
+    "grid_operator": "it operates the grid serving",
+    "dr_aggregator": "it runs demand response for",
+}
+
+ALLOWED = "allowed"
+NOT_REGISTERED = "purpose_not_registered"
+STATISTICS_ONLY = "statistics_only"
+SUSPENDED = "suspended"
+IDENTITY = "identity_not_verified"
+OUTSIDE_PERIOD = "outside_period"
+NO_GRANT = "no_grant"
 
 
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    clause_ids: tuple[str, ...]  # the allowing clauses if allowed, else the denying ones (may be empty)
-    reason: str
+    clause_ids: tuple[str, ...]  # the allowing clauses if allowed, else the refusing ones (may be empty)
+    reason: str  # a code: ALLOWED or why nothing is served
+    served: Periods = NEVER  # the part of the window that may be served
+    window: tuple[float, float] = ALL_TIME
+    third_party: bool = False  # the provision is to a third party (ledger record, provision suspensions)
     min_group_size: int | None = None  # set for read_stats: aggregate over at least this many households
+
+    @property
+    def refused(self) -> Periods:
+        """The part of the window not served."""
+        return subtract(span(*self.window), self.served)
 
 
 @dataclass
 class Snapshot:
     at: float
     valid_until: float
+    facts: Facts
     rules: tuple[Rule, ...]
-    links: RoleLinks
-    index: PolicyIndex
-    suspensions: tuple[SuspensionRecord, ...]
+    bases: dict[str, Basis]
+    index: SnapshotIndex
     generations: tuple[int, int]
+    _casbin: CasbinPath | None = field(default=None, repr=False)
+
+    def casbin(self) -> CasbinPath:
+        if self._casbin is None:
+            self._casbin = CasbinPath(self.rules, self.bases, self.facts, self.at)
+        return self._casbin
+
+
+_STATIC_LINES: dict[int, tuple[Policy, Lines]] = {}
+
+
+def _static_lines(policy: Policy) -> Lines:
+    """The static policy's lines, indexed once per policy (the property tests make thousands of
+    Authorizers over one policy); the policy is kept with them so its id is never reused."""
+    found = _STATIC_LINES.get(id(policy))
+    if found is None:
+        found = _STATIC_LINES[id(policy)] = (policy, Lines.of(policy.rules, policy.bases))
+    return found[1]
 
 
 class Authorizer:
-    """Decisions over one policy and the two stores.
+    """Decisions over one policy and the facts of the two stores (or of a fixed :class:`Facts`).
 
     Writes made through the stores this object holds are seen at once (their ``generation`` moves).
     Writes by another process (``hems principals`` while ``hems serve`` runs) are noticed by polling
@@ -59,28 +125,61 @@ class Authorizer:
     def __init__(
         self,
         policy: Policy,
-        relationships: RelationshipStore,
-        consent: ConsentStore,
+        relationships: RelationshipStore | None,
+        consent: ConsentStore | None,
         poll_seconds: float = 1.0,
+        facts: Facts | None = None,
     ) -> None:
+        if facts is None and (relationships is None or consent is None):
+            raise ValueError("an Authorizer reads the two stores, or is given fixed facts")
         self.policy = policy
-        self.relationships = relationships
-        self.consent = consent
+        self._relationships = relationships
+        self._consent = consent
+        self._fixed = facts
         self.poll_seconds = poll_seconds
-        self._external = ChangeWatch(lambda: (relationships.data_version(), consent.data_version()))
+        if relationships is not None and consent is not None:
+            self._external: ChangeWatch | None = ChangeWatch(
+                lambda: (relationships.data_version(), consent.data_version())
+            )
+        else:
+            self._external = None
         self._snap: Snapshot | None = None
         self._clauses = {c.id: c for c in policy.seeds.clauses}
-        self._documents = {d.id: d for d in getattr(policy.seeds, "documents", ())}
+        self._static_lines = _static_lines(policy)
+
+    @classmethod
+    def over(cls, policy: Policy, facts: Facts) -> Authorizer:
+        """Decisions over fixed facts (the property tests' random worlds)."""
+        return cls(policy, None, None, facts=facts)
+
+    @property
+    def relationships(self) -> RelationshipStore:
+        if self._relationships is None:
+            raise RuntimeError("this Authorizer decides over fixed facts, not a relationship store")
+        return self._relationships
+
+    @property
+    def consent(self) -> ConsentStore:
+        if self._consent is None:
+            raise RuntimeError("this Authorizer decides over fixed facts, not a consent store")
+        return self._consent
 
     # -- snapshots -------------------------------------------------------------------------------
     def _generations(self) -> tuple[int, int]:
-        return (self.relationships.generation, self.consent.generation)
+        if self._relationships is None or self._consent is None:
+            return (0, 0)
+        return (self._relationships.generation, self._consent.generation)
+
+    def facts(self) -> Facts:
+        if self._fixed is not None:
+            return self._fixed
+        return self.relationships.facts().with_suspensions(tuple(self.consent.suspensions()))
 
     def snapshot(self, at: float | None = None) -> Snapshot:
         """The snapshot valid at ``at``, rebuilt when it expires, when this process wrote to the stores,
         or when another process did (polled at most every ``poll_seconds``)."""
         t = now() if at is None else at
-        if self._external.changed(self.poll_seconds):
+        if self._external is not None and self._external.changed(self.poll_seconds):
             self._snap = None
         snap = self._snap
         if snap is not None and snap.at <= t < snap.valid_until and snap.generations == self._generations():
@@ -91,107 +190,133 @@ class Authorizer:
 
     def _build(self, t: float) -> Snapshot:
         generations = self._generations()
-        links = self.relationships.role_links(t)
-        suspensions = tuple(self.consent.active_suspensions(t))
-        rules = (
-            *self.policy.rules,
-            *approval_rules(self.policy, links.approvals),
-            *suspension_rules(self.policy, (s.as_rule_input() for s in suspensions)),
-        )
-        return Snapshot(
-            at=t,
-            valid_until=min(links.valid_until, self.consent.next_change(t)),
-            rules=rules,
-            links=links,
-            index=PolicyIndex(rules, links),
-            suspensions=suspensions,
-            generations=generations,
-        )
+        facts = self.facts()
+        held: dict[str, set[str]] = {}
+        for link in facts.links:
+            held.setdefault(link.principal, set()).add(link.role)
+        roles_held = {p: frozenset(r) for p, r in held.items()}
+        extra_bases, extra_rules = approval_bases(self.policy, facts.approvals, roles_held)
+        bases = dict(self.policy.bases)
+        bases.update((b.name, b) for b in extra_bases)
+        rules = (*self.policy.rules, *extra_rules)
+        # Valid until the next instant at which a fact begins or ends: until then "held now" answers the same.
+        instants = sorted(facts.instants())
+        i = bisect.bisect_right(instants, t)
+        until = instants[i] if i < len(instants) else FOREVER
+        lines = Lines.of(extra_rules, bases, self._static_lines) if extra_rules else self._static_lines
+        return Snapshot(t, until, facts, rules, bases, SnapshotIndex(lines, facts, t), generations)
 
     def rules(self, at: float | None = None) -> tuple[Rule, ...]:
         return self.snapshot(at).rules
 
     def enforcer(self, at: float | None = None) -> casbin.Enforcer:
-        """A plain Casbin enforcer over exactly the snapshot the fast path uses."""
-        snap = self.snapshot(at)
-        return build_enforcer(snap.rules, snap.links)
+        """The plain Casbin enforcer over exactly the snapshot the fast path uses."""
+        return self.snapshot(at).casbin().enforcer
+
+    def casbin_served(self, req: AccessRequest, at: float | None = None) -> Periods:
+        """The served periods as Casbin answers them, one request per time slice of the window."""
+        return self.snapshot(at).casbin().served(req)
 
     # -- deciding ----------------------------------------------------------------------------------
-    def decide(
-        self,
-        principal: str,
-        household: str,
-        category: str,
-        action: str,
-        purpose: str,
-        at: float | None = None,
-    ) -> Decision:
+    def decide(self, req: AccessRequest, at: float | None = None) -> Decision:
         snap = self.snapshot(now() if at is None else at)
-        m = snap.index.match(principal, household, category, action, purpose)
-        if m.allowed:
-            size = self._group_size(m.allow) if action == "read_stats" else None
-            return Decision(True, m.allow, "allowed by " + ", ".join(m.allow), size)
-        if not m.registered:
-            return Decision(False, (), f"{principal} is not registered for purpose {purpose}")
-        if m.deny:
-            return Decision(False, m.deny, "refused by " + ", ".join(m.deny))
-        return Decision(False, (), f"no clause grants {action} of {category} for {purpose} to {principal}")
+        o = snap.index.evaluate(req)
+        if o.served:
+            clauses = tuple(dict.fromkeys(g.clause for g in o.grants))
+            third = any(g.basis.third_party for g in o.grants)
+            size = self._group_size(clauses) if req.action == "read_stats" else None
+            return Decision(True, clauses, ALLOWED, o.served, req.window, third, size)
+        code, clauses = self._refusal(o, req)
+        return Decision(False, clauses, code, NEVER, req.window)
+
+    def _refusal(self, o: Outcome, req: AccessRequest) -> tuple[str, tuple[str, ...]]:
+        if not o.registered:
+            return NOT_REGISTERED, ()
+        if o.denied_by:
+            return STATISTICS_ONLY, o.denied_by
+        if o.suspended_by:
+            cited = (self.policy.suspension_clauses.get(s.company) for s in o.suspended_by)
+            return SUSPENDED, tuple(dict.fromkeys(c for c in cited if c is not None))
+        if o.needs_identity:
+            return IDENTITY, ()
+        if o.held:
+            return OUTSIDE_PERIOD, ()
+        return NO_GRANT, ()
 
     def _group_size(self, clause_ids: Sequence[str]) -> int:
         sizes = [self._clauses[c].conditions.min_group_size for c in clause_ids if c in self._clauses]
         given = [s for s in sizes if s is not None]
         return max(given) if given else DEFAULT_MIN_GROUP_SIZE
 
-    def explain(
-        self,
-        principal: str,
-        household: str,
-        category: str,
-        action: str,
-        purpose: str,
-        at: float | None = None,
-    ) -> str:
-        """The decision in words a person can check against the terms."""
+    def tied(self, principal: str, household: str, at: float | None = None) -> bool:
+        return self.snapshot(at).index.tied(principal, household)
+
+    # -- explaining --------------------------------------------------------------------------------
+    def explain(self, req: AccessRequest, at: float | None = None) -> str:
+        """The decision in words a person can check against the terms: companies, periods, clauses."""
         t = now() if at is None else at
         snap = self.snapshot(t)
-        d = self.decide(principal, household, category, action, purpose, at=t)
-        who = self.relationships.find_principal(principal)
+        d = self.decide(req, at=t)
+        who = snap.facts.principals.get(req.principal)
         if who is None:
-            return f"Refused: {principal!r} is not a known principal, so no clause can grant it anything."
-        name = f"{who.display_name} ({who.kind.replace('_', ' ')})"
-        verb = _ACTION_WORDS.get(action, action)
+            return f"Refused: {req.principal!r} is not a known principal, so no clause can grant it anything."
+        of = f" of {self.company_name(who.company)}" if who.company else ""
+        name = f"{who.display_name} ({who.kind.replace('_', ' ')}{of})"
+        verb = _ACTION_WORDS.get(req.action, req.action)
         target = (
-            f"the {category} data of household {household}" if action != "read_stats" else f"{category} data"
+            f"the {req.category} data of household {req.household}"
+            if req.action != "read_stats"
+            else f"{req.category} data"
         )
-        purpose_words = self._purpose_words(purpose)
-        m = snap.index.match(principal, household, category, action, purpose)
+        purpose_words = self._purpose_words(req.purpose)
+        window = "" if req.window == ALL_TIME else f" over {show(span(*req.window))}"
+        o = snap.index.evaluate(req)
         if d.allowed:
-            because = self._because(snap, m, principal, household)
-            text = f"{name} may {verb} {target} {purpose_words} because {because}."
+            because = "; and ".join(self._grant_words(snap, g.basis, req, g.periods) for g in o.grants)
+            text = (
+                f"{name} may {verb} {target}{window} {purpose_words} for {show(d.served)} because {because}."
+            )
+            if d.refused:
+                text += f" Not {show(d.refused)}: {self._period_words(snap, req)}."
             if d.min_group_size is not None:
                 text += (
                     f" Only aggregates over at least {d.min_group_size} households, with no household ids, "
                     "may be returned."
                 )
             return text
-        head = f"{name} may not {verb} {target} {purpose_words}: refused"
-        if not m.registered:
+        head = f"{name} may not {verb} {target}{window} {purpose_words}: refused"
+        if d.reason == NOT_REGISTERED:
             registered = ", ".join(sorted(who.purposes)) or "none"
             return f"{head}: it is not registered for that purpose (registered: {registered})."
-        if m.deny:
-            words = self._deny_words(snap, m, who.id, who.kind, household, category, action, purpose)
-            return f"{head}: {words}."
-        return (
-            f"{head}: {self._no_grant_words(snap, who.id, who.kind, household, category, action, purpose)}."
-        )
+        if d.reason == STATISTICS_ONLY:
+            return "{}: {}.".format(
+                head,
+                "; ".join(
+                    f"purpose {req.purpose} is statistics-only ({self.cite(c)}), so it can reach read_stats "
+                    f"but never {req.action}"
+                    for c in d.clause_ids
+                ),
+            )
+        if d.reason == SUSPENDED:
+            return f"{head}: {self._suspension_words(o)}."
+        if d.reason == IDENTITY:
+            return (
+                f"{head}: the person's rights need an identity verified recently "
+                f"({self._identity_cites(req)}): "
+                "sign in again, or use a token issued after an identity check."
+            )
+        if d.reason == OUTSIDE_PERIOD:
+            return f"{head}: {self._period_words(snap, req)}."
+        return f"{head}: {self._no_grant_words(snap, who.kind, req)}."
 
-    # -- wording helpers ---------------------------------------------------------------------------
+    def company_name(self, company: str | None) -> str:
+        return self.policy.companies.get(company or "", company or "no company")
+
     def cite(self, clause_id: str) -> str:
         c = self._clauses.get(clause_id)
         if c is None:
             return clause_id
-        doc = self._documents.get(c.document)
-        company = doc.company if doc is not None else c.document.upper()
+        company = self.policy.companies.get(c.document, c.document.upper())
         short = "SPS" if c.document == "sps" else company if len(company) <= 12 else c.document.upper()
         return f"{short} {c.section} [{clause_id}]"
 
@@ -199,107 +324,178 @@ class Authorizer:
         p = self.policy.seeds.purposes.get(purpose)
         return f"for purpose {purpose}" if p is None else f"for {purpose} ({p.summary.rstrip('.')})"
 
-    def _because(self, snap: Snapshot, m: Match, principal: str, household: str) -> str:
-        roles = snap.links.household_roles.get((principal, household), frozenset())
-        citations = ", ".join(self.cite(c) for c in m.allow)
-        tied = self.relationships.relation_words(roles, household) if roles else []
-        rights = [c for c in m.allow if c in self._clauses and self._clauses[c].kind == "right_of_person"]
-        if tied and rights:
-            return f"{' and '.join(tied)}: the person's own right of disclosure ({citations})"
-        if tied:
-            return f"{' and '.join(tied)} ({citations})"
-        kind = snap.links.kinds.get(principal, "principal").replace("_", " ")
-        return f"the terms let the {kind} do so whatever the household ({citations})"
+    def _identity_cites(self, req: AccessRequest) -> str:
+        docs = {purpose.split(".", 1)[0] for purpose in (req.purpose,)}
+        cites = [
+            self.cite(c.id)
+            for c in self.policy.seeds.clauses
+            if c.document in docs and c.kind == "right_of_person" and c.conditions.identity_check and c.grants
+        ]
+        return ", ".join(cites) or "the person's right"
 
-    def _deny_words(
-        self,
-        snap: Snapshot,
-        m: Match,
-        principal: str,
-        kind: str,
-        household: str,
-        category: str,
-        action: str,
-        purpose: str,
-    ) -> str:
+    def _contract_words(self, snap: Snapshot, household: str, company: str) -> str:
+        contracts = [c for c in snap.facts.contracts if c.household == household and c.company == company]
+        if not contracts:
+            return f"{household} has no contract with {self.company_name(company)}"
+        periods = show(tuple((c.since, c.until) for c in sorted(contracts, key=lambda c: c.since)))
+        return f"{household} is under contract with {self.company_name(company)} ({periods})"
+
+    def _grant_words(self, snap: Snapshot, basis: Basis, req: AccessRequest, periods: Periods) -> str:
+        h = req.household
+        facts = snap.facts
+        cite = self.cite(basis.clause)
+        contract = self._contract_words(snap, h, basis.company)
+        if basis.kind == STAFF:
+            tail = (
+                "; the terms let its staff keep using the contract period's data after the contract ends"
+                if basis.after_end
+                else ""
+            )
+            return f"it is {self.company_name(basis.company)}'s own staff and {contract}{tail} ({cite})"
+        if basis.kind == LINK:
+            links = [
+                lk
+                for lk in facts.links
+                if lk.principal == req.principal and lk.household == h and lk.role == basis.role
+            ]
+            held = show(tuple(sorted((lk.since, lk.until) for lk in links)))
+            words = f"{_ROLE_WORDS.get(basis.role or '', 'it is tied to')} {h} ({held}) and {contract}"
+            if basis.registered:
+                words += f", and {self.company_name(basis.company)} registered it for this clause"
+            return f"{words} ({cite})"
+        if basis.kind == NAMED:
+            company = self.company_name(basis.company)
+            return f"{company} registered it as the party this clause names and {contract} ({cite})"
+        if basis.kind == PERSON:
+            links = [
+                lk
+                for lk in facts.links
+                if lk.principal == req.principal and lk.household == h and lk.role == "homeowner"
+            ]
+            held = show(tuple(sorted((lk.since, lk.until) for lk in links)))
+            was = (
+                "they are the homeowner of"
+                if any(lk.until == FOREVER for lk in links)
+                else "they were the homeowner of"
+            )
+            return f"{was} {h} ({held}) and {contract}: the person's own right of disclosure ({cite})"
+        if basis.kind == AGENT:
+            mandates = [m for m in facts.mandates if m.agent == req.principal]
+            people = ", ".join(sorted({m.person for m in mandates}))
+            return (
+                f"it holds a verified mandate from {people}, the homeowner of {h}, to exercise their rights "
+                f"({cite})"
+            )
+        if basis.kind == DESIGNATED:
+            return f"{self.company_name(basis.company)} designated it for {h} and {contract} ({cite})"
+        if basis.kind == APPROVED:
+            a = snap.index.approvals.get(basis.approval or -1)
+            approver = facts.principals.get(a.approver) if a is not None else None
+            approver_name = approver.display_name if approver is not None else "its approver"
+            return (
+                f"it was approved by {approver_name} "
+                f"(approval {basis.approval}, {show(a.period) if a else ''}), "
+                f"which serves {h}, and {contract} ({cite})"
+            )
+        return cite
+
+    def _suspension_words(self, o: Outcome) -> str:
         parts = []
-        if self.policy.suspension_clause in m.deny:
-            for s in snap.suspensions:
-                if s.household != household or (s.category not in (None, category)):
-                    continue
-                if s.recipient not in (None, principal):
-                    continue
-                if s.recipient is None and s.scope == "provision" and kind in INTERNAL_KINDS:
-                    continue
-                what = "third-party provision" if s.scope == "provision" else "use"
-                scope = f" of {s.category} data" if s.category else ""
-                to = f" to {s.recipient}" if s.recipient else ""
-                parts.append(
-                    f"the household suspended {what}{scope}{to} on {show(s.requested_at)} "
-                    f"(suspension {s.id}, {self.cite(self.policy.suspension_clause or '')})"
-                )
-        for c in m.deny:
-            if c == self.policy.suspension_clause:
-                continue
-            clause = self._clauses.get(c)
-            if clause is not None and (clause.kind == "statistics" or clause.conditions.statistics_only):
-                parts.append(
-                    f"purpose {purpose} is statistics-only ({self.cite(c)}), so it can reach read_stats "
-                    f"but never {action}"
-                )
-            else:
-                parts.append(f"{self.cite(c)} forbids it")
+        for s in dict.fromkeys(o.suspended_by):
+            what = "third-party provision" if s.scope == "provision" else "use"
+            scope = f" of {s.category} data" if s.category else ""
+            to = f" to {s.recipient}" if s.recipient else ""
+            cited = self.policy.suspension_clauses.get(s.company, "")
+            lifted = (
+                f", lifted on {show_instant(s.lifted_at)}: the data recorded while it was in force stays out"
+                if s.lifted_at is not None
+                else ""
+            )
+            parts.append(
+                f"the household suspended {what}{scope}{to} with {self.company_name(s.company)} on "
+                f"{show_instant(s.requested_at)}{lifted} (suspension {s.id}, {self.cite(cited)})"
+            )
         return "; ".join(parts)
 
-    def _no_grant_words(
-        self,
-        snap: Snapshot,
-        principal: str,
-        kind: str,
-        household: str,
-        category: str,
-        action: str,
-        purpose: str,
-    ) -> str:
+    def _period_words(self, snap: Snapshot, req: AccessRequest) -> str:
+        """Why (part of) the window is not served: the periods the relevant facts hold, and the rule."""
+        facts = snap.facts
+        h, p = req.household, req.principal
+        parts = []
+        for lk in facts.links:
+            if lk.principal == p and lk.household == h:
+                role = "homeowner link" if lk.role == "homeowner" else f"{lk.role} link"
+                parts.append(f"its {role} holds {show(lk.period)}")
+        companies = {b.company for b in self._lines_bases(snap, req)}
+        for company in sorted(companies):
+            parts.append(self._contract_words(snap, h, company))
+        o = snap.index.evaluate(req)
+        if o.suspended_by:
+            parts.append(self._suspension_words(o))
+        rule = (
+            "data is served only for the periods a grant rests on (link, registration, approval, "
+            "contract), and a partner's ties must also hold now"
+        )
+        return "; ".join([*parts, rule])
+
+    def _lines_bases(self, snap: Snapshot, req: AccessRequest) -> list[Basis]:
+        return [line.basis for line in snap.index.lines.get((req.category, req.action, req.purpose), ())]
+
+    def _no_grant_words(self, snap: Snapshot, kind: str, req: AccessRequest) -> str:
+        principal, household, category, action, purpose = req.key()
         key = (category, action, purpose)
-        kinds_with_grant = [r for r in snap.rules if r.eft == "allow" and (r.cat, r.act, r.pur) == key]
-        own_for_kind = [r for r in kinds_with_grant if r.dom == OWN and r.sub == kind]
+        lines = snap.index.lines.get(key, ())
         plural = kind.replace("_", " ") + ("es" if kind.endswith("s") else "s")
-        if kind == APPROVED_ROLE:
+        if kind == "approved_company":
             notes = []
-            for a in self.relationships.approvals():
+            for a in snap.facts.approvals:
                 if a.approved != principal:
                     continue
-                status = self.relationships.approval_status(a.id, snap.at)
+                approver = snap.facts.principals.get(a.approver)
+                approver_name = approver.display_name if approver is not None else a.approver
+                t = snap.at
                 in_scope = category in a.categories and purpose in a.purposes
-                approver = self.relationships.principal(a.approver).display_name
-                if status == "expired":
-                    notes.append(f"approval {a.id} from {approver} expired on {show(a.valid_to)}")
-                elif status != "active":
-                    notes.append(f"approval {a.id} from {approver} is {status}")
+                if a.revoked_at is not None and a.revoked_at <= t:
+                    notes.append(
+                        f"approval {a.id} from {approver_name} was revoked on {show_instant(a.revoked_at)}"
+                    )
+                elif t >= a.valid_to:
+                    notes.append(
+                        f"approval {a.id} from {approver_name} expired on {show_instant(a.valid_to)}"
+                    )
+                elif t < a.valid_from:
+                    notes.append(f"approval {a.id} from {approver_name} is not yet valid")
                 elif not in_scope:
                     notes.append(
                         f"approval {a.id} covers {', '.join(sorted(a.categories))} for "
                         f"{', '.join(sorted(a.purposes))} only"
                     )
-                elif household not in _approval_households(snap, a.id):
+                elif not any(
+                    lk.principal == a.approver and lk.household == household for lk in snap.facts.links
+                ):
                     notes.append(f"the approver of approval {a.id} holds no link to household {household}")
                 else:
-                    notes.append(f"approval {a.id} reaches beyond what its approver itself may do")
+                    notes.append(f"approval {a.id} reaches beyond what its approver itself may do now")
             if notes:
                 return "; ".join(notes)
             return f"{principal} holds no approval (SPS 2(2)[4] reaches approved companies only through one)"
-        if own_for_kind:
-            citation = ", ".join(dict.fromkeys(self.cite(r.clause) for r in own_for_kind))
+        mine = [line for line in lines if line.basis.recipient == kind]
+        if mine:
+            citation = ", ".join(dict.fromkeys(self.cite(line.clause) for line in mine))
+            b = mine[0].basis
+            if b.kind == STAFF:
+                who = snap.facts.principals.get(principal)
+                if who is None or who.company != b.company:
+                    return f"{citation} is {self.company_name(b.company)}'s; {principal} is not its staff"
+                contract = self._contract_words(snap, household, b.company)
+                return f"{citation} reaches {self.company_name(b.company)}'s customers, and {contract}"
+            if b.kind == NAMED or (b.kind == LINK and b.registered and snap.index.tied(principal, household)):
+                return (
+                    f"{citation} reaches only the parties {self.company_name(b.company)} registered for it, "
+                    f"and it has not registered {principal}"
+                )
             return (
                 f"{citation} lets {plural} do this only for their own households, and {principal} holds "
                 f"no relationship with household {household}"
             )
         return f"no clause grants {plural} {action} of {category} data for purpose {purpose}"
-
-
-def _approval_households(snap: Snapshot, approval_id: int) -> frozenset[str]:
-    for a in snap.links.approvals:
-        if a.approval.id == approval_id:
-            return a.households
-    return frozenset()

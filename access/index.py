@@ -1,147 +1,351 @@
-"""The fast path: Casbin's matcher (``model.conf``) evaluated over dicts and sets.
+"""The fast path: the served periods of a request, computed by period algebra over indexed facts.
 
-Casbin walks every policy line per request and resolves roles through its role manager; with the
-SPS rules and 50k household links that is far too slow for an API answering every series query.  This
-index is built from the very same lines and the same relationship snapshot and answers the same
-question by a handful of dict lookups.  It mirrors the matcher term by term (including Casbin's
-quirk that ``g(a, a)`` holds for any ``a``) so that a property test can hold the two equal.
+Casbin answers one instant at a time and walks every policy line per request; the API answers every
+series query.  This index is built from the very same policy lines (static, plus each approval's) and
+the same facts, at one decision instant ``now``, and answers the whole window at once: for each line
+matching the request's (category, action, purpose), the periods its basis rests on (link, contract,
+registration, designation, approval, the approver's link; see ``access.compiler``), cut by the
+"held now" rule and by the suspensions that cover the basis, intersected with the window, and unioned
+over the lines.  ``access.casbin_adapter`` computes the same answer with Casbin, slice by slice; the
+property tests hold both equal to an independent reference.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
 
-from access.compiler import ALL, ALLOW, ANY, OWN, WILDCARD, Rule
-from access.relationships import RoleLinks
+from access.compiler import (
+    AGENT,
+    ALLOW,
+    APPROVED,
+    DESIGNATED,
+    IDENTITY,
+    LINK,
+    NAMED,
+    PERSON,
+    STAFF,
+    WILDCARD,
+    Basis,
+    Rule,
+)
+from access.periods import NEVER, Periods, contains, intersect, normalize, subtract, union
+from access.request import AccessRequest
+from access.world import Approval, Facts, Mandate, Principal, Suspension
 
-_EMPTY: frozenset[str] = frozenset()
+_NO_ROLES: Mapping[str, Periods] = {}
 
 
-@dataclass
-class _Bucket:
-    """Lines sharing one (category, action, purpose) pattern and one effect, grouped by how they match."""
+@dataclass(frozen=True, slots=True)
+class Line:
+    basis: Basis
+    clause: str
+    identity: bool  # needs a verified identity
 
-    own: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    any: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    all: list[str] = field(default_factory=list)
-    household: dict[str, dict[str, list[str]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list))
-    )
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One line's contribution: its basis, clause and the periods it serves within the window."""
+
+    basis: Basis
+    clause: str
+    periods: Periods
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    served: Periods
+    grants: tuple[Grant, ...]
+    registered: bool
+    denied_by: tuple[str, ...]  # statistics-only deny lines that matched
+    suspended_by: tuple[Suspension, ...]  # suspensions that took something from a basis
+    needs_identity: bool  # a person line applied but the identity was not verified
+    held: bool  # some line's basis rested on anything at all, before the window
+
+
+K = TypeVar("K")
+
+
+def _periods_by_key(pairs: Iterable[tuple[K, Periods]]) -> dict[K, Periods]:
+    grouped: dict[K, list[tuple[float, float]]] = {}
+    for key, ps in pairs:
+        grouped.setdefault(key, []).extend(ps)
+    return {k: normalize(v) for k, v in grouped.items()}
 
 
 @dataclass(frozen=True)
-class Match:
-    allowed: bool
-    registered: bool
-    allow: tuple[str, ...]  # clause ids of matching allow lines
-    deny: tuple[str, ...]  # clause ids of matching deny lines
+class Lines:
+    """Policy lines by what a request asks and who asks: allow lines by (category, action, purpose,
+    principal kind), an approval's lines by (category, action, purpose, approved principal), every allow
+    line by (category, action, purpose) for explanations, and the clauses of deny lines by (action,
+    purpose).  Keyed so a decision walks only the lines that can match its principal."""
 
+    allow: Mapping[tuple[str, str, str, str], tuple[Line, ...]]
+    approved: Mapping[tuple[str, str, str, str], tuple[Line, ...]]
+    by_request: Mapping[tuple[str, str, str], tuple[Line, ...]]
+    deny: Mapping[tuple[str, str], tuple[str, ...]]
 
-def _shape(rule: Rule) -> tuple[bool, bool, bool]:
-    return (rule.cat == WILDCARD, rule.act == WILDCARD, rule.pur == WILDCARD)
-
-
-class PolicyIndex:
-    def __init__(self, rules: Iterable[Rule], links: RoleLinks) -> None:
-        self.links = links
-        self._registered = links.registered
-        self._household_roles = links.household_roles
-        self._global_roles = links.global_roles
-        buckets: dict[str, dict[tuple[str, str, str], _Bucket]] = {ALLOW: {}, "deny": {}}
-        shapes: dict[str, set[tuple[bool, bool, bool]]] = {ALLOW: set(), "deny": set()}
+    @classmethod
+    def of(cls, rules: Iterable[Rule], bases: Mapping[str, Basis], base: Lines | None = None) -> Lines:
+        """The lines of ``rules`` (added to ``base``'s, e.g. the static policy's, when given)."""
+        allow: dict[tuple[str, str, str, str], list[Line]] = {}
+        approved: dict[tuple[str, str, str, str], list[Line]] = {}
+        by_request: dict[tuple[str, str, str], list[Line]] = {}
+        deny: dict[tuple[str, str], list[str]] = {}
+        if base is not None:
+            allow = {k: list(v) for k, v in base.allow.items()}
+            approved = {k: list(v) for k, v in base.approved.items()}
+            by_request = {k: list(v) for k, v in base.by_request.items()}
+            deny = {k: list(v) for k, v in base.deny.items()}
         for r in rules:
-            eft = ALLOW if r.eft == ALLOW else "deny"
-            shapes[eft].add(_shape(r))
-            b = buckets[eft].setdefault((r.cat, r.act, r.pur), _Bucket())
-            if r.dom == OWN:
-                b.own[r.sub].append(r.clause)
-            elif r.dom == ANY:
-                b.any[r.sub].append(r.clause)
-            elif r.dom == ALL:
-                b.all.append(r.clause)
-            # The matcher's household branch admits deny lines only, and compares p.dom with r.dom
-            # literally, so a deny line's domain is also a household name as far as it is concerned.
-            if eft == "deny" and r.dom != ALL:
-                b.household[r.dom][r.sub].append(r.clause)
-        self._allow = {k: _freeze(v) for k, v in buckets[ALLOW].items()}
-        self._deny = {k: _freeze(v) for k, v in buckets["deny"].items()}
-        self._allow_shapes = tuple(sorted(shapes[ALLOW]))
-        self._deny_shapes = tuple(sorted(shapes["deny"]))
-
-    def registered(self, sub: str, pur: str) -> bool:
-        return pur == sub or pur in self._registered.get(sub, _EMPTY)
-
-    def match(self, sub: str, dom: str, cat: str, act: str, pur: str) -> Match:
-        if not (pur == sub or pur in self._registered.get(sub, _EMPTY)):
-            return Match(False, False, (), ())
-        household_roles = self._household_roles.get((sub, dom), _EMPTY)
-        global_roles = self._global_roles.get(sub, _EMPTY)
-        allow = self._collect(
-            self._allow, self._allow_shapes, sub, dom, cat, act, pur, household_roles, global_roles
+            if r.eft == ALLOW:
+                basis = bases.get(r.sub)
+                if basis is None:
+                    continue
+                line = Line(basis, r.clause, r.idc == IDENTITY)
+                if basis.principal is not None:
+                    approved.setdefault((r.cat, r.act, r.pur, basis.principal), []).append(line)
+                else:
+                    allow.setdefault((r.cat, r.act, r.pur, basis.recipient), []).append(line)
+                by_request.setdefault((r.cat, r.act, r.pur), []).append(line)
+            elif r.cat == WILDCARD and r.sub == WILDCARD:
+                deny.setdefault((r.act, r.pur), []).append(r.clause)
+        return cls(
+            {k: tuple(v) for k, v in allow.items()},
+            {k: tuple(v) for k, v in approved.items()},
+            {k: tuple(v) for k, v in by_request.items()},
+            {k: tuple(dict.fromkeys(v)) for k, v in deny.items()},
         )
-        deny = self._collect(
-            self._deny, self._deny_shapes, sub, dom, cat, act, pur, household_roles, global_roles
-        )
-        return Match(bool(allow) and not deny, True, allow, deny)
 
-    def enforce(self, sub: str, dom: str, cat: str, act: str, pur: str) -> bool:
-        return self.match(sub, dom, cat, act, pur).allowed
 
-    @staticmethod
-    def _collect(
-        buckets: dict[tuple[str, str, str], _Bucket],
-        shapes: tuple[tuple[bool, bool, bool], ...],
-        sub: str,
-        dom: str,
-        cat: str,
-        act: str,
-        pur: str,
-        household_roles: frozenset[str],
-        global_roles: frozenset[str],
-    ) -> tuple[str, ...]:
-        found: list[str] = []
-        for wc, wa, wp in shapes:
-            b = buckets.get((WILDCARD if wc else cat, WILDCARD if wa else act, WILDCARD if wp else pur))
-            if b is None:
+class SnapshotIndex:
+    """The facts indexed for decisions taken at ``now``."""
+
+    def __init__(self, lines: Lines, facts: Facts, now: float) -> None:
+        self.now = now
+        principals = facts.principals
+        self.principals: Mapping[str, Principal] = principals
+        self.registered = {pid: p.purposes for pid, p in principals.items()}
+        self.allow = lines.allow
+        self.approved = lines.approved
+        self.lines = lines.by_request  # every line of a request, whoever asks (explanations)
+        self.deny = lines.deny
+        # A principal holds only its own kind's role (older databases may hold others: ignored).
+        links: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+        for link in facts.links:
+            p = principals.get(link.principal)
+            if p is None or p.kind != link.role:
                 continue
-            if b.own:
-                own = b.own
-                if sub in own:
-                    found += own[sub]
-                for role in household_roles:
-                    if role in own:
-                        found += own[role]
-            if b.any:
-                any_ = b.any
-                if sub in any_:
-                    found += any_[sub]
-                for role in global_roles:
-                    if role in any_:
-                        found += any_[role]
-            if b.all:
-                found += b.all
-            if b.household:
-                rows = b.household.get(dom)
-                if rows:
-                    if sub in rows:
-                        found += rows[sub]
-                    for role in global_roles:
-                        if role in rows:
-                            found += rows[role]
-        if not found:
-            return ()
-        return tuple(dict.fromkeys(found))
+            links.setdefault((link.principal, link.household), {}).setdefault(link.role, []).extend(
+                link.period
+            )
+        self.links: dict[tuple[str, str], dict[str, Periods]] = {
+            k: {role: normalize(ps) for role, ps in v.items()} for k, v in links.items()
+        }
+        self.contracts = _periods_by_key(((c.household, c.company), c.period) for c in facts.contracts)
+        self.designations = _periods_by_key(
+            ((d.principal, d.household, d.company), d.period) for d in facts.designations
+        )
+        self.designated_pairs = {(d.principal, d.household) for d in facts.designations}
+        self.joint: dict[tuple[str, str], Periods] = {}
+        for j in facts.joint_uses:
+            key = (j.principal, j.clause)
+            self.joint[key] = normalize((*self.joint.get(key, NEVER), *j.period))
+        self.approvals: dict[int, Approval] = {a.id: a for a in facts.approvals}
+        mandates: dict[str, list[Mandate]] = {}
+        for m in facts.mandates:
+            mandates.setdefault(m.agent, []).append(m)
+        self.mandates = mandates
+        suspensions: dict[str, list[Suspension]] = {}
+        for s in facts.suspensions:
+            suspensions.setdefault(s.household, []).append(s)
+        self.suspensions = suspensions
 
+    def registered_for(self, principal: str, purpose: str) -> bool:
+        return purpose in self.registered.get(principal, ())
 
-def _freeze(b: _Bucket) -> _Bucket:
-    """Plain dicts (no defaultdict side effects on lookup) and de-duplicated clause lists."""
-    return _Bucket(
-        own={k: list(dict.fromkeys(v)) for k, v in b.own.items()},
-        any={k: list(dict.fromkeys(v)) for k, v in b.any.items()},
-        all=list(dict.fromkeys(b.all)),
-        household={
-            h: {k: list(dict.fromkeys(v)) for k, v in rows.items()} for h, rows in b.household.items()
-        },
-    )
+    def evaluate(self, req: AccessRequest) -> Outcome:
+        principal, household, category, action, purpose = (
+            req.principal,
+            req.household,
+            req.category,
+            req.action,
+            req.purpose,
+        )
+        if purpose not in self.registered.get(principal, ()):
+            return Outcome(NEVER, (), False, (), (), False, False)
+        denied = self.deny.get((action, purpose))
+        if denied:
+            return Outcome(NEVER, (), True, denied, (), False, False)
+        who = self.principals[principal]
+        lines = self.allow.get((category, action, purpose, who.kind), ())
+        if who.kind == "approved_company":
+            lines += self.approved.get((category, action, purpose, principal), ())
+        if not lines:
+            return Outcome(NEVER, (), True, (), (), False, False)
+        window = (req.window,)
+        served: Periods = NEVER
+        grants: list[Grant] = []
+        suspended: list[Suspension] = []
+        needs_identity = held = False
+        for line in lines:
+            if line.identity and not req.identity_verified:
+                if self.basis_periods(line.basis, principal, household, category, []):
+                    needs_identity = held = True
+                continue
+            periods = self.basis_periods(line.basis, principal, household, category, suspended)
+            if not periods:
+                continue
+            held = True
+            periods = intersect(periods, window)
+            if periods:
+                served = union(served, periods)
+                grants.append(Grant(line.basis, line.clause, periods))
+        return Outcome(served, tuple(grants), True, (), tuple(suspended), needs_identity, held)
+
+    # -- one basis -----------------------------------------------------------------------------------
+    def basis_periods(
+        self, basis: Basis, principal: str, household: str, category: str, suspended: list[Suspension]
+    ) -> Periods:
+        """The data periods ``basis`` serves ``principal`` for ``household`` (any window), after the
+        "held now" rule and the suspensions that cover it; each suspension that took something is
+        appended to ``suspended``."""
+        now = self.now
+        kind = basis.kind
+        contract = self.contracts.get((household, basis.company), NEVER)
+        if not contract:
+            return NEVER
+        if kind == LINK:
+            held = self.links.get((principal, household), _NO_ROLES).get(basis.role or "", NEVER)
+            if not held or not contains(held, now) or not contains(contract, now):
+                return NEVER
+            periods = intersect(held, contract)
+            if basis.registered:
+                joint = self.joint.get((principal, basis.clause), NEVER)
+                if not contains(joint, now):
+                    return NEVER
+                periods = intersect(periods, joint)
+        elif kind == STAFF:
+            p = self.principals.get(principal)
+            if p is None or p.company != basis.company or p.kind != basis.recipient:
+                return NEVER
+            if not basis.after_end and not contains(contract, now):
+                return NEVER
+            periods = contract
+        elif kind == PERSON:
+            held = self.links.get((principal, household), _NO_ROLES).get("homeowner", NEVER)
+            return intersect(held, contract)  # the person's own right: never suspended, kept after the end
+        elif kind == AGENT:
+            return self._agent_periods(principal, household, category, contract)
+        elif kind == NAMED:
+            p = self.principals.get(principal)
+            joint = self.joint.get((principal, basis.clause), NEVER)
+            if (
+                p is None
+                or p.kind != basis.recipient
+                or not contains(joint, now)
+                or not contains(contract, now)
+            ):
+                return NEVER
+            periods = intersect(joint, contract)
+        elif kind == DESIGNATED:
+            designated = self.designations.get((principal, household, basis.company), NEVER)
+            if not contains(designated, now) or not contains(contract, now):
+                return NEVER
+            periods = intersect(designated, contract)
+        elif kind == APPROVED:
+            periods = self._approved_periods(basis, principal, household, category, contract, suspended)
+        else:
+            return NEVER
+        if periods:
+            periods = self._unsuspended(periods, basis, principal, household, category, suspended)
+        return periods
+
+    def _agent_periods(self, agent: str, household: str, category: str, contract: Periods) -> Periods:
+        """A verified mandate held now lends the person's whole period (their right, used by the agent)."""
+        now = self.now
+        out: Periods = NEVER
+        for m in self.mandates.get(agent, ()):
+            if m.verified_at is None or m.verified_at > now or not (m.since <= now < m.until):
+                continue
+            if m.categories is not None and category not in m.categories:
+                continue
+            held = self.links.get((m.person, household), _NO_ROLES).get("homeowner", NEVER)
+            out = union(out, intersect(held, contract))
+        return out
+
+    def _approved_periods(
+        self,
+        basis: Basis,
+        principal: str,
+        household: str,
+        category: str,
+        contract: Periods,
+        suspended: list[Suspension],
+    ) -> Periods:
+        """Approval within the approver's link and contract, never beyond what the approver itself is
+        served now: the approver's suspensions cut the approval too."""
+        a = self.approvals.get(basis.approval or -1)
+        now = self.now
+        if a is None or a.approved != principal or not (a.valid_from <= now < a.until):
+            return NEVER
+        held = self.links.get((a.approver, household), _NO_ROLES).get(basis.role or "", NEVER)
+        if not contains(held, now) or not contains(contract, now):
+            return NEVER
+        periods = intersect(intersect(a.period, held), contract)
+        return self._unsuspended(periods, basis, a.approver, household, category, suspended)
+
+    def _unsuspended(
+        self,
+        periods: Periods,
+        basis: Basis,
+        principal: str,
+        household: str,
+        category: str,
+        suspended: list[Suspension],
+    ) -> Periods:
+        """``periods`` without what the household's suspensions with the basis's company take: all of it
+        when one covering suspension is in force now, else the data recorded while one was."""
+        rows = self.suspensions.get(household)
+        if not rows:
+            return periods
+        provision_covered = basis.third_party and basis.suspendable
+        for s in rows:
+            if s.company != basis.company:
+                continue
+            if s.category is not None and s.category != category:
+                continue
+            if s.recipient is not None and s.recipient != principal:
+                continue
+            if s.scope == "provision" and not provision_covered:
+                continue
+            before = periods
+            # In force now: all of it; lifted (or not yet begun): the data recorded while in force.
+            periods = NEVER if s.requested_at <= self.now < s.until else subtract(periods, s.period)
+            if periods != before:
+                suspended.append(s)
+            if not periods:
+                break
+        return periods
+
+    def tied(self, principal: str, household: str) -> bool:
+        """Whether ``principal`` holds anything with ``household`` at any time (its refusals may then say
+        why; to anyone else a refusal is one fixed answer, as for a household that does not exist)."""
+        if (principal, household) in self.links:
+            return True
+        if (principal, household) in self.designated_pairs:
+            return True
+        for a in self.approvals.values():
+            if a.approved == principal and (a.approver, household) in self.links:
+                return True
+        for m in self.mandates.get(principal, ()):
+            if (m.person, household) in self.links:
+                return True
+        p = self.principals.get(principal)
+        if p is None:
+            return False
+        if p.company is not None and (household, p.company) in self.contracts:
+            return True
+        companies = {clause.split("-", 1)[0] for pid, clause in self.joint if pid == principal}
+        return any((household, company) in self.contracts for company in companies)

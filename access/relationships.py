@@ -1,66 +1,94 @@
-"""Who is linked to which household, kept in SQLite so relationships are data, not code.
+"""Who is tied to which household, for which company, and when: kept in SQLite so relationships are data.
 
-The store answers one question for the policy layer: at instant *t*, which roles does each principal
-hold for each household (:meth:`RelationshipStore.role_links`)?  Casbin's ``g`` links and the fast
-index are both built from that one snapshot, so they cannot disagree about who is linked to what.
+The store records the facts of ``access.world`` with their periods and hands them back whole
+(:meth:`RelationshipStore.facts`), history included; the decision layer indexes them at one instant.
+It refuses what the terms cannot mean, with a :class:`RelationshipError` that says why:
 
-Approvals follow Smart Power System 2(2)[4]: a sales company, installer or wholesaler may approve
-another company.  An approval lends the approved company the approver's households, so it lives and
-dies with the approver's own links: when the approver loses a household, the approved company loses
-it too, and when the approval expires it lends nothing.
+* a principal holds only the link role of its own kind (an analyst or a company's staff linked as an
+  installer is refused: the kind decides the role, and the role decides whether provision is to a
+  third party);
+* a company's staff (``operator``, and an ``analyst``) belong to exactly one company, a seeds document;
+* a supply point has one retailer, one grid operator and one demand-response contractor at a time
+  (ENEX 5, XOOM 7 footnote *1: joint use only with the operators each purpose needs);
+* a joint-use registration names a granting clause of its company that names its parties
+  (``named_recipients``) and a principal of a kind that clause names;
+* a designation is made by the staff of a company whose terms name designated bodies (SPS 2(2)[4]);
+* an approval is made by a principal that holds an approver link (SPS 2(2)[4]).
+
+Schema version 2 (contracts, joint uses, mandates, principals' companies, designations' companies).
+A version-1 database is migrated when opened: the new columns and tables are added, existing
+suspensions and designations are the SPS terms' (as they were cited), and every existing household
+gets an open-ended SPS ``service`` contract from when it was added -- every household of a version-1
+database was a customer of this SPS monitoring service; contracts with other companies did not exist
+and must be added (``hems principals contract add``).  A version-1 ``operator`` has no company and is
+given nothing until one is set (``hems principals company ID COMPANY``); :meth:`problems` lists it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 
 from access.clock import FOREVER, now, to_epoch
 from access.db import change_counter, open_db, read_change_counter, write_transaction
-from seeds.vocabulary import CATEGORIES, PRINCIPAL_KINDS
-
-# Roles a principal can hold for one household through a recorded relationship.
-# Approved companies and designated bodies get theirs through approvals and designations instead.
-LINK_ROLES = (
-    "homeowner",
-    "sales_company",
-    "installer",
-    "wholesaler",
-    "retailer",
-    "grid_operator",
-    "dr_aggregator",
+from access.world import (
+    APPROVER_ROLES,
+    CONTRACT_KINDS,
+    LINK_ROLES,
+    SINGLE_HOLDER_ROLES,
+    Approval,
+    Contract,
+    Designation,
+    Facts,
+    JointUse,
+    Link,
+    Mandate,
+    Principal,
 )
-# SPS 2(2)[4]: the companies those three approve receive the same items.
-APPROVER_ROLES = frozenset({"sales_company", "installer", "wholesaler"})
-# Pseudo-roles every principal of a kind holds globally, targeted by consent deny rules.
-THIRD_PARTY = "third_party"  # anyone who is neither the person nor the operator's own staff
-NON_OWNER = "non_owner"  # anyone but the person: suspension of use stops the operator too
-INTERNAL_KINDS = frozenset({"homeowner", "operator", "analyst"})
-APPROVAL_ROLE_PREFIX = "approval:"
+from seeds.loader import Seeds
+from seeds.vocabulary import CATEGORIES, COMPANY_STAFF_KINDS, PRINCIPAL_KINDS
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
 DESIGNATED_ROLE = "designated_body"
 APPROVED_ROLE = "approved_company"
-# Values with a meaning in the policy's domain column; a household may not be called that.
+# How a person's or an agent's identity was checked (Sobu Gas 8, SPS 2(6)[3]).
+VERIFICATION_METHODS = ("documents", "callback", "registered_details", "power_of_attorney")
+# Values with a meaning in the policy; a household or principal may not be called that.
 RESERVED_DOMAINS = frozenset({"own", "any", "all", "*"})
-RESERVED_NAMES = frozenset(PRINCIPAL_KINDS) | {THIRD_PARTY, NON_OWNER, "*"}
+RESERVED_NAMES = frozenset(PRINCIPAL_KINDS) | {"*"}
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
-# No dots in principal ids: purpose ids are dotted, and Casbin's g2 would chain a principal named
-# like a purpose into that purpose's registrations.
+# No dots in principal ids (purpose ids are dotted: Casbin's g2 would chain a principal named like a
+# purpose into that purpose's registrations), no ':' or '/' (basis names use them).
 _PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 _PURPOSE_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")  # '<document>.<purpose>' as in seeds/
 
+_TABLES = (
+    "households",
+    "principals",
+    "principal_purposes",
+    "links",
+    "approvals",
+    "designations",
+    "contracts",
+    "joint_uses",
+    "mandates",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS households (
     id TEXT PRIMARY KEY, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS principals (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, display_name TEXT NOT NULL, created_at REAL NOT NULL);
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, display_name TEXT NOT NULL, created_at REAL NOT NULL,
+    company TEXT);
 CREATE TABLE IF NOT EXISTS principal_purposes (
     principal TEXT NOT NULL REFERENCES principals(id), purpose TEXT NOT NULL,
     PRIMARY KEY (principal, purpose));
@@ -76,78 +104,24 @@ CREATE TABLE IF NOT EXISTS approvals (
 CREATE TABLE IF NOT EXISTS designations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, operator TEXT NOT NULL REFERENCES principals(id),
     principal TEXT NOT NULL REFERENCES principals(id), household TEXT NOT NULL REFERENCES households(id),
-    designated_at REAL NOT NULL, revoked_at REAL);
-""" + change_counter(
-    "relationships", ("households", "principals", "principal_purposes", "links", "approvals", "designations")
-)
+    designated_at REAL NOT NULL, revoked_at REAL, company TEXT NOT NULL DEFAULT 'sps');
+CREATE TABLE IF NOT EXISTS contracts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, household TEXT NOT NULL REFERENCES households(id),
+    company TEXT NOT NULL, kind TEXT NOT NULL, since REAL NOT NULL, until REAL);
+CREATE INDEX IF NOT EXISTS contracts_by_household ON contracts(household);
+CREATE TABLE IF NOT EXISTS joint_uses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, company TEXT NOT NULL, clause TEXT NOT NULL,
+    principal TEXT NOT NULL REFERENCES principals(id), since REAL NOT NULL, until REAL);
+CREATE TABLE IF NOT EXISTS mandates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, person TEXT NOT NULL REFERENCES principals(id),
+    agent TEXT NOT NULL REFERENCES principals(id), categories TEXT, since REAL NOT NULL, until REAL,
+    verified_at REAL, method TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL);
+"""
 
 
 class RelationshipError(ValueError):
-    """A relationship that cannot be recorded (unknown party, wrong kind, bad window)."""
-
-
-@dataclass(frozen=True)
-class Principal:
-    id: str
-    kind: str
-    display_name: str
-    purposes: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Approval:
-    id: int
-    approver: str
-    approved: str
-    categories: frozenset[str]
-    purposes: frozenset[str]
-    valid_from: float
-    valid_to: float
-    revoked_at: float | None
-
-    @property
-    def role(self) -> str:
-        return f"{APPROVAL_ROLE_PREFIX}{self.id}"
-
-
-@dataclass(frozen=True)
-class ActiveApproval:
-    """An approval as it stands at one instant: what it lends, and through which roles of the approver."""
-
-    approval: Approval
-    approver_roles: frozenset[str]
-    households: frozenset[str]
-
-
-@dataclass
-class RoleLinks:
-    """Everything Casbin's ``g``/``g2`` need, as of ``at``; ``valid_until`` is when it next changes."""
-
-    at: float
-    household_roles: dict[tuple[str, str], frozenset[str]]
-    global_roles: dict[str, frozenset[str]]
-    registered: dict[str, frozenset[str]]
-    approvals: tuple[ActiveApproval, ...]
-    valid_until: float
-    kinds: dict[str, str] = field(default_factory=dict)
-
-    def household_lines(self) -> Iterator[tuple[str, str, str]]:
-        """``g`` lines: (principal, role, household)."""
-        for (principal, household), roles in self.household_roles.items():
-            for role in roles:
-                yield principal, role, household
-
-    def global_lines(self) -> Iterator[tuple[str, str]]:
-        """``g3`` lines: (principal, role held everywhere)."""
-        for principal, roles in self.global_roles.items():
-            for role in roles:
-                yield principal, role
-
-    def purpose_lines(self) -> Iterator[tuple[str, str]]:
-        """``g2`` lines: (principal, purpose) for every registered purpose."""
-        for principal, purposes in self.registered.items():
-            for purpose in purposes:
-                yield principal, purpose
+    """A relationship that cannot be recorded (unknown party, wrong kind, bad period)."""
 
 
 def _check_id(what: str, value: str) -> None:
@@ -166,21 +140,56 @@ def _purposes(pid: str, purposes: Iterable[str]) -> list[tuple[str, str]]:
     return rows
 
 
-def _when(value: datetime | float | int | str | None, default: float) -> float:
+When = datetime | float | int | str | None
+
+
+def _when(value: When, default: float) -> float:
     return default if value is None else to_epoch(value)
 
 
-class RelationshipStore:
-    """SQLite (WAL) store of households, principals, links, approvals and designations."""
+def _period(since: When, until: When, what: str) -> tuple[float, float]:
+    start = _when(since, now())
+    end = _when(until, FOREVER)
+    if end <= start:
+        raise RelationshipError(f"{what}: the end of the period must be after its start")
+    return start, end
 
-    def __init__(self, path: Path | str) -> None:
+
+def _end(value: float | None) -> float:
+    return FOREVER if value is None else float(value)
+
+
+def _db_end(value: float) -> float | None:
+    return None if value == FOREVER else value
+
+
+def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
+    return a0 < b1 and b0 < a1
+
+
+class RelationshipStore:
+    """SQLite (WAL) store of households, principals and their periods (see the module docstring)."""
+
+    def __init__(self, path: Path | str, seeds: Seeds | None = None) -> None:
         self.path = Path(path)
+        self._seeds = seeds
         self._db = open_db(self.path, _SCHEMA, synchronous="NORMAL", foreign_keys=True)
+        _migrate(self._db)
+        self._db.executescript(change_counter("relationships", _TABLES))
         # Bumped on every write made through this object; the decision layer rebuilds when it moves.
         self.generation = 0
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def seeds(self) -> Seeds:
+        """The terms the store checks companies and clauses against (the packaged seeds by default)."""
+        if self._seeds is None:
+            from seeds.loader import load_seeds
+
+            self._seeds = load_seeds()
+        return self._seeds
 
     def data_version(self) -> int:
         """Changes when any connection (another process too) changes these tables (``change_counter``)."""
@@ -192,12 +201,18 @@ class RelationshipStore:
             yield db
         self.generation += 1
 
+    def _company(self, company: str) -> str:
+        known = {d.id for d in self.seeds.documents}
+        if company not in known:
+            raise RelationshipError(f"unknown company {company!r}: one of {', '.join(sorted(known))}")
+        return company
+
     # -- households and principals ---------------------------------------------------------------
     def add_households(self, ids: Iterable[str]) -> None:
         rows = []
         for hid in ids:
             _check_id("household", hid)
-            if hid in RESERVED_DOMAINS:
+            if hid in RESERVED_DOMAINS or "@" in hid:
                 raise RelationshipError(f"household id {hid!r} is reserved by the policy")
             rows.append((hid, now()))
         with self._tx() as db:
@@ -210,24 +225,55 @@ class RelationshipStore:
         return [r[0] for r in self._db.execute("SELECT id FROM households ORDER BY id")]
 
     def add_principal(
-        self, pid: str, kind: str, display_name: str, purposes: Iterable[str] = ()
+        self,
+        pid: str,
+        kind: str,
+        display_name: str,
+        purposes: Iterable[str] = (),
+        company: str | None = None,
     ) -> Principal:
         if not isinstance(pid, str) or not _PRINCIPAL_ID.match(pid):
             raise RelationshipError(f"principal id {pid!r}: use 1-100 letters, digits, '_' or '-'")
-        if pid in RESERVED_NAMES or pid.startswith(APPROVAL_ROLE_PREFIX):
+        if pid in RESERVED_NAMES:
             raise RelationshipError(f"principal id {pid!r} is reserved by the policy (a kind or role name)")
         if kind not in PRINCIPAL_KINDS:
             raise RelationshipError(
                 f"principal {pid!r}: unknown kind {kind!r}; known: {', '.join(PRINCIPAL_KINDS)}"
             )
+        self._check_company(pid, kind, company)
         if not display_name.strip():
             raise RelationshipError(f"principal {pid!r}: a display name is required")
         with self._tx() as db:
             if db.execute("SELECT 1 FROM principals WHERE id = ?", (pid,)).fetchone():
                 raise RelationshipError(f"principal {pid!r} already exists")
             rows = _purposes(pid, purposes)
-            db.execute("INSERT INTO principals VALUES (?, ?, ?, ?)", (pid, kind, display_name, now()))
+            db.execute(
+                "INSERT INTO principals (id, kind, display_name, created_at, company) VALUES (?, ?, ?, ?, ?)",
+                (pid, kind, display_name, now(), company),
+            )
             db.executemany("INSERT OR IGNORE INTO principal_purposes VALUES (?, ?)", rows)
+        return self.principal(pid)
+
+    def _check_company(self, pid: str, kind: str, company: str | None) -> None:
+        if company is not None:
+            if kind not in COMPANY_STAFF_KINDS:
+                raise RelationshipError(
+                    f"principal {pid!r}: only a company's staff ({', '.join(COMPANY_STAFF_KINDS)}) act for a "
+                    f"company; a {kind} is a company of its own"
+                )
+            self._company(company)
+        elif kind == "operator":
+            raise RelationshipError(
+                f"principal {pid!r}: an operator is the staff of one company; give its company "
+                f"(one of {', '.join(sorted(d.id for d in self.seeds.documents))})"
+            )
+
+    def set_company(self, pid: str, company: str) -> Principal:
+        """Say which company a staff principal acts for (e.g. an operator of a version-1 database)."""
+        p = self.principal(pid)
+        self._check_company(pid, p.kind, company)
+        with self._tx() as db:
+            db.execute("UPDATE principals SET company = ? WHERE id = ?", (company, pid))
         return self.principal(pid)
 
     def register_purposes(self, pid: str, purposes: Iterable[str]) -> None:
@@ -238,7 +284,7 @@ class RelationshipStore:
 
     def principal(self, pid: str) -> Principal:
         row = self._db.execute(
-            "SELECT id, kind, display_name FROM principals WHERE id = ?", (pid,)
+            "SELECT id, kind, display_name, company FROM principals WHERE id = ?", (pid,)
         ).fetchone()
         if row is None:
             raise RelationshipError(f"unknown principal {pid!r}")
@@ -246,7 +292,7 @@ class RelationshipStore:
             r[0]
             for r in self._db.execute("SELECT purpose FROM principal_purposes WHERE principal = ?", (pid,))
         )
-        return Principal(row[0], row[1], row[2], purposes)
+        return Principal(row[0], row[1], row[2], purposes, row[3])
 
     def find_principal(self, pid: str) -> Principal | None:
         try:
@@ -255,26 +301,37 @@ class RelationshipStore:
             return None
 
     def principals(self) -> list[Principal]:
-        ids = [r[0] for r in self._db.execute("SELECT id FROM principals ORDER BY id")]
-        return [self.principal(i) for i in ids]
+        return list(self._principals().values())
+
+    def _principals(self) -> dict[str, Principal]:
+        purposes: dict[str, set[str]] = {}
+        for principal, purpose in self._db.execute("SELECT principal, purpose FROM principal_purposes"):
+            purposes.setdefault(principal, set()).add(purpose)
+        return {
+            pid: Principal(pid, kind, name, frozenset(purposes.get(pid, ())), company)
+            for pid, kind, name, company in self._db.execute(
+                "SELECT id, kind, display_name, company FROM principals ORDER BY id"
+            )
+        }
 
     # -- links -------------------------------------------------------------------------------------
-    def link(
-        self,
-        principal: str,
-        household: str,
-        role: str,
-        since: datetime | float | str | None = None,
-    ) -> None:
-        """Record that ``principal`` holds ``role`` for ``household`` (sold, installed, supplied, owns)."""
-        self.link_many([(principal, household, role)], since=since)
+    def link(self, principal: str, household: str, role: str, since: When = None, until: When = None) -> None:
+        """Record that ``principal`` holds ``role`` for ``household`` (sold, installed, supplies, owns)."""
+        self.link_many([(principal, household, role)], since=since, until=until)
 
-    def link_many(
-        self, rows: Iterable[tuple[str, str, str]], since: datetime | float | str | None = None
-    ) -> None:
-        start = _when(since, now())
-        kinds = dict(self._db.execute("SELECT id, kind FROM principals"))
-        households = {r[0] for r in self._db.execute("SELECT id FROM households")}
+    def link_many(self, rows: Iterable[tuple[str, str, str]], since: When = None, until: When = None) -> None:
+        start, end = _period(since, until, "link")
+        rows = list(rows)
+        kinds: dict[str, str] = {}
+        for pid in {r[0] for r in rows}:
+            found = self._db.execute("SELECT kind FROM principals WHERE id = ?", (pid,)).fetchone()
+            if found is not None:
+                kinds[pid] = found[0]
+        households = {
+            h
+            for h in {r[1] for r in rows}
+            if self._db.execute("SELECT 1 FROM households WHERE id = ?", (h,)).fetchone()
+        }
         batch = []
         for principal, household, role in rows:
             if role not in LINK_ROLES:
@@ -283,28 +340,219 @@ class RelationshipStore:
                 raise RelationshipError(f"unknown principal {principal!r}")
             if household not in households:
                 raise RelationshipError(f"unknown household {household!r}")
-            if (role == "homeowner") != (kinds[principal] == "homeowner"):
+            if kinds[principal] != role:
                 raise RelationshipError(
-                    f"{principal!r} is a {kinds[principal]}: only homeowners hold the homeowner role, "
-                    "and homeowners hold no partner role"
+                    f"{principal!r} is a {kinds[principal]}: it can only be linked as a {kinds[principal]}, "
+                    f"not as a {role} (the kind decides the role)"
                 )
-            batch.append((principal, household, role, start))
+            batch.append((principal, household, role, start, _db_end(end)))
         with self._tx() as db:
-            db.executemany("INSERT OR IGNORE INTO links VALUES (?, ?, ?, ?, NULL)", batch)
+            for principal, household, role, _, _ in batch:
+                if role in SINGLE_HOLDER_ROLES:
+                    self._one_holder(db, principal, household, role, start, end)
+            db.executemany("INSERT OR IGNORE INTO links VALUES (?, ?, ?, ?, ?)", batch)
 
-    def unlink(
-        self, principal: str, household: str, role: str, at: datetime | float | str | None = None
+    @staticmethod
+    def _one_holder(
+        db: sqlite3.Connection, principal: str, household: str, role: str, start: float, end: float
     ) -> None:
+        for other, since, until in db.execute(
+            "SELECT principal, since, until FROM links WHERE household = ? AND role = ? AND principal != ?",
+            (household, role, principal),
+        ):
+            if _overlaps(start, end, since, _end(until)):
+                raise RelationshipError(
+                    f"{household!r} already has {other!r} as its {role} in that period: a supply point has "
+                    f"one {role} at a time (end that link first)"
+                )
+
+    def unlink(self, principal: str, household: str, role: str, at: When = None) -> None:
         """End a relationship (kept as history); approvals lent through it end with it."""
         end = _when(at, now())
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE links SET until = ? "
-                "WHERE principal = ? AND household = ? AND role = ? AND until IS NULL",
-                (end, principal, household, role),
+                "WHERE principal = ? AND household = ? AND role = ? AND since < ? "
+                "AND (until IS NULL OR until > ?)",
+                (end, principal, household, role, end, end),
             )
             if cur.rowcount == 0:
                 raise RelationshipError(f"{principal!r} holds no current {role!r} link to {household!r}")
+
+    # -- contracts ---------------------------------------------------------------------------------
+    def add_contract(
+        self, household: str, company: str, kind: str, since: When = None, until: When = None
+    ) -> Contract:
+        """The household becomes a customer of ``company`` (service, supply or app) for the period."""
+        if kind not in CONTRACT_KINDS:
+            raise RelationshipError(f"contract kind {kind!r}: one of {', '.join(CONTRACT_KINDS)}")
+        self._company(company)
+        start, end = _period(since, until, "contract")
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM households WHERE id = ?", (household,)).fetchone():
+                raise RelationshipError(f"unknown household {household!r}")
+            cur = db.execute(
+                "INSERT INTO contracts (household, company, kind, since, until) VALUES (?, ?, ?, ?, ?)",
+                (household, company, kind, start, _db_end(end)),
+            )
+        assert cur.lastrowid is not None
+        return self.contract(cur.lastrowid)
+
+    def add_contracts(self, rows: Iterable[tuple[str, str, str]], since: When = None) -> None:
+        """Many (household, company, kind) contracts from one instant, in one transaction."""
+        start, _ = _period(since, None, "contract")
+        batch = []
+        for household, company, kind in rows:
+            if kind not in CONTRACT_KINDS:
+                raise RelationshipError(f"contract kind {kind!r}: one of {', '.join(CONTRACT_KINDS)}")
+            batch.append((household, self._company(company), kind, start))
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO contracts (household, company, kind, since) VALUES (?, ?, ?, ?)", batch
+            )
+
+    def end_contract(self, cid: int, at: When = None) -> None:
+        end = _when(at, now())
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE contracts SET until = ? WHERE id = ? AND since < ? AND (until IS NULL OR until > ?)",
+                (end, cid, end, end),
+            )
+            if cur.rowcount == 0:
+                raise RelationshipError(f"no contract {cid} running at that time")
+
+    def contract(self, cid: int) -> Contract:
+        row = self._db.execute("SELECT * FROM contracts WHERE id = ?", (cid,)).fetchone()
+        if row is None:
+            raise RelationshipError(f"unknown contract {cid}")
+        return _contract(row)
+
+    def contracts(self, household: str | None = None) -> list[Contract]:
+        sql, args = "SELECT * FROM contracts", ()
+        if household is not None:
+            sql, args = sql + " WHERE household = ?", (household,)  # type: ignore[assignment]
+        return [_contract(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+
+    # -- named joint users and recipients ----------------------------------------------------------
+    def register_joint_use(
+        self, company: str, clause: str, principal: str, since: When = None, until: When = None
+    ) -> JointUse:
+        """``company`` names ``principal`` as the party of its clause ``clause`` for the period."""
+        self._company(company)
+        try:
+            c = self.seeds.clause(clause)
+        except KeyError:
+            raise RelationshipError(f"unknown clause {clause!r}") from None
+        if c.document != company:
+            raise RelationshipError(f"clause {clause} belongs to {c.document}, not {company}")
+        if not (c.grants and c.conditions.named_recipients):
+            raise RelationshipError(f"clause {clause} does not name its parties (no named_recipients grant)")
+        p = self.principal(principal)
+        if p.kind not in c.recipients:
+            raise RelationshipError(
+                f"clause {clause} names {', '.join(c.recipients)}; {principal!r} is a {p.kind}"
+            )
+        if p.company == company:
+            raise RelationshipError(f"{principal!r} is {company}'s own staff: it needs no registration")
+        start, end = _period(since, until, "joint use")
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO joint_uses (company, clause, principal, since, until) VALUES (?, ?, ?, ?, ?)",
+                (company, clause, principal, start, _db_end(end)),
+            )
+        assert cur.lastrowid is not None
+        return self.joint_use(cur.lastrowid)
+
+    def end_joint_use(self, jid: int, at: When = None) -> None:
+        end = _when(at, now())
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE joint_uses SET until = ? WHERE id = ? AND since < ? AND (until IS NULL OR until > ?)",
+                (end, jid, end, end),
+            )
+            if cur.rowcount == 0:
+                raise RelationshipError(f"no joint use {jid} running at that time")
+
+    def joint_use(self, jid: int) -> JointUse:
+        row = self._db.execute("SELECT * FROM joint_uses WHERE id = ?", (jid,)).fetchone()
+        if row is None:
+            raise RelationshipError(f"unknown joint use {jid}")
+        return _joint_use(row)
+
+    def joint_uses(self) -> list[JointUse]:
+        return [_joint_use(r) for r in self._db.execute("SELECT * FROM joint_uses ORDER BY id")]
+
+    # -- agents --------------------------------------------------------------------------------------
+    def add_mandate(
+        self,
+        person: str,
+        agent: str,
+        categories: Iterable[str] | None = None,
+        since: When = None,
+        until: When = None,
+        verified_at: When = None,
+        method: str = "",
+    ) -> Mandate:
+        """``agent`` may act for ``person`` (a homeowner) once the mandate is verified."""
+        if self.principal(person).kind != "homeowner":
+            raise RelationshipError(f"mandate: {person!r} is not a homeowner")
+        if self.principal(agent).kind != "agent":
+            raise RelationshipError(f"mandate: {agent!r} is not an agent principal")
+        cats = None if categories is None else sorted(set(categories))
+        if cats is not None and (not cats or set(cats) - set(CATEGORIES)):
+            raise RelationshipError(f"mandate: categories {cats} must be known categories (or all)")
+        start, end = _period(since, until, "mandate")
+        verified = None if verified_at is None else to_epoch(verified_at)
+        if verified is not None and method not in VERIFICATION_METHODS:
+            raise RelationshipError(f"mandate: say how it was verified ({', '.join(VERIFICATION_METHODS)})")
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO mandates (person, agent, categories, since, until, verified_at, method) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    person,
+                    agent,
+                    None if cats is None else json.dumps(cats),
+                    start,
+                    _db_end(end),
+                    verified,
+                    method,
+                ),
+            )
+        assert cur.lastrowid is not None
+        return self.mandate(cur.lastrowid)
+
+    def verify_mandate(self, mid: int, method: str, at: When = None) -> Mandate:
+        """Record that the mandate was checked (e.g. a power of attorney and a call to the person)."""
+        if method not in VERIFICATION_METHODS:
+            raise RelationshipError(f"mandate: method {method!r}: one of {', '.join(VERIFICATION_METHODS)}")
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE mandates SET verified_at = ?, method = ? WHERE id = ?",
+                (_when(at, now()), method, mid),
+            )
+            if cur.rowcount == 0:
+                raise RelationshipError(f"unknown mandate {mid}")
+        return self.mandate(mid)
+
+    def end_mandate(self, mid: int, at: When = None) -> None:
+        end = _when(at, now())
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE mandates SET until = ? WHERE id = ? AND since < ? AND (until IS NULL OR until > ?)",
+                (end, mid, end, end),
+            )
+            if cur.rowcount == 0:
+                raise RelationshipError(f"no mandate {mid} running at that time")
+
+    def mandate(self, mid: int) -> Mandate:
+        row = self._db.execute("SELECT * FROM mandates WHERE id = ?", (mid,)).fetchone()
+        if row is None:
+            raise RelationshipError(f"unknown mandate {mid}")
+        return _mandate(row)
+
+    def mandates(self) -> list[Mandate]:
+        return [_mandate(r) for r in self._db.execute("SELECT * FROM mandates ORDER BY id")]
 
     # -- approvals and designations -----------------------------------------------------------------
     def approve(
@@ -313,10 +561,10 @@ class RelationshipStore:
         approved: str,
         categories: Iterable[str],
         purposes: Iterable[str],
-        valid_from: datetime | float | str | None = None,
-        valid_to: datetime | float | str | None = None,
+        valid_from: When = None,
+        valid_to: When = None,
     ) -> Approval:
-        """Record an approval; what it actually lends is cut to the approver's grant when compiled."""
+        """Record an approval; what it lends is cut, at each decision, to what the approver holds."""
         cats = frozenset(categories)
         purs = frozenset(purposes)
         bad = sorted(cats - set(CATEGORIES))
@@ -349,7 +597,7 @@ class RelationshipStore:
         assert aid is not None
         return self.approval(aid)
 
-    def revoke_approval(self, aid: int, at: datetime | float | str | None = None) -> None:
+    def revoke_approval(self, aid: int, at: When = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE approvals SET revoked_at = ? WHERE id = ?", (_when(at, now()), aid))
 
@@ -362,40 +610,95 @@ class RelationshipStore:
     def approvals(self) -> list[Approval]:
         return [_approval(r) for r in self._db.execute("SELECT * FROM approvals ORDER BY id")]
 
+    def _designator(self, operator: str) -> str:
+        p = self.principal(operator)
+        if p.kind != "operator" or p.company is None:
+            raise RelationshipError(f"designation: {operator!r} is not the operator (a company's staff)")
+        if not any(c.grants and DESIGNATED_ROLE in c.recipients for c in self.seeds.clauses_of(p.company)):
+            raise RelationshipError(
+                f"designation: {p.company}'s terms name no designated bodies, so its staff cannot designate"
+            )
+        return p.company
+
     def designate(
-        self, operator: str, principal: str, household: str, at: datetime | float | str | None = None
+        self, operator: str, principal: str, household: str, at: When = None, until: When = None
     ) -> int:
-        """The operator names a body it deems necessary (SPS 2(2)[4]) for one household."""
-        if self.principal(operator).kind != "operator":
-            raise RelationshipError(f"designation: {operator!r} is not the operator")
+        """The company (through its staff member) names a body it deems necessary for one household."""
+        company = self._designator(operator)
         if self.principal(principal).kind != DESIGNATED_ROLE:
             raise RelationshipError(f"designation: {principal!r} is not a designated_body principal")
+        start, end = _period(at, until, "designation")
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO designations (operator, principal, household, designated_at) "
-                "VALUES (?, ?, ?, ?)",
-                (operator, principal, household, _when(at, now())),
+                "INSERT INTO designations "
+                "(operator, principal, household, designated_at, revoked_at, company) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (operator, principal, household, start, _db_end(end), company),
             )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def designate_many(self, operator: str, rows: Iterable[tuple[str, str]]) -> None:
-        if self.principal(operator).kind != "operator":
-            raise RelationshipError(f"designation: {operator!r} is not the operator")
-        t = now()
+    def designate_many(self, operator: str, rows: Iterable[tuple[str, str]], at: When = None) -> None:
+        company = self._designator(operator)
+        t = _when(at, now())
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO designations (operator, principal, household, designated_at) "
-                "VALUES (?, ?, ?, ?)",
-                [(operator, p, h, t) for p, h in rows],
+                "INSERT INTO designations (operator, principal, household, designated_at, company) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(operator, p, h, t, company) for p, h in rows],
             )
 
-    def revoke_designation(self, did: int, at: datetime | float | str | None = None) -> None:
+    def revoke_designation(self, did: int, at: When = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE designations SET revoked_at = ? WHERE id = ?", (_when(at, now()), did))
 
-    # -- the snapshot the policy is built from -------------------------------------------------------
-    def approval_status(self, aid: int, at: datetime | float | str | None = None) -> str:
+    # -- what the decisions are built from -----------------------------------------------------------
+    def facts(self) -> Facts:
+        """Every recorded fact with its period, history included (suspensions come from ``consent``)."""
+        db = self._db
+        links = tuple(
+            Link(p, h, role, since, _end(until))
+            for p, h, role, since, until in db.execute(
+                "SELECT principal, household, role, since, until FROM links"
+            )
+        )
+        designations = tuple(
+            Designation(i, op, company, p, h, since, _end(until))
+            for i, op, p, h, since, until, company in db.execute(
+                "SELECT id, operator, principal, household, designated_at, revoked_at, company "
+                "FROM designations"
+            )
+        )
+        return Facts(
+            principals=MappingProxyType(self._principals()),
+            households=tuple(self.households()),
+            links=links,
+            contracts=tuple(self.contracts()),
+            approvals=tuple(self.approvals()),
+            designations=designations,
+            joint_uses=tuple(self.joint_uses()),
+            mandates=tuple(self.mandates()),
+        )
+
+    def problems(self) -> list[str]:
+        """What the store holds but no decision will honour, in words (after a migration, say)."""
+        out = []
+        for p in self._principals().values():
+            if p.kind == "operator" and p.company is None:
+                out.append(
+                    f"operator {p.id!r} acts for no company, so it is given nothing: "
+                    f"hems principals company {p.id} <company>"
+                )
+        kinds = {p.id: p.kind for p in self._principals().values()}
+        for principal, household, role in self._db.execute("SELECT principal, household, role FROM links"):
+            if kinds.get(principal) != role:
+                out.append(
+                    f"link of {principal!r} ({kinds.get(principal)}) to {household!r} as {role} is ignored: "
+                    "a principal holds only its own kind's role"
+                )
+        return out
+
+    def approval_status(self, aid: int, at: When = None) -> str:
         """In words: whether an approval lends anything at ``at``, and if not, why."""
         t = _when(at, now())
         a = self.approval(aid)
@@ -405,112 +708,70 @@ class RelationshipStore:
             return "not yet valid"
         if t >= a.valid_to:
             return "expired"
-        if not self._approver_households(a.approver, t):
+        held = self._db.execute(
+            "SELECT 1 FROM links WHERE principal = ? AND since <= ? AND (until IS NULL OR until > ?) "
+            f"AND role IN ({', '.join('?' * len(APPROVER_ROLES))})",
+            (a.approver, t, t, *sorted(APPROVER_ROLES)),
+        ).fetchone()
+        if held is None:
             return "void: the approver no longer holds any household"
         return "active"
 
-    def _approver_households(self, approver: str, t: float) -> dict[str, frozenset[str]]:
-        out: dict[str, set[str]] = defaultdict(set)
-        for household, role in self._db.execute(
-            "SELECT household, role FROM links "
-            "WHERE principal = ? AND since <= ? AND (until IS NULL OR until > ?)",
-            (approver, t, t),
-        ):
-            if role in APPROVER_ROLES:
-                out[household].add(role)
-        return {h: frozenset(r) for h, r in out.items()}
 
-    def role_links(self, at: datetime | float | str | None = None) -> RoleLinks:
-        t = _when(at, now())
-        roles: dict[tuple[str, str], frozenset[str]] = {}
-        rows = self._db.execute(
-            """SELECT principal, household, role FROM links
-                WHERE since <= :t AND (until IS NULL OR until > :t)
-               UNION ALL
-               SELECT principal, household, :designated FROM designations
-                WHERE designated_at <= :t AND (revoked_at IS NULL OR revoked_at > :t)""",
-            {"t": t, "designated": DESIGNATED_ROLE},
-        )
-        for principal, household, role in rows:
-            key = (principal, household)
-            old = roles.get(key)
-            roles[key] = frozenset((role,)) if old is None else old | {role}
-        active: list[ActiveApproval] = []
-        for a in self.approvals():
-            if (a.revoked_at is not None and a.revoked_at <= t) or not (a.valid_from <= t < a.valid_to):
-                continue
-            lent = self._approver_households(a.approver, t)
-            if not lent:
-                continue  # void: the approver holds nothing to lend
-            approver_roles = frozenset().union(*lent.values())
-            for household in lent:
-                key = (a.approved, household)
-                roles[key] = roles.get(key, frozenset()) | {a.role}
-            active.append(ActiveApproval(a, approver_roles, frozenset(lent)))
-        kinds = dict(self._db.execute("SELECT id, kind FROM principals"))
-        by_kind = {kind: frozenset(_global_roles(kind)) for kind in set(kinds.values())}
-        registered: dict[str, set[str]] = defaultdict(set)
-        for principal, purpose in self._db.execute("SELECT principal, purpose FROM principal_purposes"):
-            registered[principal].add(purpose)
-        return RoleLinks(
-            at=t,
-            household_roles=roles,
-            global_roles={pid: by_kind[kind] for pid, kind in kinds.items()},
-            registered={k: frozenset(v) for k, v in registered.items()},
-            approvals=tuple(active),
-            valid_until=self._next_change(t),
-            kinds=kinds,
-        )
-
-    def _next_change(self, t: float) -> float:
-        """The first instant after ``t`` at which some window opens or closes."""
-        row = self._db.execute(
-            """SELECT min(x) FROM (
-                 SELECT since AS x FROM links WHERE since > :t UNION ALL
-                 SELECT until FROM links WHERE until > :t UNION ALL
-                 SELECT valid_from FROM approvals WHERE valid_from > :t UNION ALL
-                 SELECT valid_to FROM approvals WHERE valid_to > :t UNION ALL
-                 SELECT revoked_at FROM approvals WHERE revoked_at > :t UNION ALL
-                 SELECT designated_at FROM designations WHERE designated_at > :t UNION ALL
-                 SELECT revoked_at FROM designations WHERE revoked_at > :t)""",
-            {"t": t},
-        ).fetchone()
-        return FOREVER if row[0] is None else float(row[0])
-
-    def relation_words(self, roles: Iterable[str], household: str) -> list[str]:
-        """How a principal holding ``roles`` is tied to ``household``, for explanations."""
-        out = []
-        for role in sorted(roles):
-            if role.startswith(APPROVAL_ROLE_PREFIX):
-                a = self.approval(int(role.removeprefix(APPROVAL_ROLE_PREFIX)))
-                approver = self.principal(a.approver)
-                out.append(
-                    f"it was approved by {approver.display_name} (approval {a.id}), which serves {household}"
-                )
-            else:
-                out.append(_ROLE_WORDS.get(role, f"it holds the role {role} for") + f" {household}")
-        return out
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a version-1 database to version 2 (see the module docstring); a newer one is refused."""
+    row = db.execute("SELECT version FROM schema_versions WHERE name = 'relationships'").fetchone()
+    if row is not None:
+        if row[0] > SCHEMA_VERSION:
+            raise RelationshipError(
+                f"the access database is at relationships schema {row[0]}; "
+                f"this version knows {SCHEMA_VERSION}: "
+                "upgrade the software, not the database"
+            )
+        return
+    columns = {r[1] for r in db.execute("PRAGMA table_info(principals)")}
+    with write_transaction(db):
+        if "company" not in columns:  # version 1: created before companies and contracts existed
+            db.execute("ALTER TABLE principals ADD COLUMN company TEXT")
+            designation_columns = {r[1] for r in db.execute("PRAGMA table_info(designations)")}
+            if "company" not in designation_columns:
+                db.execute("ALTER TABLE designations ADD COLUMN company TEXT NOT NULL DEFAULT 'sps'")
+            migrated = db.execute(
+                "INSERT INTO contracts (household, company, kind, since) "
+                "SELECT h.id, 'sps', 'service', min(h.created_at, coalesce(min(l.since), h.created_at)) "
+                "FROM households h LEFT JOIN links l ON l.household = h.id GROUP BY h.id"
+            ).rowcount
+            log.warning(
+                "access database migrated to schema %d: %d households given an SPS service contract from "
+                "when they were added; add other companies' contracts with 'hems principals contract add'",
+                SCHEMA_VERSION,
+                migrated,
+            )
+        db.execute("INSERT INTO schema_versions VALUES ('relationships', ?)", (SCHEMA_VERSION,))
 
 
-_ROLE_WORDS = {
-    "homeowner": "they are the homeowner of",
-    "sales_company": "it sold the system to",
-    "installer": "it installed",
-    "wholesaler": "it supplied the equipment installed at",
-    "retailer": "it supplies electricity to",
-    "grid_operator": "it operates the grid serving",
-    "dr_aggregator": "it runs demand response for",
-    DESIGNATED_ROLE: "the operator designated it for",
-}
+def _contract(row: tuple[object, ...]) -> Contract:
+    cid, household, company, kind, since, until = row
+    return Contract(int(str(cid)), str(household), str(company), str(kind), float(str(since)), _end(until))  # type: ignore[arg-type]
 
 
-def _global_roles(kind: str) -> set[str]:
-    out = {kind}
-    if kind != "homeowner":
-        out.add(NON_OWNER)
-    if kind not in INTERNAL_KINDS:
-        out.add(THIRD_PARTY)
-    return out
+def _joint_use(row: tuple[object, ...]) -> JointUse:
+    jid, company, clause, principal, since, until = row
+    return JointUse(int(str(jid)), str(company), str(clause), str(principal), float(str(since)), _end(until))  # type: ignore[arg-type]
+
+
+def _mandate(row: tuple[object, ...]) -> Mandate:
+    mid, person, agent, cats, since, until, verified, method = row
+    return Mandate(
+        int(str(mid)),
+        str(person),
+        str(agent),
+        None if cats is None else frozenset(json.loads(str(cats))),
+        float(str(since)),
+        _end(until),  # type: ignore[arg-type]
+        None if verified is None else float(str(verified)),
+        str(method),
+    )
 
 
 def _approval(row: tuple[object, ...]) -> Approval:

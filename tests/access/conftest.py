@@ -1,4 +1,8 @@
-"""A small world on a real SQLite file: one principal of every kind around household h1, none around h2."""
+"""A small world on a real SQLite file: one principal of every kind around household h1, none around h2.
+
+Both households have been customers of SPS (service) and ENEX (supply) since ``SINCE``; every link
+holds since then too, so requests over ``WINDOW`` (the week before ``T``) see whole grants.  ``op`` is
+SPS's staff and ``eop`` ENEX's; ``ana`` is an ENEX analyst."""
 
 from __future__ import annotations
 
@@ -14,10 +18,26 @@ from access.consent import ConsentStore
 from access.decision import Authorizer
 from access.ledger import Ledger
 from access.relationships import RelationshipStore
+from access.request import AccessRequest
 from seeds.loader import Seeds, load_seeds
 
 T = to_epoch("2026-06-01T00:00:00Z")  # the instant the tests decide at
 SINCE = to_epoch("2025-01-01T00:00:00Z")
+WINDOW = (T - 7 * 86400, T)  # the data window most tests ask for
+
+
+def ask(
+    principal: str,
+    household: str,
+    category: str,
+    action: str,
+    purpose: str,
+    window: tuple[float, float] = WINDOW,
+    verified: bool = True,
+) -> AccessRequest:
+    """A request over ``window`` (by a caller whose identity was verified, unless ``verified`` is False)."""
+    return AccessRequest(principal, household, category, action, purpose, window, identity_verified=verified)
+
 
 PV = "sps.pv_after_maintenance"
 SPS_PURPOSES = ("sps.service_provision", "sps.service_improvement", "sps.customer_support", "sps.surveys")
@@ -48,6 +68,8 @@ def populate(rel: RelationshipStore, seeds: Seeds) -> None:
     enex = [p for p in seeds.purposes if p.startswith("enex.") and not seeds.purposes[p].statistics_only]
     stats = [p for p in seeds.purposes if seeds.purposes[p].statistics_only]
     rel.add_households(["h1", "h2"])
+    rel.add_contracts([(h, "sps", "service") for h in ("h1", "h2")], since=SINCE)
+    rel.add_contracts([(h, "enex", "supply") for h in ("h1", "h2")], since=SINCE)
     # Partners are also registered for a purpose that is not theirs, so a wrong-purpose request is
     # refused by the policy, not merely by the registration check.
     partner_purposes = [PV, "sps.service_provision", "enex.marketing"]
@@ -62,13 +84,22 @@ def populate(rel: RelationshipStore, seeds: Seeds) -> None:
     rel.add_principal("appr_narrow", "approved_company", "Narrow Care", partner_purposes)
     rel.add_principal("appr_old", "approved_company", "Old Care", partner_purposes)
     rel.add_principal("body1", "designated_body", "Safety Body", partner_purposes)
-    rel.add_principal("op", "operator", "Operator", [*SPS_PURPOSES, *enex, *stats])
-    rel.add_principal("ana", "analyst", "Analyst", [*stats, "sps.service_provision"])
+    rel.add_principal("op", "operator", "SPS Operations", [*SPS_PURPOSES, *enex, *stats], company="sps")
+    rel.add_principal("eop", "operator", "ENEX Operations", [*SPS_PURPOSES, *enex, *stats], company="enex")
+    rel.add_principal("ana", "analyst", "Analyst", [*stats, "sps.service_provision"], company="enex")
     rel.add_principal(
         "retail1", "retailer", "Retail Power", [*[p for p in enex if p.startswith("enex.")], PV]
     )
     rel.add_principal("grid1", "grid_operator", "Grid Co", [*enex, PV])
     rel.add_principal("unreg", "installer", "Unregistered Installer", [])
+    # ENEX joint use (2): a group company ENEX registered, one it did not, and a partner's analyst.
+    group = ["enex.billing", "enex.enquiries", "enex.supply_notices", PV]
+    rel.add_principal("partner1", "named_party", "ENEX Group Card Co", group)
+    rel.add_principal("partner2", "named_party", "Unregistered Partner", group)
+    rel.add_principal("pana", "analyst", "Partner Analytics", stats)
+    rel.add_principal(
+        "agent1", "agent", "Alice's Lawyer", ["sps.disclosure_to_person", "enex.disclosure_to_person"]
+    )
     rel.link_many(
         [
             ("alice", "h1", "homeowner"),
@@ -88,10 +119,13 @@ def populate(rel: RelationshipStore, seeds: Seeds) -> None:
     rel.approve("inst1", "appr_narrow", ["pv"], [PV], valid_from=SINCE)
     rel.approve("whole1", "appr_old", all_sps, [PV], valid_from=SINCE, valid_to="2026-01-01T00:00:00Z")
     rel.designate("op", "body1", "h1", at=SINCE)
+    rel.register_joint_use("enex", "enex-5.2", "partner1", since=SINCE)
+    rel.register_joint_use("enex", "enex-5.2.6", "pana", since=SINCE)
+    rel.add_mandate("alice", "agent1", since=SINCE, verified_at=SINCE, method="power_of_attorney")
 
 
 def _world(path: Path, seeds: Seeds, policy: Policy) -> Iterator[World]:
-    rel, consent, ledger = RelationshipStore(path), ConsentStore(path), Ledger(path)
+    rel, consent, ledger = RelationshipStore(path, seeds), ConsentStore(path, seeds), Ledger(path)
     populate(rel, seeds)
     yield World(path, seeds, policy, rel, consent, ledger, Authorizer(policy, rel, consent))
     rel.close()

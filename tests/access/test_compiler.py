@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from access.compiler import ALL, ANY, OWN, Rule, compile_seeds
+from access.compiler import ALL, CompileError, Rule, check_policy, compile_seeds
 from seeds.loader import SeedError, load_seeds
 
 MINI = """
@@ -66,23 +66,69 @@ def test_compiles_exactly_the_granted_lines(tmp_path: Path) -> None:
     (tmp_path / "sps.yaml").write_text(MINI)
     policy = compile_seeds(load_seeds(tmp_path))
     assert set(policy.rules) == {
-        Rule("installer", OWN, "pv", "read", "sps.care", "allow", "sps-1"),
-        Rule("installer", OWN, "battery", "read", "sps.care", "allow", "sps-1"),
-        Rule("analyst", ANY, "pv", "read_stats", "sps.trends", "allow", "sps-2"),
+        Rule("sps-1/installer", "linked", "pv", "read", "sps.care", "allow", "sps-1"),
+        Rule("sps-1/installer", "linked", "battery", "read", "sps.care", "allow", "sps-1"),
+        Rule("sps-2/analyst", "customers", "pv", "read_stats", "sps.trends", "allow", "sps-2"),
         Rule("*", ALL, "*", "read", "sps.trends", "deny", "sps-2"),
         Rule("*", ALL, "*", "export", "sps.trends", "deny", "sps-2"),
     }
+    assert policy.bases["sps-1/installer"].third_party and not policy.bases["sps-2/analyst"].third_party
     assert policy.suspension_clause == "sps-3"
-    assert all(r.line().startswith("p, ") and r.line().endswith(r.clause) for r in policy.rules)
+    assert all(r.line().startswith("p, ") and r.fields()[6] == r.clause for r in policy.rules)
 
 
 def test_a_seed_change_changes_the_policy(tmp_path: Path) -> None:
     (tmp_path / "sps.yaml").write_text(MINI.replace("[pv, battery]", "[pv, battery, water]"))
     policy = compile_seeds(load_seeds(tmp_path))
-    assert Rule("installer", OWN, "water", "read", "sps.care", "allow", "sps-1") in policy.rules
+    assert Rule("sps-1/installer", "linked", "water", "read", "sps.care", "allow", "sps-1") in policy.rules
 
 
 def test_statistics_only_purpose_cannot_be_granted_read(tmp_path: Path) -> None:
     (tmp_path / "sps.yaml").write_text(MINI.replace("actions: [read_stats]", "actions: [read, read_stats]"))
     with pytest.raises(SeedError, match="read_stats"):
         compile_seeds(load_seeds(tmp_path))
+
+
+def test_a_partner_cannot_reach_non_customers_by_kind_alone(tmp_path: Path) -> None:
+    """``relationship: any`` reaches the company's customers through its own staff only: an installer
+    with neither a link nor a registration is a compile error, not a grant over every household."""
+    (tmp_path / "sps.yaml").write_text(
+        MINI.replace("conditions: {relationship: own_households}", "conditions: {}")
+    )
+    with pytest.raises(CompileError, match=r"sps-1.*own_households"):
+        compile_seeds(load_seeds(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            ("limits: [no_household_ids]", "limits: [no_household_ids, moonlight_only]"),
+            "limit moonlight_only",
+        ),
+        (
+            (
+                "conditions: {}\n    limits: [suspension_overrides]",
+                "conditions: {after_contract_end: true}\n    limits: [suspension_overrides]",
+            ),
+            "after_contract_end means nothing",
+        ),
+        (
+            (
+                "conditions: {}\n    limits: [suspension_overrides]",
+                "conditions: {relationship: own_households}\n    limits: [suspension_overrides]",
+            ),
+            "relationship means nothing",
+        ),
+    ],
+)
+def test_check_fails_on_a_condition_or_limit_nothing_enforces(
+    tmp_path: Path, change: tuple[str, str], problem: str
+) -> None:
+    text = MINI.replace(*change)
+    assert text != MINI
+    (tmp_path / "sps.yaml").write_text(text)
+    result = check_policy(compile_seeds(load_seeds(tmp_path)), documents=())
+    assert not result.ok and any(problem in p for p in result.problems), result.problems
+    (tmp_path / "sps.yaml").write_text(MINI)
+    assert check_policy(compile_seeds(load_seeds(tmp_path)), documents=()).ok

@@ -7,24 +7,25 @@ from pathlib import Path
 import pytest
 
 from access.clock import to_epoch
+from access.compiler import compile_seeds
 from access.consent import ConsentStore
 from access.decision import Authorizer
 from access.relationships import RelationshipError, RelationshipStore
-from tests.access.conftest import PV, T, World
+from seeds.loader import load_seeds
+from tests.access.conftest import PV, T, World, ask
 
 
 def test_everything_survives_a_reopen(world: World) -> None:
-    before = world.rel.role_links(T)
+    before = world.rel.facts()
     world.rel.close()
     reopened = RelationshipStore(world.path)
     try:
-        after = reopened.role_links(T)
-        assert after.household_roles == before.household_roles
-        assert after.registered == before.registered
-        assert [a.approval for a in after.approvals] == [a.approval for a in before.approvals]
+        after = reopened.facts()
+        assert after == before
+        assert after.contracts and after.joint_uses and after.mandates and after.designations
         assert reopened.principal("inst1").display_name == "Roof Installers"
         authz = Authorizer(world.policy, reopened, ConsentStore(world.path))
-        assert authz.decide("appr1", "h1", "pv", "read", PV, at=T).allowed
+        assert authz.decide(ask("appr1", "h1", "pv", "read", PV), at=T).allowed
         assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         reopened.close()
@@ -33,36 +34,36 @@ def test_everything_survives_a_reopen(world: World) -> None:
 
 def test_approval_expires(world: World) -> None:
     a = world.rel.approve("sales1", "appr_narrow", ["battery"], [PV], valid_from=T - 100, valid_to=T + 100)
-    assert world.authz.decide("appr_narrow", "h1", "battery", "read", PV, at=T).allowed
-    assert not world.authz.decide("appr_narrow", "h1", "battery", "read", PV, at=T + 100).allowed
+    assert world.authz.decide(ask("appr_narrow", "h1", "battery", "read", PV), at=T).allowed
+    assert not world.authz.decide(ask("appr_narrow", "h1", "battery", "read", PV), at=T + 100).allowed
     assert world.rel.approval_status(a.id, T + 100) == "expired"
     assert world.rel.approval_status(a.id, T - 200) == "not yet valid"
     assert "from PV Wholesale expired on 2026-01-01" in world.authz.explain(
-        "appr_old", "h1", "pv", "read", PV, at=T
+        ask("appr_old", "h1", "pv", "read", PV), at=T
     )
 
 
 def test_approval_dies_when_the_approver_loses_the_household(world: World) -> None:
-    assert world.authz.decide("appr1", "h1", "pv", "read", PV, at=T).allowed
+    assert world.authz.decide(ask("appr1", "h1", "pv", "read", PV), at=T).allowed
     world.rel.unlink("sales1", "h1", "sales_company", at=T - 1)
-    assert not world.authz.decide("sales1", "h1", "pv", "read", PV, at=T).allowed
-    assert not world.authz.decide("appr1", "h1", "pv", "read", PV, at=T).allowed
+    assert not world.authz.decide(ask("sales1", "h1", "pv", "read", PV), at=T).allowed
+    assert not world.authz.decide(ask("appr1", "h1", "pv", "read", PV), at=T).allowed
     assert world.rel.approval_status(1, T).startswith("void")
     # History is kept: before the unlink both still held.
-    assert world.authz.decide("appr1", "h1", "pv", "read", PV, at=T - 10).allowed
+    assert world.authz.decide(ask("appr1", "h1", "pv", "read", PV), at=T - 10).allowed
 
 
 def test_approval_follows_new_households_of_the_approver(world: World) -> None:
     world.rel.link("sales1", "h2", "sales_company", since=T - 5)
-    assert world.authz.decide("appr1", "h2", "pv", "read", PV, at=T).allowed
-    assert not world.authz.decide("appr1", "h2", "pv", "read", PV, at=T - 10).allowed
+    assert world.authz.decide(ask("appr1", "h2", "pv", "read", PV), at=T).allowed
+    assert not world.authz.decide(ask("appr1", "h2", "pv", "read", PV), at=T - 10).allowed
 
 
 def test_revoked_approval_and_designation(world: World) -> None:
     world.rel.revoke_approval(2, at=T - 1)
-    assert not world.authz.decide("appr_narrow", "h1", "pv", "read", PV, at=T).allowed
+    assert not world.authz.decide(ask("appr_narrow", "h1", "pv", "read", PV), at=T).allowed
     world.rel.revoke_designation(1, at=T - 1)
-    assert not world.authz.decide("body1", "h1", "pv", "read", PV, at=T).allowed
+    assert not world.authz.decide(ask("body1", "h1", "pv", "read", PV), at=T).allowed
 
 
 @pytest.mark.parametrize(
@@ -83,14 +84,30 @@ def test_revoked_approval_and_designation(world: World) -> None:
         (lambda r: r.approve("sales1", "appr1", ["rain"], [PV]), "unknown categories"),
         (lambda r: r.approve("sales1", "appr1", ["pv"], [PV], valid_from=T, valid_to=T - 1), "after"),
         (lambda r: r.designate("inst1", "body1", "h2"), "not the operator"),
+        (lambda r: r.designate("eop", "body1", "h2"), "name no designated bodies"),
+        (lambda r: r.link("ana", "h2", "installer"), "only be linked as a analyst"),
+        (lambda r: r.link("op", "h2", "sales_company"), "only be linked as a operator"),
+        (lambda r: r.link("retail1", "h2", "installer"), "the kind decides the role"),
+        (lambda r: r.add_principal("op2", "operator", "X"), "one company"),
+        (lambda r: r.add_principal("op2", "operator", "X", company="acme"), "unknown company"),
+        (lambda r: r.add_principal("i2", "installer", "X", company="sps"), "company of its own"),
+        (lambda r: r.add_contract("h2", "sps", "lease"), "contract kind"),
+        (lambda r: r.add_contract("h9", "sps", "service"), "unknown household"),
+        (lambda r: r.register_joint_use("enex", "enex-5.1", "partner2"), "does not name its parties"),
+        (lambda r: r.register_joint_use("enex", "sps-2.2.4", "partner2"), "belongs to sps"),
+        (lambda r: r.register_joint_use("enex", "enex-5.2", "inst1"), "is a installer"),
+        (lambda r: r.register_joint_use("enex", "enex-5.2", "eop"), "own staff"),
+        (lambda r: r.add_mandate("inst1", "agent1"), "not a homeowner"),
+        (lambda r: r.add_mandate("alice", "inst1"), "not an agent"),
+        (lambda r: r.add_mandate("alice", "agent1", verified_at=T), "how it was verified"),
+        (lambda r: r.link("inst1", "h2", "installer", since=T, until=T - 1), "after its start"),
     ],
 )
 def test_bad_relationships_are_refused_and_lose_nothing(world: World, call, message: str) -> None:  # type: ignore[no-untyped-def]
-    before = world.rel.role_links(T)
+    before = world.rel.facts()
     with pytest.raises(RelationshipError, match=message):
         call(world.rel)
-    after = world.rel.role_links(T)
-    assert after.household_roles == before.household_roles and after.registered == before.registered
+    assert world.rel.facts() == before
 
 
 def test_naive_datetimes_are_refused() -> None:
@@ -106,20 +123,90 @@ def test_load_many_households_in_bulk(tmp_path: Path) -> None:
     store.add_households(households)
     store.add_principal("inst", "installer", "I", [PV])
     store.link_many(((("inst", h, "installer") for h in households)), since=0)
-    links = store.role_links(T)
-    assert sum(1 for _ in links.household_lines()) == 2000
+    assert len(store.facts().links) == 2000
     store.close()
 
 
 def test_writes_by_another_process_are_noticed(world: World) -> None:
     """A second connection stands in for ``hems principals`` run while the API serves."""
     authz = Authorizer(world.policy, world.rel, world.consent, poll_seconds=0.0)
-    assert not authz.decide("inst1", "h2", "pv", "read", PV, at=T).allowed
+    assert not authz.decide(ask("inst1", "h2", "pv", "read", PV), at=T).allowed
     other = RelationshipStore(world.path)
     other.link("inst1", "h2", "installer", since=T - 10)
     other.close()
-    assert authz.decide("inst1", "h2", "pv", "read", PV, at=T).allowed
+    assert authz.decide(ask("inst1", "h2", "pv", "read", PV), at=T).allowed
     other_consent = ConsentStore(world.path)
     other_consent.suspend("h2", "provision", at=T - 5)
     other_consent.close()
-    assert not authz.decide("inst1", "h2", "pv", "read", PV, at=T).allowed
+    assert not authz.decide(ask("inst1", "h2", "pv", "read", PV), at=T).allowed
+
+
+def test_a_supply_point_has_one_retailer_at_a_time(world: World) -> None:
+    """ENEX 5 / XOOM 7 footnote *1: only the operators each purpose needs, not every retailer."""
+    world.rel.add_principal("retail2", "retailer", "Other Retail", [])
+    with pytest.raises(RelationshipError, match="one retailer at a time"):
+        world.rel.link("retail2", "h1", "retailer", since=T)
+    world.rel.unlink("retail1", "h1", "retailer", at=T)
+    world.rel.link("retail2", "h1", "retailer", since=T)  # the switch: one after the other
+    assert {lk.principal for lk in world.rel.facts().links if lk.role == "retailer"} == {"retail1", "retail2"}
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """An access database written before companies and periods existed opens, keeps its facts, and gives
+    every household an SPS service contract from when it was added; its operator acts for nobody until
+    a company is set (and says so)."""
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    db.execute("INSERT INTO households VALUES ('h1', 100.0)")
+    db.execute("INSERT INTO principals VALUES ('inst1', 'installer', 'Roof', 100.0)")
+    db.execute("INSERT INTO principals VALUES ('op', 'operator', 'Operator', 100.0)")
+    db.execute("INSERT INTO principal_purposes VALUES ('inst1', ?)", (PV,))
+    db.execute("INSERT INTO links VALUES ('inst1', 'h1', 'installer', 50.0, NULL)")
+    db.execute(
+        "INSERT INTO suspensions (household, scope, recipient, category, requested_at) "
+        "VALUES ('h1', 'use', NULL, 'gas', 60.0)"
+    )
+    db.commit()
+    db.close()
+    store, consent = RelationshipStore(path), ConsentStore(path)
+    try:
+        facts = store.facts()
+        assert [(c.household, c.company, c.kind, c.since) for c in facts.contracts] == [
+            ("h1", "sps", "service", 50.0)
+        ]
+        assert facts.principals["op"].company is None
+        assert any("operator 'op' acts for no company" in p for p in store.problems())
+        assert [(s.company, s.category) for s in consent.suspensions()] == [("sps", "gas")]
+        authz = Authorizer(compile_seeds(load_seeds()), store, consent)
+        assert authz.decide(ask("inst1", "h1", "pv", "read", PV), at=T).allowed
+        store.set_company("op", "sps")
+        assert store.facts().principals["op"].company == "sps"
+    finally:
+        store.close()
+        consent.close()
+    reopened = RelationshipStore(path)  # migrated once: reopening changes nothing
+    try:
+        assert len(reopened.contracts()) == 1
+    finally:
+        reopened.close()
+
+
+V1_SCHEMA = """
+CREATE TABLE households (id TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE principals (id TEXT PRIMARY KEY, kind TEXT NOT NULL, display_name TEXT NOT NULL,
+    created_at REAL NOT NULL);
+CREATE TABLE principal_purposes (principal TEXT NOT NULL, purpose TEXT NOT NULL,
+    PRIMARY KEY (principal, purpose));
+CREATE TABLE links (principal TEXT NOT NULL, household TEXT NOT NULL, role TEXT NOT NULL, since REAL NOT NULL,
+    until REAL, PRIMARY KEY (principal, household, role, since));
+CREATE TABLE approvals (id INTEGER PRIMARY KEY AUTOINCREMENT, approver TEXT NOT NULL, approved TEXT NOT NULL,
+    categories TEXT NOT NULL, purposes TEXT NOT NULL, valid_from REAL NOT NULL, valid_to REAL NOT NULL,
+    created_at REAL NOT NULL, revoked_at REAL);
+CREATE TABLE designations (id INTEGER PRIMARY KEY AUTOINCREMENT, operator TEXT NOT NULL,
+    principal TEXT NOT NULL, household TEXT NOT NULL, designated_at REAL NOT NULL, revoked_at REAL);
+CREATE TABLE suspensions (id INTEGER PRIMARY KEY AUTOINCREMENT, household TEXT NOT NULL, scope TEXT NOT NULL,
+    recipient TEXT, category TEXT, requested_at REAL NOT NULL, lifted_at REAL, note TEXT NOT NULL DEFAULT '');
+"""

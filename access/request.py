@@ -1,0 +1,36 @@
+"""What a principal asks of the access layer: one value instead of five positional strings.
+
+``(principal, household, category[, items], action, purpose, window)`` as ``../shared/DESIGN.md`` has
+it, plus whether the caller's identity was verified recently (the person's rights need it, SPS
+2(6)[3]).  ``items`` names fields or derived series of the category; only whole categories are
+granted today (item-level grants are issue 14), so it is carried and shown but not yet decided on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from access.periods import Period
+
+ALL_TIME: Period = (float("-inf"), float("inf"))
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    principal: str
+    household: str
+    category: str
+    action: str
+    purpose: str
+    window: Period = ALL_TIME  # the data period asked for, [start, stop) in epoch seconds
+    items: tuple[str, ...] | None = field(default=None, kw_only=True)  # None: the whole category
+    # The caller proved who they are recently enough for the person's rights (a fresh sign-in, or a
+    # token issued after an identity check; see access.api.state.identity_verified).
+    identity_verified: bool = field(default=False, kw_only=True)
+
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.principal, self.household, self.category, self.action, self.purpose)
+
+    def over(self, start: float, stop: float) -> AccessRequest:
+        """The same request for another window."""
+        return replace(self, window=(start, stop))

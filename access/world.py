@@ -1,0 +1,248 @@
+"""The facts every access decision rests on, as plain data with periods.
+
+Who the principals are (and, for a company's staff, which company they act for), which household each
+is tied to and when, which companies each household is under contract with and when, which approvals,
+designations, registered joint uses and agent mandates exist and when, and which suspensions the
+person recorded with which company.  Every fact carries its period ``[from, until)`` (epoch seconds,
+``inf`` for open-ended), and history is kept: a link that ended still says when it held, because a
+decision about last year's data depends on who held what last year.
+
+The stores (``access.relationships``, ``access.consent``) write these facts to SQLite and read them
+back as a :class:`Facts`; the decision layer (``access.decision``) indexes one :class:`Facts` at one
+instant.  Keeping them as plain values lets the property tests build random worlds without a database
+and hand the very same description to the independent reference evaluator.
+
+Issue 14's erasures are meant to join here as one more kind of fact with a period (what was erased,
+for which categories and which data period), which decisions will subtract like a suspension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from access.periods import Periods, span
+
+FOREVER = float("inf")
+
+# Roles a principal holds for one household through a recorded link; a principal holds only the role of
+# its own kind (an analyst or a company's staff is never an installer).
+LINK_ROLES = (
+    "homeowner",
+    "sales_company",
+    "installer",
+    "wholesaler",
+    "retailer",
+    "grid_operator",
+    "dr_aggregator",
+)
+# SPS 2(2)[4]: the companies these approve receive the same items.
+APPROVER_ROLES = frozenset({"sales_company", "installer", "wholesaler"})
+# The parties that serve one supply point: one at a time per household (ENEX 5, XOOM 7 footnote *1:
+# only the operators each purpose needs, not every retailer or grid operator).
+SINGLE_HOLDER_ROLES = frozenset({"retailer", "grid_operator", "dr_aggregator"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: str
+    kind: str
+    display_name: str
+    purposes: frozenset[str]
+    company: str | None = None  # the company whose staff it is (operator, analyst); None for the others
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """``principal`` holds ``role`` (its own kind) for ``household``: sold, installed, supplied, owns."""
+
+    principal: str
+    household: str
+    role: str
+    since: float
+    until: float = FOREVER
+
+    @property
+    def period(self) -> Periods:
+        return span(self.since, self.until)
+
+
+CONTRACT_KINDS = ("service", "supply", "app")
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """The household is a customer of ``company`` (a seeds document id) for ``[since, until)``."""
+
+    id: int
+    household: str
+    company: str
+    kind: str  # one of CONTRACT_KINDS
+    since: float
+    until: float = FOREVER
+
+    @property
+    def period(self) -> Periods:
+        return span(self.since, self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """SPS 2(2)[4]: a sales company, installer or wholesaler approves another company."""
+
+    id: int
+    approver: str
+    approved: str
+    categories: frozenset[str]
+    purposes: frozenset[str]
+    valid_from: float
+    valid_to: float = FOREVER
+    revoked_at: float | None = None
+
+    @property
+    def until(self) -> float:
+        return self.valid_to if self.revoked_at is None else min(self.valid_to, self.revoked_at)
+
+    @property
+    def period(self) -> Periods:
+        return span(self.valid_from, self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class Designation:
+    """A body the company (``company``, through its staff member ``designator``) deems necessary for one
+    household (SPS 2(2)[4])."""
+
+    id: int
+    designator: str
+    company: str
+    principal: str
+    household: str
+    since: float
+    until: float = FOREVER
+
+    @property
+    def period(self) -> Periods:
+        return span(self.since, self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class JointUse:
+    """``company`` registered ``principal`` as the party its clause ``clause`` names (a joint user or a
+    named recipient), for ``[since, until)``."""
+
+    id: int
+    company: str
+    clause: str
+    principal: str
+    since: float
+    until: float = FOREVER
+
+    @property
+    def period(self) -> Periods:
+        return span(self.since, self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class Mandate:
+    """``agent`` may exercise the rights of ``person`` (a homeowner principal) while the mandate holds,
+    once verified (a power of attorney checked and the person called back, Sobu Gas 8), and only for
+    ``categories`` when given (what the company would not disclose to an agent is left out, SPS 2(6)[2])."""
+
+    id: int
+    person: str
+    agent: str
+    categories: frozenset[str] | None
+    since: float
+    until: float = FOREVER
+    verified_at: float | None = None
+    method: str = ""
+
+    @property
+    def period(self) -> Periods:
+        return span(self.since, self.until)
+
+
+SCOPES = ("provision", "use")
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """The person asked ``company`` to suspend use, or provision to third parties, of the household's
+    data (to one recipient and/or of one category, or all), from ``requested_at`` until ``lifted_at``."""
+
+    id: int
+    household: str
+    scope: str  # "provision" or "use"
+    recipient: str | None
+    category: str | None
+    requested_at: float
+    lifted_at: float | None = None
+    company: str = "sps"
+
+    @property
+    def until(self) -> float:
+        return FOREVER if self.lifted_at is None else self.lifted_at
+
+    @property
+    def period(self) -> Periods:
+        return span(self.requested_at, self.until)
+
+    def active(self, at: float) -> bool:
+        return self.requested_at <= at and (self.lifted_at is None or self.lifted_at > at)
+
+    def describe(self) -> str:
+        what = "third-party provision" if self.scope == "provision" else "use"
+        to = f" to {self.recipient}" if self.recipient else ""
+        cat = f" of {self.category} data" if self.category else ""
+        return f"suspension {self.id}: the household suspended {what}{cat}{to} (with {self.company})"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything recorded, history included."""
+
+    principals: Mapping[str, Principal]
+    households: tuple[str, ...] = ()
+    links: tuple[Link, ...] = ()
+    contracts: tuple[Contract, ...] = ()
+    approvals: tuple[Approval, ...] = ()
+    designations: tuple[Designation, ...] = ()
+    joint_uses: tuple[JointUse, ...] = ()
+    mandates: tuple[Mandate, ...] = ()
+    suspensions: tuple[Suspension, ...] = field(default=())
+
+    def with_suspensions(self, suspensions: tuple[Suspension, ...]) -> Facts:
+        return Facts(
+            self.principals,
+            self.households,
+            self.links,
+            self.contracts,
+            self.approvals,
+            self.designations,
+            self.joint_uses,
+            self.mandates,
+            suspensions,
+        )
+
+    def instants(self) -> set[float]:
+        """Every instant at which some fact begins or ends (a decision's snapshot is valid between two)."""
+        out: set[float] = set()
+        for link in self.links:
+            out.update((link.since, link.until))
+        for c in self.contracts:
+            out.update((c.since, c.until))
+        for a in self.approvals:
+            out.update((a.valid_from, a.until))
+        for d in self.designations:
+            out.update((d.since, d.until))
+        for j in self.joint_uses:
+            out.update((j.since, j.until))
+        for m in self.mandates:
+            out.update((m.since, m.until))
+            if m.verified_at is not None:
+                out.add(m.verified_at)
+        for s in self.suspensions:
+            out.update((s.requested_at, s.until))
+        out.discard(FOREVER)
+        return out
