@@ -25,7 +25,13 @@ from access.api.pagecache import PageCache
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.api.routes import add_routes
-from access.api.state import DEFAULT_PAGE_CACHE_BYTES, STATE, AppState
+from access.api.state import (
+    DEFAULT_PAGE_CACHE_BYTES,
+    IDENTITY_MAX_AGE_S,
+    IDENTITY_TOKEN_MAX_AGE_S,
+    STATE,
+    AppState,
+)
 from access.auth import SignIn, WebAuth
 from access.clock import now as wall_now
 from access.compiler import Policy, compile_seeds
@@ -136,20 +142,24 @@ def make_app(
     alert_every_s: float | None = None,
     trust_forwarded: bool = False,
     signin_limits: SignInLimits | None = None,
+    identity_max_age_s: float = IDENTITY_MAX_AGE_S,
+    identity_token_max_age_s: float = IDENTITY_TOKEN_MAX_AGE_S,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
     ``page_cache_bytes=0`` renders every data page afresh (see ``access.api.pagecache``);
     ``alert_every_s`` runs the alert webhooks' sender in this process (run it in one process only);
     ``trust_forwarded``: a proxy of ours in front sets ``X-Forwarded-For`` and ``X-Forwarded-Proto``.
+    ``identity_max_age_s``: how recent a sign-in must be for the person's rights (SPS 2(6)[3]), and
+    ``identity_token_max_age_s`` how long after its identity check a person's token counts.
     The ledger is sealed here (``Ledger.seal``), so a ledger that fails its check stops the start."""
     if policy is None:
         from seeds.loader import load_seeds
 
         policy = compile_seeds(load_seeds())
     path = Path(access_db_path)
-    relationships = RelationshipStore(path)
-    consent = ConsentStore(path)
+    relationships = RelationshipStore(path, policy.seeds)
+    consent = ConsentStore(path, policy.seeds)
     own_ledger = ledger is None
     the_ledger = ledger if ledger is not None else Ledger(path)
     the_ledger.seal()
@@ -172,6 +182,8 @@ def make_app(
         signin=SignIn(web_auth, SignInThrottle(path, signin_limits), derive(server_key, "signin-name")),
         cursors=CursorCodec(server_key),
         trust_forwarded=trust_forwarded,
+        identity_max_age_s=identity_max_age_s,
+        identity_token_max_age_s=identity_token_max_age_s,
     )
     app = web.Application(middlewares=[_respond], client_max_size=MAX_BODY)
     app[STATE] = state

@@ -84,6 +84,7 @@ class Session:
     principal: str
     csrf: str
     expires_at: float
+    signed_in_at: float  # when the password was last checked: the person's rights need it recent
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -140,7 +141,7 @@ class WebAuth:
         """A new session for a principal whose password was just checked."""
         t = now() if at is None else at
         sid = secrets.token_urlsafe(32)
-        session = Session(principal, secrets.token_urlsafe(32), t + self.session_ttl_s)
+        session = Session(principal, secrets.token_urlsafe(32), t + self.session_ttl_s, t)
         self._db.execute(
             "INSERT INTO web_sessions VALUES (?, ?, ?, ?, ?)",
             (_sid_hash(sid), principal, session.csrf, t, session.expires_at),
@@ -151,12 +152,13 @@ class WebAuth:
         if not sid or len(sid) > 100:
             return None
         row = self._db.execute(
-            "SELECT principal, csrf, expires_at FROM web_sessions WHERE id_sha256 = ?", (_sid_hash(sid),)
+            "SELECT principal, csrf, expires_at, created_at FROM web_sessions WHERE id_sha256 = ?",
+            (_sid_hash(sid),),
         ).fetchone()
         t = now() if at is None else at
         if row is None or t >= row[2]:
             return None
-        return Session(row[0], row[1], row[2])
+        return Session(row[0], row[1], row[2], row[3])
 
     def sign_out(self, sid: str) -> None:
         self._db.execute("DELETE FROM web_sessions WHERE id_sha256 = ?", (_sid_hash(sid),))
@@ -182,6 +184,7 @@ class Caller:
     purposes: frozenset[str] | None  # a token's purposes; None: whatever the principal registered
     rate_key: str
     csrf: str | None = None
+    verified_at: float | None = None  # when the person behind the credential was last verified
 
 
 def client_address(request: web.Request, trust_forwarded: bool) -> str:
@@ -244,7 +247,15 @@ def authenticate(
         raise ApiProblem(401, "not_authenticated", "sign in again")
     if request.method not in SAFE_METHODS and not form_csrf:
         check_csrf(request, session.csrf, None)
-    return Caller(session.principal, kind, "session", None, f"session:{session.principal}", session.csrf)
+    return Caller(
+        session.principal,
+        kind,
+        "session",
+        None,
+        f"session:{session.principal}",
+        session.csrf,
+        session.signed_in_at,
+    )
 
 
 def _token_caller(request: web.Request, state: AppState, header: str, t: float) -> Caller:
@@ -275,7 +286,9 @@ def _token_caller(request: web.Request, state: AppState, header: str, t: float) 
     if kind is None:
         limiter.take(address)
         raise ApiProblem(401, "invalid_token", "the token is not valid")
-    return Caller(info.principal, kind, "token", info.purposes, f"token:{info.id}")
+    return Caller(
+        info.principal, kind, "token", info.purposes, f"token:{info.id}", None, info.identity_verified_at
+    )
 
 
 # -- sign-in -------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from access.compiler import Policy, Rule, check_policy, compile_seeds
+from access.compiler import ALLOW, PERIOD_WORDS, Policy, Rule, check_policy, compile_seeds
 
 DB_NAME = "access.sqlite"
 DATA_DIR_ENV = "HEMS_DATA_DIR"
@@ -65,18 +65,27 @@ def _policy(argv: Sequence[str]) -> int:
     show.add_argument(
         "--db", type=Path, default=None, help="also list the approval and suspension lines in force now"
     )
-    explain = sub.add_parser("explain", help="decide one request and say why")
+    explain = sub.add_parser("explain", help="decide one request and say why, with companies and periods")
     for name in ("principal", "household", "category", "action", "purpose"):
         explain.add_argument(f"--{name}", required=True)
     explain.add_argument("--db", type=Path, default=None, help=f"access database (default: {default_db()})")
     explain.add_argument("--at", default=None, help="ISO instant to decide at (default: now)")
+    explain.add_argument("--start", default=None, help="ISO start of the data window (default: open)")
+    explain.add_argument("--stop", default=None, help="ISO stop of the data window (default: open)")
+    explain.add_argument(
+        "--identity-verified",
+        action="store_true",
+        help="decide as for a caller whose identity was verified recently (the person's rights need it)",
+    )
     sub.add_parser(
-        "check", help="traceability: every granting clause yields rules, every rule cites a clause"
+        "check",
+        help="traceability (every granting clause yields rules, every rule cites a clause) and every "
+        "condition and limit of the seeds enforced or listed as informational",
     )
     args = parser.parse_args(argv)
     policy = _load_policy(args.seeds)
     if args.what == "show":
-        return _show(_rules_in_force(policy, args.db) if args.db else list(policy.rules), args.format)
+        return _show(policy, _rules_in_force(policy, args.db) if args.db else list(policy.rules), args.format)
     if args.what == "check":
         result = check_policy(policy)
         for problem in result.problems:
@@ -98,7 +107,7 @@ def _rules_in_force(policy: Policy, db: Path) -> list[Rule]:
 
     if not db.exists():
         raise ValueError(f"no access database at {db}")
-    relationships, consent = RelationshipStore(db), ConsentStore(db)
+    relationships, consent = RelationshipStore(db, policy.seeds), ConsentStore(db, policy.seeds)
     try:
         return list(Authorizer(policy, relationships, consent).rules())
     finally:
@@ -106,27 +115,45 @@ def _rules_in_force(policy: Policy, db: Path) -> list[Rule]:
         consent.close()
 
 
-def markdown_table(rules: Sequence[Rule]) -> str:
-    """Rules grouped by (who, scope, action, purpose, effect, clause) with their categories joined, so a
-    reader sees each clause's grant on one line; the README's policy table is exactly this text."""
-    groups: dict[tuple[str, str, str, str, str, str], list[str]] = {}
+def markdown_table(policy: Policy, rules: Sequence[Rule]) -> str:
+    """Rules grouped by (who, company, households, action, purpose, effect, clause) with their categories
+    joined, so a reader sees each clause's grant on one line, with the company whose terms it is and
+    the periods it reaches; the README's policy table is exactly this text."""
+    groups: dict[tuple[str, str, str, str, str, str, str, str], list[str]] = {}
     for r in rules:
-        groups.setdefault((r.sub, r.dom, r.act, r.pur, r.eft, r.clause), []).append(r.cat)
+        basis = policy.bases.get(r.sub)
+        if r.eft == ALLOW and basis is not None:
+            who = basis.recipient + (" (registered)" if basis.registered else "")
+            company, periods = basis.company, PERIOD_WORDS[basis.kind]
+            if basis.after_end:
+                periods = "contract, also after it ends"
+            if r.idc != "none":
+                periods += "; identity verified"
+        else:
+            who, company, periods = r.sub, "all", "-"
+        key = (who, company, r.dom, periods, r.act, r.pur, r.eft, r.clause)
+        groups.setdefault(key, []).append(r.cat)
     lines = [
-        "| who | households | action | purpose | effect | categories | clause |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| who | company | households | periods served | action | purpose | effect | categories | clause |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for (sub, dom, act, pur, eft, clause), cats in sorted(groups.items()):
-        lines.append(f"| {sub} | {dom} | {act} | {pur} | {eft} | {', '.join(sorted(set(cats)))} | {clause} |")
+    for key, cats in sorted(groups.items()):
+        who, company, dom, periods, act, pur, eft, clause = key
+        lines.append(
+            f"| {who} | {company} | {dom} | {periods} | {act} | {pur} | {eft} "
+            f"| {', '.join(sorted(set(cats)))} "
+            f"| {clause} |"
+        )
     return "\n".join(lines)
 
 
-def _show(rules: list[Rule], fmt: str) -> int:
+def _show(policy: Policy, rules: list[Rule], fmt: str) -> int:
     if fmt == "markdown":
-        print(markdown_table(rules))
+        print(markdown_table(policy, rules))
         return 0
-    header = ["sub", "dom", "cat", "act", "pur", "eft", "clause"]
-    rows = [r.fields() for r in rules]
+    # The clause last, as people read it ("... because of this clause"); Casbin's order is in model.conf.
+    header = ["sub", "dom", "cat", "act", "pur", "eft", "idc", "clause"]
+    rows = [[r.sub, r.dom, r.cat, r.act, r.pur, r.eft, r.idc, r.clause] for r in rules]
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
@@ -142,22 +169,36 @@ def _explain(policy: Policy, args: argparse.Namespace) -> int:
     from access.clock import to_epoch
     from access.consent import ConsentStore
     from access.decision import Authorizer
+    from access.periods import show
     from access.relationships import RelationshipStore
+    from access.request import AccessRequest
 
     db = existing_db(args.db or default_db(), "policy explain")
     if db is None:
         return 2
-    relationships, consent = RelationshipStore(db), ConsentStore(db)
+    relationships, consent = RelationshipStore(db, policy.seeds), ConsentStore(db, policy.seeds)
     try:
         at = None if args.at is None else to_epoch(args.at)
-        authorizer = Authorizer(policy, relationships, consent)
-        print(
-            authorizer.explain(
-                args.principal, args.household, args.category, args.action, args.purpose, at=at
-            )
+        window = (
+            float("-inf") if args.start is None else to_epoch(args.start),
+            float("inf") if args.stop is None else to_epoch(args.stop),
         )
-        d = authorizer.decide(args.principal, args.household, args.category, args.action, args.purpose, at=at)
+        req = AccessRequest(
+            args.principal,
+            args.household,
+            args.category,
+            args.action,
+            args.purpose,
+            window,
+            identity_verified=args.identity_verified,
+        )
+        authorizer = Authorizer(policy, relationships, consent)
+        print(authorizer.explain(req, at=at))
+        d = authorizer.decide(req, at=at)
         print(f"decision: {'allow' if d.allowed else 'deny'} ({', '.join(d.clause_ids) or 'no clause'})")
+        print(f"served: {show(d.served)}")
+        if d.allowed and d.refused:
+            print(f"not served: {show(d.refused)}")
     finally:
         relationships.close()
         consent.close()

@@ -1,7 +1,10 @@
-"""``hems principals``: who may sign in or call the API, and with which credentials.
+"""``hems principals``: who may sign in or call the API, what ties them to households and companies,
+when, and with which credentials.
 
 Kept apart from ``access.cli`` (which only dispatches) so the credential code has one home.  A token's
-text is printed once, at creation; afterwards only its id and metadata can be listed.
+text is printed once, at creation; afterwards only its id and metadata can be listed.  Every period
+option takes an ISO instant (``2026-04-01T00:00:00+09:00``); a missing start means now, a missing end
+open-ended.
 """
 
 from __future__ import annotations
@@ -9,13 +12,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from access.auth import WebAuth
-from access.relationships import RelationshipStore
+from access.clock import to_epoch
+from access.relationships import VERIFICATION_METHODS, RelationshipStore
 from access.tokens import TokenError, TokenStore
+from access.world import CONTRACT_KINDS
 
 
 def _when(epoch: float | None) -> str:
@@ -33,11 +39,61 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--kind", required=True)
     add.add_argument("--name", required=True, help="display name")
     add.add_argument("--purpose", action="append", default=[], help="a purpose it is registered for (repeat)")
-    sub.add_parser("list", help="principals with their kinds and purposes")
+    add.add_argument("--company", default=None, help="for staff (operator, analyst): the company it acts for")
+    sub.add_parser("list", help="principals with their kinds, companies and purposes")
+    company = sub.add_parser("company", help="set the company a staff principal acts for")
+    company.add_argument("id")
+    company.add_argument("company")
     link = sub.add_parser("link", help="record a relationship with a household (created if new)")
     link.add_argument("id")
     link.add_argument("household")
     link.add_argument("role")
+    _period_options(link)
+    unlink = sub.add_parser("unlink", help="end a relationship (kept as history)")
+    unlink.add_argument("id")
+    unlink.add_argument("household")
+    unlink.add_argument("role")
+    unlink.add_argument("--at", default=None, help="when it ends (default: now)")
+    contract = sub.add_parser("contract", help="a household's contracts with the companies of the terms")
+    csub = contract.add_subparsers(dest="action", required=True)
+    cadd = csub.add_parser("add", help="the household becomes a customer of a company")
+    cadd.add_argument("household")
+    cadd.add_argument("company")
+    cadd.add_argument("--kind", required=True, choices=CONTRACT_KINDS)
+    _period_options(cadd)
+    cend = csub.add_parser("end", help="end a contract (by id)")
+    cend.add_argument("contract_id", type=int)
+    cend.add_argument("--at", default=None)
+    clist = csub.add_parser("list", help="contracts (of one household)")
+    clist.add_argument("household", nargs="?")
+    joint = sub.add_parser("joint-use", help="parties a company's clause names (joint users, recipients)")
+    jsub = joint.add_subparsers(dest="action", required=True)
+    jadd = jsub.add_parser("add", help="a company registers a party for one of its clauses")
+    jadd.add_argument("company")
+    jadd.add_argument("clause")
+    jadd.add_argument("id")
+    _period_options(jadd)
+    jend = jsub.add_parser("end", help="end a registration (by id)")
+    jend.add_argument("joint_use_id", type=int)
+    jend.add_argument("--at", default=None)
+    jsub.add_parser("list", help="registrations")
+    mandate = sub.add_parser("mandate", help="agents acting for a homeowner (SPS 2(6)[3])")
+    msub = mandate.add_subparsers(dest="action", required=True)
+    madd = msub.add_parser("add", help="record a mandate (it counts once verified)")
+    madd.add_argument("person")
+    madd.add_argument("agent")
+    madd.add_argument("--category", action="append", default=None, help="only these categories (repeat)")
+    madd.add_argument(
+        "--verified-by", choices=VERIFICATION_METHODS, default=None, help="verified now, this way"
+    )
+    _period_options(madd)
+    mverify = msub.add_parser("verify", help="record that a mandate was checked")
+    mverify.add_argument("mandate_id", type=int)
+    mverify.add_argument("--method", required=True, choices=VERIFICATION_METHODS)
+    mend = msub.add_parser("end", help="end a mandate")
+    mend.add_argument("mandate_id", type=int)
+    mend.add_argument("--at", default=None)
+    msub.add_parser("list", help="mandates")
     token = sub.add_parser("token", help="API tokens")
     tsub = token.add_subparsers(dest="action", required=True)
     create = tsub.add_parser("create", help="issue a token (printed once)")
@@ -45,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--purpose", action="append", required=True, help="purpose the token may declare")
     create.add_argument("--ttl-days", type=float, default=90.0)
     create.add_argument("--label", default="")
+    create.add_argument(
+        "--identity-verified",
+        choices=VERIFICATION_METHODS,
+        default=None,
+        help="the person's identity was just checked this way: the token may exercise their rights for a day",
+    )
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id")
     tlist = tsub.add_parser("list", help="tokens (never their secrets)")
@@ -53,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     password.add_argument("id")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
     return parser
+
+
+def _period_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", default=None, help="ISO instant it starts (default: now)")
+    parser.add_argument("--until", default=None, help="ISO instant it ends (default: open-ended)")
 
 
 def principals(argv: Sequence[str], default_db: Path) -> int:
@@ -68,15 +135,35 @@ def principals(argv: Sequence[str], default_db: Path) -> int:
     rel = RelationshipStore(db)
     try:
         if args.what == "add":
-            p = rel.add_principal(args.id, args.kind, args.name, args.purpose)
-            print(f"added {p.id} ({p.kind}) purposes: {', '.join(sorted(p.purposes)) or 'none'}")
+            p = rel.add_principal(args.id, args.kind, args.name, args.purpose, args.company)
+            of = f" of {p.company}" if p.company else ""
+            print(f"added {p.id} ({p.kind}{of}) purposes: {', '.join(sorted(p.purposes)) or 'none'}")
         elif args.what == "list":
             for p in rel.principals():
-                print(f"{p.id}\t{p.kind}\t{p.display_name}\t{','.join(sorted(p.purposes))}")
+                print(
+                    f"{p.id}\t{p.kind}\t{p.company or '-'}\t{p.display_name}\t{','.join(sorted(p.purposes))}"
+                )
+            for problem in rel.problems():
+                print(f"problem: {problem}", file=sys.stderr)
+        elif args.what == "company":
+            p = rel.set_company(args.id, args.company)
+            print(f"{p.id} ({p.kind}) acts for {p.company}")
         elif args.what == "link":
             rel.add_household(args.household)
-            rel.link(args.id, args.household, args.role)
-            print(f"linked {args.id} to {args.household} as {args.role}")
+            rel.link(args.id, args.household, args.role, since=args.since, until=args.until)
+            print(
+                f"linked {args.id} to {args.household} as {args.role} "
+                f"from {_when(_at(args.since) or time.time())}"
+            )
+        elif args.what == "unlink":
+            rel.unlink(args.id, args.household, args.role, at=args.at)
+            print(f"ended the {args.role} link of {args.id} to {args.household}")
+        elif args.what == "contract":
+            _contract(args, rel)
+        elif args.what == "joint-use":
+            _joint_use(args, rel)
+        elif args.what == "mandate":
+            _mandate(args, rel)
         elif args.what == "token":
             return _token(args, rel, db)
         elif args.what == "password":
@@ -86,13 +173,76 @@ def principals(argv: Sequence[str], default_db: Path) -> int:
     return 0
 
 
+def _at(value: str | None) -> float | None:
+    return None if value is None else to_epoch(value)
+
+
+def _period(since: float, until: float) -> str:
+    return f"{_when(since)} to {'open-ended' if until == float('inf') else _when(until)}"
+
+
+def _contract(args: argparse.Namespace, rel: RelationshipStore) -> None:
+    if args.action == "add":
+        c = rel.add_contract(args.household, args.company, args.kind, since=args.since, until=args.until)
+        print(f"contract {c.id}: {c.household} with {c.company} ({c.kind}), {_period(c.since, c.until)}")
+    elif args.action == "end":
+        rel.end_contract(args.contract_id, at=args.at)
+        print(f"ended contract {args.contract_id}")
+    else:
+        for c in rel.contracts(args.household):
+            print(f"{c.id}\t{c.household}\t{c.company}\t{c.kind}\t{_period(c.since, c.until)}")
+
+
+def _joint_use(args: argparse.Namespace, rel: RelationshipStore) -> None:
+    if args.action == "add":
+        j = rel.register_joint_use(args.company, args.clause, args.id, since=args.since, until=args.until)
+        print(
+            f"joint use {j.id}: {j.company} names {j.principal} for {j.clause}, {_period(j.since, j.until)}"
+        )
+    elif args.action == "end":
+        rel.end_joint_use(args.joint_use_id, at=args.at)
+        print(f"ended joint use {args.joint_use_id}")
+    else:
+        for j in rel.joint_uses():
+            print(f"{j.id}\t{j.company}\t{j.clause}\t{j.principal}\t{_period(j.since, j.until)}")
+
+
+def _mandate(args: argparse.Namespace, rel: RelationshipStore) -> None:
+    if args.action == "add":
+        m = rel.add_mandate(args.person, args.agent, args.category, since=args.since, until=args.until)
+        if args.verified_by is not None:
+            m = rel.verify_mandate(m.id, args.verified_by)
+        state = "verified" if m.verified_at is not None else "not verified yet"
+        print(f"mandate {m.id}: {m.agent} acts for {m.person}, {_period(m.since, m.until)}, {state}")
+    elif args.action == "verify":
+        m = rel.verify_mandate(args.mandate_id, args.method)
+        print(f"mandate {m.id} verified ({m.method})")
+    elif args.action == "end":
+        rel.end_mandate(args.mandate_id, at=args.at)
+        print(f"ended mandate {args.mandate_id}")
+    else:
+        for m in rel.mandates():
+            cats = ",".join(sorted(m.categories)) if m.categories is not None else "all"
+            verified = (
+                f"verified {_when(m.verified_at)} ({m.method})" if m.verified_at is not None else "unverified"
+            )
+            print(f"{m.id}\t{m.person}\t{m.agent}\t{cats}\t{_period(m.since, m.until)}\t{verified}")
+
+
 def _token(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
     tokens = TokenStore(db)
     try:
         if args.action == "create":
             principal = rel.principal(args.id)
+            verified = args.identity_verified
             info, text = tokens.create(
-                principal.id, args.purpose, principal.purposes, ttl_s=args.ttl_days * 86400, label=args.label
+                principal.id,
+                args.purpose,
+                principal.purposes,
+                ttl_s=args.ttl_days * 86400,
+                label=args.label,
+                identity_verified_at=None if verified is None else time.time(),
+                identity_method=verified or "",
             )
             print(
                 f"token {info.id} for {info.principal}, purposes {', '.join(sorted(info.purposes))}, "

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     label TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
 CREATE INDEX IF NOT EXISTS api_tokens_by_principal ON api_tokens(principal);
 """ + change_counter("tokens", ("api_tokens",))
+# Added in schema 2 (older databases get the column when opened): when and how the person's identity was
+# checked before the token was issued to them.
+_IDENTITY_COLUMNS = {"identity_verified_at": "REAL", "identity_method": "TEXT NOT NULL DEFAULT ''"}
 
 
 class TokenError(ValueError):
@@ -51,6 +54,7 @@ class TokenInfo:
     created_at: float
     expires_at: float
     revoked_at: float | None
+    identity_verified_at: float | None = None  # the person's identity was checked then, before issue
 
 
 def _hash(secret: str) -> str:
@@ -61,6 +65,10 @@ class TokenStore:
     def __init__(self, path: Path | str, poll_seconds: float = 1.0) -> None:
         self.path = Path(path)
         self._db = open_db(self.path, _SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(api_tokens)")}
+        for name, decl in _IDENTITY_COLUMNS.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE api_tokens ADD COLUMN {name} {decl}")
         self.poll_seconds = poll_seconds
         self._verified: dict[str, TokenInfo] = {}  # full token text -> its record, once verified
         self._changes = ChangeWatch(self.data_version)
@@ -76,8 +84,14 @@ class TokenStore:
         ttl_s: float = DEFAULT_TTL_S,
         label: str = "",
         at: float | None = None,
+        identity_verified_at: float | None = None,
+        identity_method: str = "",
     ) -> tuple[TokenInfo, str]:
-        """Return the token's record and its full text; the text is never retrievable again."""
+        """Return the token's record and its full text; the text is never retrievable again.
+
+        ``identity_verified_at``: the person was verified (``identity_method``: documents, a call-back)
+        just before the token was issued to them; such a token may exercise the person's rights for a
+        while after that (``access.api.state.identity_verified``)."""
         wanted = frozenset(purposes)
         if not wanted:
             raise TokenError("no_purpose", "a token must name at least one purpose")
@@ -88,25 +102,39 @@ class TokenStore:
             )
         if not (ttl_s > 0 and math.isfinite(ttl_s)):
             raise TokenError("bad_ttl", "a token's lifetime must be a positive, finite time")
+        if identity_verified_at is not None and not identity_method:
+            raise TokenError("no_identity_method", "say how the person's identity was checked")
         t = now() if at is None else at
         tid = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         self._db.execute(
-            "INSERT INTO api_tokens (id, principal, purposes, secret_sha256, label, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (tid, principal, json.dumps(sorted(wanted)), _hash(secret), label, t, t + ttl_s),
+            "INSERT INTO api_tokens (id, principal, purposes, secret_sha256, label, created_at, expires_at, "
+            "identity_verified_at, identity_method) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                tid,
+                principal,
+                json.dumps(sorted(wanted)),
+                _hash(secret),
+                label,
+                t,
+                t + ttl_s,
+                identity_verified_at,
+                identity_method,
+            ),
         )
         return self.get(tid), f"{PREFIX}{tid}_{secret}"
 
     def get(self, tid: str) -> TokenInfo:
         row = self._db.execute(
-            "SELECT id, principal, purposes, label, created_at, expires_at, revoked_at FROM api_tokens "
-            "WHERE id = ?",
+            "SELECT id, principal, purposes, label, created_at, expires_at, revoked_at, identity_verified_at "
+            "FROM api_tokens WHERE id = ?",
             (tid,),
         ).fetchone()
         if row is None:
             raise TokenError("unknown_token", f"no token {tid}")
-        return TokenInfo(row[0], row[1], frozenset(json.loads(row[2])), row[3], row[4], row[5], row[6])
+        return TokenInfo(
+            row[0], row[1], frozenset(json.loads(row[2])), row[3], row[4], row[5], row[6], row[7]
+        )
 
     def list(self, principal: str | None = None) -> list[TokenInfo]:
         sql = "SELECT id FROM api_tokens"

@@ -69,7 +69,9 @@ def _merge(frames: list[pl.DataFrame]) -> pl.DataFrame:
 async def _gather(
     state: AppState, caller: Caller, household: str, now: datetime, rules: Rules, record: bool
 ) -> tuple[HomeData | None, Decided]:
-    decided = decide_categories(state, caller, household, CATEGORIES, MAINTENANCE_PURPOSE)
+    # Decided over the longest look the page takes; each read below is clipped to what is served.
+    longest = max(rules.history, HISTORY_2D, rules.recent)
+    decided = decide_categories(state, caller, household, CATEGORIES, MAINTENANCE_PURPOSE, now - longest, now)
     if not decided.allowed:
         return None, decided
     recent_start = now - rules.recent
@@ -90,7 +92,7 @@ async def _gather(
         hourly_asks.append(
             Ask(category, tuple(f for f in fields if f != "power_w"), now - span, now, hour, "last")
         )
-    frames = await read_all(state, household, asks + hourly_asks)
+    frames = await read_all(state, household, asks + hourly_asks, decided)
     home = HomeData(household)
     for ask, df in zip(asks, frames[: len(asks)], strict=True):
         if ask.category == STATUS_CATEGORY:

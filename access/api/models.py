@@ -24,6 +24,9 @@ FieldName = Annotated[str, keywords(enum=sorted(QUERYABLE_FIELDS))]
 Agg = Annotated[str, keywords(enum=list(AGGS))]
 Hash = Annotated[str, keywords(pattern="^[0-9a-f]{64}$")]
 Scope = Annotated[str, keywords(enum=list(SCOPES))]
+# Periods: [start, stop) pairs, null for an open end (the part of a window served, or refused).
+Periods = list[Annotated[list[Instant | None], keywords(minItems=2, maxItems=2)]]
+Company = Annotated[str, keywords(pattern="^[a-z][a-z0-9_]{0,39}$")]
 # Column-oriented data: one array per column (times as ISO strings), as charts want them.
 Cell = str | float | bool | None
 Columns = dict[str, list[Cell]]
@@ -48,6 +51,7 @@ class Problem(TypedDict):
     field: NotRequired[str]
     reason: NotRequired[str]
     clause_ids: NotRequired[list[str]]
+    refused: NotRequired[Periods]  # a refusal: the part of the window refused
 
 
 class Me(TypedDict):
@@ -79,6 +83,8 @@ class SeriesEnvelope(TypedDict):
     clause_ids: list[str]
     start: Instant
     stop: Instant
+    served: Periods  # the part of the window served: the rows carry nothing outside it
+    refused: Periods
     every: int | None
     agg: Agg | None
     fields: list[FieldName]
@@ -100,6 +106,8 @@ class Daily(TypedDict):
     field: FieldName
     purpose: Purpose
     clause_ids: list[str]
+    served: Periods
+    refused: Periods
     time_zone: str
     columns: Columns
 
@@ -115,6 +123,7 @@ class Stats(TypedDict):
     every: int
     min_group_size: int
     suppressed_windows: int
+    households_left_out_for_part_of_the_window: int  # not served the whole window: left out
     columns: Columns
 
 
@@ -152,6 +161,7 @@ class LedgerPage(TypedDict):
 
 class Suspension(TypedDict):
     id: int
+    company: Company  # whose terms the person invoked
     scope: Scope
     recipient: str | None
     category: AnyCategory | None
@@ -185,6 +195,8 @@ class Explanation(TypedDict):
     reason: str
     explanation: str
     clause_ids: list[str]
+    served: Periods
+    refused: Periods
 
 
 class AlertProblem(TypedDict):
@@ -225,6 +237,7 @@ class ConsentChange(TypedDict):
     suspended: bool
     recipient: NotRequired[PrincipalId | None]
     category: NotRequired[AnyCategory | None]
+    company: NotRequired[Company]  # whose terms the person invokes (default sps)
 
 
 class ErasureAsk(TypedDict):

@@ -38,6 +38,7 @@ class ApiProblem(Exception):
         reason: str | None = None,
         clause_ids: Sequence[str] | None = None,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
@@ -47,6 +48,7 @@ class ApiProblem(Exception):
         self.reason = reason
         self.clause_ids = tuple(clause_ids) if clause_ids is not None else None
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})  # further members, e.g. the refused periods of a refusal
 
     def body(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -62,6 +64,7 @@ class ApiProblem(Exception):
             out["reason"] = self.reason
         if self.clause_ids is not None:
             out["clause_ids"] = list(self.clause_ids)
+        out.update(self.extra)
         return out
 
     def response(self) -> web.Response:

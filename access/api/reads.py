@@ -2,8 +2,10 @@
 the one place that queries, and the one place that records what was served.
 
 Pages (the installer's maintenance view, the homeowner's energy view) and the alerts need many
-categories at once; each category is decided on its own (a refusal of one never hides the others),
-and what was served to a third party is recorded once, as one provision listing the categories.
+categories at once; each category is decided on its own over the page's window (a refusal of one
+never hides the others), each query reads only within the periods its category is served (one store
+query per period, as the series endpoint does), and what was served to a third party is recorded as
+provisions listing the categories, one per period actually served.
 """
 
 from __future__ import annotations
@@ -16,34 +18,43 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from access.api.problems import ApiProblem
-from access.api.service import Allowed, decide, query, series_query
+from access.api.service import access_request, decide, empty_series, query_served, series_queries
 from access.api.state import AppState, Caller
+from access.decision import Decision
+from access.periods import Periods, intersect, span
 
 
 @dataclass
 class Decided:
-    """Per category: allowed (with its clauses) or the refusal the caller would get for it alone."""
+    """Per category: the decision (with its served periods) or the refusal the caller would get for it."""
 
-    allowed: dict[str, Allowed] = field(default_factory=dict)
+    allowed: dict[str, Decision] = field(default_factory=dict)
     refused: dict[str, ApiProblem] = field(default_factory=dict)
 
     @property
     def clause_ids(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c for a in self.allowed.values() for c in a.decision.clause_ids))
+        return tuple(dict.fromkeys(c for d in self.allowed.values() for c in d.clause_ids))
 
     @property
     def third_party(self) -> bool:
-        return any(a.third_party for a in self.allowed.values())
+        return any(d.third_party for d in self.allowed.values())
 
 
 def decide_categories(
-    state: AppState, caller: Caller, household: str, categories: Iterable[str], purpose: str
+    state: AppState,
+    caller: Caller,
+    household: str,
+    categories: Iterable[str],
+    purpose: str,
+    start: datetime,
+    stop: datetime,
 ) -> Decided:
-    """The decisions for ``categories`` of ``household`` (action ``read``)."""
+    """The decisions for ``categories`` of ``household`` (action ``read``) over ``[start, stop)``."""
     out = Decided()
     for category in categories:
         try:
-            out.allowed[category] = decide(state, caller, household, category, "read", purpose)
+            req = access_request(state, caller, household, category, "read", purpose, start, stop)
+            out.allowed[category] = decide(state, caller, req)
         except ApiProblem as p:
             if p.status != 403:
                 raise
@@ -63,12 +74,20 @@ class Ask:
     agg: str = "mean"
 
 
-async def read_all(state: AppState, household: str, asks: Sequence[Ask]) -> list[pl.DataFrame]:
-    """Run the queries concurrently; only ever called with categories already decided."""
-    queries = [
-        series_query((household,), a.category, a.fields, a.start, a.stop, a.every, a.agg) for a in asks
-    ]
-    return list(await asyncio.gather(*(query(state, q) for q in queries)))
+async def read_all(
+    state: AppState, household: str, asks: Sequence[Ask], decided: Decided
+) -> list[pl.DataFrame]:
+    """Run the queries concurrently, each only within its category's served periods; only ever called
+    with categories ``decided`` allowed."""
+
+    async def one(a: Ask) -> pl.DataFrame:
+        periods = intersect(decided.allowed[a.category].served, span(a.start.timestamp(), a.stop.timestamp()))
+        queries = series_queries(household, a.category, a.fields, periods, a.every, a.agg)
+        if not queries:
+            return empty_series(a.category, a.fields, a.every, a.agg)
+        return await query_served(state, queries)
+
+    return list(await asyncio.gather(*(one(a) for a in asks)))
 
 
 async def record_served(
@@ -81,11 +100,17 @@ async def record_served(
     stop: datetime,
     purpose: str,
 ) -> None:
-    """One ledger record for what a page served a third party (nothing for the person themselves)."""
-    served = tuple(c for c in categories if c in decided.allowed)
-    if not served or not any(decided.allowed[c].third_party for c in served):
-        return
-    clauses = tuple(dict.fromkeys(c for cat in served for c in decided.allowed[cat].decision.clause_ids))
-    await state.record_provision(
-        caller.principal, household, served, start.timestamp(), stop.timestamp(), purpose, clauses
-    )
+    """The ledger records of what a page served a third party (nothing for the person themselves): one
+    per period served, listing the categories served in it (usually all in one period, one record)."""
+    window = span(start.timestamp(), stop.timestamp())
+    by_periods: dict[Periods, list[str]] = {}
+    for c in categories:
+        d = decided.allowed.get(c)
+        if d is not None and d.third_party:
+            periods = intersect(d.served, window)
+            if periods:
+                by_periods.setdefault(periods, []).append(c)
+    for periods, served in by_periods.items():
+        clauses = tuple(dict.fromkeys(cl for cat in served for cl in decided.allowed[cat].clause_ids))
+        for a, b in periods:
+            await state.record_provision(caller.principal, household, tuple(served), a, b, purpose, clauses)

@@ -19,20 +19,32 @@ from access.api.problems import ApiProblem, bad_param
 from access.api.render import frame_columns, iso, json_response
 from access.api.series import series
 from access.api.service import (
+    access_request,
     check_token_purpose,
     decide,
+    empty_series,
     explain_text,
     fleet_statistics,
+    header_periods,
+    homeowner_periods,
     households_of,
     no_access,
+    periods_json,
+    person_view,
     query,
     record,
+    series_queries,
     series_query,
+    served_within,
 )
 from access.api.state import STATE, AppState, caller_of
 from access.auth import Caller, authenticate
-from access.consent import SCOPES, ConsentError, ErasureRequest
+from access.consent import ConsentError, ErasureRequest
+from access.decision import IDENTITY
 from access.ledger_anchor import KeptHead
+from access.periods import Periods, span
+from access.request import ALL_TIME, AccessRequest
+from access.world import SCOPES
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
@@ -50,12 +62,29 @@ STATS_CHUNK = 500  # households per store query when aggregating a fleet
 MAX_STATS_HOUSEHOLDS = 20_000
 
 
-def _own_household(state: AppState, caller: Caller, household: str) -> None:
-    """The person's own settings are reachable only by the homeowner of that household."""
-    roles = state.authz.snapshot(state.clock()).links.household_roles.get((caller.principal, household))
-    if roles is None or "homeowner" not in roles:
+def _own_household(state: AppState, caller: Caller, household: str, *, current: bool = True) -> Periods:
+    """The person's own settings are reachable only by the homeowner of that household (now, unless
+    ``current`` is False: a former homeowner still reads the records of their own period)."""
+    periods = homeowner_periods(state, caller.principal, household)
+    t = state.clock()
+    if not periods or (current and not any(a <= t < b for a, b in periods)):
         state.metrics.refusals["no_grant"] += 1
         raise no_access()
+    return periods
+
+
+def _verified_person(state: AppState, caller: Caller) -> None:
+    """The person's requests (suspension, erasure) need an identity verified recently (SPS 2(6)[3])."""
+    if not state.identity_verified(caller):
+        state.metrics.refusals[IDENTITY] += 1
+        raise ApiProblem(
+            403,
+            "refused",
+            "the person's requests need an identity verified recently: sign in again, or use a token "
+            "issued after an identity check",
+            reason=IDENTITY,
+            clause_ids=(),
+        )
 
 
 # -- operational -------------------------------------------------------------------------------------
@@ -139,7 +168,18 @@ async def households(request: web.Request) -> web.Response:
                 item["categories"] = [
                     c
                     for c in STORED_CATEGORIES
-                    if state.authz.decide(caller.principal, household, c, "read", purpose, at=at).allowed
+                    if state.authz.decide(
+                        AccessRequest(
+                            caller.principal,
+                            household,
+                            c,
+                            "read",
+                            purpose,
+                            ALL_TIME,
+                            identity_verified=state.identity_verified(caller),
+                        ),
+                        at=at,
+                    ).allowed
                 ]
         items.append(item)
     body: models.Households = {"principal": caller.principal, "purpose": purpose, "households": items}
@@ -147,7 +187,10 @@ async def households(request: web.Request) -> web.Response:
 
 
 async def daily(request: web.Request) -> web.Response:
-    """Energy or volume per local (Tokyo) day from a monotonic total, for the dashboards' bars."""
+    """Energy or volume per local (Tokyo) day from a monotonic total, for the dashboards' bars.
+
+    Decided over the range plus one window before it (the first day's baseline is data too).  Each
+    served period is turned into days on its own, so no difference spans a refused gap."""
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     category = params.category(request.match_info["category"])
@@ -158,33 +201,48 @@ async def daily(request: web.Request) -> web.Response:
     win = params.window(request.query, state.now_dt(), timedelta(hours=1))
     if win.every is None or win.every > timedelta(days=1):
         raise bad_param("every", "daily totals are built from windows of at most 1d")
-    # One window before the range gives the first day its baseline.
-    sq = series_query((household,), category, (field,), win.start - win.every, win.stop, win.every, "last")
-    allowed = decide(state, caller, household, category, "read", purpose)
     fmt = params.fmt(request.query.get("format"), request.headers.get("Accept"))
     if fmt == "arrow":
         raise bad_param("format", "daily totals come as json or csv")
+    start = win.start - win.every
+    req = access_request(state, caller, household, category, "read", purpose, start, win.stop)
+    decision = decide(state, caller, req)
+    periods = served_within(decision, start, win.stop)
+    parts = [
+        daily_energy_per_household(await query(state, q), field, TOKYO)
+        for q in series_queries(household, category, (field,), periods, win.every, "last")
+    ]
+    days = (
+        pl.concat(parts).group_by("day").agg(pl.col("delta").sum()).sort("day")
+        if parts
+        else daily_energy_per_household(empty_series(category, (field,), win.every, "last"), field, TOKYO)
+    )
     # Differences of float totals carry noise in the last bits (287.50000000000006): rounded to what a
     # meter can tell (a thousandth of a Wh or L).
-    days = daily_energy_per_household(await query(state, sq), field, TOKYO).with_columns(
-        pl.col("delta").round(3)
-    )
+    days = days.with_columns(pl.col("delta").round(3))
     if fmt == "csv":
         text = days.select("day", "delta").write_csv()
-        await record(state, caller, allowed, household, category, purpose, sq)
-        return web.Response(text=text, content_type="text/csv", charset="utf-8")
+        await record(state, caller, decision, household, category, purpose, periods)
+        return web.Response(
+            text=text,
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"X-Served-Periods": header_periods(periods)},
+        )
     body: models.Daily = {
         "household": household,
         "category": category,
         "field": field,
         "purpose": purpose,
-        "clause_ids": list(allowed.decision.clause_ids),
+        "clause_ids": list(decision.clause_ids),
+        "served": periods_json(periods),
+        "refused": periods_json(decision.refused),
         "time_zone": TOKYO,
         "columns": frame_columns(days.select("day", "delta")),
     }
     response = json_response(body)
     # Recorded last, once the body is built, so no record stands for an answer that failed to render.
-    await record(state, caller, allowed, household, category, purpose, sq)
+    await record(state, caller, decision, household, category, purpose, periods)
     return response
 
 
@@ -207,15 +265,25 @@ async def stats(request: web.Request) -> web.Response:
     sizes: list[int] = []
     clauses: dict[str, None] = {}
     at = state.clock()
+    whole = span(win.start.timestamp(), win.stop.timestamp())
+    partly = 0
     for household in candidates:
-        d = state.authz.decide(caller.principal, household, category, "read_stats", purpose, at=at)
-        if d.allowed:
+        req = access_request(state, caller, household, category, "read_stats", purpose, win.start, win.stop)
+        d = state.authz.decide(req, at=at)
+        # A household joins only if the whole window is served (its contract, say, covers it): a group
+        # that changes within the window would let a difference of two windows single one home out.
+        if d.allowed and d.served == whole:
             allowed.append(household)
             sizes.append(d.min_group_size or 0)
             clauses.update(dict.fromkeys(d.clause_ids))
+        elif d.allowed:
+            partly += 1
     state.metrics.decisions["allow" if allowed else "deny"] += 1
     if not allowed:
-        decide(state, caller, candidates[0], category, "read_stats", purpose)  # raises the refusal
+        first = access_request(
+            state, caller, candidates[0], category, "read_stats", purpose, win.start, win.stop
+        )
+        decide(state, caller, first)  # raises the refusal
         raise no_access()
     min_group = max(sizes)
     frames = []
@@ -234,6 +302,7 @@ async def stats(request: web.Request) -> web.Response:
         "every": int(win.every.total_seconds()),
         "min_group_size": min_group,
         "suppressed_windows": suppressed,
+        "households_left_out_for_part_of_the_window": partly,
         "columns": frame_columns(out),
     }
     return json_response(body)
@@ -243,12 +312,14 @@ async def stats(request: web.Request) -> web.Response:
 async def ledger(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
-    _own_household(state, caller, household)
+    mine = _own_household(state, caller, household, current=False)
     kept_text = request.query.get("kept")
     kept = None if kept_text is None else KeptHead.parse(kept_text)
     if kept_text is not None and kept is None:
         raise bad_param("kept", "a kept head is '<records>:<64 hex digits>' as this endpoint's head shows it")
     ledger = await state.ledger_for(household)
+    # Only the provisions of the caller's own period, shown within it: a new occupant does not learn who
+    # received the previous occupant's data.  The chain hashes are the household's, whole.
     body: models.LedgerPage = {
         "household": household,
         "head": {"records": ledger.head.records, "hash": ledger.head.hash, "text": ledger.head.text()},
@@ -257,14 +328,15 @@ async def ledger(request: web.Request) -> web.Response:
                 "seq": r.seq,
                 "recipient": r.recipient,
                 "categories": list(r.categories),
-                "period_start": iso(r.period_start),
-                "period_end": iso(r.period_end),
+                "period_start": iso(shown.period_start),
+                "period_end": iso(shown.period_end),
                 "purpose": r.purpose,
                 "clause_ids": list(r.clause_ids),
                 "at": iso(r.at),
                 "chain": chain,
             }
             for r, chain in zip(ledger.records, ledger.chain, strict=True)
+            if (shown := person_view(r, mine)) is not None
         ],
     }
     if kept is not None:
@@ -280,6 +352,7 @@ def _consent_body(state: AppState, household: str) -> models.Consent:
         "suspensions": [
             {
                 "id": s.id,
+                "company": s.company,
                 "scope": s.scope,
                 "recipient": s.recipient,
                 "category": s.category,
@@ -289,7 +362,9 @@ def _consent_body(state: AppState, household: str) -> models.Consent:
             }
             for s in rows
         ],
-        "provision_suspended": any(s.active(t) and s.recipient is None and s.category is None for s in rows),
+        "provision_suspended": any(
+            s.active(t) and s.recipient is None and s.category is None and s.company == "sps" for s in rows
+        ),
     }
 
 
@@ -319,6 +394,7 @@ async def consent_put(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
+    _verified_person(state, caller)
     body = await _json_body(request, models.ConsentChange)
     scope = body.get("scope", "provision")
     if scope not in SCOPES:
@@ -332,16 +408,23 @@ async def consent_put(request: web.Request) -> web.Response:
     category = body.get("category")
     if category is not None and category not in CATEGORIES:
         raise bad_param("category", "category is a known category or null")
+    company = body.get("company", "sps")
+    if not isinstance(company, str) or company not in state.authz.policy.companies:
+        raise bad_param("company", f"company is one of {', '.join(sorted(state.authz.policy.companies))}")
     consent = state.authz.consent
     t = state.clock()
     matching = [
         s
         for s in consent.suspensions(household)
-        if s.active(t) and s.scope == scope and s.recipient == recipient and s.category == category
+        if s.active(t)
+        and s.scope == scope
+        and s.recipient == recipient
+        and s.category == category
+        and s.company == company
     ]
     try:
         if suspended and not matching:
-            consent.suspend(household, scope, recipient, category, at=t)
+            consent.suspend(household, scope, recipient, category, at=t, company=company)
         elif not suspended:
             for s in matching:
                 consent.lift(s.id, at=t)
@@ -374,6 +457,7 @@ async def erasure_post(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
+    _verified_person(state, caller)
     body = await _json_body(request, models.ErasureAsk)
     cats = body.get("categories")
     if cats is not None and (
@@ -397,12 +481,30 @@ async def explain(request: web.Request) -> web.Response:
     if action not in ACTIONS:
         raise bad_param("action", f"action is one of {', '.join(ACTIONS)}")
     purpose = params.declared_purpose(request.query, request.headers)
-    ok, reason, words, clause_ids = explain_text(state, caller, household, category, action, purpose)
+    start, stop = ALL_TIME
+    if "start" in q:
+        start = params.instant("start", q["start"]).timestamp()
+    if "stop" in q:
+        stop = params.instant("stop", q["stop"]).timestamp()
+    if not start < stop:
+        raise bad_param("stop", "stop must be after start")
+    req = AccessRequest(
+        caller.principal,
+        household,
+        category,
+        action,
+        purpose,
+        (start, stop),
+        identity_verified=state.identity_verified(caller),
+    )
+    decision, reason, words, clause_ids = explain_text(state, caller, req)
     body: models.Explanation = {
-        "allowed": ok,
+        "allowed": decision is not None,
         "reason": reason,
         "explanation": words,
         "clause_ids": list(clause_ids),
+        "served": periods_json(decision.served) if decision is not None else [],
+        "refused": periods_json(decision.refused if decision is not None else span(start, stop)),
     }
     return json_response(body)
 

@@ -4,6 +4,10 @@ This is the endpoint dashboards poll and partners export from, so its cost per r
 what each request must pay by itself:
 
 * **authentication, rate limit, policy decision and ledger record** run for every request;
+* **the served periods**: the decision says which part of the window may be served; the page reads the
+  store only within those periods (one query per period), and they are part of every cache key, so a
+  page made for a caller whose grant reaches further back can never be handed to one whose grant
+  does not (a new occupant and the previous one asking the same URL get different pages);
 * **parsing**: what a request asks (household, category, purpose, fields, window, cursor, format) is
   a function of its target and two headers alone when the window is given as two absolute instants,
   so that parse is remembered (``ask_of``); a window relative to now is parsed every time;
@@ -29,9 +33,20 @@ from access.api.cursor import CursorCodec
 from access.api.pagecache import Page
 from access.api.problems import bad_param
 from access.api.render import frame_columns, iso
-from access.api.service import Allowed, decide, query, record, series_query
+from access.api.service import (
+    access_request,
+    decide,
+    empty_series,
+    header_periods,
+    periods_json,
+    query_served,
+    record,
+    series_queries,
+    served_within,
+)
 from access.api.state import AppState, caller_of
-from pipeline.query import SeriesQuery
+from access.decision import Decision
+from access.periods import Periods
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
@@ -55,9 +70,9 @@ class SeriesAsk:
     agg: str
     limit: int
     after: tuple[int, str] | None  # the cursor: the last (time in us, device) already sent
-    query: SeriesQuery
+    read_from: datetime  # where this page reads from: the window's start, or the cursor's window
     asked: tuple[object, ...]  # what a next-page cursor is bound to
-    page_key: Hashable  # the rendered page's key in the page cache (never the caller's purpose)
+    page_key: Hashable  # the page's key in the page cache, before the served periods are added
 
 
 def ask_of(state: AppState, request: web.Request) -> SeriesAsk:
@@ -97,34 +112,46 @@ def parse(request: web.Request, now: datetime, cursors: CursorCodec) -> SeriesAs
             raise bad_param("cursor", "the cursor is not one this query returned")
         after = (t_us, device)
     # Never read before the caller's start: a later page sees the same windows as the first.
-    sq = series_query((household,), category, fields, max(page_start, win.start), win.stop, win.every, agg)
+    read_from = max(page_start, win.start)
     page_key = (asked, after, limit, fmt)
-    return SeriesAsk(household, category, purpose, fmt, fields, win, agg, limit, after, sq, asked, page_key)
+    return SeriesAsk(
+        household, category, purpose, fmt, fields, win, agg, limit, after, read_from, asked, page_key
+    )
 
 
 async def series(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     ask = ask_of(state, request)
-    allowed = decide(state, caller, ask.household, ask.category, "read", ask.purpose)
+    win = ask.window
+    req = access_request(state, caller, ask.household, ask.category, "read", ask.purpose, win.start, win.stop)
+    decision = decide(state, caller, req)
+    served = served_within(decision, win.start, win.stop)  # what the whole answer may carry
+    periods = served_within(decision, ask.read_from, win.stop)  # what this page reads
     gzipped = ask.fmt != "arrow" and params.accepts_gzip(request.headers.get("Accept-Encoding"))
     version = state.store.data_version()
-    clause_ids = allowed.decision.clause_ids
+    clause_ids = decision.clause_ids
+    page_key = (ask.page_key, periods)
 
     def page() -> Awaitable[Page]:
-        return state.pages.get(version, ("page", ask.page_key), lambda: _render(state, ask))
+        return state.pages.get(version, ("page", page_key), lambda: _render(state, ask, periods))
 
     async def make_reply() -> Page:
-        return _reply(ask, allowed, await page(), gzipped)
+        return _reply(ask, decision, served, await page(), gzipped)
 
     # CSV and Arrow as they are go out as the page itself.  Otherwise one more entry per page and
-    # encoding, and for JSON per caller purpose and clauses too (only its envelope names them): the
-    # policy was decided above for this request, and the ledger record below is written for this response.
+    # encoding, and for JSON per caller purpose, clauses and served periods too (only its envelope names
+    # them): the policy was decided above for this request, and the ledger record below is written for
+    # this response.
     if ask.fmt != "json" and not gzipped:
         reply = await page()
     else:
-        envelope_key = (ask.purpose, clause_ids) if ask.fmt == "json" else None
-        reply = await state.pages.get(version, ("reply", ask.page_key, gzipped, envelope_key), make_reply)
-    headers = {"Content-Type": _CONTENT_TYPES[ask.fmt], "X-Clause-Ids": ",".join(clause_ids)}
+        envelope_key = (ask.purpose, clause_ids, served) if ask.fmt == "json" else None
+        reply = await state.pages.get(version, ("reply", page_key, gzipped, envelope_key), make_reply)
+    headers = {
+        "Content-Type": _CONTENT_TYPES[ask.fmt],
+        "X-Clause-Ids": ",".join(clause_ids),
+        "X-Served-Periods": header_periods(served),
+    }
     if ask.fmt != "arrow":
         headers["Vary"] = "Accept-Encoding"
     if gzipped:
@@ -138,34 +165,41 @@ async def series(request: web.Request) -> web.Response:
         )
         headers["Link"] = f'<{nxt}>; rel="next"'
     # Recorded last, once the body is built, so no record stands for an answer that failed to render.
-    await record(state, caller, allowed, ask.household, ask.category, ask.purpose, ask.query)
+    await record(state, caller, decision, ask.household, ask.category, ask.purpose, periods)
     return web.Response(body=reply.body, headers=headers)
 
 
-async def _render(state: AppState, ask: SeriesAsk) -> Page:
-    return render_page(await query(state, ask.query), ask, state.cursors)
+async def _render(state: AppState, ask: SeriesAsk, periods: Periods) -> Page:
+    every = ask.window.every
+    queries = series_queries(ask.household, ask.category, ask.fields, periods, every, ask.agg)
+    if not queries:  # a cursor past the last served period
+        return render_page(empty_series(ask.category, ask.fields, every, ask.agg), ask, state.cursors)
+    return render_page(await query_served(state, queries), ask, state.cursors)
 
 
-def _reply(ask: SeriesAsk, allowed: Allowed, page: Page, gzipped: bool) -> Page:
+def _reply(ask: SeriesAsk, decision: Decision, served: Periods, page: Page, gzipped: bool) -> Page:
     """The body as sent: JSON wraps the page's ``columns`` in the envelope; gzip'd when asked."""
     body = page.body
     if ask.fmt == "json":
-        body = _envelope(ask, allowed, page) + body + b"}"
+        body = _envelope(ask, decision, served, page) + body + b"}"
     if gzipped:
         body = gzip.compress(body, compresslevel=6, mtime=0)
     return Page(body, page.count, page.next_cursor)
 
 
-def _envelope(ask: SeriesAsk, allowed: Allowed, page: Page) -> bytes:
-    """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses."""
+def _envelope(ask: SeriesAsk, decision: Decision, served: Periods, page: Page) -> bytes:
+    """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses,
+    and which part of the window is served."""
     win = ask.window
     head: models.SeriesEnvelope = {
         "household": ask.household,
         "category": ask.category,
         "purpose": ask.purpose,
-        "clause_ids": list(allowed.decision.clause_ids),
+        "clause_ids": list(decision.clause_ids),
         "start": iso(win.start),
         "stop": iso(win.stop),
+        "served": periods_json(served),
+        "refused": periods_json(decision.refused),
         "every": None if win.every is None else int(win.every.total_seconds()),
         "agg": ask.agg if win.every is not None else None,
         "fields": list(ask.fields),

@@ -1,25 +1,40 @@
-"""Decide, refuse without leaking, query, record: the path every data response takes.
+"""Decide, refuse without leaking, query what is served, record: the path every data response takes.
+
+The API's handlers and the web views both come through here, so a chart on a page and a partner's
+script get the same decision, the same clipping to the served periods and the same ledger record.
+
+* :func:`decide` asks the decision layer for the part of the window that may be served.  Nothing
+  served is a 403 problem that names the cause and the clause; a partial answer goes ahead.
+* :func:`series_queries` turns the served periods into store queries, one per period, so no window
+  of an aggregate and no counter difference ever spans data outside them.
+* :func:`record` writes one ledger record per period actually served (not the window asked), for
+  provisions to a third party (by the basis the grant used), before anything is sent.
 
 Refusals are worded from the decision layer's own explanation, with one exception that keeps
-households private: when the caller holds no relationship with the household and the refusal would
-depend on that household (no grant, or the household's suspension), the answer is one fixed
-refusal, identical for a household that does not exist and for someone else's.
+households private: when the caller holds nothing with the household and the refusal would depend on
+it (no grant, or the household's suspension), the answer is one fixed refusal, identical for a
+household that does not exist and for someone else's.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from access.api.problems import ApiProblem
+from access.api.render import iso
 from access.api.state import AppState
 from access.auth import Caller
-from access.decision import Decision
-from access.relationships import INTERNAL_KINDS
+from access.decision import NO_GRANT, SUSPENDED, Decision
+from access.ledger import ProvisionRecord
+from access.periods import Periods, contains, intersect, normalize, span
+from access.request import AccessRequest
+from access.world import APPROVER_ROLES
 from pipeline.derived import one_source
+from pipeline.frames import empty_result
 from pipeline.query import QueryError, SeriesQuery
 from pipeline.store import StoreUnavailable
 
@@ -34,21 +49,77 @@ def no_access() -> ApiProblem:
     return ApiProblem(403, "refused", NO_ACCESS_DETAIL, reason="no_grant", clause_ids=())
 
 
-@dataclass(frozen=True)
-class Allowed:
-    decision: Decision
-    third_party: bool
+def periods_json(periods: Periods) -> list[list[str | None]]:
+    """``[[start, stop], ...]`` as ISO 8601 UTC; ``None`` for an open end."""
+    return [
+        [None if a == float("-inf") else iso(a), None if b == float("inf") else iso(b)] for a, b in periods
+    ]
+
+
+def header_periods(periods: Periods) -> str:
+    """``start/stop`` pairs (ISO 8601 intervals), comma-separated: the served periods for CSV and Arrow
+    clients (``X-Served-Periods``)."""
+    return ",".join(f"{a or '..'}/{b or '..'}" for a, b in periods_json(periods))
 
 
 def tied(state: AppState, principal: str, household: str) -> bool:
-    snap = state.authz.snapshot(state.clock())
-    return (principal, household) in snap.links.household_roles
+    return state.authz.tied(principal, household, state.clock())
 
 
 def households_of(state: AppState, principal: str) -> list[tuple[str, frozenset[str]]]:
-    """(household, roles) the principal holds a relationship with, now."""
+    """(household, roles) the principal is tied to now -- by a link, an approval (through its approver's
+    links), a designation or a mandate -- and a homeowner's former homes too (their period stays theirs)."""
     snap = state.authz.snapshot(state.clock())
-    return sorted((h, roles) for (p, h), roles in snap.links.household_roles.items() if p == principal)
+    t = snap.at
+    facts = snap.facts
+    out: dict[str, set[str]] = {}
+    for link in facts.links:
+        if link.principal == principal and (link.role == "homeowner" or link.since <= t < link.until):
+            out.setdefault(link.household, set()).add(link.role)
+    for d in facts.designations:
+        if d.principal == principal and d.since <= t < d.until:
+            out.setdefault(d.household, set()).add("designated_body")
+    for a in facts.approvals:
+        if a.approved != principal or not a.valid_from <= t < a.until:
+            continue
+        for link in facts.links:
+            if link.principal == a.approver and link.role in APPROVER_ROLES and link.since <= t < link.until:
+                out.setdefault(link.household, set()).add(f"approval:{a.id}")
+    for m in facts.mandates:
+        if m.agent == principal and m.verified_at is not None and m.since <= t < m.until:
+            for link in facts.links:
+                if link.principal == m.person and link.role == "homeowner":
+                    out.setdefault(link.household, set()).add(f"mandate:{m.id}")
+    return sorted((h, frozenset(r)) for h, r in out.items())
+
+
+def homeowner_periods(state: AppState, principal: str, household: str) -> Periods:
+    """When ``principal`` was (or is) the homeowner of ``household``."""
+    snap = state.authz.snapshot(state.clock())
+    return normalize(
+        p
+        for link in snap.facts.links
+        if link.principal == principal and link.household == household and link.role == "homeowner"
+        for p in link.period
+    )
+
+
+def person_view(record: ProvisionRecord, periods: Periods) -> ProvisionRecord | None:
+    """A provision record as a person whose own ``periods`` they are may see it: shown within them, or
+    None when it served nothing of their time (a new occupant does not learn who received the previous
+    occupant's data)."""
+    seen = intersect(span(record.period_start, record.period_end), periods)
+    if seen:
+        return record._replace(period_start=seen[0][0], period_end=seen[-1][1])
+    if record.period_start == record.period_end and contains(periods, record.period_start):
+        return record
+    return None
+
+
+async def ledger_for_person(state: AppState, periods: Periods, household: str) -> list[ProvisionRecord]:
+    """The household's provision records the person of ``periods`` may see (``person_view``)."""
+    shown = (person_view(r, periods) for r in (await state.ledger_for(household)).records)
+    return [r for r in shown if r is not None]
 
 
 def check_token_purpose(caller: Caller, purpose: str) -> None:
@@ -62,55 +133,66 @@ def check_token_purpose(caller: Caller, purpose: str) -> None:
         )
 
 
-def _refusal_code(state: AppState, d: Decision, caller: Caller, purpose: str) -> str:
-    snap = state.authz.snapshot(state.clock())
-    if not snap.index.registered(caller.principal, purpose):
-        return "purpose_not_registered"
-    suspension = state.authz.policy.suspension_clause
-    if suspension is not None and suspension in d.clause_ids:
-        return "suspended"
-    if d.clause_ids:
-        clauses = {c.id: c for c in state.authz.policy.seeds.clauses}
-        for cid in d.clause_ids:
-            c = clauses.get(cid)
-            if c is not None and (c.kind == "statistics" or c.conditions.statistics_only):
-                return "statistics_only"
-        return "denied_by_clause"
-    return "no_grant"
+def access_request(
+    state: AppState,
+    caller: Caller,
+    household: str,
+    category: str,
+    action: str,
+    purpose: str,
+    start: datetime | float,
+    stop: datetime | float,
+) -> AccessRequest:
+    """The request as the decision layer takes it, with the caller's identity check."""
+    a = start.timestamp() if isinstance(start, datetime) else start
+    b = stop.timestamp() if isinstance(stop, datetime) else stop
+    return AccessRequest(
+        caller.principal,
+        household,
+        category,
+        action,
+        purpose,
+        (a, b),
+        identity_verified=state.identity_verified(caller),
+    )
 
 
-def decide(
-    state: AppState, caller: Caller, household: str, category: str, action: str, purpose: str
-) -> Allowed:
-    """Allowed, or an ``ApiProblem`` 403 that names the clause or the missing grant."""
-    check_token_purpose(caller, purpose)
+def decide(state: AppState, caller: Caller, req: AccessRequest) -> Decision:
+    """The decision if anything of the window is served, else an ``ApiProblem`` 403 that names the
+    clause or the missing grant and the refused period."""
+    check_token_purpose(caller, req.purpose)
     t0 = time.perf_counter()
-    d = state.authz.decide(caller.principal, household, category, action, purpose, at=state.clock())
+    d = state.authz.decide(req, at=state.clock())
     state.metrics.decision_seconds.observe(time.perf_counter() - t0)
     state.metrics.decisions["allow" if d.allowed else "deny"] += 1
     if d.allowed:
-        return Allowed(d, caller.kind not in INTERNAL_KINDS)
-    code = _refusal_code(state, d, caller, purpose)
-    if code in ("no_grant", "suspended") and not tied(state, caller.principal, household):
-        state.metrics.refusals["no_grant"] += 1
+        return d
+    if d.reason in (NO_GRANT, SUSPENDED) and not tied(state, caller.principal, req.household):
+        state.metrics.refusals[NO_GRANT] += 1
         raise no_access()
-    state.metrics.refusals[code] += 1
-    detail = state.authz.explain(caller.principal, household, category, action, purpose, at=state.clock())
-    raise ApiProblem(403, "refused", detail, reason=code, clause_ids=d.clause_ids)
+    state.metrics.refusals[d.reason] += 1
+    detail = state.authz.explain(req, at=state.clock())
+    raise ApiProblem(
+        403,
+        "refused",
+        detail,
+        reason=d.reason,
+        clause_ids=d.clause_ids,
+        extra={"refused": periods_json(d.refused)},
+    )
 
 
 def explain_text(
-    state: AppState, caller: Caller, household: str, category: str, action: str, purpose: str
-) -> tuple[bool, str, str, tuple[str, ...]]:
-    """(allowed, reason code, words, clause ids) with the same privacy rule as ``decide``."""
+    state: AppState, caller: Caller, req: AccessRequest
+) -> tuple[Decision | None, str, str, tuple[str, ...]]:
+    """(decision if allowed, reason code, words, clause ids) with the same privacy rule as ``decide``."""
     try:
-        a = decide(state, caller, household, category, action, purpose)
+        d = decide(state, caller, req)
     except ApiProblem as p:
         if p.status != 403:
             raise
-        return False, p.reason or p.code, p.detail, p.clause_ids or ()
-    words = state.authz.explain(caller.principal, household, category, action, purpose, at=state.clock())
-    return True, "allowed", words, a.decision.clause_ids
+        return None, p.reason or p.code, p.detail, p.clause_ids or ()
+    return d, "allowed", state.authz.explain(req, at=state.clock()), d.clause_ids
 
 
 async def query(state: AppState, q: SeriesQuery) -> pl.DataFrame:
@@ -138,26 +220,60 @@ def series_query(
         raise ApiProblem(400, "bad_parameter", exc.message, field=exc.field) from None
 
 
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def served_within(d: Decision, start: datetime, stop: datetime) -> Periods:
+    """The served periods clipped to ``[start, stop)``."""
+    return intersect(d.served, span(start.timestamp(), stop.timestamp()))
+
+
+def series_queries(
+    household: str,
+    category: str,
+    fields: tuple[str, ...],
+    periods: Periods,
+    every: timedelta | None,
+    agg: str,
+) -> list[SeriesQuery]:
+    """One store query per served period (finite: clipped to a window first)."""
+    return [series_query((household,), category, fields, _dt(a), _dt(b), every, agg) for a, b in periods]
+
+
+def empty_series(category: str, fields: tuple[str, ...], every: timedelta | None, agg: str) -> pl.DataFrame:
+    """The frame a query over no period answers: every column, no row."""
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    return empty_result(
+        series_query(("none",), category, fields, epoch, epoch + timedelta(days=1), every, agg)
+    )
+
+
+async def query_served(state: AppState, queries: Sequence[SeriesQuery]) -> pl.DataFrame:
+    """The rows of every served period, as one frame.  A window of an aggregate that straddles a refused
+    gap shorter than the resolution appears once per period, each aggregating only served data."""
+    frames = [await query(state, q) for q in queries]
+    non_empty = [f for f in frames if f.height]
+    if len(non_empty) > 1:
+        return pl.concat(non_empty, how="vertical_relaxed")
+    return non_empty[0] if non_empty else frames[0]
+
+
 async def record(
     state: AppState,
     caller: Caller,
-    allowed: Allowed,
+    d: Decision,
     household: str,
     category: str,
     purpose: str,
-    q: SeriesQuery,
+    periods: Periods,
 ) -> None:
-    """The ledger record of a provision to a third party; awaited before the response is sent."""
-    if allowed.third_party:
-        await state.record_provision(
-            caller.principal,
-            household,
-            (category,),
-            q.start.timestamp(),
-            q.stop.timestamp(),
-            purpose,
-            allowed.decision.clause_ids,
-        )
+    """The ledger records of a provision to a third party: one per period actually served; awaited
+    before the response is sent."""
+    if not d.third_party:
+        return
+    for a, b in periods:
+        await state.record_provision(caller.principal, household, (category,), a, b, purpose, d.clause_ids)
 
 
 def fleet_statistics(df: pl.DataFrame, fields: tuple[str, ...], min_group: int) -> tuple[pl.DataFrame, int]:

@@ -2,6 +2,15 @@
 
 Who a request comes from is decided in ``access.auth`` (tokens, sessions, CSRF, sign-in); the
 provision ledger's group commit is ``access.ledger.LedgerWriter``.
+
+The person's rights need an identity verified recently (SPS 2(6)[3], Sobu Gas 8): a session counts for
+``identity_max_age_s`` after its password was checked (sign in again to renew it); a token counts only
+if the person's identity was checked when it was issued to them (documents or a call-back, recorded
+with the token by ``hems principals token create --identity-verified``), and then for
+``identity_token_max_age_s``.  Why a token can count at all: the check the terms ask for is of the
+person at the time of the request; an operator who checks the person and hands them a credential that
+only their requests carry has checked the person behind those requests, for as long as the credential
+is fresh -- the same argument a session rests on, with the operator's check in place of the password.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ if TYPE_CHECKING:
     from access.api.series import SeriesAsk
 
 DEFAULT_PAGE_CACHE_BYTES = 64 * 2**20
+IDENTITY_MAX_AGE_S = 15 * 60.0  # a sign-in this recent counts as a verified identity
+IDENTITY_TOKEN_MAX_AGE_S = 24 * 3600.0  # a token issued this soon after an identity check counts
 
 
 @dataclass
@@ -44,6 +55,8 @@ class AppState:
     limiter: RateLimiter | None
     secure_cookies: bool
     pages: PageCache
+    identity_max_age_s: float = IDENTITY_MAX_AGE_S
+    identity_token_max_age_s: float = IDENTITY_TOKEN_MAX_AGE_S
     collector_health: CollectorHealth | None = None
     pipeline_stats: PipelineStats | None = None
     # Parsed series requests by (target, X-Purpose, Accept): see ``access.api.series.ask_of``.
@@ -66,7 +79,15 @@ class AppState:
 
     def kind_of(self, principal: str, at: float | None = None) -> str | None:
         """The principal's kind at ``at`` (default: now), or None for no such principal."""
-        return self.authz.snapshot(self.clock() if at is None else at).links.kinds.get(principal)
+        p = self.authz.snapshot(self.clock() if at is None else at).facts.principals.get(principal)
+        return None if p is None else p.kind
+
+    def identity_verified(self, caller: Caller) -> bool:
+        """Whether the caller's identity was verified recently enough for the person's rights."""
+        if caller.verified_at is None:
+            return False
+        limit = self.identity_max_age_s if caller.via == "session" else self.identity_token_max_age_s
+        return self.clock() - caller.verified_at <= limit
 
     async def record_provision(
         self,

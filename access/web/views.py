@@ -1,7 +1,9 @@
 """Server-rendered pages: sign-in, the homeowner's dashboard, the installer's maintenance view.
 
 Pages carry no data of their own beyond what the server decided to show; charts fetch the JSON API
-with the session cookie, so the same policy and ledger apply to a chart as to a partner's script.
+with the session cookie, and the installer's view reads through the same service as the API
+(``access.api.reads``: decide, read only the served periods, record), so the same policy, periods
+and ledger apply to a page as to a partner's script.
 Every form that changes state carries the session's CSRF token, and the app refuses cross-origin
 posts.  Times are shown in Asia/Tokyo.
 """
@@ -19,7 +21,7 @@ from aiohttp import web
 from access.alerts import WebhookError, WebhookStore
 from access.api.maintenance import RULES, WEBHOOKS, HomeStatus, installer_homes
 from access.api.problems import ApiProblem
-from access.api.service import households_of
+from access.api.service import homeowner_periods, households_of, person_view
 from access.api.state import STATE, AppState
 from access.auth import (
     SESSION_COOKIE,
@@ -31,10 +33,11 @@ from access.auth import (
     same_origin,
     set_session_cookie,
 )
-from access.consent import SuspensionRecord
 from access.maintenance import Problem
+from access.periods import contains
 from access.web.i18n import MESSAGES, category_word, duration, energy, language, t, when
 from access.web.ledger_head import ledger_head_section
+from access.world import Suspension
 
 STATIC = Path(__file__).parent / "static"
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -163,18 +166,28 @@ def _require(request: web.Request, kind: str | None = None) -> tuple[AppState, C
     return state, caller
 
 
-def _my_households(state: AppState, caller: Caller, role: str) -> list[str]:
-    """The households in which the caller holds ``role`` now, in order."""
-    return [h for h, roles in households_of(state, caller.principal) if role in roles]
+def _my_households(state: AppState, caller: Caller, role: str, *, former: bool = False) -> list[str]:
+    """The households in which the caller holds ``role`` now (current ones first, in order), and with
+    ``former`` a homeowner's former homes after them (their own period stays theirs to see)."""
+    mine = [h for h, roles in households_of(state, caller.principal) if role in roles]
+    t = state.clock()
+    current = [
+        h for h in mine if role != "homeowner" or contains(homeowner_periods(state, caller.principal, h), t)
+    ]
+    return current + ([h for h in mine if h not in current] if former else [])
 
 
-def _whole_provision_suspensions(state: AppState, household: str, t: float) -> list[SuspensionRecord]:
-    """The suspensions active at ``t`` of every provision of the household's data (to any recipient,
-    of any category): what the homeowner's switch shows and sets."""
+def _whole_provision_suspensions(state: AppState, household: str, t: float) -> list[Suspension]:
+    """The suspensions active at ``t`` of every provision of the household's data under the SPS terms
+    (to any recipient, of any category): what the homeowner's switch shows and sets."""
     return [
         s
         for s in state.authz.consent.suspensions(household)
-        if s.active(t) and s.scope == "provision" and s.recipient is None and s.category is None
+        if s.active(t)
+        and s.scope == "provision"
+        and s.recipient is None
+        and s.category is None
+        and s.company == "sps"
     ]
 
 
@@ -187,7 +200,7 @@ async def home(request: web.Request) -> web.StreamResponse:
         raise ApiProblem(
             403, "refused", "the web views are for homeowners and installers", reason="wrong_kind"
         )
-    own = _my_households(state, caller, "homeowner")
+    own = _my_households(state, caller, "homeowner", former=True)
     if not own:
         return _page("My home", '<p class="card">No household is linked to you yet.</p>', caller)
     household = request.query.get("household", own[0])
@@ -196,7 +209,8 @@ async def home(request: web.Request) -> web.StreamResponse:
     t = state.clock()
     suspended = bool(_whole_provision_suspensions(state, household, t))
     ledger = await state.ledger_for(household)
-    records = ledger.records[-50:][::-1]
+    mine = homeowner_periods(state, caller.principal, household)
+    records = [v for r in ledger.records if (v := person_view(r, mine)) is not None][-50:][::-1]
     rows = "".join(
         f"<tr><td>{_e(_local(r.at))}</td><td>{_e(r.recipient)}</td><td>{_e(', '.join(r.categories))}</td>"
         f"<td>{_e(_local(r.period_start))} - {_e(_local(r.period_end))}</td><td>{_e(r.purpose)}</td>"
@@ -241,6 +255,13 @@ async def provision_form(request: web.Request) -> web.StreamResponse:
     own = _my_households(state, caller, "homeowner")
     if household not in own:
         raise ApiProblem(403, "refused", "not your household", reason="no_grant")
+    if not state.identity_verified(caller):
+        raise ApiProblem(
+            403,
+            "refused",
+            "changing who receives your data needs a recent sign-in: sign out and in again",
+            reason="identity_not_verified",
+        )
     want = str(form.get("suspended", "")) == "true"
     consent = state.authz.consent
     t = state.clock()

@@ -102,7 +102,11 @@ def api_policy() -> Policy:
 
 
 def populate(rel: RelationshipStore) -> None:
+    """Every household has been a customer of SPS (the monitoring service) and ENEX (electricity) since
+    ``SINCE``, and every link holds since then."""
     rel.add_households(HOUSEHOLDS)
+    rel.add_contracts([(h, "sps", "service") for h in HOUSEHOLDS], since=SINCE)
+    rel.add_contracts([(h, "enex", "supply") for h in HOUSEHOLDS], since=SINCE)
     partner = [PV, "sps.service_provision"]
     rel.add_principal("alice", "homeowner", "Alice", [OWN])
     rel.add_principal("bob", "homeowner", "Bob", [OWN])
@@ -111,7 +115,7 @@ def populate(rel: RelationshipStore) -> None:
     rel.add_principal("whole1", "wholesaler", "PV Wholesale", partner)
     rel.add_principal("appr1", "approved_company", "Approved Care", partner)
     rel.add_principal("appr_old", "approved_company", "Old Care", partner)
-    rel.add_principal("ana", "analyst", "Analyst", [STATS, "sps.service_provision"])
+    rel.add_principal("ana", "analyst", "Analyst", [STATS, "sps.service_provision"], company="enex")
     rel.link_many(
         [
             ("alice", "h1", "homeowner"),
@@ -138,6 +142,21 @@ TOKEN_PURPOSES = {
 }
 
 
+def issue_token(tokens: TokenStore, rel: RelationshipStore, who: str, at: float) -> str:
+    """A token for ``who`` with its ``TOKEN_PURPOSES``; a homeowner's is issued after their identity was
+    checked (the person's rights need that), at ``at``."""
+    person = rel.principal(who).kind == "homeowner"
+    _, text = tokens.create(
+        who,
+        TOKEN_PURPOSES[who],
+        rel.principal(who).purposes,
+        at=at,
+        identity_verified_at=at if person else None,
+        identity_method="documents" if person else "",
+    )
+    return text
+
+
 @dataclass
 class Env:
     client: TestClient[Any, Any]
@@ -162,9 +181,8 @@ async def start_env(
     populate(rel)
     tokens = TokenStore(db)
     issued = {}
-    for who, purposes in TOKEN_PURPOSES.items():
-        _, text = tokens.create(who, purposes, rel.principal(who).purposes, at=NOW - 3600)
-        issued[who] = text
+    for who in TOKEN_PURPOSES:
+        issued[who] = issue_token(tokens, rel, who, NOW - 3600)
     tokens.close()
     rel.close()
     store = SQLiteStore(store_path)

@@ -98,6 +98,7 @@ async def start_live(
     db = tmp_path / "access.sqlite"
     rel = RelationshipStore(db)
     rel.add_households(households)
+    rel.add_contracts([(h, "sps", "service") for h in households], since=0)  # SPS's monitoring customers
     rel.add_principal("inst", "installer", "Roof Installers", [PV])
     rel.add_principal("owner", "homeowner", "Owner", [OWN])
     rel.link_many([("inst", h, "installer") for h in households], since=0)

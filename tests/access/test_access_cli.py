@@ -29,7 +29,7 @@ def test_policy_show_lists_every_rule_with_its_clause(
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == len(policy.rules)
     assert all(row["clause"] for row in rows)
-    assert {"sub": "installer", "dom": "own", "cat": "pv", "act": "read", "pur": PV} in [
+    assert {"sub": "sps-2.2.4/installer", "dom": "linked", "cat": "pv", "act": "read", "pur": PV} in [
         {k: row[k] for k in ("sub", "dom", "cat", "act", "pur")} for row in rows
     ]
     code, table = _run(capsys, "policy", "show")
@@ -49,9 +49,39 @@ def test_policy_explain_against_a_database(capsys: pytest.CaptureFixture[str], w
     assert code == 0
     assert "Roof Installers (installer) may read the pv data of household h1" in out
     assert "it installed h1" in out and "2(2)[4]" in out and "decision: allow (sps-2.2.4)" in out
+    # Companies and periods: the contract the grant rests on, and what is served.
+    assert "h1 is under contract with Smart Power System (since 2025-01-01 00:00 UTC)" in out
+    assert "served: since 2025-01-01 00:00 UTC" in out
     args[args.index("--household") + 1] = "h2"
     code, out = _run(capsys, *args)
     assert "may not read" in out and "no relationship with household h2" in out and "decision: deny" in out
+
+
+def test_policy_explain_shows_the_period_served_and_why_the_rest_is_not(
+    capsys: pytest.CaptureFixture[str], world: World
+) -> None:
+    world.rel.add_principal("inst9", "installer", "New Installer", [PV])
+    world.rel.link("inst9", "h1", "installer", since="2026-05-20T00:00:00Z")
+    args = ["policy", "explain", "--principal", "inst9", "--household", "h1", "--category", "pv"]
+    args += ["--action", "read", "--purpose", PV, "--db", str(world.path), "--at", "2026-06-01T00:00:00Z"]
+    args += ["--start", "2026-05-01T00:00:00Z", "--stop", "2026-06-01T00:00:00Z"]
+    code, out = _run(capsys, *args)
+    assert code == 0 and "decision: allow (sps-2.2.4)" in out
+    assert "served: 2026-05-20 00:00 UTC to 2026-06-01 00:00 UTC" in out
+    assert "not served: 2026-05-01 00:00 UTC to 2026-05-20 00:00 UTC" in out
+    assert "its installer link holds since 2026-05-20 00:00 UTC" in out
+
+
+def test_policy_explain_the_persons_rights_need_a_verified_identity(
+    capsys: pytest.CaptureFixture[str], world: World
+) -> None:
+    args = ["policy", "explain", "--principal", "alice", "--household", "h1", "--category", "pv"]
+    args += ["--action", "read", "--purpose", "sps.disclosure_to_person", "--db", str(world.path)]
+    args += ["--at", "2026-06-01T00:00:00Z"]
+    _, out = _run(capsys, *args)
+    assert "identity verified recently" in out and "decision: deny" in out
+    _, out = _run(capsys, *args, "--identity-verified")
+    assert "decision: allow (sps-2.6.2)" in out and "they are the homeowner of h1" in out
 
 
 def test_policy_explain_without_a_database_says_so(
@@ -117,14 +147,19 @@ def test_policy_check_fails_on_broken_seeds_naming_the_file(
     assert code == 1 and "sps.yaml" in out
 
 
-def test_policy_show_with_a_database_adds_approval_and_suspension_lines(
+def test_policy_show_with_a_database_adds_approval_lines(
     capsys: pytest.CaptureFixture[str], world: World
 ) -> None:
-    world.consent.suspend("h1", "provision", recipient="whole1")
     code, out = _run(capsys, "policy", "show", "--format", "csv", "--db", str(world.path))
     assert code == 0
-    assert "approval:1,own,pv,read,sps.pv_after_maintenance,allow,sps-2.2.4" in out
-    assert "whole1,h1,*,*,*,deny,sps-2.6" in out
+    assert (
+        "sps-2.2.4/approval:1/sales_company,approved,pv,read,sps.pv_after_maintenance,allow,none,sps-2.2.4"
+        in out
+    )
+    # Only what the approver's role holds: ev is not an SPS 2(2)[4] item, whatever the approval says.
+    assert "approval:1/sales_company,approved,ev" not in out
+    code, out = _run(capsys, "policy", "show", "--format", "markdown", "--db", str(world.path))
+    assert "| approved_company | sps | approved | approval within the approver's link and contract" in out
 
 
 def test_principals_and_ledger_find_the_demos_database_or_say_none_is_there(

@@ -183,9 +183,12 @@ async def test_analyst_gets_statistics_without_household_ids(env: Env) -> None:
 
 
 async def test_statistics_groups_below_the_minimum_are_suppressed(env: Env) -> None:
-    # Suspending use in six homes leaves 8 the analyst may aggregate over: below the minimum of 10.
-    for hh in STATS_HOUSEHOLDS[:6]:
-        env.state.authz.consent.suspend(hh, "use", at=0.0)
+    # Six homes left ENEX before the day asked: 8 remain that ENEX's analyst may aggregate over, below the
+    # minimum of 10.  (ENEX's terms give no suspension of use, so its customers are the lever.)
+    rel = env.state.relationships
+    for c in rel.contracts():
+        if c.company == "enex" and c.household in STATS_HOUSEHOLDS[:6]:
+            rel.end_contract(c.id, at="2026-05-01T00:00:00Z")
     r = await env.client.get(
         "/api/v1/stats/electricity",
         params={**RANGE, "every": "1h", "purpose": STATS},

@@ -2,7 +2,8 @@
 
 A homeowner signs in and sees charts drawn from an emulated home's readings (``devices.physics``
 stepped over the last two days, written to a real SQLite store); the installer sees the home in the
-maintenance view; the homeowner suspends provision and the installer then sees the refusal.
+maintenance view; the homeowner suspends provision and the installer then sees the refusal.  A homeowner
+who moved in today sees nothing from before, and the ledger shows the period served.
 Screenshots go to ``artifacts/screenshots/``.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -117,12 +119,19 @@ def emulated_points(household: str, start: datetime, stop: datetime, step: timed
 
 @contextlib.asynccontextmanager
 async def _served(
-    tmp_path: Path, api_policy: Policy, points: list[Point], who: tuple[str, ...]
+    tmp_path: Path,
+    api_policy: Policy,
+    points: list[Point],
+    who: tuple[str, ...],
+    setup: Callable[[RelationshipStore], None] | None = None,
 ) -> AsyncIterator[tuple[str, SQLiteStore]]:
-    """The API world's principals over a real SQLite store holding ``points``, on a real HTTP port."""
+    """The API world's principals (changed by ``setup``) over a real SQLite store holding ``points``, on
+    a real HTTP port."""
     db = tmp_path / "access.sqlite"
     rel = RelationshipStore(db)
     populate(rel)
+    if setup is not None:
+        setup(rel)
     rel.close()
     store = SQLiteStore(tmp_path / "series.sqlite")
     await store.write(points)
@@ -335,5 +344,65 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
                     # ...and that is not what adding the two devices gives.
                     doubled = {t: v for t, v in zip(*summed.select("time", "power_w"), strict=True)}
                     assert sum(1 for t in want if abs(doubled[t] - want[t]) > 1) > 100
+        finally:
+            await browser.close()
+
+
+async def test_homeowner_who_moved_in_today_sees_nothing_from_before(
+    tmp_path: Path, api_policy: Policy
+) -> None:
+    """Carol moved into h1 two hours ago, when a new installer also took over.  Her charts hold nothing
+    older than her move, although the store has two days of h1; the installer's maintenance view reads
+    from its own link on, and Carol's ledger shows that period, in Tokyo time."""
+    reason = _skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    assert async_playwright is not None
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    moved = now - timedelta(hours=2)
+
+    def moved_in(rel: RelationshipStore) -> None:
+        rel.unlink("alice", "h1", "homeowner", at=moved)
+        rel.add_principal("carol", "homeowner", "Carol", ["sps.disclosure_to_person"])
+        rel.link("carol", "h1", "homeowner", since=moved)
+        rel.unlink("inst1", "h1", "installer", at=moved)
+        rel.add_principal("inst2", "installer", "New Installer", ["sps.pv_after_maintenance"])
+        rel.link("inst2", "h1", "installer", since=moved)
+
+    points = emulated_points("h1", now - timedelta(days=2), now, timedelta(minutes=5))
+    async with (
+        _served(tmp_path, api_policy, points, ("carol", "inst2"), moved_in) as (base, _store),
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            installer = await (await browser.new_context()).new_page()
+            await _sign_in(installer, base, "inst2")
+            await installer.wait_for_url(f"{base}/installer")
+            assert "Not visible now" not in await installer.locator("article.home").first.inner_text()
+
+            owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
+            await _sign_in(owner, base, "carol")
+            await owner.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
+            labels = await owner.evaluate("() => Chart.getChart('power-chart').data.labels.length")
+            steps = int((now - moved) / timedelta(minutes=5)) + 1
+            assert 0 < labels <= steps, (labels, steps)  # a day's chart, but only since the move
+            earliest = await owner.evaluate(
+                """async () => {
+                    const q = new URLSearchParams({purpose: 'sps.disclosure_to_person', every: 'raw',
+                        start: new Date(Date.now() - 86400e3).toISOString(),
+                        stop: new Date().toISOString()});
+                    const r = await fetch('/api/v1/households/h1/series/pv?' + q);
+                    const body = await r.json();
+                    return [body.columns.time[0], body.served[0][0], body.refused.length];
+                }"""
+            )
+            assert earliest[0] >= moved.strftime("%Y-%m-%dT%H:%M") and earliest[2] == 1, earliest
+            ledger = await owner.locator("table.ledger").inner_text()
+            shown = moved.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M JST")
+            assert "inst2" in ledger and shown in ledger, ledger
+            assert "inst1" not in ledger  # nobody read anything of her period before she moved in
+            await owner.screenshot(path=str(SHOTS / "homeowner_moved_in_today.png"), full_page=True)
         finally:
             await browser.close()

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
 from pipeline.sqlite_store import SQLiteStore
-from tests.access.api_world import HOUSEHOLDS, TOKEN_PURPOSES, populate, readings
+from tests.access.api_world import HOUSEHOLDS, TOKEN_PURPOSES, issue_token, populate, readings
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     rel = RelationshipStore(db)
     populate(rel)
     tokens = TokenStore(db)
-    issued = {who: tokens.create(who, TOKEN_PURPOSES[who], rel.principal(who).purposes)[1] for who in CALLERS}
+    issued = {who: issue_token(tokens, rel, who, time.time()) for who in CALLERS}
     tokens.close()
     rel.close()
 

@@ -1,0 +1,135 @@
+"""Periods over real HTTP: the API serves only the periods a grant rests on, says which part it refused,
+records the period actually served, and its page cache never hands one caller's page to another whose
+periods differ."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from access.clock import to_epoch
+from access.compiler import Policy
+from tests.access.api_world import NOW, OWN, PV, RANGE, SERIES, Env, api_policy, start_env, store_path
+
+__all__ = ["api_policy", "store_path"]
+MOVED = "2026-06-01T12:00:00Z"  # alice moved out of h1, carol moved in
+LINKED = "2026-06-01T18:00:00Z"  # a new installer took over h1
+
+
+@pytest.fixture
+async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
+    async for e in start_env(tmp_path, store_path, api_policy):
+        rel = e.state.relationships
+        rel.unlink("alice", "h1", "homeowner", at=MOVED)
+        rel.add_principal("carol", "homeowner", "Carol", [OWN])
+        rel.link("carol", "h1", "homeowner", since=MOVED)
+        rel.add_principal("inst2", "installer", "New Installer", [PV])
+        rel.link("inst2", "h1", "installer", since=LINKED)
+        for who, purpose, verified in (("carol", OWN, True), ("inst2", PV, False)):
+            _, text = e.state.tokens.create(
+                who,
+                [purpose],
+                rel.principal(who).purposes,
+                at=NOW - 60,
+                identity_verified_at=NOW - 60 if verified else None,
+                identity_method="documents" if verified else "",
+            )
+            e.tokens[who] = text
+        yield e
+
+
+async def _series(env: Env, who: str, purpose: str, **params: str) -> tuple[int, dict[str, object]]:
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="pv"),
+        params={**RANGE, "every": "1h", "purpose": purpose, **params},
+        headers=env.auth(who),
+    )
+    return r.status, await r.json(content_type=None)
+
+
+async def test_the_new_and_the_former_occupant_each_get_their_own_period_from_the_page_cache(
+    env: Env,
+) -> None:
+    """The same URL, three times: the page made for the former occupant is never served to the new one."""
+    status, former = await _series(env, "alice", OWN)
+    assert status == 200 and former["served"] == [["2026-06-01T00:00:00.000Z", "2026-06-01T12:00:00.000Z"]]
+    times = former["columns"]["time"]  # type: ignore[index]
+    assert len(times) == 12 and max(times) < "2026-06-01T12:00"
+    status, new = await _series(env, "carol", OWN)
+    assert status == 200 and new["refused"] == [["2026-06-01T00:00:00.000Z", "2026-06-01T12:00:00.000Z"]]
+    times = new["columns"]["time"]  # type: ignore[index]
+    assert len(times) == 12 and min(times) >= "2026-06-01T12:00"
+    hits = env.state.pages.stats.hits
+    status, again = await _series(env, "alice", OWN)
+    assert again == former and env.state.pages.stats.hits > hits  # reused, and still only her period
+    # The person's own reads are not provisions: no ledger record for either of them.
+    assert env.ledger_rows() == 0
+
+
+async def test_a_partial_answer_serves_and_records_only_the_period_served(env: Env) -> None:
+    status, body = await _series(env, "inst2", PV)
+    assert status == 200 and body["served"] == [["2026-06-01T18:00:00.000Z", "2026-06-02T00:00:00.000Z"]]
+    assert len(body["columns"]["time"]) == 6  # type: ignore[index]
+    (record,) = env.state.ledger.all()
+    assert (record.recipient, record.period_start, record.period_end) == ("inst2", to_epoch(LINKED), NOW)
+    # CSV says it in a header, and carries no row outside it.
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="pv"),
+        params={**RANGE, "every": "1h", "purpose": PV, "format": "csv"},
+        headers=env.auth("inst2"),
+    )
+    assert r.headers["X-Served-Periods"] == "2026-06-01T18:00:00.000Z/2026-06-02T00:00:00.000Z"
+    csv = pl.read_csv(io.StringIO(await r.text()), try_parse_dates=True)
+    assert csv.height == 6 and csv["time"].min() >= pl.Series([LINKED]).str.to_datetime()[0]  # type: ignore[operator]
+
+
+async def test_a_window_outside_every_period_is_refused_with_the_part_and_the_reason(env: Env) -> None:
+    before = env.ledger_rows()
+    status, body = await _series(env, "inst2", PV, stop="2026-06-01T06:00:00Z")
+    assert status == 403 and body["reason"] == "outside_period"
+    assert body["refused"] == [["2026-06-01T00:00:00.000Z", "2026-06-01T06:00:00.000Z"]]
+    assert "its installer link holds since 2026-06-01 18:00 UTC" in body["detail"]  # type: ignore[operator]
+    assert env.ledger_rows() == before
+
+
+async def test_the_ledger_shows_each_occupant_only_their_own_period(env: Env) -> None:
+    await _series(env, "inst1", PV)  # the old installer reads the whole day: one record across both occupants
+    for who, start, stop in (
+        ("carol", "2026-06-01T12:00:00.000Z", "2026-06-02T00:00:00.000Z"),
+        ("alice", "2026-06-01T00:00:00.000Z", "2026-06-01T12:00:00.000Z"),
+    ):
+        r = await env.client.get("/api/v1/households/h1/ledger", headers=env.auth(who))
+        (record,) = (await r.json())["records"]
+        assert (record["recipient"], record["period_start"], record["period_end"]) == (
+            "inst1",
+            start,
+            stop,
+        ), who
+
+
+async def test_the_persons_requests_need_a_verified_identity(env: Env) -> None:
+    rel = env.state.relationships
+    _, unverified = env.state.tokens.create("carol", [OWN], rel.principal("carol").purposes, at=NOW - 60)
+    headers = {"Authorization": f"Bearer {unverified}"}
+    r = await env.client.put("/api/v1/households/h1/consent", json={"suspended": True}, headers=headers)
+    assert r.status == 403 and (await r.json())["reason"] == "identity_not_verified"
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat="pv"), params={**RANGE, "purpose": OWN}, headers=headers
+    )
+    assert r.status == 403 and (await r.json())["reason"] == "identity_not_verified"
+    r = await env.client.put(
+        "/api/v1/households/h1/consent",
+        json={"suspended": True, "company": "enex"},
+        headers=env.auth("carol"),
+    )
+    assert r.status == 200 and (await r.json())["suspensions"][0]["company"] == "enex"
+    r = await env.client.put(
+        "/api/v1/households/h1/consent",
+        json={"suspended": True, "company": "enex", "scope": "use"},
+        headers=env.auth("carol"),
+    )
+    assert r.status == 400 and "no suspension of use" in (await r.json())["detail"]
