@@ -41,6 +41,7 @@ from access.compiler import compile_seeds
 from access.consent import ConsentStore
 from access.decision import Authorizer
 from access.relationships import RelationshipStore
+from access.request import AccessRequest
 from access.tokens import TokenStore
 from collector.scheduler import percentile
 from pipeline.points import Point
@@ -276,22 +277,27 @@ def main() -> None:
         asyncio.run(fill())
         rel = RelationshipStore(db)
         rel.add_households(homes)
+        rel.add_contracts([(hh, "sps", "service") for hh in homes], since=0)
         rel.add_principal("inst", "installer", "Installer", [PV])
         rel.add_principal("owner", "homeowner", "Owner", [OWN])
         rel.link_many([("inst", hh, "installer") for hh in homes], since=0)
         rel.link("owner", "h000", "homeowner", since=0)
         tokens = TokenStore(db)
         _, inst_token = tokens.create("inst", [PV], frozenset({PV}))
-        _, owner_token = tokens.create("owner", [OWN], frozenset({OWN}))
+        # The homeowner's token was issued after an identity check: the person's rights need one.
+        _, owner_token = tokens.create(
+            "owner", [OWN], frozenset({OWN}), identity_verified_at=time.time(), identity_method="documents"
+        )
         tokens.close()
 
         policy = compile_seeds(load_seeds())
         authz = Authorizer(policy, rel, ConsentStore(db))
-        authz.decide("inst", "h000", "pv", "read", PV)
+        window = (DAY.timestamp(), (DAY + timedelta(days=1)).timestamp())
+        authz.decide(AccessRequest("inst", "h000", "pv", "read", PV, window))
         n_dec = 20_000
         t0 = time.perf_counter()
         for i in range(n_dec):
-            authz.decide("inst", homes[i % len(homes)], "pv", "read", PV)
+            authz.decide(AccessRequest("inst", homes[i % len(homes)], "pv", "read", PV, window))
         decide_us = (time.perf_counter() - t0) / n_dec * 1e6
         rel.close()
 

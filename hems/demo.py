@@ -2,10 +2,15 @@
 
 Emulated homes (SunSpec Modbus + ECHONET Lite on loopback) are polled by the collectors into the
 embedded SQLite store, and the API + web views serve them to sample principals: one homeowner per
-home, an installer, a sales company, a wholesaler, an approved company and an analyst.  The homes'
-past days are filled from the same deterministic physics so the charts have history at once.
-Options may also come from the ``[demo]`` section of ``--config`` (flags win); its ``[pipeline]``
-settings apply too, with the files under ``--data-dir`` unless ``sqlite_path`` is set.
+home, an installer, a sales company, a wholesaler, an approved company, an analyst, companies' staff
+and a retailer.  The homes' past days are filled from the same deterministic physics so the charts
+have history at once.  Options may also come from the ``[demo]`` section of ``--config`` (flags win);
+its ``[pipeline]`` settings apply too, with the files under ``--data-dir`` unless ``sqlite_path`` is set.
+
+The world has periods, as a real one does: every home is a customer of SPS (the monitoring service)
+and ENEX (electricity) for a year, the first also of Kaluza's app; the last home changed hands two days
+ago (its former occupant keeps their own period, the new one sees nothing before moving in); the
+second changed installers three days ago (the old one keeps nothing, the new one reads from then on).
 """
 
 from __future__ import annotations
@@ -68,16 +73,22 @@ class Partner:
     kind: str
     name: str
     purposes: tuple[str, ...]
-    link_role: str | None  # role held for every demo home, or None (approval / statistics only)
+    link_role: str | None  # role held for every demo home, or None (approval / statistics / staff)
+    company: str | None = None  # for a company's staff
 
 
+SUPPLY = ("enex.wheeling_contract", "enex.supply_point_check", "enex.grid_operations")
 PARTNERS = (
     Partner("sales-demo", "sales_company", "Demo Solar Sales", (MAINTENANCE,), "sales_company"),
     Partner("installer-demo", "installer", "Demo Installer", (MAINTENANCE,), "installer"),
     Partner("wholesaler-demo", "wholesaler", "Demo Wholesaler", (MAINTENANCE,), "wholesaler"),
     Partner("approved-demo", "approved_company", "Demo Monitoring Co.", (MAINTENANCE,), None),
-    Partner("analyst-demo", "analyst", "Demo Analytics", (STATISTICS,), None),
+    Partner("analyst-demo", "analyst", "ENEX Analytics", (STATISTICS,), None, "enex"),
+    Partner("sps-staff", "operator", "SPS Operations", ("sps.service_provision",), None, "sps"),
+    Partner("retail-demo", "retailer", "Demo Retail Power", SUPPLY, "retailer"),
 )
+OLD_INSTALLER = Partner("installer-old", "installer", "Former Installer", (MAINTENANCE,), None)
+YEAR = timedelta(days=365)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +148,8 @@ async def fill_history(
 
 
 def seed_principals(db: Path, households: Sequence[str]) -> dict[str, str]:
-    """Create the sample principals (once) and give each a fresh credential for this run.
+    """Create the sample world (once: companies, contracts, links with their periods) and give each
+    principal a fresh credential for this run.
 
     Returns principal id -> credential: a password for homeowners and the installer (web sign-in), an
     API token for the partners.  Credentials are new at each start so none is ever committed or reused.
@@ -146,27 +158,58 @@ def seed_principals(db: Path, households: Sequence[str]) -> dict[str, str]:
     tokens = TokenStore(db)
     auth = WebAuth(db)
     creds: dict[str, str] = {}
+    now = datetime.now(UTC).replace(microsecond=0)
+    moved = now - timedelta(days=2)  # the last home changed hands
+    changed = now - timedelta(days=3)  # the second home changed installers
     try:
+        fresh = rel.find_principal("sales-demo") is None
         rel.add_households(households)
+        if fresh:
+            rel.add_contracts([(h, "sps", "service") for h in households], since=now - YEAR)
+            rel.add_contracts([(h, "enex", "supply") for h in households], since=now - YEAR)
+            rel.add_contract(households[0], "kaluza", "app", since=now - timedelta(days=30))
         for i, hid in enumerate(households, start=1):
             owner = f"owner-{i}"
+            last = i == len(households) and len(households) > 1
             if rel.find_principal(owner) is None:
                 rel.add_principal(owner, "homeowner", f"Homeowner of home {i}", (DISCLOSURE,))
-                rel.link(owner, hid, "homeowner")
+                rel.link(owner, hid, "homeowner", since=moved if last else now - YEAR)
+                if last:
+                    rel.add_principal(
+                        "former-owner", "homeowner", f"Former homeowner of home {i}", (DISCLOSURE,)
+                    )
+                    rel.link("former-owner", hid, "homeowner", since=now - YEAR, until=moved)
             creds[owner] = secrets.token_urlsafe(9)
             auth.set_password(owner, creds[owner])
+        if rel.find_principal("former-owner") is not None:
+            creds["former-owner"] = secrets.token_urlsafe(9)
+            auth.set_password("former-owner", creds["former-owner"])
+        if fresh:
+            rel.add_principal(
+                OLD_INSTALLER.id, OLD_INSTALLER.kind, OLD_INSTALLER.name, OLD_INSTALLER.purposes
+            )
         for partner in PARTNERS:
             if rel.find_principal(partner.id) is None:
-                rel.add_principal(partner.id, partner.kind, partner.name, partner.purposes)
-                if partner.link_role is not None:
-                    rel.link_many([(partner.id, hid, partner.link_role) for hid in households])
+                rel.add_principal(partner.id, partner.kind, partner.name, partner.purposes, partner.company)
+                if partner.link_role == "installer" and len(households) > 1:
+                    second = households[1]
+                    rel.link_many(
+                        [(partner.id, h, "installer") for h in households if h != second], since=now - YEAR
+                    )
+                    rel.link(OLD_INSTALLER.id, second, "installer", since=now - YEAR, until=changed)
+                    rel.link(partner.id, second, "installer", since=changed)
+                elif partner.link_role is not None:
+                    rel.link_many(
+                        [(partner.id, hid, partner.link_role) for hid in households], since=now - YEAR
+                    )
                 if partner.kind == "approved_company":
                     rel.approve(
                         "sales-demo",
                         partner.id,
                         ("pv", "battery", "equipment"),
                         (MAINTENANCE,),
-                        valid_to=datetime.now(UTC) + timedelta(days=365),
+                        valid_from=now - timedelta(days=30),
+                        valid_to=now + YEAR,
                     )
             if partner.kind == "installer":
                 creds[partner.id] = secrets.token_urlsafe(9)
@@ -186,7 +229,12 @@ def seed_principals(db: Path, households: Sequence[str]) -> dict[str, str]:
 def sign_in_text(base: str, households: Sequence[str], creds: dict[str, str]) -> str:
     lines = [f"web views and API on {base}/", ""]
     for i, hid in enumerate(households, start=1):
-        lines.append(f"  homeowner  owner-{i} / {creds[f'owner-{i}']}   (household {hid})")
+        moved = " (moved in 2 days ago)" if i == len(households) and "former-owner" in creds else ""
+        lines.append(f"  homeowner  owner-{i} / {creds[f'owner-{i}']}   (household {hid}){moved}")
+    if "former-owner" in creds:
+        lines.append(
+            f"  homeowner  former-owner / {creds['former-owner']}   (left {households[-1]} 2 days ago)"
+        )
     lines.append(f"  installer  installer-demo / {creds['installer-demo']}")
     lines.append("")
     lines.append("API tokens (valid 24 h, shown once):")
