@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import casbin
 
@@ -68,8 +69,9 @@ OUTSIDE_PERIOD = "outside_period"
 NO_GRANT = "no_grant"
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """A tuple: the API makes one per request, and a tuple is made in a fraction of a dataclass's time."""
+
     allowed: bool
     clause_ids: tuple[str, ...]  # the allowing clauses if allowed, else the refusing ones (may be empty)
     reason: str  # a code: ALLOWED or why nothing is served

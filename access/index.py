@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from access.compiler import (
     AGENT,
@@ -37,15 +37,13 @@ from access.world import Approval, Facts, Mandate, Principal, Suspension
 _NO_ROLES: Mapping[str, Periods] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     basis: Basis
     clause: str
     identity: bool  # needs a verified identity
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     """One line's contribution: its basis, clause and the periods it serves within the window."""
 
     basis: Basis
@@ -53,8 +51,7 @@ class Grant:
     periods: Periods
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     served: Periods
     grants: tuple[Grant, ...]
     registered: bool

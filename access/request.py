@@ -8,29 +8,30 @@ granted today (item-level grants are issue 14), so it is carried and shown but n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from access.periods import Period
 
 ALL_TIME: Period = (float("-inf"), float("inf"))
 
 
-@dataclass(frozen=True, slots=True)
-class AccessRequest:
+class AccessRequest(NamedTuple):
+    """A tuple, for the API makes one per request: pass ``items`` and ``identity_verified`` by name."""
+
     principal: str
     household: str
     category: str
     action: str
     purpose: str
     window: Period = ALL_TIME  # the data period asked for, [start, stop) in epoch seconds
-    items: tuple[str, ...] | None = field(default=None, kw_only=True)  # None: the whole category
     # The caller proved who they are recently enough for the person's rights (a fresh sign-in, or a
     # token issued after an identity check; see access.api.state.identity_verified).
-    identity_verified: bool = field(default=False, kw_only=True)
+    identity_verified: bool = False
+    items: tuple[str, ...] | None = None  # fields or derived series; None: the whole category
 
     def key(self) -> tuple[str, str, str, str, str]:
         return (self.principal, self.household, self.category, self.action, self.purpose)
 
     def over(self, start: float, stop: float) -> AccessRequest:
         """The same request for another window."""
-        return replace(self, window=(start, stop))
+        return self._replace(window=(start, stop))

@@ -234,7 +234,7 @@ async def _wait_workers(base: str, workers: int) -> None:
     seen: set[str] = set()
     for _ in range(600):
         async with aiohttp.ClientSession() as s, s.get(f"{base}/metrics") as r:
-            m = re.search(r'^hems_api_worker\{pid="(\d+)"\} 1$', await r.text(), re.M)
+            m = re.search(r'^hems_api_worker\{pid="(\d+)"\} 1(?:\.0)?$', await r.text(), re.M)
             if m:
                 seen.add(m.group(1))
         if len(seen) >= workers:

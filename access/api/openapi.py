@@ -137,7 +137,7 @@ def _problems(c: _Components, *codes: int) -> dict[str, Any]:
     words = {
         400: "Bad parameter (field named)",
         401: "Not authenticated",
-        403: "Refused (reason, clause_ids)",
+        403: "Refused (reason, clause_ids, refused periods)",
         404: "No such path (a path parameter with a '/' in it)",
         413: "Body too large",
         429: "Rate limited (Retry-After)",
@@ -231,7 +231,8 @@ def document() -> dict[str, Any]:
         },
         "/api/v1/households/{household}/series/{category}": {
             "get": _op(
-                "One household's series over a time range (action read)",
+                "One household's series over a time range (action read), served only within the periods "
+                "the caller's grant rests on (JSON served/refused, header X-Served-Periods)",
                 [
                     HOUSEHOLD,
                     *WINDOWED,
@@ -348,13 +349,26 @@ def document() -> dict[str, Any]:
         },
         "/api/v1/explain": {
             "get": _op(
-                "Why a request is (not) allowed, in words citing the clauses",
+                "Why a request is (not) allowed, in words citing the clauses, companies and periods; the "
+                "served and refused periods of the window (open when start or stop is left out)",
                 [
                     _p("household", "query", "Household id", _pattern(HOUSEHOLD_PATTERN), required=True),
                     _p("category", "query", "Category", _enum(CATEGORIES), required=True),
                     _p("action", "query", "Action", _enum(ACTIONS)),
                     PURPOSE,
                     PURPOSE_HEADER,
+                    _p(
+                        "start",
+                        "query",
+                        "ISO 8601 instant with zone: the data window's start (default: open)",
+                        _pattern(INSTANT_PATTERN, maxLength=40, example="2026-06-01T00:00:00Z"),
+                    ),
+                    _p(
+                        "stop",
+                        "query",
+                        "ISO 8601 instant with zone, after start: the window's stop (default: open)",
+                        _pattern(INSTANT_PATTERN, maxLength=40, example="2026-06-02T00:00:00Z"),
+                    ),
                 ],
                 {**_ok(c, "Decision", models.Explanation), **std},
             )

@@ -185,3 +185,44 @@ def test_principals_and_ledger_find_the_demos_database_or_say_none_is_there(
     assert code == 0 and "inst1\tinstaller" in out
     code, out = _run(capsys, "ledger", "verify")
     assert code == 0 and out.startswith("ok")
+
+
+def test_principals_manage_companies_periods_contracts_joint_uses_and_mandates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db = str(tmp_path / "access.sqlite")
+
+    def run(*argv: str) -> str:
+        code, out = _run(capsys, "principals", "--db", db, *argv)
+        assert code == 0, out
+        return out
+
+    run("add", "gas-ops", "--kind", "operator", "--name", "Gas Ops", "--company", "sobu_gas")
+    code, out = _run(capsys, "principals", "--db", db, "add", "op2", "--kind", "operator", "--name", "X")
+    assert code == 1 and "one company" in out
+    run("add", "carol", "--kind", "homeowner", "--name", "Carol", "--purpose", "sps.disclosure_to_person")
+    assert "linked carol to h1 as homeowner from 2026-05-01" in run(
+        "link", "carol", "h1", "homeowner", "--since", "2026-05-01T00:00:00Z"
+    )
+    out = run("contract", "add", "h1", "sobu_gas", "--kind", "supply", "--since", "2026-01-01T00:00:00Z")
+    assert "h1 with sobu_gas (supply), 2026-01-01 00:00 UTC to open-ended" in out
+    run("contract", "end", "1", "--at", "2026-07-01T00:00:00Z")
+    assert "2026-01-01 00:00 UTC to 2026-07-01 00:00 UTC" in run("contract", "list", "h1")
+    run("add", "group1", "--kind", "named_party", "--name", "ENEX Card", "--purpose", "enex.billing")
+    assert "enex names group1 for enex-5.2" in run("joint-use", "add", "enex", "enex-5.2", "group1")
+    code, out = _run(capsys, "principals", "--db", db, "joint-use", "add", "enex", "enex-5.1", "group1")
+    assert code == 1 and "does not name its parties" in out
+    run("add", "lawyer", "--kind", "agent", "--name", "Lawyer", "--purpose", "sps.disclosure_to_person")
+    assert "not verified yet" in run("mandate", "add", "carol", "lawyer", "--category", "pv")
+    assert "verified (power_of_attorney)" in run("mandate", "verify", "1", "--method", "power_of_attorney")
+    assert "carol\tlawyer\tpv" in run("mandate", "list")
+    assert "gas-ops\toperator\tsobu_gas" in run("list")
+    assert "token" in run(
+        "token",
+        "create",
+        "carol",
+        "--purpose",
+        "sps.disclosure_to_person",
+        "--identity-verified",
+        "documents",
+    )
