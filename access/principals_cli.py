@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from access.auth import WebAuth
 from access.clock import to_epoch
@@ -61,9 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     cadd.add_argument("company")
     cadd.add_argument("--kind", required=True, choices=CONTRACT_KINDS)
     _period_options(cadd)
-    cend = csub.add_parser("end", help="end a contract (by id)")
-    cend.add_argument("contract_id", type=int)
-    cend.add_argument("--at", default=None)
+    _end_option(csub, "contract_id", "end a contract (by id)")
     clist = csub.add_parser("list", help="contracts (of one household)")
     clist.add_argument("household", nargs="?")
     joint = sub.add_parser("joint-use", help="parties a company's clause names (joint users, recipients)")
@@ -73,9 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     jadd.add_argument("clause")
     jadd.add_argument("id")
     _period_options(jadd)
-    jend = jsub.add_parser("end", help="end a registration (by id)")
-    jend.add_argument("joint_use_id", type=int)
-    jend.add_argument("--at", default=None)
+    _end_option(jsub, "joint_use_id", "end a registration (by id)")
     jsub.add_parser("list", help="registrations")
     mandate = sub.add_parser("mandate", help="agents acting for a homeowner (SPS 2(6)[3])")
     msub = mandate.add_subparsers(dest="action", required=True)
@@ -90,9 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     mverify = msub.add_parser("verify", help="record that a mandate was checked")
     mverify.add_argument("mandate_id", type=int)
     mverify.add_argument("--method", required=True, choices=VERIFICATION_METHODS)
-    mend = msub.add_parser("end", help="end a mandate")
-    mend.add_argument("mandate_id", type=int)
-    mend.add_argument("--at", default=None)
+    _end_option(msub, "mandate_id", "end a mandate (by id)")
     msub.add_parser("list", help="mandates")
     token = sub.add_parser("token", help="API tokens")
     tsub = token.add_subparsers(dest="action", required=True)
@@ -115,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     password.add_argument("id")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
     return parser
+
+
+def _end_option(sub: Any, id_name: str, help_text: str) -> None:
+    end = sub.add_parser("end", help=help_text)
+    end.add_argument(id_name, type=int)
+    end.add_argument("--at", default=None, help="when it ends (default: now)")
 
 
 def _period_options(parser: argparse.ArgumentParser) -> None:

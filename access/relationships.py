@@ -379,6 +379,18 @@ class RelationshipStore:
             if cur.rowcount == 0:
                 raise RelationshipError(f"{principal!r} holds no current {role!r} link to {household!r}")
 
+    def _end(self, table: str, row_id: int, at: When, what: str) -> None:
+        """End a running dated row (a contract, a registration, a mandate) at ``at`` (default now);
+        ``table`` is one of this module's own table names, never caller input."""
+        end = _when(at, now())
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE {table} SET until = ? WHERE id = ? AND since < ? AND (until IS NULL OR until > ?)",
+                (end, row_id, end, end),
+            )
+            if cur.rowcount == 0:
+                raise RelationshipError(f"no {what} {row_id} running at that time")
+
     # -- contracts ---------------------------------------------------------------------------------
     def add_contract(
         self, household: str, company: str, kind: str, since: When = None, until: When = None
@@ -412,14 +424,7 @@ class RelationshipStore:
             )
 
     def end_contract(self, cid: int, at: When = None) -> None:
-        end = _when(at, now())
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE contracts SET until = ? WHERE id = ? AND since < ? AND (until IS NULL OR until > ?)",
-                (end, cid, end, end),
-            )
-            if cur.rowcount == 0:
-                raise RelationshipError(f"no contract {cid} running at that time")
+        self._end("contracts", cid, at, "contract")
 
     def contract(self, cid: int) -> Contract:
         row = self._db.execute("SELECT * FROM contracts WHERE id = ?", (cid,)).fetchone()
@@ -464,14 +469,7 @@ class RelationshipStore:
         return self.joint_use(cur.lastrowid)
 
     def end_joint_use(self, jid: int, at: When = None) -> None:
-        end = _when(at, now())
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE joint_uses SET until = ? WHERE id = ? AND since < ? AND (until IS NULL OR until > ?)",
-                (end, jid, end, end),
-            )
-            if cur.rowcount == 0:
-                raise RelationshipError(f"no joint use {jid} running at that time")
+        self._end("joint_uses", jid, at, "joint use")
 
     def joint_use(self, jid: int) -> JointUse:
         row = self._db.execute("SELECT * FROM joint_uses WHERE id = ?", (jid,)).fetchone()
@@ -536,14 +534,7 @@ class RelationshipStore:
         return self.mandate(mid)
 
     def end_mandate(self, mid: int, at: When = None) -> None:
-        end = _when(at, now())
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE mandates SET until = ? WHERE id = ? AND since < ? AND (until IS NULL OR until > ?)",
-                (end, mid, end, end),
-            )
-            if cur.rowcount == 0:
-                raise RelationshipError(f"no mandate {mid} running at that time")
+        self._end("mandates", mid, at, "mandate")
 
     def mandate(self, mid: int) -> Mandate:
         row = self._db.execute("SELECT * FROM mandates WHERE id = ?", (mid,)).fetchone()

@@ -43,6 +43,18 @@ APPROVER_ROLES = frozenset({"sales_company", "installer", "wholesaler"})
 SINGLE_HOLDER_ROLES = frozenset({"retailer", "grid_operator", "dr_aggregator"})
 
 
+class Dated:
+    """A fact that holds for ``[since, until)``."""
+
+    __slots__ = ()
+    since: float
+    until: float
+
+    @property
+    def period(self) -> Periods:
+        return span(self.since, self.until)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     id: str
@@ -53,7 +65,7 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
-class Link:
+class Link(Dated):
     """``principal`` holds ``role`` (its own kind) for ``household``: sold, installed, supplied, owns."""
 
     principal: str
@@ -62,16 +74,12 @@ class Link:
     since: float
     until: float = FOREVER
 
-    @property
-    def period(self) -> Periods:
-        return span(self.since, self.until)
-
 
 CONTRACT_KINDS = ("service", "supply", "app")
 
 
 @dataclass(frozen=True, slots=True)
-class Contract:
+class Contract(Dated):
     """The household is a customer of ``company`` (a seeds document id) for ``[since, until)``."""
 
     id: int
@@ -80,10 +88,6 @@ class Contract:
     kind: str  # one of CONTRACT_KINDS
     since: float
     until: float = FOREVER
-
-    @property
-    def period(self) -> Periods:
-        return span(self.since, self.until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ class Approval:
 
 
 @dataclass(frozen=True, slots=True)
-class Designation:
+class Designation(Dated):
     """A body the company (``company``, through its staff member ``designator``) deems necessary for one
     household (SPS 2(2)[4])."""
 
@@ -121,13 +125,9 @@ class Designation:
     since: float
     until: float = FOREVER
 
-    @property
-    def period(self) -> Periods:
-        return span(self.since, self.until)
-
 
 @dataclass(frozen=True, slots=True)
-class JointUse:
+class JointUse(Dated):
     """``company`` registered ``principal`` as the party its clause ``clause`` names (a joint user or a
     named recipient), for ``[since, until)``."""
 
@@ -138,13 +138,9 @@ class JointUse:
     since: float
     until: float = FOREVER
 
-    @property
-    def period(self) -> Periods:
-        return span(self.since, self.until)
-
 
 @dataclass(frozen=True, slots=True)
-class Mandate:
+class Mandate(Dated):
     """``agent`` may exercise the rights of ``person`` (a homeowner principal) while the mandate holds,
     once verified (a power of attorney checked and the person called back, Sobu Gas 8), and only for
     ``categories`` when given (what the company would not disclose to an agent is left out, SPS 2(6)[2])."""
@@ -157,10 +153,6 @@ class Mandate:
     until: float = FOREVER
     verified_at: float | None = None
     method: str = ""
-
-    @property
-    def period(self) -> Periods:
-        return span(self.since, self.until)
 
 
 SCOPES = ("provision", "use")

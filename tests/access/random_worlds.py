@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from access.world import (
+    LINK_ROLES,
     Approval,
     Contract,
     Designation,
@@ -100,15 +101,7 @@ def make_world(seed: int, seeds: Seeds) -> tuple[World, float, list[Request]]:
         principals[pid] = {"kind": kind, "company": company, "purposes": chosen}
     links = []
     for pid, kind, _ in cast:
-        if kind not in (
-            "homeowner",
-            "sales_company",
-            "installer",
-            "wholesaler",
-            "retailer",
-            "grid_operator",
-            "dr_aggregator",
-        ):
+        if kind not in LINK_ROLES:
             continue
         for _ in range(rng.choice((0, 1, 1, 1, 2))):
             # now and then a role that is not the principal's kind (as an old database may hold): ignored
