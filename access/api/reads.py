@@ -18,7 +18,14 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from access.api.problems import ApiProblem
-from access.api.service import access_request, decide, empty_series, query_served, series_queries
+from access.api.service import (
+    access_request,
+    decide,
+    empty_series,
+    query_served,
+    record_periods,
+    series_queries,
+)
 from access.api.state import AppState, Caller
 from access.decision import Decision
 from access.periods import Periods, intersect, span
@@ -112,5 +119,4 @@ async def record_served(
                 by_periods.setdefault(periods, []).append(c)
     for periods, served in by_periods.items():
         clauses = tuple(dict.fromkeys(cl for cat in served for cl in decided.allowed[cat].clause_ids))
-        for a, b in periods:
-            await state.record_provision(caller.principal, household, tuple(served), a, b, purpose, clauses)
+        await record_periods(state, caller, household, tuple(served), purpose, periods, clauses)

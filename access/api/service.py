@@ -270,10 +270,22 @@ async def record(
 ) -> None:
     """The ledger records of a provision to a third party: one per period actually served; awaited
     before the response is sent."""
-    if not d.third_party:
-        return
+    if d.third_party:
+        await record_periods(state, caller, household, (category,), purpose, periods, d.clause_ids)
+
+
+async def record_periods(
+    state: AppState,
+    caller: Caller,
+    household: str,
+    categories: tuple[str, ...],
+    purpose: str,
+    periods: Periods,
+    clause_ids: tuple[str, ...],
+) -> None:
+    """The one writer of provision records, for the API and the pages alike: one per period served."""
     for a, b in periods:
-        await state.record_provision(caller.principal, household, (category,), a, b, purpose, d.clause_ids)
+        await state.record_provision(caller.principal, household, categories, a, b, purpose, clause_ids)
 
 
 def fleet_statistics(df: pl.DataFrame, fields: tuple[str, ...], min_group: int) -> tuple[pl.DataFrame, int]:
