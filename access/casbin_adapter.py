@@ -39,7 +39,7 @@ from access.world import FOREVER, Designation, Facts, Link, Suspension
 from seeds.vocabulary import CATEGORIES
 
 MODEL_PATH = Path(__file__).with_name("model.conf")
-FILTER_FIELDS = (3, 4)  # act, pur: the same positions in the request and in a policy line
+FILTER_FIELDS = (2, 3, 4)  # cat, act, pur: the same positions in the request and in a policy line
 _ALL = frozenset(CATEGORIES)
 Span = tuple[float, float]
 
@@ -309,9 +309,10 @@ class CasbinPath:
 
     def __init__(self, rules: Sequence[Rule], bases: Mapping[str, Basis], facts: Facts, now: float) -> None:
         self.roles = RoleSnapshot(rules, bases, facts, now)
-        # Casbin's own FastEnforcer: it narrows the lines to those naming the request's action and purpose
-        # (fields 3 and 4 of both r and p) before matching.  Every line names both (no wildcard: deny lines
-        # name their action and purpose too), so the answer is the plain Enforcer's, found in fewer lines.
+        # Casbin's own FastEnforcer: it narrows the lines to those naming the request's category, action
+        # and purpose (fields 2-4 of both r and p) before matching.  Every line names all three (no
+        # wildcard: deny lines come one per category), so the answer is the plain Enforcer's, found in
+        # the few lines that can match.
         self.enforcer = _FastEnforcer(
             str(MODEL_PATH), SnapshotAdapter(rules, self.roles), cache_key_order=FILTER_FIELDS
         )

@@ -277,14 +277,19 @@ def compile_seeds(seeds: Seeds) -> Policy:
 
 
 def _statistics_denials(seeds: Seeds) -> list[Rule]:
-    """A statistics-only purpose denies row-level actions to everyone, citing the limiting clause."""
-    out = []
+    """A statistics-only purpose denies row-level actions to everyone, citing the limiting clause.
+
+    One line per category rather than one with a wildcard: every line then names its category, action
+    and purpose, so Casbin can look lines up by all three (``access.casbin_adapter.FILTER_FIELDS``)."""
+    out: list[Rule] = []
     for purpose in seeds.purposes.values():
         if not purpose.statistics_only:
             continue
         clause = _limiting_clause(seeds, purpose.id)
         for action in ROW_LEVEL_ACTIONS:
-            out.append(Rule(WILDCARD, ALL, WILDCARD, action, purpose.id, DENY, clause))
+            out.extend(
+                Rule(WILDCARD, ALL, category, action, purpose.id, DENY, clause) for category in CATEGORIES
+            )
     return out
 
 

@@ -75,13 +75,13 @@ def _periods_by_key(pairs: Iterable[tuple[K, Periods]]) -> dict[K, Periods]:
 class Lines:
     """Policy lines by what a request asks and who asks: allow lines by (category, action, purpose,
     principal kind), an approval's lines by (category, action, purpose, approved principal), every allow
-    line by (category, action, purpose) for explanations, and the clauses of deny lines by (action,
-    purpose).  Keyed so a decision walks only the lines that can match its principal."""
+    line by (category, action, purpose) for explanations, and the clauses of deny lines by (category,
+    action, purpose).  Keyed so a decision walks only the lines that can match its principal."""
 
     allow: Mapping[tuple[str, str, str, str], tuple[Line, ...]]
     approved: Mapping[tuple[str, str, str, str], tuple[Line, ...]]
     by_request: Mapping[tuple[str, str, str], tuple[Line, ...]]
-    deny: Mapping[tuple[str, str], tuple[str, ...]]
+    deny: Mapping[tuple[str, str, str], tuple[str, ...]]
 
     @classmethod
     def of(cls, rules: Iterable[Rule], bases: Mapping[str, Basis], base: Lines | None = None) -> Lines:
@@ -89,7 +89,7 @@ class Lines:
         allow: dict[tuple[str, str, str, str], list[Line]] = {}
         approved: dict[tuple[str, str, str, str], list[Line]] = {}
         by_request: dict[tuple[str, str, str], list[Line]] = {}
-        deny: dict[tuple[str, str], list[str]] = {}
+        deny: dict[tuple[str, str, str], list[str]] = {}
         if base is not None:
             allow = {k: list(v) for k, v in base.allow.items()}
             approved = {k: list(v) for k, v in base.approved.items()}
@@ -106,8 +106,8 @@ class Lines:
                 else:
                     allow.setdefault((r.cat, r.act, r.pur, basis.recipient), []).append(line)
                 by_request.setdefault((r.cat, r.act, r.pur), []).append(line)
-            elif r.cat == WILDCARD and r.sub == WILDCARD:
-                deny.setdefault((r.act, r.pur), []).append(r.clause)
+            elif r.sub == WILDCARD:
+                deny.setdefault((r.cat, r.act, r.pur), []).append(r.clause)
         return cls(
             {k: tuple(v) for k, v in allow.items()},
             {k: tuple(v) for k, v in approved.items()},
@@ -172,7 +172,7 @@ class SnapshotIndex:
         )
         if purpose not in self.registered.get(principal, ()):
             return Outcome(NEVER, (), False, (), (), False, False)
-        denied = self.deny.get((action, purpose))
+        denied = self.deny.get((category, action, purpose))
         if denied:
             return Outcome(NEVER, (), True, denied, (), False, False)
         who = self.principals[principal]

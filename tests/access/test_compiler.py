@@ -8,6 +8,7 @@ import pytest
 
 from access.compiler import ALL, CompileError, Rule, check_policy, compile_seeds
 from seeds.loader import SeedError, load_seeds
+from seeds.vocabulary import CATEGORIES
 
 MINI = """
 document:
@@ -69,8 +70,11 @@ def test_compiles_exactly_the_granted_lines(tmp_path: Path) -> None:
         Rule("sps-1/installer", "linked", "pv", "read", "sps.care", "allow", "sps-1"),
         Rule("sps-1/installer", "linked", "battery", "read", "sps.care", "allow", "sps-1"),
         Rule("sps-2/analyst", "customers", "pv", "read_stats", "sps.trends", "allow", "sps-2"),
-        Rule("*", ALL, "*", "read", "sps.trends", "deny", "sps-2"),
-        Rule("*", ALL, "*", "export", "sps.trends", "deny", "sps-2"),
+        *(
+            Rule("*", ALL, c, a, "sps.trends", "deny", "sps-2")
+            for c in CATEGORIES
+            for a in ("read", "export")
+        ),
     }
     assert policy.bases["sps-1/installer"].third_party and not policy.bases["sps-2/analyst"].third_party
     assert policy.suspension_clause == "sps-3"
