@@ -36,6 +36,10 @@ CRITICAL, WARNING, NOTICE = 3, 2, 1
 # "pending" (not polled yet) is no verdict: a device that never answers shows up as silent or
 # unreachable instead.
 HEALTHY_REASONS: Final = frozenset({"ok", "partial", "pending"})
+# Reasons whose device still answers with readings but not all of them can be trusted: worth a visit,
+# not an emergency.  Every other reason (timeout, exception, malformed, unreachable, no_data,
+# unsupported) means nothing usable arrives, which is critical.
+DEGRADED_REASONS: Final = frozenset({"implausible"})
 # Fields read per category to see that a device is alive and what it says (presence, fault, state).
 LIVE_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "pv": ("power_w", "energy_wh_total", "fault", "state"),
@@ -195,8 +199,9 @@ def _health_problems(home: HomeData, now: datetime, rules: Rules) -> list[Proble
             continue
         since_s = row.get("health_since_s")
         since = datetime.fromtimestamp(since_s, UTC) if isinstance(since_s, float | int) else row["time"]
+        severity = WARNING if reason in DEGRADED_REASONS else CRITICAL
         out.append(
-            Problem(home.household, row["device"], "equipment", "health", CRITICAL, since, {"reason": reason})
+            Problem(home.household, row["device"], "equipment", "health", severity, since, {"reason": reason})
         )
     return out
 

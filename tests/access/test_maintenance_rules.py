@@ -154,3 +154,19 @@ def test_yield_expectation_covers_only_the_measured_stretch() -> None:
     # About half an hour of sun was expected, not the whole day since midnight.
     assert y.expected_clear_wh < 0.6 * (y.capacity_w or 0) and recent["time"].min() == start
     assert [p.kind for p in find_problems(home, NOW, RULES, weather=None)] == []
+
+
+def test_implausible_values_are_a_warning_and_silence_is_critical() -> None:
+    """The collector reports ``implausible`` when a device answered but some values were refused: readings
+    still arrive, so an installer sees a warning, while a timeout (nothing arrives) stays critical."""
+    since = (NOW - timedelta(minutes=3)).timestamp()
+    health = frame(
+        [
+            (NOW, "meter", {"health": "implausible", "health_since_s": since}),
+            (NOW, "inverter", {"health": "timeout", "health_since_s": since}),
+        ],
+        ("health", "health_since_s"),
+    )
+    problems = find_problems(HomeData("h", health=health), NOW, RULES, weather=None)
+    severity = {p.device: p.severity for p in problems if p.kind == "health"}
+    assert severity == {"meter": WARNING, "inverter": CRITICAL}
