@@ -1,15 +1,18 @@
 """Time as the access layer stores it: UTC epoch seconds.
 
 Validity windows (approvals, links, suspensions) are compared on every rebuild, so they are kept as
-plain floats; people see them as ISO dates through :func:`show`.
+plain floats; people see them through :func:`show`, in Tokyo time (the homes and their people are in
+Japan: a refusal that says "suspended on 2026-06-01 00:30 UTC" reads as the wrong day to them).
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 FOREVER = float("inf")
+TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 def now() -> float:
@@ -28,6 +31,7 @@ def to_epoch(value: datetime | float | int | str) -> float:
 
 
 def show(epoch: float | None) -> str:
+    """``2026-06-01 09:30 JST``: ISO order (never 06/01 or 01/06), Tokyo time, the zone named."""
     if epoch is None or epoch == FOREVER:
         return "open-ended"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(epoch, TOKYO).strftime("%Y-%m-%d %H:%M JST")

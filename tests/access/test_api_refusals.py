@@ -128,6 +128,22 @@ async def test_suspended_household_refused_with_the_suspension_clause(env: Env) 
     assert status == 200
 
 
+async def test_refusal_texts_tell_the_time_in_tokyo(env: Env) -> None:
+    """23:30 UTC on June 1 is 08:30 on June 2 in Tokyo: the refusal and the explanation name the
+    Tokyo day and say JST (they said "2026-06-01 23:30 UTC", the wrong day for the person)."""
+    env.state.authz.consent.suspend("h1", "provision", at=NOW - 1800)
+    status, body = await _get(env, "inst1", "h1")
+    assert status == 403 and "on 2026-06-02 08:30 JST" in body["detail"], body
+    assert "UTC" not in body["detail"]
+    r = await env.client.get(
+        "/api/v1/explain",
+        params={"household": "h1", "category": "pv", "purpose": PV},
+        headers=env.auth("inst1"),
+    )
+    words = (await r.json())["explanation"]
+    assert "on 2026-06-02 08:30 JST" in words and "UTC" not in words
+
+
 async def test_statistics_only_principal_cannot_read_rows(env: Env) -> None:
     status, body = await _get(env, "ana", "h1", cat="electricity", purpose=STATS)
     assert status == 403 and body["reason"] == "statistics_only" and body["clause_ids"]
