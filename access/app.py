@@ -19,6 +19,7 @@ from aiohttp import web
 
 from access.alerts import WebhookStore
 from access.api.cursor import CursorCodec
+from access.api.energy import TARIFF
 from access.api.maintenance import RULES, WEBHOOKS, alert_loop
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
 from access.api.pagecache import PageCache
@@ -42,6 +43,7 @@ from access.ledger import Ledger
 from access.maintenance import Rules
 from access.relationships import RelationshipStore
 from access.signin_throttle import SignInLimits, SignInThrottle
+from access.tariff import Tariff
 from access.tokens import TokenStore
 from access.web.errors import error_page, wants_page
 from pipeline.store import Store
@@ -144,6 +146,7 @@ def make_app(
     signin_limits: SignInLimits | None = None,
     identity_max_age_s: float = IDENTITY_MAX_AGE_S,
     identity_token_max_age_s: float = IDENTITY_TOKEN_MAX_AGE_S,
+    tariff: Tariff | None = None,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
@@ -152,7 +155,8 @@ def make_app(
     ``trust_forwarded``: a proxy of ours in front sets ``X-Forwarded-For`` and ``X-Forwarded-Proto``.
     ``identity_max_age_s``: how recent a sign-in must be for the person's rights (SPS 2(6)[3]), and
     ``identity_token_max_age_s`` how long after its identity check a person's token counts.
-    The ledger is sealed here (``Ledger.seal``), so a ledger that fails its check stops the start."""
+    The ledger is sealed here (``Ledger.seal``), so a ledger that fails its check stops the start.
+    ``tariff`` prices the homeowner's energy (``[tariff]`` of the configuration; default: its defaults)."""
     if policy is None:
         from seeds.loader import load_seeds
 
@@ -189,6 +193,7 @@ def make_app(
     app[STATE] = state
     app[WEB_PAGES] = web_views
     app[RULES] = maintenance_rules or Rules()
+    app[TARIFF] = tariff or Tariff()
     hooks = app[WEBHOOKS] = WebhookStore(path)
     add_routes(app)
     if web_views:

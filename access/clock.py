@@ -8,7 +8,7 @@ Japan: a refusal that says "suspended on 2026-06-01 00:30 UTC" reads as the wron
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 FOREVER = float("inf")

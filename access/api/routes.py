@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from access.api import models, params
+from access.api.energy import energy
 from access.api.maintenance import alerts
 from access.api.openapi import document
 from access.api.problems import ApiProblem, bad_param
@@ -519,6 +520,7 @@ ROUTES: tuple[tuple[str, str, Any, str], ...] = (
     ("GET", "/api/v1/households", households, "households"),
     ("GET", "/api/v1/households/{household}/series/{category}", series, "series"),
     ("GET", "/api/v1/households/{household}/daily/{category}", daily, "daily"),
+    ("GET", "/api/v1/households/{household}/energy", energy, "energy"),
     ("GET", "/api/v1/households/{household}/ledger", ledger, "ledger"),
     ("GET", "/api/v1/households/{household}/consent", consent_get, "consent_get"),
     ("PUT", "/api/v1/households/{household}/consent", consent_put, "consent_put"),
