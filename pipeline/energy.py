@@ -15,10 +15,11 @@ the balance ``sources = sinks + unmetered`` is what the homeowner's page checks.
 
 **Who fed whom** (the flow diagram) is not metered either; within each window the flows are assigned
 by a fixed rule, in this order (``ASSIGN``): the export is fed by PV first (Japanese grid rules let
-only PV flow back to the grid), then fuel cell and storage; the home by PV, fuel cell, battery, EV,
-then the grid; the battery's charge by what PV and the fuel cell have left, then the grid; the EV's
-charge likewise.  Whatever a sink still lacks is taken from any source with energy left, so every
-window's flows add up to its totals exactly.  A window hides what happened inside it (sun at noon,
+only PV flow back to the grid), then fuel cell and storage; the home by the battery and the car
+(storage discharges only to cover the home's use), then the fuel cell, PV, and the grid; the battery's
+charge by what PV and the fuel cell have left, then the grid; the EV's charge likewise.  Whatever a
+sink still lacks is taken from any source with energy left, so every window's flows add up to its
+totals exactly.  A window hides what happened inside it (sun at noon,
 import at one o'clock), so the assignment is as fine as the window: hourly for the pages.
 """
 
@@ -51,10 +52,11 @@ SINKS: Final = ("grid_export", "home", "battery_charge", "ev_charge")
 # sink -> its sources in the order they feed it (see the module docstring)
 ASSIGN: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("grid_export", ("pv", "fuel_cell", "battery_discharge", "ev_discharge")),
-    ("home", ("pv", "fuel_cell", "battery_discharge", "ev_discharge", "grid_import")),
+    ("home", ("battery_discharge", "ev_discharge", "fuel_cell", "pv", "grid_import")),
     ("battery_charge", ("pv", "fuel_cell", "grid_import", "ev_discharge")),
     ("ev_charge", ("pv", "fuel_cell", "grid_import", "battery_discharge")),
 )
+MIN_FLOW_WH: Final = 0.001  # smaller flows are float noise of the assignment, not energy
 CATEGORY_FIELDS: Final[dict[str, tuple[str, ...]]] = {}
 for _q, (_cat, _field) in QUANTITIES.items():
     CATEGORY_FIELDS[_cat] = tuple(dict.fromkeys((*CATEGORY_FIELDS.get(_cat, ()), _field)))
@@ -121,25 +123,23 @@ def window_energy(frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
 
 def assign_flows(windows: pl.DataFrame) -> pl.DataFrame:
     """``windows`` (from ``window_energy``) with one column per source->sink flow (``flow_column``)."""
-    left = {s: pl.col(s) for s in SOURCES}
-    need = {s: pl.col(s) for s in SINKS}
-    flows: dict[str, pl.Expr] = {}
-
-    def take(source: str, sink: str) -> None:
-        amount = pl.min_horizontal(left[source], need[sink]).clip(lower_bound=0.0)
-        name = flow_column(source, sink)
-        flows[name] = flows[name] + amount if name in flows else amount
-        left[source] = left[source] - amount
-        need[sink] = need[sink] - amount
-
-    for sink, sources in ASSIGN:
-        for source in sources:
-            take(source, sink)
-    for sink in SINKS:  # whatever is still lacking, from whatever is left
-        for source in SOURCES:
-            take(source, sink)
-    # Expressions grow with each step; materialise them in one pass.
-    return windows.with_columns(expr.alias(name) for name, expr in flows.items())
+    # What each source has left and each sink still needs, as columns: each step is materialised, so
+    # no expression nests the ones before it.
+    out = windows.with_columns(
+        *(pl.col(s).alias(f"left_{s}") for s in SOURCES), *(pl.col(s).alias(f"need_{s}") for s in SINKS)
+    )
+    steps = [(source, sink) for sink, sources in ASSIGN for source in sources]
+    steps += [(source, sink) for sink in SINKS for source in SOURCES]  # what is still lacking
+    for source, sink in steps:
+        left, need, flow = f"left_{source}", f"need_{sink}", flow_column(source, sink)
+        amount = pl.min_horizontal(pl.col(left), pl.col(need)).clip(lower_bound=0.0)
+        previous = pl.col(flow) if flow in out.columns else pl.lit(0.0)
+        out = out.with_columns(amount.alias("_take")).with_columns(
+            (previous + pl.col("_take")).alias(flow),
+            (pl.col(left) - pl.col("_take")).alias(left),
+            (pl.col(need) - pl.col("_take")).alias(need),
+        )
+    return out.drop("_take", *(f"left_{s}" for s in SOURCES), *(f"need_{s}" for s in SINKS))
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def summarise(assigned: pl.DataFrame) -> Summary:
             col = flow_column(source, sink)
             if col in assigned.columns:
                 wh = float(assigned[col].sum() or 0.0)
-                if wh > 0.0:
+                if wh >= MIN_FLOW_WH:
                     flows.append(Flow(source, sink, wh))
     pv = totals["pv"]
     pv_exported = sum(f.wh for f in flows if f.source == "pv" and f.sink == "grid_export")

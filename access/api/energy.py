@@ -182,12 +182,12 @@ def csv_text(rows: pl.DataFrame) -> str:
 async def energy(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
-    purpose = params.declared_purpose(request.query, request.headers)
+    purposes = params.declared_purposes(request.query, request.headers)
     period = period_of(request.query, state.now_dt())
     fmt = params.fmt(request.query.get("format"), request.headers.get("Accept"))
     if fmt == "arrow":
         raise bad_param("format", "the energy report comes as json or csv")
-    decided = decide_categories(state, caller, household, CATEGORIES, purpose)
+    decided = decide_categories(state, caller, household, CATEGORIES, purposes)
     if not decided.allowed:
         raise decided.refused.get("electricity") or next(iter(decided.refused.values()))
     tariff = request.app[TARIFF]
@@ -200,7 +200,7 @@ async def energy(request: web.Request) -> web.Response:
     rows = hourly_rows(priced)
     if fmt == "csv":
         text = csv_text(rows)
-        await record_served(state, caller, household, decided, CATEGORIES, period.start, period.stop, purpose)
+        await record_served(state, caller, household, decided, CATEGORIES, period.start, period.stop)
         name = f"hems-{household}-{period.span}-{period.last_day.isoformat()}.csv"
         return web.Response(
             text=text,
@@ -210,7 +210,7 @@ async def energy(request: web.Request) -> web.Response:
         )
     body = {
         "household": household,
-        "purpose": purpose,
+        "purposes": {c: decided.purposes[c] for c in CATEGORIES if c in decided.purposes},
         "clause_ids": list(decided.clause_ids),
         "refused": {c: p.reason or p.code for c, p in sorted(decided.refused.items())},
         "time_zone": "Asia/Tokyo",
@@ -230,5 +230,5 @@ async def energy(request: web.Request) -> web.Response:
         "hourly": frame_columns(rows),
     }
     response = json_response(body)
-    await record_served(state, caller, household, decided, CATEGORIES, before.start, period.stop, purpose)
+    await record_served(state, caller, household, decided, CATEGORIES, before.start, period.stop)
     return response

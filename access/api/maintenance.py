@@ -103,9 +103,7 @@ async def _gather(
     for i in range(0, len(hourly_asks), 2):
         home.hourly[hourly_asks[i].category] = _merge([hourly[i], hourly[i + 1]])
     if record:
-        await record_served(
-            state, caller, household, decided, CATEGORIES, now - rules.history, now, MAINTENANCE_PURPOSE
-        )
+        await record_served(state, caller, household, decided, CATEGORIES, now - rules.history, now)
     return home, decided
 
 
@@ -247,7 +245,6 @@ async def notify_once(
                     CATEGORIES,
                     now - rules.history,
                     now,
-                    MAINTENANCE_PURPOSE,
                 )
         hooks.mark_told(hook.principal, opened, cleared, state.clock())
         sent += 1

@@ -28,6 +28,7 @@ MAX_LIMIT: Final = 50_000
 DEFAULT_SPAN: Final = timedelta(hours=24)
 MAX_PARAM_LEN: Final = 200
 MAX_FIELDS: Final = 16
+MAX_PURPOSES: Final = 5
 
 # What a chart of each category wants by default; callers may ask for any known field.
 DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -82,6 +83,18 @@ def purpose(value: str | None) -> str:
 def declared_purpose(query: Mapping[str, str], headers: Mapping[str, str]) -> str:
     """Every data request declares its purpose: the ``purpose`` parameter, else the ``X-Purpose`` header."""
     return purpose(query.get("purpose") or headers.get("X-Purpose"))
+
+
+def declared_purposes(query: Mapping[str, str], headers: Mapping[str, str]) -> tuple[str, ...]:
+    """``declared_purpose``, where a page may declare up to ``MAX_PURPOSES`` at once, comma-separated
+    (each category then served under the first that allows it: ``access.api.reads``)."""
+    given = query.get("purpose") or headers.get("X-Purpose")
+    if given is not None and len(given) > MAX_PARAM_LEN:
+        raise bad_param("purpose", f"purpose is longer than {MAX_PARAM_LEN} characters")
+    parts = tuple(dict.fromkeys(p.strip() for p in (given or "").split(",")))
+    if len(parts) > MAX_PURPOSES:
+        raise bad_param("purpose", f"at most {MAX_PURPOSES} purposes, comma-separated")
+    return tuple(purpose(p) for p in parts)
 
 
 def instant(name: str, value: str) -> datetime:

@@ -5,7 +5,7 @@ Pages (the installer's maintenance view, the homeowner's energy view) and the al
 categories at once; each category is decided on its own over the page's window (a refusal of one
 never hides the others), each query reads only within the periods its category is served (one store
 query per period, as the series endpoint does), and what was served to a third party is recorded as
-provisions listing the categories, one per period actually served.
+provisions listing the categories, one per purpose and period actually served.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Decided:
 
     allowed: dict[str, Decision] = field(default_factory=dict)
     refused: dict[str, ApiProblem] = field(default_factory=dict)
+    purposes: dict[str, str] = field(default_factory=dict)  # category -> the purpose that allowed it
 
     @property
     def clause_ids(self) -> tuple[str, ...]:
@@ -52,20 +53,32 @@ def decide_categories(
     caller: Caller,
     household: str,
     categories: Iterable[str],
-    purpose: str,
+    purposes: str | Sequence[str],
     start: datetime,
     stop: datetime,
 ) -> Decided:
-    """The decisions for ``categories`` of ``household`` (action ``read``) over ``[start, stop)``."""
+    """The decisions for ``categories`` of ``household`` (action ``read``) over ``[start, stop)``.
+    Given several purposes, each category is allowed under the first that allows it (a person reading
+    their own home under the disclosure right of each company whose terms cover a part of it: the PV
+    under one, the car under another); a category none allows carries the refusal of the first."""
+    wanted = (purposes,) if isinstance(purposes, str) else tuple(purposes)
     out = Decided()
     for category in categories:
-        try:
-            req = access_request(state, caller, household, category, "read", purpose, start, stop)
-            out.allowed[category] = decide(state, caller, req)
-        except ApiProblem as p:
-            if p.status != 403:
-                raise
-            out.refused[category] = p
+        first: ApiProblem | None = None
+        for purpose in wanted:
+            try:
+                req = access_request(state, caller, household, category, "read", purpose, start, stop)
+                out.allowed[category] = decide(state, caller, req)
+            except ApiProblem as p:
+                if p.status != 403:
+                    raise
+                first = first or p
+                continue
+            out.purposes[category] = purpose
+            break
+        else:
+            assert first is not None
+            out.refused[category] = first
     return out
 
 
@@ -105,18 +118,17 @@ async def record_served(
     categories: Iterable[str],
     start: datetime,
     stop: datetime,
-    purpose: str,
 ) -> None:
     """The ledger records of what a page served a third party (nothing for the person themselves): one
-    per period served, listing the categories served in it (usually all in one period, one record)."""
+    per purpose and period served, listing the categories served under it (usually one record)."""
     window = span(start.timestamp(), stop.timestamp())
-    by_periods: dict[Periods, list[str]] = {}
+    groups: dict[tuple[str, Periods], list[str]] = {}
     for c in categories:
         d = decided.allowed.get(c)
         if d is not None and d.third_party:
             periods = intersect(d.served, window)
             if periods:
-                by_periods.setdefault(periods, []).append(c)
-    for periods, served in by_periods.items():
+                groups.setdefault((decided.purposes[c], periods), []).append(c)
+    for (purpose, periods), served in groups.items():
         clauses = tuple(dict.fromkeys(cl for cat in served for cl in decided.allowed[cat].clause_ids))
         await record_periods(state, caller, household, tuple(served), purpose, periods, clauses)
