@@ -35,6 +35,7 @@ from access.app import make_app
 from access.auth import WebAuth
 from access.cli import data_dir
 from access.relationships import RelationshipStore
+from access.tariff import load as load_tariff
 from access.tokens import TokenStore
 from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, from_manifest
 from collector.runner import Collector
@@ -54,6 +55,7 @@ log = logging.getLogger("hems.demo")
 
 MAINTENANCE = "sps.pv_after_maintenance"
 DISCLOSURE = "sps.disclosure_to_person"
+EV_DISCLOSURE = "kaluza.disclosure_to_person"  # the car's data is under the EV-charging terms
 STATISTICS = "enex.marketing"
 
 
@@ -172,7 +174,9 @@ def seed_principals(db: Path, households: Sequence[str]) -> dict[str, str]:
             owner = f"owner-{i}"
             last = i == len(households) and len(households) > 1
             if rel.find_principal(owner) is None:
-                rel.add_principal(owner, "homeowner", f"Homeowner of home {i}", (DISCLOSURE,))
+                rel.add_principal(
+                    owner, "homeowner", f"Homeowner of home {i}", (DISCLOSURE, EV_DISCLOSURE)
+                )
                 rel.link(owner, hid, "homeowner", since=moved if last else now - YEAR)
                 if last:
                     rel.add_principal(
@@ -341,6 +345,7 @@ async def run(args: argparse.Namespace) -> int:
         collector_health=lambda: {key: h.reason for key, h in collector.health().items()},
         pipeline_stats=pipeline.metrics,
         alert_every_s=args.power_interval,  # installers' alert webhooks: told within a poll or two
+        tariff=args.tariff,
     )
     runner = web.AppRunner(app)
     await runner.setup()
@@ -386,7 +391,8 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    args, _ = config.parse_args_with_config(build_parser(), list(argv), "demo")
+    args, cfile = config.parse_args_with_config(build_parser(), list(argv), "demo")
+    args.tariff = load_tariff(cfile.section("tariff"), cfile.path)  # [tariff]: the homeowner's prices
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return event_loop.run(run(args))

@@ -25,6 +25,8 @@ from aiohttp import web
 import config
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES
 from access.cli import DB_NAME, data_dir, default_db
+from access.tariff import Tariff
+from access.tariff import load as load_tariff
 from common.loop import run, stop_on_signals
 from hems.errors import KNOWN_ERRORS, UsageError
 from pipeline.store import Store, StoreUnavailable
@@ -125,7 +127,11 @@ async def _check_store(args: argparse.Namespace) -> None:
 
 
 async def _run(
-    args: argparse.Namespace, db: Path, children: Sequence[BaseProcess] = (), is_worker: bool = False
+    args: argparse.Namespace,
+    db: Path,
+    tariff: Tariff,
+    children: Sequence[BaseProcess] = (),
+    is_worker: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or, in the first worker, until another worker dies)."""
     from access.app import make_app
@@ -142,6 +148,7 @@ async def _run(
         # The alert webhooks are sent by one process only (the first): workers would each send them.
         alert_every_s=args.alert_every if not is_worker else None,
         trust_forwarded=args.trust_forwarded,
+        tariff=tariff,
     )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)
@@ -199,14 +206,15 @@ async def _watch_workers(children: Sequence[BaseProcess], stop: asyncio.Event) -
         await asyncio.sleep(0.5)
 
 
-def _worker(args: argparse.Namespace, db: Path) -> None:
+def _worker(args: argparse.Namespace, db: Path, tariff: Tariff) -> None:
     """A further server process on the same port (the kernel spreads connections across them)."""
     with contextlib.suppress(KeyboardInterrupt):
-        run(_run(args, db, is_worker=True))
+        run(_run(args, db, tariff, is_worker=True))
 
 
 def serve(argv: Sequence[str], default_db: Path) -> int:
-    args, _ = config.parse_args_with_config(_parser(), argv, "serve")
+    args, cfile = config.parse_args_with_config(_parser(), argv, "serve")
+    tariff = load_tariff(cfile.section("tariff"), cfile.path)
     if args.page_cache_mb < 0:
         raise ValueError("--page-cache-mb must be >= 0")
     if args.workers < 1:
@@ -228,13 +236,13 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
         )
     ctx = multiprocessing.get_context("spawn")
     children = [
-        ctx.Process(target=_worker, args=(args, db), name=f"worker-{i}", daemon=True)
+        ctx.Process(target=_worker, args=(args, db, tariff), name=f"worker-{i}", daemon=True)
         for i in range(1, args.workers)
     ]
     try:
         for child in children:
             child.start()
-        run(_run(args, db, children))
+        run(_run(args, db, tariff, children))
         # Stopped by a signal, every worker is still running (or stopped cleanly by the same Ctrl-C).
         failed = any(child.exitcode not in (None, 0) for child in children)
     except KeyboardInterrupt:

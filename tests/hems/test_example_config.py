@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import config
+from access.tariff import Tariff
+from access.tariff import load as load_tariff
 from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, CollectorConfig
 from collector.config import load as load_collector
 from config.flags import _options, section_defaults
@@ -80,3 +82,10 @@ def test_command_sections_are_the_defaults_and_complete(section: str) -> None:
         assert value == parser.get_default(key), key
     for key in _options(parser):
         assert _shown(section, key), f"[{section}] {key} is not in hems.example.toml"
+
+
+def test_tariff_section_is_the_defaults_and_complete() -> None:
+    cfile = config.read(EXAMPLE)
+    assert load_tariff(cfile.section("tariff"), cfile.path) == Tariff()
+    for f in dataclasses.fields(Tariff):
+        assert _shown("tariff", f.name), f.name
