@@ -145,6 +145,35 @@ class ConsentStore:
             if cur.rowcount == 0:
                 raise ConsentError(f"no active suspension {suspension_id}")
 
+    def set_suspended(
+        self,
+        household: str,
+        suspended: bool,
+        scope: str = "provision",
+        recipient: str | None = None,
+        category: str | None = None,
+        at: datetime | float | str | None = None,
+        company: str = DEFAULT_COMPANY,
+    ) -> None:
+        """What the homeowner's switches and the consent API do: suspend, unless a suspension of
+        exactly this scope, recipient, category and company is already active; or lift every active
+        one of exactly that."""
+        t = now() if at is None else to_epoch(at)
+        matching = [
+            s
+            for s in self.suspensions(household)
+            if s.active(t)
+            and s.scope == scope
+            and s.recipient == recipient
+            and s.category == category
+            and s.company == company
+        ]
+        if suspended and not matching:
+            self.suspend(household, scope, recipient, category, at=t, company=company)
+        elif not suspended:
+            for s in matching:
+                self.lift(s.id, at=t)
+
     def suspension(self, suspension_id: int) -> Suspension:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM suspensions WHERE id = ?", (suspension_id,)

@@ -412,23 +412,10 @@ async def consent_put(request: web.Request) -> web.Response:
     company = body.get("company", "sps")
     if not isinstance(company, str) or company not in state.authz.policy.companies:
         raise bad_param("company", f"company is one of {', '.join(sorted(state.authz.policy.companies))}")
-    consent = state.authz.consent
-    t = state.clock()
-    matching = [
-        s
-        for s in consent.suspensions(household)
-        if s.active(t)
-        and s.scope == scope
-        and s.recipient == recipient
-        and s.category == category
-        and s.company == company
-    ]
     try:
-        if suspended and not matching:
-            consent.suspend(household, scope, recipient, category, at=t, company=company)
-        elif not suspended:
-            for s in matching:
-                consent.lift(s.id, at=t)
+        state.authz.consent.set_suspended(
+            household, suspended, scope, recipient, category, at=state.clock(), company=company
+        )
     except ConsentError as exc:
         raise bad_param("body", str(exc)) from None
     return json_response(_consent_body(state, household))

@@ -1,115 +1,70 @@
-"""Server-rendered pages: sign-in, the homeowner's dashboard, the installer's maintenance view.
+"""Server-rendered pages: sign-in and the installer's maintenance view (the homeowner's pages are
+``access.web.home``; what every page shares is ``access.web.page``).
 
-Pages carry no data of their own beyond what the server decided to show; charts fetch the JSON API
-with the session cookie, and the installer's view reads through the same service as the API
-(``access.api.reads``: decide, read only the served periods, record), so the same policy, periods
-and ledger apply to a page as to a partner's script.
 Every form that changes state carries the session's CSRF token, and the app refuses cross-origin
 posts.  Times are shown in Asia/Tokyo.
 """
 
 from __future__ import annotations
 
-import html
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from access.alerts import WebhookError, WebhookStore
 from access.api.maintenance import RULES, WEBHOOKS, HomeStatus, installer_homes
 from access.api.problems import ApiProblem
-from access.api.service import homeowner_periods, households_of, person_view
-from access.api.state import STATE, AppState
+from access.api.state import STATE
 from access.auth import (
     SESSION_COOKIE,
     Caller,
     SignInRefused,
-    authenticate,
     check_csrf,
     client_address,
     same_origin,
     set_session_cookie,
 )
 from access.maintenance import Problem
-from access.periods import contains
+from access.web.home import SCRIPT_WORDS, add_home_routes
 from access.web.i18n import MESSAGES, category_word, duration, energy, language, t, when
-from access.web.ledger_head import ledger_head_section
-from access.world import Suspension
+from access.web.page import e as _e
+from access.web.page import my_households, page, require, session, words_block
 
 STATIC = Path(__file__).parent / "static"
-TOKYO = ZoneInfo("Asia/Tokyo")
-HOMEOWNER_PURPOSE = "sps.disclosure_to_person"
 INSTALLER_PURPOSE = "sps.pv_after_maintenance"
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _local(ts: datetime | float) -> str:
-    dt = datetime.fromtimestamp(ts, UTC) if isinstance(ts, float | int) else ts
-    return dt.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M JST")
-
-
-TABS = (
-    '<div class="tabs"><button data-span="1" class="on">Today</button>'
-    '<button data-span="7">7 days</button><button data-span="30">30 days</button></div>'
-)
+def _tabs(lang: str) -> str:
+    return (
+        f'<div class="tabs"><button data-span="1" class="on">{_e(t(lang, "today"))}</button>'
+        f'<button data-span="7">{_e(t(lang, "days_7"))}</button>'
+        f'<button data-span="30">{_e(t(lang, "days_30"))}</button></div>'
+    )
 
 
 def _chart(chart_id: str, caption: str) -> str:
     return (
-        f"<figure><figcaption>{_e(caption)}</figcaption>"
-        f'<div class="plot"><canvas id="{chart_id}"></canvas></div></figure>'
+        f'<figure><figcaption id="{chart_id}-caption">{_e(caption)}</figcaption>'
+        f'<div class="plot"><canvas id="{chart_id}" role="img" aria-labelledby="{chart_id}-caption">'
+        "</canvas></div></figure>"
     )
-
-
-def _page(
-    title: str, body: str, caller: Caller | None = None, lang: str = "en", status: int = 200
-) -> web.Response:
-    nav = ""
-    if caller is not None:
-        nav = (
-            f'<nav><span class="who">{_e(caller.principal)} ({_e(caller.kind.replace("_", " "))})</span>'
-            '<form method="post" action="/logout">'
-            f'<input type="hidden" name="csrf" value="{_e(caller.csrf)}">'
-            f'<button type="submit">{_e(t(lang, "sign_out"))}</button></form></nav>'
-        )
-    csrf_meta = f'<meta name="csrf-token" content="{_e(caller.csrf)}">' if caller and caller.csrf else ""
-    text = (
-        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"{csrf_meta}<title>{_e(title)} - HEMS</title>"
-        '<link rel="stylesheet" href="/static/style.css"></head><body>'
-        f"<header><h1>{_e(title)}</h1>{nav}</header><main>{body}</main>"
-        '<script src="/static/chart.umd.min.js"></script><script src="/static/app.js"></script>'
-        "</body></html>"
-    )
-    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
-
-
-def _session(request: web.Request) -> Caller | None:
-    state = request.app[STATE]
-    if "Authorization" in request.headers:
-        return None  # pages are for browsers; tokens are for the API
-    if not request.cookies.get(SESSION_COOKIE):
-        return None
-    return authenticate(request, state, required=False, form_csrf=True)
 
 
 # -- sign-in -----------------------------------------------------------------------------------------
 async def login_form(request: web.Request, error: str = "", status: int = 401) -> web.Response:
+    lang = language(request)
+    keep = f"?lang={lang}" if "lang" in request.query else ""  # a chosen language survives sign-in
     msg = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
     body = (
-        f'<form method="post" action="/login" class="card login">{msg}'
-        '<label>User <input name="principal" autocomplete="username" required></label>'
-        '<label>Password <input type="password" name="password" autocomplete="current-password" required>'
-        '</label><button type="submit">Sign in</button></form>'
+        f'<form method="post" action="/login{keep}" class="card login">{msg}'
+        f'<label>{_e(t(lang, "user"))} <input name="principal" autocomplete="username" required></label>'
+        f'<label>{_e(t(lang, "password"))} <input type="password" name="password" '
+        'autocomplete="current-password" required>'
+        f'</label><button type="submit">{_e(t(lang, "sign_in"))}</button></form>'
     )
-    resp = _page("Sign in", body)
+    resp = page(t(lang, "sign_in"), body, lang=lang, scripts=())
     if error:
         resp.set_status(status)
     return resp
@@ -139,14 +94,15 @@ async def login(request: web.Request) -> web.StreamResponse:
         if refused.retry_after_s is not None:
             resp.headers["Retry-After"] = str(max(1, math.ceil(refused.retry_after_s)))
         return resp
-    resp = web.HTTPSeeOther("/installer" if state.kind_of(principal) == "installer" else "/")
+    lang = f"?lang={request.query['lang']}" if request.query.get("lang") in ("ja", "en") else ""
+    resp = web.HTTPSeeOther(("/installer" if state.kind_of(principal) == "installer" else "/") + lang)
     set_session_cookie(resp, sid, state.secure_cookies, state.web.session_ttl_s)
     raise resp
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    caller = _session(request)
+    caller = session(request)
     if caller is not None and caller.csrf is not None:
         form = await request.post()
         check_csrf(request, caller.csrf, str(form.get("csrf", "")))
@@ -154,124 +110,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(SESSION_COOKIE, path="/")
     raise resp
-
-
-def _require(request: web.Request, kind: str | None = None) -> tuple[AppState, Caller]:
-    state = request.app[STATE]
-    caller = _session(request)
-    if caller is None:
-        raise web.HTTPSeeOther("/login")
-    if kind is not None and caller.kind != kind:
-        raise ApiProblem(403, "refused", f"this page is for {kind}s", reason="wrong_kind")
-    return state, caller
-
-
-def _my_households(state: AppState, caller: Caller, role: str, *, former: bool = False) -> list[str]:
-    """The households in which the caller holds ``role`` now (current ones first, in order), and with
-    ``former`` a homeowner's former homes after them (their own period stays theirs to see)."""
-    mine = [h for h, roles in households_of(state, caller.principal) if role in roles]
-    t = state.clock()
-    current = [
-        h for h in mine if role != "homeowner" or contains(homeowner_periods(state, caller.principal, h), t)
-    ]
-    return current + ([h for h in mine if h not in current] if former else [])
-
-
-def _whole_provision_suspensions(state: AppState, household: str, t: float) -> list[Suspension]:
-    """The suspensions active at ``t`` of every provision of the household's data under the SPS terms
-    (to any recipient, of any category): what the homeowner's switch shows and sets."""
-    return [
-        s
-        for s in state.authz.consent.suspensions(household)
-        if s.active(t)
-        and s.scope == "provision"
-        and s.recipient is None
-        and s.category is None
-        and s.company == "sps"
-    ]
-
-
-# -- homeowner -----------------------------------------------------------------------------------------
-async def home(request: web.Request) -> web.StreamResponse:
-    state, caller = _require(request)
-    if caller.kind == "installer":
-        raise web.HTTPSeeOther("/installer")
-    if caller.kind != "homeowner":
-        raise ApiProblem(
-            403, "refused", "the web views are for homeowners and installers", reason="wrong_kind"
-        )
-    own = _my_households(state, caller, "homeowner", former=True)
-    if not own:
-        return _page("My home", '<p class="card">No household is linked to you yet.</p>', caller)
-    household = request.query.get("household", own[0])
-    if household not in own:
-        household = own[0]
-    t = state.clock()
-    suspended = bool(_whole_provision_suspensions(state, household, t))
-    ledger = await state.ledger_for(household)
-    mine = homeowner_periods(state, caller.principal, household)
-    records = [v for r in ledger.records if (v := person_view(r, mine)) is not None][-50:][::-1]
-    rows = "".join(
-        f"<tr><td>{_e(_local(r.at))}</td><td>{_e(r.recipient)}</td><td>{_e(', '.join(r.categories))}</td>"
-        f"<td>{_e(_local(r.period_start))} - {_e(_local(r.period_end))}</td><td>{_e(r.purpose)}</td>"
-        f"<td>{_e(', '.join(r.clause_ids))}</td></tr>"
-        for r in records
-    )
-    ledger_html = (
-        '<table class="ledger"><thead><tr><th>When</th><th>Recipient</th><th>Data</th><th>Period</th>'
-        f"<th>Purpose</th><th>Clause</th></tr></thead><tbody>{rows}</tbody></table>"
-        if records
-        else '<p class="muted">No company has received your data.</p>'
-    )
-    state_words = "suspended" if suspended else "allowed"
-    toggle = (
-        f'<form method="post" action="/household/{_e(household)}/provision" class="switch">'
-        f'<input type="hidden" name="csrf" value="{_e(caller.csrf)}">'
-        f'<input type="hidden" name="suspended" value="{"false" if suspended else "true"}">'
-        f'<p>Provision of your data to partner companies is <strong id="provision-state">{state_words}'
-        f'</strong>.</p><button type="submit" id="provision-toggle">'
-        f"{'Resume provision' if suspended else 'Suspend provision'}</button></form>"
-    )
-    body = (
-        f'<section class="card" id="dashboard" data-household="{_e(household)}" '
-        f'data-purpose="{HOMEOWNER_PURPOSE}" data-mode="homeowner">'
-        f"<h2>Household {_e(household)}</h2>"
-        f'{TABS}<div class="charts">{_chart("power-chart", "Power (W)")}'
-        f"{_chart('energy-chart', 'Energy per day')}{_chart('flow-chart', 'Water and gas per day (L)')}"
-        '</div><p class="status muted" id="chart-status">Loading...</p></section>'
-        f'<section class="card"><h2>Sharing</h2>{toggle}</section>'
-        f'<section class="card"><h2>Who received your data</h2>{ledger_html}'
-        f"{ledger_head_section(household, ledger, request.query.get('kept'))}</section>"
-    )
-    return _page("My home", body, caller)
-
-
-async def provision_form(request: web.Request) -> web.StreamResponse:
-    state, caller = _require(request, "homeowner")
-    form = await request.post()
-    assert caller.csrf is not None
-    check_csrf(request, caller.csrf, str(form.get("csrf", "")))
-    household = request.match_info["household"]
-    own = _my_households(state, caller, "homeowner")
-    if household not in own:
-        raise ApiProblem(403, "refused", "not your household", reason="no_grant")
-    if not state.identity_verified(caller):
-        raise ApiProblem(
-            403,
-            "refused",
-            "changing who receives your data needs a recent sign-in: sign out and in again",
-            reason="identity_not_verified",
-        )
-    want = str(form.get("suspended", "")) == "true"
-    consent = state.authz.consent
-    t = state.clock()
-    matching = _whole_provision_suspensions(state, household, t)
-    if want and not matching:
-        consent.suspend(household, "provision", at=t)
-    elif not want:
-        for s in matching:
-            consent.lift(s.id, at=t)
-    raise web.HTTPSeeOther(f"/?household={household}")
 
 
 # -- installer -----------------------------------------------------------------------------------------
@@ -364,7 +202,7 @@ def _home_card(lang: str, s: HomeStatus, now: datetime, link: bool = True) -> st
 
 
 async def installer(request: web.Request) -> web.StreamResponse:
-    state, caller = _require(request, "installer")
+    state, caller = require(request, "installer")
     lang = language(request)
     homes = await installer_homes(state, caller, request.app[RULES])
     now = state.now_dt()
@@ -374,14 +212,14 @@ async def installer(request: web.Request) -> web.StreamResponse:
         f'<p class="muted">{_e(t(lang, "homes_note"))}</p><div class="homes">{cards}</div></section>'
         f"{webhook_section(request.app[WEBHOOKS], caller, lang)}"
     )
-    return _page(t(lang, "maintenance"), body, caller, lang)
+    return page(t(lang, "maintenance"), body, caller, lang, path=request.path)
 
 
 async def installer_home(request: web.Request) -> web.StreamResponse:
-    state, caller = _require(request, "installer")
+    state, caller = require(request, "installer")
     lang = language(request)
     household = request.match_info["household"]
-    homes = _my_households(state, caller, "installer")
+    homes = my_households(state, caller, "installer")
     if household not in homes:
         raise ApiProblem(403, "refused", "no relationship gives you this household", reason="no_grant")
     (status,) = await installer_homes(state, caller, request.app[RULES], [household])
@@ -392,15 +230,16 @@ async def installer_home(request: web.Request) -> web.StreamResponse:
             f'<section class="card" id="dashboard" data-household="{_e(household)}" '
             f'data-purpose="{INSTALLER_PURPOSE}" data-mode="installer" data-lang="{lang}">'
             f"<h2>{_e(t(lang, 'charts'))}</h2>"
-            f'{TABS}<div class="charts">{_chart("power-chart", t(lang, "power"))}'
+            f'{_tabs(lang)}<div class="charts">{_chart("power-chart", t(lang, "power"))}'
             f"{_chart('energy-chart', t(lang, 'energy_per_day'))}</div>"
-            f'<p class="status muted" id="chart-status">{_e(t(lang, "loading"))}</p></section>'
+            f'<p class="status muted" id="chart-status" role="status">{_e(t(lang, "loading"))}</p></section>'
+            f"{words_block(lang, SCRIPT_WORDS)}"
         )
     body = (
         f'<p><a href="/installer?lang={lang}">{_e(t(lang, "back"))}</a></p>'
         f'<section class="card">{_home_card(lang, status, now, link=False)}</section>{charts}'
     )
-    return _page(t(lang, "maintenance"), body, caller, lang)
+    return page(t(lang, "maintenance"), body, caller, lang, path=request.path)
 
 
 def webhook_section(hooks: WebhookStore, caller: Caller, lang: str, secret: str | None = None) -> str:
@@ -428,7 +267,7 @@ def webhook_section(hooks: WebhookStore, caller: Caller, lang: str, secret: str 
 
 
 async def webhook_form(request: web.Request) -> web.StreamResponse:
-    state, caller = _require(request, "installer")
+    state, caller = require(request, "installer")
     lang = language(request)
     form = await request.post()
     assert caller.csrf is not None
@@ -442,15 +281,14 @@ async def webhook_form(request: web.Request) -> web.StreamResponse:
     except WebhookError as exc:
         raise ApiProblem(400, "bad_parameter", str(exc), field="url") from None
     body = webhook_section(hooks, caller, lang, secret=hook.secret)
-    return _page(t(lang, "webhook"), body, caller, lang)
+    return page(t(lang, "webhook"), body, caller, lang, path="/installer")
 
 
 def add_web_routes(app: web.Application) -> None:
-    app.router.add_get("/", home, name="home")
+    add_home_routes(app)
     app.router.add_get("/login", login_form, name="login_form")
     app.router.add_post("/login", login, name="login")
     app.router.add_post("/logout", logout, name="logout")
-    app.router.add_post("/household/{household}/provision", provision_form, name="provision_form")
     app.router.add_get("/installer", installer, name="installer")
     app.router.add_post("/installer/webhook", webhook_form, name="webhook_form")
     app.router.add_get("/installer/{household}", installer_home, name="installer_home")

@@ -66,8 +66,8 @@ async def test_dashboard_shows_ledger_and_session_reads_api(env: Env) -> None:
         SERIES.format(hh="h1", cat="pv"), params={**RANGE, "purpose": PV}, headers=env.auth("inst1")
     )
     await _sign_in(env, "alice")
-    page = await (await env.client.get("/")).text()
-    assert "inst1" in page and "JST" in page and 'id="provision-toggle"' in page
+    page = await (await env.client.get("/ledger")).text()
+    assert "Roof Installers" in page and "JST" in page and 'id="provision-toggle"' in page
     r = await env.client.get(
         SERIES.format(hh="h1", cat="pv"), params={**RANGE, "purpose": "sps.disclosure_to_person"}
     )

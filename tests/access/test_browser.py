@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -26,13 +25,13 @@ from aiohttp.test_utils import TestServer
 from access.app import make_app
 from access.compiler import Policy
 from access.relationships import RelationshipStore
-from devices.clock import SimClock
-from devices.physics import Household
+from access.web.i18n import when
 from pipeline.derived import one_source
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.sqlite_store import SQLiteStore
 from tests.access.api_world import api_policy, populate
+from tests.access.home_world import emulated_home
 from tests.access.live_world import PASSWORD as LIVE_PASSWORD
 from tests.access.live_world import POLL_S, start_live
 
@@ -52,6 +51,10 @@ ARGS = [
 ]
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
+# The app's clock in the tests that pick days: noon in Tokyo, so "today" and "yesterday" are fixed.
+NOW = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)  # 2026-06-02 12:00 JST (a Tuesday)
+YESTERDAY = "2026-06-01"
+YESTERDAY_START = datetime(2026, 5, 31, 15, 0, tzinfo=UTC)
 
 try:
     from playwright.async_api import async_playwright
@@ -59,7 +62,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     async_playwright = None  # type: ignore[assignment]
 
 
-def _skip_reason() -> str | None:
+def skip_reason() -> str | None:
     if async_playwright is None:
         return "Python Playwright is not installed (pip install playwright; see scripts/ci_browser.sh)"
     if shutil.which(CHROMIUM) is None:
@@ -69,64 +72,20 @@ def _skip_reason() -> str | None:
 
 def emulated_points(household: str, start: datetime, stop: datetime, step: timedelta) -> list[Point]:
     """Readings of an emulated home as a collector would deliver them, one point per device per step."""
-    home = Household(household, seed=7, clock=SimClock(start), step_s=60.0)
-    out: list[Point] = []
-    t = start
-    while t < stop:
-        s = home.state(t)
-        ns = int(t.timestamp()) * 1_000_000_000
-        out += [
-            Point(
-                "pv",
-                household,
-                "pv1",
-                "modbus",
-                ns,
-                {"power_w": s.pv_w, "energy_wh_total": s.pv_wh_total, "fault": s.inverter_fault},
-            ),
-            Point(
-                "electricity",
-                household,
-                "meter1",
-                "echonet",
-                ns,
-                {
-                    "power_w": s.grid_w,
-                    "import_wh_total": s.grid_import_wh_total,
-                    "export_wh_total": s.grid_export_wh_total,
-                },
-            ),
-            Point(
-                "battery",
-                household,
-                "bat1",
-                "echonet",
-                ns,
-                {
-                    "power_w": s.battery_w,
-                    "soc_pct": s.battery_soc_pct,
-                    "fault": s.battery_fault,
-                    "charge_wh_total": s.battery_charge_wh_total,
-                    "discharge_wh_total": s.battery_discharge_wh_total,
-                },
-            ),
-            Point("water", household, "water1", "echonet", ns, {"volume_l_total": s.water_l_total}),
-            Point("gas", household, "gas1", "echonet", ns, {"volume_l_total": s.gas_l_total}),
-        ]
-        t += step
-    return out
+    return emulated_home(household, start, stop, step).points
 
 
 @contextlib.asynccontextmanager
-async def _served(
+async def served(
     tmp_path: Path,
     api_policy: Policy,
     points: list[Point],
     who: tuple[str, ...],
+    now: Callable[[], float] | None = None,
     setup: Callable[[RelationshipStore], None] | None = None,
 ) -> AsyncIterator[tuple[str, SQLiteStore]]:
-    """The API world's principals (changed by ``setup``) over a real SQLite store holding ``points``, on
-    a real HTTP port."""
+    """The API world's principals (and whatever ``setup`` adds) over a real SQLite store holding
+    ``points``, on a real HTTP port; ``now``: the app's clock (default: the wall clock)."""
     db = tmp_path / "access.sqlite"
     rel = RelationshipStore(db)
     populate(rel)
@@ -135,7 +94,8 @@ async def _served(
     rel.close()
     store = SQLiteStore(tmp_path / "series.sqlite")
     await store.write(points)
-    app = make_app(store, db, policy=api_policy, secure_cookies=False)
+    extra: dict[str, Any] = {} if now is None else {"now": now}
+    app = make_app(store, db, policy=api_policy, secure_cookies=False, rate_per_s=None, **extra)
     from access.api.state import STATE
 
     for principal in who:
@@ -150,7 +110,7 @@ async def _served(
 
 
 async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api_policy: Policy) -> None:
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     assert async_playwright is not None
@@ -158,13 +118,13 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     points = emulated_points("h1", now - timedelta(days=2), now, timedelta(minutes=5))
     async with (
-        _served(tmp_path, api_policy, points, ("alice", "inst1")) as (base, _store),
+        served(tmp_path, api_policy, points, ("alice", "inst1")) as (base, _store),
         async_playwright() as pw,
     ):
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             installer = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
-            await _sign_in(installer, base, "inst1")
+            await sign_in(installer, base, "inst1")
             await installer.wait_for_url(f"{base}/installer")
             row = installer.locator("article.home").first
             assert "h1" in await row.inner_text()
@@ -172,7 +132,7 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
             await installer.screenshot(path=str(SHOTS / "installer_before.png"), full_page=True)
 
             owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
-            await _sign_in(owner, base, "alice")
+            await sign_in(owner, base, "alice")
             await owner.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
             points = await owner.evaluate(
                 "() => Chart.getChart('power-chart').data.datasets[0].data.filter(v => v !== null).length"
@@ -180,8 +140,9 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
             assert points > 100  # 5-minute PV power for the last day
             days = await owner.evaluate("() => Chart.getChart('energy-chart').data.labels.length")
             assert days >= 1
-            assert "inst1" in await owner.locator("table.ledger").inner_text()
             await owner.screenshot(path=str(SHOTS / "homeowner_dashboard.png"), full_page=True)
+            await owner.goto(f"{base}/ledger")
+            assert "Roof Installers" in await owner.locator("#provision").inner_text()
             assert await owner.locator("#provision-state").inner_text() == "allowed"
             await owner.click("#provision-toggle")
             await owner.wait_for_selector("#provision-state:text('suspended')")
@@ -199,7 +160,7 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
             await browser.close()
 
 
-async def _sign_in(page: object, base: str, who: str, password: str = PASSWORD) -> None:
+async def sign_in(page: object, base: str, who: str, password: str = PASSWORD) -> None:
     await page.goto(f"{base}/login")  # type: ignore[attr-defined]
     await page.fill("input[name=principal]", who)  # type: ignore[attr-defined]
     await page.fill("input[name=password]", password)  # type: ignore[attr-defined]
@@ -213,7 +174,7 @@ async def test_installer_sees_injected_faults_appear_and_clear(tmp_path: Path, a
     """Real emulated homes, collector, pipeline and store: a silent inverter and a Modbus exception
     appear on the installer's page within two poll intervals and go once the devices recover; at
     desktop and phone sizes, in English and (for a Japanese browser) in Japanese."""
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     assert async_playwright is not None
@@ -230,7 +191,7 @@ async def test_installer_sees_injected_faults_appear_and_clear(tmp_path: Path, a
                     await browser.new_context(viewport={"width": 390, "height": 844}, locale="ja-JP")
                 ).new_page()
                 for page in (desktop, phone):
-                    await _sign_in(page, live.base, "inst", LIVE_PASSWORD)
+                    await sign_in(page, live.base, "inst", LIVE_PASSWORD)
                     await page.wait_for_url(f"{live.base}/installer")
                 assert await phone.locator("html").get_attribute("lang") == "ja"
                 assert "担当の住宅" in await phone.locator("h2").first.inner_text()
@@ -289,13 +250,12 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
     """A home whose PV and grid are each read by two devices (SunSpec and ECHONET): every value the
     power chart draws equals the store's, one device per quantity, never their sum (the old chart drew
     grid import at twice its value)."""
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     assert async_playwright is not None
     SHOTS.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    points = emulated_points("h1", now - timedelta(days=1), now, timedelta(minutes=5))
+    points = emulated_points("h1", NOW - timedelta(days=2), NOW, timedelta(minutes=5))
     twins = {"pv1": "solar", "meter1": "smart_meter"}
     # The ECHONET twin reads a few watts apart and misses every fifth step: the rule must pick pv1/meter1.
     points += [
@@ -310,7 +270,10 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
         for p in points
         if p.device in twins and (p.ts_ns // 300_000_000_000) % 5
     ]
-    async with _served(tmp_path, api_policy, points, ("alice",)) as (base, store), async_playwright() as pw:
+    async with (
+        served(tmp_path, api_policy, points, ("alice",), now=NOW.timestamp) as (base, store),
+        async_playwright() as pw,
+    ):
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             for size, name in (
@@ -318,8 +281,9 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
                 ({"width": 390, "height": 844}, "phone"),
             ):
                 page = await (await browser.new_context(viewport=size)).new_page()
-                await _sign_in(page, base, "alice")
+                await sign_in(page, base, "alice")
                 await page.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
+                await show_day(page, YESTERDAY)  # a whole Tokyo day, by the date picker
                 drawn = await page.evaluate(
                     "() => { const c = Chart.getChart('power-chart'); return {times: c.$times,"
                     " pv: c.data.datasets[0].data, grid: c.data.datasets[1].data}; }"
@@ -327,6 +291,7 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
                 await page.screenshot(path=str(SHOTS / f"homeowner_chart_{name}.png"), full_page=True)
                 times = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in drawn["times"]]
                 start, stop = min(times), max(times) + timedelta(minutes=5)
+                assert (start, stop) == (YESTERDAY_START, YESTERDAY_START + timedelta(days=1))
                 for category, values in (("pv", drawn["pv"]), ("electricity", drawn["grid"])):
                     df = await store.query(
                         SeriesQuery(
@@ -339,7 +304,7 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
                     }
                     summed = df.group_by("time").agg(pl.col("power_w").sum())
                     got = dict(zip(times, values, strict=True))
-                    assert len(want) > 200
+                    assert len(want) == 288
                     assert {t: got[t] for t in want} == pytest.approx(want), category
                     # ...and that is not what adding the two devices gives.
                     doubled = {t: v for t, v in zip(*summed.select("time", "power_w"), strict=True)}
@@ -348,13 +313,23 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
             await browser.close()
 
 
+async def show_day(page: Any, day: str) -> None:
+    """Pick ``day`` in the date picker and wait until the page has drawn it (no reload)."""
+    before = int(await page.locator("#dashboard").get_attribute("data-generation") or "0")
+    await page.fill("#date", day)
+    await page.wait_for_function(
+        f"() => Number(document.getElementById('dashboard').dataset.generation || 0) > {before}",
+        timeout=20_000,
+    )
+
+
 async def test_homeowner_who_moved_in_today_sees_nothing_from_before(
     tmp_path: Path, api_policy: Policy
 ) -> None:
     """Carol moved into h1 two hours ago, when a new installer also took over.  Her charts hold nothing
     older than her move, although the store has two days of h1; the installer's maintenance view reads
     from its own link on, and Carol's ledger shows that period, in Tokyo time."""
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     assert async_playwright is not None
@@ -372,22 +347,22 @@ async def test_homeowner_who_moved_in_today_sees_nothing_from_before(
 
     points = emulated_points("h1", now - timedelta(days=2), now, timedelta(minutes=5))
     async with (
-        _served(tmp_path, api_policy, points, ("carol", "inst2"), moved_in) as (base, _store),
+        served(tmp_path, api_policy, points, ("carol", "inst2"), setup=moved_in) as (base, _store),
         async_playwright() as pw,
     ):
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             installer = await (await browser.new_context()).new_page()
-            await _sign_in(installer, base, "inst2")
+            await sign_in(installer, base, "inst2")
             await installer.wait_for_url(f"{base}/installer")
             assert "Not visible now" not in await installer.locator("article.home").first.inner_text()
 
             owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
-            await _sign_in(owner, base, "carol")
+            await sign_in(owner, base, "carol")
             await owner.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
             labels = await owner.evaluate("() => Chart.getChart('power-chart').data.labels.length")
             steps = int((now - moved) / timedelta(minutes=5)) + 1
-            assert 0 < labels <= steps, (labels, steps)  # a day's chart, but only since the move
+            assert 0 < labels <= steps, (labels, steps)  # today's chart, but only since the move
             earliest = await owner.evaluate(
                 """async () => {
                     const q = new URLSearchParams({purpose: 'sps.disclosure_to_person', every: 'raw',
@@ -399,10 +374,10 @@ async def test_homeowner_who_moved_in_today_sees_nothing_from_before(
                 }"""
             )
             assert earliest[0] >= moved.strftime("%Y-%m-%dT%H:%M") and earliest[2] == 1, earliest
-            ledger = await owner.locator("table.ledger").inner_text()
-            shown = moved.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M JST")
-            assert "inst2" in ledger and shown in ledger, ledger
-            assert "inst1" not in ledger  # nobody read anything of her period before she moved in
+            await owner.goto(f"{base}/ledger")
+            ledger = await owner.locator("#provision").inner_text()
+            assert "New Installer (installer)" in ledger and when("en", moved) in ledger, ledger
+            assert "Roof Installers" not in ledger  # nobody read anything of her period before she moved in
             await owner.screenshot(path=str(SHOTS / "homeowner_moved_in_today.png"), full_page=True)
         finally:
             await browser.close()
