@@ -382,7 +382,7 @@ async def erasure_page(request: web.Request) -> web.StreamResponse:
     household = _household(request, state, caller)
     if household is None:
         return _no_household(lang, caller, "/erasure")
-    requests = sorted(state.authz.consent.erasures(household), key=lambda r: -r.requested_at)
+    requests = sorted(state.authz.consent.erasures(household), key=lambda r: (-r.requested_at, -r.id))
     rows = "".join(
         f'<tr data-id="{r.id}" data-status="{e(r.status)}"><td>{e(when(lang, r.requested_at))}</td>'
         f"<td>{e(_status(lang, r.status))}</td>"

@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 from aiohttp.test_utils import TestServer
 
+from access.api.state import STATE, AppState
 from access.app import make_app
 from access.compiler import Policy
 from access.relationships import RelationshipStore
@@ -83,7 +84,7 @@ async def served(
     who: tuple[str, ...],
     now: Callable[[], float] | None = None,
     setup: Callable[[RelationshipStore], None] | None = None,
-) -> AsyncIterator[tuple[str, SQLiteStore]]:
+) -> AsyncIterator[tuple[str, SQLiteStore, AppState]]:
     """The API world's principals (and whatever ``setup`` adds) over a real SQLite store holding
     ``points``, on a real HTTP port; ``now``: the app's clock (default: the wall clock)."""
     db = tmp_path / "access.sqlite"
@@ -96,14 +97,13 @@ async def served(
     await store.write(points)
     extra: dict[str, Any] = {} if now is None else {"now": now}
     app = make_app(store, db, policy=api_policy, secure_cookies=False, rate_per_s=None, **extra)
-    from access.api.state import STATE
 
     for principal in who:
         app[STATE].web.set_password(principal, PASSWORD)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        yield str(server.make_url("")).rstrip("/"), store
+        yield str(server.make_url("")).rstrip("/"), store, app[STATE]
     finally:
         await server.close()
         await store.close()
@@ -118,7 +118,7 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     points = emulated_points("h1", now - timedelta(days=2), now, timedelta(minutes=5))
     async with (
-        served(tmp_path, api_policy, points, ("alice", "inst1")) as (base, _store),
+        served(tmp_path, api_policy, points, ("alice", "inst1")) as (base, _store, _state),
         async_playwright() as pw,
     ):
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -271,7 +271,7 @@ async def test_homeowner_chart_equals_the_store_with_two_devices_per_quantity(
         if p.device in twins and (p.ts_ns // 300_000_000_000) % 5
     ]
     async with (
-        served(tmp_path, api_policy, points, ("alice",), now=NOW.timestamp) as (base, store),
+        served(tmp_path, api_policy, points, ("alice",), now=NOW.timestamp) as (base, store, _state),
         async_playwright() as pw,
     ):
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
