@@ -22,6 +22,7 @@ from access.api.cursor import CursorCodec
 from access.api.energy import TARIFF
 from access.api.maintenance import RULES, WEBHOOKS, alert_loop
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
+from access.api.multiproc import PUBLISH_EVERY_S, SharedMetrics
 from access.api.pagecache import PageCache
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
@@ -147,6 +148,7 @@ def make_app(
     identity_max_age_s: float = IDENTITY_MAX_AGE_S,
     identity_token_max_age_s: float = IDENTITY_TOKEN_MAX_AGE_S,
     tariff: Tariff | None = None,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
@@ -156,7 +158,9 @@ def make_app(
     ``identity_max_age_s``: how recent a sign-in must be for the person's rights (SPS 2(6)[3]), and
     ``identity_token_max_age_s`` how long after its identity check a person's token counts.
     The ledger is sealed here (``Ledger.seal``), so a ledger that fails its check stops the start.
-    ``tariff`` prices the homeowner's energy (``[tariff]`` of the configuration; default: its defaults)."""
+    ``tariff`` prices the homeowner's energy (``[tariff]`` of the configuration; default: its defaults);
+    ``metrics_dir``: the directory the workers of one service share, so ``/metrics`` sees them all
+    (``access.api.multiproc``; ``hems serve --workers N`` makes it)."""
     if policy is None:
         from seeds.loader import load_seeds
 
@@ -189,11 +193,30 @@ def make_app(
         identity_max_age_s=identity_max_age_s,
         identity_token_max_age_s=identity_token_max_age_s,
     )
+    if metrics_dir is not None:
+        state.metrics.shared = SharedMetrics(metrics_dir)
+
+        async def _publish(app: web.Application) -> AsyncIterator[None]:
+            async def loop() -> None:
+                while True:
+                    await asyncio.sleep(PUBLISH_EVERY_S)
+                    state.metrics.publish(state.pages)
+
+            state.metrics.publish(state.pages)  # this worker is in the next scrape from the start
+            task = asyncio.create_task(loop())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            state.metrics.publish(state.pages)  # its last counts stay in the sums
+
     app = web.Application(middlewares=[_respond], client_max_size=MAX_BODY)
     app[STATE] = state
     app[WEB_PAGES] = web_views
     app[RULES] = maintenance_rules or Rules()
     app[TARIFF] = tariff or Tariff()
+    if metrics_dir is not None:
+        app.cleanup_ctx.append(_publish)
     hooks = app[WEBHOOKS] = WebhookStore(path)
     add_routes(app)
     if web_views:

@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing
+import os
+import shutil
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -23,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 import config
+from access.api import multiproc
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES
 from access.cli import DB_NAME, data_dir, default_db
 from access.tariff import Tariff
@@ -76,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="processes serving the port (SO_REUSEPORT); each keeps its own page cache, rate limits "
-        "and /metrics counters (default 1)",
+        help="processes serving the port (SO_REUSEPORT); each keeps its own page cache and rate limits, "
+        "/metrics adds up every worker's counters (default 1)",
     )
     parser.add_argument(
         "--alert-every",
@@ -132,6 +136,7 @@ async def _run(
     tariff: Tariff,
     children: Sequence[BaseProcess] = (),
     is_worker: bool = False,
+    metrics_dir: Path | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or, in the first worker, until another worker dies)."""
     from access.app import make_app
@@ -149,6 +154,7 @@ async def _run(
         alert_every_s=args.alert_every if not is_worker else None,
         trust_forwarded=args.trust_forwarded,
         tariff=tariff,
+        metrics_dir=metrics_dir,
     )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)
@@ -201,15 +207,17 @@ async def _watch_workers(children: Sequence[BaseProcess], stop: asyncio.Event) -
         for child in children:
             if child.exitcode is not None:
                 print(f"hems serve: {child.name} exited with {child.exitcode}; stopping", file=sys.stderr)
+                if child.pid is not None:
+                    multiproc.forget(child.pid)  # its live gauges leave /metrics
                 stop.set()
                 return
         await asyncio.sleep(0.5)
 
 
-def _worker(args: argparse.Namespace, db: Path, tariff: Tariff) -> None:
+def _worker(args: argparse.Namespace, db: Path, tariff: Tariff, metrics_dir: Path | None) -> None:
     """A further server process on the same port (the kernel spreads connections across them)."""
     with contextlib.suppress(KeyboardInterrupt):
-        run(_run(args, db, tariff, is_worker=True))
+        run(_run(args, db, tariff, is_worker=True, metrics_dir=metrics_dir))
 
 
 def serve(argv: Sequence[str], default_db: Path) -> int:
@@ -234,15 +242,24 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
             "refused; add them with 'hems principals add' (same --db / HEMS_DATA_DIR)",
             file=sys.stderr,
         )
+    # With several workers /metrics merges every worker's counters (access.api.multiproc): in the
+    # directory PROMETHEUS_MULTIPROC_DIR names, else in a fresh one removed at exit.
+    metrics_dir: Path | None = None
+    made_dir = False
+    if args.workers > 1:
+        given = os.environ.get(multiproc.ENV)
+        made_dir = not given
+        metrics_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="hems-metrics-"))
+        multiproc.prepare(metrics_dir)
     ctx = multiprocessing.get_context("spawn")
     children = [
-        ctx.Process(target=_worker, args=(args, db, tariff), name=f"worker-{i}", daemon=True)
+        ctx.Process(target=_worker, args=(args, db, tariff, metrics_dir), name=f"worker-{i}", daemon=True)
         for i in range(1, args.workers)
     ]
     try:
         for child in children:
             child.start()
-        run(_run(args, db, tariff, children))
+        run(_run(args, db, tariff, children, metrics_dir=metrics_dir))
         # Stopped by a signal, every worker is still running (or stopped cleanly by the same Ctrl-C).
         failed = any(child.exitcode not in (None, 0) for child in children)
     except KeyboardInterrupt:
@@ -256,6 +273,8 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
                 child.terminate()
         for child in children:
             child.join(timeout=10)
+        if made_dir and metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 1 if failed else 0
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import bisect
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from access.api.multiproc import SharedMetrics
 from access.api.pagecache import PageCache
 from pipeline.exposition import CollectorHealth, PipelineStats, operations_families
 
@@ -51,6 +52,8 @@ class Metrics:
     request_seconds: Histogram = field(default_factory=Histogram)
     store_ping_seconds: float | None = None
     store_up: bool | None = None
+    # ``hems serve --workers N``: every worker's counters merged (``access.api.multiproc``)
+    shared: SharedMetrics | None = None
 
     def render(
         self,
@@ -58,38 +61,29 @@ class Metrics:
         pipeline_stats: PipelineStats | None = None,
         pages: PageCache | None = None,
     ) -> bytes:
-        """The Prometheus text exposition, written by ``prometheus_client`` from this process's
-        counters.  No series is labelled with a household id: device health is counted by state."""
+        """The Prometheus text exposition, written by ``prometheus_client``: this process's counters,
+        or with ``shared`` every worker's.  No series is labelled with a household id: device health
+        is counted by state."""
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Snapshot(self, collector_health, pipeline_stats, pages))
+        if self.shared is None:
+            registry.register(_Families(lambda: self.families(pages)))
+        else:
+            self.publish(pages)
+            registry.register(_Families(self.shared.collect))
+        registry.register(_Families(lambda: operations_families(collector_health, pipeline_stats)))
         return bytes(generate_latest(registry))
 
+    def publish(self, pages: PageCache | None = None) -> None:
+        """Write this process's totals where the other workers' scrapes read them (with ``shared``)."""
+        if self.shared is not None:
+            self.shared.publish(self.families(pages))
 
-def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
-    buckets: list[tuple[str, float]] = []
-    running = 0
-    for bound, count in zip(h.buckets, h.counts, strict=False):
-        running += count
-        buckets.append((repr(bound), running))
-    buckets.append(("+Inf", h.n))
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.total)
-
-
-class _Snapshot(Collector):
-    def __init__(
-        self,
-        m: Metrics,
-        collector_health: CollectorHealth | None,
-        pipeline_stats: PipelineStats | None,
-        pages: PageCache | None,
-    ) -> None:
-        self.m, self.health, self.stats, self.pages = m, collector_health, pipeline_stats, pages
-
-    def collect(self) -> Iterator[Metric]:
-        m = self.m
+    def families(self, pages: PageCache | None = None) -> Iterator[Metric]:
+        """This process's API counters, histograms and gauges as Prometheus families."""
+        m = self
         worker = GaugeMetricFamily(
             "hems_api_worker",
-            "The process answering; with --workers each keeps its own counters.",
+            "The processes answering (with --workers, one series per live worker).",
             labels=["pid"],
         )
         worker.add_metric([str(os.getpid())], 1)
@@ -122,8 +116,8 @@ class _Snapshot(Collector):
         yield _histogram(
             "hems_store_query_seconds", "Time the store took to answer a series query.", m.store_seconds
         )
-        if self.pages is not None:
-            st = self.pages.stats
+        if pages is not None:
+            st = pages.stats
             for name, doc, value in (
                 ("hems_page_cache_hits", "Data pages answered from the page cache.", st.hits),
                 ("hems_page_cache_misses", "Data pages queried and rendered (then cached).", st.misses),
@@ -136,7 +130,7 @@ class _Snapshot(Collector):
             ):
                 yield CounterMetricFamily(name, doc, value=value)
             yield GaugeMetricFamily(
-                "hems_page_cache_bytes", "Bytes of rendered pages held.", value=self.pages.bytes
+                "hems_page_cache_bytes", "Bytes of rendered pages held.", value=pages.bytes
             )
         if m.store_up is not None:
             yield GaugeMetricFamily(
@@ -146,4 +140,23 @@ class _Snapshot(Collector):
             yield GaugeMetricFamily(
                 "hems_store_ping_seconds", "Duration of the last store ping.", value=m.store_ping_seconds
             )
-        yield from operations_families(self.health, self.stats)
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(h.buckets, h.counts, strict=False):
+        running += count
+        buckets.append((repr(bound), running))
+    buckets.append(("+Inf", h.n))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.total)
+
+
+class _Families(Collector):
+    """A registry entry that yields whatever ``families`` makes at scrape time."""
+
+    def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families()

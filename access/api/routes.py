@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import time
 from datetime import timedelta
@@ -126,7 +127,10 @@ async def metrics(request: web.Request) -> web.Response:
         if caller.kind != "operator":
             raise ApiProblem(403, "refused", "metrics are for the operator", reason="wrong_kind")
     body = state.metrics.render(state.collector_health, state.pipeline_stats, state.pages)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # Which worker answered (with --workers every worker's counters are in the body).
+    return web.Response(
+        body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Hems-Worker": str(os.getpid())}
+    )
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -210,7 +210,8 @@ def _switch(
         f'data-suspended="{"true" if suspended else "false"}">'
         f'<input type="hidden" name="csrf" value="{e(caller.csrf)}">{rec}'
         f'<input type="hidden" name="suspended" value="{"false" if suspended else "true"}">'
-        f'<button type="submit"{button_id} class="{"" if suspended else "secondary"}">{e(label)}</button></form>'
+        f'<button type="submit"{button_id} class="{"" if suspended else "secondary"}">{e(label)}</button>'
+        "</form>"
     )
 
 

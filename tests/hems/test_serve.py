@@ -59,14 +59,50 @@ async def _serve(db: Path, store: Path, *extra: str) -> AsyncIterator[tuple[asyn
 
 
 async def _worker_pids(base: str, connections: int) -> set[int]:
-    """The pid behind each of ``connections`` fresh connections (``/metrics`` names it)."""
+    """The pid behind each of ``connections`` fresh connections (``/metrics`` says who answered)."""
     pids: set[int] = set()
     for _ in range(connections):
         async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
-            m = re.search(r'^hems_api_worker\{pid="(\d+)"\} 1(?:\.0)?$', await r.text(), re.M)
-            assert m is not None
-            pids.add(int(m.group(1)))
+            pids.add(int(r.headers["X-Hems-Worker"]))
     return pids
+
+
+def _sample(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
+    return 0.0 if m is None else float(m.group(1))
+
+
+async def test_one_scrape_sees_every_worker(tmp_path: Path, store_file: Path) -> None:
+    """With two workers, a scrape answered by either one counts the requests both served (the old
+    /metrics counted only the answering worker's), and lists both workers."""
+    async with _serve(tmp_path / "a.sqlite", store_file, "--workers", "2") as (proc, base):
+        answered: dict[int, int] = {}
+        for _ in range(60):  # fresh connections: the kernel spreads them over both workers
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
+                pid = int(r.headers["X-Hems-Worker"])
+                answered[pid] = answered.get(pid, 0) + 1
+        assert len(answered) == 2  # both workers answered some of them
+        healthz = '{method="GET",route="/healthz",status="200"}'
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # each worker writes its totals every second
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
+                text = await r.text()
+            if (
+                _sample(text, "hems_api_requests_total", healthz) == 60
+                or asyncio.get_running_loop().time() > deadline
+            ):
+                break
+            await asyncio.sleep(0.3)
+        assert _sample(text, "hems_api_requests_total", healthz) == 60
+        # The scrapes are counted too, from both workers (the other's last second may be pending).
+        scrapes = _sample(text, "hems_api_requests_total", '{method="GET",route="/metrics",status="200"}')
+        assert scrapes > max(answered.values())
+        workers = set(re.findall(r'^hems_api_worker\{pid="(\d+)"\} 1\.0$', text, re.M))
+        assert {int(p) for p in workers} == set(answered) and proc.pid in answered
+        assert _sample(text, "hems_api_request_seconds_count") >= 60 + scrapes
+        assert text.count("# TYPE hems_api_requests_total counter") == 1  # one family, not one per worker
 
 
 async def test_fresh_deployment_answers_and_warns(tmp_path: Path, store_file: Path) -> None:
