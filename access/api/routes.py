@@ -47,6 +47,7 @@ from access.ledger_anchor import KeptHead
 from access.periods import Periods, span
 from access.request import ALL_TIME, AccessRequest
 from access.world import SCOPES
+from access.api.webhooks import webhook_delete, webhook_get, webhook_put
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
@@ -520,6 +521,9 @@ ROUTES: tuple[tuple[str, str, Any, str], ...] = (
     ("GET", "/api/v1/stats/{category}", stats, "stats"),
     ("GET", "/api/v1/explain", explain, "explain"),
     ("GET", "/api/v1/alerts", alerts, "alerts"),
+    ("GET", "/api/v1/alerts/webhook", webhook_get, "webhook_get"),
+    ("PUT", "/api/v1/alerts/webhook", webhook_put, "webhook_put"),
+    ("DELETE", "/api/v1/alerts/webhook", webhook_delete, "webhook_delete"),
 )
 
 
