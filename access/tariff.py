@@ -14,12 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import polars as pl
 
 import config
 from config import ConfigError
+
+if TYPE_CHECKING:
+    from access.api.models import TariffInfo
 
 SECTION: Final = "tariff"
 TOKYO: Final = "Asia/Tokyo"
@@ -109,7 +112,7 @@ class Tariff:
             .drop("weekend", "hour")
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> TariffInfo:
         return {
             "currency": "JPY",
             "feed_in_yen_per_kwh": self.feed_in_yen_per_kwh,

@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "--alert-every",
         type=float,
         default=10.0,
-        help="seconds between rounds of the installers' alert webhooks (default 10)",
+        help="seconds between rounds of the installers' alert webhooks (default 10; 0: send none)",
     )
     parser.add_argument(
         "--page-cache-mb",
@@ -151,7 +151,7 @@ async def _run(
         rate_per_s=args.rate if args.rate > 0 else None,
         page_cache_bytes=int(args.page_cache_mb * 2**20),
         # The alert webhooks are sent by one process only (the first): workers would each send them.
-        alert_every_s=args.alert_every if not is_worker else None,
+        alert_every_s=args.alert_every if not is_worker and args.alert_every > 0 else None,
         trust_forwarded=args.trust_forwarded,
         tariff=tariff,
         metrics_dir=metrics_dir,

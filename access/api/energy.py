@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from aiohttp import web
 
-from access.api import params
+from access.api import models, params
 from access.api.problems import bad_param
 from access.api.reads import Ask, Decided, decide_categories, read_all, record_served
 from access.api.render import frame_columns, iso, json_response
@@ -97,30 +97,44 @@ async def _windows(state: AppState, household: str, decided: Decided, period: Pe
 
 async def _last_states(
     state: AppState, household: str, decided: Decided, period: Period
-) -> dict[str, dict[str, Any] | None]:
+) -> models.LastStates:
     """The battery's and the EV's last reported state before the period's end (or now)."""
     end = min(period.stop, state.now_dt())
     wanted = {"battery": ("soc_pct",), "ev": ("soc_pct", "connected")}
     cats = [c for c in wanted if c in decided.allowed]
     frames = await read_all(state, household, [Ask(c, wanted[c], end - LAST_STATE, end) for c in cats])
-    out: dict[str, dict[str, Any] | None] = dict.fromkeys(wanted)
+    out: models.LastStates = {"battery": None, "ev": None}
     for cat, df in zip(cats, frames, strict=True):
         soc = one_source(df, "soc_pct").sort("time")
         if soc.height == 0:
             continue
         last = soc.row(-1, named=True)
-        item: dict[str, Any] = {"soc_pct": round(float(last["soc_pct"]), 1), "time": iso(last["time"])}
-        if "connected" in wanted[cat]:
+        item: models.LastState = {"soc_pct": round(float(last["soc_pct"]), 1), "time": iso(last["time"])}
+        if cat == "ev":
             plugged = df.filter(pl.col("connected").is_not_null()).sort("time")
             item["connected"] = None if plugged.height == 0 else bool(plugged["connected"][-1])
-        out[cat] = item
+            out["ev"] = item
+        else:
+            out["battery"] = item
     return out
 
 
-def _summary_json(s: Summary, cost: dict[str, float]) -> dict[str, Any]:
-    totals = {f"{q}_wh": round(s.totals[q], ROUND_WH) for q in (*ELECTRIC, "home", "unmetered")}
-    totals["water_m3"] = round(s.totals["water"] / 1000.0, 6)
-    totals["gas_m3"] = round(s.totals["gas"] / 1000.0, 6)
+def _summary_json(s: Summary, cost: models.EnergyCost) -> models.EnergyPeriod:
+    wh = {q: round(s.totals[q], ROUND_WH) for q in (*ELECTRIC, "home", "unmetered")}
+    totals: models.EnergyTotals = {
+        "pv_wh": wh["pv"],
+        "fuel_cell_wh": wh["fuel_cell"],
+        "grid_import_wh": wh["grid_import"],
+        "grid_export_wh": wh["grid_export"],
+        "battery_charge_wh": wh["battery_charge"],
+        "battery_discharge_wh": wh["battery_discharge"],
+        "ev_charge_wh": wh["ev_charge"],
+        "ev_discharge_wh": wh["ev_discharge"],
+        "home_wh": wh["home"],
+        "unmetered_wh": wh["unmetered"],
+        "water_m3": round(s.totals["water"] / 1000.0, 6),
+        "gas_m3": round(s.totals["gas"] / 1000.0, 6),
+    }
     return {
         "totals": totals,
         "flows": [{"from": f.source, "to": f.sink, "wh": round(f.wh, ROUND_WH)} for f in s.flows],
@@ -136,7 +150,7 @@ def _summary_json(s: Summary, cost: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def _cost(priced: pl.DataFrame) -> dict[str, Any]:
+def _cost(priced: pl.DataFrame) -> models.EnergyCost:
     if priced.height == 0:
         return {"import_yen": 0.0, "export_yen": 0.0, "net_yen": 0.0, "bands": []}
     by_band = (
@@ -208,13 +222,14 @@ async def energy(request: web.Request) -> web.Response:
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
-    body = {
+    span: Any = period.span  # one of SPANS, checked by period_of
+    body: models.EnergyReport = {
         "household": household,
         "purposes": {c: decided.purposes[c] for c in CATEGORIES if c in decided.purposes},
         "clause_ids": list(decided.clause_ids),
         "refused": {c: p.reason or p.code for c, p in sorted(decided.refused.items())},
         "time_zone": "Asia/Tokyo",
-        "span": period.span,
+        "span": span,
         "first_day": period.first_day.isoformat(),
         "last_day": period.last_day.isoformat(),
         "start": iso(period.start),

@@ -226,6 +226,138 @@ class Alerts(TypedDict):
     refused: list[AlertRefusal]
 
 
+Day = Annotated[str, keywords(format="date")]
+Node = Annotated[
+    str,
+    keywords(
+        enum=[
+            "pv", "fuel_cell", "battery_discharge", "ev_discharge", "grid_import",
+            "home", "battery_charge", "ev_charge", "grid_export",
+        ]
+    ),
+]  # fmt: skip
+
+
+class EnergyTotals(TypedDict):
+    """Energy per source and sink over the period (Wh); ``home_wh`` is what the meters leave over,
+    ``unmetered_wh`` what the sinks took beyond the sources; water and gas in m³."""
+
+    pv_wh: float
+    fuel_cell_wh: float
+    grid_import_wh: float
+    grid_export_wh: float
+    battery_charge_wh: float
+    battery_discharge_wh: float
+    ev_charge_wh: float
+    ev_discharge_wh: float
+    home_wh: float
+    unmetered_wh: float
+    water_m3: float
+    gas_m3: float
+
+
+# "from" is a Python keyword: the functional form.
+EnergyFlow = TypedDict("EnergyFlow", {"from": Node, "to": Node, "wh": float})
+
+
+class EnergyBalance(TypedDict):
+    sources_wh: float
+    sinks_wh: float
+    unmetered_wh: float
+
+
+class CostBand(TypedDict):
+    band: str
+    import_kwh: float
+    yen: float
+
+
+class EnergyCost(TypedDict):
+    """Energy charge under the configured tariff, yen: bought, sold (feed-in), net."""
+
+    import_yen: float
+    export_yen: float
+    net_yen: float
+    bands: list[CostBand]
+
+
+TariffBand = TypedDict(
+    "TariffBand",
+    {
+        "name": str,
+        "from": str,
+        "until": str,
+        "days": Annotated[str, keywords(enum=["all", "weekday", "weekend"])],
+        "yen_per_kwh": float,
+    },
+)
+
+
+class TariffInfo(TypedDict):
+    currency: Literal["JPY"]
+    feed_in_yen_per_kwh: float
+    bands: list[TariffBand]
+
+
+class EnergyPeriod(TypedDict):
+    totals: EnergyTotals
+    flows: list[EnergyFlow]
+    balance: EnergyBalance
+    self_consumption: float | None
+    self_sufficiency: float | None
+    cost: EnergyCost
+    hours: int
+
+
+class PreviousPeriod(EnergyPeriod):
+    first_day: Day
+    last_day: Day
+
+
+class LastState(TypedDict):
+    soc_pct: float
+    time: Instant
+    connected: NotRequired[bool | None]
+
+
+class LastStates(TypedDict):
+    battery: LastState | None
+    ev: LastState | None
+
+
+class EnergyReport(EnergyPeriod):
+    """A home's energy over a Tokyo day, week or month (``access.api.energy``)."""
+
+    household: str
+    purposes: dict[str, Purpose]
+    clause_ids: list[str]
+    refused: dict[str, str]
+    time_zone: Literal["Asia/Tokyo"]
+    span: Literal["day", "week", "month"]
+    first_day: Day
+    last_day: Day
+    start: Instant
+    stop: Instant
+    tariff: TariffInfo
+    previous: PreviousPeriod
+    last_state: LastStates
+    hourly: Columns
+
+
+class Webhook(TypedDict):
+    principal: str
+    url: str | None
+
+
+class WebhookSet(TypedDict):
+    """The webhook as set, with its signing secret (shown this once)."""
+
+    principal: str
+    url: str
+    secret: str
+    signature: str
+
+
 # -- request bodies ------------------------------------------------------------------------------------
 PrincipalId = Annotated[str, keywords(pattern="^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]
 
@@ -238,6 +370,10 @@ class ConsentChange(TypedDict):
     recipient: NotRequired[PrincipalId | None]
     category: NotRequired[AnyCategory | None]
     company: NotRequired[Company]  # whose terms the person invokes (default sps)
+
+
+class WebhookAsk(TypedDict):
+    url: Annotated[str, keywords(maxLength=500)]
 
 
 class ErasureAsk(TypedDict):

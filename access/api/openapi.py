@@ -13,6 +13,7 @@ from typing import Any
 
 from access.api import models, params
 from access.api.cursor import PATTERN as CURSOR_PATTERN
+from access.api.energy import SPANS
 from access.api.maintenance import MAINTENANCE_PURPOSE
 from access.api.params import (
     DEFAULT_LIMIT,
@@ -35,6 +36,7 @@ INSTANT_PATTERN = (
     rf"(Z|[+-][0-9]{{2}}:[0-9]{{2}})|{RELATIVE_PATTERN})$"
 )
 KEPT_PATTERN = "^[1-9][0-9]{0,11}:[0-9a-fA-F]{64}$"
+DAY_PATTERN = "^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 
 
 def upto(limit: int) -> str:
@@ -95,6 +97,11 @@ PURPOSE = _p(
     "purpose", "query", "Declared purpose (or header X-Purpose); must be registered for the token", _PURPOSE
 )
 PURPOSE_HEADER = _p("X-Purpose", "header", "Declared purpose, instead of the query parameter", _PURPOSE)
+_PURPOSES = _pattern(
+    f"^{PURPOSE_PATTERN}(,{PURPOSE_PATTERN}){{0,{params.MAX_PURPOSES - 1}}}$",
+    maxLength=MAX_PARAM_LEN,
+    example="sps.disclosure_to_person,kaluza.disclosure_to_person",
+)
 START = _p(
     "start",
     "query",
@@ -298,6 +305,42 @@ def document() -> dict[str, Any]:
                 },
             )
         },
+        "/api/v1/households/{household}/energy": {
+            "get": _op(
+                "A home's energy over a Tokyo day, 7 days or month: energy per source and sink, the home's "
+                "use, who fed whom, balance, self-consumption and self-sufficiency, cost under the "
+                "configured tariff, the period before, last state of charge; hourly rows as CSV",
+                [
+                    HOUSEHOLD,
+                    _p(
+                        "purpose",
+                        "query",
+                        f"Declared purpose, or up to {params.MAX_PURPOSES} comma-separated (each category is "
+                        "served under the first that allows it); or header X-Purpose",
+                        _PURPOSES,
+                    ),
+                    _p("X-Purpose", "header", "Instead of the query parameter", _PURPOSES),
+                    _p(
+                        "date",
+                        "query",
+                        "A Tokyo day (default today); years 2000-2100",
+                        _pattern(DAY_PATTERN, format="date", example="2026-06-01"),
+                    ),
+                    _p("span", "query", "day (default), week (7 days ending on date), month", _enum(SPANS)),
+                    _p("format", "query", "Representation (or Accept header)", _enum(("json", "csv"))),
+                ],
+                {
+                    "200": {
+                        "description": "The report, or its hourly rows as CSV (a download)",
+                        "content": {
+                            "application/json": {"schema": c.of(models.EnergyReport)},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **data,
+                },
+            )
+        },
         "/api/v1/households/{household}/ledger": {
             "get": _op(
                 "The homeowner's provision ledger, with the head of the household's chain",
@@ -372,6 +415,19 @@ def document() -> dict[str, Any]:
                 ],
                 {**_ok(c, "Decision", models.Explanation), **std},
             )
+        },
+        "/api/v1/alerts/webhook": {
+            "get": _op(
+                "The installer's alert webhook address", [], {**_ok(c, "Webhook", models.Webhook), **std}
+            ),
+            "put": _op(
+                "Set the alert webhook (https, or http to this machine); the answer carries its signing "
+                "secret, shown once (session callers send X-CSRF-Token)",
+                [],
+                {**_ok(c, "Set", models.WebhookSet), **std, **_problems(c, 413)},
+                body=c.of(models.WebhookAsk),
+            ),
+            "delete": _op("Remove the alert webhook", [], {"204": {"description": "Removed"}, **std}),
         },
         "/api/v1/alerts": {
             "get": _op(

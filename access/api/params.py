@@ -11,7 +11,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
+
+from aiohttp import web
 
 from access.api.problems import bad_param
 from pipeline.query import AGGS, QUERYABLE_FIELDS, valid_id
@@ -231,3 +233,18 @@ def window(params: Mapping[str, str], now: datetime, default_every: timedelta | 
     if step is not None and span / step > MAX_WINDOWS:
         raise bad_param("every", f"the range holds more than {MAX_WINDOWS} windows at this resolution")
     return Window(start, stop, step)
+
+
+async def json_body(request: web.Request, model: type) -> dict[str, Any]:
+    """The body as a JSON object with only the keys ``model`` (a TypedDict) names: a misspelt key is an
+    error, not a default (``{"categoris": [...]}`` must not mean "erase everything")."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
+        raise bad_param("body", "the body is not JSON (or is nested too deeply)") from None
+    if not isinstance(body, dict):
+        raise bad_param("body", "the body is a JSON object")
+    unknown = sorted(set(body) - set(model.__annotations__))
+    if unknown:
+        raise bad_param("body", f"unknown keys {', '.join(map(repr, unknown))[:200]}")
+    return body

@@ -40,6 +40,7 @@ from access.api.service import (
     served_within,
 )
 from access.api.state import STATE, AppState, caller_of
+from access.api.webhooks import webhook_delete, webhook_get, webhook_put
 from access.auth import Caller, authenticate
 from access.consent import ConsentError, ErasureRequest
 from access.decision import IDENTITY
@@ -381,27 +382,12 @@ async def consent_get(request: web.Request) -> web.Response:
     return json_response(_consent_body(state, household))
 
 
-async def _json_body(request: web.Request, model: type) -> dict[str, Any]:
-    """The body as a JSON object with only the keys ``model`` (a TypedDict) names: a misspelt key is an
-    error, not a default (``{"categoris": [...]}`` must not mean "erase everything")."""
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
-        raise bad_param("body", "the body is not JSON (or is nested too deeply)") from None
-    if not isinstance(body, dict):
-        raise bad_param("body", "the body is a JSON object")
-    unknown = sorted(set(body) - set(model.__annotations__))
-    if unknown:
-        raise bad_param("body", f"unknown keys {', '.join(map(repr, unknown))[:200]}")
-    return body
-
-
 async def consent_put(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
     _verified_person(state, caller)
-    body = await _json_body(request, models.ConsentChange)
+    body = await params.json_body(request, models.ConsentChange)
     scope = body.get("scope", "provision")
     if scope not in SCOPES:
         raise bad_param("scope", f"scope is one of {', '.join(SCOPES)}")
@@ -451,7 +437,7 @@ async def erasure_post(request: web.Request) -> web.Response:
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
     _verified_person(state, caller)
-    body = await _json_body(request, models.ErasureAsk)
+    body = await params.json_body(request, models.ErasureAsk)
     cats = body.get("categories")
     if cats is not None and (
         not isinstance(cats, list)

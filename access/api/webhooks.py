@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from access.alerts import WebhookError
+from access.api import models, params
 from access.api.maintenance import MAINTENANCE_PURPOSE, WEBHOOKS
 from access.api.problems import ApiProblem, bad_param
 from access.api.render import json_response
@@ -31,30 +32,27 @@ def _installer(request: web.Request) -> tuple[AppState, Caller]:
 async def webhook_get(request: web.Request) -> web.Response:
     _state, caller = _installer(request)
     hook = request.app[WEBHOOKS].get(caller.principal)
-    return json_response({"principal": caller.principal, "url": None if hook is None else hook.url})
+    body: models.Webhook = {"principal": caller.principal, "url": None if hook is None else hook.url}
+    return json_response(body)
 
 
 async def webhook_put(request: web.Request) -> web.Response:
     state, caller = _installer(request)
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise bad_param("body", "the body is a JSON object with 'url'") from None
-    url = body.get("url") if isinstance(body, dict) else None
+    body = await params.json_body(request, models.WebhookAsk)
+    url = body.get("url")
     if not isinstance(url, str):
         raise bad_param("url", "url is the https:// address to send alerts to")
     try:
         hook = request.app[WEBHOOKS].put(caller.principal, url.strip(), at=state.clock())
     except WebhookError as exc:
         raise bad_param("url", str(exc)) from None
-    return json_response(
-        {
-            "principal": caller.principal,
-            "url": hook.url,
-            "secret": hook.secret,
-            "signature": "X-Hems-Signature: sha256=HMAC(secret, X-Hems-Timestamp + '.' + body)",
-        }
-    )
+    answer: models.WebhookSet = {
+        "principal": caller.principal,
+        "url": hook.url,
+        "secret": hook.secret,
+        "signature": "X-Hems-Signature: sha256=HMAC(secret, X-Hems-Timestamp + '.' + body)",
+    }
+    return json_response(answer)
 
 
 async def webhook_delete(request: web.Request) -> web.Response:

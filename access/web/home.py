@@ -22,6 +22,7 @@ from access.clock import TOKYO
 from access.consent import DEFAULT_COMPANY
 from access.ledger import ProvisionRecord
 from access.web.i18n import category_word, day, language, t, when
+from access.web.ledger_head import ledger_head_section
 from access.web.page import e, my_households, page, require, words_block
 from access.web.terms_words import clause_citation, clause_kind, clause_summary, kind_words, purpose_words
 from access.world import Suspension
@@ -244,18 +245,6 @@ def _group_html(state: AppState, lang: str, g: Group) -> str:
     )
 
 
-def anchor_section(state: AppState, lang: str) -> str:
-    """The ledger's current fingerprint, for the person to keep (the chain's head; see access.ledger)."""
-    head = state.ledger.head()
-    return (
-        f'<section class="card" id="ledger-anchor"><h2>{e(t(lang, "anchor_title"))}</h2>'
-        f'<p class="muted small">{e(t(lang, "anchor_note"))}</p>'
-        f"<p>{e(t(lang, 'anchor_value', when=when(lang, state.clock())))} "
-        f'<code class="hash" id="ledger-head">{e(head)}</code></p>'
-        "</section>"
-    )
-
-
 async def ledger_page(request: web.Request) -> web.StreamResponse:
     state, caller = require(request, "homeowner")
     lang = language(request)
@@ -265,7 +254,8 @@ async def ledger_page(request: web.Request) -> web.StreamResponse:
     now = state.clock()
     suspensions = state.authz.consent.suspensions(household)
     everyone = _recipient_suspension(suspensions, None, now)
-    groups = group_records(await state.ledger_for(household))
+    ledger = await state.ledger_for(household)
+    groups = group_records(ledger.records)
     pages = max(1, -(-len(groups) // GROUPS_PER_PAGE))
     try:
         number = min(max(1, int(request.query.get("page", "1"))), pages)
@@ -322,7 +312,9 @@ async def ledger_page(request: web.Request) -> web.StreamResponse:
         f'<h3 class="sub">{e(t(lang, "recipients_title"))}</h3>'
         f'<p class="muted small">{e(t(lang, "recipients_note"))}</p>'
         f'<div class="recipients">{"".join(cards)}</div>{nav}</section>'
-        f"{anchor_section(state, lang)}{words_block(lang, SCRIPT_WORDS)}"
+        f'<section class="card" id="ledger-anchor">'
+        f"{ledger_head_section(household, ledger, request.query.get('kept'), lang)}</section>"
+        f"{words_block(lang, SCRIPT_WORDS)}"
     )
     query = f"household={household}&page={number}"
     return page(t(lang, "tab_ledger"), body, caller, lang, path="/ledger", query=query, scripts=("home.js",))

@@ -190,10 +190,15 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "older": "Older",
         "recipients_title": "Companies linked to your home",
         "recipients_note": "They may receive your data under the terms cited; you can stop each one.",
-        "anchor_title": "The ledger's fingerprint",
-        "anchor_note": "The ledger is a chain: this fingerprint changes if any record is altered or "
-        "removed. Note it down or keep a copy of this page, to check the ledger later.",
-        "anchor_value": "Fingerprint as of {when}:",
+        "head_title": "Ledger head",
+        "head_note": "Keep this value somewhere of your own. If a later visit finds it no longer at its "
+        "place, your records were changed after you kept it.",
+        "head_kept": "A head you kept",
+        "head_check": "Check",
+        "head_not_a_head": "That is not a ledger head (records:hash).",
+        "head_intact": "Intact: your first {records} records are as they were when you kept this head.",
+        "head_changed": "Changed: your records up to that head are not what they were when you kept it. "
+        "Ask the operator why.",
         "erasure_title": "Erasure of your data",
         "erasure_note": "You can ask for your home's data to be erased. Some records must be kept by "
         "law; the answer says which, and under which clause, when you ask.",
@@ -382,10 +387,15 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "older": "古い記録",
         "recipients_title": "お宅に関係する会社",
         "recipients_note": "記載の規定に基づいてデータを受け取ることがあります。会社ごとに停止できます。",
-        "anchor_title": "提供記録の指紋",
-        "anchor_note": "提供記録は鎖のようにつながっており、過去の記録が書き換えられたり消されたりすると"
-        "この指紋が変わります。後で確かめられるよう、控えておくかこのページを保存してください。",
-        "anchor_value": "{when} 時点の指紋:",
+        "head_title": "提供記録の先頭値",
+        "head_note": "この値をご自身の手元に控えてください。後で見たときにこの値が同じ位置に"
+        "見当たらなければ、控えた後に記録が変えられています。",
+        "head_kept": "控えておいた先頭値",
+        "head_check": "確かめる",
+        "head_not_a_head": "提供記録の先頭値（件数:ハッシュ）ではありません。",
+        "head_intact": "変わっていません: 最初の {records} 件の記録は控えたときのままです。",
+        "head_changed": "変わっています: 控えた先頭値までの記録が、控えたときと違います。"
+        "運営者に理由をお尋ねください。",
         "erasure_title": "データの削除請求",
         "erasure_note": "お宅のデータの削除を請求できます。法令で保存が必要な記録もあり、その場合は"
         "どの規定によるかを請求の時点でお知らせします。",

@@ -11,7 +11,7 @@ import pytest
 from access.api.openapi import document
 from access.compiler import Policy
 from tests.access.api_world import Env, api_policy, start_env, store_path
-from tests.access.test_browser import ARGS, CHROMIUM, SHOTS, _skip_reason, async_playwright
+from tests.access.test_browser import ARGS, CHROMIUM, SHOTS, async_playwright, skip_reason
 
 __all__ = ["api_policy", "store_path"]
 
@@ -36,7 +36,7 @@ async def test_the_docs_page_and_its_assets_are_served_here(env: Env) -> None:
 
 @pytest.mark.browser
 async def test_swagger_ui_renders_the_document_offline(env: Env) -> None:
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     assert async_playwright is not None

@@ -260,11 +260,11 @@ async def test_the_ledger_page_shows_the_head_and_the_check(env: Env) -> None:
         "/login", data={"principal": "alice", "password": password}, allow_redirects=False
     )
     assert r.status == 303
-    page = await (await env.client.get("/")).text()
-    m = re.search(r'<code id="ledger-head">(\d+:[0-9a-f]{64})</code>', page)
+    page = await (await env.client.get("/ledger")).text()
+    m = re.search(r'<code id="ledger-head" class="hash">(\d+:[0-9a-f]{64})</code>', page)
     assert m is not None and m.group(1).startswith("1:")
-    page = await (await env.client.get("/", params={"household": "h1", "kept": m.group(1)})).text()
+    page = await (await env.client.get("/ledger", params={"household": "h1", "kept": m.group(1)})).text()
     assert 'id="kept-verdict">Intact' in page
     wrong = "1:" + "0" * 64
-    page = await (await env.client.get("/", params={"household": "h1", "kept": wrong})).text()
+    page = await (await env.client.get("/ledger", params={"household": "h1", "kept": wrong})).text()
     assert 'id="kept-verdict">Changed' in page
