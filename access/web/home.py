@@ -23,7 +23,7 @@ from access.consent import DEFAULT_COMPANY
 from access.ledger import ProvisionRecord
 from access.web.i18n import category_word, day, language, t, when
 from access.web.ledger_head import ledger_head_section
-from access.web.page import e, my_households, page, require, words_block
+from access.web.page import e, figure, my_households, page, require, words_block
 from access.web.terms_words import clause_citation, clause_kind, clause_summary, kind_words, purpose_words
 from access.world import Suspension
 from seeds.vocabulary import CATEGORIES
@@ -70,14 +70,6 @@ def _disclosure_purposes(state: AppState, caller: Caller) -> list[str]:
 
 
 # -- energy ----------------------------------------------------------------------------------------------
-def _figure(chart_id: str, caption: str, extra: str = "") -> str:
-    return (
-        f'<figure><figcaption id="{chart_id}-caption">{e(caption)}</figcaption>'
-        f'<div class="plot"><canvas id="{chart_id}" role="img" aria-labelledby="{chart_id}-caption">'
-        f"</canvas></div>{extra}</figure>"
-    )
-
-
 def _kpi(key: str, lang: str) -> str:
     return (
         f'<div class="kpi" id="kpi-{key}"><span class="label">{e(t(lang, key))}</span>'
@@ -142,10 +134,10 @@ async def home(request: web.Request) -> web.StreamResponse:
         f'<h2>{e(t(lang, "household", household=household))} <span id="period-label"></span></h2>'
         f'{controls}<p class="status muted" id="chart-status" role="status" aria-live="polite">'
         f'{e(t(lang, "loading"))}</p><div class="kpis">{kpis}</div>'
-        f'<div class="charts">{_figure("flow-chart", t(lang, "flow_title"), flows)}'
-        f"{_figure('energy-chart', t(lang, 'chart_energy_hour'))}"
-        f"{_figure('power-chart', t(lang, 'chart_power'))}{_figure('soc-chart', t(lang, 'chart_soc'))}"
-        f"{_figure('water-gas-chart', t(lang, 'chart_water_gas'))}"
+        f'<div class="charts">{figure("flow-chart", t(lang, "flow_title"), flows)}'
+        f"{figure('energy-chart', t(lang, 'chart_energy_hour'))}"
+        f"{figure('power-chart', t(lang, 'chart_power'))}{figure('soc-chart', t(lang, 'chart_soc'))}"
+        f"{figure('water-gas-chart', t(lang, 'chart_water_gas'))}"
         f"</div></section>{cost}{words_block(lang, SCRIPT_WORDS)}"
     )
     scripts = ("chart.umd.min.js", "chartjs-chart-sankey.min.js", "app.js")

@@ -28,6 +28,15 @@ def e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def figure(chart_id: str, caption: str, extra: str = "") -> str:
+    """A chart's place: a canvas named by its caption (for screen readers), ``extra`` below it."""
+    return (
+        f'<figure><figcaption id="{chart_id}-caption">{e(caption)}</figcaption>'
+        f'<div class="plot"><canvas id="{chart_id}" role="img" aria-labelledby="{chart_id}-caption">'
+        f"</canvas></div>{extra}</figure>"
+    )
+
+
 def words_block(lang: str, keys: Iterable[str]) -> str:
     """The words a page's script needs, as a JSON data block (not executed, so the CSP allows it)."""
     words = {k: t(lang, k) for k in keys}

@@ -30,7 +30,7 @@ from access.maintenance import Problem
 from access.web.home import SCRIPT_WORDS, add_home_routes
 from access.web.i18n import MESSAGES, category_word, duration, energy, language, t, when
 from access.web.page import e as _e
-from access.web.page import my_households, page, require, session, words_block
+from access.web.page import figure, my_households, page, require, session, words_block
 
 STATIC = Path(__file__).parent / "static"
 INSTALLER_PURPOSE = "sps.pv_after_maintenance"
@@ -41,14 +41,6 @@ def _tabs(lang: str) -> str:
         f'<div class="tabs"><button data-span="1" class="on">{_e(t(lang, "today"))}</button>'
         f'<button data-span="7">{_e(t(lang, "days_7"))}</button>'
         f'<button data-span="30">{_e(t(lang, "days_30"))}</button></div>'
-    )
-
-
-def _chart(chart_id: str, caption: str) -> str:
-    return (
-        f'<figure><figcaption id="{chart_id}-caption">{_e(caption)}</figcaption>'
-        f'<div class="plot"><canvas id="{chart_id}" role="img" aria-labelledby="{chart_id}-caption">'
-        "</canvas></div></figure>"
     )
 
 
@@ -230,8 +222,8 @@ async def installer_home(request: web.Request) -> web.StreamResponse:
             f'<section class="card" id="dashboard" data-household="{_e(household)}" '
             f'data-purpose="{INSTALLER_PURPOSE}" data-mode="installer" data-lang="{lang}">'
             f"<h2>{_e(t(lang, 'charts'))}</h2>"
-            f'{_tabs(lang)}<div class="charts">{_chart("power-chart", t(lang, "power"))}'
-            f"{_chart('energy-chart', t(lang, 'energy_per_day'))}</div>"
+            f'{_tabs(lang)}<div class="charts">{figure("power-chart", t(lang, "power"))}'
+            f"{figure('energy-chart', t(lang, 'energy_per_day'))}</div>"
             f'<p class="status muted" id="chart-status" role="status">{_e(t(lang, "loading"))}</p></section>'
             f"{words_block(lang, SCRIPT_WORDS)}"
         )
