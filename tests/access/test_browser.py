@@ -130,6 +130,16 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
             assert "h1" in await row.inner_text()
             assert "Not visible now" not in await row.inner_text()
             await installer.screenshot(path=str(SHOTS / "installer_before.png"), full_page=True)
+            # The drill-down draws the home's power and daily energy under the maintenance purpose.
+            await installer.goto(f"{base}/installer/h1")
+            await installer.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
+            drawn = await installer.evaluate(
+                "() => Chart.getChart('power-chart').data.datasets[0].data.filter(v => v !== null).length"
+            )
+            assert drawn > 100
+            assert "Some series" not in await installer.locator("#chart-status").inner_text()
+            await installer.screenshot(path=str(SHOTS / "installer_drilldown_charts.png"), full_page=True)
+            await installer.goto(f"{base}/installer")
 
             owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
             await sign_in(owner, base, "alice")

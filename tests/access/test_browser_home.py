@@ -113,6 +113,34 @@ async def _every_control_is_named(page: Any) -> None:
     assert unnamed == []
 
 
+async def _readable(page: Any) -> None:
+    """Contrast: text of every kind on the page against what it is drawn on, at least 4.5:1 (WCAG AA)."""
+    poor = await page.evaluate(
+        """() => {
+        const rgb = s => s.match(/[0-9.]+/g).map(Number);
+        const lum = c => { const [r, g, b] = c.slice(0, 3).map(v => { v /= 255;
+            return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const back = el => {
+            for (; el; el = el.parentElement) {
+                const c = rgb(getComputedStyle(el).backgroundColor);
+                if (c.length < 4 || c[3] > 0) return c;
+            }
+            return [255, 255, 255]; };
+        const out = [];
+        const kinds = 'main p, main span, main a, main button, main label, main td, main th, main dt, '
+            + 'main h2, nav a, nav button';
+        document.querySelectorAll(kinds).forEach(el => {
+            if (!el.offsetParent || !el.textContent.trim()) return;
+            const a = lum(rgb(getComputedStyle(el).color)), b = lum(back(el));
+            const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+            if (ratio < 4.5) out.push(el.tagName + '.' + el.className + ': ' + ratio.toFixed(2));
+        });
+        return Array.from(new Set(out)); }"""
+    )
+    assert poor == []
+
+
 async def test_energy_page_balances_and_equals_the_store(
     tmp_path: Path, api_policy: Policy, need_browser: None
 ) -> None:
