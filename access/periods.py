@@ -12,7 +12,8 @@ two members.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+
+from access import clock
 
 Period = tuple[float, float]
 Periods = tuple[Period, ...]
@@ -113,15 +114,14 @@ def boundaries(periods: Iterable[Periods]) -> list[float]:
 
 
 def show_instant(t: float) -> str:
-    if t == float("inf"):
-        return "open-ended"
+    """Tokyo time, as every text a person reads (``access.clock.show``)."""
     if t == float("-inf"):
         return "the beginning"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return clock.show(t)
 
 
 def show(periods: Periods) -> str:
-    """In words, e.g. ``2026-05-01 00:00 UTC to 2026-06-01 00:00 UTC``; ``nothing`` when empty."""
+    """In words, e.g. ``2026-05-01 09:00 JST to 2026-06-01 09:00 JST``; ``nothing`` when empty."""
     if not periods:
         return "nothing"
     parts = []

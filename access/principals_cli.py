@@ -14,21 +14,18 @@ import getpass
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from access.auth import WebAuth
-from access.clock import to_epoch
+from access.clock import show, to_epoch
 from access.relationships import VERIFICATION_METHODS, RelationshipStore
 from access.tokens import TokenError, TokenStore
 from access.world import CONTRACT_KINDS
 
 
 def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "-" if epoch is None else show(epoch)
 
 
 def _parser() -> argparse.ArgumentParser:

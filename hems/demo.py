@@ -174,9 +174,7 @@ def seed_principals(db: Path, households: Sequence[str]) -> dict[str, str]:
             owner = f"owner-{i}"
             last = i == len(households) and len(households) > 1
             if rel.find_principal(owner) is None:
-                rel.add_principal(
-                    owner, "homeowner", f"Homeowner of home {i}", (DISCLOSURE, EV_DISCLOSURE)
-                )
+                rel.add_principal(owner, "homeowner", f"Homeowner of home {i}", (DISCLOSURE, EV_DISCLOSURE))
                 rel.link(owner, hid, "homeowner", since=moved if last else now - YEAR)
                 if last:
                     rel.add_principal(

@@ -91,7 +91,7 @@ def period_of(query: Any, now: datetime) -> Period:
 async def _windows(state: AppState, household: str, decided: Decided, period: Period) -> pl.DataFrame:
     cats = [c for c in CATEGORIES if c in decided.allowed]
     asks = [Ask(c, CATEGORY_FIELDS[c], period.start - HOUR, period.stop, HOUR, "last") for c in cats]
-    frames = dict(zip(cats, await read_all(state, household, asks), strict=True))
+    frames = dict(zip(cats, await read_all(state, household, asks, decided), strict=True))
     return assign_flows(window_energy(frames))
 
 
@@ -102,7 +102,9 @@ async def _last_states(
     end = min(period.stop, state.now_dt())
     wanted = {"battery": ("soc_pct",), "ev": ("soc_pct", "connected")}
     cats = [c for c in wanted if c in decided.allowed]
-    frames = await read_all(state, household, [Ask(c, wanted[c], end - LAST_STATE, end) for c in cats])
+    frames = await read_all(
+        state, household, [Ask(c, wanted[c], end - LAST_STATE, end) for c in cats], decided
+    )
     out: models.LastStates = {"battery": None, "ev": None}
     for cat, df in zip(cats, frames, strict=True):
         soc = one_source(df, "soc_pct").sort("time")
@@ -201,11 +203,14 @@ async def energy(request: web.Request) -> web.Response:
     fmt = params.fmt(request.query.get("format"), request.headers.get("Accept"))
     if fmt == "arrow":
         raise bad_param("format", "the energy report comes as json or csv")
-    decided = decide_categories(state, caller, household, CATEGORIES, purposes)
+    before = period.previous()
+    # Both periods (and the hour before each, the baseline of its first hour) are decided as one window.
+    decided = decide_categories(
+        state, caller, household, CATEGORIES, purposes, before.start - HOUR, period.stop
+    )
     if not decided.allowed:
         raise decided.refused.get("electricity") or next(iter(decided.refused.values()))
     tariff = request.app[TARIFF]
-    before = period.previous()
     now_windows, prev_windows = (
         await _windows(state, household, decided, period),
         await _windows(state, household, decided, before),

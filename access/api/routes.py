@@ -48,7 +48,6 @@ from access.ledger_anchor import KeptHead
 from access.periods import Periods, span
 from access.request import ALL_TIME, AccessRequest
 from access.world import SCOPES
-from access.api.webhooks import webhook_delete, webhook_get, webhook_put
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES

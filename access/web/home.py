@@ -16,6 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from access.api.problems import ApiProblem
+from access.api.service import homeowner_periods, person_view
 from access.api.state import AppState
 from access.auth import Caller, check_csrf
 from access.clock import TOKYO
@@ -247,7 +248,9 @@ async def ledger_page(request: web.Request) -> web.StreamResponse:
     suspensions = state.authz.consent.suspensions(household)
     everyone = _recipient_suspension(suspensions, None, now)
     ledger = await state.ledger_for(household)
-    groups = group_records(ledger.records)
+    # A person sees the provisions of their own time in the home (a new occupant not the previous one's).
+    mine = homeowner_periods(state, caller.principal, household)
+    groups = group_records([v for r in ledger.records if (v := person_view(r, mine)) is not None])
     pages = max(1, -(-len(groups) // GROUPS_PER_PAGE))
     try:
         number = min(max(1, int(request.query.get("page", "1"))), pages)
@@ -255,13 +258,22 @@ async def ledger_page(request: web.Request) -> web.StreamResponse:
         number = 1
     shown = groups[(number - 1) * GROUPS_PER_PAGE : number * GROUPS_PER_PAGE]
     # Recipients: everyone linked to the home (its sales company, installer...), then anyone on this page.
-    snap = state.authz.snapshot(now)
+    facts = state.authz.snapshot(now).facts
     linked = sorted(
-        p
-        for (p, h), roles in snap.links.household_roles.items()
-        if h == household and "homeowner" not in roles
+        {
+            link.principal
+            for link in facts.links
+            if link.household == household and link.role != "homeowner" and link.since <= now < link.until
+        }
     )
-    approved = sorted(a.approval.approved for a in snap.links.approvals if household in a.households)
+    approvers = {
+        link.principal
+        for link in facts.links
+        if link.household == household and link.since <= now < link.until
+    }
+    approved = sorted(
+        {a.approved for a in facts.approvals if a.approver in approvers and a.valid_from <= now < a.until}
+    )
     recipients = list(dict.fromkeys([*linked, *approved, *(g.recipient for g in shown)]))
     by_recipient: dict[str, list[Group]] = {}
     for g in shown:

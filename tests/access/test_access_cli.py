@@ -50,8 +50,8 @@ def test_policy_explain_against_a_database(capsys: pytest.CaptureFixture[str], w
     assert "Roof Installers (installer) may read the pv data of household h1" in out
     assert "it installed h1" in out and "2(2)[4]" in out and "decision: allow (sps-2.2.4)" in out
     # Companies and periods: the contract the grant rests on, and what is served.
-    assert "h1 is under contract with Smart Power System (since 2025-01-01 00:00 UTC)" in out
-    assert "served: since 2025-01-01 00:00 UTC" in out
+    assert "h1 is under contract with Smart Power System (since 2025-01-01 09:00 JST)" in out
+    assert "served: since 2025-01-01 09:00 JST" in out
     args[args.index("--household") + 1] = "h2"
     code, out = _run(capsys, *args)
     assert "may not read" in out and "no relationship with household h2" in out and "decision: deny" in out
@@ -67,9 +67,9 @@ def test_policy_explain_shows_the_period_served_and_why_the_rest_is_not(
     args += ["--start", "2026-05-01T00:00:00Z", "--stop", "2026-06-01T00:00:00Z"]
     code, out = _run(capsys, *args)
     assert code == 0 and "decision: allow (sps-2.2.4)" in out
-    assert "served: 2026-05-20 00:00 UTC to 2026-06-01 00:00 UTC" in out
-    assert "not served: 2026-05-01 00:00 UTC to 2026-05-20 00:00 UTC" in out
-    assert "its installer link holds since 2026-05-20 00:00 UTC" in out
+    assert "served: 2026-05-20 09:00 JST to 2026-06-01 09:00 JST" in out
+    assert "not served: 2026-05-01 09:00 JST to 2026-05-20 09:00 JST" in out
+    assert "its installer link holds since 2026-05-20 09:00 JST" in out
 
 
 def test_policy_explain_the_persons_rights_need_a_verified_identity(
@@ -205,9 +205,9 @@ def test_principals_manage_companies_periods_contracts_joint_uses_and_mandates(
         "link", "carol", "h1", "homeowner", "--since", "2026-05-01T00:00:00Z"
     )
     out = run("contract", "add", "h1", "sobu_gas", "--kind", "supply", "--since", "2026-01-01T00:00:00Z")
-    assert "h1 with sobu_gas (supply), 2026-01-01 00:00 UTC to open-ended" in out
+    assert "h1 with sobu_gas (supply), 2026-01-01 09:00 JST to open-ended" in out
     run("contract", "end", "1", "--at", "2026-07-01T00:00:00Z")
-    assert "2026-01-01 00:00 UTC to 2026-07-01 00:00 UTC" in run("contract", "list", "h1")
+    assert "2026-01-01 09:00 JST to 2026-07-01 09:00 JST" in run("contract", "list", "h1")
     run("add", "group1", "--kind", "named_party", "--name", "ENEX Card", "--purpose", "enex.billing")
     assert "enex names group1 for enex-5.2" in run("joint-use", "add", "enex", "enex-5.2", "group1")
     code, out = _run(capsys, "principals", "--db", db, "joint-use", "add", "enex", "enex-5.1", "group1")

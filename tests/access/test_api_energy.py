@@ -99,10 +99,19 @@ async def world(tmp_path: Path, series_path: Path, api_policy: Policy) -> AsyncI
     populate(rel)
     rel.add_principal("hana", "homeowner", "Hana", [OWN, EV_OWN])
     rel.link("hana", "h1", "homeowner", since=SINCE)
+    rel.add_contract("h1", "kaluza", "app", since=SINCE)  # the car's app, under the EV terms
     tokens = TokenStore(db)
     issued = {}
     for who, purposes in {"alice": [OWN], "hana": [OWN, EV_OWN], "inst1": [PV], "bob": [OWN]}.items():
-        _, issued[who] = tokens.create(who, purposes, rel.principal(who).purposes, at=NOW.timestamp() - 60)
+        person = rel.principal(who).kind == "homeowner"  # the person's rights need a checked identity
+        _, issued[who] = tokens.create(
+            who,
+            purposes,
+            rel.principal(who).purposes,
+            at=NOW.timestamp() - 60,
+            identity_verified_at=NOW.timestamp() - 60 if person else None,
+            identity_method="documents" if person else "",
+        )
     tokens.close()
     rel.close()
     store = SQLiteStore(series_path)

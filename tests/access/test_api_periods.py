@@ -92,7 +92,7 @@ async def test_a_window_outside_every_period_is_refused_with_the_part_and_the_re
     status, body = await _series(env, "inst2", PV, stop="2026-06-01T06:00:00Z")
     assert status == 403 and body["reason"] == "outside_period"
     assert body["refused"] == [["2026-06-01T00:00:00.000Z", "2026-06-01T06:00:00.000Z"]]
-    assert "its installer link holds since 2026-06-01 18:00 UTC" in body["detail"]  # type: ignore[operator]
+    assert "its installer link holds since 2026-06-02 03:00 JST" in body["detail"]  # type: ignore[operator]
     assert env.ledger_rows() == before
 
 

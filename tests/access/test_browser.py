@@ -357,7 +357,7 @@ async def test_homeowner_who_moved_in_today_sees_nothing_from_before(
 
     points = emulated_points("h1", now - timedelta(days=2), now, timedelta(minutes=5))
     async with (
-        served(tmp_path, api_policy, points, ("carol", "inst2"), setup=moved_in) as (base, _store),
+        served(tmp_path, api_policy, points, ("carol", "inst2"), setup=moved_in) as (base, _store, _state),
         async_playwright() as pw,
     ):
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

@@ -21,6 +21,7 @@ import pytest
 from access.api.state import AppState
 from access.compiler import Policy
 from access.relationships import RelationshipStore
+from access.request import AccessRequest
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.sqlite_store import SQLiteStore
@@ -79,6 +80,7 @@ def _hana(rel: RelationshipStore) -> None:
     """A homeowner of h1 who reads her car under the EV terms as well."""
     rel.add_principal("hana", "homeowner", "Hana", [OWN, EV_OWN])
     rel.link("hana", "h1", "homeowner", since=SINCE)
+    rel.add_contract("h1", "kaluza", "app", since=SINCE)  # the car's app, under the EV terms
 
 
 @pytest.fixture
@@ -348,13 +350,19 @@ async def test_ledger_page_in_words_grouped_paged_and_suspends_per_recipient(
         assert [(s.recipient, s.scope, s.category) for s in active] == [("inst1", "provision", None)]
         # ...which the policy now enforces: the installer is refused, the sales company is not.
         at = NOW.timestamp()
-        assert not state.authz.decide("inst1", "h1", "pv", "read", PV, at=at).allowed
-        assert state.authz.decide("sales1", "h1", "pv", "read", PV, at=at).allowed
+        assert not state.authz.decide(
+            AccessRequest("inst1", "h1", "pv", "read", PV, (at - 3600, at)), at=at
+        ).allowed
+        assert state.authz.decide(
+            AccessRequest("sales1", "h1", "pv", "read", PV, (at - 3600, at)), at=at
+        ).allowed
         await page.screenshot(path=str(SHOTS / "homeowner_ledger_suspended_desktop_en.png"), full_page=True)
         # Resume it: allowed again.
         await page.locator('.recipient[data-recipient="inst1"] button').click()
         await page.wait_for_selector('.recipient[data-recipient="inst1"]:not(.suspended)')
-        assert state.authz.decide("inst1", "h1", "pv", "read", PV, at=at).allowed
+        assert state.authz.decide(
+            AccessRequest("inst1", "h1", "pv", "read", PV, (at - 3600, at)), at=at
+        ).allowed
 
         phone = await (await browser.new_context(viewport=PHONE, locale="ja-JP")).new_page()
         await sign_in(phone, base, "hana")

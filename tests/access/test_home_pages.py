@@ -12,6 +12,7 @@ import pytest
 from access.clock import to_epoch
 from access.compiler import Policy
 from access.ledger import ProvisionRecord
+from access.request import AccessRequest
 from access.web.home import GROUPS_PER_PAGE, group_records
 from access.web.terms_words import PURPOSES_JA, clause_citation, purpose_words
 from seeds.loader import load_seeds
@@ -115,8 +116,12 @@ async def test_per_recipient_switch_without_a_script(env: Env) -> None:
     assert r.status == 303 and r.headers["Location"].startswith("/ledger?household=h1")
     (s,) = [s for s in consent.suspensions("h1") if s.active(NOW)]
     assert (s.recipient, s.scope, s.category) == ("inst1", "provision", None)
-    assert not env.state.authz.decide("inst1", "h1", "pv", "read", PV, at=NOW).allowed
-    assert env.state.authz.decide("sales1", "h1", "pv", "read", PV, at=NOW).allowed
+    assert not env.state.authz.decide(
+        AccessRequest("inst1", "h1", "pv", "read", PV, (NOW - 3600, NOW)), at=NOW
+    ).allowed
+    assert env.state.authz.decide(
+        AccessRequest("sales1", "h1", "pv", "read", PV, (NOW - 3600, NOW)), at=NOW
+    ).allowed
     page = await (await env.client.get("/ledger")).text()
     assert re.search(r'class="recipient suspended" data-recipient="inst1"', page)
     assert "Resume provision to Roof Installers (installer)" in page
