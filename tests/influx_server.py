@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+
+from tests.loopback import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "influxdb.sh"
@@ -77,13 +78,6 @@ def find_influxd() -> tuple[Path | None, str]:
     return None, (
         f"no INFLUXD_BIN and no build at {cached}; run scripts/influxdb.sh (or set HEMS_BUILD_INFLUXD=1)"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _die_with_parent() -> None:

@@ -3,7 +3,6 @@ everything that package raises on purpose, and every error keeps its old name an
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from datetime import datetime
@@ -31,6 +30,7 @@ from protocols.echonet.frame import FrameError, decode
 from protocols.errors import ProtocolError, RegistryError
 from protocols.sunspec.models import MODELS
 from protocols.sunspec.points import SunSpecValueError, encode
+from tests.loopback import free_port
 
 
 @pytest.mark.parametrize(
@@ -73,9 +73,7 @@ def test_the_roots_catch_what_each_package_raises() -> None:
 
 
 async def test_the_collector_root_catches_a_failed_read() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again below: nothing listens there
+    port = free_port()  # free, and nothing listens there
     pool = ModbusPool(timeout_s=0.5)
     try:
         with pytest.raises(CollectorError, match="refused"):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ from devices.fleet import Fleet
 from hems.collect import pump
 from pipeline.sqlite_store import SQLiteStore
 from pipeline.writer import Pipeline
+from tests.loopback import free_prefix
 
 PV = "sps.pv_after_maintenance"
 OWN = "sps.disclosure_to_person"
@@ -40,13 +39,6 @@ POLL_S = 2.0
 QUIET = {"multicast": False, "announce_interval_s": None}
 PASSWORD = "correct horse battery"
 RULES = Rules(min_silence=timedelta(seconds=1))
-
-
-_rng = random.Random(os.getpid())
-
-
-def prefix() -> str:
-    return f"127.{_rng.randint(2, 19)}"
 
 
 @dataclass
@@ -69,7 +61,7 @@ async def start_live(
         speed=1.0,
         start=datetime.now(UTC),
         modbus_port=0,
-        address_prefix=prefix(),
+        address_prefix=free_prefix(),
         echonet_options=QUIET,
     )
     await fleet.start()

@@ -5,10 +5,6 @@ tests' 127.100-127.250) with ephemeral Modbus ports."""
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import random
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,31 +14,10 @@ import pytest
 from collector.config import CollectorConfig, from_manifest
 from devices.fleet import Fleet
 from protocols.echonet.frame import ESV, Frame, Property, decode, encode
+from tests.loopback import free_prefix
 
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo: the sun is up
 QUIET = {"multicast": False, "announce_interval_s": None}
-
-_prefixes = itertools.count(random.Random(os.getpid()).randint(30, 60))
-
-
-def next_prefix() -> str:
-    """The next /16 of this run's sequence that no one is using right now: other test runs on the machine
-    draw from the same range, so a prefix whose first home or controller address already has port 3610
-    taken is passed over."""
-    for _ in range(70):
-        prefix = f"127.{30 + (next(_prefixes) - 30) % 70}"
-        if all(_free(f"{prefix}.{host}") for host in ("0.1", "255.1")):
-            return prefix
-    return prefix
-
-
-def _free(address: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((address, 3610))
-        except OSError:
-            return False
-    return True
 
 
 def make_fleet(homes: int = 2, **kw: Any) -> Fleet:
@@ -50,7 +25,7 @@ def make_fleet(homes: int = 2, **kw: Any) -> Fleet:
     kw.setdefault("start", NOON_JST)
     kw.setdefault("modbus_port", 0)
     kw.setdefault("echonet_options", QUIET)
-    return Fleet(homes, 7, address_prefix=next_prefix(), **kw)
+    return Fleet(homes, 7, address_prefix=free_prefix(), **kw)
 
 
 def controller_address(fleet: Fleet) -> str:

@@ -10,6 +10,7 @@ import pytest
 from collector.config import ConfigError, load
 from devices.fleet import Fleet
 from protocols.echonet.frame import EOJ
+from tests.loopback import free_prefix
 
 GOOD_TOML = """
 [collector]
@@ -72,13 +73,14 @@ def test_unparseable_files(tmp_path: Path) -> None:
 
 
 def test_manifest_lists_every_device(tmp_path: Path) -> None:
-    fleet = Fleet(3, 7, speed=0, address_prefix="127.29")  # not started: the manifest is enough
+    net = free_prefix()
+    fleet = Fleet(3, 7, speed=0, address_prefix=net)  # not started: the manifest is enough
     path = fleet.write_manifest(tmp_path / "manifest.json")
     cfg = load(path, power_interval_s=2.0)
     assert len(cfg.devices) == 3 * 10
     by_key = {d.key: d for d in cfg.devices}
     hid = fleet.homes[1].household_id
-    assert by_key[f"{hid}/storage"].unit_id == 3 and by_key[f"{hid}/storage"].address == "127.29.0.2"
+    assert by_key[f"{hid}/storage"].unit_id == 3 and by_key[f"{hid}/storage"].address == f"{net}.0.2"
     assert by_key[f"{hid}/ev_charger"].eoj == EOJ(0x02, 0x7E, 0x01)
     assert by_key[f"{hid}/solar"].interval_s == 2.0
     assert by_key[f"{hid}/gas_meter"].interval_s == 60.0

@@ -16,6 +16,7 @@ from collector.runner import Collector
 from devices.fleet import Fleet
 from protocols.echonet.frame import EOJ
 from tests.collector.conftest import config_for
+from tests.loopback import free_prefix
 
 
 async def test_full_queue_slows_polling_and_nothing_is_lost(fleet_factory: Callable[..., Any]) -> None:
@@ -49,7 +50,7 @@ async def test_drop_mode_counts_what_it_drops(fleet_factory: Callable[..., Any])
 
 
 def test_unknown_echonet_class_is_a_config_error() -> None:
-    fleet = Fleet(1, 7, speed=0, address_prefix="127.28")
+    fleet = Fleet(1, 7, speed=0, address_prefix=free_prefix())
     base = config_for(fleet)
     odd = replace(base.devices[0], eoj=EOJ(0x01, 0x30, 0x01))  # an air conditioner: no decoder
     with pytest.raises(ConfigError, match="no decoder for ECHONET class 0130"):

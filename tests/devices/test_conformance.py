@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,8 +22,9 @@ from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, decod
 from protocols.sunspec.points import BASE_ADDRESS
 from tests.devices.test_echonet_node import Home, make_state
 from tests.devices.test_fleet import NOON_JST, QUIET_ECHONET, echonet_get, read_model
+from tests.loopback import free_prefix
 
-NET = f"127.{random.Random(os.getpid() + 15).randint(100, 250)}"
+NET = free_prefix()
 SOLAR, FUEL_CELL, BATTERY, EV, METER = (
     EOJ(0x02, 0x79, 0x01),
     EOJ(0x02, 0x7C, 0x01),
@@ -104,14 +103,10 @@ async def test_the_appendix_required_get_properties_are_answered(node: str, eoj:
         assert int.from_bytes(values[0xC9][4:], "big") > 0  # the maximum discharging power: its rating
 
 
-def _prefix() -> str:
-    return f"127.{random.randint(100, 250)}"
-
-
 @pytest.fixture
 async def noon() -> AsyncIterator[Fleet]:
     fleet = Fleet(
-        2, 7, speed=0, start=NOON_JST, modbus_port=0, address_prefix=_prefix(), control_port=0,
+        2, 7, speed=0, start=NOON_JST, modbus_port=0, address_prefix=free_prefix(), control_port=0,
         echonet_options=QUIET_ECHONET, profiles=every_home({"battery": PROFILES["get_limit_2"]}),
     )  # fmt: skip
     await fleet.start()
@@ -202,7 +197,7 @@ def test_hems_devices_takes_profiles_and_lists_them_in_the_manifest(tmp_path: Pa
     proc = subprocess.run(
         [
             sys.executable, "-m", "hems", "devices", "--homes", "2", "--seed", "1",
-            "--manifest", str(manifest), "--modbus-port", "0", "--address-prefix", _prefix(),
+            "--manifest", str(manifest), "--modbus-port", "0", "--address-prefix", free_prefix(),
             "--duration", "1",
             "--profiles", "water_meter=large_counters,1/meter=float+slow",
         ],

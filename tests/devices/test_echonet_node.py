@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -36,6 +35,7 @@ from protocols.echonet.frame import (
     decode_uint,
     encode,
 )
+from tests.loopback import free_prefix
 
 METER = EOJ(0x02, 0x88, 0x01)
 SOLAR = EOJ(0x02, 0x79, 0x01)
@@ -47,7 +47,7 @@ EV = EOJ(0x02, 0x7E, 0x01)
 T0 = datetime(2026, 7, 1, 3, 10, tzinfo=UTC)  # 12:10 in Tokyo
 # This run's loopback /16 (nodes at .211.x, clients at .212.x, all on port 3610): two test runs at once
 # pick different ones, as the collector fixtures do.
-NET = f"127.{random.Random(os.getpid()).randint(100, 250)}"
+NET = free_prefix()
 
 
 def make_state(**changes: Any) -> HomeState:

@@ -35,14 +35,11 @@ from protocols.echonet.frame import decode as decode_frame
 from protocols.echonet.frame import encode as encode_frame
 from protocols.sunspec.models import MODELS, model_addresses
 from protocols.sunspec.points import BASE_ADDRESS, SUNS_MARKER, decode_model
+from tests.loopback import free_prefix
 
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
 MIDNIGHT_JST = datetime(2026, 4, 30, 15, 0, tzinfo=UTC)  # 00:00 in Tokyo
 QUIET_ECHONET = {"multicast": False, "announce_interval_s": None}  # no traffic the test did not ask for
-
-
-def _prefix() -> str:
-    return f"127.{random.randint(100, 250)}"
 
 
 def make_fleet(homes: int = 2, **kw: Any) -> Fleet:
@@ -50,7 +47,7 @@ def make_fleet(homes: int = 2, **kw: Any) -> Fleet:
     kw.setdefault("start", NOON_JST)
     kw.setdefault("modbus_port", 0)
     kw.setdefault("echonet_options", QUIET_ECHONET)
-    return Fleet(homes, 7, address_prefix=_prefix(), **kw)
+    return Fleet(homes, 7, address_prefix=free_prefix(), **kw)
 
 
 @pytest.fixture
@@ -273,7 +270,7 @@ def _open_fds() -> int:
 
 
 async def test_start_stop_leaves_no_sockets_or_tasks_and_ports_are_reusable() -> None:
-    prefix = _prefix()
+    prefix = free_prefix()
     tasks_before = len(asyncio.all_tasks())
     fds_before = _open_fds()
     port = random.randint(20_000, 30_000)
@@ -298,7 +295,7 @@ async def test_start_stop_leaves_no_sockets_or_tasks_and_ports_are_reusable() ->
 
 
 async def test_start_failure_releases_what_was_bound() -> None:
-    prefix = _prefix()
+    prefix = free_prefix()
     blocker = Fleet(1, 1, speed=0, start=NOON_JST, modbus_port=0, echonet=False, address_prefix=prefix)
     await blocker.start()
     try:
@@ -338,7 +335,7 @@ def _run_cli(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
         "--modbus-port",
         "0",
         "--address-prefix",
-        _prefix(),
+        free_prefix(),
         *extra,
     ]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

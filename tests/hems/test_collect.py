@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,15 @@ from hems.collect import pump
 from pipeline.query import SeriesQuery
 from pipeline.sqlite_store import SQLiteStore
 from pipeline.writer import Pipeline
+from tests.loopback import free_port, free_prefix
 
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
 QUIET = {"multicast": False, "announce_interval_s": None}
 
 
 async def test_pump_stores_every_category_of_every_home(tmp_path: Path) -> None:
-    fleet = Fleet(
-        2, 11, speed=60, start=NOON_JST, modbus_port=0, address_prefix="127.21", echonet_options=QUIET
-    )
+    net = free_prefix()
+    fleet = Fleet(2, 11, speed=60, start=NOON_JST, modbus_port=0, address_prefix=net, echonet_options=QUIET)
     await fleet.start()
     store = SQLiteStore(str(tmp_path / "hems.sqlite"))
     pipeline = Pipeline(store, max_delay=0.1)
@@ -37,7 +36,7 @@ async def test_pump_stores_every_category_of_every_home(tmp_path: Path) -> None:
         "test",
         power_interval_s=0.3,
         counter_interval_s=0.3,
-        echonet_bind="127.21.255.1",
+        echonet_bind=f"{net}.255.1",
         echonet_multicast=False,
         timeout_s=0.5,
     )
@@ -80,6 +79,7 @@ async def test_pump_stores_every_category_of_every_home(tmp_path: Path) -> None:
 
 def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
+    net = free_prefix()  # this run's own loopback /16 and Modbus port: two test runs at once never meet
     devices = subprocess.Popen(
         [
             sys.executable,
@@ -93,9 +93,9 @@ def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> No
             "--speed",
             "60",
             "--address-prefix",
-            "127.22",
+            net,
             "--modbus-port",
-            "5021",
+            str(free_port()),
             "--manifest",
             str(manifest),
             "--duration",
@@ -113,7 +113,7 @@ def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> No
                 raise AssertionError(devices.communicate()[1])
             subprocess.run(["sleep", "0.1"], check=True)
         json.loads(manifest.read_text())
-        metrics_port = _free_port()
+        metrics_port = free_port()
         collect = subprocess.Popen(
             [
                 sys.executable,
@@ -129,7 +129,7 @@ def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> No
                 "--counter-interval",
                 "1",
                 "--echonet-bind",
-                "127.22.255.1",
+                f"{net}.255.1",
                 "--duration",
                 "4",
                 "--metrics-port",
@@ -164,12 +164,6 @@ def test_hems_collect_subprocess_writes_the_embedded_store(tmp_path: Path) -> No
     finally:
         devices.terminate()
         devices.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_hems_collect_refuses_influx_without_credentials(tmp_path: Path) -> None:

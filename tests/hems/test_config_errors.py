@@ -7,8 +7,6 @@ silent fallback to defaults is exactly the failure).
 from __future__ import annotations
 
 import json
-import random
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from pathlib import Path
 from pipeline.points import Point
 from pipeline.sqlite_schema import SCHEMA_VERSION
 from pipeline.sqlite_store import SQLiteStore
+from tests.loopback import free_port, free_prefix
 
 
 def _hems(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -41,15 +40,9 @@ def _one_line_error(done: subprocess.CompletedProcess[str], *needles: str) -> No
         assert needle in lines[0], lines[0]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_with_a_mistyped_config_file_refuses_to_start(tmp_path: Path) -> None:
     """The bug: ``--config typo.toml`` silently served ./var/hems.sqlite with every default."""
-    done = _hems("serve", "--config", "typo.toml", "--port", str(_port()), cwd=tmp_path, timeout=30)
+    done = _hems("serve", "--config", "typo.toml", "--port", str(free_port()), cwd=tmp_path, timeout=30)
     _one_line_error(done, "hems serve: typo.toml: cannot read")
     assert not (tmp_path / "var").exists()
 
@@ -70,7 +63,7 @@ def test_a_wrong_setting_names_the_file_section_and_key(tmp_path: Path) -> None:
 
 def test_serve_takes_its_options_and_store_from_the_file(tmp_path: Path) -> None:
     store_path = tmp_path / "series.sqlite"
-    port = _port()
+    port = free_port()
     site = tmp_path / "site.toml"
     site.write_text(
         f'[pipeline]\nsqlite_path = "{store_path}"\n\n'
@@ -104,7 +97,9 @@ def test_serve_and_collect_refuse_a_store_from_a_newer_release(tmp_path: Path) -
     data = tmp_path / "data"
     data.mkdir()
     _newer_store(data / "hems.sqlite")
-    done = _hems("serve", "--store", f"sqlite:{data / 'hems.sqlite'}", "--port", str(_port()), cwd=tmp_path)
+    done = _hems(
+        "serve", "--store", f"sqlite:{data / 'hems.sqlite'}", "--port", str(free_port()), cwd=tmp_path
+    )
     _one_line_error(done, "hems serve:", "newer than this hems understands")
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"version": 1, "homes": []}))
@@ -142,7 +137,7 @@ def test_devices_take_their_options_from_the_file(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     site.write_text(
         f"[devices]\nhomes = 2\nseed = 5\nmodbus_port = 0\nno_echonet = true\nduration = 0.5\n"
-        f'manifest = "{manifest}"\naddress_prefix = "127.{random.randint(100, 250)}"\n'
+        f'manifest = "{manifest}"\naddress_prefix = "{free_prefix()}"\n'
     )
     started = time.monotonic()
     done = _hems("devices", "--config", str(site), cwd=tmp_path)

@@ -4,9 +4,7 @@ and the sign-in text it prints is true: the printed token reads the printed URL.
 from __future__ import annotations
 
 import json
-import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +12,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.loopback import free_port, free_prefix
 
 
 def test_demo_serves_what_it_prints(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     # this run's own loopback /16 and Modbus port: two test runs at once never meet
-    prefix = f"127.{random.randint(100, 250)}"
-    modbus_port = _free_port()
+    prefix = free_prefix()
+    modbus_port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -53,7 +47,7 @@ def test_demo_serves_what_it_prints(tmp_path: Path) -> None:
             "--duration",
             "40",
             "--control-port",
-            str(_free_port()),
+            str(free_port()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from access.relationships import RelationshipStore
 from access.tokens import TokenStore
 from pipeline.sqlite_store import SQLiteStore
 from tests.access.api_world import HOUSEHOLDS, TOKEN_PURPOSES, issue_token, populate, readings
+from tests.loopback import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -41,12 +41,6 @@ CHECKS = (
 )
 # An installer, an analyst, a homeowner: in this order, since the homeowner's run suspends provision.
 CALLERS = ("inst1", "ana", "alice")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         await store.close()
 
     asyncio.run(fill())
-    port = _port()
+    port = free_port()
     log = data / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from pipeline.points import Point
 from pipeline.sqlite_store import SQLiteStore
+from tests.loopback import free_port
 
 
 @pytest.fixture
@@ -30,15 +30,9 @@ async def store_file(tmp_path: Path) -> Path:
     return path
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def _serve(db: Path, store: Path, *extra: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    port = _port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hems", "serve", "--port", str(port), "--db", str(db),
         "--store", f"sqlite:{store}", *extra,

@@ -26,7 +26,8 @@ import yaml
 
 from collector.reading import FIELD_UNITS
 from seeds.vocabulary import SERIES_CATEGORIES
-from tests.influx_server import DEFAULT_INFLUX_VERSION, REPO_ROOT, InfluxServer, free_port
+from tests.influx_server import DEFAULT_INFLUX_VERSION, REPO_ROOT, InfluxServer
+from tests.loopback import free_port
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"

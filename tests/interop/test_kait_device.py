@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -27,10 +26,11 @@ from collector.runner import Collector
 from protocols.echonet.codecs import JST
 from protocols.echonet.frame import EOJ, encode_property_map, pack_int, pack_uint
 from tests.collector.test_collector_profiles import collect
+from tests.loopback import free_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / ".interop" / "node" / "node_modules"
-NET = f"127.{random.Random(os.getpid() + 33).randint(100, 250)}"
+NET = free_prefix()
 DEVICE, COLLECTOR = f"{NET}.254.1", f"{NET}.254.2"
 
 

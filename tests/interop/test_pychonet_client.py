@@ -9,8 +9,6 @@ Get answered with Get_SNA comes back to it as a timeout (interop.md)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +20,10 @@ from pychonet.lib.udpserver import UDPServer
 
 from devices.echonet.classes import DEVICE_KINDS
 from devices.fleet import Fleet
+from tests.loopback import free_prefix
 
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
-NET = f"127.{random.Random(os.getpid() + 21).randint(100, 250)}"
+NET = free_prefix()
 
 
 @pytest.fixture

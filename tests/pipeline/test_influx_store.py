@@ -9,7 +9,6 @@ just ``POST /api/v2/write`` and answers from a script.  Everything else uses the
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.store import StoreUnavailable
 from tests.influx_server import InfluxServer
+from tests.loopback import free_port
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 B = int(T0.timestamp()) * 1_000_000_000
@@ -197,9 +197,7 @@ async def test_too_large_batch_is_split(fake: FakeThrottlingInflux) -> None:
 
 
 async def test_nothing_listening_is_store_unavailable() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free: nothing listens there
     sleeps = Sleeps()
     store = InfluxStore(
         f"http://127.0.0.1:{port}", "o", "b", "t", sleep=sleeps, retry=RetryPolicy(attempts=2)
