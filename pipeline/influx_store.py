@@ -44,9 +44,11 @@ from pipeline.errors import PipelineError
 from pipeline.frames import empty_result, result_schema, shape_result
 from pipeline.lineproto import LineEncoder
 from pipeline.points import Point
-from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, SeriesQuery
+from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery, valid_id
+from pipeline.rollup import DAY_NS, HOUR_NS
 from pipeline.store import StoreUnavailable
 from pipeline.stores import StorePlugin
+from seeds.vocabulary import STORED_CATEGORIES
 
 # Statuses after which the same request may succeed later.
 _RETRYABLE: Final = frozenset({408, 429, 500, 502, 503, 504})
@@ -292,6 +294,36 @@ class InfluxStore:
             return shape_result(frame, q)
         return shape_windows(frame, q)
 
+    async def delete(self, d: Deletion) -> None:
+        """The delete API on the raw bucket and on the rollup buckets (``pipeline.influx_retention``: a
+        rollup point is stamped at its window's start, so the range reaches back to the start of the
+        window holding ``d.start`` there).  A rollup bucket that does not exist (retention never set
+        up) has nothing to delete.  InfluxDB does not say how many points went: ``None``."""
+        predicate = delete_predicate(d.household, d.measurement)
+        start, stop = d.start_ns, d.stop_ns
+        api = self._api().delete_api()
+        targets = [
+            (self.bucket, start, False),
+            (f"{self.bucket}_hourly", start // HOUR_NS * HOUR_NS, True),
+            (f"{self.bucket}_daily", start // DAY_NS * DAY_NS, True),
+        ]
+        for bucket, first, optional in targets:
+            try:
+                # The API's range is closed at both ends: one nanosecond short of ``stop`` is [start, stop).
+                await api.delete(_rfc3339(first), _rfc3339(stop - 1), predicate, bucket, org=self.org)
+            except ApiException as exc:
+                status = int(exc.status or 0)
+                if status == 404 and optional:
+                    continue
+                if not status or status in _RETRYABLE or status in _CONFIG:
+                    raise StoreUnavailable(
+                        f"InfluxDB delete failed with {status}: {_error_text(exc)}"
+                    ) from exc
+                raise InfluxQueryError(f"InfluxDB refused the delete ({status}): {_error_text(exc)}") from exc
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise StoreUnavailable(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+        return None
+
     def data_version(self) -> None:
         """InfluxDB offers no cheap change counter (other writers, late points and retention all change
         answers), so nothing derived from a query is ever reused."""
@@ -323,6 +355,22 @@ def _error_text(exc: ApiException) -> str:
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     return (str(body or exc.reason or "")).strip()[:500]
+
+
+def delete_predicate(household: str, measurement: str) -> str:
+    """The delete API's predicate for one household's measurement.  The API takes no parameters, only
+    this text, so both values are checked again here whatever the caller did: a household id of
+    letters, digits, '.', '_' and '-' and a measurement of the field table can hold no quote, and
+    nothing else is ever put in."""
+    if not valid_id(household) or measurement not in STORED_CATEGORIES:
+        raise ValueError(f"refusing a delete predicate for {household!r}/{measurement!r}")
+    return f'_measurement="{measurement}" AND household="{household}"'
+
+
+def _rfc3339(ns: int) -> str:
+    """An instant as RFC 3339 with nanoseconds (the delete API's resolution; a datetime has only us)."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
 
 
 # -- Flux -------------------------------------------------------------------------------------------

@@ -141,3 +141,35 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 def datetime_to_ns(ts: datetime) -> int:
     """Exact (integer) nanoseconds since the epoch; float timestamps would lose microseconds."""
     return (ts - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What an erasure removes from a store: one household's points of one measurement in
+    ``[start, stop)``.  Validated when built, like a query: the stores put the household and the
+    measurement into a delete statement (SQLite as parameters; InfluxDB's delete API takes only a
+    predicate text, so there they must be a well-formed id and a known measurement)."""
+
+    household: str
+    measurement: str
+    start: datetime
+    stop: datetime
+
+    def __post_init__(self) -> None:
+        if not valid_id(self.household):
+            raise QueryError("household", f"malformed household id {self.household!r}")
+        if self.measurement not in STORED_CATEGORIES:
+            raise QueryError("measurement", f"unknown series category {self.measurement!r}")
+        for label, ts in (("start", self.start), ("stop", self.stop)):
+            if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
+                raise QueryError(label, "must be a timezone-aware datetime")
+        if not self.start < self.stop:
+            raise QueryError("stop", "stop must be after start")
+
+    @property
+    def start_ns(self) -> int:
+        return datetime_to_ns(self.start)
+
+    @property
+    def stop_ns(self) -> int:
+        return datetime_to_ns(self.stop)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import sqlite3
@@ -42,8 +43,8 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, SchemaError
 from pipeline.frames import raw_result_from_rows, shape_result
 from pipeline.points import Point
-from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, SeriesQuery
-from pipeline.retention import retention_loop, retention_policy
+from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery
+from pipeline.retention import compute_rollups, retention_loop, retention_policy
 from pipeline.rollup import (
     LEVELS,
     combine,
@@ -57,6 +58,8 @@ from pipeline.sqlite_schema import FIELD_COLUMNS as FIELD_COLUMNS  # re-exported
 from pipeline.sqlite_schema import ensure_schema, refuse_newer, schema_problem
 from pipeline.store import Store, StoreUnavailable
 from pipeline.stores import StorePlugin
+
+log = logging.getLogger(__name__)
 
 # Names come only from this whitelist, so the SQL text never contains a caller-supplied string.
 _FIELD_SET: Final = frozenset(FIELD_COLUMNS)
@@ -354,6 +357,48 @@ class SQLiteStore:
             self._conn()
 
         await asyncio.get_running_loop().run_in_executor(self._writer, connect)
+
+    async def delete(self, d: Deletion) -> int:
+        """Points in the range (their number is returned), and the rollups of every bucket that overlaps
+        it (a bucket's partial aggregates mix erased points with others).  Where raw points remain (above
+        retention's floor), the edge buckets are rolled up again from what is left; below it they are
+        gone for good, which is logged."""
+        start, stop = d.start_ns, d.stop_ns
+
+        def erase(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM points WHERE household = ? AND measurement = ? AND ts_ns >= ? AND ts_ns < ?",
+                (d.household, d.measurement, start, stop),
+            ).rowcount
+            floor = raw_floor(conn)
+            for level, size in LEVELS.items():
+                first, last = start // size * size, (stop - 1) // size * size
+                rolled = conn.execute(
+                    "DELETE FROM rollups WHERE household = ? AND measurement = ? AND level = ? "
+                    "AND bucket_ns >= ? AND bucket_ns <= ?",
+                    (d.household, d.measurement, level, first, last),
+                ).rowcount
+                if not rolled:
+                    continue
+                log.info(
+                    "erasure of %s/%s: %d %s rollup rows removed", d.household, d.measurement, rolled, level
+                )
+                for edge in {first, last}:  # what is left of the edge buckets, where raw data remains
+                    if floor is not None and edge < floor and (edge < start or edge + size > stop):
+                        log.warning(
+                            "erasure of %s/%s: the %s rollup from %d also held data outside the erased "
+                            "range, whose raw points retention already removed; it is gone with it",
+                            d.household,
+                            d.measurement,
+                            level,
+                            edge,
+                        )
+                    compute_rollups(conn, level, edge, edge + size)
+            return removed
+
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        return await self.run_write(erase)
 
     async def ping(self) -> bool:
         if self._closed:

@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline.errors import PipelineError
 from pipeline.points import Point
-from pipeline.query import SeriesQuery
+from pipeline.query import Deletion, SeriesQuery
 
 
 class StoreUnavailable(PipelineError):
@@ -39,6 +39,13 @@ class Store(Protocol):
 
     async def query(self, q: SeriesQuery) -> pl.DataFrame:
         """Return the frame described in ``SeriesQuery``'s docstring (shape identical across stores)."""
+        ...
+
+    async def delete(self, d: Deletion) -> int | None:
+        """Remove every point of ``d.household``'s ``d.measurement`` with ``d.start <= ts < d.stop``, and
+        everything the store derived from them (rollups of a window that overlaps the range go whole);
+        the number of rows removed, or ``None`` when the store cannot tell.  For erasure
+        (``hems erasure complete``); idempotent, so a completion interrupted half-way is run again."""
         ...
 
     async def ping(self) -> bool:

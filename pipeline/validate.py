@@ -123,6 +123,8 @@ class Validator:
         spec = FIELD_SPECS.get(name)
         if spec is None:
             return "unknown_field"
+        if spec.derived:  # the pipeline computes it (pipeline.negawatt); a device cannot report it
+            return "derived_field"
         if spec.type == "bool":
             return None if isinstance(value, bool) else "bad_type"
         if spec.type == "text":

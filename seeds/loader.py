@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import yaml
 
-from seeds.vocabulary import ACTIONS, CATEGORIES, PRINCIPAL_KINDS
+from seeds.vocabulary import ACTIONS, CATEGORIES, NEGAWATT_ITEMS, PRINCIPAL_KINDS, category_items, has_items
 
 SEEDS_DIR: Final = Path(__file__).resolve().parent
 # libyaml's loader is ~10x faster than the pure-Python one; the seeds are read at every start and in tests.
@@ -57,6 +57,7 @@ _CLAUSE_KEYS: Final = frozenset(
         "kind",
         "summary",
         "data_categories",
+        "data_items",
         "recipients",
         "purposes",
         "actions",
@@ -151,6 +152,16 @@ class Clause:
     limits: tuple[str, ...]
     requirement: str | None
     document: str
+    # (category, the items of the field table the clause names) pairs; a category listed in
+    # data_categories but not here is meant whole.  Pairs, not a dict, so a clause stays hashable.
+    data_items: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def items_of(self, category: str) -> tuple[str, ...] | None:
+        """The items of ``category`` the clause names, or None when it means the whole category."""
+        for name, items in self.data_items:
+            if name == category:
+                return items
+        return None
 
 
 @dataclass(frozen=True)
@@ -304,6 +315,7 @@ def _clause(raw: object, doc_id: str, name: str, index: int) -> Clause:
     if kind not in CLAUSE_KINDS:
         raise SeedError(name, cid, "kind", f"unknown kind {kind!r} (one of {', '.join(CLAUSE_KINDS)})")
     categories = _words(raw, "data_categories", name, cid, CATEGORIES)
+    items = _items(raw.get("data_items"), categories, name, cid)
     recipients = _words(raw, "recipients", name, cid, PRINCIPAL_KINDS)
     actions = _words(raw, "actions", name, cid, ACTIONS)
     purposes = _words(raw, "purposes", name, cid, None)
@@ -328,6 +340,16 @@ def _clause(raw: object, doc_id: str, name: str, index: int) -> Clause:
         raise SeedError(name, cid, "actions", "statistics_only clause may only grant read_stats")
     if conditions.min_group_size is not None and "read_stats" not in actions and grants:
         raise SeedError(name, cid, "conditions.min_group_size", "only meaningful with read_stats")
+    if "negawatt_items_only" in limits and "electricity" in categories:
+        named = items.get("electricity")
+        if named is None or set(named) - set(NEGAWATT_ITEMS):
+            raise SeedError(
+                name,
+                cid,
+                "data_items",
+                "negawatt_items_only: electricity is granted as negawatt items only "
+                f"({', '.join(NEGAWATT_ITEMS)})",
+            )
     return Clause(
         id=cid,
         section=section,
@@ -342,7 +364,36 @@ def _clause(raw: object, doc_id: str, name: str, index: int) -> Clause:
         limits=limits,
         requirement=requirement,
         document=doc_id,
+        data_items=tuple(items.items()),
     )
+
+
+def _items(raw: object, categories: tuple[str, ...], name: str, cid: str) -> dict[str, tuple[str, ...]]:
+    """``data_items``: category -> the items of the field table the clause names (a grant below the
+    category).  Each category must be one of the clause's, and one that has items."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SeedError(name, cid, "data_items", "must be a mapping of category to a list of items")
+    out: dict[str, tuple[str, ...]] = {}
+    for category, items in raw.items():
+        where = f"data_items.{category}"
+        if category not in categories:
+            raise SeedError(name, cid, where, f"{category!r} is not among the clause's data_categories")
+        if not has_items(category):
+            raise SeedError(name, cid, where, f"{category!r} is a record category: it is granted whole")
+        if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+            raise SeedError(name, cid, where, "must be a non-empty list of items")
+        known = category_items(category)
+        for item in items:
+            if item not in known:
+                raise SeedError(
+                    name, cid, where, f"{item!r} is not an item of {category} (one of {', '.join(known)})"
+                )
+        if len(set(items)) != len(items):
+            raise SeedError(name, cid, where, "repeats an item")
+        out[category] = tuple(items)
+    return out
 
 
 def _conditions(raw: object, name: str, cid: str) -> Conditions:

@@ -76,6 +76,10 @@ class FieldSpec:
     counter rolls over (``Reading.counter_wrap``), which tells a wrap from a meter replacement.
     ``low``/``high``: beyond these a value is a decoding error, not a measurement.  ``categories``:
     the series that carry the field, which are also the policy's items of those categories.
+    ``derived``: computed by the pipeline from other fields (``pipeline.negawatt``), never read from a
+    device, so a reading that carries it is refused.  ``stats_range``: the public range a statistic
+    clamps one household's value of the field to (``access.privacy``); ``None``: the field is not
+    released as a statistic (a cumulative total says nothing about a group, and text has no mean).
     """
 
     name: str
@@ -86,6 +90,8 @@ class FieldSpec:
     wraps: bool = False
     low: float = _ANY[0]
     high: float = _ANY[1]
+    derived: bool = False
+    stats_range: tuple[float, float] | None = None
 
 
 _GENERATION: Final = ("pv", "external_generation")
@@ -98,31 +104,73 @@ def _counter(name: str, unit: str, categories: tuple[str, ...], high: float = 1e
     return FieldSpec(name, unit, "float", categories, counter=True, wraps=True, low=0.0, high=high)
 
 
+# One household's power (import or export) for statistics: a Japanese home's contract rarely exceeds
+# 60 A at 100/200 V (about 12 kVA), and clamping is what bounds one home's weight in a release.
+_HOME_POWER: Final = (-12_000.0, 12_000.0)
+_FLAG: Final = (0.0, 1.0)  # a flag's mean is the share of time it was set
+
+
+def _negawatt(name: str) -> FieldSpec:
+    """A negawatt item (XOOM joint use (1), Sobu Gas 4 joint use (2)): mean power over a 30-minute
+    settlement slot, derived from the meter's net power by ``pipeline.negawatt``."""
+    return FieldSpec(
+        name,
+        "W",
+        "float",
+        ("electricity",),
+        low=0.0,
+        high=_MAX_POWER_W,
+        derived=True,
+        stats_range=(0.0, _HOME_POWER[1]),
+    )
+
+
 # Order is part of the embedded store's layout (a fresh database gets its columns in this order); add
 # new rows at the end.  Power signs: electricity + import from the grid / - export; battery and ev
 # + charging.
 FIELDS: Final[tuple[FieldSpec, ...]] = (
-    FieldSpec("power_w", "W", "float", ("electricity", *_EQUIPMENT), low=-_MAX_POWER_W, high=_MAX_POWER_W),
+    FieldSpec(
+        "power_w",
+        "W",
+        "float",
+        ("electricity", *_EQUIPMENT),
+        low=-_MAX_POWER_W,
+        high=_MAX_POWER_W,
+        stats_range=_HOME_POWER,
+    ),
     _counter("energy_wh_total", "Wh", _GENERATION),  # generated
     _counter("import_wh_total", "Wh", ("electricity",)),  # bought from the grid
     _counter("export_wh_total", "Wh", ("electricity",)),  # sold to the grid
     _counter("charge_wh_total", "Wh", _STORAGE),
     _counter("discharge_wh_total", "Wh", _STORAGE),
-    FieldSpec("soc_pct", "%", "float", _STORAGE, low=0.0, high=100.0),
+    FieldSpec("soc_pct", "%", "float", _STORAGE, low=0.0, high=100.0, stats_range=(0.0, 100.0)),
     _counter("volume_l_total", "L", ("water", "gas"), high=1e12),
-    FieldSpec("current_a", "A", "float", ("electricity",), low=-2_000.0, high=2_000.0),
-    FieldSpec("voltage_v", "V", "float", ("electricity",), low=0.0, high=1_000.0),
-    FieldSpec("frequency_hz", "Hz", "float", ("electricity", "pv"), low=0.0, high=100.0),
-    FieldSpec("temperature_c", "degC", "float", ("battery",), low=-60.0, high=150.0),
-    FieldSpec("fault", "bool", "bool", _EQUIPMENT),
-    FieldSpec("running", "bool", "bool", _EQUIPMENT),
-    FieldSpec("connected", "bool", "bool", ("ev",)),
+    FieldSpec(
+        "current_a", "A", "float", ("electricity",), low=-2_000.0, high=2_000.0, stats_range=(-120.0, 120.0)
+    ),
+    FieldSpec("voltage_v", "V", "float", ("electricity",), low=0.0, high=1_000.0, stats_range=(80.0, 240.0)),
+    FieldSpec(
+        "frequency_hz", "Hz", "float", ("electricity", "pv"), low=0.0, high=100.0, stats_range=(45.0, 65.0)
+    ),
+    FieldSpec(
+        "temperature_c", "degC", "float", ("battery",), low=-60.0, high=150.0, stats_range=(-20.0, 70.0)
+    ),
+    FieldSpec("fault", "bool", "bool", _EQUIPMENT, stats_range=_FLAG),
+    FieldSpec("running", "bool", "bool", _EQUIPMENT, stats_range=_FLAG),
+    FieldSpec("connected", "bool", "bool", ("ev",), stats_range=_FLAG),
     FieldSpec("state", "enum", "text", ("pv", "battery")),
     # Equipment status (STATUS_CATEGORY): the collector's verdict on a device (ok / partial / implausible
     # / pending / timeout / exception:<code> / malformed / unsupported / no_data / unreachable /
     # error:<type>) and the Unix time it began.
     FieldSpec("health", "enum", "text", (STATUS_CATEGORY,)),
     FieldSpec("health_since_s", "s", "float", (STATUS_CATEGORY,), low=0.0, high=1e11),
+    # The negawatt items, per 30-minute settlement slot of the meter's net power: generation sold (mean
+    # export), demand procured (mean import), the baseline of demand procured (pipeline.negawatt says
+    # how it is computed) and demand reduction (baseline less demand procured, never below zero).
+    _negawatt("generation_sold_w"),
+    _negawatt("demand_procured_w"),
+    _negawatt("baseline_w"),
+    _negawatt("demand_reduction_w"),
 )
 
 FIELD_SPECS: Final = {spec.name: spec for spec in FIELDS}
@@ -131,6 +179,13 @@ COUNTER_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.counter)
 WRAPPING_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.wraps)
 BOOL_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.type == "bool")
 TEXT_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.type == "text")
+DERIVED_FIELDS: Final = frozenset(spec.name for spec in FIELDS if spec.derived)
+# What XOOM's and Sobu Gas's negawatt joint use names, in the terms' order: generation sold, demand
+# procured, demand reduction, baseline.
+NEGAWATT_ITEMS: Final = ("generation_sold_w", "demand_procured_w", "demand_reduction_w", "baseline_w")
+STATS_RANGES: Final[dict[str, tuple[float, float]]] = {
+    spec.name: spec.stats_range for spec in FIELDS if spec.stats_range is not None
+}
 
 RAW_PREFIX: Final = "raw_"
 # The meter's own value kept beside each monotonic total for diagnosis (see pipeline.counters).
@@ -156,13 +211,19 @@ def item_of(name: str) -> str:
 
 def category_items(category: str) -> tuple[str, ...]:
     """The items (fields) a series category carries, in table order: what a grant below the category
-    level can name.  ``ValueError`` for a word that is not a series category."""
-    if category not in SERIES_CATEGORIES:
+    level can name.  ``ValueError`` for a word that is not a series category (nor the status)."""
+    if category not in STORED_CATEGORIES:
         raise ValueError(f"{category!r} is not a series category (one of {', '.join(SERIES_CATEGORIES)})")
     return _ITEMS[category]
 
 
-_ITEMS: Final = {c: tuple(s.name for s in FIELDS if c in s.categories) for c in SERIES_CATEGORIES}
+def has_items(category: str) -> bool:
+    """Whether a grant can name items of ``category`` (series categories and the equipment status do;
+    record categories such as ``identity`` are granted whole)."""
+    return category in _ITEMS
+
+
+_ITEMS: Final = {c: tuple(s.name for s in FIELDS if c in s.categories) for c in STORED_CATEGORIES}
 
 
 def check_table(fields: Sequence[FieldSpec]) -> None:
@@ -185,6 +246,12 @@ def check_table(fields: Sequence[FieldSpec]) -> None:
             raise ValueError(f"field {name}: a {spec.type} field has no range and is no counter")
         if not spec.low < spec.high:
             raise ValueError(f"field {name}: low must be below high")
+        if spec.derived and (spec.counter or spec.type != "float"):
+            raise ValueError(f"field {name}: a derived field is a plain number (no counter, no flag)")
+        if spec.stats_range is not None and (spec.counter or spec.type == "text"):
+            raise ValueError(f"field {name}: a counter or text field is not released as a statistic")
+        if spec.stats_range is not None and not spec.stats_range[0] < spec.stats_range[1]:
+            raise ValueError(f"field {name}: stats_range must be (low, high) with low < high")
     names = [spec.name for spec in fields]
     if len(set(names)) != len(names):
         raise ValueError(f"fields listed twice: {sorted({n for n in names if names.count(n) > 1})}")

@@ -1,7 +1,7 @@
 """A complete store in one module: the README's "Add a store" path, exercised by test_add_a_store.py.
 
 It keeps points in memory (a dict keyed by the point's identity), which is enough to hold it to the
-whole store conformance suite once it is registered; a real store would put the same five methods in
+whole store conformance suite once it is registered; a real store would put the same six methods in
 front of a database.  Not a fake standing in for another store: it is a store of its own, and the
 suite checks it like the others.
 """
@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.frames import shape_result
 from pipeline.points import Point, PointValue
-from pipeline.query import SeriesQuery, output_dtype
+from pipeline.query import Deletion, SeriesQuery, output_dtype
 from pipeline.store import StoreUnavailable
 from pipeline.stores import StorePlugin
 
@@ -59,6 +59,19 @@ class MemoryStore:
                 [fields.get(name) for _, fields in rows], dtype=output_dtype(name, None)
             )
         return shape_result(pl.DataFrame(columns), q)  # filters devices and empty rows, shapes, sorts
+
+    async def delete(self, d: Deletion) -> int:
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        gone = [
+            key
+            for key in self._points
+            if key[0] == d.measurement and key[1] == d.household and d.start_ns <= key[3] < d.stop_ns
+        ]
+        for key in gone:
+            del self._points[key]
+        self._version += 1
+        return len(gone)
 
     async def ping(self) -> bool:
         return not self._closed

@@ -25,7 +25,7 @@ from pipeline import stores
 from pipeline.config import PipelineConfig
 from pipeline.frames import result_schema
 from pipeline.points import Point
-from pipeline.query import QueryError, SeriesQuery
+from pipeline.query import Deletion, QueryError, SeriesQuery
 from pipeline.store import Store
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
@@ -108,6 +108,33 @@ async def test_equipment_health_is_a_series_like_any_other(store: Store) -> None
         q(category="equipment", fields=("health",), every=timedelta(minutes=1), agg="last")
     )
     assert last.select("device", "health").rows() == [("inverter", "timeout"), ("solar", "ok")]
+
+
+async def test_delete_removes_one_households_measurement_in_the_range(store: Store) -> None:
+    """Erasure's store step: [start, stop) of one household's one measurement goes, nothing else."""
+    await store.write(
+        [pt(s, power_w=float(s)) for s in range(0, 60, 10)]
+        + [pt(s, hh="hh-2", power_w=1.0) for s in range(0, 60, 10)]
+        + [pt(s, cat="pv", power_w=2.0) for s in range(0, 60, 10)]
+    )
+    removed = await store.delete(
+        Deletion("hh-1", "electricity", T0 + timedelta(seconds=10), T0 + timedelta(seconds=30))
+    )
+    assert removed in (2, None)  # InfluxDB does not say how many
+    left = await store.query(q(households=("hh-1", "hh-2")))
+    assert left.filter(pl.col("household") == "hh-1")["power_w"].to_list() == [0.0, 30.0, 40.0, 50.0]
+    assert left.filter(pl.col("household") == "hh-2").height == 6
+    assert (await store.query(q(category="pv"))).height == 6
+    assert await store.delete(Deletion("hh-1", "electricity", T0, T0 + timedelta(seconds=5))) in (1, None)
+    assert (await store.query(q()))["power_w"].to_list() == [30.0, 40.0, 50.0]
+
+
+def test_a_deletion_refuses_what_could_reach_a_predicate() -> None:
+    for household, measurement in (('h" OR household="x', "electricity"), ("hh-1", "electricity OR 1")):
+        with pytest.raises(QueryError):
+            Deletion(household, measurement, T0, T0 + timedelta(seconds=1))
+    with pytest.raises(QueryError):
+        Deletion("hh-1", "electricity", T0, T0)
 
 
 async def test_write_then_raw_query(store: Store) -> None:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from seeds.loader import SEEDS_DIR, Clause, SeedError, load_seeds
-from seeds.vocabulary import SERIES_CATEGORIES
+from seeds.vocabulary import NEGAWATT_ITEMS, SERIES_CATEGORIES
 
 JAPANESE = re.compile(
     "[\u203b\u2460-\u24ff\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
@@ -174,6 +174,9 @@ def test_enex_hems_data_is_defined_as_smart_meter_electricity(seeds: Any) -> Non
     definition = seeds.clause("enex-2.fn3")
     assert definition.kind == "definition" and definition.data_categories == ("electricity",)
     assert seeds.clause("enex-2.8").purposes == ("enex.hems_data_service",)
+    # Footnote *3's amount used and time of use; the grant of 2(8) is exactly what the definition lists.
+    assert definition.items_of("electricity") == ("power_w", "import_wh_total")
+    assert seeds.clause("enex-2.8").items_of("electricity") == definition.items_of("electricity")
 
 
 REQUIREMENTS = {
@@ -199,6 +202,7 @@ def test_negawatt_grants_go_to_dr_aggregators_for_their_own_customers_only(seeds
         assert c.grants and c.recipients == ("dr_aggregator",)
         assert c.conditions.relationship == "own_households"
         assert "electricity" in c.data_categories
+        assert c.items_of("electricity") == NEGAWATT_ITEMS  # not the power curve
 
 
 def test_erasure_keeps_what_the_law_requires(seeds: Any) -> None:
@@ -328,6 +332,15 @@ def _set(path: str, value: Any) -> Any:
 
 _DELETE = object()
 
+
+def _combine(*mutations: Any) -> Any:
+    def apply(seed: dict[str, Any]) -> None:
+        for m in mutations:
+            m(seed)
+
+    return apply
+
+
 INVALID = [
     # (mutation, expected clause in the error, expected field in the error, words in the message)
     (
@@ -419,6 +432,50 @@ INVALID = [
         "demo-2.1",
         "data_categories",
         "repeats",
+    ),
+    # Items below categories: each a field of the field table that the category carries.
+    (
+        "item not a field",
+        _set("clauses.0.data_items", {"pv": ["yield_w"]}),
+        "demo-2.1",
+        "data_items.pv",
+        "yield_w",
+    ),
+    (
+        "item of another category",
+        _set("clauses.0.data_items", {"pv": ["soc_pct"]}),
+        "demo-2.1",
+        "data_items.pv",
+        "not an item of pv",
+    ),
+    (
+        "items of a category not granted",
+        _set("clauses.0.data_items", {"battery": ["soc_pct"]}),
+        "demo-2.1",
+        "data_items.battery",
+        "not among",
+    ),
+    ("empty items", _set("clauses.0.data_items", {"pv": []}), "demo-2.1", "data_items.pv", "non-empty"),
+    (
+        "negawatt clause with the power curve",
+        _combine(
+            _set("clauses.0.data_categories", ["electricity"]),
+            _set("clauses.0.limits", ["negawatt_items_only"]),
+            _set("clauses.0.data_items", {"electricity": ["baseline_w", "power_w"]}),
+        ),
+        "demo-2.1",
+        "data_items",
+        "negawatt items only",
+    ),
+    (
+        "negawatt clause without items",
+        _combine(
+            _set("clauses.0.data_categories", ["electricity"]),
+            _set("clauses.0.limits", ["negawatt_items_only"]),
+        ),
+        "demo-2.1",
+        "data_items",
+        "negawatt items only",
     ),
 ]
 

@@ -45,7 +45,9 @@ def test_the_sqlite_schema_has_a_typed_column_per_stored_field(tmp_path: Path) -
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("spec", [f for f in FIELDS if f.type == "float"], ids=lambda f: f.name)
+@pytest.mark.parametrize(
+    "spec", [f for f in FIELDS if f.type == "float" and not f.derived], ids=lambda f: f.name
+)
 def test_validation_ranges_are_the_tables(spec: FieldSpec) -> None:
     v = Validator()
     category = spec.categories[0]
@@ -68,12 +70,25 @@ def test_category_items_list_what_each_series_carries() -> None:
         "current_a",
         "voltage_v",
         "frequency_hz",
+        "generation_sold_w",
+        "demand_procured_w",
+        "baseline_w",
+        "demand_reduction_w",
     )
     assert "soc_pct" in category_items("ev") and "connected" in category_items("ev")
     assert all(category_items(c) for c in SERIES_CATEGORIES)
     with pytest.raises(ValueError, match="not a series category"):
         category_items("identity")
     assert item_of("raw_import_wh_total") == "import_wh_total" and item_of("power_w") == "power_w"
+
+
+def test_a_device_cannot_report_a_derived_item() -> None:
+    """The negawatt items are the pipeline's computation (the terms make the contractor answer for them,
+    from the metering): a reading that carries one loses that field, counted."""
+    v = Validator()
+    reading = Reading("hh-1", "meter", "electricity", NOW, {"power_w": 300.0, "baseline_w": 900.0})
+    assert set(v.check(reading, NOW).fields) == {"power_w"}
+    assert v.stats.dropped_fields["derived_field"] == 1
 
 
 @pytest.mark.parametrize(
