@@ -35,6 +35,7 @@ from access.api.state import (
     AppState,
 )
 from access.auth import SignIn, WebAuth
+from access.budget import BudgetStore
 from access.clock import now as wall_now
 from access.compiler import Policy, compile_seeds
 from access.consent import ConsentStore
@@ -192,6 +193,7 @@ def make_app(
         trust_forwarded=trust_forwarded,
         identity_max_age_s=identity_max_age_s,
         identity_token_max_age_s=identity_token_max_age_s,
+        budgets=BudgetStore(path),
     )
     if metrics_dir is not None:
         state.metrics.shared = SharedMetrics(metrics_dir)
@@ -242,6 +244,7 @@ def make_app(
         consent.close()
         state.tokens.close()
         state.web.close()
+        state.budgets.close()
         hooks.close()
         if own_ledger:
             the_ledger.close()

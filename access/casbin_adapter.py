@@ -11,6 +11,11 @@ decision time (or is kept after the end), and no suspension in force then or now
 served periods are the slices of the window Casbin allows.  This keeps every rule in the model file
 and the policy lines, and keeps the model a plain RBAC-with-domains one that any Casbin port reads.
 
+Items: a request for several items of a category is one Casbin request per item and slice (served
+where all are allowed); a request for the whole category asks with item ``*``, which only
+whole-category lines match.  Erasures: the erased periods cut the household's time too, and in a
+slice an erasure took, no basis holds the erased categories.
+
 The role snapshot is computed here with point-in-time checks, independently of the fast path's period
 algebra (``access.index``): the property tests hold the two equal, and both equal to a reference.
 
@@ -32,10 +37,10 @@ from casbin.model import FastModel, Model
 from casbin.model.policy_fast import FastPolicy
 from casbin.persist.adapter import Adapter
 
-from access.compiler import AGENT, ALLOW, APPROVED, DESIGNATED, LINK, NAMED, PERSON, STAFF, Basis, Rule
-from access.periods import Periods, normalize
+from access.compiler import AGENT, ALLOW, APPROVED, DESIGNATED, LINK, NAMED, PERSON, STAFF, WHOLE, Basis, Rule
+from access.periods import Periods, contains, normalize
 from access.request import AccessRequest
-from access.world import FOREVER, Designation, Facts, Link, Suspension
+from access.world import FOREVER, Designation, Erasure, Facts, Link, Suspension
 from seeds.vocabulary import CATEGORIES
 
 MODEL_PATH = Path(__file__).with_name("model.conf")
@@ -96,6 +101,12 @@ class RoleSnapshot:
         for s in facts.suspensions:
             local.setdefault(s.household, set()).update((s.requested_at, s.until))
             suspensions.setdefault(s.household, []).append(s)
+        erasures: dict[str, list[Erasure]] = {}
+        for e in facts.erasures:
+            if e.completed_at <= now:
+                local.setdefault(e.household, set()).update(t for p in e.periods for t in p)
+                erasures.setdefault(e.household, []).append(e)
+        self._erasures = erasures
         self.bounds: dict[str, list[float]] = {}
         households = set(facts.households) | set(local)
         for h in households:
@@ -200,12 +211,15 @@ class RoleSnapshot:
             for k, (lo, hi) in enumerate(self.slices(h)):
                 t = self.instant(lo, hi)
                 dom = slice_domain(h, k)
+                erased = frozenset(
+                    cat for e in self._erasures.get(h, ()) if contains(e.periods, t) for cat in e.categories
+                )
                 for c in candidates:
                     if not all(_within(rows, t) for rows in c.at_data) or not all(
                         _within(rows, now) for rows in c.at_now
                     ):
                         continue
-                    blocked = self._blocked(hs, c.basis, c.principal, t)
+                    blocked = self._blocked(hs, c.basis, c.principal, t) | erased
                     if c.approver is not None:  # never beyond the approver: its suspensions count too
                         blocked |= self._blocked(hs, c.basis, c.approver, t)
                     if blocked == _ALL:
@@ -218,7 +232,7 @@ class RoleSnapshot:
                         self._qualified.add(name)
                         self.g.add((c.principal, name, dom))
         self.qualified_rules = [
-            Rule(f"{r.sub}|{r.cat}", r.dom, r.cat, r.act, r.pur, r.eft, r.clause, r.idc)
+            Rule(f"{r.sub}|{r.cat}", r.dom, r.cat, r.act, r.pur, r.eft, r.clause, r.idc, r.item)
             for r in rules
             if r.eft == ALLOW and f"{r.sub}|{r.cat}" in self._qualified
         ]
@@ -326,6 +340,10 @@ class CasbinPath:
             if a >= b:
                 continue
             dom = slice_domain(req.household, k)
-            if self.enforcer.enforce(req.principal, dom, req.category, req.action, req.purpose, idv):
+            items = (WHOLE,) if req.items is None else req.items
+            if items and all(
+                self.enforcer.enforce(req.principal, dom, req.category, req.action, req.purpose, idv, item)
+                for item in items
+            ):
                 out.append((a, b))
         return normalize(out)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from access.compiler import ALLOW, PERIOD_WORDS, Policy, Rule, check_policy, compile_seeds
+from access.compiler import ALLOW, PERIOD_WORDS, WHOLE, Policy, Rule, check_policy, compile_seeds
 
 DB_NAME = "access.sqlite"
 DATA_DIR_ENV = "HEMS_DATA_DIR"
@@ -73,6 +73,9 @@ def _policy(argv: Sequence[str]) -> int:
     explain.add_argument("--start", default=None, help="ISO start of the data window (default: open)")
     explain.add_argument("--stop", default=None, help="ISO stop of the data window (default: open)")
     explain.add_argument(
+        "--items", default=None, help="fields of the category, comma-separated (default: the whole category)"
+    )
+    explain.add_argument(
         "--identity-verified",
         action="store_true",
         help="decide as for a caller whose identity was verified recently (the person's rights need it)",
@@ -119,7 +122,7 @@ def markdown_table(policy: Policy, rules: Sequence[Rule]) -> str:
     """Rules grouped by (who, company, households, action, purpose, effect, clause) with their categories
     joined, so a reader sees each clause's grant on one line, with the company whose terms it is and
     the periods it reaches; the README's policy table is exactly this text."""
-    groups: dict[tuple[str, str, str, str, str, str, str, str], list[str]] = {}
+    groups: dict[tuple[str, str, str, str, str, str, str, str], list[tuple[str, str]]] = {}
     for r in rules:
         basis = policy.bases.get(r.sub)
         if r.eft == ALLOW and basis is not None:
@@ -132,19 +135,27 @@ def markdown_table(policy: Policy, rules: Sequence[Rule]) -> str:
         else:
             who, company, periods = r.sub, "all", "-"
         key = (who, company, r.dom, periods, r.act, r.pur, r.eft, r.clause)
-        groups.setdefault(key, []).append(r.cat)
+        groups.setdefault(key, []).append((r.cat, r.item))
     lines = [
         "| who | company | households | periods served | action | purpose | effect | categories | clause |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key, cats in sorted(groups.items()):
+    for key, granted in sorted(groups.items()):
         who, company, dom, periods, act, pur, eft, clause = key
         lines.append(
-            f"| {who} | {company} | {dom} | {periods} | {act} | {pur} | {eft} "
-            f"| {', '.join(sorted(set(cats)))} "
-            f"| {clause} |"
+            f"| {who} | {company} | {dom} | {periods} | {act} | {pur} | {eft} | {_what(granted)} | {clause} |"
         )
     return "\n".join(lines)
+
+
+def _what(granted: Sequence[tuple[str, str]]) -> str:
+    """Categories, each whole or with the items granted of it: ``electricity (baseline_w, ...)``."""
+    items: dict[str, list[str]] = {}
+    for category, item in granted:
+        items.setdefault(category, []).append(item)
+    return ", ".join(
+        c if WHOLE in its else f"{c} ({', '.join(dict.fromkeys(its))})" for c, its in sorted(items.items())
+    )
 
 
 def _show(policy: Policy, rules: list[Rule], fmt: str) -> int:
@@ -153,7 +164,20 @@ def _show(policy: Policy, rules: list[Rule], fmt: str) -> int:
         return 0
     # The clause last, as people read it ("... because of this clause"); Casbin's order is in model.conf.
     header = ["sub", "dom", "cat", "act", "pur", "eft", "idc", "clause"]
-    rows = [[r.sub, r.dom, r.cat, r.act, r.pur, r.eft, r.idc, r.clause] for r in rules]
+    # A line granting one item shows it with its category: ``electricity.baseline_w``.
+    rows = [
+        [
+            r.sub,
+            r.dom,
+            r.cat if r.item == WHOLE else f"{r.cat}.{r.item}",
+            r.act,
+            r.pur,
+            r.eft,
+            r.idc,
+            r.clause,
+        ]
+        for r in rules
+    ]
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
@@ -172,6 +196,7 @@ def _explain(policy: Policy, args: argparse.Namespace) -> int:
     from access.periods import show
     from access.relationships import RelationshipStore
     from access.request import AccessRequest
+    from seeds.vocabulary import item_of
 
     db = existing_db(args.db or default_db(), "policy explain")
     if db is None:
@@ -183,6 +208,9 @@ def _explain(policy: Policy, args: argparse.Namespace) -> int:
             float("-inf") if args.start is None else to_epoch(args.start),
             float("inf") if args.stop is None else to_epoch(args.stop),
         )
+        items = None
+        if args.items:
+            items = tuple(dict.fromkeys(item_of(f.strip()) for f in args.items.split(",") if f.strip()))
         req = AccessRequest(
             args.principal,
             args.household,
@@ -191,6 +219,7 @@ def _explain(policy: Policy, args: argparse.Namespace) -> int:
             args.purpose,
             window,
             identity_verified=args.identity_verified,
+            items=items,
         )
         authorizer = Authorizer(policy, relationships, consent)
         print(authorizer.explain(req, at=at))
@@ -199,6 +228,10 @@ def _explain(policy: Policy, args: argparse.Namespace) -> int:
         print(f"served: {show(d.served)}")
         if d.allowed and d.refused:
             print(f"not served: {show(d.refused)}")
+        if items is None and not d.allowed:
+            granted = authorizer.items_served(req, at=at)
+            if granted:
+                print(f"items granted: {', '.join(granted)}")
     finally:
         relationships.close()
         consent.close()
@@ -219,13 +252,20 @@ def _ledger(argv: Sequence[str]) -> int:
     )
     listing = sub.add_parser("list", help="the provisions of one household's data, and their head")
     listing.add_argument("--household", required=True)
-    for p in (verify, seal, listing):
+    releases = sub.add_parser(
+        "releases",
+        help="the statistics releases (each with its epsilon) and the chain's check; exit 1 if broken",
+    )
+    releases.add_argument("--principal", default=None, help="only this principal's, with its budget")
+    for p in (verify, seal, listing, releases):
         p.add_argument("--db", type=Path, default=None)
         p.add_argument("--key-file", type=Path, default=None, help="the server key (default: beside --db)")
     args = parser.parse_args(argv)
     db = existing_db(args.db or default_db(), "ledger")
     if db is None:
         return 2
+    if args.what == "releases":
+        return _releases(db, args.principal)
     ledger = Ledger(db, key_file=args.key_file)
     try:
         if args.what == "verify":
@@ -253,6 +293,32 @@ def _ledger(argv: Sequence[str]) -> int:
         return 0
     finally:
         ledger.close()
+
+
+def _releases(db: Path, principal: str | None) -> int:
+    """The release ledger: who released which statistic, when, with which epsilon."""
+    from access.budget import BudgetStore
+    from access.clock import show
+
+    budgets = BudgetStore(db)
+    try:
+        for r in budgets.releases(principal):
+            print(
+                f"#{r.seq} {show(r.at)}: {r.principal} released {r.category} ({', '.join(r.fields)}) over "
+                f"{show(r.start)} to {show(r.stop)}, {r.windows} windows of {r.every_s:g} s, for {r.purpose} "
+                f"under {', '.join(r.clause_ids)}: epsilon {r.epsilon:g}"
+            )
+        if principal is not None:
+            b = budgets.budget(principal)
+            print(f"{principal}: spent {b.spent:g} of {b.total:g}, left {b.left:g}")
+        broken = budgets.verify()
+    finally:
+        budgets.close()
+    if broken is not None:
+        print(f"TAMPERED at release {broken}: its chain link or hash is wrong")
+        return 1
+    print("release chain intact")
+    return 0
 
 
 def _principals(argv: Sequence[str]) -> int:

@@ -41,10 +41,20 @@ The data model (also in README's "Access policy" and ``../shared/DESIGN.md``):
   was in force (lifting reopens provision from then on, it does not undo the person's choice for the
   past).  ``access.decision`` applies it.
 
-Policy line layout (``model.conf``): ``p, sub, dom, cat, act, pur, eft, clause, idc`` where ``sub`` is
-a basis name, ``dom`` says in words which households it reaches, and ``idc`` is ``identity`` when the
-line needs a recently verified identity (SPS 2(6)[3]).  Approvals add lines per approval (cut to its
-scope and to what the approver's role holds) at snapshot time.
+* **Items.** Where a clause names items of a category (``data_items`` in the seeds: XOOM's and Sobu
+  Gas's negawatt items, the HEMS data of ENEX footnote *3), it yields one line per item; every other
+  grant is of the whole category (item ``*``).  A request names the items it wants (the API: the
+  fields asked, each a field of the field table, ``seeds.vocabulary``) or none, meaning the whole
+  category; it is served where every item it wants is granted.
+* **Erasures.** An erasure the operator completed takes the erased categories' data of the erased
+  periods out of every decision, the person's own included: the data is gone, and what was replayed
+  into a store afterwards is never served (``access.consent`` records them).
+
+Policy line layout (``model.conf``): ``p, sub, dom, cat, act, pur, eft, clause, idc, item`` where
+``sub`` is a basis name, ``dom`` says in words which households it reaches, ``idc`` is ``identity``
+when the line needs a recently verified identity (SPS 2(6)[3]), and ``item`` is ``*`` (the whole
+category) or one item.  Approvals add lines per approval (cut to its scope and to what the approver's
+role holds) at snapshot time.
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ ALLOW = "allow"
 DENY = "deny"
 IDENTITY = "identity"
 NO_IDENTITY = "none"
+WHOLE = "*"  # a line's item: the whole category
 # Actions a statistics-only purpose may never reach.
 ROW_LEVEL_ACTIONS = tuple(a for a in ACTIONS if a != "read_stats")
 
@@ -94,7 +105,6 @@ PERIOD_WORDS = {
     DESIGNATED: "designation within contract, both held now",
     APPROVED: "approval within the approver's link and contract, all held now",
 }
-NEGAWATT_WITHHELD = "electricity"  # raw metering is not a negawatt item (see negawatt_items_only)
 
 
 class CompileError(ValueError):
@@ -113,9 +123,10 @@ class Rule:
     eft: str
     clause: str
     idc: str = NO_IDENTITY
+    item: str = WHOLE  # one item of the category, or WHOLE
 
     def fields(self) -> list[str]:
-        return [self.sub, self.dom, self.cat, self.act, self.pur, self.eft, self.clause, self.idc]
+        return [self.sub, self.dom, self.cat, self.act, self.pur, self.eft, self.clause, self.idc, self.item]
 
     def line(self) -> str:
         return "p, " + ", ".join(self.fields())
@@ -230,12 +241,9 @@ def compile_seeds(seeds: Seeds) -> Policy:
                     f"clause {clause.id}: purpose {purpose!r} belongs to another company's document"
                 )
         categories = list(clause.data_categories)
-        if "negawatt_items_only" in clause.limits and NEGAWATT_WITHHELD in categories:
-            categories.remove(NEGAWATT_WITHHELD)
-            notes.append(
-                f"{clause.id}: {NEGAWATT_WITHHELD} withheld (negawatt_items_only: only derived negawatt "
-                "items may go, and item-level grants do not exist yet)"
-            )
+        for category in categories:
+            if category not in CATEGORIES:
+                raise CompileError(f"clause {clause.id}: unknown category {category!r}")
         for recipient in clause.recipients:
             for basis in _bases_of(clause, recipient):
                 bases[basis.name] = basis
@@ -250,20 +258,20 @@ def compile_seeds(seeds: Seeds) -> Policy:
                             )
                             continue
                         for category in categories:
-                            if category not in CATEGORIES:
-                                raise CompileError(f"clause {clause.id}: unknown category {category!r}")
-                            rules.append(
-                                Rule(
-                                    basis.name,
-                                    DOMAIN_WORDS[basis.kind],
-                                    category,
-                                    action,
-                                    purpose,
-                                    ALLOW,
-                                    clause.id,
-                                    idc,
+                            for item in clause.items_of(category) or (WHOLE,):
+                                rules.append(
+                                    Rule(
+                                        basis.name,
+                                        DOMAIN_WORDS[basis.kind],
+                                        category,
+                                        action,
+                                        purpose,
+                                        ALLOW,
+                                        clause.id,
+                                        idc,
+                                        item,
+                                    )
                                 )
-                            )
     rules.extend(_statistics_denials(seeds))
     return Policy(
         seeds=seeds,
@@ -350,7 +358,7 @@ def approval_bases(
                 holder = f"{t.clause}/{role}"
                 if holder not in policy.bases:
                     continue
-                held = {(r.cat, r.act, r.pur) for r in by_basis.get(holder, ())}
+                held = _held_items(by_basis.get(holder, ()))
                 name = f"{t.clause}/approval:{a.id}/{role}"
                 basis = Basis(
                     name,
@@ -364,14 +372,34 @@ def approval_bases(
                     principal=a.approved,
                 )
                 lines = [
-                    Rule(name, r.dom, r.cat, r.act, r.pur, ALLOW, r.clause, r.idc)
+                    Rule(name, r.dom, r.cat, r.act, r.pur, ALLOW, r.clause, r.idc, item)
                     for r in by_basis.get(t.name, ())
-                    if r.cat in a.categories and r.pur in a.purposes and (r.cat, r.act, r.pur) in held
+                    if r.cat in a.categories and r.pur in a.purposes
+                    for item in _within_held(r, held)
                 ]
                 if lines:
                     out_bases.append(basis)
                     out_rules.extend(lines)
     return out_bases, out_rules
+
+
+def _held_items(rules: Iterable[Rule]) -> dict[tuple[str, str, str], set[str]]:
+    """(category, action, purpose) -> the items an approver's lines hold (``WHOLE`` for all)."""
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for r in rules:
+        out.setdefault((r.cat, r.act, r.pur), set()).add(r.item)
+    return out
+
+
+def _within_held(r: Rule, held: Mapping[tuple[str, str, str], set[str]]) -> list[str]:
+    """The items of ``r`` (a line of the approved companies' grant) that the approver also holds: all of
+    them when it holds the whole category, else those of its items ``r`` covers."""
+    items = held.get((r.cat, r.act, r.pur), set())
+    if WHOLE in items:
+        return [r.item]
+    if r.item == WHOLE:
+        return sorted(items)
+    return [r.item] if r.item in items else []
 
 
 # -- what `hems policy check` holds the seeds to ----------------------------------------------------
@@ -386,8 +414,13 @@ ENFORCED_CONDITIONS: Mapping[str, str] = MappingProxyType(
             "right_of_person clauses: the person's suspension and erasure requests need one too"
         ),
         "statistics_only": "deny lines for read/export (compiler) and read_stats grants only (loader)",
-        "min_group_size": "the statistics endpoint drops groups below it",
-        "legal_hold": "erasure requests answer 'keep' for the held categories (access.consent)",
+        "min_group_size": (
+            "the statistics endpoint drops windows whose noisy group count is below it (access.privacy)"
+        ),
+        "legal_hold": (
+            "erasure keeps the held categories for households under contract with the holding company "
+            "(access.consent)"
+        ),
     }
 )
 _GRANTING_ONLY = frozenset({"relationship", "named_recipients", "after_contract_end", "min_group_size"})
@@ -402,16 +435,28 @@ ENFORCED_LIMITS: Mapping[str, str] = MappingProxyType(
             "operator and one demand-response contractor at a time (access.relationships)"
         ),
         "statistics_only": "deny lines for read/export of the clause's purposes",
-        "no_household_ids": "statistics responses carry no household or device column",
-        "negawatt_items_only": "electricity is withheld from the grant until item-level grants exist",
+        "no_household_ids": (
+            "statistics responses carry no household or device column, no single household's extreme, and "
+            "are released with differential privacy against a per-principal budget (access.privacy)"
+        ),
+        "negawatt_items_only": (
+            "the clause grants electricity as the negawatt items only (seeds.loader refuses any other "
+            "electricity item; access.compiler makes one line per item)"
+        ),
         "identity_check": "person lines need a verified identity (see the identity_check condition)",
         "partial_refusal_with_reasons": "decisions serve the allowed periods and say why the rest is refused",
         "provision_records_disclosed": "the homeowner reads the provision ledger (GET .../ledger)",
         "agent_disclosure_limited": "a mandate may name the categories its agent may see",
         "agent_power_of_attorney": "a mandate counts only once verified, with the method recorded",
         "identity_documents_or_callback": "verifications record their method (documents, callback, ...)",
-        "erasure": "erasure requests are recorded with an outcome per category (access.consent)",
-        "legal_hold_exception": "erasure requests keep the categories a retention clause holds",
+        "erasure": (
+            "erasure requests are recorded with an outcome per category, completed by the operator "
+            "(hems erasure complete: both stores), and decisions refuse what was erased (access.consent)"
+        ),
+        "legal_hold_exception": (
+            "erasure keeps the categories a retention clause of a company the household has a contract "
+            "with holds, and records which and why"
+        ),
         "purpose_bound_use": "every request declares a purpose the principal is registered for",
         "access_control": "deny by default: only compiled grants allow, per principal and purpose",
         "access_management": "deny by default: only compiled grants allow, per principal and purpose",

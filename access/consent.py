@@ -9,9 +9,13 @@ but not the supply operations of joint use (1).  The homeowner's own access is n
 their right of disclosure.  How a suspension cuts the periods a decision serves is said in
 ``access.compiler``'s docstring and applied by ``access.decision``.
 
-Erasure requests are recorded, not executed here: the store owner erases.  Each category gets an
-outcome up front, because some records must be kept by law (the seeds mark such clauses ``legal_hold``)
-and the person is owed that answer when they ask, not after the fact.
+Erasure requests are recorded here and carried out by an operator (``hems erasure complete``, which
+deletes from the series store through the pipeline): nothing completes silently.  Each category gets
+an outcome up front, because some records must be kept by law (the seeds mark such clauses
+``legal_hold``) and the person is owed that answer when they ask; a hold applies only when the household
+is or was under contract with the company whose terms hold it (``access.erasure``).  A request goes
+``recorded`` -> ``erasing`` (the operator began: from then on decisions refuse the erased data, what
+was kept and why is recorded) -> ``done`` (what each store removed is recorded).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from pathlib import Path
 from access.clock import now, to_epoch
 from access.compiler import suspension_scopes
 from access.db import change_counter, open_db, read_change_counter, write_transaction
-from access.world import SCOPES, Suspension
+from access.periods import Periods, normalize
+from access.world import SCOPES, Erasure, Suspension
 from seeds.loader import Seeds
 from seeds.vocabulary import CATEGORIES
 
@@ -42,8 +47,18 @@ CREATE TABLE IF NOT EXISTS suspensions (
 CREATE INDEX IF NOT EXISTS suspensions_by_household ON suspensions(household);
 CREATE TABLE IF NOT EXISTS erasure_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, household TEXT NOT NULL, requested_at REAL NOT NULL,
-    categories TEXT NOT NULL, outcome TEXT NOT NULL, status TEXT NOT NULL, completed_at REAL);
+    categories TEXT NOT NULL, outcome TEXT NOT NULL, status TEXT NOT NULL, completed_at REAL,
+    requested_by TEXT, erased TEXT, periods TEXT, kept TEXT, removed TEXT, operator TEXT);
 """ + change_counter("consent", ("suspensions", "erasure_requests"))
+# Columns added to erasure_requests after its first version (an older file gets them when opened): who
+# asked, the categories erased and the data periods, what was kept and why, what each store removed,
+# who carried it out.
+_ERASURE_COLUMNS = ("requested_by", "erased", "periods", "kept", "removed", "operator")
+_ERASURE_SELECT = (
+    "SELECT id, household, requested_at, outcome, status, completed_at, requested_by, erased, periods, kept, "
+    "removed, operator FROM erasure_requests"
+)
+RECORDED, ERASING, DONE = "recorded", "erasing", "done"
 
 
 class ConsentError(ValueError):
@@ -55,18 +70,44 @@ class ErasureRequest:
     id: int
     household: str
     requested_at: float
-    outcome: dict[str, str]  # category -> "erase" or "keep: <clause id>"
-    status: str  # "recorded" (to be carried out) or "done"
+    outcome: dict[str, str]  # category -> "erase" or "keep: <clause id>" (as answered when asked)
+    status: str  # RECORDED (to be carried out), ERASING (begun: decisions refuse it), DONE
+    completed_at: float | None = None  # when the operator began erasing (decisions refuse from then)
+    requested_by: str | None = None  # the homeowner who asked (None: recorded before this was kept)
+    erased: tuple[str, ...] = ()  # the categories erased
+    periods: Periods = ()  # the data periods erased
+    kept: dict[str, str] | None = None  # category -> why it was kept
+    removed: dict[str, str] | None = None  # category -> what the stores removed (or why nothing)
+    operator: str | None = None  # who carried it out
+
+    def fact(self) -> Erasure | None:
+        """The erasure as a fact decisions subtract, once begun."""
+        if self.status == RECORDED or self.completed_at is None:
+            return None
+        return Erasure(self.id, self.household, frozenset(self.erased), self.periods, self.completed_at)
 
 
-def legal_holds(seeds: Seeds) -> dict[str, list[str]]:
-    """category -> ids of clauses saying it must be kept (retention / legal hold)."""
+def legal_holds(seeds: Seeds, companies: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """category -> ids of clauses saying it must be kept (retention / legal hold): of every company, or
+    only of ``companies`` (those a household is or was under contract with: a company's terms hold its
+    own customers' records, not everybody's)."""
+    only = None if companies is None else set(companies)
     holds: dict[str, list[str]] = {}
     for clause in seeds.clauses:
-        if clause.conditions.legal_hold:
+        if clause.conditions.legal_hold and (only is None or clause.document in only):
             for category in clause.data_categories:
                 holds.setdefault(category, []).append(clause.id)
     return holds
+
+
+def _period_json(periods: Periods) -> str:
+    return json.dumps([[a, b if b != float("inf") else None] for a, b in periods])
+
+
+def _periods_of(text: str | None) -> Periods:
+    if not text:
+        return ()
+    return normalize((float(a), float("inf") if b is None else float(b)) for a, b in json.loads(text))
 
 
 class ConsentStore:
@@ -76,6 +117,10 @@ class ConsentStore:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(suspensions)")}
         if "company" not in columns:  # schema 1: every suspension was made under SPS 2(6)
             self._db.execute("ALTER TABLE suspensions ADD COLUMN company TEXT NOT NULL DEFAULT 'sps'")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(erasure_requests)")}
+        for column in _ERASURE_COLUMNS:
+            if column not in columns:  # a request recorded before erasure was carried out
+                self._db.execute(f"ALTER TABLE erasure_requests ADD COLUMN {column} TEXT")
         self._seeds = seeds
         self._scopes: dict[str, frozenset[str]] | None = None
         self.generation = 0
@@ -202,46 +247,138 @@ class ConsentStore:
         seeds: Seeds,
         categories: Iterable[str] | None = None,
         at: datetime | float | str | None = None,
+        *,
+        requested_by: str | None = None,
+        companies: Iterable[str] = (),
     ) -> ErasureRequest:
+        """Record the person's request, with the answer owed now: per category, erased or kept and why.
+        ``companies``: those the household is or was under contract with (their holds apply)."""
         cats = list(CATEGORIES if categories is None else categories)
         unknown = sorted(set(cats) - set(CATEGORIES))
         if unknown:
             raise ConsentError(f"erasure: unknown categories {unknown}")
-        holds = legal_holds(seeds)
+        holds = legal_holds(seeds, companies)
         outcome = {c: (f"keep: {', '.join(holds[c])}" if c in holds else "erase") for c in cats}
         t = now() if at is None else to_epoch(at)
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO erasure_requests (household, requested_at, categories, outcome, status) "
-                "VALUES (?, ?, ?, ?, 'recorded')",
-                (household, t, json.dumps(cats), json.dumps(outcome)),
+                "INSERT INTO erasure_requests (household, requested_at, categories, outcome, status, "
+                "requested_by) VALUES (?, ?, ?, ?, ?, ?)",
+                (household, t, json.dumps(cats), json.dumps(outcome), RECORDED, requested_by),
             )
         assert cur.lastrowid is not None
         return self.erasure(cur.lastrowid)
 
-    def complete_erasure(self, request_id: int, at: datetime | float | str | None = None) -> None:
-        t = now() if at is None else to_epoch(at)
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE erasure_requests SET status = 'done', completed_at = ? "
-                "WHERE id = ? AND status = 'recorded'",
-                (t, request_id),
-            )
-            if cur.rowcount == 0:
-                raise ConsentError(f"no pending erasure request {request_id}")
-
-    def erasure(self, request_id: int) -> ErasureRequest:
+    def categories_asked(self, request_id: int) -> list[str]:
         row = self._db.execute(
-            "SELECT id, household, requested_at, outcome, status FROM erasure_requests WHERE id = ?",
-            (request_id,),
+            "SELECT categories FROM erasure_requests WHERE id = ?", (request_id,)
         ).fetchone()
         if row is None:
             raise ConsentError(f"unknown erasure request {request_id}")
-        return ErasureRequest(row[0], row[1], row[2], json.loads(row[3]), row[4])
+        return list(json.loads(row[0]))
 
-    def erasures(self, household: str) -> list[ErasureRequest]:
-        ids = [
-            r[0]
-            for r in self._db.execute("SELECT id FROM erasure_requests WHERE household = ?", (household,))
-        ]
-        return [self.erasure(i) for i in ids]
+    def begin_erasure(
+        self,
+        request_id: int,
+        *,
+        erased: Iterable[str],
+        periods: Periods,
+        kept: dict[str, str],
+        operator: str,
+        at: datetime | float | str | None = None,
+    ) -> ErasureRequest:
+        """The operator begins: from ``at`` on, decisions refuse ``erased`` over ``periods``; what is kept
+        is recorded with its reason.  A request begun before (interrupted) keeps its first record."""
+        t = now() if at is None else to_epoch(at)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE erasure_requests SET status = ?, completed_at = ?, erased = ?, periods = ?, "
+                "kept = ?, operator = ? WHERE id = ? AND status = ?",
+                (
+                    ERASING,
+                    t,
+                    json.dumps(sorted(set(erased))),
+                    _period_json(periods),
+                    json.dumps(kept, sort_keys=True),
+                    operator,
+                    request_id,
+                    RECORDED,
+                ),
+            )
+            if cur.rowcount == 0:
+                status = db.execute(
+                    "SELECT status FROM erasure_requests WHERE id = ?", (request_id,)
+                ).fetchone()
+                if status is None:
+                    raise ConsentError(f"unknown erasure request {request_id}")
+                if status[0] != ERASING:
+                    raise ConsentError(f"erasure request {request_id} is {status[0]}, not pending")
+        return self.erasure(request_id)
+
+    def reopen_erasure(self, request_id: int) -> None:
+        """A request marked done before erasure was carried out (nothing was erased then) is pending
+        again, so the operator can carry it out."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE erasure_requests SET status = ?, completed_at = NULL WHERE id = ? AND status = ? "
+                "AND removed IS NULL",
+                (RECORDED, request_id, DONE),
+            )
+            if cur.rowcount == 0:
+                raise ConsentError(
+                    f"erasure request {request_id} is not a request marked done without erasing"
+                )
+
+    def finish_erasure(self, request_id: int, removed: dict[str, str]) -> ErasureRequest:
+        """Every store step succeeded: record what each removed."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE erasure_requests SET status = ?, removed = ? WHERE id = ? AND status = ?",
+                (DONE, json.dumps(removed, sort_keys=True), request_id, ERASING),
+            )
+            if cur.rowcount == 0:
+                raise ConsentError(f"erasure request {request_id} was not begun")
+        return self.erasure(request_id)
+
+    def erasure(self, request_id: int) -> ErasureRequest:
+        row = self._db.execute(f"{_ERASURE_SELECT} WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise ConsentError(f"unknown erasure request {request_id}")
+        return _erasure_row(row)
+
+    def erasures(self, household: str | None = None, status: str | None = None) -> list[ErasureRequest]:
+        """Requests (of one household, in one status), oldest first."""
+        where, args = [], []
+        if household is not None:
+            where.append("household = ?")
+            args.append(household)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        sql = _ERASURE_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [_erasure_row(r) for r in self._db.execute(sql, args)]
+
+    def completed_erasures(self) -> list[Erasure]:
+        """The erasures decisions subtract: every request an operator has begun or finished."""
+        rows = self._db.execute(f"{_ERASURE_SELECT} WHERE status IN (?, ?) ORDER BY id", (ERASING, DONE))
+        return [f for r in rows if (f := _erasure_row(r).fact()) is not None]
+
+
+def _erasure_row(row: tuple[object, ...]) -> ErasureRequest:
+    rid, household, requested_at, outcome, status, completed, by, erased, periods, kept, removed, operator = (
+        row
+    )
+    return ErasureRequest(
+        int(str(rid)),
+        str(household),
+        float(str(requested_at)),
+        json.loads(str(outcome)),
+        str(status),
+        None if completed is None else float(str(completed)),
+        None if by is None else str(by),
+        tuple(json.loads(str(erased))) if erased else (),
+        _periods_of(None if periods is None else str(periods)),
+        json.loads(str(kept)) if kept else None,
+        json.loads(str(removed)) if removed else None,
+        None if operator is None else str(operator),
+    )

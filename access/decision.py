@@ -33,6 +33,7 @@ from access.compiler import (
     NAMED,
     PERSON,
     STAFF,
+    WHOLE,
     Basis,
     Policy,
     Rule,
@@ -67,6 +68,8 @@ SUSPENDED = "suspended"
 IDENTITY = "identity_not_verified"
 OUTSIDE_PERIOD = "outside_period"
 NO_GRANT = "no_grant"
+ITEMS = "item_not_granted"  # the category is granted, but only other items of it
+ERASED = "erased"  # what the window holds was erased at the person's request
 
 
 class Decision(NamedTuple):
@@ -79,6 +82,10 @@ class Decision(NamedTuple):
     window: tuple[float, float] = ALL_TIME
     third_party: bool = False  # the provision is to a third party (ledger record, provision suspensions)
     min_group_size: int | None = None  # set for read_stats: aggregate over at least this many households
+    # The items served when the grant is of items only (the whole category is not granted for all of
+    # what is served): the ledger names them.  None: the request's items are served under grants of
+    # the whole category (or it asked for the whole category).
+    items: tuple[str, ...] | None = None
 
     @property
     def refused(self) -> Periods:
@@ -175,7 +182,10 @@ class Authorizer:
     def facts(self) -> Facts:
         if self._fixed is not None:
             return self._fixed
-        return self.relationships.facts().with_suspensions(tuple(self.consent.suspensions()))
+        consent = self.consent
+        return self.relationships.facts().with_consent(
+            tuple(consent.suspensions()), tuple(consent.completed_erasures())
+        )
 
     def snapshot(self, at: float | None = None) -> Snapshot:
         """The snapshot valid at ``at``, rebuilt when it expires, when this process wrote to the stores,
@@ -227,9 +237,15 @@ class Authorizer:
             clauses = tuple(dict.fromkeys(g.clause for g in o.grants))
             third = any(g.basis.third_party for g in o.grants)
             size = self._group_size(clauses) if req.action == "read_stats" else None
-            return Decision(True, clauses, ALLOWED, o.served, req.window, third, size)
+            items = req.items if o.by_item else None
+            return Decision(True, clauses, ALLOWED, o.served, req.window, third, size, items)
         code, clauses = self._refusal(o, req)
         return Decision(False, clauses, code, NEVER, req.window)
+
+    def items_served(self, req: AccessRequest, at: float | None = None) -> dict[str, Periods]:
+        """The items of the category something of the window may be served of (with their periods): a
+        request that names no items is given these (the granted ones only)."""
+        return self.snapshot(now() if at is None else at).index.items_served(req)
 
     def _refusal(self, o: Outcome, req: AccessRequest) -> tuple[str, tuple[str, ...]]:
         if not o.registered:
@@ -241,9 +257,43 @@ class Authorizer:
             return SUSPENDED, tuple(dict.fromkeys(c for c in cited if c is not None))
         if o.needs_identity:
             return IDENTITY, ()
+        if o.items_refused:
+            return ITEMS, o.item_clauses
+        if o.erased_by:
+            return ERASED, self._erasure_clauses()
         if o.held:
             return OUTSIDE_PERIOD, ()
         return NO_GRANT, ()
+
+    def statistics_grant(
+        self, principal: str, category: str, purpose: str, items: tuple[str, ...], at: float | None = None
+    ) -> tuple[tuple[str, ...], int] | None:
+        """(the clauses, the minimum group size) of the policy lines that could give ``principal``
+        statistics of ``items`` of ``category`` for ``purpose``, from the policy and the principal alone,
+        never from any household's facts: what a statistics release cites, and the group it needs.
+        None when no line could (not registered, a deny line, no line for its kind and items)."""
+        snap = self.snapshot(now() if at is None else at)
+        idx = snap.index
+        who = idx.principals.get(principal)
+        key = (category, "read_stats", purpose)
+        if who is None or not idx.registered_for(principal, purpose) or idx.deny.get(key):
+            return None
+        lines = idx.allow.get((*key, who.kind), ()) + idx.approved.get((*key, principal), ())
+        lines = tuple(
+            line for line in lines if not (line.basis.kind == STAFF and line.basis.company != who.company)
+        )
+        covered = {line.item for line in lines}
+        if not lines or (WHOLE not in covered and not set(items) <= covered):
+            return None
+        clauses = tuple(
+            dict.fromkeys(line.clause for line in lines if line.item == WHOLE or line.item in items)
+        )
+        return clauses, self._group_size(clauses)
+
+    def _erasure_clauses(self) -> tuple[str, ...]:
+        """The clauses an erasure cites: those of the terms that give the person the right to have their
+        data erased (Kaluza's handling 4, Sobu Gas 7)."""
+        return tuple(c.id for c in self.policy.seeds.clauses if "erasure" in c.limits)
 
     def _group_size(self, clause_ids: Sequence[str]) -> int:
         sizes = [self._clauses[c].conditions.min_group_size for c in clause_ids if c in self._clauses]
@@ -265,10 +315,9 @@ class Authorizer:
         of = f" of {self.company_name(who.company)}" if who.company else ""
         name = f"{who.display_name} ({who.kind.replace('_', ' ')}{of})"
         verb = _ACTION_WORDS.get(req.action, req.action)
+        what = req.category if req.items is None else f"{req.category} ({', '.join(req.items)})"
         target = (
-            f"the {req.category} data of household {req.household}"
-            if req.action != "read_stats"
-            else f"{req.category} data"
+            f"the {what} data of household {req.household}" if req.action != "read_stats" else f"{what} data"
         )
         purpose_words = self._purpose_words(req.purpose)
         window = "" if req.window == ALL_TIME else f" over {show(span(*req.window))}"
@@ -307,9 +356,38 @@ class Authorizer:
                 f"({self._identity_cites(req)}): "
                 "sign in again, or use a token issued after an identity check."
             )
+        if d.reason == ITEMS:
+            return f"{head}: {self._item_words(snap, req, o)}."
+        if d.reason == ERASED:
+            return f"{head}: {self._erasure_words(o)}."
         if d.reason == OUTSIDE_PERIOD:
             return f"{head}: {self._period_words(snap, req)}."
         return f"{head}: {self._no_grant_words(snap, who.kind, req)}."
+
+    def _item_words(self, snap: Snapshot, req: AccessRequest, o: Outcome) -> str:
+        """Which items of the category the clauses that hold grant, and which asked for they do not."""
+        granted = list(snap.index.items_served(req._replace(items=None)))
+        cites = ", ".join(self.cite(c) for c in o.item_clauses)
+        asked = (
+            f"the whole {req.category} category"
+            if o.items_refused == (WHOLE,)
+            else ", ".join(i for i in o.items_refused)
+        )
+        return (
+            f"{cites} grants only these items of {req.category}: "
+            f"{', '.join(granted) or 'none in this window'}"
+            f"; not {asked} (ask for the granted items by name, or without naming any)"
+        )
+
+    def _erasure_words(self, o: Outcome) -> str:
+        parts = []
+        for e in dict.fromkeys(o.erased_by):
+            parts.append(
+                f"the household's {', '.join(sorted(e.categories))} data of {show(e.periods)} was erased on "
+                f"{show_instant(e.completed_at)} at the person's request (erasure {e.id}; "
+                f"{', '.join(self.cite(c) for c in self._erasure_clauses())})"
+            )
+        return "; ".join(parts)
 
     def company_name(self, company: str | None) -> str:
         return self.policy.companies.get(company or "", company or "no company")
@@ -434,6 +512,8 @@ class Authorizer:
         o = snap.index.evaluate(req)
         if o.suspended_by:
             parts.append(self._suspension_words(o))
+        if o.erased_by:
+            parts.append(self._erasure_words(o))
         rule = (
             "data is served only for the periods a grant rests on (link, registration, approval, "
             "contract), and a partner's ties must also hold now"

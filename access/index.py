@@ -6,8 +6,10 @@ the same facts, at one decision instant ``now``, and answers the whole window at
 matching the request's (category, action, purpose), the periods its basis rests on (link, contract,
 registration, designation, approval, the approver's link; see ``access.compiler``), cut by the
 "held now" rule and by the suspensions that cover the basis, intersected with the window, and unioned
-over the lines.  ``access.casbin_adapter`` computes the same answer with Casbin, slice by slice; the
-property tests hold both equal to an independent reference.
+over the lines that cover the items asked (for several items: intersected over the items, each the
+union of the lines covering it), less what completed erasures took.  ``access.casbin_adapter``
+computes the same answer with Casbin, slice by slice; the property tests hold both equal to an
+independent reference.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from access.compiler import (
     NAMED,
     PERSON,
     STAFF,
+    WHOLE,
     WILDCARD,
     Basis,
     Rule,
 )
 from access.periods import NEVER, Periods, contains, intersect, normalize, subtract, union
 from access.request import AccessRequest
-from access.world import Approval, Facts, Mandate, Principal, Suspension
+from access.world import Approval, Erasure, Facts, Mandate, Principal, Suspension
+from seeds.vocabulary import category_items, has_items
 
 _NO_ROLES: Mapping[str, Periods] = {}
 
@@ -41,6 +45,7 @@ class Line(NamedTuple):
     basis: Basis
     clause: str
     identity: bool  # needs a verified identity
+    item: str = WHOLE  # the item it grants, or WHOLE (every item of the category)
 
 
 class Grant(NamedTuple):
@@ -59,6 +64,13 @@ class Outcome(NamedTuple):
     suspended_by: tuple[Suspension, ...]  # suspensions that took something from a basis
     needs_identity: bool  # a person line applied but the identity was not verified
     held: bool  # some line's basis rested on anything at all, before the window
+    # Items asked that no line holding in the window grants (``WHOLE`` when the whole category was asked
+    # and only some of its items are granted), and the clauses of the lines that do hold there (they
+    # grant other items of the category): why a request for those items is refused.
+    items_refused: tuple[str, ...] = ()
+    item_clauses: tuple[str, ...] = ()
+    erased_by: tuple[Erasure, ...] = ()  # completed erasures that took something from the window
+    by_item: bool = False  # what is served rests on item lines (the whole category is not granted)
 
 
 K = TypeVar("K")
@@ -100,7 +112,7 @@ class Lines:
                 basis = bases.get(r.sub)
                 if basis is None:
                     continue
-                line = Line(basis, r.clause, r.idc == IDENTITY)
+                line = Line(basis, r.clause, r.idc == IDENTITY, r.item)
                 if basis.principal is not None:
                     approved.setdefault((r.cat, r.act, r.pur, basis.principal), []).append(line)
                 else:
@@ -158,6 +170,10 @@ class SnapshotIndex:
         for s in facts.suspensions:
             suspensions.setdefault(s.household, []).append(s)
         self.suspensions = suspensions
+        erasures: dict[str, list[Erasure]] = {}
+        for e in facts.erasures:
+            erasures.setdefault(e.household, []).append(e)
+        self.erasures = erasures
 
     def registered_for(self, principal: str, purpose: str) -> bool:
         return purpose in self.registered.get(principal, ())
@@ -182,8 +198,7 @@ class SnapshotIndex:
         if not lines:
             return Outcome(NEVER, (), True, (), (), False, False)
         window = (req.window,)
-        served: Periods = NEVER
-        grants: list[Grant] = []
+        held_lines: list[tuple[str, Grant]] = []  # (the line's item, its grant within the window)
         suspended: list[Suspension] = []
         needs_identity = held = False
         for line in lines:
@@ -197,9 +212,51 @@ class SnapshotIndex:
             held = True
             periods = intersect(periods, window)
             if periods:
-                served = union(served, periods)
-                grants.append(Grant(line.basis, line.clause, periods))
-        return Outcome(served, tuple(grants), True, (), tuple(suspended), needs_identity, held)
+                held_lines.append((line.item, Grant(line.basis, line.clause, periods)))
+        served, grants, refused_items, by_item = _cover(held_lines, req.items)
+        erased: list[Erasure] = []
+        if served:
+            served = self._unerased(served, household, category, erased)
+            if not served:
+                grants = []
+        item_clauses: tuple[str, ...] = ()
+        if refused_items:
+            item_clauses = tuple(dict.fromkeys(g.clause for _, g in held_lines))
+        return Outcome(
+            served,
+            tuple(grants),
+            True,
+            (),
+            tuple(suspended),
+            needs_identity,
+            held,
+            refused_items,
+            item_clauses,
+            tuple(erased),
+            by_item,
+        )
+
+    def items_served(self, req: AccessRequest) -> dict[str, Periods]:
+        """Each item of the request's category that something of the window may be served of, with its
+        periods: what a request that names no items is given (``access.api``)."""
+        if not has_items(req.category):
+            return {}
+        out: dict[str, Periods] = {}
+        for item in category_items(req.category):
+            served = self.evaluate(req._replace(items=(item,))).served
+            if served:
+                out[item] = served
+        return out
+
+    def _unerased(self, periods: Periods, household: str, category: str, erased: list[Erasure]) -> Periods:
+        """``periods`` without the data periods completed erasures took from ``category``."""
+        for e in self.erasures.get(household, ()):
+            if e.covers(category, self.now):
+                before = periods
+                periods = subtract(periods, e.periods)
+                if periods != before:
+                    erased.append(e)
+        return periods
 
     # -- one basis -----------------------------------------------------------------------------------
     def basis_periods(
@@ -346,3 +403,50 @@ class SnapshotIndex:
             return True
         companies = {clause.split("-", 1)[0] for pid, clause in self.joint if pid == principal}
         return any((household, company) in self.contracts for company in companies)
+
+
+def _cover(
+    held: list[tuple[str, Grant]], items: tuple[str, ...] | None
+) -> tuple[Periods, list[Grant], tuple[str, ...], bool]:
+    """(served, the grants that serve it, the items asked that nothing held grants, whether an item line
+    serves part of it).
+
+    ``items`` None asks for the whole category: only whole-category lines serve it.  Otherwise each item
+    is served by the lines of that item or of the whole category, and the request where every item is."""
+    if items is None:
+        grants = [g for item, g in held if item == WHOLE]
+        served: Periods = NEVER
+        for g in grants:
+            served = union(served, g.periods)
+        if not served and len(grants) < len(held):  # only items of the category are granted
+            return NEVER, [], (WHOLE,), False
+        return served, grants, (), False
+    if all(item == WHOLE for item, _ in held):  # the common case: whole-category grants only
+        served = NEVER
+        for _, g in held:
+            served = union(served, g.periods)
+        return served, [g for _, g in held], (), False
+    per_item: dict[str, Periods] = {}
+    for want in items:
+        covering: Periods = NEVER
+        for item, g in held:
+            if item in (WHOLE, want):
+                covering = union(covering, g.periods)
+        per_item[want] = covering
+    missing = tuple(i for i, ps in per_item.items() if not ps)
+    if missing:
+        return NEVER, [], missing, False
+    served = NEVER
+    for k, ps in enumerate(per_item.values()):
+        served = ps if k == 0 else intersect(served, ps)
+    wanted = set(items)
+    used = [
+        (item, Grant(g.basis, g.clause, cut))
+        for item, g in held
+        if (item == WHOLE or item in wanted) and (cut := intersect(g.periods, served))
+    ]
+    whole: Periods = NEVER
+    for item, g in used:
+        if item == WHOLE:
+            whole = union(whole, g.periods)
+    return served, [g for _, g in used], (), whole != served

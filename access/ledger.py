@@ -31,7 +31,7 @@ from access.clock import now, show, to_epoch
 from access.db import open_db, write_transaction
 from access.keys import KeyFileError, key_file_for, load_key
 from access.ledger_anchor import GENESIS, ChainKey, KeptHead, household_chain, plain_hash
-from seeds.vocabulary import CATEGORIES
+from seeds.vocabulary import CATEGORIES, category_items, has_items
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS provision_ledger (
@@ -116,7 +116,7 @@ class ProvisionEntry:
         clauses = cast(tuple[str, ...], self.clause_ids)  # made a tuple by __post_init__
         if not cats:
             raise LedgerError("a provision record names at least one category")
-        unknown = [c for c in cats if c not in CATEGORIES]
+        unknown = [c for c in cats if not _what_was_provided(c)]
         if unknown:
             raise LedgerError(f"unknown categories {unknown}")
         if not clauses:
@@ -128,6 +128,15 @@ class ProvisionEntry:
             raise LedgerError("period_end is before period_start")
         t = now() if self.at is None else to_epoch(self.at)
         return CheckedEntry(self.recipient, self.household, cats, start, end, self.purpose, clauses, t)
+
+
+def _what_was_provided(name: str) -> bool:
+    """A category, or ``<category>.<item>`` for an item provided under a grant of items (a demand-
+    response contractor's negawatt items: the record names them, not the whole category)."""
+    if name in CATEGORIES:
+        return True
+    category, _, item = name.partition(".")
+    return has_items(category) and item in category_items(category)
 
 
 @dataclass(frozen=True)

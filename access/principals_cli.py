@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id")
     tlist = tsub.add_parser("list", help="tokens (never their secrets)")
     tlist.add_argument("id", nargs="?")
+    budget = sub.add_parser(
+        "budget",
+        help="a principal's privacy budget for statistics (epsilon, for its whole life; spent shown)",
+    )
+    budget.add_argument("id")
+    budget.add_argument("epsilon", nargs="?", type=float, help="the new budget (leave out to show it)")
+    budget.add_argument("--by", default=None, help="who sets it (recorded; required with EPSILON)")
     password = sub.add_parser("password", help="set the web sign-in password (read from stdin or a prompt)")
     password.add_argument("id")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -166,6 +173,8 @@ def principals(argv: Sequence[str], default_db: Path) -> int:
             return _token(args, rel, db)
         elif args.what == "password":
             return _password(args, rel, db)
+        elif args.what == "budget":
+            return _budget(args, rel, db)
     finally:
         rel.close()
     return 0
@@ -261,6 +270,32 @@ def _token(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
         return 1
     finally:
         tokens.close()
+    return 0
+
+
+def _budget(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
+    from access.budget import BudgetStore
+
+    principal = rel.principal(args.id)
+    budgets = BudgetStore(db)
+    try:
+        if args.epsilon is not None:
+            if not args.by:
+                print("hems principals budget: say who sets it (--by)", file=sys.stderr)
+                return 2
+            b = budgets.set_budget(principal.id, args.epsilon, by=args.by)
+        else:
+            b = budgets.budget(principal.id)
+        releases = budgets.releases(principal.id)
+    except ValueError as exc:
+        print(f"hems principals budget: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        budgets.close()
+    print(
+        f"{principal.id}: privacy budget epsilon {b.total:g}, spent {b.spent:g} in {len(releases)} releases, "
+        f"left {b.left:g}"
+    )
     return 0
 
 

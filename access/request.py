@@ -2,8 +2,9 @@
 
 ``(principal, household, category[, items], action, purpose, window)`` as ``../shared/DESIGN.md`` has
 it, plus whether the caller's identity was verified recently (the person's rights need it, SPS
-2(6)[3]).  ``items`` names fields or derived series of the category; only whole categories are
-granted today (item-level grants are issue 14), so it is carried and shown but not yet decided on.
+2(6)[3]).  ``items`` names fields or derived series of the category (``seeds.vocabulary``); a request
+naming items is served where each is granted (by a clause naming it, or granting the whole
+category), one naming none asks for the whole category (``access.compiler`` says how).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class AccessRequest(NamedTuple):
     # The caller proved who they are recently enough for the person's rights (a fresh sign-in, or a
     # token issued after an identity check; see access.api.state.identity_verified).
     identity_verified: bool = False
-    items: tuple[str, ...] | None = None  # fields or derived series; None: the whole category
+    items: tuple[str, ...] | None = None  # items of the category (fields); None: the whole category
 
     def key(self) -> tuple[str, str, str, str, str]:
         return (self.principal, self.household, self.category, self.action, self.purpose)

@@ -12,8 +12,9 @@ back as a :class:`Facts`; the decision layer (``access.decision``) indexes one :
 instant.  Keeping them as plain values lets the property tests build random worlds without a database
 and hand the very same description to the independent reference evaluator.
 
-Issue 14's erasures are meant to join here as one more kind of fact with a period (what was erased,
-for which categories and which data period), which decisions will subtract like a suspension.
+Erasures join them as one more kind of fact: what an operator erased (which categories of which
+household, over which data periods) and when; a decision subtracts the erased periods from whatever it
+would serve, to anyone.
 """
 
 from __future__ import annotations
@@ -190,6 +191,23 @@ class Suspension:
         return f"suspension {self.id}: the household suspended {what}{cat}{to} (with {self.company})"
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """The household's data of ``categories`` recorded within ``periods`` was erased from the stores at
+    ``completed_at`` (an operator completed the person's request; ``access.consent``).  Categories a legal
+    hold kept are not among ``categories``."""
+
+    id: int
+    household: str
+    categories: frozenset[str]
+    periods: Periods
+    completed_at: float
+
+    def covers(self, category: str, at: float) -> bool:
+        """Whether this erasure takes ``category``'s data from decisions taken at ``at``."""
+        return category in self.categories and self.completed_at <= at
+
+
 @dataclass(frozen=True)
 class Facts:
     """Everything recorded, history included."""
@@ -203,8 +221,10 @@ class Facts:
     joint_uses: tuple[JointUse, ...] = ()
     mandates: tuple[Mandate, ...] = ()
     suspensions: tuple[Suspension, ...] = field(default=())
+    erasures: tuple[Erasure, ...] = field(default=())
 
-    def with_suspensions(self, suspensions: tuple[Suspension, ...]) -> Facts:
+    def with_consent(self, suspensions: tuple[Suspension, ...], erasures: tuple[Erasure, ...] = ()) -> Facts:
+        """These facts with the person's suspensions and completed erasures (``access.consent``)."""
         return Facts(
             self.principals,
             self.households,
@@ -215,6 +235,7 @@ class Facts:
             self.joint_uses,
             self.mandates,
             suspensions,
+            erasures,
         )
 
     def instants(self) -> set[float]:
@@ -236,5 +257,7 @@ class Facts:
                 out.add(m.verified_at)
         for s in self.suspensions:
             out.update((s.requested_at, s.until))
+        for e in self.erasures:
+            out.add(e.completed_at)
         out.discard(FOREVER)
         return out

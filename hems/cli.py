@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("access.cli", "show / explain / check the access policy compiled from seeds/"),
     "ledger": ("access.cli", "list and verify the provision ledger"),
     "principals": ("access.cli", "add principals and manage their tokens"),
+    "erasure": ("hems.erasure", "list erasure requests, carry one out (both stores), sweep erased ranges"),
 }
 
 

@@ -27,6 +27,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.exposition import serve_metrics
 from pipeline.factory import open_pipeline
+from pipeline.negawatt import negawatt_loop
 from pipeline.store import StoreUnavailable
 from pipeline.writer import Backpressure, Pipeline
 
@@ -224,6 +225,8 @@ async def run(args: argparse.Namespace) -> int:
     event_loop.stop_on_signals(stopping)
     job = stores.maintenance(store, cfg)  # SQLite: retention; InfluxDB downsamples with its own tasks
     retention = asyncio.create_task(job) if job is not None else None
+    # The negawatt items of every household polled (pipeline.negawatt): what DR contractors are served.
+    negawatt = asyncio.create_task(negawatt_loop(store, sorted({d.household for d in config.devices})))
     pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
     metrics = None
     if args.metrics_port is not None:
@@ -245,10 +248,11 @@ async def run(args: argparse.Namespace) -> int:
         await metrics.cleanup()
     await collector.stop()
     stats = await pumping
-    if retention is not None:
-        retention.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention
+    for job_task in (retention, negawatt):
+        if job_task is not None:
+            job_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job_task
     await pipeline.close()
     await store.close()
     print(

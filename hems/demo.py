@@ -46,6 +46,7 @@ from hems.collect import pump, under_data_dir
 from hems.history import readings_of, sample_times
 from pipeline.config import PipelineConfig
 from pipeline.factory import open_pipeline, retention_policy
+from pipeline.negawatt import negawatt_loop
 from pipeline.query import SeriesQuery
 from pipeline.retention import retention_loop
 from pipeline.sqlite_store import SQLiteStore
@@ -333,6 +334,8 @@ async def run(args: argparse.Namespace) -> int:
     stopping = asyncio.Event()
     pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
     retention = asyncio.create_task(retention_loop(store, retention_policy(cfg)))
+    backfill = timedelta(days=max(args.history_days, 1))
+    negawatt = asyncio.create_task(negawatt_loop(store, households, backfill=backfill))
 
     db = data / "access.sqlite"
     creds = seed_principals(db, households)
@@ -378,9 +381,10 @@ async def run(args: argparse.Namespace) -> int:
         await runner.cleanup()
         await collector.stop()
         stats = await pumping
-        retention.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention
+        for job in (retention, negawatt):
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
         await pipeline.close()
         await fleet.stop()
         await store.close()

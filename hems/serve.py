@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(spec: str | None, config_path: str | None, data: Path) -> Store:
+def open_store(spec: str | None, config_path: str | None, data: Path) -> Store:
     """The ``[pipeline]`` settings of the configuration, with ``--store`` choosing the store; the
     embedded store is the data directory's (the one ``hems demo`` and ``hems collect`` write)."""
     from dataclasses import replace
@@ -121,7 +121,7 @@ def _open_store(spec: str | None, config_path: str | None, data: Path) -> Store:
 async def _check_store(args: argparse.Namespace) -> None:
     """Refuse to start on a store this release must not use (``SchemaError``); an unreachable one
     is fine: readiness says so until it is back."""
-    store = _open_store(args.store, args.config, data_dir(args.data_dir))
+    store = open_store(args.store, args.config, data_dir(args.data_dir))
     try:
         await store.open()
     except StoreUnavailable as exc:
@@ -143,7 +143,7 @@ async def _run(
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    store = _open_store(args.store, args.config, data_dir(args.data_dir))
+    store = open_store(args.store, args.config, data_dir(args.data_dir))
     app = make_app(
         store,
         db,

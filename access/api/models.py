@@ -63,11 +63,13 @@ class Me(TypedDict):
 
 
 class HouseholdItem(TypedDict):
-    """A household the caller holds a relationship with; ``categories`` when a purpose was given."""
+    """A household the caller holds a relationship with; ``categories`` when a purpose was given, and
+    ``items`` for the categories of which only some items are granted (category -> those items)."""
 
     household: str
     roles: list[str]
     categories: NotRequired[list[SeriesCategory]]
+    items: NotRequired[dict[str, list[FieldName]]]
 
 
 class Households(TypedDict):
@@ -112,18 +114,42 @@ class Daily(TypedDict):
     columns: Columns
 
 
+class StatsNoise(TypedDict):
+    """The noise a release carries (public: it depends on no one's data): Laplace scales and the
+    half-width of their 95 % intervals, for each window's household count and each field's sum."""
+
+    households_scale: float
+    households_error95: float
+    sum_scale: dict[str, float]
+    sum_error95: dict[str, float]
+
+
+class StatsBudget(TypedDict):
+    """The caller's privacy budget (epsilon) after this release."""
+
+    total: float
+    spent: float
+    left: float
+
+
 class Stats(TypedDict):
-    """Fleet aggregates per window, no household ids; small groups suppressed."""
+    """A differentially private release (``access.privacy``): per window of the snapped range, a noisy
+    household count and each field's mean; no household ids and no single household's extreme;
+    windows whose noisy count is below ``min_group_size`` suppressed."""
 
     category: SeriesCategory
     purpose: Purpose
     clause_ids: list[str]
-    start: Instant
-    stop: Instant
+    start: Instant  # snapped down to the resolution
+    stop: Instant  # snapped up to the resolution
     every: int
+    agg: Agg
+    fields: list[FieldName]
     min_group_size: int
     suppressed_windows: int
-    households_left_out_for_part_of_the_window: int  # not served the whole window: left out
+    epsilon: float  # charged to the caller's budget for this release
+    budget: StatsBudget
+    noise: StatsNoise
     columns: Columns
 
 
@@ -177,12 +203,20 @@ class Consent(TypedDict):
 
 
 class Erasure(TypedDict):
-    """An erasure request; ``outcome`` per category: ``erase``, or ``keep: <clause ids>`` by law."""
+    """An erasure request; ``outcome`` per category (the answer when asked): ``erase``, or
+    ``keep: <clause ids>`` by law.  ``recorded``: waiting for the operator; ``erasing``: begun (nothing
+    of it is served any more); ``done``: the stores removed it.  Once begun: the categories ``erased``,
+    the data ``periods`` erased, what was ``kept`` and why, what each store ``removed``."""
 
     id: int
     requested_at: Instant
     outcome: dict[str, str]
-    status: Annotated[str, keywords(enum=["recorded", "done"])]
+    status: Annotated[str, keywords(enum=["recorded", "erasing", "done"])]
+    completed_at: NotRequired[Instant | None]
+    erased: NotRequired[list[AnyCategory]]
+    periods: NotRequired[Periods]
+    kept: NotRequired[dict[str, str]]
+    removed: NotRequired[dict[str, str]]
 
 
 class Erasures(TypedDict):

@@ -17,6 +17,7 @@ from access.api.energy import SPANS
 from access.api.maintenance import MAINTENANCE_PURPOSE
 from access.api.params import (
     DEFAULT_LIMIT,
+    EPSILON_PATTERN,
     FORMATS,
     MAX_FIELDS,
     MAX_LIMIT,
@@ -25,6 +26,7 @@ from access.api.params import (
     RELATIVE_PATTERN,
 )
 from access.api.schema import Schema, schema_of
+from access.privacy import DEFAULT_RELEASE_EPSILON, RELEASE_AGGS
 from pipeline.query import AGGS, COUNTER_FIELDS, QUERYABLE_FIELDS
 from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
 
@@ -119,6 +121,13 @@ EVERY = _p(
 )
 WINDOWED = (CATEGORY, PURPOSE, PURPOSE_HEADER, START, STOP, EVERY)  # what every data read takes
 AGG = _p("agg", "query", "Aggregation per window", _enum(AGGS))
+STATS_AGG = _p("agg", "query", "Aggregation per household and window (default mean)", _enum(RELEASE_AGGS))
+EPSILON = _p(
+    "epsilon",
+    "query",
+    f"Privacy cost of this release (default {DEFAULT_RELEASE_EPSILON}), charged to the caller's budget",
+    _pattern(f"^{EPSILON_PATTERN}$", example=str(DEFAULT_RELEASE_EPSILON)),
+)
 FIELDS = _p(
     "fields",
     "query",
@@ -384,10 +393,13 @@ def document() -> dict[str, Any]:
         },
         "/api/v1/stats/{category}": {
             "get": _op(
-                "Fleet statistics (action read_stats): no household ids; windows with fewer households "
-                "than the granting clause's minimum are suppressed",
-                [*WINDOWED, AGG, FIELDS],
-                {**_ok(c, "Aggregates", models.Stats), **data},
+                "Fleet statistics (action read_stats), differentially private: the range snapped to the "
+                "resolution, per window a noisy household count and each field's mean (no household ids, "
+                "no minimum or maximum); windows whose noisy count is below the granting clause's minimum "
+                "are suppressed; each release charges its epsilon to the caller's privacy budget (403 "
+                "privacy_budget_exhausted once spent)",
+                [*WINDOWED, STATS_AGG, FIELDS, EPSILON],
+                {**_ok(c, "Release", models.Stats), **data},
             )
         },
         "/api/v1/explain": {

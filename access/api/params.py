@@ -49,8 +49,10 @@ UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # matches before a final newline.
 PURPOSE_PATTERN: Final = r"[a-z0-9_]{1,40}\.[a-z0-9_]{1,60}"
 LIMIT_PATTERN: Final = r"[0-9]{1,7}"
+EPSILON_PATTERN: Final = r"[0-9]{1,3}(\.[0-9]{1,12})?"
 _PURPOSE_RE: Final = re.compile(PURPOSE_PATTERN)
 _LIMIT_RE: Final = re.compile(LIMIT_PATTERN)
+_EPSILON_RE: Final = re.compile(EPSILON_PATTERN)
 
 
 def _get(params: Mapping[str, str], name: str) -> str | None:
@@ -134,8 +136,14 @@ def agg(value: str | None) -> str:
 
 
 def fields(cat: str, value: str | None) -> tuple[str, ...]:
+    """The fields asked, or the category's default ones."""
+    return fields_asked(value) or DEFAULT_FIELDS[cat]
+
+
+def fields_asked(value: str | None) -> tuple[str, ...] | None:
+    """The fields named (a 400 for an unknown one), or None when none were."""
     if value is None or value == "":
-        return DEFAULT_FIELDS[cat]
+        return None
     names = tuple(value.split(","))
     if len(names) > MAX_FIELDS:
         raise bad_param("fields", f"at most {MAX_FIELDS} fields")
@@ -180,6 +188,15 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
         ratings[coding.strip()] = q
     q_gzip = ratings.get("gzip", ratings.get("x-gzip", ratings.get("*", 0.0)))
     return q_gzip > 0
+
+
+def epsilon(value: str | None, default: float) -> float:
+    """A release's privacy cost: a plain decimal (its bounds are ``access.privacy``'s to check)."""
+    if value is None:
+        return default
+    if _EPSILON_RE.fullmatch(value) is None:
+        raise bad_param("epsilon", "epsilon is a decimal number such as 0.5")
+    return float(value)
 
 
 def limit(value: str | None) -> int:

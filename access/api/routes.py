@@ -22,11 +22,9 @@ from access.api.render import frame_columns, iso, json_response
 from access.api.series import series
 from access.api.service import (
     access_request,
-    check_token_purpose,
     decide,
     empty_series,
     explain_text,
-    fleet_statistics,
     header_periods,
     homeowner_periods,
     households_of,
@@ -36,21 +34,21 @@ from access.api.service import (
     query,
     record,
     series_queries,
-    series_query,
     served_within,
 )
 from access.api.state import STATE, AppState, caller_of
+from access.api.stats import stats
 from access.api.webhooks import webhook_delete, webhook_get, webhook_put
 from access.auth import Caller, authenticate
 from access.consent import ConsentError, ErasureRequest
-from access.decision import IDENTITY
+from access.decision import IDENTITY, ITEMS
 from access.ledger_anchor import KeptHead
 from access.periods import Periods, span
 from access.request import ALL_TIME, AccessRequest
 from access.world import SCOPES
 from pipeline.derived import TOKYO, daily_energy_per_household
 from pipeline.query import COUNTER_FIELDS
-from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES
+from seeds.vocabulary import ACTIONS, CATEGORIES, STORED_CATEGORIES, item_of
 
 _PRINCIPAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,99}")
 DOCS_PAGE = (
@@ -61,8 +59,6 @@ DOCS_PAGE = (
     '<body><div id="swagger-ui"></div><script src="/static/swagger-ui/swagger-ui-bundle.js"></script>'
     '<script src="/static/swagger-ui/init.js"></script></body></html>'
 )
-STATS_CHUNK = 500  # households per store query when aggregating a fleet
-MAX_STATS_HOUSEHOLDS = 20_000
 
 
 def _own_household(state: AppState, caller: Caller, household: str, *, current: bool = True) -> Periods:
@@ -171,25 +167,38 @@ async def households(request: web.Request) -> web.Response:
             if caller.purposes is not None and purpose not in caller.purposes:
                 item["categories"] = []
             else:
-                item["categories"] = [
-                    c
-                    for c in STORED_CATEGORIES
-                    if state.authz.decide(
-                        AccessRequest(
-                            caller.principal,
-                            household,
-                            c,
-                            "read",
-                            purpose,
-                            ALL_TIME,
-                            identity_verified=state.identity_verified(caller),
-                        ),
-                        at=at,
-                    ).allowed
-                ]
+                item["categories"], partly = _categories_granted(state, caller, household, purpose, at)
+                if partly:
+                    item["items"] = partly
         items.append(item)
     body: models.Households = {"principal": caller.principal, "purpose": purpose, "households": items}
     return json_response(body)
+
+
+def _categories_granted(
+    state: AppState, caller: Caller, household: str, purpose: str, at: float
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The series categories something of which may be read for ``purpose``, and for those granted only
+    in part, the items that are (a demand-response contractor's negawatt items of ``electricity``)."""
+    whole: list[str] = []
+    partly: dict[str, list[str]] = {}
+    for c in STORED_CATEGORIES:
+        req = AccessRequest(
+            caller.principal,
+            household,
+            c,
+            "read",
+            purpose,
+            ALL_TIME,
+            identity_verified=state.identity_verified(caller),
+        )
+        d = state.authz.decide(req, at=at)
+        if d.allowed:
+            whole.append(c)
+        elif d.reason == ITEMS:
+            partly[c] = list(state.authz.items_served(req, at=at))
+            whole.append(c)
+    return whole, partly
 
 
 async def daily(request: web.Request) -> web.Response:
@@ -212,7 +221,7 @@ async def daily(request: web.Request) -> web.Response:
         raise bad_param("format", "daily totals come as json or csv")
     start = win.start - win.every
     req = access_request(state, caller, household, category, "read", purpose, start, win.stop)
-    decision = decide(state, caller, req)
+    decision = decide(state, caller, req._replace(items=(item_of(field),)))
     periods = served_within(decision, start, win.stop)
     parts = [
         daily_energy_per_household(await query(state, q), field, TOKYO)
@@ -250,68 +259,6 @@ async def daily(request: web.Request) -> web.Response:
     # Recorded last, once the body is built, so no record stands for an answer that failed to render.
     await record(state, caller, decision, household, category, purpose, periods)
     return response
-
-
-async def stats(request: web.Request) -> web.Response:
-    state, caller = caller_of(request)
-    category = params.category(request.match_info["category"])
-    purpose = params.declared_purpose(request.query, request.headers)
-    if "household" in request.query:
-        raise bad_param("household", "statistics describe groups of households, never one")
-    fields = params.fields(category, request.query.get("fields"))
-    win = params.window(request.query, state.now_dt(), timedelta(hours=1))
-    if win.every is None:
-        raise bad_param("every", "statistics need a resolution (e.g. 1h)")
-    agg = params.agg(request.query.get("agg"))
-    candidates = state.relationships.households()[:MAX_STATS_HOUSEHOLDS]
-    if not candidates:
-        raise no_access()
-    check_token_purpose(caller, purpose)
-    allowed: list[str] = []
-    sizes: list[int] = []
-    clauses: dict[str, None] = {}
-    at = state.clock()
-    whole = span(win.start.timestamp(), win.stop.timestamp())
-    partly = 0
-    for household in candidates:
-        req = access_request(state, caller, household, category, "read_stats", purpose, win.start, win.stop)
-        d = state.authz.decide(req, at=at)
-        # A household joins only if the whole window is served (its contract, say, covers it): a group
-        # that changes within the window would let a difference of two windows single one home out.
-        if d.allowed and d.served == whole:
-            allowed.append(household)
-            sizes.append(d.min_group_size or 0)
-            clauses.update(dict.fromkeys(d.clause_ids))
-        elif d.allowed:
-            partly += 1
-    state.metrics.decisions["allow" if allowed else "deny"] += 1
-    if not allowed:
-        first = access_request(
-            state, caller, candidates[0], category, "read_stats", purpose, win.start, win.stop
-        )
-        decide(state, caller, first)  # raises the refusal
-        raise no_access()
-    min_group = max(sizes)
-    frames = []
-    for i in range(0, len(allowed), STATS_CHUNK):
-        chunk = tuple(allowed[i : i + STATS_CHUNK])
-        frames.append(
-            await query(state, series_query(chunk, category, fields, win.start, win.stop, win.every, agg))
-        )
-    out, suppressed = fleet_statistics(pl.concat(frames), fields, min_group)
-    body: models.Stats = {
-        "category": category,
-        "purpose": purpose,
-        "clause_ids": list(clauses),
-        "start": iso(win.start),
-        "stop": iso(win.stop),
-        "every": int(win.every.total_seconds()),
-        "min_group_size": min_group,
-        "suppressed_windows": suppressed,
-        "households_left_out_for_part_of_the_window": partly,
-        "columns": frame_columns(out),
-    }
-    return json_response(body)
 
 
 # -- the homeowner's own rights ------------------------------------------------------------------------
@@ -423,12 +370,19 @@ async def erasure_get(request: web.Request) -> web.Response:
 
 
 def _erasure(e: ErasureRequest) -> models.Erasure:
-    return {
+    body: models.Erasure = {
         "id": e.id,
         "requested_at": iso(e.requested_at),
         "outcome": e.outcome,
         "status": e.status,
+        "completed_at": None if e.completed_at is None else iso(e.completed_at),
     }
+    if e.completed_at is not None:
+        body["erased"] = list(e.erased)
+        body["periods"] = periods_json(e.periods)
+        body["kept"] = dict(e.kept or {})
+        body["removed"] = dict(e.removed or {})
+    return body
 
 
 async def erasure_post(request: web.Request) -> web.Response:
@@ -444,7 +398,15 @@ async def erasure_post(request: web.Request) -> web.Response:
         or any(not isinstance(c, str) or c not in CATEGORIES for c in cats)
     ):
         raise bad_param("categories", "categories is a non-empty list of known categories, or null for all")
-    e = state.authz.consent.request_erasure(household, state.authz.policy.seeds, cats, at=state.clock())
+    companies = {c.company for c in state.relationships.contracts(household)}
+    e = state.authz.consent.request_erasure(
+        household,
+        state.authz.policy.seeds,
+        cats,
+        at=state.clock(),
+        requested_by=caller.principal,
+        companies=companies,
+    )
     return json_response(_erasure(e), status=202)
 
 

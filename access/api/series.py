@@ -35,7 +35,7 @@ from access.api.problems import bad_param
 from access.api.render import frame_columns, iso
 from access.api.service import (
     access_request,
-    decide,
+    decide_fields,
     empty_series,
     header_periods,
     periods_json,
@@ -65,7 +65,7 @@ class SeriesAsk:
     category: str
     purpose: str
     fmt: str
-    fields: tuple[str, ...]
+    fields: tuple[str, ...] | None  # None: the granted ones (``service.decide_fields``)
     window: params.Window
     agg: str
     limit: int
@@ -98,7 +98,7 @@ def parse(request: web.Request, now: datetime, cursors: CursorCodec) -> SeriesAs
     purpose = params.declared_purpose(request.query, request.headers)
     q = request.query
     fmt = params.fmt(q.get("format"), request.headers.get("Accept"))
-    fields = params.fields(category, q.get("fields"))
+    fields = params.fields_asked(q.get("fields"))
     win = params.window(q, now, timedelta(minutes=1))
     agg = params.agg(q.get("agg"))
     limit = params.limit(q.get("limit"))
@@ -124,19 +124,19 @@ async def series(request: web.Request) -> web.Response:
     ask = ask_of(state, request)
     win = ask.window
     req = access_request(state, caller, ask.household, ask.category, "read", ask.purpose, win.start, win.stop)
-    decision = decide(state, caller, req)
+    decision, fields = decide_fields(state, caller, req, ask.fields)
     served = served_within(decision, win.start, win.stop)  # what the whole answer may carry
     periods = served_within(decision, ask.read_from, win.stop)  # what this page reads
     gzipped = ask.fmt != "arrow" and params.accepts_gzip(request.headers.get("Accept-Encoding"))
     version = state.store.data_version()
     clause_ids = decision.clause_ids
-    page_key = (ask.page_key, periods)
+    page_key = (ask.page_key, fields, periods)
 
     def page() -> Awaitable[Page]:
-        return state.pages.get(version, ("page", page_key), lambda: _render(state, ask, periods))
+        return state.pages.get(version, ("page", page_key), lambda: _render(state, ask, fields, periods))
 
     async def make_reply() -> Page:
-        return _reply(ask, decision, served, await page(), gzipped)
+        return _reply(ask, fields, decision, served, await page(), gzipped)
 
     # CSV and Arrow as they are go out as the page itself.  Otherwise one more entry per page and
     # encoding, and for JSON per caller purpose, clauses and served periods too (only its envelope names
@@ -169,25 +169,29 @@ async def series(request: web.Request) -> web.Response:
     return web.Response(body=reply.body, headers=headers)
 
 
-async def _render(state: AppState, ask: SeriesAsk, periods: Periods) -> Page:
+async def _render(state: AppState, ask: SeriesAsk, fields: tuple[str, ...], periods: Periods) -> Page:
     every = ask.window.every
-    queries = series_queries(ask.household, ask.category, ask.fields, periods, every, ask.agg)
+    queries = series_queries(ask.household, ask.category, fields, periods, every, ask.agg)
     if not queries:  # a cursor past the last served period
-        return render_page(empty_series(ask.category, ask.fields, every, ask.agg), ask, state.cursors)
+        return render_page(empty_series(ask.category, fields, every, ask.agg), ask, state.cursors)
     return render_page(await query_served(state, queries), ask, state.cursors)
 
 
-def _reply(ask: SeriesAsk, decision: Decision, served: Periods, page: Page, gzipped: bool) -> Page:
+def _reply(
+    ask: SeriesAsk, fields: tuple[str, ...], decision: Decision, served: Periods, page: Page, gzipped: bool
+) -> Page:
     """The body as sent: JSON wraps the page's ``columns`` in the envelope; gzip'd when asked."""
     body = page.body
     if ask.fmt == "json":
-        body = _envelope(ask, decision, served, page) + body + b"}"
+        body = _envelope(ask, fields, decision, served, page) + body + b"}"
     if gzipped:
         body = gzip.compress(body, compresslevel=6, mtime=0)
     return Page(body, page.count, page.next_cursor)
 
 
-def _envelope(ask: SeriesAsk, decision: Decision, served: Periods, page: Page) -> bytes:
+def _envelope(
+    ask: SeriesAsk, fields: tuple[str, ...], decision: Decision, served: Periods, page: Page
+) -> bytes:
     """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses,
     and which part of the window is served."""
     win = ask.window
@@ -202,7 +206,7 @@ def _envelope(ask: SeriesAsk, decision: Decision, served: Periods, page: Page) -
         "refused": periods_json(decision.refused),
         "every": None if win.every is None else int(win.every.total_seconds()),
         "agg": ask.agg if win.every is not None else None,
-        "fields": list(ask.fields),
+        "fields": list(fields),
         "count": page.count,
         "next_cursor": page.next_cursor,
     }

@@ -24,19 +24,20 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from access.api.params import DEFAULT_FIELDS, MAX_FIELDS
 from access.api.problems import ApiProblem
 from access.api.render import iso
 from access.api.state import AppState
 from access.auth import Caller
-from access.decision import NO_GRANT, SUSPENDED, Decision
+from access.decision import ITEMS, NO_GRANT, SUSPENDED, Decision
 from access.ledger import ProvisionRecord
 from access.periods import Periods, contains, intersect, normalize, span
 from access.request import AccessRequest
 from access.world import APPROVER_ROLES
-from pipeline.derived import one_source
 from pipeline.frames import empty_result
 from pipeline.query import QueryError, SeriesQuery
 from pipeline.store import StoreUnavailable
+from seeds.vocabulary import item_of
 
 NO_ACCESS_DETAIL = (
     "no relationship, approval or clause gives you this household's data for this purpose "
@@ -182,6 +183,27 @@ def decide(state: AppState, caller: Caller, req: AccessRequest) -> Decision:
     )
 
 
+def decide_fields(
+    state: AppState, caller: Caller, req: AccessRequest, fields: tuple[str, ...] | None
+) -> tuple[Decision, tuple[str, ...]]:
+    """The decision for the fields asked (each is an item; a ``raw_*`` twin is its counter's), and the
+    fields to serve.  Without fields: the category's default fields where the whole category is granted;
+    where only items of it are (a demand-response contractor's negawatt items), those items: a request
+    without fields gets the granted ones only.  A field not granted is a 403 naming the clause."""
+    if fields is not None:
+        items = tuple(dict.fromkeys(item_of(f) for f in fields))
+        return decide(state, caller, req._replace(items=items)), fields
+    try:
+        return decide(state, caller, req), DEFAULT_FIELDS[req.category]
+    except ApiProblem as p:
+        if p.reason != ITEMS:
+            raise
+        granted = tuple(state.authz.items_served(req, at=state.clock()))[:MAX_FIELDS]
+        if not granted:
+            raise
+    return decide(state, caller, req._replace(items=granted)), granted
+
+
 def explain_text(
     state: AppState, caller: Caller, req: AccessRequest
 ) -> tuple[Decision | None, str, str, tuple[str, ...]]:
@@ -268,10 +290,12 @@ async def record(
     purpose: str,
     periods: Periods,
 ) -> None:
-    """The ledger records of a provision to a third party: one per period actually served; awaited
-    before the response is sent."""
+    """The ledger records of a provision to a third party: one per period actually served, naming the
+    items provided when the grant is of items (``<category>.<item>``), else the category; awaited before
+    the response is sent."""
     if d.third_party:
-        await record_periods(state, caller, household, (category,), purpose, periods, d.clause_ids)
+        what = (category,) if d.items is None else tuple(f"{category}.{i}" for i in d.items)
+        await record_periods(state, caller, household, what, purpose, periods, d.clause_ids)
 
 
 async def record_periods(
@@ -286,32 +310,3 @@ async def record_periods(
     """The one writer of provision records, for the API and the pages alike: one per period served."""
     for a, b in periods:
         await state.record_provision(caller.principal, household, categories, a, b, purpose, clause_ids)
-
-
-def fleet_statistics(df: pl.DataFrame, fields: tuple[str, ...], min_group: int) -> tuple[pl.DataFrame, int]:
-    """Aggregates over households per window; windows with fewer than ``min_group`` households dropped.
-
-    Each household counts once per window with one value per field, taken from one of its devices
-    (``pipeline.derived.one_source``: an inverter and the ECHONET solar unit of one home are one
-    yield, not two).  Returns the frame (no household column) and how many windows were suppressed."""
-    per_home = df.select("time", "household").unique()
-    for f in fields:
-        per_home = per_home.join(
-            one_source(df, f).select("time", "household", pl.col(f).cast(pl.Float64)),
-            on=["time", "household"],
-            how="left",
-        )
-    stats = per_home.group_by("time").agg(
-        pl.col("household").n_unique().alias("households"),
-        *[
-            expr
-            for f in fields
-            for expr in (
-                pl.col(f).mean().alias(f"{f}_mean"),
-                pl.col(f).min().alias(f"{f}_min"),
-                pl.col(f).max().alias(f"{f}_max"),
-            )
-        ],
-    )
-    kept = stats.filter(pl.col("households") >= min_group).sort("time")
-    return kept, stats.height - kept.height

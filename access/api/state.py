@@ -28,6 +28,7 @@ from access.api.pagecache import PageCache
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.auth import INVALID_TOKEN_BURST, INVALID_TOKEN_RATE_PER_S, Caller, SignIn, WebAuth, authenticate
+from access.budget import BudgetStore
 from access.decision import Authorizer
 from access.ledger import HouseholdHead, Ledger, LedgerWriter, ProvisionEntry, ProvisionRecord
 from access.relationships import RelationshipStore
@@ -63,6 +64,7 @@ class AppState:
     series_asks: dict[tuple[str, str | None, str | None], SeriesAsk] = field(default_factory=dict)
     signin: SignIn = field(kw_only=True)
     cursors: CursorCodec = field(kw_only=True)  # signs and checks pagination cursors
+    budgets: BudgetStore = field(kw_only=True)  # privacy budgets and the release ledger (statistics)
     # X-Forwarded-For/-Proto are set by our own proxy in front (hems serve --trust-forwarded).
     trust_forwarded: bool = False
     ledger_writer: LedgerWriter = field(init=False)  # group commit over ``ledger``

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from access.periods import normalize
 from access.world import (
     LINK_ROLES,
     Approval,
     Contract,
     Designation,
+    Erasure,
     Facts,
     JointUse,
     Link,
@@ -26,7 +28,8 @@ from access.world import (
     Principal,
     Suspension,
 )
-from seeds.loader import Seeds
+from seeds.loader import Clause, Seeds
+from seeds.vocabulary import category_items, has_items
 
 HOUSEHOLDS = ("h1", "h2")
 COMPANIES = ("sps", "enex", "kaluza", "xoom", "sobu_gas")
@@ -64,6 +67,7 @@ class Request:
     purpose: str
     window: tuple[float, float]
     verified: bool
+    items: tuple[str, ...] | None = None
 
 
 def _period(rng: random.Random) -> tuple[float, float]:
@@ -147,6 +151,11 @@ def make_world(seed: int, seeds: Seeds) -> tuple[World, float, list[Request]]:
         company = rng.choice(("sps", "sps", "enex", "kaluza", "xoom", "sobu_gas"))
         scope = "provision" if company == "enex" or rng.random() < 0.6 else "use"
         suspensions.append((rng.choice(HOUSEHOLDS), company, scope, recipient, category, *_period(rng)))
+    erasures = []
+    for _ in range(rng.choice((0, 0, 1, 1, 2))):
+        cats = {c for c in CATEGORIES if rng.random() < 0.4} or {"electricity"}
+        periods = [_period(rng) for _ in range(rng.randint(1, 2))]
+        erasures.append((rng.choice(HOUSEHOLDS), cats, periods, float(rng.choice(TIMES))))
     world = {
         "principals": principals,
         "links": links,
@@ -156,29 +165,53 @@ def make_world(seed: int, seeds: Seeds) -> tuple[World, float, list[Request]]:
         "joint_uses": joint_uses,
         "mandates": mandates,
         "suspensions": suspensions,
+        "erasures": erasures,
     }
     now = float(rng.choice(TIMES)) + rng.choice((0.0, 0.0, 5.0))
     requests = []
     granting = list(seeds.granting())
     for _ in range(6):
-        pid = rng.choice(list(principals))
+        # A demand-response contractor now and then: the one kind granted items, not categories.
+        pid = "dr1" if rng.random() < 0.08 else rng.choice(list(principals))
         mine = sorted(principals[pid]["purposes"]) or every_purpose
         purpose = rng.choice(mine) if rng.random() < 0.92 else rng.choice(every_purpose)
         category = rng.choice(CATEGORIES)
         action = rng.choice(("read", "read", "read", "read_stats", "export"))
         # Mostly a request some clause could grant this principal, so allows are common.
         fitting = [c for c in granting if purpose in c.purposes and principals[pid]["kind"] in c.recipients]
+        chosen: Clause | None = None
         if fitting and rng.random() < 0.8:
-            c = rng.choice(fitting)
-            category, action = rng.choice(c.data_categories), rng.choice(c.actions)
+            chosen = rng.choice(fitting)
+            category, action = rng.choice(chosen.data_categories), rng.choice(chosen.actions)
+            if chosen.data_items and rng.random() < 0.7:  # mostly the category it names items of
+                category = rng.choice(chosen.data_items)[0]
         a = rng.choice((-math.inf, *TIMES))
         b = rng.choice([t for t in (*TIMES, math.inf) if t > a] or [math.inf])
         mine_hh = [h for p, h, *_ in links if p == pid]
         household = rng.choice(mine_hh) if mine_hh and rng.random() < 0.8 else rng.choice(HOUSEHOLDS)
         requests.append(
-            Request(pid, household, category, action, purpose, (float(a), float(b)), rng.random() < 0.75)
+            Request(
+                pid,
+                household,
+                category,
+                action,
+                purpose,
+                (float(a), float(b)),
+                rng.random() < 0.75,
+                _items(rng, category, chosen),
+            )
         )
     return world, now, requests
+
+
+def _items(rng: random.Random, category: str, clause: Clause | None) -> tuple[str, ...] | None:
+    """None (the whole category) half the time; else some items: mostly those the chosen clause names
+    (when it names any), else any of the category's."""
+    if not has_items(category) or rng.random() < 0.5:
+        return None
+    named = clause.items_of(category) if clause is not None else None
+    pool = named if named and rng.random() < 0.7 else category_items(category)
+    return tuple(rng.sample(pool, k=rng.randint(1, min(3, len(pool)))))
 
 
 def facts_of(world: World) -> Facts:
@@ -212,5 +245,9 @@ def facts_of(world: World) -> Facts:
         suspensions=tuple(
             Suspension(i, h, scope, rec, cat, a, None if math.isinf(b) else b, co)
             for i, (h, co, scope, rec, cat, a, b) in enumerate(world["suspensions"])
+        ),
+        erasures=tuple(
+            Erasure(i, h, frozenset(cats), normalize(periods), completed)
+            for i, (h, cats, periods, completed) in enumerate(world["erasures"])
         ),
     )

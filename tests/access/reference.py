@@ -18,6 +18,12 @@ World description (all periods are ``(start, stop)`` in seconds, ``math.inf`` fo
     joint_uses:  [(company, clause, principal, start, stop)]
     mandates:    [(person, agent, categories | None, start, stop, verified_at | None)]
     suspensions: [(household, company, scope, recipient | None, category | None, start, stop)]
+    erasures:    [(household, categories, [(start, stop), ...], completed_at)]
+
+A request may name items of its category (fields of the field table): served where every item has a
+clause granting it (one that names it in ``data_items``, or grants the category without naming any);
+a request naming none asks for the whole category, which only clauses naming no items grant.  An
+erasure completed by decision time takes its categories' data of its periods from every request.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class Reference:
         window: tuple[float, float],
         now: float,
         verified: bool = False,
+        items: tuple[str, ...] | None = None,
     ) -> list[tuple[float, float]]:
         who = world["principals"].get(principal)
         if who is None or purpose not in who["purposes"]:
@@ -81,6 +88,9 @@ class Reference:
                 cuts.update(row[-2:])
         for row in world["approvals"]:
             cuts.update(row[-2:])
+        for _, _, periods, _ in world.get("erasures", ()):
+            for a, b in periods:
+                cuts.update((a, b))
         points = sorted(t for t in cuts if window[0] <= t <= window[1] and not math.isinf(t))
         if not math.isinf(window[0]) and (not points or points[0] != window[0]):
             points.insert(0, window[0])
@@ -94,7 +104,15 @@ class Reference:
             if a >= b:
                 continue
             t = a if not math.isinf(a) else (b - 1.0 if not math.isinf(b) else 0.0)
-            if self._allowed_at(world, principal, household, category, action, purpose, t, now, verified):
+            if self._erased(world, household, category, t, now):
+                continue
+            wanted: tuple[str | None, ...] = (None,) if items is None else items
+            if all(
+                self._allowed_at(
+                    world, principal, household, category, action, purpose, t, now, verified, item
+                )
+                for item in wanted
+            ):
                 if out and out[-1][1] == a:
                     out[-1] = (out[-1][0], b)
                 else:
@@ -102,16 +120,34 @@ class Reference:
         return out
 
     # -- one data instant ------------------------------------------------------------------------------
+    @staticmethod
+    def _erased(w: World, h: str, cat: str, t: float, now: float) -> bool:
+        for hh, cats, periods, completed in w.get("erasures", ()):
+            if hh == h and cat in cats and completed <= now and any(_in(a, b, t) for a, b in periods):
+                return True
+        return False
+
     def _allowed_at(
-        self, w: World, p: str, h: str, cat: str, act: str, pur: str, t: float, now: float, verified: bool
+        self,
+        w: World,
+        p: str,
+        h: str,
+        cat: str,
+        act: str,
+        pur: str,
+        t: float,
+        now: float,
+        verified: bool,
+        item: str | None,
     ) -> bool:
+        """Whether ``item`` of ``cat`` (None: the whole category) may be served at data instant ``t``."""
         for c in self.clauses:
             if not c["grants"] or pur not in c["purposes"] or act not in c["actions"]:
                 continue
-            cats = set(c["data_categories"])
-            if "negawatt_items_only" in (c.get("limits") or []):
-                cats.discard("electricity")
-            if cat not in cats:
+            if cat not in c["data_categories"]:
+                continue
+            named = (c.get("data_items") or {}).get(cat)
+            if named is not None and (item is None or item not in named):
                 continue
             for r in c["recipients"]:
                 if self._recipient_holds(w, c, r, p, h, cat, pur, t, now, verified):

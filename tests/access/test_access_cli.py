@@ -226,3 +226,41 @@ def test_principals_manage_companies_periods_contracts_joint_uses_and_mandates(
         "--identity-verified",
         "documents",
     )
+
+
+def test_policy_explain_names_items_and_says_which_are_granted(
+    capsys: pytest.CaptureFixture[str], world: World
+) -> None:
+    """ENEX 2(8) grants HEMS data as footnote *3 defines it: the amount used and the time of use."""
+    args = ["policy", "explain", "--principal", "eop", "--household", "h1", "--category", "electricity"]
+    args += ["--action", "read", "--purpose", "enex.hems_data_service", "--db", str(world.path)]
+    args += ["--at", "2026-06-01T00:00:00Z"]
+    code, out = _run(capsys, *args)
+    assert code == 0 and "decision: deny (enex-2.8)" in out
+    assert "grants only these items of electricity: power_w, import_wh_total" in out
+    assert "items granted: power_w, import_wh_total" in out
+    code, out = _run(capsys, *args, "--items", "power_w,raw_import_wh_total")
+    assert "may read the electricity (power_w, import_wh_total) data of household h1" in out
+    assert "decision: allow (enex-2.8)" in out
+    code, out = _run(capsys, *args, "--items", "voltage_v")
+    assert "decision: deny (enex-2.8)" in out and "not voltage_v" in out
+
+
+def test_principals_budget_and_ledger_releases(capsys: pytest.CaptureFixture[str], world: World) -> None:
+    from access.budget import BudgetStore
+
+    db = str(world.path)
+    code, out = _run(capsys, "principals", "--db", db, "budget", "ana")
+    assert code == 0 and "ana: privacy budget epsilon 3, spent 0 in 0 releases, left 3" in out
+    code, out = _run(capsys, "principals", "--db", db, "budget", "ana", "5")
+    assert code == 2 and "--by" in out
+    code, out = _run(capsys, "principals", "--db", db, "budget", "ana", "5", "--by", "ops")
+    assert code == 0 and "epsilon 5" in out
+    budgets = BudgetStore(world.path)
+    budgets.spend(
+        "ana", "enex.marketing", "electricity", ["power_w"], (0.0, 3600.0), 3600.0, 1, 0.5, ["enex-2.7"]
+    )
+    budgets.close()
+    code, out = _run(capsys, "ledger", "releases", "--db", db, "--principal", "ana")
+    assert code == 0 and "#1" in out and "ana released electricity (power_w)" in out and "epsilon 0.5" in out
+    assert "ana: spent 0.5 of 5, left 4.5" in out and "release chain intact" in out

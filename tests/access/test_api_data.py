@@ -163,7 +163,9 @@ async def test_households_lists_only_related_ones(env: Env) -> None:
     assert [h["household"] for h in (await r.json())["households"]] == ["h2"]
 
 
-async def test_analyst_gets_statistics_without_household_ids(env: Env) -> None:
+async def test_analyst_gets_a_private_release_without_household_ids(env: Env) -> None:
+    """A statistics release: windows of the snapped range, noisy counts and means, no household or device
+    column, no single household's minimum or maximum, its epsilon charged and recorded."""
     before = env.ledger_rows()
     r = await env.client.get(
         "/api/v1/stats/electricity",
@@ -174,17 +176,30 @@ async def test_analyst_gets_statistics_without_household_ids(env: Env) -> None:
     body = await r.json()
     assert body["min_group_size"] == 10
     cols = body["columns"]
-    assert "household" not in cols and "device" not in cols
-    assert cols["households"] == [len(STATS_HOUSEHOLDS) + 2] * 24
-    noon = cols["time"].index("2026-06-01T12:00:00.000Z")
-    assert cols["power_w_max"][noon] > cols["power_w_mean"][noon] > cols["power_w_min"][noon]
+    assert set(cols) == {"time", "households", "power_w_mean"}
+    assert len(cols["time"]) + body["suppressed_windows"] == 24
+    assert all(n >= 10 for n in cols["households"])  # only windows whose noisy count reaches the minimum
     assert "h1" not in await r.text()
     assert env.ledger_rows() == before  # aggregates name no household: not a provision record
+    assert body["epsilon"] == pytest.approx(0.5)
+    assert body["budget"] == {"total": 3.0, "spent": pytest.approx(0.5), "left": pytest.approx(2.5)}
+    # 24 windows, one field: the epsilon split between counts and sums, each household weighing 24 windows.
+    assert body["noise"]["households_scale"] == pytest.approx(24 / 0.25)
+    assert body["noise"]["sum_scale"] == {"power_w": pytest.approx(24 * 12_000 / 0.25)}
+    (release,) = env.state.budgets.releases("ana")
+    assert (release.purpose, release.category, release.fields, release.windows) == (
+        STATS,
+        "electricity",
+        ("power_w",),
+        24,
+    )
+    assert release.epsilon == pytest.approx(0.5) and env.state.budgets.verify() is None
 
 
 async def test_statistics_groups_below_the_minimum_are_suppressed(env: Env) -> None:
     # Six homes left ENEX before the day asked: 8 remain that ENEX's analyst may aggregate over, below the
-    # minimum of 10.  (ENEX's terms give no suspension of use, so its customers are the lever.)
+    # minimum of 10.  (ENEX's terms give no suspension of use, so its customers are the lever.)  Which
+    # windows are suppressed depends on the noisy count, so only what must hold is asserted.
     rel = env.state.relationships
     for c in rel.contracts():
         if c.company == "enex" and c.household in STATS_HOUSEHOLDS[:6]:
@@ -196,7 +211,25 @@ async def test_statistics_groups_below_the_minimum_are_suppressed(env: Env) -> N
     )
     body = await r.json()
     assert r.status == 200, body
-    assert body["columns"]["time"] == [] and body["suppressed_windows"] == 24
+    assert body["fields"] == ["power_w"]  # the default fields a statistic can be made of
+    assert len(body["columns"]["time"]) + body["suppressed_windows"] == 24
+    assert all(n >= 10 for n in body["columns"]["households"])
+
+
+async def test_statistics_refuse_what_no_statistic_can_be_made_of(env: Env) -> None:
+    for extra, field in (
+        ({"fields": "import_wh_total"}, "fields"),  # a cumulative total
+        ({"agg": "sum"}, "agg"),  # grows with the sampling rate: no public bound per household
+        ({"epsilon": "2.0"}, "epsilon"),  # more than one release may spend
+        ({"epsilon": "nan"}, "epsilon"),
+    ):
+        r = await env.client.get(
+            "/api/v1/stats/electricity",
+            params={**RANGE, "every": "1h", "purpose": STATS, **extra},
+            headers=env.auth("ana"),
+        )
+        assert r.status == 400 and (await r.json())["field"] == field, extra
+    assert env.state.budgets.budget("ana").spent == 0.0  # nothing charged for a refused request
 
 
 async def test_daily_totals_per_tokyo_day(env: Env) -> None:

@@ -18,9 +18,11 @@ import pytest
 from access.compiler import Policy, Rule, check_policy
 from access.periods import span
 from seeds.loader import Seeds
+from seeds.vocabulary import item_of
 from tests.access.conftest import PV, WINDOW, T, World, ask
 
-# (principal, household, category, action, purpose, allowed[, identity verified])
+# (principal, household, category, action, purpose, allowed[, identity verified]); a category may name
+# fields after a colon, joined by '+' (the request then asks for those items).
 Case = tuple[str, str, str, str, str, bool] | tuple[str, str, str, str, str, bool, bool]
 
 _P = "sps.service_provision"
@@ -118,7 +120,12 @@ CASES: dict[str, list[Case]] = {
         ("op", "h1", "contract", "read_stats", "enex.marketing", False),
     ],
     "enex-2.8": [
-        ("eop", "h1", "electricity", "read", "enex.hems_data_service", True),
+        # HEMS data as footnote *3 defines it: the amount used and the time of use, not the whole meter.
+        ("eop", "h1", "electricity:power_w+import_wh_total", "read", "enex.hems_data_service", True),
+        ("eop", "h1", "electricity:raw_import_wh_total", "read", "enex.hems_data_service", True),
+        ("eop", "h1", "electricity", "read", "enex.hems_data_service", False),
+        ("eop", "h1", "electricity:voltage_v", "read", "enex.hems_data_service", False),
+        ("eop", "h1", "electricity:power_w+export_wh_total", "read", "enex.hems_data_service", False),
         ("eop", "h1", "pv", "read", "enex.hems_data_service", False),
     ],
     "enex-2.9": [
@@ -219,7 +226,9 @@ def test_clause_case(ro_world: World, clause_id: str, case: Case) -> None:
     world = ro_world
     principal, household, category, action, purpose, allowed = case[:6]
     verified = case[6] if len(case) > 6 else True
-    req = ask(principal, household, category, action, purpose, verified=bool(verified))
+    category, _, named = category.partition(":")  # "electricity:power_w+import_wh_total": those items
+    items = tuple(dict.fromkeys(item_of(f) for f in named.split("+"))) if named else None
+    req = ask(principal, household, category, action, purpose, verified=bool(verified))._replace(items=items)
     decision = world.authz.decide(req, at=T)
     words = world.authz.explain(req, at=T)
     assert decision.allowed is allowed, words

@@ -1,11 +1,16 @@
-"""The person's suspensions beat every third-party allow; erasure honours legal holds."""
+"""The person's suspensions beat every third-party allow; erasure takes what it erased from every
+decision and honours the legal holds of the household's own contracts."""
 
 from __future__ import annotations
 
 import pytest
 
 from access.consent import ConsentError, legal_holds
-from tests.access.conftest import PV, T, World, ask
+from access.erasure import kept_reasons, plan
+from access.periods import span
+from tests.access.conftest import PV, SINCE, WINDOW, T, World, ask
+
+WINDOW_SPAN = span(*WINDOW)
 
 EARLIER = T - 86_400
 
@@ -115,18 +120,66 @@ def test_a_lifted_suspension_keeps_out_the_data_recorded_while_it_was_in_force(w
     )
 
 
-def test_erasure_keeps_what_the_law_requires(world: World) -> None:
+def test_legal_holds_are_those_of_the_households_own_contracts(world: World) -> None:
+    """Sobu Gas's terms keep its customers' contract and safety records; a household that never had a
+    Sobu Gas contract is owed the erasure of those too (on main, every household was told 'keep')."""
     holds = legal_holds(world.seeds)
-    assert holds, "the seeds mark some data as kept by law (retention / legal_hold)"
-    request = world.consent.request_erasure("h1", world.seeds, at=T)
-    assert request.status == "recorded"
-    for category, outcome in request.outcome.items():
+    assert set(holds) == {"contract", "equipment"}, "the seeds mark some data as kept by law"
+    world.rel.add_contract("h2", "sobu_gas", "supply", since=SINCE)
+    companies = {h: {c.company for c in world.rel.contracts(h)} for h in ("h1", "h2")}
+    mine = world.consent.request_erasure(
+        "h1", world.seeds, at=T, requested_by="alice", companies=companies["h1"]
+    )
+    theirs = world.consent.request_erasure(
+        "h2", world.seeds, at=T, requested_by="bob", companies=companies["h2"]
+    )
+    assert mine.status == "recorded" and set(mine.outcome.values()) == {"erase"}
+    for category, outcome in theirs.outcome.items():
         if category in holds:
-            assert outcome.startswith("keep: ") and holds[category][0] in outcome
+            assert outcome == "keep: sobu_gas-7.legal_hold", category
         else:
             assert outcome == "erase"
-    assert request.outcome["pv"] == "erase"
-    world.consent.complete_erasure(request.id)
-    assert world.consent.erasures("h1")[0].status == "done"
+    assert kept_reasons(world.seeds, world.rel.facts(), "h1", ["contract"]) == {}
+    assert "Sobu Gas" in kept_reasons(world.seeds, world.rel.facts(), "h2", ["contract"])["contract"]
     with pytest.raises(ConsentError):
         world.consent.request_erasure("h1", world.seeds, categories=["nonsense"])
+
+
+def test_an_erasure_begun_takes_its_period_from_every_decision(world: World) -> None:
+    """Once the operator begins, nobody is served the erased categories over the requester's period --
+    the person included, since the data is gone -- and the rest stays as it was."""
+    world.rel.unlink("alice", "h1", "homeowner", at=T - 3 * 86400)  # alice left h1 three days ago
+    world.rel.add_principal("carol", "homeowner", "Carol", ["sps.disclosure_to_person"])
+    world.rel.link("carol", "h1", "homeowner", since=T - 3 * 86400)
+    request = world.consent.request_erasure(
+        "h1", world.seeds, ["pv", "contract"], at=T - 86400, requested_by="alice"
+    )
+    facts = world.rel.facts()
+    p = plan(request, world.consent.categories_asked(request.id), facts, world.seeds, T - 3600)
+    assert p.erase == ("pv", "contract") and p.kept == {}
+    assert p.periods == ((SINCE, T - 3 * 86400),)  # alice's own time there, not carol's
+    assert world.authz.decide(ask("op", "h1", "pv", "read", "sps.service_provision"), at=T).allowed
+    world.consent.begin_erasure(
+        request.id, erased=p.erase, periods=p.periods, kept={}, operator="ops", at=T - 3600
+    )
+    for who, purpose in (
+        ("op", "sps.service_provision"),
+        ("inst1", PV),
+        ("alice", "sps.disclosure_to_person"),
+    ):
+        req = ask(who, "h1", "pv", "read", purpose)
+        d = world.authz.decide(req, at=T)
+        assert d.served == ((T - 3 * 86400, T),) if who != "alice" else not d.allowed, (who, d)
+        assert world.authz.casbin_served(req, at=T) == d.served
+    refused = world.authz.decide(ask("alice", "h1", "pv", "read", "sps.disclosure_to_person"), at=T)
+    assert refused.reason == "erased" and set(refused.clause_ids) == {"kaluza-2.4.correction", "sobu_gas-7"}
+    words = world.authz.explain(ask("alice", "h1", "pv", "read", "sps.disclosure_to_person"), at=T)
+    assert f"erasure {request.id}" in words and "was erased" in words
+    # Other categories, and decisions taken before the erasure began, are untouched.
+    assert (
+        world.authz.decide(ask("op", "h1", "battery", "read", "sps.service_provision"), at=T).served
+        == WINDOW_SPAN
+    )
+    assert world.authz.decide(ask("op", "h1", "pv", "read", "sps.service_provision"), at=T - 7200).allowed
+    done = world.consent.finish_erasure(request.id, {"pv": "12 points deleted", "contract": "not held"})
+    assert done.status == "done" and done.removed == {"pv": "12 points deleted", "contract": "not held"}

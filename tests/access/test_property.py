@@ -2,8 +2,9 @@
 
 Each hypothesis example draws a seed and makes two random worlds from it (``tests.access.random_worlds``:
 every principal kind, companies,
-contracts, links, approvals, designations, registered joint users, agent mandates and suspensions, all
-with periods, a decision instant among them) and six requests over random windows.  The reference
+contracts, links, approvals, designations, registered joint users, agent mandates, suspensions and
+completed erasures, all with periods, a decision instant among them) and six requests over random
+windows, half of them naming items of their category.  The reference
 (``tests.access.reference``) reads the seeds' YAML itself and shares no code with the compiler, the
 index or the Casbin model.  The fast path answers all six; Casbin (one request per time slice of the
 window) the first three, which keeps the default run near a minute for 10,000 worlds.
@@ -57,6 +58,7 @@ def test_fast_path_and_casbin_serve_what_the_reference_serves(seeds: Seeds, poli
                 r.purpose,
                 r.window,
                 identity_verified=r.verified,
+                items=r.items,
             )
             want = tuple(
                 reference.served(
@@ -69,6 +71,7 @@ def test_fast_path_and_casbin_serve_what_the_reference_serves(seeds: Seeds, poli
                     r.window,
                     now,
                     r.verified,
+                    r.items,
                 )
             )
             d = authz.decide(req, at=now)
@@ -80,10 +83,22 @@ def test_fast_path_and_casbin_serve_what_the_reference_serves(seeds: Seeds, poli
             tally[d.reason] += 1
             if d.allowed and d.refused:
                 tally["partial"] += 1
+            if d.allowed and r.items is not None:
+                tally["items_allowed"] += 1
 
     some_worlds()
     assert len(seen) >= WORLDS, f"only {len(seen)} distinct worlds"
     # Not vacuous: every kind of answer occurs often.
     assert tally["allowed"] > 0.04 * tally["requests"] and tally["partial"] > 500, tally
-    for reason in ("no_grant", "outside_period", "suspended", "identity_not_verified", "statistics_only"):
+    reasons = (
+        "no_grant",
+        "outside_period",
+        "suspended",
+        "identity_not_verified",
+        "statistics_only",
+        "item_not_granted",
+        "erased",
+    )
+    for reason in reasons:
         assert tally[reason] > 50, (reason, tally)
+    assert tally["items_allowed"] > 300, tally

@@ -1,0 +1,87 @@
+"""What completing an erasure request erases and keeps, decided from the facts and the seeds.
+
+The person's right of erasure (Sobu Gas 7 names it; SPS 2(6) lets the person have their data handled)
+reaches *their* data: the data recorded while they were the homeowner, never a previous or later
+occupant's.  So the erased periods are the requester's homeowner periods for the household, up to the
+instant the operator carries the request out.  A legal hold keeps a category only when the household
+is, or was, under contract with the company whose terms hold it (a gas supplier keeps its own
+customers' contract and safety records, not those of a household it never supplied).
+
+``plan`` is pure (facts in, plan out) so the API can answer the person with the same words the
+operator's command (``hems erasure``) records; the command carries the plan out: it records the
+beginning (decisions refuse from then), deletes from the series store through the pipeline, and
+records what each store removed (``access.consent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from access.consent import ErasureRequest, legal_holds
+from access.periods import Periods, intersect, normalize, span
+from access.world import Facts
+from seeds.loader import Seeds
+from seeds.vocabulary import STORED_CATEGORIES
+
+# What a record category (identity, contract, household) is, in this product: the relationships its
+# decisions rest on, kept in the access database, never in the series stores.
+NOT_STORED = "not held in the series store (this product keeps only the relationships its decisions rest on)"
+
+
+@dataclass(frozen=True)
+class ErasurePlan:
+    request: ErasureRequest
+    erase: tuple[str, ...]  # the categories erased (decisions refuse them over ``periods``)
+    kept: Mapping[str, str]  # category -> why it is kept
+    periods: Periods  # the data periods erased: the requester's time as homeowner, up to ``at``
+    at: float
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The erased categories a series store holds (the others are records, ``NOT_STORED``)."""
+        return tuple(c for c in self.erase if c in STORED_CATEGORIES)
+
+
+def holds_for(seeds: Seeds, facts: Facts, household: str) -> dict[str, list[str]]:
+    """category -> the legal-hold clauses that keep it for this household (its own contracts' companies)."""
+    companies = {c.company for c in facts.contracts if c.household == household}
+    return legal_holds(seeds, companies)
+
+
+def kept_reasons(seeds: Seeds, facts: Facts, household: str, categories: Iterable[str]) -> dict[str, str]:
+    """category -> why it is kept, for the asked categories a hold keeps."""
+    holds = holds_for(seeds, facts, household)
+    names = {d.id: d.company for d in seeds.documents}
+    out = {}
+    for category in categories:
+        if category in holds:
+            clauses = holds[category]
+            companies = sorted({names.get(seeds.clause(c).document, c) for c in clauses})
+            out[category] = (
+                f"kept by law ({', '.join(clauses)}): the household is or was a customer of "
+                f"{', '.join(companies)}, whose terms keep it"
+            )
+    return out
+
+
+def requester_periods(request: ErasureRequest, facts: Facts) -> Periods:
+    """The periods the requester was the homeowner of the household.  A request recorded before the
+    requester was kept is the homeowner's of the time it was made."""
+    links = [lk for lk in facts.links if lk.household == request.household and lk.role == "homeowner"]
+    if request.requested_by is not None:
+        mine = [lk for lk in links if lk.principal == request.requested_by]
+    else:
+        t = request.requested_at
+        holders = {lk.principal for lk in links if lk.since <= t < lk.until}
+        mine = [lk for lk in links if lk.principal in holders]
+    return normalize(p for lk in mine for p in lk.period)
+
+
+def plan(request: ErasureRequest, asked: Iterable[str], facts: Facts, seeds: Seeds, at: float) -> ErasurePlan:
+    """What completing ``request`` at ``at`` erases, keeps and why."""
+    categories = list(dict.fromkeys(asked))
+    kept = kept_reasons(seeds, facts, request.household, categories)
+    erase = tuple(c for c in categories if c not in kept)
+    periods = intersect(requester_periods(request, facts), span(float("-inf"), at))
+    return ErasurePlan(request, erase, kept, periods, at)
