@@ -20,7 +20,7 @@ from access.api.service import homeowner_periods, person_view
 from access.api.state import AppState
 from access.auth import Caller, check_csrf
 from access.clock import TOKYO
-from access.consent import DEFAULT_COMPANY
+from access.consent import DEFAULT_COMPANY, DONE, ERASING, RECORDED, ErasureRequest
 from access.ledger import ProvisionRecord
 from access.web.i18n import category_word, day, language, t, when
 from access.web.ledger_head import ledger_head_section
@@ -364,13 +364,27 @@ async def provision_form(request: web.Request) -> web.StreamResponse:
 
 # -- erasure ---------------------------------------------------------------------------------------------
 def _status(lang: str, status: str) -> str:
-    return t(lang, f"erasure_status_{status}") if status in ("recorded", "done") else status
+    return t(lang, f"erasure_status_{status}") if status in (RECORDED, ERASING, DONE) else status
 
 
 def _outcome(lang: str, outcome: str) -> str:
     if outcome == "erase":
         return t(lang, "erasure_erase")
     return t(lang, "erasure_keep", clauses=outcome.removeprefix("keep: "))
+
+
+def _outcomes(lang: str, r: ErasureRequest) -> list[tuple[str, str]]:
+    """Per category, in words: the answer given when asked, until the operator begins; from then, what
+    was erased (or is being erased) and what the law kept, as the operator's plan recorded it (the
+    household's contracts may have changed since the answer)."""
+    if r.status == RECORDED:
+        return [(c, _outcome(lang, o)) for c, o in sorted(r.outcome.items())]
+    gone = t(lang, "erasure_erased" if r.status == DONE else "erasure_erasing")
+    out = [(c, gone) for c in r.erased]
+    for c, why in (r.kept or {}).items():
+        clauses = why[why.find("(") + 1 : why.find(")")] if "(" in why else why
+        out.append((c, t(lang, "erasure_keep", clauses=clauses)))
+    return sorted(out)
 
 
 async def erasure_page(request: web.Request) -> web.StreamResponse:
@@ -384,10 +398,7 @@ async def erasure_page(request: web.Request) -> web.StreamResponse:
         f'<tr data-id="{r.id}" data-status="{e(r.status)}"><td>{e(when(lang, r.requested_at))}</td>'
         f"<td>{e(_status(lang, r.status))}</td>"
         '<td><ul class="outcome">'
-        + "".join(
-            f"<li>{e(category_word(lang, c))}: {e(_outcome(lang, o))}</li>"
-            for c, o in sorted(r.outcome.items())
-        )
+        + "".join(f"<li>{e(category_word(lang, c))}: {e(words)}</li>" for c, words in _outcomes(lang, r))
         + "</ul></td></tr>"
         for r in requests
     )

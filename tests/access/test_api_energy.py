@@ -282,3 +282,48 @@ def test_periods_are_tokyo_days_weeks_and_months() -> None:
     assert (m.first_day, m.last_day) == (date(2026, 3, 1), date(2026, 3, 31))
     assert (m.previous().first_day, m.previous().last_day) == (date(2026, 2, 1), date(2026, 2, 28))
     assert m.stop == datetime(2026, 3, 31, 15, tzinfo=UTC)
+
+
+async def test_an_erasure_takes_its_period_out_of_every_report(world: World) -> None:
+    """Once the operator begins an erasure (``hems erasure complete``), no report carries anything of the
+    erased day, to anyone, the person included; a day outside the erased period is reported as before."""
+    status, before = await world.get("alice", purpose=OWN, date="2026-05-31")
+    assert status == 200
+    assert (await world.get("inst1", purpose=PV, date=DAY))[0] == 200
+    app = world.client.app
+    assert app is not None
+    consent = app[STATE].authz.consent
+    request = consent.request_erasure("h1", app[STATE].authz.policy.seeds, at=NOW, requested_by="alice")
+    consent.begin_erasure(
+        request.id,
+        erased=[c for c, o in request.outcome.items() if o == "erase"],
+        periods=((DAY_START.timestamp(), DAY_STOP.timestamp()),),
+        kept={},
+        operator="ops",
+        at=NOW.timestamp(),
+    )
+    for who, purpose in (("alice", OWN), ("inst1", PV)):
+        status, body = await world.get(who, purpose=purpose, date=DAY)
+        # Only the periods served are read: nothing of the erased day, the day before as it was.
+        assert status == 200 and body["hours"] == 0 and body["flows"] == [], who
+        assert set(body["totals"].values()) == {0.0}, (who, body["totals"])
+        assert body["previous"]["totals"] == before["totals"]
+    status, after = await world.get("alice", purpose=OWN, date="2026-05-31")
+    assert status == 200 and after["totals"] == before["totals"]
+
+
+async def test_a_demand_response_contractor_gets_no_meter_totals(world: World) -> None:
+    """XOOM's negawatt clause grants items of electricity (generation sold, demand procured, demand
+    reduction, baseline), not the meter's totals a report is made of: refused, naming the clause."""
+    app = world.client.app
+    assert app is not None
+    state = app[STATE]
+    state.relationships.add_contract("h1", "xoom", "supply", since=SINCE)
+    state.relationships.add_principal("dr1", "dr_aggregator", "Negawatt Co", ["xoom.negawatt"])
+    state.relationships.link("dr1", "h1", "dr_aggregator", since=SINCE)
+    _, world.tokens["dr1"] = state.tokens.create(
+        "dr1", ["xoom.negawatt"], frozenset({"xoom.negawatt"}), at=NOW.timestamp() - 60
+    )
+    status, body = await world.get("dr1", purpose="xoom.negawatt", date=DAY)
+    assert status == 403 and body["reason"] == "item_not_granted", body
+    assert body["clause_ids"] == ["xoom-7.1.negawatt"] and "baseline_w" in body["detail"]

@@ -22,6 +22,7 @@ from access.api.state import AppState
 from access.compiler import Policy
 from access.relationships import RelationshipStore
 from access.request import AccessRequest
+from hems.erasure import complete
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.sqlite_store import SQLiteStore
@@ -380,7 +381,7 @@ async def test_erasure_page_files_requests_and_shows_their_status(
     home = emulated_home("h1", NOW - timedelta(hours=2), NOW, timedelta(minutes=5))
     async with browsing(
         tmp_path, api_policy, home.points, ("hana", "bob"), now=NOW.timestamp, setup=_hana
-    ) as (base, _store, state, browser):
+    ) as (base, store, state, browser):
         page = await (await browser.new_context(viewport=DESKTOP, locale="ja-JP")).new_page()
         await sign_in(page, base, "hana")
         await page.goto(f"{base}/erasure")
@@ -397,6 +398,9 @@ async def test_erasure_page_files_requests_and_shows_their_status(
         assert set(request.outcome) == {"water", "gas"} and request.status == "recorded"
         await page.screenshot(path=str(SHOTS / "homeowner_erasure_desktop_ja.png"), full_page=True)
 
+        # A Sobu Gas customer from now: its terms keep her contract records (Sobu Gas 7's hold applies to
+        # its own customers only, so before this contract they would have been erased too).
+        state.relationships.add_contract("h1", "sobu_gas", "supply", since=NOW - timedelta(hours=1))
         phone = await (await browser.new_context(viewport=PHONE, locale="en-GB")).new_page()
         await sign_in(phone, base, "hana")
         await phone.goto(f"{base}/erasure")
@@ -407,8 +411,16 @@ async def test_erasure_page_files_requests_and_shows_their_status(
         newest = await phone.locator("#erasures tbody tr").first.inner_text()
         assert "power contract: kept by law (sobu_gas-7.legal_hold)" in newest
         assert "electricity meter: to be erased" in newest
-        # Carried out later by the store's owner: the page says so.
-        state.authz.consent.complete_erasure(request.id, at=NOW.timestamp())
+        # Carried out later by the operator (hems erasure complete) against the real store: the page says so.
+        await complete(
+            state.authz.consent,
+            state.relationships,
+            state.authz.policy.seeds,
+            store,
+            request.id,
+            "ops",
+            at=NOW.timestamp(),
+        )
         await phone.reload()
         statuses = await phone.locator("#erasures tbody tr").evaluate_all(
             "rows => rows.map(r => r.dataset.status)"

@@ -159,7 +159,16 @@ async def test_erasure_page_lists_requests_with_their_status(env: Env) -> None:
     await _sign_in(env, "alice")
     assert "No erasure has been requested." in await (await env.client.get("/erasure")).text()
     seeds = env.state.authz.policy.seeds
-    req = env.state.authz.consent.request_erasure("h1", seeds, ["water", "contract"], at=NOW - 60)
+    consent, rel = env.state.authz.consent, env.state.relationships
+    # h1 has no Sobu Gas contract: its contract records are erased too (Sobu Gas 7 holds only its own
+    # customers' records); once it has one, they are kept by law, and the page says under which clause.
+    unheld = consent.request_erasure("h1", seeds, ["contract"], at=NOW - 120, requested_by="alice")
+    assert unheld.outcome == {"contract": "erase"}
+    rel.add_contract("h1", "sobu_gas", "supply", since=NOW - 86400)
+    companies = {c.company for c in rel.contracts("h1")}
+    req = consent.request_erasure(
+        "h1", seeds, ["water", "contract"], at=NOW - 60, requested_by="alice", companies=companies
+    )
     page = await (await env.client.get("/erasure?lang=ja")).text()
     assert (
         "受付済み（実施待ち）" in page
@@ -167,5 +176,18 @@ async def test_erasure_page_lists_requests_with_their_status(env: Env) -> None:
         and "電力契約: 法令により保存（sobu_gas-7.legal_hold）" in page
     )
     assert "2026-06-02 (火) 08:59 JST" in page
-    env.state.authz.consent.complete_erasure(req.id, at=NOW)
-    assert "carried out" in await (await env.client.get("/erasure")).text()
+    # The operator's steps (hems erasure complete): begun, then finished with what the store removed.
+    consent.begin_erasure(
+        req.id,
+        erased=["water"],
+        periods=((NOW - 86400, NOW),),
+        kept={"contract": "kept by law (sobu_gas-7.legal_hold): the household is a Sobu Gas customer"},
+        operator="ops",
+        at=NOW,
+    )
+    page = await (await env.client.get("/erasure")).text()
+    assert "being carried out" in page and "water: being erased" in page
+    consent.finish_erasure(req.id, {"water": "12 points deleted"})
+    page = await (await env.client.get("/erasure")).text()
+    assert "carried out" in page and "water: erased" in page
+    assert "power contract: kept by law (sobu_gas-7.legal_hold)" in page
