@@ -276,6 +276,23 @@ async def test_homeowner_ledger_consent_and_erasure(env: Env) -> None:
     assert len((await r.json())["requests"]) == 1
 
 
+
+async def test_legal_holds_answer_for_the_households_own_contracts_only(env: Env) -> None:
+    """Issue 14: the hold of Sobu Gas 7 (contract and equipment records) was answered for every household.
+    h1 has no Sobu Gas contract: everything it asks for is erased (deny the hold); once it is a Sobu Gas
+    customer, the same request is answered 'kept by law' under that clause (allow the hold)."""
+    ask = {"categories": ["contract", "equipment", "water"]}
+    r = await env.client.post("/api/v1/households/h1/erasure", json=ask, headers=env.auth("alice"))
+    assert r.status == 202, await r.text()
+    assert (await r.json())["outcome"] == {"contract": "erase", "equipment": "erase", "water": "erase"}
+    env.state.relationships.add_contract("h1", "sobu_gas", "supply", since="2026-05-01T00:00:00Z")
+    r = await env.client.post("/api/v1/households/h1/erasure", json=ask, headers=env.auth("alice"))
+    assert (await r.json())["outcome"] == {
+        "contract": "keep: sobu_gas-7.legal_hold",
+        "equipment": "keep: sobu_gas-7.legal_hold",
+        "water": "erase",
+    }
+
 async def test_operational_endpoints(env: Env) -> None:
     assert (await env.client.get("/healthz")).status == 200
     assert (await env.client.get("/readyz")).status == 200
