@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from access.compiler import ALL, CompileError, Rule, check_policy, compile_seeds
+from access.consent import ConsentStore
+from access.decision import Authorizer
+from access.relationships import RelationshipStore
 from seeds.loader import SeedError, load_seeds
 from seeds.vocabulary import CATEGORIES
 
@@ -136,3 +139,21 @@ def test_check_fails_on_a_condition_or_limit_nothing_enforces(
     assert not result.ok and any(problem in p for p in result.problems), result.problems
     (tmp_path / "sps.yaml").write_text(MINI)
     assert check_policy(compile_seeds(load_seeds(tmp_path)), documents=()).ok
+
+
+@pytest.mark.parametrize("size", [25, 3])
+def test_the_statistics_minimum_group_comes_from_the_granting_clause(tmp_path: Path, size: int) -> None:
+    """Issue 14: ``min_group_size`` is each clause's, not one number for every release; and a category
+    the clause does not name gives no statistics at all (deny)."""
+    (tmp_path / "sps.yaml").write_text(MINI.replace("min_group_size: 25", f"min_group_size: {size}"))
+    seeds = load_seeds(tmp_path)
+    db = tmp_path / "access.sqlite"
+    rel, consent = RelationshipStore(db, seeds), ConsentStore(db, seeds)
+    try:
+        rel.add_principal("ana", "analyst", "Analyst", ["sps.trends"], company="sps")
+        authz = Authorizer(compile_seeds(seeds), rel, consent)
+        assert authz.statistics_grant("ana", "pv", "sps.trends", ("power_w",)) == (("sps-2",), size)
+        assert authz.statistics_grant("ana", "battery", "sps.trends", ("power_w",)) is None
+    finally:
+        rel.close()
+        consent.close()
