@@ -44,7 +44,7 @@ from pipeline.errors import PipelineError
 from pipeline.frames import empty_result, result_schema, shape_result
 from pipeline.lineproto import LineEncoder
 from pipeline.points import Point
-from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery, valid_id
+from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery, datetime_to_ns, valid_id
 from pipeline.rollup import DAY_NS, HOUR_NS
 from pipeline.store import StoreUnavailable
 from pipeline.stores import StorePlugin
@@ -300,7 +300,7 @@ class InfluxStore:
         window holding ``d.start`` there).  A rollup bucket that does not exist (retention never set
         up) has nothing to delete.  InfluxDB does not say how many points went: ``None``."""
         predicate = delete_predicate(d.household, d.measurement)
-        start, stop = d.start_ns, d.stop_ns
+        start, stop = datetime_to_ns(d.start), datetime_to_ns(d.stop)
         api = self._api().delete_api()
         targets = [
             (self.bucket, start, False),

@@ -69,6 +69,15 @@ def valid_id(value: str) -> bool:
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
+def check_range(start: datetime, stop: datetime) -> None:
+    """A query's or a deletion's ``[start, stop)``: timezone-aware and not empty."""
+    for label, ts in (("start", start), ("stop", stop)):
+        if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
+            raise QueryError(label, "must be a timezone-aware datetime")
+    if not start < stop:
+        raise QueryError("stop", "stop must be after start")
+
+
 @dataclass(frozen=True)
 class SeriesQuery:
     households: tuple[str, ...]
@@ -97,11 +106,7 @@ class SeriesQuery:
                 raise QueryError("fields", f"unknown field {name!r}")
         if len(set(self.fields)) != len(self.fields):
             raise QueryError("fields", "duplicate field")
-        for label, ts in (("start", self.start), ("stop", self.stop)):
-            if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
-                raise QueryError(label, "must be a timezone-aware datetime")
-        if not self.start < self.stop:
-            raise QueryError("stop", "stop must be after start")
+        check_range(self.start, self.stop)
         if self.every is not None:
             if not isinstance(self.every, timedelta) or self.every <= timedelta(0):
                 raise QueryError("every", "must be a positive duration")
@@ -160,16 +165,4 @@ class Deletion:
             raise QueryError("household", f"malformed household id {self.household!r}")
         if self.measurement not in STORED_CATEGORIES:
             raise QueryError("measurement", f"unknown series category {self.measurement!r}")
-        for label, ts in (("start", self.start), ("stop", self.stop)):
-            if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
-                raise QueryError(label, "must be a timezone-aware datetime")
-        if not self.start < self.stop:
-            raise QueryError("stop", "stop must be after start")
-
-    @property
-    def start_ns(self) -> int:
-        return datetime_to_ns(self.start)
-
-    @property
-    def stop_ns(self) -> int:
-        return datetime_to_ns(self.stop)
+        check_range(self.start, self.stop)

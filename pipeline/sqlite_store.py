@@ -43,7 +43,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, SchemaError
 from pipeline.frames import raw_result_from_rows, shape_result
 from pipeline.points import Point
-from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery
+from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery, datetime_to_ns
 from pipeline.retention import compute_rollups, retention_loop, retention_policy
 from pipeline.rollup import (
     LEVELS,
@@ -363,7 +363,7 @@ class SQLiteStore:
         it (a bucket's partial aggregates mix erased points with others).  Where raw points remain (above
         retention's floor), the edge buckets are rolled up again from what is left; below it they are
         gone for good, which is logged."""
-        start, stop = d.start_ns, d.stop_ns
+        start, stop = datetime_to_ns(d.start), datetime_to_ns(d.stop)
 
         def erase(conn: sqlite3.Connection) -> int:
             removed = conn.execute(

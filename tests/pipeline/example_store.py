@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.frames import shape_result
 from pipeline.points import Point, PointValue
-from pipeline.query import Deletion, SeriesQuery, output_dtype
+from pipeline.query import Deletion, SeriesQuery, datetime_to_ns, output_dtype
 from pipeline.store import StoreUnavailable
 from pipeline.stores import StorePlugin
 
@@ -63,10 +63,11 @@ class MemoryStore:
     async def delete(self, d: Deletion) -> int:
         if self._closed:
             raise StoreUnavailable("store is closed")
+        start, stop = datetime_to_ns(d.start), datetime_to_ns(d.stop)
         gone = [
             key
             for key in self._points
-            if key[0] == d.measurement and key[1] == d.household and d.start_ns <= key[3] < d.stop_ns
+            if key[0] == d.measurement and key[1] == d.household and start <= key[3] < stop
         ]
         for key in gone:
             del self._points[key]
