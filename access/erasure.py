@@ -78,6 +78,18 @@ def requester_periods(request: ErasureRequest, facts: Facts) -> Periods:
     return normalize(p for lk in mine for p in lk.period)
 
 
+def requests_of(requests: Iterable[ErasureRequest], principal: str, periods: Periods) -> list[ErasureRequest]:
+    """The requests a person made (``periods``: their time as the household's homeowner): theirs by name,
+    or, for a request recorded before the requester was kept, made while they lived there.  Another
+    occupant's requests, and what they asked to have erased, are that occupant's business."""
+    return [
+        r
+        for r in requests
+        if r.requested_by == principal
+        or (r.requested_by is None and any(a <= r.requested_at < b for a, b in periods))
+    ]
+
+
 def plan(request: ErasureRequest, asked: Iterable[str], facts: Facts, seeds: Seeds, at: float) -> ErasurePlan:
     """What completing ``request`` at ``at`` erases, keeps and why."""
     categories = list(dict.fromkeys(asked))

@@ -42,6 +42,7 @@ from access.api.webhooks import webhook_delete, webhook_get, webhook_put
 from access.auth import Caller, authenticate
 from access.consent import ConsentError, ErasureRequest
 from access.decision import IDENTITY, ITEMS
+from access.erasure import requests_of
 from access.ledger_anchor import KeptHead
 from access.periods import Periods, span
 from access.request import ALL_TIME, AccessRequest
@@ -361,11 +362,9 @@ async def consent_put(request: web.Request) -> web.Response:
 async def erasure_get(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
-    _own_household(state, caller, household)
-    body: models.Erasures = {
-        "household": household,
-        "requests": [_erasure(e) for e in state.authz.consent.erasures(household)],
-    }
+    periods = _own_household(state, caller, household, current=False)
+    mine = requests_of(state.authz.consent.erasures(household), caller.principal, periods)
+    body: models.Erasures = {"household": household, "requests": [_erasure(e) for e in mine]}
     return json_response(body)
 
 
@@ -388,7 +387,8 @@ def _erasure(e: ErasureRequest) -> models.Erasure:
 async def erasure_post(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
-    _own_household(state, caller, household)
+    # A former homeowner too: the right reaches the data of their own time there (access.erasure).
+    _own_household(state, caller, household, current=False)
     _verified_person(state, caller)
     body = await params.json_body(request, models.ErasureAsk)
     cats = body.get("categories")

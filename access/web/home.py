@@ -21,6 +21,7 @@ from access.api.state import AppState
 from access.auth import Caller, check_csrf
 from access.clock import TOKYO
 from access.consent import DEFAULT_COMPANY, DONE, ERASING, RECORDED, ErasureRequest
+from access.erasure import requests_of
 from access.ledger import ProvisionRecord
 from access.web.i18n import category_word, day, language, t, when
 from access.web.ledger_head import ledger_head_section
@@ -393,7 +394,12 @@ async def erasure_page(request: web.Request) -> web.StreamResponse:
     household = _household(request, state, caller)
     if household is None:
         return _no_household(lang, caller, "/erasure")
-    requests = sorted(state.authz.consent.erasures(household), key=lambda r: (-r.requested_at, -r.id))
+    mine = requests_of(
+        state.authz.consent.erasures(household),
+        caller.principal,
+        homeowner_periods(state, caller.principal, household),
+    )
+    requests = sorted(mine, key=lambda r: (-r.requested_at, -r.id))
     rows = "".join(
         f'<tr data-id="{r.id}" data-status="{e(r.status)}"><td>{e(when(lang, r.requested_at))}</td>'
         f"<td>{e(_status(lang, r.status))}</td>"

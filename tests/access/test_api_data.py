@@ -276,7 +276,6 @@ async def test_homeowner_ledger_consent_and_erasure(env: Env) -> None:
     assert len((await r.json())["requests"]) == 1
 
 
-
 async def test_legal_holds_answer_for_the_households_own_contracts_only(env: Env) -> None:
     """Issue 14: the hold of Sobu Gas 7 (contract and equipment records) was answered for every household.
     h1 has no Sobu Gas contract: everything it asks for is erased (deny the hold); once it is a Sobu Gas
@@ -292,6 +291,7 @@ async def test_legal_holds_answer_for_the_households_own_contracts_only(env: Env
         "equipment": "keep: sobu_gas-7.legal_hold",
         "water": "erase",
     }
+
 
 async def test_operational_endpoints(env: Env) -> None:
     assert (await env.client.get("/healthz")).status == 200
@@ -395,3 +395,35 @@ async def test_next_link_works_when_stop_defaults_to_now_and_start_is_relative(
         second = await r2.json()
         assert r2.status == 200, second
         assert second["columns"]["time"][0] > first["columns"]["time"][-1]
+
+
+async def test_a_former_homeowner_asks_for_erasure_of_their_time_and_only_they_see_it(env: Env) -> None:
+    """The right reaches the person's own data (access.erasure): Alice, who moved out of h1, may still
+    ask (on main: refused, only the current homeowner could); Carol, who lives there now, does not see
+    Alice's request, nor Alice hers."""
+    rel = env.state.relationships
+    rel.unlink("alice", "h1", "homeowner", at=NOW - 7200)
+    rel.add_principal("carol", "homeowner", "Carol", [OWN])
+    rel.link("carol", "h1", "homeowner", since=NOW - 7200)
+    _, env.tokens["carol"] = env.state.tokens.create(
+        "carol",
+        [OWN],
+        frozenset({OWN}),
+        at=NOW - 60,
+        identity_verified_at=NOW - 60,
+        identity_method="documents",
+    )
+    url = "/api/v1/households/h1/erasure"
+    r = await env.client.post(url, json={"categories": ["pv"]}, headers=env.auth("alice"))
+    assert r.status == 202, await r.text()
+    alices = (await r.json())["id"]
+    r = await env.client.post(url, json={"categories": ["water"]}, headers=env.auth("carol"))
+    carols = (await r.json())["id"]
+    for who, theirs in (("alice", alices), ("carol", carols)):
+        r = await env.client.get(url, headers=env.auth(who))
+        assert r.status == 200 and [e["id"] for e in (await r.json())["requests"]] == [theirs], who
+    (request,) = [e for e in env.state.authz.consent.erasures("h1") if e.id == alices]
+    assert request.requested_by == "alice"
+    # Bob never lived there: refused either way.
+    assert (await env.client.post(url, json={"categories": ["pv"]}, headers=env.auth("bob"))).status == 403
+    assert (await env.client.get(url, headers=env.auth("bob"))).status == 403
