@@ -134,14 +134,15 @@ async def test_a_group_change_differences_out_nothing_useful(env: Env, lever: st
     interval_wh = attack_interval(scale)  # one hour: W of hourly mean = Wh of the hour's energy
     assert interval_wh == pytest.approx(197_424, rel=1e-3)
     assert interval_wh > 16 * CLAMP_W  # sixteen times wider than every value the home could have had
+    estimate = _estimate(before, after)
     print(
-        f"\n{lever}: true hourly energy of {TARGET} {truth:.0f} Wh; the attacker's 95% interval "
+        f"\n{lever}: true hourly energy of {TARGET} {truth:.0f} Wh, the attacker's estimate "
+        f"{'withheld' if estimate is None else f'{estimate:.0f} Wh'}; the attacker's 95% interval "
         f"+-{interval_wh:.0f} Wh (two releases at epsilon {before['epsilon']:g}, Laplace scale {scale:.0f}); "
         f"budget spent on this {before['epsilon'] + after['epsilon']:g} of {after['budget']['total']:g}; any "
         f"sequence of this principal's releases moves the odds about one home by at most "
         f"e^{after['budget']['total']:g} = {math.exp(after['budget']['total']):.1f}"
     )
-    estimate = _estimate(before, after)
     if estimate is not None:  # (a window whose noisy count fell below the minimum is withheld: nothing)
         assert abs(estimate - truth) > 1.0, (estimate, truth)  # on main: exact
 
