@@ -16,6 +16,7 @@ the period, and a sweep removes it from the store too.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from pipeline.query import Deletion
 from pipeline.store import Store
 from pipeline.validate import EARLIEST
 from seeds.loader import Seeds, load_seeds
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +91,15 @@ async def carry_out(store: Store, p: ErasurePlan) -> dict[str, str]:
             count = None if n is None or count is None else count + n
         removed[category] = (
             "points deleted (the store does not count them)" if count is None else f"{count} points deleted"
+        )
+        # A loss the policy allows: counted in the request's record (``removed``) and logged here.
+        log.warning(
+            "erasure %d: %s of %s over %s: %s",
+            p.request.id,
+            category,
+            p.request.household,
+            show(p.periods),
+            removed[category],
         )
     return removed
 

@@ -282,7 +282,7 @@ async def test_influx_rollup_buckets_are_erased_too(world: World, influxdb: Any,
 
 
 def test_the_operator_lists_and_completes_requests_with_the_command(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Nothing completes by itself: the request waits for the operator's command, which says what it
     erased and kept."""
@@ -310,6 +310,7 @@ def test_the_operator_lists_and_completes_requests_with_the_command(
     out = capsys.readouterr().out
     assert "done" in out and "kept: equipment: kept by law (sobu_gas-7.legal_hold)" in out
     assert "removed: electricity:" in out and "points deleted" in out
+    assert f"erasure {request.id}: electricity of h2 over" in caplog.text  # the loss is logged too
     assert world.consent.erasure(request.id).status == "done"
     assert hems(["erasure", "list", *common]) == 0
     assert "0 pending requests" in capsys.readouterr().out
