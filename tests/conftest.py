@@ -1,3 +1,4 @@
-"""Fixtures shared across the test packages: the real InfluxDB 2.x server (one per session)."""
+"""Fixtures shared across the test packages: the real InfluxDB 2.x server (one per session) and
+small real filesystems for disk faults."""
 
-pytest_plugins = ["tests.influx_server"]
+pytest_plugins = ["tests.influx_server", "tests.volumes"]
