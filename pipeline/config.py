@@ -40,6 +40,9 @@ class PipelineConfig:
     influx_token: str | None = None
     batch_size: int = 5000
     max_delay_s: float = 1.0
+    # A store write taking longer is abandoned as an outage and its batch spooled (writes are upserts,
+    # so what landed of it is written again at replay): polling never waits on a hung store.
+    store_write_timeout_s: float = 5.0
     spool_dir: str = "./var/spool"
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_segment_bytes: int = 4 * 1024 * 1024
@@ -59,6 +62,8 @@ class PipelineConfig:
             raise _fail("batch_size", "must be >= 1")
         if self.max_delay_s <= 0:
             raise _fail("max_delay_s", "must be > 0")
+        if self.store_write_timeout_s <= 0:
+            raise _fail("store_write_timeout_s", "must be > 0")
         if self.spool_policy not in ("refuse", "drop_oldest"):
             raise _fail("spool_policy", "must be 'refuse' or 'drop_oldest'")
         if self.spool_max_bytes < self.spool_segment_bytes:

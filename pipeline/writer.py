@@ -6,9 +6,17 @@ when it reaches ``batch_size`` points or ``max_delay`` after its first point, wh
 
 Acknowledgement: ``submit`` returns only when every accepted reading of the call is either committed
 in the store or fsync'd in the spool (several concurrent callers share one batch and one commit).
-If neither is possible -- store down and spool full under the ``refuse`` policy -- ``submit`` raises
-``Backpressure``: those readings are NOT stored and the caller still owns them.  Rejected readings
-are reported in the returned ``SubmitResult`` and counted; they are never acknowledged as stored.
+If neither is possible -- the spool refuses the batch (full under the ``refuse`` policy, or its disk
+failed) and the store does not take it either -- ``submit`` raises ``Backpressure`` with a
+``reason`` (``spool_full``, ``spool_write_failed``): those readings are NOT stored, are not counted
+as accepted, and the caller still owns them (``hems collect`` counts them as lost by that reason;
+an ingest endpoint would answer "retry later").  Rejected readings are reported in the returned
+``SubmitResult`` and counted; they are never acknowledged as stored.
+
+The store never holds anything up for long: a write that takes longer than ``store_write_timeout``
+is abandoned as an outage (``StoreUnavailable``) and its batch spooled, however long the store's own
+retries would have taken (a hung InfluxDB used to cost ~44 s per batch).  Abandoning is safe because
+writes are upserts: a prefix that landed is simply written again at replay.
 
 A store error that is not ``StoreUnavailable`` means the store refuses the data itself (a bug
 upstream, or a ``SchemaError``: a schema that does not fit); it is counted by kind, logged and raised
@@ -18,6 +26,8 @@ While the spool holds anything, new batches are appended behind it rather than w
 a background task replays the spool oldest first; this keeps the store receiving data in arrival
 order.  Batches are written one at a time (an I/O lock) for the same reason; the replayer runs
 outside that lock so a store that is slow to fail never delays acknowledgements from the spool.
+The one exception: a batch the spool refuses is offered to the store directly before it is refused,
+so a full spool loses nothing once the store is back, while the replayer is still catching up.
 """
 
 from __future__ import annotations
@@ -35,9 +45,10 @@ from typing import Any
 from collector.reading import Reading
 from pipeline.counters import CounterStateFile, CounterTracker
 from pipeline.errors import PipelineError, SchemaError
+from pipeline.losses import SPOOL_FULL, SPOOL_WRITE_FAILED
 from pipeline.points import Point
 from pipeline.query import datetime_to_ns
-from pipeline.spool import Spool, SpoolFull
+from pipeline.spool import Spool, SpoolFull, SpoolWriteFailed
 from pipeline.store import Store, StoreUnavailable
 from pipeline.validate import RejectedReading, Validator
 
@@ -45,7 +56,14 @@ log = logging.getLogger(__name__)
 
 
 class Backpressure(PipelineError):
-    """The store is unavailable and the spool refused the batch: the readings were not acknowledged."""
+    """The store is unavailable and the spool refused the batch: the readings were not acknowledged.
+
+    ``reason`` says why the spool refused: ``spool_full`` (at its limit under ``refuse``) or
+    ``spool_write_failed`` (its disk failed), the names ``pipeline.losses`` counts losses under."""
+
+    def __init__(self, message: str, reason: str = SPOOL_FULL) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,7 @@ class Pipeline:
         max_delay: float = 1.0,
         replay_interval: float = 1.0,
         max_replay_backoff: float = 30.0,
+        store_write_timeout: float = 5.0,
     ) -> None:
         self.store = store
         self.spool = spool
@@ -117,6 +136,8 @@ class Pipeline:
         self.max_delay = max_delay
         self.replay_interval = replay_interval
         self.max_replay_backoff = max_replay_backoff
+        self.store_write_timeout = store_write_timeout
+        self.store_up = True  # the last store write's outcome (optimistic before the first)
         self.stats = WriterStats()
         self._batch = _Batch()
         self._io_lock = asyncio.Lock()
@@ -151,6 +172,8 @@ class Pipeline:
         failure: BaseException | None = None
         while self._batch.points:
             failure = await self._flush_once() or failure
+        if isinstance(failure, Backpressure):
+            raise failure
         if failure is not None:
             raise Backpressure(str(failure)) from failure
 
@@ -164,6 +187,8 @@ class Pipeline:
             await self.flush()
         except Backpressure as exc:
             log.error("pipeline closed with unacknowledged readings: %s", exc)
+        except Exception as exc:  # shutdown goes on whatever the store or the disk does
+            log.error("pipeline could not flush at close: %s", exc)
         self._stopping = True
         self._replay_wakeup.set()  # the replayer finishes its current batch and returns
         for task in self._tasks:
@@ -174,7 +199,10 @@ class Pipeline:
                 await task
         self._tasks.clear()
         if self.spool is not None:
-            await self._replay_some()
+            try:
+                await self._replay_some()
+            except Exception as exc:  # what is left stays spooled for the next start
+                log.error("last replay at close failed, %d batches stay spooled: %s", len(self.spool), exc)
             self.spool.close()
         if self._state_file is not None:
             await self._save_state()
@@ -203,7 +231,6 @@ class Pipeline:
                 continue
             batch.points.append(reading_to_point(clean, fields, ts_ns))
             added += 1
-        self.stats.readings_accepted += added
         if added == 0:
             return SubmitResult(0, tuple(rejected))
         if batch.done is None:
@@ -215,6 +242,8 @@ class Pipeline:
         if not self._tasks:
             await self._flush_once()
         await asyncio.shield(done)
+        # Counted once acknowledged: a refused batch a caller submits again is not counted twice.
+        self.stats.readings_accepted += added
         return SubmitResult(added, tuple(rejected))
 
     # -- batching ------------------------------------------------------------------------------------
@@ -272,33 +301,60 @@ class Pipeline:
     async def _persist(self, points: list[Point]) -> None:
         if self.spool is not None and len(self.spool) > 0:
             # Behind what is already spooled, to keep arrival order; the replayer drains it.
-            await self._to_spool(points)
+            try:
+                await self._to_spool(points)
+            except Backpressure:
+                # Refused only if the store will not take it either (it may be back already).
+                if not await self._write_direct(points, quiet=True):
+                    raise
+                self._replay_wakeup.set()  # the store is back: no need to wait out the backoff
+                return
             self._replay_wakeup.set()
             return
+        if await self._write_direct(points):
+            return
+        await self._to_spool(points)
+        self._replay_wakeup.set()
+
+    async def _write_direct(self, points: list[Point], *, quiet: bool = False) -> bool:
+        """Write to the store; False on an outage (when there is a spool to fall back on).  A store
+        that refuses the data itself raises (counted and logged)."""
         try:
             await self._write_store(points)
         except StoreUnavailable as exc:
-            self._note_failure(exc)
+            self._note_failure(exc, quiet=quiet)
             if self.spool is None:
                 raise
-            await self._to_spool(points)
-            self._replay_wakeup.set()
-            return
+            return False
         except Exception as exc:
             self._note_failure(exc)
             raise
         self.stats.points_written += len(points)
         self.stats.batches_written += 1
+        return True
 
     async def _write_store(self, points: list[Point]) -> None:
+        """One store write, bounded by ``store_write_timeout`` (then it counts as an outage)."""
         t0 = time.perf_counter()
-        await self.store.write(points)
+        try:
+            await asyncio.wait_for(self.store.write(points), timeout=self.store_write_timeout)
+        except TimeoutError:
+            self.store_up = False
+            self.stats.store_failures["timeout"] += 1
+            raise StoreUnavailable(
+                f"store write of {len(points)} points took longer than {self.store_write_timeout:g} s"
+            ) from None
+        except StoreUnavailable:
+            self.store_up = False
+            raise
+        self.store_up = True
         self.stats.observe_latency(time.perf_counter() - t0)
 
-    def _note_failure(self, exc: BaseException) -> None:
+    def _note_failure(self, exc: BaseException, *, quiet: bool = False) -> None:
         if isinstance(exc, StoreUnavailable):
             self.stats.store_failures["unavailable"] += 1
-            log.warning("store unavailable: %s", exc)
+            if not quiet:  # quiet: a retry of a store already known down, not news for the log
+                log.warning("store unavailable: %s", exc)
         elif isinstance(exc, SchemaError):
             # Not an outage either: the store's schema does not fit this code; fix it, do not wait.
             self.stats.store_failures["schema"] += 1
@@ -316,15 +372,13 @@ class Pipeline:
         except SpoolFull as exc:
             self.stats.backpressure_batches += 1
             self.stats.backpressure_points += len(points)
-            log.error("spool full: %d points refused, reporting backpressure: %s", len(points), exc)
-            raise Backpressure(str(exc)) from exc
-        except OSError as exc:
-            # Disk full or the spool volume itself failing: as loud as a full spool.
+            raise Backpressure(str(exc), SPOOL_FULL) from exc
+        except (SpoolWriteFailed, OSError) as exc:
+            # Disk full or the spool volume itself failing: refused like a full spool, by its reason.
             self.stats.backpressure_batches += 1
             self.stats.backpressure_points += len(points)
             self.stats.store_failures["spool_io"] += 1
-            log.error("spool write failed: %d points refused, reporting backpressure: %s", len(points), exc)
-            raise Backpressure(f"spool write failed: {exc}") from exc
+            raise Backpressure(f"spool write failed: {exc}", SPOOL_WRITE_FAILED) from exc
         self.stats.spooled_batches += 1
         self.stats.spooled_points += len(points)
 
@@ -407,10 +461,16 @@ class Pipeline:
             "store_latency_count": s.store_latency_count,
             "store_latency_sum_s": s.store_latency_sum_s,
             "store_latency_max_s": s.store_latency_max_s,
+            "store_up": int(self.store_up),
             "pending_points": len(self._batch.points),
+            "lost": {},
         }
         if self.spool is not None:
             out["spool_depth_batches"] = self.spool.depth_batches
             out["spool_depth_points"] = self.spool.depth_points
+            out["spool_bytes"] = self.spool.size_bytes
+            out["spool_max_bytes"] = self.spool.max_bytes
+            out["spool_fill_ratio"] = self.spool.fill_ratio
             out["spool_events"] = dict(self.spool.stats.events)
+            out["lost"] = self.spool.losses.counts()
         return out

@@ -1,0 +1,208 @@
+"""The writer when the spool's disk fills, when the spool's policy must lose readings, and when the
+store hangs: nothing acknowledged is lost, every loss is counted and logged, and nothing waits on the
+store for long.  Real SQLite files, real spool directories on real small volumes, a real TCP server
+that accepts and never answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from collector.reading import Reading
+from pipeline.influx_store import InfluxStore
+from pipeline.query import SeriesQuery
+from pipeline.spool import Spool
+from pipeline.sqlite_store import SQLiteStore
+from pipeline.writer import Backpressure, Pipeline
+from tests.volumes import Mount, fill
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=2)
+
+
+def meter(i: int, household: str = "hh-1") -> Reading:
+    return Reading(
+        household=household,
+        device="meter",
+        category="electricity",
+        ts_utc=T0 + timedelta(seconds=i),
+        fields={"power_w": float(i), "import_wh_total": 1000.0 + i},
+    )
+
+
+def all_power(household: str = "hh-1") -> SeriesQuery:
+    return SeriesQuery((household,), "electricity", ("power_w",), T0, NOW)
+
+
+async def wait_until_drained(spool: Spool, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while len(spool) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def test_full_spool_volume_during_replay_drains_and_closes_cleanly(
+    tmp_path: Path, small_volume: Mount
+) -> None:
+    vol = tmp_path / "store"
+    store = SQLiteStore(vol / "hems.sqlite")
+    await store.open()
+    spool_vol = small_volume("160k")
+    spool = Spool(spool_vol / "spool", max_bytes=1 << 30, segment_bytes=16 * 1024)
+    p = Pipeline(
+        store, spool=spool, batch_size=40, max_delay=0.01, replay_interval=0.05, max_replay_backoff=1
+    )
+    await p.start()
+    vol.rename(tmp_path / "gone")  # the store's disk goes away: everything goes to the spool
+    acked: list[int] = []
+    refused = 0
+    i = 0
+    while refused < 3:
+        ids = list(range(i, i + 40))
+        i += 40
+        try:
+            await p.submit([meter(j) for j in ids], now=NOW)
+        except Backpressure as exc:
+            assert exc.reason == "spool_write_failed"
+            refused += 1
+            continue
+        acked.extend(ids)
+    fill(spool_vol)  # and nothing at all is left on the spool's volume
+    (tmp_path / "gone").rename(vol)  # the store comes back
+    t0 = time.monotonic()
+    await wait_until_drained(spool, 20.0)
+    drained_in = time.monotonic() - t0
+    assert len(spool) == 0, f"replay stalled with {spool.depth_batches} batches left"
+    assert drained_in < 8.0  # not one batch per backoff period
+    await p.close()  # no exception escapes shutdown
+    df = await store.query(all_power())
+    assert df["power_w"].to_list() == [float(j) for j in acked]
+    assert p.stats.readings_accepted == len(acked)
+    await store.close()
+
+
+async def test_drop_oldest_losses_are_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    vol = tmp_path / "store"
+    store = SQLiteStore(vol / "hems.sqlite")
+    await store.open()
+    spool = Spool(tmp_path / "spool", max_bytes=4000, segment_bytes=1000, policy="drop_oldest")
+    p = Pipeline(store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=0.05)
+    await p.start()
+    vol.rename(tmp_path / "gone")
+    with caplog.at_level(logging.ERROR):
+        for k in range(60):
+            await p.submit([meter(k * 5 + j) for j in range(5)], now=NOW)  # all acknowledged
+    assert spool.stats.events["full_dropped_points"] > 0
+    lines = [r.getMessage() for r in caplog.records if "spool_dropped_oldest" in r.getMessage()]
+    assert lines  # the first loss is logged at once (later ones once a minute)
+    (tmp_path / "gone").rename(vol)
+    await wait_until_drained(spool, 10.0)
+    await p.close()
+    dropped = spool.stats.events["full_dropped_points"]
+    assert spool.losses.counts() == {"spool_dropped_oldest": dropped}
+    assert p.metrics()["lost"] == {"spool_dropped_oldest": dropped}
+    stored = (await store.query(all_power())).height
+    # Every accepted reading is either in the store or counted as dropped: the sum is exact.
+    assert p.stats.readings_accepted == 300
+    assert stored + dropped == 300
+    await store.close()
+
+
+async def test_refused_readings_are_not_counted_as_accepted(tmp_path: Path) -> None:
+    vol = tmp_path / "store"
+    store = SQLiteStore(vol / "hems.sqlite")
+    await store.open()
+    spool = Spool(tmp_path / "spool", max_bytes=600, segment_bytes=600)
+    p = Pipeline(store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=10)
+    await p.start()
+    vol.rename(tmp_path / "gone")
+    acked = 0
+    refusals = 0
+    for k in range(40):
+        batch = [meter(k * 5 + j) for j in range(5)]
+        for _attempt in range(3):  # a caller that retries what was refused
+            try:
+                await p.submit(batch, now=NOW)
+            except Backpressure as exc:
+                assert exc.reason == "spool_full"
+                refusals += 1
+                continue
+            acked += 5
+            break
+    assert refusals > 0
+    stats = p.stats
+    assert stats.readings_accepted == acked == stats.points_written + stats.spooled_points
+    assert stats.backpressure_points == 5 * refusals
+    (tmp_path / "gone").rename(vol)
+    await p.close()
+    await store.close()
+
+
+async def test_full_spool_is_bypassed_once_the_store_is_back(tmp_path: Path) -> None:
+    """Under ``refuse`` a reading is refused only when both the spool and the store refuse it: once
+    the store answers again, new readings go straight to it while the spool still waits to replay."""
+    vol = tmp_path / "store"
+    store = SQLiteStore(vol / "hems.sqlite")
+    await store.open()
+    spool = Spool(tmp_path / "spool", max_bytes=600, segment_bytes=600)
+    p = Pipeline(store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=30)
+    await p.start()
+    vol.rename(tmp_path / "gone")
+    k = 0
+    while True:
+        try:
+            await p.submit([meter(k * 5 + j) for j in range(5)], now=NOW)
+        except Backpressure:
+            break
+        k += 1
+    (tmp_path / "gone").rename(vol)
+    await p.submit([meter(10_000 + j) for j in range(5)], now=NOW)  # not refused
+    assert len(spool) == k  # the replayer has not run yet: the spool is still full
+    assert (await store.query(all_power())).height == 5
+    await p.close()  # the last replay drains the spool
+    assert (await store.query(all_power())).height == 5 * k + 5
+    await store.close()
+
+
+@pytest.fixture
+def hung_server() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers: a hung InfluxDB, as seen from us."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        listener.close()
+
+
+async def test_hung_store_costs_a_bounded_wait_then_spools(tmp_path: Path, hung_server: str) -> None:
+    # The store's own settings as deployed (10 s per request, 4 attempts): only the writer's bound helps.
+    store = InfluxStore(hung_server, "org", "bucket", "token")
+    spool = Spool(tmp_path / "spool")
+    p = Pipeline(store, spool=spool, batch_size=50, max_delay=0.01, store_write_timeout=2.0)
+    await p.start()
+    try:
+        t0 = time.monotonic()
+        await asyncio.wait_for(p.submit([meter(j) for j in range(10)], now=NOW), timeout=15)
+        first = time.monotonic() - t0
+        assert first < 4.0  # bounded by store_write_timeout, not by the store's retries
+        t0 = time.monotonic()
+        for k in range(1, 6):  # later batches go behind the spool at once
+            await asyncio.wait_for(p.submit([meter(k * 10 + j) for j in range(10)], now=NOW), timeout=15)
+        assert time.monotonic() - t0 < 1.0
+        assert spool.depth_points == 60
+        assert p.stats.store_failures["unavailable"] >= 1
+    finally:
+        await asyncio.wait_for(p.close(), timeout=20)
+        await store.close()
+    assert len(Spool(tmp_path / "spool")) == 6  # everything kept for the store's return
