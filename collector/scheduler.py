@@ -1,10 +1,16 @@
 """One task per device on an absolute schedule, with bounded concurrency, backoff and health.
 
-Why absolute: poll k of a device is due at ``start + k * interval``.  A slow poll never pushes the
+Why absolute: poll k of a device is due at ``phase + k * interval``.  A slow poll never pushes the
 later ones back (no drift); a poll that finds its slot already passed skips to the next free slot
-and counts the skip.  Start times are spread over one interval by a hash of the device id, so a
+and counts the skip.  Phases are spread over one interval by a hash of the device id, so a
 thousand homes restarted together still do not poll in lockstep, and the spread is the same on
 every run (reproducible lateness figures).
+
+After a start, though, nobody should wait up to a whole interval (a minute, for a meter) for a first
+reading: each device's first poll comes within ``first_poll_spread_s`` (5 s, or the interval if that
+is shorter), spread over that window by the same hash, and the device then joins its own grid at the
+first slot at least half an interval later -- so consecutive polls are never closer than half an
+interval, nor further apart than one and a half.
 
 Lateness = when a poll actually got its turn (after the concurrency limits) minus when it was due:
 it shows both an overloaded event loop and contention for the semaphores.
@@ -31,6 +37,7 @@ log = logging.getLogger(__name__)
 # (health reason of a poll that yielded readings: "ok" / "partial" / "implausible", note)
 Poll = Callable[[DeviceConfig, bool], Awaitable[tuple[str, str]]]
 ANSWERED = frozenset({"ok", "partial", "implausible"})  # reasons of a poll that yielded readings
+FIRST_POLL_SPREAD_S = 5.0  # after a start, every device is polled within this window
 
 
 def jitter_fraction(key: str) -> float:
@@ -68,6 +75,7 @@ class Health:
 class _DeviceRun:
     device: DeviceConfig
     phase: float
+    first: float | None = None  # when the prompt first poll is due (None once it is done)
     k: int = 0
     next_counter: float = -math.inf
     failures: int = 0
@@ -78,11 +86,17 @@ class _DeviceRun:
 
 class Scheduler:
     def __init__(
-        self, config: CollectorConfig, poll: Poll, on_change: Callable[[str, Health], None] | None = None
+        self,
+        config: CollectorConfig,
+        poll: Poll,
+        on_change: Callable[[str, Health], None] | None = None,
+        *,
+        first_poll_spread_s: float = FIRST_POLL_SPREAD_S,
     ) -> None:
         self.config = config
         self._poll = poll
         self._on_change = on_change  # told of every change of a device's health reason or message
+        self.first_poll_spread_s = first_poll_spread_s
         self._global = asyncio.Semaphore(config.max_in_flight)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._runs: dict[str, _DeviceRun] = {}
@@ -106,7 +120,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
         for dev in devices:
-            run = _DeviceRun(dev, self._t0 + jitter_fraction(dev.key) * dev.interval_s)
+            jitter = jitter_fraction(dev.key)
+            spread = min(dev.interval_s, self.first_poll_spread_s)
+            run = _DeviceRun(dev, self._t0 + jitter * dev.interval_s, first=self._t0 + jitter * spread)
             self._runs[dev.key] = run
             self._health.setdefault(dev.key, Health(since=datetime.now(UTC)))
             self._polls.setdefault(dev.key, 0)
@@ -146,7 +162,7 @@ class Scheduler:
         interval = dev.interval_s
         host = self._host_sem(f"{dev.protocol}:{dev.address}:{dev.port}")
         while not self._stopping:
-            due = run.phase + run.k * interval
+            due = run.first if run.first is not None else run.phase + run.k * interval
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -181,6 +197,11 @@ class Scheduler:
                 earliest += min(
                     self.config.backoff_base_s * 2.0 ** (run.failures - 1), self.config.backoff_max_s
                 )
+            if run.first is not None:  # join the grid at least half an interval after the first poll
+                earliest = max(earliest, run.first + interval / 2)
+                run.first = None
+                run.k = max(0, math.ceil((earliest - run.phase) / interval - 1e-9))
+                continue
             nxt = max(run.k + 1, math.ceil((earliest - run.phase) / interval - 1e-9))
             if not run.failures:
                 run.skipped += nxt - run.k - 1

@@ -4,7 +4,10 @@ under test is when polls happen, not what they read)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+
+import pytest
 
 from collector.config import CollectorConfig, DeviceConfig
 from collector.errors import DeviceTimeout
@@ -134,3 +137,51 @@ def test_percentile() -> None:
     assert percentile(data, 50) == 50.0
     assert percentile(data, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
+
+
+async def test_after_a_start_every_device_is_polled_promptly_and_still_spread() -> None:
+    """A restart must not leave a 60-s meter waiting up to a minute: first polls come within the
+    start-up spread (a few seconds), still spread out rather than all at once."""
+    loop = asyncio.get_running_loop()
+    first: dict[str, float] = {}
+
+    async def poll(dev: DeviceConfig, counters: bool) -> tuple[str, str]:
+        first.setdefault(dev.key, loop.time())
+        return "ok", ""
+
+    devs = [device(i, interval=60.0) for i in range(300)]
+    sched = Scheduler(config(devs), poll)
+    t0 = loop.time()
+    sched.start(devs)
+    await asyncio.sleep(6.0)
+    await sched.stop()
+    assert len(first) == len(devs), f"{len(devs) - len(first)} devices not polled within 6 s"
+    offsets = sorted(t - t0 for t in first.values())
+    assert offsets[-1] < 5.5
+    per_second = collections.Counter(int(o) for o in offsets)
+    assert max(per_second.values()) < 0.35 * len(devs), per_second  # spread, not a burst
+
+
+async def test_after_the_prompt_first_poll_the_device_joins_its_own_grid() -> None:
+    loop = asyncio.get_running_loop()
+    starts: dict[str, list[float]] = collections.defaultdict(list)
+
+    async def poll(dev: DeviceConfig, counters: bool) -> tuple[str, str]:
+        starts[dev.key].append(loop.time())
+        return "ok", ""
+
+    devs = [device(i, interval=1.0) for i in range(20)]
+    sched = Scheduler(config(devs), poll, first_poll_spread_s=0.2)
+    t0 = loop.time()
+    sched.start(devs)
+    await asyncio.sleep(4.3)
+    await sched.stop()
+    for dev in devs:
+        times = starts[dev.key]
+        assert times[0] - t0 < 0.3  # prompt
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(0.45 < g < 1.6 for g in gaps), gaps  # never a burst, never a whole extra interval
+        phase = sched._runs[dev.key].phase
+        assert phase - t0 == pytest.approx(jitter_fraction(dev.key) * 1.0, abs=0.01)  # spread kept
+        later = [(t - phase) % 1.0 for t in times[1:]]
+        assert all(s < 0.1 or s > 0.99 for s in later), later  # on its grid after the first poll
