@@ -2,6 +2,14 @@
 
 This is the only place where collection meets storage (the collector never writes to a store and the
 pipeline never speaks a device protocol), so ``hems demo`` reuses ``pump`` rather than wiring its own.
+
+What a user gets when the store fails: polling keeps its schedule, always.  Readings go to the
+store, or to the spool while the store is down; a reading the pipeline refuses (the spool is full
+under ``refuse``, or its disk failed) is counted as lost by that reason and logged (at most a line a
+minute per reason), never retried in a loop that would stop polling.  The last line of a run says
+how many readings were stored, kept in the spool for the store's return, rejected, and lost by
+reason; the exit status is 1 when readings were lost, 0 otherwise.  ``--metrics-port`` serves the
+same numbers, device health and the spool's fill as Prometheus text while it runs.
 """
 
 from __future__ import annotations
@@ -12,10 +20,13 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import config
 from access.cli import data_dir
 from collector.cli import add_collector_arguments, config_from_args
 from collector.reading import Reading
@@ -23,10 +34,12 @@ from collector.runner import Collector
 from common import loop as event_loop
 from config import ConfigError
 from pipeline import stores
+from pipeline.config import SECTION as PIPELINE_SECTION
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.exposition import serve_metrics
 from pipeline.factory import open_pipeline
+from pipeline.losses import QUEUE_FULL, STORE_REFUSED, STORE_UNAVAILABLE, Losses
 from pipeline.negawatt import negawatt_loop
 from pipeline.store import StoreUnavailable
 from pipeline.writer import Backpressure, Pipeline
@@ -36,46 +49,36 @@ log = logging.getLogger("hems.collect")
 
 @dataclass
 class PumpStats:
-    """What went from the collector into the pipeline; ``unacknowledged`` is non-zero only if the
-    run ended while the store was down and the spool was full."""
+    """What went from the collector into the pipeline, and what the pipeline could not take."""
 
     submitted: int = 0
     accepted: int = 0
     rejected: int = 0
-    backpressure_retries: int = 0
-    unacknowledged: int = 0
+    losses: Losses = field(default_factory=lambda: Losses(log))
+
+    @property
+    def lost(self) -> dict[str, int]:
+        """Readings the pipeline refused, by reason (``pipeline.losses`` names)."""
+        return self.losses.counts()
 
 
-async def _submit_until_durable(
-    pipeline: Pipeline, batch: list[Reading], stats: PumpStats, stopping: asyncio.Event
-) -> None:
-    """Hand a batch over, retrying on backpressure instead of dropping it: while the store is down and
-    the spool is full, holding readings here slows the collector (visible as lateness), loses nothing.
-
-    Any other pipeline error is a refusal a retry cannot fix (a store schema that does not fit): the
-    pipeline has counted and logged it; here the batch is counted as not acknowledged."""
-    delay = 0.5
-    while True:
-        try:
-            result = await pipeline.submit(batch)
-        except Backpressure as exc:
-            if stopping.is_set():
-                stats.unacknowledged += len(batch)
-                log.error("stopping with %d readings not acknowledged: %s", len(batch), exc)
-                return
-            stats.backpressure_retries += 1
-            log.warning("pipeline refused a batch (%s); retrying in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-            continue
-        except PipelineError as exc:
-            stats.unacknowledged += len(batch)
-            log.error("pipeline refused %d readings: %s", len(batch), exc)
-            return
-        stats.submitted += len(batch)
-        stats.accepted += result.accepted
-        stats.rejected += len(result.rejected)
+async def _hand_over(pipeline: Pipeline, batch: list[Reading], stats: PumpStats) -> None:
+    """Submit once.  A refusal is not retried: retrying held readings here while new ones kept coming
+    is what used to stop polling; what the pipeline cannot keep is counted and logged instead."""
+    try:
+        result = await pipeline.submit(batch)
+    except Backpressure as exc:
+        stats.losses.add(exc.reason, len(batch), str(exc))
         return
+    except StoreUnavailable as exc:  # no spool configured
+        stats.losses.add(STORE_UNAVAILABLE, len(batch), str(exc))
+        return
+    except PipelineError as exc:  # the store refuses the data itself (counted and logged there too)
+        stats.losses.add(STORE_REFUSED, len(batch), str(exc))
+        return
+    stats.submitted += len(batch)
+    stats.accepted += result.accepted
+    stats.rejected += len(result.rejected)
 
 
 async def pump(
@@ -84,33 +87,41 @@ async def pump(
     *,
     linger_s: float = 0.2,
     max_batch: int = 2000,
-    concurrency: int = 4,
-    stopping: asyncio.Event | None = None,
+    max_held: int = 100_000,
+    stats: PumpStats | None = None,
 ) -> PumpStats:
     """Move readings until the collector's stream ends.
 
-    Readings are grouped for up to ``linger_s`` so the pipeline sees batches, and up to ``concurrency``
-    batches wait for their acknowledgement at once, so one slow fsync never stalls collection.
+    Readings are grouped for up to ``linger_s`` so the pipeline sees batches.  Each group waits for
+    its acknowledgement in a task of its own, so the pump keeps draining the collector's queue while
+    the store is slow (the writer bounds a store write, then spools).  Only when ``max_held`` readings
+    are waiting at once -- the spool's disk cannot keep up -- does the pump wait, and polling with it
+    (visible as the collector's ``queue_waits``).  ``stats`` (else a new one) is filled as it goes.
     """
-    stats = PumpStats()
-    stopping = stopping or asyncio.Event()
-    slots = asyncio.Semaphore(concurrency)
+    stats = stats if stats is not None else PumpStats()
+    held = 0
+    room = asyncio.Event()
     in_flight: set[asyncio.Task[None]] = set()
     stream = collector.readings().__aiter__()
     batch: list[Reading] = []
     pending_next: asyncio.Task[Reading] | None = None
 
     async def hand_over(items: list[Reading]) -> None:
+        nonlocal held
         try:
-            await _submit_until_durable(pipeline, items, stats, stopping)
+            await _hand_over(pipeline, items, stats)
         finally:
-            slots.release()
+            held -= len(items)
+            room.set()
 
     async def dispatch() -> None:
-        nonlocal batch
+        nonlocal batch, held
         if not batch:
             return
-        await slots.acquire()
+        while held and held + len(batch) > max_held:
+            room.clear()
+            await room.wait()
+        held += len(batch)
         task = asyncio.create_task(hand_over(batch))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
@@ -145,6 +156,42 @@ async def pump(
     return stats
 
 
+@dataclass(frozen=True)
+class Tally:
+    """A run's readings, each counted in exactly one place: what the collector produced is what was
+    stored, kept in the spool, rejected as invalid, or lost (by reason)."""
+
+    stored: int  # written to the store during the run (directly or replayed from the spool)
+    kept: int  # in the spool at the end, written when the store returns (earlier runs' included)
+    rejected: int
+    lost: Mapping[str, int]
+
+    @property
+    def lost_total(self) -> int:
+        return sum(self.lost.values())
+
+    def line(self) -> str:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.lost.items()) if n)
+        return (
+            f"readings: {self.stored} stored, {self.kept} kept in the spool for the store, "
+            f"{self.rejected} rejected, {self.lost_total} lost" + (f" ({reasons})" if reasons else "")
+        )
+
+
+def tally(stats: PumpStats, pipeline: Pipeline, collector: Collector) -> Tally:
+    m = pipeline.metrics()
+    lost: Counter[str] = Counter(stats.lost)
+    lost.update(m["lost"])
+    if collector.dropped:
+        lost[QUEUE_FULL] += collector.dropped
+    return Tally(
+        stored=int(m["points_written"]) + int(m["replayed_points"]),
+        kept=int(m.get("spool_depth_points", 0)),
+        rejected=stats.rejected,
+        lost=dict(lost),
+    )
+
+
 def _numbers(stats: dict[str, object]) -> dict[str, float]:
     """The collector's flat numeric statistics (lateness, polls, health readings...)."""
     return {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
@@ -160,40 +207,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="where the embedded store, spool and counter state live (default $HEMS_DATA_DIR, else ./var)",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        help="serve device health and pipeline counters as Prometheus text on 127.0.0.1:PORT/metrics",
+        help="where the embedded store, spool and counter state live unless [pipeline] names them "
+        "(default $HEMS_DATA_DIR, else ./var)",
     )
     p.add_argument("--influx-url", default=None, help="InfluxDB 2.x URL (default $HEMS_INFLUX_URL)")
     p.add_argument("--influx-org", default=None, help="default $HEMS_INFLUX_ORG")
     p.add_argument("--influx-bucket", default=None, help="default $HEMS_INFLUX_BUCKET")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve device health, pipeline counters, spool fill and losses as Prometheus text on "
+        "http://HOST:PORT/metrics (default: off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of --metrics-port (default 127.0.0.1; 0.0.0.0 in a container; no login: keep it "
+        "on a management network)",
+    )
     return p
 
 
-def under_data_dir(cfg: PipelineConfig, data_dir: str | os.PathLike[str]) -> PipelineConfig:
-    """``cfg`` with the embedded store, counter state and spool laid out under ``data_dir``, unless
-    the configuration chose the store's file itself (then its paths are kept as given)."""
-    if cfg.sqlite_path != PipelineConfig.sqlite_path:
-        return cfg
-    data = Path(data_dir)
-    return replace(
-        cfg,
-        sqlite_path=str(data / "hems.sqlite"),
-        counter_state_path=str(data / "counter_state.sqlite"),
-        spool_dir=str(data / "spool"),
-    )
+# The files of a deployment that live under --data-dir unless [pipeline] names them.
+_DATA_FILES: Mapping[str, str] = {
+    "sqlite_path": "hems.sqlite",
+    "counter_state_path": "counter_state.sqlite",
+    "spool_dir": "spool",
+}
+
+
+def under_data_dir(
+    cfg: PipelineConfig, directory: str | os.PathLike[str], given: Collection[str] = ()
+) -> PipelineConfig:
+    """``cfg`` with each of the embedded store, counter state and spool under ``data_dir`` -- except
+    those the configuration file named (``given``), which are used as given, each on its own."""
+    data = Path(directory)
+    paths: dict[str, Any] = {key: str(data / name) for key, name in _DATA_FILES.items() if key not in given}
+    return replace(cfg, **paths)
+
+
+def given_settings(path: str | os.PathLike[str] | None) -> frozenset[str]:
+    """The ``[pipeline]`` keys the configuration file sets (none without a file)."""
+    return frozenset(config.read(path).section(PIPELINE_SECTION)) if path else frozenset()
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
-    """The ``[pipeline]`` table of --config (if any), paths under --data-dir, InfluxDB flags last.
+    """The ``[pipeline]`` table of --config (if any), unnamed paths under --data-dir, InfluxDB flags last.
 
     The token is deliberately not a flag (it would show in ``ps``): it comes from $HEMS_INFLUX_TOKEN.
     """
-    cfg = under_data_dir(PipelineConfig.load(args.config if args.config else None), data_dir(args.data_dir))
+    path = args.config if args.config else None
+    cfg = under_data_dir(PipelineConfig.load(path), data_dir(args.data_dir), given_settings(path))
     flags = {
         "influx_url": args.influx_url,
         "influx_org": args.influx_org,
@@ -209,7 +274,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 async def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    collector_config = config_from_args(args)
     cfg = pipeline_config(args)
     data_dir(args.data_dir).mkdir(parents=True, exist_ok=True)
     store = stores.open_store(cfg)
@@ -217,50 +282,58 @@ async def run(args: argparse.Namespace) -> int:
         await store.open()  # a store schema from a newer release stops here, before any polling
     except StoreUnavailable as exc:
         log.warning("store unavailable at start, spooling until it returns: %s", exc)
-    pipeline = open_pipeline(cfg, store)
+    try:
+        pipeline = open_pipeline(cfg, store)  # an unusable spool directory stops here, one line
+    except BaseException:
+        await store.close()
+        raise
     await pipeline.start()
-    collector = Collector(config)
+    collector = Collector(collector_config)
     await collector.start()
     stopping = asyncio.Event()
     event_loop.stop_on_signals(stopping)
     job = stores.maintenance(store, cfg)  # SQLite: retention; InfluxDB downsamples with its own tasks
     retention = asyncio.create_task(job) if job is not None else None
     # The negawatt items of every household polled (pipeline.negawatt): what DR contractors are served.
-    negawatt = asyncio.create_task(negawatt_loop(store, sorted({d.household for d in config.devices})))
-    pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
+    households = sorted({d.household for d in collector_config.devices})
+    negawatt = asyncio.create_task(negawatt_loop(store, households))
+    stats = PumpStats()
+    pumping = asyncio.create_task(pump(collector, pipeline, stats=stats))
     metrics = None
     if args.metrics_port is not None:
         metrics = await serve_metrics(
-            "127.0.0.1",
+            args.metrics_host,
             args.metrics_port,
             lambda: {key: h.reason for key, h in collector.health().items()},
-            lambda: {**pipeline.metrics(), "collector": _numbers(collector.stats())},
+            lambda: {
+                **pipeline.metrics(),
+                "collector": _numbers(collector.stats()),
+                "lost": tally(stats, pipeline, collector).lost,  # the pipeline's, the pump's, the queue's
+            },
         )
-        print(f"metrics on http://127.0.0.1:{args.metrics_port}/metrics", file=sys.stderr)
+        print(f"metrics on http://{args.metrics_host}:{args.metrics_port}/metrics", file=sys.stderr)
     print(
-        f"collecting {len(config.devices)} devices into {stores.describe(cfg)} (Ctrl-C to stop)",
+        f"collecting {len(collector_config.devices)} devices into {stores.describe(cfg)} (Ctrl-C to stop)",
         file=sys.stderr,
     )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), timeout=args.duration)
     stopping.set()
-    if metrics is not None:
-        await metrics.cleanup()
     await collector.stop()
-    stats = await pumping
+    await pumping
     for job_task in (retention, negawatt):
         if job_task is not None:
             job_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await job_task
     await pipeline.close()
+    if metrics is not None:
+        await metrics.cleanup()
     await store.close()
-    print(
-        f"readings: {stats.accepted} stored, {stats.rejected} rejected, "
-        f"{stats.unacknowledged} not acknowledged",
-        file=sys.stderr,
-    )
-    return 1 if stats.unacknowledged else 0
+    stats.losses.flush()
+    result = tally(stats, pipeline, collector)
+    print(result.line(), file=sys.stderr)
+    return 1 if result.lost_total else 0
 
 
 def main(argv: Sequence[str]) -> int:

@@ -42,7 +42,7 @@ from collector.runner import Collector
 from common import loop as event_loop
 from devices.fleet import Fleet
 from devices.physics import Household
-from hems.collect import pump, under_data_dir
+from hems.collect import given_settings, pump, tally, under_data_dir
 from hems.history import readings_of, sample_times
 from pipeline.config import PipelineConfig
 from pipeline.factory import open_pipeline, retention_policy
@@ -291,7 +291,8 @@ async def summary_line(store: SQLiteStore, collector: Collector, pipeline: Pipel
 async def run(args: argparse.Namespace) -> int:
     data = data_dir(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    cfg = under_data_dir(PipelineConfig.load(args.config, env={}), data)  # always the embedded store
+    # always the embedded store (the environment's InfluxDB settings are ignored here)
+    cfg = under_data_dir(PipelineConfig.load(args.config, env={}), data, given_settings(args.config))
     start = history_start(args.history_days)
     clock = HistoryClock(start)
 
@@ -332,7 +333,7 @@ async def run(args: argparse.Namespace) -> int:
     collector = Collector(config)
     await collector.start()
     stopping = asyncio.Event()
-    pumping = asyncio.create_task(pump(collector, pipeline, stopping=stopping))
+    pumping = asyncio.create_task(pump(collector, pipeline))
     retention = asyncio.create_task(retention_loop(store, retention_policy(cfg)))
     backfill = timedelta(days=max(args.history_days, 1))
     negawatt = asyncio.create_task(negawatt_loop(store, households, backfill=backfill))
@@ -388,7 +389,7 @@ async def run(args: argparse.Namespace) -> int:
         await pipeline.close()
         await fleet.stop()
         await store.close()
-    print(f"demo stopped: {stats.accepted} live readings stored, {stats.unacknowledged} not acknowledged")
+    print(f"demo stopped: {tally(stats, pipeline, collector).line()}")
     return 0
 
 

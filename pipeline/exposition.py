@@ -3,7 +3,10 @@ statistics.  ``hems serve``/``hems demo`` add them to the API's ``/metrics``; ``
 them alone on its own port (``serve_metrics``), so a gateway is scraped the same way as the fleet.
 
 Devices are counted by the collector's verdict, never labelled with a household; nested statistics
-(``Pipeline.metrics()``) become gauges with a ``key`` label.
+(``Pipeline.metrics()``) become gauges with a ``key`` label.  What an operator alerts on has families
+of its own: readings lost by reason (``hems_readings_lost_total``, every reason always present, so a
+rule can say ``> 0``), the spool's bytes, limit, fill and its 80 % warning, and whether the store
+took the last write.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from collections.abc import Callable, Iterator, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from pipeline.losses import REASONS
 
 # device key -> its state (the collector's reason, or True/False for healthy); only counts are exported
 CollectorHealth = Callable[[], Mapping[str, str | bool]]
@@ -25,12 +30,40 @@ def metric_name(key: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in key)
 
 
+# Pipeline.metrics() keys with families of their own (``reliability_families``), not hems_pipeline_*.
+_GAUGES = {
+    "spool_bytes": ("hems_spool_bytes", "Bytes of spool segment files on disk."),
+    "spool_max_bytes": ("hems_spool_max_bytes", "The spool's limit (spool_max_bytes)."),
+    "spool_fill_ratio": ("hems_spool_fill_ratio", "Spool bytes over its limit."),
+    "spool_fill_warning": ("hems_spool_fill_warning", "1 while the spool is at least 80 % full."),
+    "store_up": ("hems_store_up", "1 if the store took the last write, else 0."),
+}
+_OWN_FAMILIES = frozenset({"lost", *_GAUGES})
+
+
+def reliability_families(stats: Mapping[str, object]) -> Iterator[Metric]:
+    lost = stats.get("lost")
+    if isinstance(lost, Mapping):
+        family = CounterMetricFamily(
+            "hems_readings_lost", "Readings that could not be kept, by reason.", labels=["reason"]
+        )
+        for reason in sorted({*REASONS, *lost}):
+            family.add_metric([str(reason)], float(lost.get(reason, 0)))
+        yield family
+    for key, (name, doc) in _GAUGES.items():
+        value = stats.get(key)
+        if isinstance(value, int | float):
+            yield GaugeMetricFamily(name, doc, value=float(value))
+
+
 def flatten(stats: Mapping[str, object]) -> Iterator[tuple[str, str | None, float]]:
     """Nested statistics as (metric name, ``key`` label or None, number): a number is a gauge of its
     own, a mapping of numbers one gauge with a ``key`` label, and a mapping of those one gauge per
     inner name (``validation.rejected.bad_type`` -> ``hems_pipeline_validation_rejected{key="bad_type"}``).
     Text and nulls carry no number."""
     for k, v in stats.items():
+        if k in _OWN_FAMILIES:
+            continue
         name = f"hems_pipeline_{metric_name(str(k))}"
         if isinstance(v, int | float):
             yield name, None, float(v)
@@ -58,8 +91,10 @@ def operations_families(health: CollectorHealth | None, stats: PipelineStats | N
             devices.add_metric([state], n)
         yield devices
     if stats is not None:
+        snapshot = stats()
+        yield from reliability_families(snapshot)
         families: dict[str, GaugeMetricFamily] = {}
-        for name, key, number in flatten(stats()):
+        for name, key, number in flatten(snapshot):
             family = families.get(name)
             if family is None:
                 family = families[name] = GaugeMetricFamily(

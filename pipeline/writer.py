@@ -471,6 +471,7 @@ class Pipeline:
             out["spool_bytes"] = self.spool.size_bytes
             out["spool_max_bytes"] = self.spool.max_bytes
             out["spool_fill_ratio"] = self.spool.fill_ratio
+            out["spool_fill_warning"] = int(self.spool.fill_ratio >= self.spool.warn_fraction)
             out["spool_events"] = dict(self.spool.stats.events)
             out["lost"] = self.spool.losses.counts()
         return out
