@@ -42,7 +42,7 @@ from collector.runner import Collector
 from common import loop as event_loop
 from devices.fleet import Fleet
 from devices.physics import Household
-from hems.collect import given_settings, pump, tally, under_data_dir
+from hems.collect import PumpStats, given_settings, pump, tally, under_data_dir
 from hems.history import readings_of, sample_times
 from pipeline.config import PipelineConfig
 from pipeline.factory import open_pipeline, retention_policy
@@ -333,7 +333,8 @@ async def run(args: argparse.Namespace) -> int:
     collector = Collector(config)
     await collector.start()
     stopping = asyncio.Event()
-    pumping = asyncio.create_task(pump(collector, pipeline))
+    pump_stats = PumpStats()
+    pumping = asyncio.create_task(pump(collector, pipeline, stats=pump_stats))
     retention = asyncio.create_task(retention_loop(store, retention_policy(cfg)))
     backfill = timedelta(days=max(args.history_days, 1))
     negawatt = asyncio.create_task(negawatt_loop(store, households, backfill=backfill))
@@ -345,7 +346,8 @@ async def run(args: argparse.Namespace) -> int:
         db,
         secure_cookies=False,  # plain HTTP on localhost
         collector_health=lambda: {key: h.reason for key, h in collector.health().items()},
-        pipeline_stats=pipeline.metrics,
+        # the pump's refusals and the queue's drops with the spool's losses, as hems collect shows them
+        pipeline_stats=lambda: {**pipeline.metrics(), "lost": tally(pump_stats, pipeline, collector).lost},
         alert_every_s=args.power_interval,  # installers' alert webhooks: told within a poll or two
         tariff=args.tariff,
     )

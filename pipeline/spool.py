@@ -119,6 +119,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class SpoolStats:
     appended_batches: int = 0
     appended_points: int = 0
+    appended_bytes: int = 0  # record bytes: with appended_points, what one reading costs on disk
     replayed_batches: int = 0
     events: Counter[str] = field(default_factory=Counter)
 
@@ -391,6 +392,7 @@ class Spool:
         self._depth_points += len(points)
         self.stats.appended_batches += 1
         self.stats.appended_points += len(points)
+        self.stats.appended_bytes += len(record)
         self._check_fill()
 
     def _write_record(self, record: bytes) -> int:

@@ -26,8 +26,9 @@ While the spool holds anything, new batches are appended behind it rather than w
 a background task replays the spool oldest first; this keeps the store receiving data in arrival
 order.  Batches are written one at a time (an I/O lock) for the same reason; the replayer runs
 outside that lock so a store that is slow to fail never delays acknowledgements from the spool.
-The one exception: a batch the spool refuses is offered to the store directly before it is refused,
-so a full spool loses nothing once the store is back, while the replayer is still catching up.
+The exception: once the spool is 80 % full, a batch goes straight to the store if the store took
+the last write (the replayer is catching up), and a batch the spool refuses is offered to the store
+before it is refused -- so a full spool neither refuses nor drops anything once the store is back.
 """
 
 from __future__ import annotations
@@ -168,11 +169,12 @@ class Pipeline:
 
     async def flush(self) -> None:
         """Make everything submitted so far durable (store or spool); raises ``Backpressure`` if a
-        batch could be neither written nor spooled (its submitters got the same error)."""
+        batch could be neither written nor spooled, or the store's refusal of a batch's data (its
+        submitters got the same error)."""
         failure: BaseException | None = None
         while self._batch.points:
             failure = await self._flush_once() or failure
-        if isinstance(failure, Backpressure):
+        if isinstance(failure, PipelineError):  # Backpressure, or the store's refusal of the data
             raise failure
         if failure is not None:
             raise Backpressure(str(failure)) from failure
@@ -299,7 +301,13 @@ class Pipeline:
             log.exception("could not persist counter state")
 
     async def _persist(self, points: list[Point]) -> None:
-        if self.spool is not None and len(self.spool) > 0:
+        spool = self.spool
+        if spool is not None and len(spool) > 0:
+            # The store is back but the spool is nearly full: appending would refuse or drop readings
+            # while the replayer catches up, so this batch goes straight to the store.
+            back_but_full = self.store_up and spool.fill_ratio >= spool.warn_fraction
+            if back_but_full and await self._write_direct(points, quiet=True):
+                return
             # Behind what is already spooled, to keep arrival order; the replayer drains it.
             try:
                 await self._to_spool(points)

@@ -194,6 +194,15 @@ class InfluxServer:
         self.stop()
         self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, nothing answers (a hung server)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     # ------------------------------------------------------------------ HTTP API helpers
     def api(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
         """Call the v2 HTTP API; returns the decoded JSON (or None for an empty answer)."""

@@ -85,8 +85,7 @@ async def start_live(
     await pipeline.start()
     collector = Collector(config)
     await collector.start()
-    stopping = asyncio.Event()
-    pumping = asyncio.create_task(pump(collector, pipeline, linger_s=0.05, stopping=stopping))
+    pumping = asyncio.create_task(pump(collector, pipeline, linger_s=0.05))
     db = tmp_path / "access.sqlite"
     rel = RelationshipStore(db)
     rel.add_households(households)
@@ -116,7 +115,6 @@ async def start_live(
         yield Live(fleet, collector, app[STATE], str(server.make_url("")).rstrip("/"), token, households, app)
     finally:
         await server.close()
-        stopping.set()
         await collector.stop()
         with contextlib.suppress(Exception):
             await pumping

@@ -327,12 +327,11 @@ def test_read_only_spool_directory_is_one_line_naming_the_setting(
 async def test_stop_with_a_full_spool_volume_is_clean(tmp_path: Path, small_volume: Mount) -> None:
     """The store goes away, the spool's volume fills to the last byte, the store comes back (replay
     cannot even write its cursor), then the command is stopped: it ends with its summary, no
-    traceback, and every reading it stored or kept adds up with what it lost."""
+    traceback, and the summary's stored and kept counts are what the store and the spool hold."""
     fleet = make_fleet(1)
     await fleet.start()
     spool_vol = small_volume("160k")
     store_dir = tmp_path / "store"
-    store_dir.mkdir()
     cfg = tmp_path / "hems.toml"
     cfg.write_text(
         site_toml(fleet) + f'sqlite_path = "{store_dir / "hems.sqlite"}"\n'
@@ -344,8 +343,21 @@ async def test_stop_with_a_full_spool_volume_is_clean(tmp_path: Path, small_volu
         sys.executable, "-m", "hems", "collect", "--config", str(cfg), "--data-dir", str(tmp_path / "var"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+
+    async def read_stderr() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            lines.append(raw.decode())
+
+    reader = asyncio.create_task(read_stderr())
     try:
-        await asyncio.sleep(3.0)
+        for _ in range(300):  # until it collects (start-up takes a while on a loaded machine)
+            await asyncio.sleep(0.1)
+            if any(line.startswith("collecting ") for line in lines):
+                break
+        await asyncio.sleep(1.5)
         store_dir.rename(tmp_path / "gone")  # the store's disk goes away
         for _ in range(100):
             await asyncio.sleep(0.1)
@@ -356,18 +368,22 @@ async def test_stop_with_a_full_spool_volume_is_clean(tmp_path: Path, small_volu
         (tmp_path / "gone").rename(store_dir)  # the store comes back
         await asyncio.sleep(3.0)
         proc.send_signal(signal.SIGTERM)
-        _, err_bytes = await asyncio.wait_for(proc.communicate(), timeout=60)
+        await asyncio.wait_for(proc.wait(), timeout=60)
+        await reader
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         await fleet.stop()
-    err = err_bytes.decode()
+    err = "".join(lines)
     assert "Traceback" not in err, err
     line = summary_of(err)
     assert err.strip().splitlines()[-1] == line  # the summary is the last word
     assert "spool_write_failed" in line  # readings the full volume could not take: named
     assert proc.returncode == 1
-    with Spool(spool_vol / "spool") as left:  # what was kept is intact and readable
+    stored, kept = (int(line.split(" stored")[0].split()[-1]), int(line.split(" kept")[0].split()[-1]))
+    assert stored == stored_rows(store_dir / "hems.sqlite")
+    with Spool(spool_vol / "spool") as left:  # what was kept is intact, readable and as counted
+        assert left.depth_points == kept
         while (found := left.peek_record()) is not None:
             assert left.commit(found[0])

@@ -181,7 +181,10 @@ def test_ports_are_published_on_loopback_by_default(compose: dict[str, Any]) -> 
     assert _published(svc["influxdb"]) == {8086: ("127.0.0.1", 8086)}
     assert _published(svc["api"]) == {8080: ("127.0.0.1", 8080)}
     assert _published(svc["grafana"]) == {3000: ("127.0.0.1", 3000)}
-    assert "ports" not in svc["collector"]  # it only dials out
+    assert _published(svc["collector"]) == {9464: ("127.0.0.1", 9464)}  # its /metrics
+    collect = svc["collector"]["command"]
+    assert collect[collect.index("--metrics-port") + 1] == "9464"  # listens where the mapping points
+    assert collect[collect.index("--metrics-host") + 1] == "0.0.0.0"  # reachable from outside the container
     assert "8080" in svc["api"]["command"]  # serve listens where the port mapping points
 
 

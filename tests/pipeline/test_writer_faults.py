@@ -41,6 +41,24 @@ def all_power(household: str = "hh-1") -> SeriesQuery:
     return SeriesQuery((household,), "electricity", ("power_w",), T0, NOW)
 
 
+class VanishingStore:
+    """A real SQLite store whose directory is moved away (an outage) and back."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.vol, self.away = tmp_path / "store", tmp_path / "gone"
+        self.store = SQLiteStore(self.vol / "hems.sqlite")
+
+    async def opened(self) -> SQLiteStore:
+        await self.store.open()
+        return self.store
+
+    def go(self) -> None:
+        self.vol.rename(self.away)
+
+    def come_back(self) -> None:
+        self.away.rename(self.vol)
+
+
 async def wait_until_drained(spool: Spool, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while len(spool) and time.monotonic() < deadline:
@@ -50,16 +68,15 @@ async def wait_until_drained(spool: Spool, seconds: float) -> None:
 async def test_full_spool_volume_during_replay_drains_and_closes_cleanly(
     tmp_path: Path, small_volume: Mount
 ) -> None:
-    vol = tmp_path / "store"
-    store = SQLiteStore(vol / "hems.sqlite")
-    await store.open()
+    outage = VanishingStore(tmp_path)
+    store = await outage.opened()
     spool_vol = small_volume("160k")
     spool = Spool(spool_vol / "spool", max_bytes=1 << 30, segment_bytes=16 * 1024)
     p = Pipeline(
         store, spool=spool, batch_size=40, max_delay=0.01, replay_interval=0.05, max_replay_backoff=1
     )
     await p.start()
-    vol.rename(tmp_path / "gone")  # the store's disk goes away: everything goes to the spool
+    outage.go()  # the store's disk goes away: everything goes to the spool
     acked: list[int] = []
     refused = 0
     i = 0
@@ -74,7 +91,7 @@ async def test_full_spool_volume_during_replay_drains_and_closes_cleanly(
             continue
         acked.extend(ids)
     fill(spool_vol)  # and nothing at all is left on the spool's volume
-    (tmp_path / "gone").rename(vol)  # the store comes back
+    outage.come_back()  # the store comes back
     t0 = time.monotonic()
     await wait_until_drained(spool, 20.0)
     drained_in = time.monotonic() - t0
@@ -90,20 +107,19 @@ async def test_full_spool_volume_during_replay_drains_and_closes_cleanly(
 async def test_drop_oldest_losses_are_counted_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    vol = tmp_path / "store"
-    store = SQLiteStore(vol / "hems.sqlite")
-    await store.open()
+    outage = VanishingStore(tmp_path)
+    store = await outage.opened()
     spool = Spool(tmp_path / "spool", max_bytes=4000, segment_bytes=1000, policy="drop_oldest")
     p = Pipeline(store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=0.05)
     await p.start()
-    vol.rename(tmp_path / "gone")
+    outage.go()
     with caplog.at_level(logging.ERROR):
         for k in range(60):
             await p.submit([meter(k * 5 + j) for j in range(5)], now=NOW)  # all acknowledged
     assert spool.stats.events["full_dropped_points"] > 0
     lines = [r.getMessage() for r in caplog.records if "spool_dropped_oldest" in r.getMessage()]
     assert lines  # the first loss is logged at once (later ones once a minute)
-    (tmp_path / "gone").rename(vol)
+    outage.come_back()
     await wait_until_drained(spool, 10.0)
     await p.close()
     dropped = spool.stats.events["full_dropped_points"]
@@ -117,13 +133,12 @@ async def test_drop_oldest_losses_are_counted_and_logged(
 
 
 async def test_refused_readings_are_not_counted_as_accepted(tmp_path: Path) -> None:
-    vol = tmp_path / "store"
-    store = SQLiteStore(vol / "hems.sqlite")
-    await store.open()
+    outage = VanishingStore(tmp_path)
+    store = await outage.opened()
     spool = Spool(tmp_path / "spool", max_bytes=600, segment_bytes=600)
     p = Pipeline(store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=10)
     await p.start()
-    vol.rename(tmp_path / "gone")
+    outage.go()
     acked = 0
     refusals = 0
     for k in range(40):
@@ -141,7 +156,7 @@ async def test_refused_readings_are_not_counted_as_accepted(tmp_path: Path) -> N
     stats = p.stats
     assert stats.readings_accepted == acked == stats.points_written + stats.spooled_points
     assert stats.backpressure_points == 5 * refusals
-    (tmp_path / "gone").rename(vol)
+    outage.come_back()
     await p.close()
     await store.close()
 
@@ -149,13 +164,12 @@ async def test_refused_readings_are_not_counted_as_accepted(tmp_path: Path) -> N
 async def test_full_spool_is_bypassed_once_the_store_is_back(tmp_path: Path) -> None:
     """Under ``refuse`` a reading is refused only when both the spool and the store refuse it: once
     the store answers again, new readings go straight to it while the spool still waits to replay."""
-    vol = tmp_path / "store"
-    store = SQLiteStore(vol / "hems.sqlite")
-    await store.open()
+    outage = VanishingStore(tmp_path)
+    store = await outage.opened()
     spool = Spool(tmp_path / "spool", max_bytes=600, segment_bytes=600)
     p = Pipeline(store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=30)
     await p.start()
-    vol.rename(tmp_path / "gone")
+    outage.go()
     k = 0
     while True:
         try:
@@ -163,7 +177,7 @@ async def test_full_spool_is_bypassed_once_the_store_is_back(tmp_path: Path) -> 
         except Backpressure:
             break
         k += 1
-    (tmp_path / "gone").rename(vol)
+    outage.come_back()
     await p.submit([meter(10_000 + j) for j in range(5)], now=NOW)  # not refused
     assert len(spool) == k  # the replayer has not run yet: the spool is still full
     assert (await store.query(all_power())).height == 5
