@@ -238,7 +238,7 @@ _DATA_FILES: Mapping[str, str] = {
 
 
 def under_data_dir(
-    cfg: PipelineConfig, directory: str | os.PathLike[str], given: Collection[str] = ()
+    cfg: PipelineConfig, directory: str | os.PathLike[str], given: Collection[str]
 ) -> PipelineConfig:
     """``cfg`` with each of the embedded store, counter state and spool under ``data_dir`` -- except
     those the configuration file named (``given``), which are used as given, each on its own."""

@@ -104,11 +104,11 @@ def open_store(spec: str | None, config_path: str | None, data: Path) -> Store:
     embedded store is the data directory's (the one ``hems demo`` and ``hems collect`` write)."""
     from dataclasses import replace
 
-    from hems.collect import under_data_dir
+    from hems.collect import given_settings, under_data_dir
     from pipeline import stores
     from pipeline.config import PipelineConfig
 
-    cfg = under_data_dir(PipelineConfig.load(config_path), data)
+    cfg = under_data_dir(PipelineConfig.load(config_path), data, given_settings(config_path))
     if spec is not None:
         name, _, path = spec.partition(":")
         if name not in stores.names() or (path and name != "sqlite"):
