@@ -362,25 +362,27 @@ class Spool:
     def __len__(self) -> int:
         return self.depth_batches
 
-    def append(self, points: Sequence[Point]) -> None:
+    def append(self, points: Sequence[Point], *, make_room: bool = True) -> None:
         """Durably add one batch; returns only after every byte is fsync'd.  Raises ``SpoolFull``
         (at ``max_bytes`` under ``refuse``) or ``SpoolWriteFailed`` (the disk refused): then the
-        batch is not in the spool."""
+        batch is not in the spool.  ``make_room=False`` refuses the same way instead of dropping the
+        oldest under ``drop_oldest``, so a caller can first offer the batch elsewhere (the store)."""
         with self._lock:
-            self._append_unlocked(points)
+            self._append_unlocked(points, make_room)
 
-    def _append_unlocked(self, points: Sequence[Point]) -> None:
+    def _append_unlocked(self, points: Sequence[Point], make_room: bool) -> None:
         payload = encode_points(points)
         record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        may_drop = make_room and self.policy == "drop_oldest"
         if self._size + len(record) > self.max_bytes:
-            self._make_room(len(record), len(points))
+            self._make_room(len(record), len(points), may_drop)
         while True:
             try:
                 offset = self._write_record(record)
                 break
             except OSError as exc:
                 # A full volume is a full spool too: drop_oldest makes room on it the same way.
-                if exc.errno == errno.ENOSPC and self.policy == "drop_oldest" and self._drop_oldest():
+                if exc.errno == errno.ENOSPC and may_drop and self._drop_oldest():
                     continue
                 self.stats.events["append_failed"] += 1
                 raise SpoolWriteFailed(
@@ -435,13 +437,14 @@ class Spool:
             with contextlib.suppress(OSError):
                 self._forget_segment(seg)
 
-    def _make_room(self, need: int, n_points: int) -> None:
-        if self.policy == "drop_oldest":
+    def _make_room(self, need: int, n_points: int, may_drop: bool) -> None:
+        if may_drop:
             while self._size + need > self.max_bytes and self._drop_oldest():
                 pass
         if self._size + need > self.max_bytes:
-            self.stats.events["full_refused_batches"] += 1
-            self.stats.events["full_refused_points"] += n_points
+            if may_drop or self.policy == "refuse":  # not a mere "would have to drop" answer
+                self.stats.events["full_refused_batches"] += 1
+                self.stats.events["full_refused_points"] += n_points
             raise SpoolFull(f"spool {self.dir} is full ({self._size} of {self.max_bytes} bytes)")
 
     def _drop_oldest(self) -> bool:
@@ -540,6 +543,16 @@ class Spool:
             _, n_points = self._orphan
             self._orphan = None
             self._count_dropped(1, n_points)
+
+    def release(self, record: RecordId) -> None:
+        """The store did not take a batch handed out by ``peek_record``: it stays the oldest, or, if
+        ``drop_oldest`` deleted it meanwhile, it is lost now and counted at once (not at the next
+        replay, which may be an outage later)."""
+        with self._lock:
+            if self._orphan is not None and self._orphan[0] == record:
+                self._settle_orphan()
+            elif self._handed == record:
+                self._handed = None
 
     def _read_body(self, seg: int, rec: _Record) -> bytes | None:
         """The record's payload if its header and CRC still hold, else None."""

@@ -26,15 +26,16 @@ While the spool holds anything, new batches are appended behind it rather than w
 a background task replays the spool oldest first; this keeps the store receiving data in arrival
 order.  Batches are written one at a time (an I/O lock) for the same reason; the replayer runs
 outside that lock so a store that is slow to fail never delays acknowledgements from the spool.
-The exception: once the spool is 80 % full, a batch goes straight to the store if the store took
-the last write (the replayer is catching up), and a batch the spool refuses is offered to the store
-before it is refused -- so a full spool neither refuses nor drops anything once the store is back.
+The exception: a batch the spool would refuse, or make room for by dropping older readings, is
+offered to the store first -- so a full spool neither refuses nor drops anything the store would
+take, even while the replayer still waits out its backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -281,6 +282,9 @@ class Pipeline:
             try:
                 await self._persist(batch.points)
             except Exception as exc:
+                if isinstance(exc, Backpressure):  # refused by the spool and the store alike
+                    self.stats.backpressure_batches += 1
+                    self.stats.backpressure_points += len(batch.points)
                 if batch.done is not None and not batch.done.done():
                     batch.done.set_exception(exc)
                     batch.done.exception()  # mark retrieved: callers may have gone away
@@ -303,20 +307,19 @@ class Pipeline:
     async def _persist(self, points: list[Point]) -> None:
         spool = self.spool
         if spool is not None and len(spool) > 0:
-            # The store is back but the spool is nearly full: appending would refuse or drop readings
-            # while the replayer catches up, so this batch goes straight to the store.
-            back_but_full = self.store_up and spool.fill_ratio >= spool.warn_fraction
-            if back_but_full and await self._write_direct(points, quiet=True):
-                return
             # Behind what is already spooled, to keep arrival order; the replayer drains it.
             try:
-                await self._to_spool(points)
+                await self._to_spool(points, make_room=False)
             except Backpressure:
-                # Refused only if the store will not take it either (it may be back already).
-                if not await self._write_direct(points, quiet=True):
+                # The spool would refuse it, or drop older readings for it: offer it to the store
+                # first (it may be back while the replayer waits out its backoff); only if the store
+                # will not take it either is it refused, or room made by dropping the oldest.
+                if await self._write_direct(points, quiet=True):
+                    self._replay_wakeup.set()
+                    return
+                if spool.policy != "drop_oldest":
                     raise
-                self._replay_wakeup.set()  # the store is back: no need to wait out the backoff
-                return
+                await self._to_spool(points)
             self._replay_wakeup.set()
             return
         if await self._write_direct(points):
@@ -372,19 +375,15 @@ class Pipeline:
             self.stats.store_failures["error"] += 1
             log.error("store refused a batch", exc_info=exc)
 
-    async def _to_spool(self, points: list[Point]) -> None:
+    async def _to_spool(self, points: list[Point], *, make_room: bool = True) -> None:
         assert self.spool is not None
         spool = self.spool
         try:
-            await asyncio.to_thread(spool.append, points)
+            await asyncio.to_thread(functools.partial(spool.append, points, make_room=make_room))
         except SpoolFull as exc:
-            self.stats.backpressure_batches += 1
-            self.stats.backpressure_points += len(points)
             raise Backpressure(str(exc), SPOOL_FULL) from exc
         except (SpoolWriteFailed, OSError) as exc:
             # Disk full or the spool volume itself failing: refused like a full spool, by its reason.
-            self.stats.backpressure_batches += 1
-            self.stats.backpressure_points += len(points)
             self.stats.store_failures["spool_io"] += 1
             raise Backpressure(f"spool write failed: {exc}", SPOOL_WRITE_FAILED) from exc
         self.stats.spooled_batches += 1
@@ -406,6 +405,7 @@ class Pipeline:
                     await self._write_store(points)
                 except StoreUnavailable as exc:
                     self._note_failure(exc)
+                    await asyncio.to_thread(spool.release, record)
                     return False
                 except Exception as exc:
                     # The store refuses this batch itself: set it aside (kept on disk, counted) so

@@ -186,6 +186,32 @@ async def test_full_spool_is_bypassed_once_the_store_is_back(tmp_path: Path) -> 
     await store.close()
 
 
+async def test_drop_oldest_drops_nothing_the_store_would_take(tmp_path: Path) -> None:
+    """A full spool under ``drop_oldest`` offers a batch to the store before it drops older readings
+    for it: once the store is back, a batch that does not fit is written straight to the store, though
+    the replayer has not caught up yet, and every reading submitted after the return is stored."""
+    outage = VanishingStore(tmp_path)
+    store = await outage.opened()
+    spool = Spool(tmp_path / "spool", max_bytes=2000, segment_bytes=500, policy="drop_oldest")
+    p = Pipeline(store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=30)
+    await p.start()
+    outage.go()
+    for k in range(30):
+        await p.submit([meter(k * 5 + j) for j in range(5)], now=NOW)
+    assert spool.stats.events["full_dropped_points"] > 0
+    assert spool.size_bytes + spool.size_bytes // len(spool) > spool.max_bytes  # the next one won't fit
+    outage.come_back()
+    await p.submit([meter(150 + j) for j in range(5)], now=NOW)
+    assert p.stats.points_written == 5  # to the store, rather than dropping older readings for it
+    for k in range(31, 40):
+        await p.submit([meter(k * 5 + j) for j in range(5)], now=NOW)
+    await p.close()
+    stored = (await store.query(all_power()))["power_w"].to_list()
+    assert set(stored) >= {float(i) for i in range(150, 200)}  # all submitted after the return
+    assert len(stored) == 200 - spool.stats.events["full_dropped_points"]  # every other one counted
+    await store.close()
+
+
 @pytest.fixture
 def hung_server() -> Iterator[str]:
     """A TCP server that accepts connections and never answers: a hung InfluxDB, as seen from us."""
