@@ -135,15 +135,20 @@ def _records(path: Path) -> list[tuple[int, int]]:
     return out
 
 
-def test_restart_after_a_torn_tail_cuts_it_once_and_says_what_was_lost(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    spool = Spool(tmp_path)
-    batches = [big_batch(k, 3) for k in range(4)]
+def closed_segment(directory: Path, n: int) -> tuple[list[list[Point]], Path]:
+    """``n`` batches spooled and the spool closed: the batches and their one segment file."""
+    spool = Spool(directory)
+    batches = [big_batch(k, 3) for k in range(n)]
     for b in batches:
         spool.append(b)
     spool.close()
-    seg = next(tmp_path.glob("*.seg"))
+    return batches, next(directory.glob("*.seg"))
+
+
+def test_restart_after_a_torn_tail_cuts_it_once_and_says_what_was_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    batches, seg = closed_segment(tmp_path, 4)
     data = seg.read_bytes()
     last_offset, last_size = _records(seg)[-1]
     # What a crash in the middle of writing the last record leaves on disk (the bytes before it, and
@@ -161,11 +166,7 @@ def test_restart_after_a_torn_tail_cuts_it_once_and_says_what_was_lost(
 
 
 def test_a_cut_tail_is_not_counted_again_at_the_next_start(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    for k in range(3):
-        spool.append(big_batch(k, 3))
-    spool.close()
-    seg = next(tmp_path.glob("*.seg"))
+    _, seg = closed_segment(tmp_path, 3)
     seg.write_bytes(seg.read_bytes()[:-5])
     Spool(tmp_path).close()
     again = Spool(tmp_path)
@@ -177,12 +178,7 @@ def test_a_cut_tail_is_not_counted_again_at_the_next_start(tmp_path: Path) -> No
 def test_whole_records_after_a_torn_one_are_kept(tmp_path: Path) -> None:
     """A short record followed by whole ones (what acknowledging short writes used to leave): the
     whole records after it are found again, not dropped with the rest of the segment."""
-    spool = Spool(tmp_path)
-    batches = [big_batch(k, 3) for k in range(4)]
-    for b in batches:
-        spool.append(b)
-    spool.close()
-    seg = next(tmp_path.glob("*.seg"))
+    batches, seg = closed_segment(tmp_path, 4)
     data = seg.read_bytes()
     (o1, s1) = _records(seg)[1]
     seg.write_bytes(data[: o1 + s1 // 3] + data[o1 + s1 :])  # record 1 cut short, 2 and 3 whole
