@@ -18,10 +18,9 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from access.db import open_db, write_transaction
+from access.db import AccessDb, open_db, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +79,8 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, max_age_s: 
 
 
 class WebhookStore:
-    def __init__(self, path: Path | str) -> None:
-        self._db = open_db(Path(path), _SCHEMA, synchronous="NORMAL")
+    def __init__(self, where: AccessDb) -> None:
+        self._db = open_db(where, _SCHEMA, name="alerts", synchronous="NORMAL")
 
     def close(self) -> None:
         self._db.close()
@@ -119,7 +118,8 @@ class WebhookStore:
     def mark_told(self, principal: str, opened: list[str], cleared: list[str], at: float) -> None:
         with write_transaction(self._db):
             self._db.executemany(
-                "INSERT OR IGNORE INTO alert_open VALUES (?, ?, ?)", [(principal, k, at) for k in opened]
+                "INSERT INTO alert_open VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [(principal, k, at) for k in opened],
             )
             self._db.executemany(
                 "DELETE FROM alert_open WHERE principal = ? AND key = ?", [(principal, k) for k in cleared]

@@ -2,8 +2,8 @@
 
 The app never opens a time-series store: it is handed a ``pipeline.store.Store`` and reads only
 through ``SeriesQuery``.  It opens the access database (relationships, consent, ledger, tokens, web
-sessions: one SQLite file) unless the caller hands over a ledger it already holds, and the server key
-file beside it (``access.keys``).
+sessions: one SQLite file or one PostgreSQL database, ``access.db``) unless the caller hands over a
+ledger it already holds, and the server key file (``access.keys``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from access.budget import BudgetStore
 from access.clock import now as wall_now
 from access.compiler import Policy, compile_seeds
 from access.consent import ConsentStore
+from access.db import AccessDb, is_url
 from access.decision import Authorizer
 from access.keys import derive, key_file_for, load_key
 from access.ledger import Ledger
@@ -130,7 +131,7 @@ def _security_headers(request: web.Request, trust_forwarded: bool, response: web
 
 def make_app(
     store: Store,
-    access_db_path: Path | str,
+    access_db_path: AccessDb,
     ledger: Ledger | None = None,
     *,
     policy: Policy | None = None,
@@ -150,6 +151,7 @@ def make_app(
     identity_token_max_age_s: float = IDENTITY_TOKEN_MAX_AGE_S,
     tariff: Tariff | None = None,
     metrics_dir: Path | None = None,
+    key_file: Path | None = None,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
@@ -158,7 +160,10 @@ def make_app(
     ``trust_forwarded``: a proxy of ours in front sets ``X-Forwarded-For`` and ``X-Forwarded-Proto``.
     ``identity_max_age_s``: how recent a sign-in must be for the person's rights (SPS 2(6)[3]), and
     ``identity_token_max_age_s`` how long after its identity check a person's token counts.
-    The ledger is sealed here (``Ledger.seal``), so a ledger that fails its check stops the start.
+    ``access_db_path``: the access database, a SQLite file or a PostgreSQL URL (``access.db``);
+    ``key_file``: the server key (default ``access.keys.key_file_for``).
+    The ledger is sealed here (``Ledger.seal``), so a ledger that fails its check stops the start, and
+    so does a key other than the one the ledger was sealed with.
     ``tariff`` prices the homeowner's energy (``[tariff]`` of the configuration; default: its defaults);
     ``metrics_dir``: the directory the workers of one service share, so ``/metrics`` sees them all
     (``access.api.multiproc``; ``hems serve --workers N`` makes it)."""
@@ -166,13 +171,14 @@ def make_app(
         from seeds.loader import load_seeds
 
         policy = compile_seeds(load_seeds())
-    path = Path(access_db_path)
+    path = access_db_path if is_url(access_db_path) else Path(access_db_path)
+    key = key_file or key_file_for(path)
     relationships = RelationshipStore(path, policy.seeds)
     consent = ConsentStore(path, policy.seeds)
     own_ledger = ledger is None
-    the_ledger = ledger if ledger is not None else Ledger(path)
+    the_ledger = ledger if ledger is not None else Ledger(path, key_file=key)
     the_ledger.seal()
-    server_key = load_key(key_file_for(path))
+    server_key = load_key(key)
     web_auth = WebAuth(path)
     state = AppState(
         store=store,

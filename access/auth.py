@@ -38,7 +38,6 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
@@ -47,7 +46,7 @@ from aiohttp import web
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.clock import now
-from access.db import open_db
+from access.db import AccessDb, open_db
 from access.signin_throttle import SignInThrottle
 from access.tokens import TokenError
 
@@ -96,9 +95,9 @@ def _sid_hash(sid: str) -> str:
 
 
 class WebAuth:
-    def __init__(self, path: Path | str, session_ttl_s: float = SESSION_TTL_S) -> None:
-        self.path = Path(path)
-        self._db = open_db(self.path, _SCHEMA)
+    def __init__(self, where: AccessDb, session_ttl_s: float = SESSION_TTL_S) -> None:
+        self.where = where
+        self._db = open_db(where, _SCHEMA, name="web")
         self.session_ttl_s = session_ttl_s
         # A hash to compare against when the principal has no password, so the timing is the same.
         self._dummy = (secrets.token_bytes(16), _scrypt("x" * MIN_PASSWORD, b"0" * 16, _N, _R, _P))

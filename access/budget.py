@@ -11,20 +11,20 @@ always visible.
 The release ledger is append-only (triggers refuse UPDATE and DELETE) and hash-chained like the
 provision ledger's rows before their key (``access.ledger_anchor.plain_hash``): it records who released
 which statistic, over which windows, for which purpose, under which clauses and with which epsilon.
-It names no household: a release is about many.  Plain SQL, in the access database beside the ledger.
+It names no household: a release is about many.  Plain SQL, in the access database beside the ledger
+(SQLite or PostgreSQL, ``access.db``): a release's charge and its row are written under the store's
+write lock, so replicas on one PostgreSQL database spend one budget and extend one chain.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from access.clock import now
-from access.db import open_db, write_transaction
+from access.db import AccessDb, Db, open_db, write_transaction
 from access.ledger_anchor import GENESIS, plain_hash
 from access.privacy import DEFAULT_BUDGET_EPSILON
 
@@ -37,10 +37,6 @@ CREATE TABLE IF NOT EXISTS release_ledger (
     windows INTEGER NOT NULL, epsilon REAL NOT NULL, clause_ids TEXT NOT NULL, at REAL NOT NULL,
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS release_ledger_by_principal ON release_ledger(principal);
-CREATE TRIGGER IF NOT EXISTS release_ledger_no_update BEFORE UPDATE ON release_ledger
-BEGIN SELECT RAISE(ABORT, 'release ledger is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS release_ledger_no_delete BEFORE DELETE ON release_ledger
-BEGIN SELECT RAISE(ABORT, 'release ledger is append-only'); END;
 """
 _COLUMNS = (
     "seq, principal, purpose, category, fields, start, stop, every_s, windows, epsilon, clause_ids, at, "
@@ -108,20 +104,20 @@ class Budget:
 
 
 class BudgetStore:
-    def __init__(self, path: Path | str, default_epsilon: float = DEFAULT_BUDGET_EPSILON) -> None:
-        self.path = Path(path)
+    def __init__(self, where: AccessDb, default_epsilon: float = DEFAULT_BUDGET_EPSILON) -> None:
+        self.where = where
         self.default_epsilon = default_epsilon
-        self._db = open_db(self.path, _SCHEMA)
+        self._db = open_db(where, _SCHEMA, name="budget", append_only=("release_ledger",))
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Db]:
         with write_transaction(self._db) as db:
             yield db
 
-    def _budget(self, db: sqlite3.Connection, principal: str) -> Budget:
+    def _budget(self, db: Db, principal: str) -> Budget:
         row = db.execute("SELECT epsilon FROM privacy_budgets WHERE principal = ?", (principal,)).fetchone()
         total = self.default_epsilon if row is None else float(row[0])
         (spent,) = db.execute(

@@ -8,40 +8,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from access.compiler import ALLOW, PERIOD_WORDS, WHOLE, Policy, Rule, check_policy, compile_seeds
+from access.db import AccessDb
+from access.location import DB_NAME, data_dir, default_db, existing_db, exists
 
-DB_NAME = "access.sqlite"
-DATA_DIR_ENV = "HEMS_DATA_DIR"
-DEFAULT_DATA_DIR = "./var"
-
-
-def data_dir(given: str | os.PathLike[str] | None = None) -> Path:
-    """The one data-directory rule of every ``hems`` command: ``--data-dir`` when given, else
-    ``$HEMS_DATA_DIR``, else ``./var``.  In it: ``access.sqlite`` (principals, consent, ledger),
-    ``hems.sqlite`` (the embedded series store), ``spool/`` and ``counter_state.sqlite``."""
-    return Path(given or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
-
-
-def default_db() -> Path:
-    return data_dir() / DB_NAME
-
-
-def existing_db(db: Path, command: str) -> Path | None:
-    """``db`` if it exists; otherwise say which file was looked for and why, and return None (a
-    command that reads the access database never creates an empty one in the wrong place)."""
-    if db.exists():
-        return db
-    print(
-        f"hems {command}: no access database at {db.resolve()} (give --db, or --data-dir / "
-        f"${DATA_DIR_ENV} as for 'hems demo' and 'hems serve')",
-        file=sys.stderr,
-    )
-    return None
+# The rule of where things are (``access.location``), named here too for the commands' callers.
+__all__ = ["DB_NAME", "data_dir", "default_db", "existing_db", "main"]
+DB_HELP = "a SQLite file or a postgresql:// URL (password in PGPASSWORD); default $HEMS_ACCESS_DB"
 
 
 def _load_policy(seeds_dir: str | None) -> Policy:
@@ -63,12 +40,12 @@ def _policy(argv: Sequence[str]) -> int:
         help="markdown: rules grouped by who/what/why, the table in the README",
     )
     show.add_argument(
-        "--db", type=Path, default=None, help="also list the approval and suspension lines in force now"
+        "--db", default=None, help="also list the approval and suspension lines in force now (a file or URL)"
     )
     explain = sub.add_parser("explain", help="decide one request and say why, with companies and periods")
     for name in ("principal", "household", "category", "action", "purpose"):
         explain.add_argument(f"--{name}", required=True)
-    explain.add_argument("--db", type=Path, default=None, help=f"access database (default: {default_db()})")
+    explain.add_argument("--db", default=None, help=f"access database: {DB_HELP} (default: {default_db()})")
     explain.add_argument("--at", default=None, help="ISO instant to decide at (default: now)")
     explain.add_argument("--start", default=None, help="ISO start of the data window (default: open)")
     explain.add_argument("--stop", default=None, help="ISO stop of the data window (default: open)")
@@ -103,12 +80,12 @@ def _policy(argv: Sequence[str]) -> int:
     return _explain(policy, args)
 
 
-def _rules_in_force(policy: Policy, db: Path) -> list[Rule]:
+def _rules_in_force(policy: Policy, db: AccessDb) -> list[Rule]:
     from access.consent import ConsentStore
     from access.decision import Authorizer
     from access.relationships import RelationshipStore
 
-    if not db.exists():
+    if not exists(db):
         raise ValueError(f"no access database at {db}")
     relationships, consent = RelationshipStore(db, policy.seeds), ConsentStore(db, policy.seeds)
     try:
@@ -258,7 +235,7 @@ def _ledger(argv: Sequence[str]) -> int:
     )
     releases.add_argument("--principal", default=None, help="only this principal's, with its budget")
     for p in (verify, seal, listing, releases):
-        p.add_argument("--db", type=Path, default=None)
+        p.add_argument("--db", default=None, help=f"access database: {DB_HELP}")
         p.add_argument("--key-file", type=Path, default=None, help="the server key (default: beside --db)")
     args = parser.parse_args(argv)
     db = existing_db(args.db or default_db(), "ledger")
@@ -295,7 +272,7 @@ def _ledger(argv: Sequence[str]) -> int:
         ledger.close()
 
 
-def _releases(db: Path, principal: str | None) -> int:
+def _releases(db: AccessDb, principal: str | None) -> int:
     """The release ledger: who released which statistic, when, with which epsilon."""
     from access.budget import BudgetStore
     from access.clock import show

@@ -21,16 +21,14 @@ was kept and why is recorded) -> ``done`` (what each store removed is recorded).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from access.clock import now, to_epoch
 from access.compiler import suspension_scopes
-from access.db import change_counter, open_db, read_change_counter, write_transaction
+from access.db import AccessDb, Db, open_db, write_transaction
 from access.periods import Periods, normalize
 from access.world import SCOPES, Erasure, Suspension
 from seeds.loader import Seeds
@@ -49,7 +47,8 @@ CREATE TABLE IF NOT EXISTS erasure_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, household TEXT NOT NULL, requested_at REAL NOT NULL,
     categories TEXT NOT NULL, outcome TEXT NOT NULL, status TEXT NOT NULL, completed_at REAL,
     requested_by TEXT, erased TEXT, periods TEXT, kept TEXT, removed TEXT, operator TEXT);
-""" + change_counter("consent", ("suspensions", "erasure_requests"))
+"""
+_COUNTERS = {"consent": ("suspensions", "erasure_requests")}
 # Columns added to erasure_requests after its first version (an older file gets them when opened): who
 # asked, the categories erased and the data periods, what was kept and why, what each store removed,
 # who carried it out.
@@ -111,16 +110,13 @@ def _periods_of(text: str | None) -> Periods:
 
 
 class ConsentStore:
-    def __init__(self, path: Path | str, seeds: Seeds | None = None) -> None:
-        self.path = Path(path)
-        self._db = open_db(self.path, _SCHEMA, synchronous="NORMAL")
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(suspensions)")}
-        if "company" not in columns:  # schema 1: every suspension was made under SPS 2(6)
-            self._db.execute("ALTER TABLE suspensions ADD COLUMN company TEXT NOT NULL DEFAULT 'sps'")
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(erasure_requests)")}
-        for column in _ERASURE_COLUMNS:
-            if column not in columns:  # a request recorded before erasure was carried out
-                self._db.execute(f"ALTER TABLE erasure_requests ADD COLUMN {column} TEXT")
+    def __init__(self, where: AccessDb, seeds: Seeds | None = None) -> None:
+        self.where = where
+        self._db = open_db(where, _SCHEMA, name="consent", counters=_COUNTERS, synchronous="NORMAL")
+        # Schema 1 had no company: every suspension was made under SPS 2(6).
+        self._db.add_columns("suspensions", {"company": "TEXT NOT NULL DEFAULT 'sps'"})
+        # A request recorded before erasure was carried out has none of the later columns.
+        self._db.add_columns("erasure_requests", dict.fromkeys(_ERASURE_COLUMNS, "TEXT"))
         self._seeds = seeds
         self._scopes: dict[str, frozenset[str]] | None = None
         self.generation = 0
@@ -139,11 +135,15 @@ class ConsentStore:
         self._db.close()
 
     def data_version(self) -> int:
-        """Changes when any connection (another process too) changes these tables (``change_counter``)."""
-        return read_change_counter(self._db, "consent")
+        """Changes when any connection (another process too) changes these tables (``Db.change_version``)."""
+        return self._db.change_version("consent")
+
+    @property
+    def changes_pushed(self) -> bool:
+        return self._db.changes_pushed
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Db]:
         with write_transaction(self._db) as db:
             yield db
         self.generation += 1
@@ -173,13 +173,12 @@ class ConsentStore:
             )
         t = now() if at is None else to_epoch(at)
         with self._tx() as db:
-            cur = db.execute(
+            sid = db.insert_id(
                 "INSERT INTO suspensions (household, scope, recipient, category, requested_at, company) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (household, scope, recipient, category, t, company),
             )
-        assert cur.lastrowid is not None
-        return self.suspension(cur.lastrowid)
+        return self.suspension(sid)
 
     def lift(self, suspension_id: int, at: datetime | float | str | None = None) -> None:
         t = now() if at is None else to_epoch(at)
@@ -261,13 +260,12 @@ class ConsentStore:
         outcome = {c: (f"keep: {', '.join(holds[c])}" if c in holds else "erase") for c in cats}
         t = now() if at is None else to_epoch(at)
         with self._tx() as db:
-            cur = db.execute(
+            rid = db.insert_id(
                 "INSERT INTO erasure_requests (household, requested_at, categories, outcome, status, "
                 "requested_by) VALUES (?, ?, ?, ?, ?, ?)",
                 (household, t, json.dumps(cats), json.dumps(outcome), RECORDED, requested_by),
             )
-        assert cur.lastrowid is not None
-        return self.erasure(cur.lastrowid)
+        return self.erasure(rid)
 
     def categories_asked(self, request_id: int) -> list[str]:
         row = self._db.execute(

@@ -127,8 +127,10 @@ class Authorizer:
 
     Writes made through the stores this object holds are seen at once (their ``generation`` moves).
     Writes by another process (``hems principals`` while ``hems serve`` runs) are noticed by polling
-    the stores' change counters (``access.db.change_counter``) at most every ``poll_seconds``, which
-    keeps the fast path free of I/O; ledger writes to the same file do not count as changes.
+    the stores' change counters (``access.db``) at most every ``poll_seconds``, which keeps the fast
+    path free of I/O; ledger writes to the same database do not count as changes.  On PostgreSQL the
+    changes are pushed to this process (LISTEN/NOTIFY), so they are looked at on every snapshot, still
+    without I/O.
     """
 
     def __init__(
@@ -148,7 +150,8 @@ class Authorizer:
         self.poll_seconds = poll_seconds
         if relationships is not None and consent is not None:
             self._external: ChangeWatch | None = ChangeWatch(
-                lambda: (relationships.data_version(), consent.data_version())
+                lambda: (relationships.data_version(), consent.data_version()),
+                pushed=relationships.changes_pushed and consent.changes_pushed,
             )
         else:
             self._external = None

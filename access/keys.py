@@ -17,6 +17,8 @@ import secrets
 import time
 from pathlib import Path
 
+from access.db import AccessDb, is_url
+
 KEY_ENV = "HEMS_KEY_FILE"
 _KEY_BYTES = 32
 
@@ -28,13 +30,18 @@ class KeyFileError(ValueError):
 KEY_NAME = "hems.key"
 
 
-def key_file_for(db_path: Path | str) -> Path:
-    """Where the key of the access database ``db_path`` lives: ``$HEMS_KEY_FILE``, else ``hems.key`` in
-    the same directory (the data directory)."""
+def key_file_for(where: AccessDb, data: str | os.PathLike[str] | None = None) -> Path:
+    """Where the key of the access database ``where`` lives: ``$HEMS_KEY_FILE``, else ``hems.key`` in
+    the same directory (the data directory); for a PostgreSQL database, in the data directory
+    (``data``, else the default one: ``access.location``)."""
     override = os.environ.get(KEY_ENV)
     if override:
         return Path(override)
-    return Path(db_path).parent / KEY_NAME
+    if is_url(where):
+        from access.location import data_dir
+
+        return data_dir(data) / KEY_NAME
+    return Path(where).parent / KEY_NAME
 
 
 def _read(path: Path) -> bytes | None:

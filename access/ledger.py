@@ -2,33 +2,36 @@
 
 Japan's privacy law (APPI) asks a provider to keep records of provision to third parties, and the
 Kaluza terms promise the person disclosure of those records.  The ledger must therefore survive an
-insider with write access to the SQLite file: each row stores ``sha256(previous hash + canonical JSON
-of the row)``, so an edit, a deletion or a reordering breaks the chain at the first touched row, and
-:func:`Ledger.verify` says where.  A head row (count and last hash, written in the same transaction)
-catches the one change a chain alone cannot see: rows dropped from the end.  Triggers refuse UPDATE
-and DELETE, so only a deliberate bypass (dropping the triggers, editing the file) can change history,
-and that is what the chain detects.  Since rows can be recomputed by whoever writes the file, the chain
-is keyed and anchored (``access.ledger_anchor`` says how and what each anchor catches).
+insider with write access to the access database (a SQLite file, or PostgreSQL): each row stores
+``sha256(previous hash + canonical JSON of the row)``, so an edit, a deletion or a reordering breaks
+the chain at the first touched row, and :func:`Ledger.verify` says where.  A head row (count and last
+hash, written in the same transaction) catches the one change a chain alone cannot see: rows dropped
+from the end.  Triggers refuse UPDATE and DELETE (``access.db``'s ``append_only``), so only a
+deliberate bypass (dropping the triggers, editing the file) can change history, and that is what the
+chain detects.  Since rows can be recomputed by whoever writes the database, the chain is keyed and
+anchored (``access.ledger_anchor`` says how and what each anchor catches).
 
 :meth:`Ledger.record_many` writes several records in one transaction (one fsync), chained in the order
 given: the API batches concurrent provisions this way (group commit) and the chain is the same as if
-they had been written one by one.
+they had been written one by one.  The transaction is the ledger's write transaction
+(``access.db.write_transaction``): on PostgreSQL it holds the ledger's advisory lock while it reads the
+chain's last row and appends, so the batches of every replica join one chain, one after another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
 from access.clock import now, show, to_epoch
-from access.db import open_db, write_transaction
+from access.db import AccessDb, Db, open_db, write_transaction
 from access.keys import KeyFileError, key_file_for, load_key
 from access.ledger_anchor import GENESIS, ChainKey, KeptHead, household_chain, plain_hash
 from seeds.vocabulary import CATEGORIES, category_items, has_items
@@ -45,10 +48,6 @@ CREATE TABLE IF NOT EXISTS provision_ledger_anchor (
     kind TEXT PRIMARY KEY CHECK (kind IN ('checkpoint', 'head')), seq INTEGER NOT NULL, hash TEXT NOT NULL,
     mac TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS provision_ledger_by_household ON provision_ledger(household);
-CREATE TRIGGER IF NOT EXISTS provision_ledger_no_update BEFORE UPDATE ON provision_ledger
-BEGIN SELECT RAISE(ABORT, 'provision ledger is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS provision_ledger_no_delete BEFORE DELETE ON provision_ledger
-BEGIN SELECT RAISE(ABORT, 'provision ledger is append-only'); END;
 """
 
 
@@ -223,7 +222,7 @@ _INSERT_SQL = {
 }
 
 
-def _insert_rows(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+def _insert_rows(db: Db, rows: Sequence[tuple[object, ...]]) -> None:
     i = 0
     for n in _INSERT_SIZES:
         sql = _INSERT_SQL[n]
@@ -250,13 +249,14 @@ class HouseholdHead:
 
 
 class Ledger:
-    def __init__(self, path: Path | str, key_file: Path | str | None = None) -> None:
-        """``key_file``: where the server key is (default ``access.keys.key_file_for(path)``); it is read
+    def __init__(self, where: AccessDb, key_file: Path | str | None = None) -> None:
+        """``key_file``: where the server key is (default ``access.keys.key_file_for(where)``); it is read
         when first needed, and made only while the ledger is not yet sealed (see ``seal``)."""
-        self.path = Path(path)
-        self.key_file = Path(key_file) if key_file is not None else key_file_for(self.path)
-        self._db = open_db(self.path, _SCHEMA)
+        self.where = where
+        self.key_file = Path(key_file) if key_file is not None else key_file_for(where)
+        self._db = open_db(where, _SCHEMA, name="ledger", append_only=("provision_ledger",))
         self._key: ChainKey | None = None
+        self._sealed_at: int | None = None  # the checkpoint's record, once seen: it never changes
         self.commits = 0  # write transactions committed through this object (one per record_many call)
 
     def close(self) -> None:
@@ -281,14 +281,34 @@ class Ledger:
         them chained with plain SHA-256) and record a signed checkpoint at the last of them; returns
         its sequence number.  Sealing a sealed ledger does nothing; a ledger whose plain chain does
         not verify is not sealed (:class:`LedgerError`), since sealing would vouch for the tampering.
-        ``hems serve`` seals at start and every write seals first."""
-        with write_transaction(self._db):
+        ``hems serve`` seals at start and every write seals first.  A checkpoint signed with another key
+        is refused too (:class:`LedgerError`): a replica given a key of its own would otherwise chain
+        its records with it, and the chain would not verify with anybody's key."""
+        with self._write():
             return self._seal_in_transaction()
 
+    @contextmanager
+    def _write(self) -> Iterator[Db]:
+        """The ledger's write transaction; a seal it made is forgotten if it rolls back."""
+        sealed_at = self._sealed_at
+        try:
+            with write_transaction(self._db) as db:
+                yield db
+        except BaseException:
+            self._sealed_at = sealed_at
+            raise
+
     def _seal_in_transaction(self) -> int:
+        if self._sealed_at is not None:
+            return self._sealed_at
         found = self._checkpoint()
         if found is not None:
-            self._chain_key(create=False)
+            if not self._chain_key(create=False).anchor_ok("checkpoint", *found):
+                raise LedgerError(
+                    f"the ledger was sealed with another key than {self.key_file}: every process writing "
+                    "to this access database must read the same key file (HEMS_KEY_FILE)"
+                )
+            self._sealed_at = found[0]
             return found[0]
         rows = self._rows()
         result = self._verify_rows(rows, None, None)
@@ -310,6 +330,7 @@ class Ledger:
                 key.anchor_mac("head", seq, last),
             ),
         )
+        self._sealed_at = seq
         return seq
 
     def record(
@@ -342,7 +363,7 @@ class Ledger:
         they were queued, so a batch is not checked twice."""
         if not checked:
             return []
-        with write_transaction(self._db) as db:
+        with self._write() as db:
             self._seal_in_transaction()
             key = self._chain_key(create=False)
             last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
@@ -385,7 +406,7 @@ class Ledger:
 
     def _rows(self, where: str = "", args: tuple[str, ...] = ()) -> list[ProvisionRecord]:
         out = []
-        for row in self._db.execute(f"SELECT * FROM provision_ledger {where} ORDER BY rowid", args):
+        for row in self._db.execute(f"SELECT * FROM provision_ledger {where} ORDER BY seq", args):
             seq, rec, hh, cats, ps, pe, pur, clauses, at, prev, digest = row
             out.append(
                 ProvisionRecord(

@@ -14,11 +14,12 @@ import getpass
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from access.auth import WebAuth
 from access.clock import show, to_epoch
+from access.db import AccessDb, describe
+from access.location import existing_db, exists
 from access.relationships import VERIFICATION_METHODS, RelationshipStore
 from access.tokens import TokenError, TokenStore
 from access.world import CONTRACT_KINDS
@@ -30,7 +31,12 @@ def _when(epoch: float | None) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hems principals", description="principals and their credentials")
-    parser.add_argument("--db", type=Path, default=None, help="access database (default: $HEMS_DATA_DIR/...)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="access database: a SQLite file or a postgresql:// URL, password in PGPASSWORD "
+        "(default: $HEMS_ACCESS_DB, else access.sqlite in $HEMS_DATA_DIR)",
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     add = sub.add_parser("add", help="register a principal")
     add.add_argument("id")
@@ -127,16 +133,13 @@ def _period_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", default=None, help="ISO instant it ends (default: open-ended)")
 
 
-def principals(argv: Sequence[str], default_db: Path) -> int:
+def principals(argv: Sequence[str], default_db: AccessDb) -> int:
     args = _parser().parse_args(argv)
-    db: Path = args.db or default_db
-    if args.what == "add" and not db.exists():
-        print(f"hems principals: new access database at {db.resolve()}", file=sys.stderr)
-    elif args.what != "add":
-        from access.cli import existing_db
-
-        if existing_db(db, "principals") is None:
-            return 2
+    db: AccessDb = args.db or default_db
+    if args.what == "add" and not exists(db):
+        print(f"hems principals: new access database at {describe(db)}", file=sys.stderr)
+    elif args.what != "add" and existing_db(db, "principals") is None:
+        return 2
     rel = RelationshipStore(db)
     try:
         if args.what == "add":
@@ -236,7 +239,7 @@ def _mandate(args: argparse.Namespace, rel: RelationshipStore) -> None:
             print(f"{m.id}\t{m.person}\t{m.agent}\t{cats}\t{_period(m.since, m.until)}\t{verified}")
 
 
-def _token(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
+def _token(args: argparse.Namespace, rel: RelationshipStore, db: AccessDb) -> int:
     tokens = TokenStore(db)
     try:
         if args.action == "create":
@@ -273,7 +276,7 @@ def _token(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
     return 0
 
 
-def _budget(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
+def _budget(args: argparse.Namespace, rel: RelationshipStore, db: AccessDb) -> int:
     from access.budget import BudgetStore
 
     principal = rel.principal(args.id)
@@ -299,7 +302,7 @@ def _budget(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
     return 0
 
 
-def _password(args: argparse.Namespace, rel: RelationshipStore, db: Path) -> int:
+def _password(args: argparse.Namespace, rel: RelationshipStore, db: AccessDb) -> int:
     principal = rel.principal(args.id)
     if principal.kind not in ("homeowner", "installer"):
         print("hems principals password: web sign-in is for homeowners and installers", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Who is tied to which household, for which company, and when: kept in SQLite so relationships are data.
+"""Who is tied to which household, for which company, and when: kept in the access database (SQLite or
+PostgreSQL, ``access.db``) so relationships are data.
 
 The store records the facts of ``access.world`` with their periods and hands them back whole
 (:meth:`RelationshipStore.facts`), history included; the decision layer indexes them at one instant.
@@ -29,15 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from types import MappingProxyType
 
 from access.clock import FOREVER, now, to_epoch
-from access.db import change_counter, open_db, read_change_counter, write_transaction
+from access.db import AccessDb, Db, open_db, write_transaction
 from access.world import (
     APPROVER_ROLES,
     CONTRACT_KINDS,
@@ -168,14 +167,20 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 
 
 class RelationshipStore:
-    """SQLite (WAL) store of households, principals and their periods (see the module docstring)."""
+    """Households, principals and their periods in the access database (see the module docstring)."""
 
-    def __init__(self, path: Path | str, seeds: Seeds | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, where: AccessDb, seeds: Seeds | None = None) -> None:
+        self.where = where
         self._seeds = seeds
-        self._db = open_db(self.path, _SCHEMA, synchronous="NORMAL", foreign_keys=True)
+        self._db = open_db(
+            where,
+            _SCHEMA,
+            name="relationships",
+            counters={"relationships": _TABLES},
+            synchronous="NORMAL",
+            foreign_keys=True,
+        )
         _migrate(self._db)
-        self._db.executescript(change_counter("relationships", _TABLES))
         # Bumped on every write made through this object; the decision layer rebuilds when it moves.
         self.generation = 0
 
@@ -192,11 +197,15 @@ class RelationshipStore:
         return self._seeds
 
     def data_version(self) -> int:
-        """Changes when any connection (another process too) changes these tables (``change_counter``)."""
-        return read_change_counter(self._db, "relationships")
+        """Changes when any connection (another process too) changes these tables (``Db.change_version``)."""
+        return self._db.change_version("relationships")
+
+    @property
+    def changes_pushed(self) -> bool:
+        return self._db.changes_pushed
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Db]:
         with write_transaction(self._db) as db:
             yield db
         self.generation += 1
@@ -216,7 +225,7 @@ class RelationshipStore:
                 raise RelationshipError(f"household id {hid!r} is reserved by the policy")
             rows.append((hid, now()))
         with self._tx() as db:
-            db.executemany("INSERT OR IGNORE INTO households VALUES (?, ?)", rows)
+            db.executemany("INSERT INTO households VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
 
     def add_household(self, hid: str) -> None:
         self.add_households([hid])
@@ -251,7 +260,7 @@ class RelationshipStore:
                 "INSERT INTO principals (id, kind, display_name, created_at, company) VALUES (?, ?, ?, ?, ?)",
                 (pid, kind, display_name, now(), company),
             )
-            db.executemany("INSERT OR IGNORE INTO principal_purposes VALUES (?, ?)", rows)
+            db.executemany("INSERT INTO principal_purposes VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
         return self.principal(pid)
 
     def _check_company(self, pid: str, kind: str, company: str | None) -> None:
@@ -280,7 +289,7 @@ class RelationshipStore:
         self.principal(pid)
         rows = _purposes(pid, purposes)
         with self._tx() as db:
-            db.executemany("INSERT OR IGNORE INTO principal_purposes VALUES (?, ?)", rows)
+            db.executemany("INSERT INTO principal_purposes VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
 
     def principal(self, pid: str) -> Principal:
         row = self._db.execute(
@@ -350,12 +359,10 @@ class RelationshipStore:
             for principal, household, role, _, _ in batch:
                 if role in SINGLE_HOLDER_ROLES:
                     self._one_holder(db, principal, household, role, start, end)
-            db.executemany("INSERT OR IGNORE INTO links VALUES (?, ?, ?, ?, ?)", batch)
+            db.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", batch)
 
     @staticmethod
-    def _one_holder(
-        db: sqlite3.Connection, principal: str, household: str, role: str, start: float, end: float
-    ) -> None:
+    def _one_holder(db: Db, principal: str, household: str, role: str, start: float, end: float) -> None:
         for other, since, until in db.execute(
             "SELECT principal, since, until FROM links WHERE household = ? AND role = ? AND principal != ?",
             (household, role, principal),
@@ -403,12 +410,11 @@ class RelationshipStore:
         with self._tx() as db:
             if not db.execute("SELECT 1 FROM households WHERE id = ?", (household,)).fetchone():
                 raise RelationshipError(f"unknown household {household!r}")
-            cur = db.execute(
+            cid = db.insert_id(
                 "INSERT INTO contracts (household, company, kind, since, until) VALUES (?, ?, ?, ?, ?)",
                 (household, company, kind, start, _db_end(end)),
             )
-        assert cur.lastrowid is not None
-        return self.contract(cur.lastrowid)
+        return self.contract(cid)
 
     def add_contracts(self, rows: Iterable[tuple[str, str, str]], since: When = None) -> None:
         """Many (household, company, kind) contracts from one instant, in one transaction."""
@@ -461,12 +467,11 @@ class RelationshipStore:
             raise RelationshipError(f"{principal!r} is {company}'s own staff: it needs no registration")
         start, end = _period(since, until, "joint use")
         with self._tx() as db:
-            cur = db.execute(
+            jid = db.insert_id(
                 "INSERT INTO joint_uses (company, clause, principal, since, until) VALUES (?, ?, ?, ?, ?)",
                 (company, clause, principal, start, _db_end(end)),
             )
-        assert cur.lastrowid is not None
-        return self.joint_use(cur.lastrowid)
+        return self.joint_use(jid)
 
     def end_joint_use(self, jid: int, at: When = None) -> None:
         self._end("joint_uses", jid, at, "joint use")
@@ -504,7 +509,7 @@ class RelationshipStore:
         if verified is not None and method not in VERIFICATION_METHODS:
             raise RelationshipError(f"mandate: say how it was verified ({', '.join(VERIFICATION_METHODS)})")
         with self._tx() as db:
-            cur = db.execute(
+            mid = db.insert_id(
                 "INSERT INTO mandates (person, agent, categories, since, until, verified_at, method) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -517,8 +522,7 @@ class RelationshipStore:
                     method,
                 ),
             )
-        assert cur.lastrowid is not None
-        return self.mandate(cur.lastrowid)
+        return self.mandate(mid)
 
     def verify_mandate(self, mid: int, method: str, at: When = None) -> Mandate:
         """Record that the mandate was checked (e.g. a power of attorney and a call to the person)."""
@@ -579,13 +583,11 @@ class RelationshipStore:
                 "(SPS 2(2)[4] lets only those approve)"
             )
         with self._tx() as db:
-            cur = db.execute(
+            aid = db.insert_id(
                 "INSERT INTO approvals (approver, approved, categories, purposes, valid_from, valid_to, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (approver, approved, json.dumps(sorted(cats)), json.dumps(sorted(purs)), start, end, now()),
             )
-            aid = cur.lastrowid
-        assert aid is not None
         return self.approval(aid)
 
     def revoke_approval(self, aid: int, at: When = None) -> None:
@@ -620,14 +622,12 @@ class RelationshipStore:
             raise RelationshipError(f"designation: {principal!r} is not a designated_body principal")
         start, end = _period(at, until, "designation")
         with self._tx() as db:
-            cur = db.execute(
+            return db.insert_id(
                 "INSERT INTO designations "
                 "(operator, principal, household, designated_at, revoked_at, company) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (operator, principal, household, start, _db_end(end), company),
             )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     def designate_many(self, operator: str, rows: Iterable[tuple[str, str]], at: When = None) -> None:
         company = self._designator(operator)
@@ -650,14 +650,15 @@ class RelationshipStore:
         links = tuple(
             Link(p, h, role, since, _end(until))
             for p, h, role, since, until in db.execute(
-                "SELECT principal, household, role, since, until FROM links"
+                "SELECT principal, household, role, since, until FROM links "
+                "ORDER BY principal, household, role, since"
             )
         )
         designations = tuple(
             Designation(i, op, company, p, h, since, _end(until))
             for i, op, p, h, since, until, company in db.execute(
                 "SELECT id, operator, principal, household, designated_at, revoked_at, company "
-                "FROM designations"
+                "FROM designations ORDER BY id"
             )
         )
         return Facts(
@@ -681,7 +682,9 @@ class RelationshipStore:
                     f"hems principals company {p.id} <company>"
                 )
         kinds = {p.id: p.kind for p in self._principals().values()}
-        for principal, household, role in self._db.execute("SELECT principal, household, role FROM links"):
+        for principal, household, role in self._db.execute(
+            "SELECT principal, household, role FROM links ORDER BY principal, household, role, since"
+        ):
             if kinds.get(principal) != role:
                 out.append(
                     f"link of {principal!r} ({kinds.get(principal)}) to {household!r} as {role} is ignored: "
@@ -709,7 +712,7 @@ class RelationshipStore:
         return "active"
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: Db) -> None:
     """Bring a version-1 database to version 2 (see the module docstring); a newer one is refused."""
     row = db.execute("SELECT version FROM schema_versions WHERE name = 'relationships'").fetchone()
     if row is not None:
@@ -720,16 +723,17 @@ def _migrate(db: sqlite3.Connection) -> None:
                 "upgrade the software, not the database"
             )
         return
-    columns = {r[1] for r in db.execute("PRAGMA table_info(principals)")}
+    columns = db.columns("principals")
     with write_transaction(db):
         if "company" not in columns:  # version 1: created before companies and contracts existed
             db.execute("ALTER TABLE principals ADD COLUMN company TEXT")
-            designation_columns = {r[1] for r in db.execute("PRAGMA table_info(designations)")}
+            designation_columns = db.columns("designations")
             if "company" not in designation_columns:
                 db.execute("ALTER TABLE designations ADD COLUMN company TEXT NOT NULL DEFAULT 'sps'")
             migrated = db.execute(
                 "INSERT INTO contracts (household, company, kind, since) "
-                "SELECT h.id, 'sps', 'service', min(h.created_at, coalesce(min(l.since), h.created_at)) "
+                "SELECT h.id, 'sps', 'service', "
+                "CASE WHEN min(l.since) < h.created_at THEN min(l.since) ELSE h.created_at END "
                 "FROM households h LEFT JOIN links l ON l.household = h.id GROUP BY h.id"
             ).rowcount
             log.warning(
@@ -738,7 +742,10 @@ def _migrate(db: sqlite3.Connection) -> None:
                 SCHEMA_VERSION,
                 migrated,
             )
-        db.execute("INSERT INTO schema_versions VALUES ('relationships', ?)", (SCHEMA_VERSION,))
+        db.execute(
+            "INSERT INTO schema_versions VALUES ('relationships', ?) ON CONFLICT DO NOTHING",
+            (SCHEMA_VERSION,),
+        )
 
 
 def _contract(row: tuple[object, ...]) -> Contract:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from access.db import open_db, write_transaction
+from access.db import AccessDb, open_db, write_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signin_failures (
@@ -49,10 +48,10 @@ class SignInThrottle:
     _PRUNE_EVERY = 1000  # attempts between removals of forgotten counts
 
     def __init__(
-        self, path: Path | str, limits: SignInLimits | None = None, clock: Callable[[], float] = time.time
+        self, where: AccessDb, limits: SignInLimits | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         # NORMAL: a power cut may forget the last counts, which only hands back a few attempts.
-        self._db = open_db(Path(path), _SCHEMA, synchronous="NORMAL")
+        self._db = open_db(where, _SCHEMA, name="signin", synchronous="NORMAL")
         self.limits = limits or SignInLimits()
         self.clock = clock
         self._attempts = 0
@@ -100,7 +99,8 @@ class SignInThrottle:
         with write_transaction(self._db) as db:
             db.execute("DELETE FROM signin_failures WHERE key = ?", (f"account:{account}",))
             db.execute(
-                "UPDATE signin_failures SET failures = max(failures - 1, 0) WHERE key = ?",
+                "UPDATE signin_failures SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END "
+                "WHERE key = ?",
                 (f"address:{address}",),
             )
 

@@ -16,10 +16,9 @@ import math
 import re
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from access.clock import now
-from access.db import ChangeWatch, change_counter, open_db, read_change_counter
+from access.db import AccessDb, ChangeWatch, open_db
 
 PREFIX = "hems_"
 DEFAULT_TTL_S = 90 * 86400.0
@@ -31,7 +30,7 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     id TEXT PRIMARY KEY, principal TEXT NOT NULL, purposes TEXT NOT NULL, secret_sha256 TEXT NOT NULL,
     label TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, expires_at REAL NOT NULL, revoked_at REAL);
 CREATE INDEX IF NOT EXISTS api_tokens_by_principal ON api_tokens(principal);
-""" + change_counter("tokens", ("api_tokens",))
+"""
 # Added in schema 2 (older databases get the column when opened): when and how the person's identity was
 # checked before the token was issued to them.
 _IDENTITY_COLUMNS = {"identity_verified_at": "REAL", "identity_method": "TEXT NOT NULL DEFAULT ''"}
@@ -62,16 +61,13 @@ def _hash(secret: str) -> str:
 
 
 class TokenStore:
-    def __init__(self, path: Path | str, poll_seconds: float = 1.0) -> None:
-        self.path = Path(path)
-        self._db = open_db(self.path, _SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(api_tokens)")}
-        for name, decl in _IDENTITY_COLUMNS.items():
-            if name not in columns:
-                self._db.execute(f"ALTER TABLE api_tokens ADD COLUMN {name} {decl}")
+    def __init__(self, where: AccessDb, poll_seconds: float = 1.0) -> None:
+        self.where = where
+        self._db = open_db(where, _SCHEMA, name="tokens", counters={"tokens": ("api_tokens",)})
+        self._db.add_columns("api_tokens", _IDENTITY_COLUMNS)
         self.poll_seconds = poll_seconds
         self._verified: dict[str, TokenInfo] = {}  # full token text -> its record, once verified
-        self._changes = ChangeWatch(self.data_version)
+        self._changes = ChangeWatch(self.data_version, pushed=self._db.changes_pushed)
 
     def close(self) -> None:
         self._db.close()
@@ -142,7 +138,7 @@ class TokenStore:
         if principal is not None:
             sql += " WHERE principal = ?"
             args = (principal,)
-        return [self.get(r[0]) for r in self._db.execute(sql + " ORDER BY created_at", args)]
+        return [self.get(r[0]) for r in self._db.execute(sql + " ORDER BY created_at, id", args)]
 
     def revoke(self, tid: str, at: float | None = None) -> None:
         cur = self._db.execute(
@@ -180,15 +176,15 @@ class TokenStore:
         return text in self._verified
 
     def data_version(self) -> int:
-        """Changes when any connection (another process too) changes the tokens (``change_counter``)."""
-        return read_change_counter(self._db, "tokens")
+        """Changes when any connection (another process too) changes the tokens (``Db.change_version``)."""
+        return self._db.change_version("tokens")
 
     def _forget_if_changed(self) -> None:
         """A revocation made through this object clears the memory at once (``revoke``); one made by
         another process (``hems principals token revoke`` while ``hems serve`` runs) is noticed through
-        the tokens' change counter, polled at most every ``poll_seconds``, as the policy snapshots are
-        (``access.decision.Authorizer``).  New tokens need no clearing: only verified tokens are
-        remembered."""
+        the tokens' change counter, polled at most every ``poll_seconds`` (on PostgreSQL, where changes
+        are pushed, on every request), as the policy snapshots are (``access.decision.Authorizer``).
+        New tokens need no clearing: only verified tokens are remembered."""
         if self._changes.changed(self.poll_seconds):
             self._verified.clear()
 

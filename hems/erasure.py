@@ -20,12 +20,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
-from access.cli import data_dir, default_db, existing_db
+from access.cli import DB_HELP
 from access.clock import now
 from access.consent import DONE, ERASING, RECORDED, ConsentError, ConsentStore, ErasureRequest
 from access.erasure import NOT_STORED, ErasurePlan, plan
+from access.location import access_db, data_dir, existing_db
 from access.periods import show
 from access.relationships import RelationshipStore
 from common.loop import run
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     complete.add_argument("--operator", required=True, help="who carries it out (recorded)")
     sub.add_parser("sweep", help="delete every erased range again (points replayed into it since)")
     for p in (listing, complete, sub.choices["sweep"]):
-        p.add_argument("--db", type=Path, default=None, help=f"access database (default: {default_db()})")
+        p.add_argument("--db", default=None, help=f"access database: {DB_HELP}, else in the data directory")
         p.add_argument("--data-dir", default=None, help="data directory (default $HEMS_DATA_DIR, else ./var)")
         p.add_argument("--store", default=None, help="sqlite:PATH or a registered store (as hems serve)")
         p.add_argument("--config", default=None, help="TOML configuration file")
@@ -151,7 +151,7 @@ async def sweep(consent: ConsentStore, store: Store) -> int:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    db = existing_db(args.db or default_db(), "erasure")
+    db = existing_db(access_db(args.db, args.data_dir), "erasure")
     if db is None:
         return 2
     seeds = load_seeds()

@@ -28,7 +28,9 @@ from aiohttp import web
 import config
 from access.api import multiproc
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES
-from access.cli import DB_NAME, data_dir, default_db
+from access.db import AccessDb, check_location, describe
+from access.keys import key_file_for
+from access.location import access_db, data_dir, exists
 from access.tariff import Tariff
 from access.tariff import load as load_tariff
 from common.loop import run, stop_on_signals
@@ -44,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
-        "--db", type=Path, default=None, help="access database (default: in the data directory)"
+        "--db",
+        default=None,
+        help="access database: a SQLite file, or a postgresql:// URL shared by every replica (its "
+        "password in PGPASSWORD or PGPASSFILE, never here); default $HEMS_ACCESS_DB, else "
+        "access.sqlite in the data directory",
     )
     parser.add_argument(
         "--data-dir",
@@ -132,7 +138,7 @@ async def _check_store(args: argparse.Namespace) -> None:
 
 async def _run(
     args: argparse.Namespace,
-    db: Path,
+    db: AccessDb,
     tariff: Tariff,
     children: Sequence[BaseProcess] = (),
     is_worker: bool = False,
@@ -155,6 +161,7 @@ async def _run(
         trust_forwarded=args.trust_forwarded,
         tariff=tariff,
         metrics_dir=metrics_dir,
+        key_file=key_file_for(db, data_dir(args.data_dir)),
     )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)
@@ -178,7 +185,7 @@ async def _run(
         watch = asyncio.create_task(_watch_workers(children, stop))
     scheme = "https" if args.tls_cert else "http"
     print(
-        f"serving on {scheme}://{args.host}:{args.port} (access db {db}, {args.workers} worker(s))",
+        f"serving on {scheme}://{args.host}:{args.port} (access db {describe(db)}, {args.workers} worker(s))",
         flush=True,
     )
     try:
@@ -214,13 +221,13 @@ async def _watch_workers(children: Sequence[BaseProcess], stop: asyncio.Event) -
         await asyncio.sleep(0.5)
 
 
-def _worker(args: argparse.Namespace, db: Path, tariff: Tariff, metrics_dir: Path | None) -> None:
+def _worker(args: argparse.Namespace, db: AccessDb, tariff: Tariff, metrics_dir: Path | None) -> None:
     """A further server process on the same port (the kernel spreads connections across them)."""
     with contextlib.suppress(KeyboardInterrupt):
         run(_run(args, db, tariff, is_worker=True, metrics_dir=metrics_dir))
 
 
-def serve(argv: Sequence[str], default_db: Path) -> int:
+def serve(argv: Sequence[str]) -> int:
     args, cfile = config.parse_args_with_config(_parser(), argv, "serve")
     tariff = load_tariff(cfile.section("tariff"), cfile.path)
     if args.page_cache_mb < 0:
@@ -231,12 +238,12 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
         raise ValueError("--tls-cert and --tls-key go together")
     if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
+    db = check_location(access_db(args.db, args.data_dir))
     run(_check_store(args))  # before anything is created: a bad setting or store leaves no trace
-    db: Path = args.db or (data_dir(args.data_dir) / DB_NAME if args.data_dir else default_db)
-    if not db.exists():
+    if not exists(db):
         # A fresh deployment starts with no principals: serve (health and readiness work) but say
         # loudly that every data request will be refused until principals are added.
-        db.parent.mkdir(parents=True, exist_ok=True)
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
         print(
             f"hems serve: new access database at {db}: no principals yet, so every data request is "
             "refused; add them with 'hems principals add' (same --db / HEMS_DATA_DIR)",
@@ -280,7 +287,7 @@ def serve(argv: Sequence[str], default_db: Path) -> int:
 
 def main(argv: Sequence[str]) -> int:
     try:
-        return serve(argv, default_db())
+        return serve(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
     except KNOWN_ERRORS as exc:  # configuration, a store schema from a newer release: one line

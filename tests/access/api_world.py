@@ -1,4 +1,5 @@
-"""Shared setting for the API tests: a real SQLite series store with readings and a real access DB.
+"""Shared setting for the API tests: a real SQLite series store with readings and a real access DB
+(a SQLite file; or, for the tests that give ``db``, the database of ``access_db``: SQLite or PostgreSQL).
 
 The store is filled once per session (it is only read); each test gets a fresh access database, so
 tests that suspend, revoke or write the ledger never see each other.  Imported by the
@@ -22,6 +23,7 @@ from access.api.state import STATE, AppState
 from access.app import make_app
 from access.clock import to_epoch
 from access.compiler import Policy, compile_seeds
+from access.db import AccessDb
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
 from pipeline.points import Point
@@ -162,7 +164,7 @@ class Env:
     client: TestClient[Any, Any]
     state: AppState
     tokens: dict[str, str]
-    db: Path
+    db: AccessDb
     store: SQLiteStore
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -174,9 +176,9 @@ class Env:
 
 
 async def start_env(
-    tmp_path: Path, store_path: Path, policy: Policy, **app_kwargs: Any
+    tmp_path: Path, store_path: Path, policy: Policy, db: AccessDb | None = None, **app_kwargs: Any
 ) -> AsyncIterator[Env]:
-    db = tmp_path / "access.sqlite"
+    db = tmp_path / "access.sqlite" if db is None else db
     rel = RelationshipStore(db)
     populate(rel)
     tokens = TokenStore(db)

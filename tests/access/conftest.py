@@ -1,4 +1,8 @@
-"""A small world on a real SQLite file: one principal of every kind around household h1, none around h2.
+"""A small world in a real access database: one principal of every kind around household h1, none around h2.
+
+Every world is made twice, on a SQLite file and on a fresh database of a real PostgreSQL server
+(``tests.pg_server``), so the tests that use ``world``, ``ro_world`` or ``access_db`` are the one
+conformance suite both databases must pass.
 
 Both households have been customers of SPS (service) and ENEX (supply) since ``SINCE``; every link
 holds since then too, so requests over ``WINDOW`` (the week before ``T``) see whole grants.  ``op`` is
@@ -6,7 +10,8 @@ SPS's staff and ``eop`` ENEX's; ``ana`` is an ENEX analyst."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +20,13 @@ import pytest
 from access.clock import to_epoch
 from access.compiler import Policy, compile_seeds
 from access.consent import ConsentStore
+from access.db import AccessDb
 from access.decision import Authorizer
 from access.ledger import Ledger
 from access.relationships import RelationshipStore
 from access.request import AccessRequest
 from seeds.loader import Seeds, load_seeds
+from tests.pg_server import PgServer, database_name
 
 T = to_epoch("2026-06-01T00:00:00Z")  # the instant the tests decide at
 SINCE = to_epoch("2025-01-01T00:00:00Z")
@@ -43,9 +50,44 @@ PV = "sps.pv_after_maintenance"
 SPS_PURPOSES = ("sps.service_provision", "sps.service_improvement", "sps.customer_support", "sps.surveys")
 
 
+def settle(seconds: float = 0.3) -> None:
+    """Let changes reach other connections: at once on SQLite (read when polled), by NOTIFY on
+    PostgreSQL (milliseconds; this waits long enough for a refusal to be meaningful)."""
+    time.sleep(seconds)
+
+
+def within(seconds: float, condition: Callable[[], bool]) -> float | None:
+    """How long ``condition`` took to hold, asked every 5 ms for at most ``seconds``; None if it never did."""
+    t0 = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > seconds:
+            return None
+        time.sleep(0.005)
+
+
+# The two access databases every conformance case runs on.
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def access_db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AccessDb:
+    """One test's empty access database: a SQLite file, or a fresh PostgreSQL database (whose server
+    key, having no directory to sit beside, is put in the test's own directory: ``HEMS_KEY_FILE``)."""
+    if request.param == "sqlite":
+        return tmp_path / "access.sqlite"
+    monkeypatch.setenv("HEMS_KEY_FILE", str(tmp_path / "hems.key"))
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @dataclass
 class World:
-    path: Path
+    path: AccessDb  # the access database: a SQLite file's path or a PostgreSQL URL
     seeds: Seeds
     policy: Policy
     rel: RelationshipStore
@@ -124,8 +166,9 @@ def populate(rel: RelationshipStore, seeds: Seeds) -> None:
     rel.add_mandate("alice", "agent1", since=SINCE, verified_at=SINCE, method="power_of_attorney")
 
 
-def _world(path: Path, seeds: Seeds, policy: Policy) -> Iterator[World]:
-    rel, consent, ledger = RelationshipStore(path, seeds), ConsentStore(path, seeds), Ledger(path)
+def _world(path: AccessDb, seeds: Seeds, policy: Policy, key_file: Path | None = None) -> Iterator[World]:
+    rel, consent = RelationshipStore(path, seeds), ConsentStore(path, seeds)
+    ledger = Ledger(path, key_file=key_file)
     populate(rel, seeds)
     yield World(path, seeds, policy, rel, consent, ledger, Authorizer(policy, rel, consent))
     rel.close()
@@ -134,12 +177,29 @@ def _world(path: Path, seeds: Seeds, policy: Policy) -> Iterator[World]:
 
 
 @pytest.fixture
-def world(tmp_path: Path, seeds: Seeds, policy: Policy) -> Iterator[World]:
+def world(access_db: AccessDb, seeds: Seeds, policy: Policy) -> Iterator[World]:
     """A fresh world each test may change."""
+    yield from _world(access_db, seeds, policy)
+
+
+@pytest.fixture
+def sqlite_world(tmp_path: Path, seeds: Seeds, policy: Policy) -> Iterator[World]:
+    """A fresh world in a SQLite file, for what only a file has (a directory, a file name)."""
     yield from _world(tmp_path / "access.sqlite", seeds, policy)
 
 
-@pytest.fixture(scope="session")
-def ro_world(tmp_path_factory: pytest.TempPathFactory, seeds: Seeds, policy: Policy) -> Iterator[World]:
+@pytest.fixture(scope="session", params=BACKENDS)
+def ro_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, seeds: Seeds, policy: Policy
+) -> Iterator[World]:
     """One shared world for tests that only ask questions (never write to it)."""
-    yield from _world(tmp_path_factory.mktemp("ro") / "access.sqlite", seeds, policy)
+    directory = tmp_path_factory.mktemp("ro")
+    if request.param == "sqlite":
+        yield from _world(directory / "access.sqlite", seeds, policy)
+        return
+    server: PgServer = request.getfixturevalue("postgres")
+    name = database_name("ro_world")
+    try:
+        yield from _world(server.create_database(name), seeds, policy, key_file=directory / "hems.key")
+    finally:
+        server.drop_database(name)

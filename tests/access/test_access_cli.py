@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from access.cli import main
 from access.compiler import Policy
+from access.db import AccessDb
 from hems.cli import main as hems_main
 from tests.access.conftest import PV, World
+from tests.access.raw_db import tamper
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -110,11 +111,7 @@ def test_ledger_verify_and_list(capsys: pytest.CaptureFixture[str], world: World
     assert code == 0 and out.startswith("ok: 2 records")
     code, out = _run(capsys, "ledger", "list", "--household", "h1", "--db", str(world.path))
     assert code == 0 and "inst1" in out and "sales1" not in out and "1 records" in out
-    db = sqlite3.connect(world.path)
-    db.execute("DROP TRIGGER provision_ledger_no_update")
-    db.execute("UPDATE provision_ledger SET household = 'h9' WHERE seq = 1")
-    db.commit()
-    db.close()
+    tamper(world.path, "UPDATE provision_ledger SET household = 'h9' WHERE seq = 1")
     code, out = _run(capsys, "ledger", "verify", "--db", str(world.path))
     assert code == 1 and "TAMPERED at record 1" in out
 
@@ -163,7 +160,7 @@ def test_policy_show_with_a_database_adds_approval_lines(
 
 
 def test_principals_and_ledger_find_the_demos_database_or_say_none_is_there(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, world: World
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_world: World
 ) -> None:
     """One data-directory rule: with ``HEMS_DATA_DIR`` (as ``hems demo`` uses it) the commands open the
     demo's database; pointed at an empty directory they fail naming the file, creating nothing."""
@@ -179,6 +176,8 @@ def test_principals_and_ledger_find_the_demos_database_or_say_none_is_there(
         code, out = _run(capsys, *argv)
         assert code == 2 and str((empty / "access.sqlite").resolve()) in out, (argv, out)
     assert not (empty / "access.sqlite").exists()
+    world = sqlite_world
+    assert isinstance(world.path, Path)
     monkeypatch.setenv("HEMS_DATA_DIR", str(world.path.parent))
     assert data_dir() == world.path.parent
     code, out = _run(capsys, "principals", "list")
@@ -188,9 +187,9 @@ def test_principals_and_ledger_find_the_demos_database_or_say_none_is_there(
 
 
 def test_principals_manage_companies_periods_contracts_joint_uses_and_mandates(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], access_db: AccessDb
 ) -> None:
-    db = str(tmp_path / "access.sqlite")
+    db = str(access_db)
 
     def run(*argv: str) -> str:
         code, out = _run(capsys, "principals", "--db", db, *argv)
@@ -264,3 +263,26 @@ def test_principals_budget_and_ledger_releases(capsys: pytest.CaptureFixture[str
     code, out = _run(capsys, "ledger", "releases", "--db", db, "--principal", "ana")
     assert code == 0 and "#1" in out and "ana released electricity (power_w)" in out and "epsilon 0.5" in out
     assert "ana: spent 0.5 of 5, left 4.5" in out and "release chain intact" in out
+
+
+def test_hems_access_db_names_the_database_for_every_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, world: World
+) -> None:
+    """``$HEMS_ACCESS_DB`` (a file or a PostgreSQL URL) is the database of every command without --db."""
+    monkeypatch.setenv("HEMS_DATA_DIR", "/nonexistent")
+    monkeypatch.setenv("HEMS_ACCESS_DB", str(world.path))
+    code, out = _run(capsys, "principals", "list")
+    assert code == 0 and "inst1\tinstaller" in out
+    code, out = _run(capsys, "ledger", "verify")
+    assert code == 0 and out.startswith("ok")
+
+
+def test_a_password_in_the_url_is_refused_with_where_to_put_it(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://hems:secret@127.0.0.1:1/hems"
+    for argv in (
+        ("principals", "--db", url, "list"),
+        ("ledger", "verify", "--db", url),
+        ("serve", "--db", url),
+    ):
+        code, out = _run(capsys, *argv)
+        assert code in (1, 2) and "PGPASSWORD" in out and "secret" not in out, (argv, out)

@@ -1,26 +1,28 @@
 """Long-running readers learn that *their* tables changed, whoever changed them, and only then: the
-ledger commits to the same file for every third-party response, and that must not make every worker
-rebuild its policy snapshot or forget its tokens (real SQLite file, several connections)."""
+ledger commits to the same database for every third-party response, and that must not make every
+worker rebuild its policy snapshot or forget its tokens (a real SQLite file or PostgreSQL database,
+several connections)."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 from access.consent import ConsentStore
+from access.db import AccessDb
 from access.ledger import Ledger
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
+from tests.access.conftest import settle
+from tests.access.raw_db import raw
 
 PV = "sps.pv_after_maintenance"
 
 
 def _versions(rel: RelationshipStore, consent: ConsentStore, tokens: TokenStore) -> tuple[int, int, int]:
+    settle()
     return rel.data_version(), consent.data_version(), tokens.data_version()
 
 
-def test_ledger_writes_change_no_reader_version(tmp_path: Path) -> None:
-    db = tmp_path / "a.sqlite"
+def test_ledger_writes_change_no_reader_version(access_db: AccessDb) -> None:
+    db = access_db
     rel, consent, tokens, ledger = RelationshipStore(db), ConsentStore(db), TokenStore(db), Ledger(db)
     rel.add_households(["h1"])
     rel.add_principal("inst", "installer", "Inst", [PV])
@@ -28,27 +30,35 @@ def test_ledger_writes_change_no_reader_version(tmp_path: Path) -> None:
     for _ in range(5):
         ledger.record("inst", "h1", ["pv"], 0.0, 1.0, PV, ["sps.2.2.4"], at=2.0)
     assert _versions(rel, consent, tokens) == before
+    for store in (rel, consent, tokens, ledger):
+        store.close()
 
 
-def test_each_reader_sees_changes_to_its_tables_from_any_connection(tmp_path: Path) -> None:
-    db = tmp_path / "a.sqlite"
+def test_each_reader_sees_changes_to_its_tables_from_any_connection(access_db: AccessDb) -> None:
+    db = access_db
     rel, consent, tokens = RelationshipStore(db), ConsentStore(db), TokenStore(db)
     r0, c0, t0 = _versions(rel, consent, tokens)
-    other_rel = RelationshipStore(db)
+    other_rel, other_consent, other_tokens = RelationshipStore(db), ConsentStore(db), TokenStore(db)
     other_rel.add_households(["h9"])
+    settle()
     assert rel.data_version() != r0 and consent.data_version() == c0
-    ConsentStore(db).suspend("h9", "provision", at=1.0)
+    other_consent.suspend("h9", "provision", at=1.0)
+    settle()
     assert consent.data_version() != c0
     other_rel.add_principal("inst", "installer", "Inst", [PV])
-    TokenStore(db).create("inst", {PV}, frozenset({PV}), at=0.0)
+    other_tokens.create("inst", {PV}, frozenset({PV}), at=0.0)
+    settle()
     assert tokens.data_version() != t0
-    # Even a hand edit with the sqlite3 shell counts (triggers, not our code, keep the count).
+    # Even a hand edit with the database's own client counts (triggers, not our code, keep the count).
     r1 = rel.data_version()
-    raw = sqlite3.connect(db)
-    raw.execute("UPDATE links SET until = 5 WHERE 0")  # touches no row: no change
-    raw.execute("DELETE FROM households WHERE id = 'nobody'")
-    raw.commit()
+    with raw(db) as hand:
+        hand.execute("UPDATE links SET until = 5 WHERE 1 = 0")  # touches no row: no change
+        hand.execute("DELETE FROM households WHERE id = 'nobody'")
+    settle()
     assert rel.data_version() == r1
-    raw.execute("INSERT INTO households VALUES ('h10', 0)")
-    raw.commit()
+    with raw(db) as hand:
+        hand.execute("INSERT INTO households VALUES ('h10', 0)")
+    settle()
     assert rel.data_version() != r1
+    for store in (rel, consent, tokens, other_rel, other_consent, other_tokens):
+        store.close()

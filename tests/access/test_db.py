@@ -1,5 +1,6 @@
-"""Taking the write lock of the access database while another connection holds it (real SQLite file,
-two connections standing in for two ``hems serve`` workers)."""
+"""Taking the write lock of the access database while another connection holds it (a real SQLite file
+or PostgreSQL database, two connections standing in for two ``hems serve`` workers or replicas), and
+what every store relies on answering the same on both databases."""
 
 from __future__ import annotations
 
@@ -9,49 +10,117 @@ from pathlib import Path
 
 import pytest
 
-from access.db import begin_immediate, open_db
+from access.db import AccessDb, Db, SqliteDb, begin_immediate, open_db, write_transaction
 
-SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER);"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS t (x INTEGER);
+CREATE TABLE IF NOT EXISTS named (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+    at REAL, blob BLOB);
+"""
 
 
-def test_waits_for_the_other_writer_then_takes_the_lock(tmp_path: Path) -> None:
-    path = tmp_path / "a.sqlite"
-    holder, waiter = open_db(path, SCHEMA), open_db(path, SCHEMA)
-    holder.execute("BEGIN IMMEDIATE")
-    holder.execute("INSERT INTO t VALUES (1)")
+def _open(where: AccessDb) -> Db:
+    return open_db(where, SCHEMA, name="test", counters={"named": ("named",)})
+
+
+def test_waits_for_the_other_writer_then_takes_the_lock(access_db: AccessDb) -> None:
+    holder, waiter = _open(access_db), _open(access_db)
     started, done = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
     def take() -> None:
         started.set()
         try:
-            begin_immediate(waiter, timeout_s=30)
-            waiter.execute("INSERT INTO t VALUES (2)")
-            waiter.execute("COMMIT")
+            with write_transaction(waiter) as db:
+                db.execute("INSERT INTO t VALUES (2)")
         except BaseException as exc:  # reported below
             errors.append(exc)
         done.set()
 
-    thread = threading.Thread(target=take)
-    thread.start()
-    started.wait()
-    assert not done.wait(0.2)  # still waiting while the lock is held
-    holder.execute("COMMIT")
+    with write_transaction(holder) as db:
+        db.execute("INSERT INTO t VALUES (1)")
+        thread = threading.Thread(target=take)
+        thread.start()
+        started.wait()
+        assert not done.wait(0.3)  # still waiting while the lock is held
     thread.join(timeout=30)
     assert done.is_set() and not errors
     assert [r[0] for r in holder.execute("SELECT x FROM t ORDER BY x")] == [1, 2]
+    holder.close()
+    waiter.close()
 
 
-def test_gives_up_with_sqlites_own_error_and_restores_the_busy_timeout(tmp_path: Path) -> None:
+def test_a_failed_transaction_leaves_nothing_and_the_connection_usable(access_db: AccessDb) -> None:
+    db = _open(access_db)
+    with pytest.raises(ZeroDivisionError), write_transaction(db):
+        db.execute("INSERT INTO t VALUES (1)")
+        raise ZeroDivisionError
+    assert not db.in_transaction
+    assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    with write_transaction(db):
+        db.execute("INSERT INTO t VALUES (3)")
+    assert db.execute("SELECT x FROM t").fetchall() == [(3,)]
+    db.close()
+
+
+def test_both_databases_answer_alike(access_db: AccessDb) -> None:
+    """Ids made by the database, text ordered bytewise (as SQLite compares, whatever the server's
+    locale), floats and bytes round-tripped exactly, upserts and columns."""
+    db = _open(access_db)
+    names = ["b", "B", "a", "_x", "Z1", "z", "é", "0"]
+    ids = [
+        db.insert_id("INSERT INTO named (name, at) VALUES (?, ?)", (n, 0.1 + i)) for i, n in enumerate(names)
+    ]
+    assert ids == list(range(1, len(names) + 1))
+    assert [r[0] for r in db.execute("SELECT name FROM named ORDER BY name")] == sorted(names, key=str.encode)
+    t = 1_780_000_000.123456789
+    db.execute("UPDATE named SET at = ?, blob = ? WHERE name = ?", (t, b"\x00\xff", "a"))
+    at, blob = db.execute("SELECT at, blob FROM named WHERE name = 'a'").fetchone()
+    assert repr(at) == repr(t) and bytes(blob) == b"\x00\xff"
+    db.execute("UPDATE named SET at = ? WHERE name = 'b'", (float("inf"),))
+    assert db.execute("SELECT at FROM named WHERE name = 'b'").fetchone()[0] == float("inf")
+    db.executemany("INSERT INTO named (name) VALUES (?) ON CONFLICT DO NOTHING", [("a",), ("new",)])
+    assert db.execute("SELECT count(*) FROM named").fetchone()[0] == len(names) + 1
+    assert db.columns("named") == {"id", "name", "at", "blob"}
+    db.add_columns("named", {"note": "TEXT NOT NULL DEFAULT ''", "n": "INTEGER"})
+    db.add_columns("named", {"note": "TEXT NOT NULL DEFAULT ''"})  # again: nothing to do
+    assert db.execute("SELECT note, n FROM named WHERE name = 'a'").fetchone() == ("", None)
+    assert db.execute("SELECT count(*) FROM named WHERE name LIKE '%a%'").fetchone()[0] == 1
+    db.close()
+
+
+def test_change_versions_move_for_changed_rows_only(access_db: AccessDb) -> None:
+    reader, writer = _open(access_db), _open(access_db)
+    v0 = reader.change_version("named")
+    writer.execute("UPDATE named SET at = 1 WHERE name = 'nobody'")  # touches no row: no change
+    writer.execute("INSERT INTO t VALUES (1)")  # a table the counter does not name
+    assert _settled(reader, "named") == v0
+    writer.execute("INSERT INTO named (name) VALUES ('x')")
+    assert _settled(reader, "named") != v0
+    reader.close()
+    writer.close()
+
+
+def _settled(db: Db, counter: str) -> int:
+    """The version once changes have had time to arrive (at once on SQLite, by NOTIFY on PostgreSQL)."""
+    if db.changes_pushed:
+        import time
+
+        time.sleep(0.3)
+    return db.change_version(counter)
+
+
+def test_sqlite_gives_up_with_its_own_error_and_restores_the_busy_timeout(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite"
-    holder, waiter = open_db(path, SCHEMA), open_db(path, SCHEMA)
+    holder, waiter = _open(path), _open(path)
+    assert isinstance(holder, SqliteDb) and isinstance(waiter, SqliteDb)
     waiter.execute("PRAGMA busy_timeout = 1234")
     holder.execute("BEGIN IMMEDIATE")
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        begin_immediate(waiter, timeout_s=0.05)
+        begin_immediate(waiter.conn, timeout_s=0.05)
     assert waiter.execute("PRAGMA busy_timeout").fetchone()[0] == 1234
     assert not waiter.in_transaction
     holder.execute("ROLLBACK")
-    begin_immediate(waiter)
+    begin_immediate(waiter.conn)
     assert waiter.in_transaction
     waiter.execute("ROLLBACK")

@@ -1,15 +1,17 @@
-"""The provision ledger: append-only by trigger, tamper-evident by hash chain (tampered with sqlite3)."""
+"""The provision ledger: append-only by trigger, tamper-evident by hash chain (tampered with the
+database's own driver), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from access.db import AccessDb
 from access.ledger import Ledger, LedgerError, ProvisionEntry
+from tests.access.raw_db import DATABASE_ERRORS, raw, rows, tamper
 
 PV = "sps.pv_after_maintenance"
 GOOD_ENTRY: dict[str, object] = {
@@ -23,7 +25,7 @@ GOOD_ENTRY: dict[str, object] = {
 }
 
 
-def _fill(path: Path, n: int = 5) -> Ledger:
+def _fill(path: AccessDb, n: int = 5) -> Ledger:
     ledger = Ledger(path)
     for i in range(n):
         ledger.record(
@@ -39,19 +41,8 @@ def _fill(path: Path, n: int = 5) -> Ledger:
     return ledger
 
 
-def _tamper(path: Path, *sql: str) -> None:
-    """Edit the file the way an insider would: plain sqlite3, triggers dropped first."""
-    db = sqlite3.connect(path)
-    db.execute("DROP TRIGGER provision_ledger_no_update")
-    db.execute("DROP TRIGGER provision_ledger_no_delete")
-    for statement in sql:
-        db.execute(statement)
-    db.commit()
-    db.close()
-
-
-def test_intact_ledger_verifies_and_lists_per_household(tmp_path: Path) -> None:
-    ledger = _fill(tmp_path / "l.sqlite")
+def test_intact_ledger_verifies_and_lists_per_household(access_db: AccessDb) -> None:
+    ledger = _fill(access_db)
     result = ledger.verify()
     assert result.ok and result.rows == 5 and result.first_bad_seq is None
     mine = ledger.for_household("h1")
@@ -61,23 +52,26 @@ def test_intact_ledger_verifies_and_lists_per_household(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_the_chain_survives_a_reopen(tmp_path: Path) -> None:
-    _fill(tmp_path / "l.sqlite").close()
-    again = Ledger(tmp_path / "l.sqlite")
+def test_the_chain_survives_a_reopen(access_db: AccessDb) -> None:
+    _fill(access_db).close()
+    again = Ledger(access_db)
     again.record("inst0", "h0", ["pv"], 0, 1, PV, ["sps-2.2.4"], at=2)
     assert again.verify().ok and again.verify().rows == 6
     again.close()
 
 
-def test_update_and_delete_are_refused_by_triggers(tmp_path: Path) -> None:
-    _fill(tmp_path / "l.sqlite").close()
-    db = sqlite3.connect(tmp_path / "l.sqlite")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("UPDATE provision_ledger SET recipient = 'x' WHERE seq = 1")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("DELETE FROM provision_ledger WHERE seq = 1")
-    db.close()
-    assert Ledger(tmp_path / "l.sqlite").verify().ok
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE provision_ledger SET recipient = 'x' WHERE seq = 1",
+        "DELETE FROM provision_ledger WHERE seq = 1",
+    ],
+)
+def test_update_and_delete_are_refused_by_triggers(access_db: AccessDb, sql: str) -> None:
+    _fill(access_db).close()
+    with pytest.raises(DATABASE_ERRORS, match="append-only"), raw(access_db) as db:
+        db.execute(sql)
+    assert Ledger(access_db).verify().ok
     assert not hasattr(Ledger, "delete") and not hasattr(Ledger, "update")
 
 
@@ -101,27 +95,25 @@ def test_update_and_delete_are_refused_by_triggers(tmp_path: Path) -> None:
     ],
     ids=["edit-recipient", "edit-categories", "edit-time", "delete-middle", "delete-last", "reorder"],
 )
-def test_tampering_is_detected(tmp_path: Path, sql: list[str], bad_seq: int) -> None:
-    path = tmp_path / "l.sqlite"
+def test_tampering_is_detected(access_db: AccessDb, sql: list[str], bad_seq: int) -> None:
+    path = access_db
     _fill(path).close()
-    _tamper(path, *sql)
+    tamper(path, *sql)
     result = Ledger(path).verify()
     assert not result.ok
     assert result.first_bad_seq == bad_seq, result
     assert result.problem
 
 
-def test_rehashing_one_row_still_breaks_the_next_link(tmp_path: Path) -> None:
+def test_rehashing_one_row_still_breaks_the_next_link(access_db: AccessDb) -> None:
     """An insider who recomputes row 2's hash after editing it must rewrite every later row too."""
     import hashlib
 
-    path = tmp_path / "l.sqlite"
+    path = access_db
     _fill(path).close()
-    db = sqlite3.connect(path)
-    row = db.execute("SELECT prev_hash FROM provision_ledger WHERE seq = 2").fetchone()
+    (row,) = rows(path, "SELECT prev_hash FROM provision_ledger WHERE seq = 2")
     forged = hashlib.sha256((row[0] + "forged").encode()).hexdigest()
-    db.close()
-    _tamper(path, f"UPDATE provision_ledger SET recipient = 'x', hash = '{forged}' WHERE seq = 2")
+    tamper(path, f"UPDATE provision_ledger SET recipient = 'x', hash = '{forged}' WHERE seq = 2")
     result = Ledger(path).verify()
     assert not result.ok and result.first_bad_seq == 2
 
@@ -136,8 +128,8 @@ def test_rehashing_one_row_still_breaks_the_next_link(tmp_path: Path) -> None:
         {"recipient": ""},
     ],
 )
-def test_bad_records_are_refused_and_lose_nothing(tmp_path: Path, kwargs: dict[str, object]) -> None:
-    ledger = _fill(tmp_path / "l.sqlite", 2)
+def test_bad_records_are_refused_and_lose_nothing(access_db: AccessDb, kwargs: dict[str, object]) -> None:
+    ledger = _fill(access_db, 2)
     args = {**GOOD_ENTRY, **kwargs}
     with pytest.raises(LedgerError):
         ledger.record(**args)  # type: ignore[arg-type]
@@ -161,9 +153,16 @@ def _entries(n: int, first_at: int = 1_780_010_000) -> list[ProvisionEntry]:
     ]
 
 
-def test_record_many_writes_one_transaction_with_the_same_chain_as_one_by_one(tmp_path: Path) -> None:
-    one_by_one = _fill(tmp_path / "a.sqlite", 7)
-    batched = Ledger(tmp_path / "b.sqlite")
+def test_record_many_writes_one_transaction_with_the_same_chain_as_one_by_one(
+    access_db: AccessDb, tmp_path: Path
+) -> None:
+    """One by one on a SQLite file, batched on the database under test: the same rows and hashes
+    (both chains keyed with the same key file)."""
+    key_file = tmp_path / "hems.key"
+    one_by_one = Ledger(tmp_path / "a.sqlite", key_file=key_file)
+    for entry in _entries(7):
+        one_by_one.record_many([entry])
+    batched = Ledger(access_db, key_file=key_file)
     first = batched.record_many(_entries(3))
     rest = batched.record_many(_entries(7)[3:])
     assert batched.commits == 2 and one_by_one.commits == 7
@@ -175,12 +174,12 @@ def test_record_many_writes_one_transaction_with_the_same_chain_as_one_by_one(tm
     batched.close()
 
 
-def test_records_written_in_a_batch_are_tamper_evident_too(tmp_path: Path) -> None:
-    path = tmp_path / "l.sqlite"
+def test_records_written_in_a_batch_are_tamper_evident_too(access_db: AccessDb) -> None:
+    path = access_db
     ledger = Ledger(path)
     ledger.record_many(_entries(5))
     ledger.close()
-    _tamper(path, "DELETE FROM provision_ledger WHERE seq = 3")
+    tamper(path, "DELETE FROM provision_ledger WHERE seq = 3")
     result = Ledger(path).verify()
     assert not result.ok and result.first_bad_seq == 4
 
@@ -196,9 +195,9 @@ def test_records_written_in_a_batch_are_tamper_evident_too(tmp_path: Path) -> No
     ],
 )
 def test_one_bad_entry_refuses_the_whole_batch_with_records_message(
-    tmp_path: Path, bad: dict[str, object], message: str
+    access_db: AccessDb, bad: dict[str, object], message: str
 ) -> None:
-    ledger = _fill(tmp_path / "l.sqlite", 2)
+    ledger = _fill(access_db, 2)
     good = _entries(3, first_at=1_780_020_000)
     args = {**GOOD_ENTRY, **bad}
     with pytest.raises(LedgerError, match=message):
@@ -210,22 +209,39 @@ def test_one_bad_entry_refuses_the_whole_batch_with_records_message(
     ledger.close()
 
 
-def test_a_failed_write_rolls_the_whole_batch_back_and_the_next_one_goes_through(tmp_path: Path) -> None:
-    """A real SQLite failure inside the transaction (a trigger another connection installed)."""
-    path = tmp_path / "l.sqlite"
-    ledger = _fill(path, 2)
-    other = sqlite3.connect(path)
-    other.execute(
+# A trigger another connection installs, refusing the fourth record: a real failure of the database
+# inside the ledger's transaction, after the third record was inserted.
+_REFUSE_FOURTH = {
+    "sqlite": [
         "CREATE TRIGGER refuse_fourth BEFORE INSERT ON provision_ledger WHEN NEW.seq = 4 "
         "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-    )
-    other.commit()
-    with pytest.raises(sqlite3.DatabaseError, match="refused by the test"):
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_fourth() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.seq = 4 THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_fourth BEFORE INSERT ON provision_ledger FOR EACH ROW "
+        "EXECUTE FUNCTION refuse_fourth()",
+    ],
+}
+_ALLOW_FOURTH = {
+    "sqlite": ["DROP TRIGGER refuse_fourth"],
+    "postgresql": ["DROP TRIGGER refuse_fourth ON provision_ledger"],
+}
+
+
+def test_a_failed_write_rolls_the_whole_batch_back_and_the_next_one_goes_through(access_db: AccessDb) -> None:
+    path = access_db
+    ledger = _fill(path, 2)
+    dialect = ledger._db.dialect
+    with raw(path) as other:
+        for statement in _REFUSE_FOURTH[dialect]:
+            other.execute(statement)
+    with pytest.raises(DATABASE_ERRORS, match="refused by the test"):
         ledger.record_many(_entries(3, first_at=1_780_020_000))  # seq 3 is inserted, then 4 fails
     assert ledger.verify().ok and ledger.verify().rows == 2
-    other.execute("DROP TRIGGER refuse_fourth")
-    other.commit()
-    other.close()
+    with raw(path) as other:
+        for statement in _ALLOW_FOURTH[dialect]:
+            other.execute(statement)
     assert [r.seq for r in ledger.record_many(_entries(3, first_at=1_780_030_000))] == [3, 4, 5]
     assert ledger.verify().ok and ledger.verify().rows == 5
     ledger.close()

@@ -1,6 +1,6 @@
-"""The ledger's anchors against a rewrite by someone who can write the file (edited with sqlite3, as an
-insider would): a dropped tail with a recomputed head, a whole re-chained file, the old unkeyed
-ledgers, and the head the homeowner keeps."""
+"""The ledger's anchors against a rewrite by someone who can write the database (edited with its own
+driver, as an insider would): a dropped tail with a recomputed head, a whole re-chained ledger, the old
+unkeyed ledgers, and the head the homeowner keeps; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,16 +15,18 @@ import pytest
 
 from access.cli import main as cli_main
 from access.compiler import Policy
+from access.db import AccessDb
 from access.keys import key_file_for, load_key
 from access.ledger import Ledger, LedgerError, _canonical
 from access.ledger_anchor import GENESIS, ChainKey, KeptHead, household_chain, plain_hash
 from tests.access.api_world import NOW, Env, api_policy, start_env, store_path
+from tests.access.raw_db import raw, rows
 
 __all__ = ["api_policy", "store_path"]
 PV = "sps.pv_after_maintenance"
 
 
-def _fill(path: Path, n: int = 6, first_at: int = 1_780_010_000) -> Ledger:
+def _fill(path: AccessDb, n: int = 6, first_at: int = 1_780_010_000) -> Ledger:
     ledger = Ledger(path)
     for i in range(n):
         ledger.record(f"inst{i % 2}", f"h{i % 2}", ["pv"], 1_780_000_000 + i, 1_780_003_600 + i, PV,
@@ -33,57 +34,51 @@ def _fill(path: Path, n: int = 6, first_at: int = 1_780_010_000) -> Ledger:
     return ledger
 
 
-def _rows(path: Path) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(path)
-    rows = db.execute("SELECT * FROM provision_ledger ORDER BY seq").fetchall()
-    db.close()
-    return rows
+def _rows(path: AccessDb) -> list[tuple[object, ...]]:
+    return rows(path, "SELECT * FROM provision_ledger ORDER BY seq")
 
 
-def _rewrite(path: Path, rows: list[tuple[object, ...]], digest: object, *, anchors: bool = True) -> None:
+def _rewrite(path: AccessDb, rows: list[tuple[object, ...]], digest: object, *, anchors: bool = True) -> None:
     """Replace the whole table by ``rows`` re-chained with ``digest(prev, canonical)`` (the way the
-    ledger's own code chains), fixing the head row as well: what an insider with sqlite3 and our source
-    code can do.  ``anchors=False`` also deletes the signed anchors."""
-    db = sqlite3.connect(path)
-    db.execute("DROP TRIGGER IF EXISTS provision_ledger_no_update")
-    db.execute("DROP TRIGGER IF EXISTS provision_ledger_no_delete")
-    db.execute("DELETE FROM provision_ledger")
-    prev = GENESIS
-    for seq, row in enumerate(rows, start=1):
-        cats, clauses = json.loads(str(row[3])), json.loads(str(row[7]))
-        canonical = _canonical(seq, row[1], row[2], cats, row[4], row[5], row[6], clauses, row[8])  # type: ignore[arg-type]
-        h = digest(prev, canonical)  # type: ignore[operator]
-        db.execute("INSERT INTO provision_ledger VALUES (?,?,?,?,?,?,?,?,?,?,?)", (seq, *row[1:9], prev, h))
-        prev = h
-    db.execute("UPDATE provision_ledger_head SET rows = ?, hash = ?", (len(rows), prev))
-    if not anchors:
-        db.execute("DELETE FROM provision_ledger_anchor")
-    db.commit()
-    db.close()
+    ledger's own code chains), fixing the head row as well: what an insider with the database's own
+    client and our source code can do.  ``anchors=False`` also deletes the signed anchors."""
+    with raw(path) as db:
+        db.drop_append_only()
+        db.execute("DELETE FROM provision_ledger")
+        prev = GENESIS
+        for seq, row in enumerate(rows, start=1):
+            cats, clauses = json.loads(str(row[3])), json.loads(str(row[7]))
+            canonical = _canonical(seq, row[1], row[2], cats, row[4], row[5], row[6], clauses, row[8])  # type: ignore[arg-type]
+            h = digest(prev, canonical)  # type: ignore[operator]
+            db.execute(
+                "INSERT INTO provision_ledger VALUES (?,?,?,?,?,?,?,?,?,?,?)", (seq, *row[1:9], prev, h)
+            )
+            prev = h
+        db.execute("UPDATE provision_ledger_head SET rows = ?, hash = ?", (len(rows), prev))
+        if not anchors:
+            db.execute("DELETE FROM provision_ledger_anchor")
 
 
-def test_a_dropped_tail_with_a_recomputed_head_is_detected(tmp_path: Path) -> None:
-    path = tmp_path / "access.sqlite"
+def test_a_dropped_tail_with_a_recomputed_head_is_detected(access_db: AccessDb) -> None:
+    path = access_db
     _fill(path).close()
     rows = _rows(path)
-    db = sqlite3.connect(path)
-    db.execute("DROP TRIGGER provision_ledger_no_delete")
-    db.execute("DELETE FROM provision_ledger WHERE seq > 4")
-    db.execute("UPDATE provision_ledger_head SET rows = 4, hash = ?", (rows[3][10],))
-    # Even a head anchor rewritten with a made-up MAC.
-    db.execute("UPDATE provision_ledger_anchor SET seq = 4, hash = ?, mac = ? WHERE kind = 'head'",
-               (rows[3][10], "0" * 64))  # fmt: skip
-    db.commit()
-    db.close()
+    with raw(path) as db:
+        db.drop_append_only()
+        db.execute("DELETE FROM provision_ledger WHERE seq > 4")
+        db.execute("UPDATE provision_ledger_head SET rows = 4, hash = ?", (rows[3][10],))
+        # Even a head anchor rewritten with a made-up MAC.
+        db.execute("UPDATE provision_ledger_anchor SET seq = 4, hash = ?, mac = ? WHERE kind = 'head'",
+                   (rows[3][10], "0" * 64))  # fmt: skip
     result = Ledger(path).verify()
     assert not result.ok and result.rows == 4 and "head" in (result.problem or ""), result
 
 
 @pytest.mark.parametrize("anchors", [True, False], ids=["anchors-kept", "anchors-deleted"])
-def test_a_re_chained_file_is_detected(tmp_path: Path, anchors: bool) -> None:
-    """The whole file rewritten (one record's recipient changed, one removed) and re-chained the way
+def test_a_re_chained_file_is_detected(access_db: AccessDb, anchors: bool) -> None:
+    """The whole ledger rewritten (one record's recipient changed, one removed) and re-chained the way
     unkeyed ledgers are, head row included."""
-    path = tmp_path / "access.sqlite"
+    path = access_db
     _fill(path).close()
     rows = _rows(path)
     forged = [rows[0], (*rows[1][:1], "someone_else", *rows[1][2:]), *rows[3:]]
@@ -93,29 +88,27 @@ def test_a_re_chained_file_is_detected(tmp_path: Path, anchors: bool) -> None:
     assert result.first_bad_seq == 1
 
 
-def test_a_re_chain_with_the_key_passes_verify_but_not_the_homeowners_head(tmp_path: Path) -> None:
+def test_a_re_chain_with_the_key_passes_verify_but_not_the_homeowners_head(access_db: AccessDb) -> None:
     """Whoever holds the key can re-chain (``verify`` cannot tell); the head a person kept can."""
-    path = tmp_path / "access.sqlite"
+    path = access_db
     ledger = _fill(path)
     kept = ledger.household_head("h1").head  # h1's records: seq 2, 4, 6
     ledger.close()
     key = ChainKey(load_key(key_file_for(path)))
     rows = _rows(path)
     _rewrite(path, [r for r in rows if r[0] != 2], key.row_hash)
-    db = sqlite3.connect(path)
-    last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
-    db.execute("UPDATE provision_ledger_anchor SET seq = ?, hash = ?, mac = ? WHERE kind = 'head'",
-               (*last, key.anchor_mac("head", *last)))  # fmt: skip
-    db.commit()
-    db.close()
+    with raw(path) as db:
+        last = db.execute("SELECT seq, hash FROM provision_ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        db.execute("UPDATE provision_ledger_anchor SET seq = ?, hash = ?, mac = ? WHERE kind = 'head'",
+                   (*last, key.anchor_mac("head", *last)))  # fmt: skip
     again = Ledger(path)
     assert again.verify().ok  # the limit of a key the operator holds
     assert again.household_head("h1").verdict(kept) == "changed"
     assert again.household_head("h0").verdict(again.household_head("h0").head) == "intact"
 
 
-def test_intact_ledgers_verify_and_the_chain_is_keyed(tmp_path: Path) -> None:
-    path = tmp_path / "access.sqlite"
+def test_intact_ledgers_verify_and_the_chain_is_keyed(access_db: AccessDb) -> None:
+    path = access_db
     ledger = _fill(path)
     assert ledger.verify().ok and ledger.verify().rows == 6
     rows = _rows(path)
@@ -125,8 +118,8 @@ def test_intact_ledgers_verify_and_the_chain_is_keyed(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_without_the_key_verify_says_so_and_nothing_is_written(tmp_path: Path) -> None:
-    path = tmp_path / "access.sqlite"
+def test_without_the_key_verify_says_so_and_nothing_is_written(access_db: AccessDb, tmp_path: Path) -> None:
+    path = access_db
     _fill(path).close()
     key_file_for(path).rename(tmp_path / "elsewhere.key")
     ledger = Ledger(path)
@@ -139,7 +132,7 @@ def test_without_the_key_verify_says_so_and_nothing_is_written(tmp_path: Path) -
 
 
 # -- ledgers written before keys --------------------------------------------------------------------
-def _legacy(path: Path, n: int) -> None:
+def _legacy(path: AccessDb, n: int) -> None:
     """A ledger as the unkeyed version wrote it: plain SHA-256 chain, head row, no anchors."""
     ledger = _fill(path, n)
     ledger.close()
@@ -148,8 +141,8 @@ def _legacy(path: Path, n: int) -> None:
     key_file_for(path).unlink()
 
 
-def test_an_old_ledger_is_checked_then_sealed_with_a_checkpoint(tmp_path: Path) -> None:
-    path = tmp_path / "access.sqlite"
+def test_an_old_ledger_is_checked_then_sealed_with_a_checkpoint(access_db: AccessDb) -> None:
+    path = access_db
     _legacy(path, 4)
     ledger = Ledger(path)
     unsealed = ledger.verify()
@@ -169,13 +162,11 @@ def test_an_old_ledger_is_checked_then_sealed_with_a_checkpoint(tmp_path: Path) 
     assert not result.ok
 
 
-def test_a_tampered_old_ledger_is_not_sealed(tmp_path: Path) -> None:
-    path = tmp_path / "access.sqlite"
+def test_a_tampered_old_ledger_is_not_sealed(access_db: AccessDb) -> None:
+    path = access_db
     _legacy(path, 3)
-    db = sqlite3.connect(path)
-    db.execute("UPDATE provision_ledger SET recipient = 'x' WHERE seq = 2")  # (triggers gone already)
-    db.commit()
-    db.close()
+    with raw(path) as db:
+        db.execute("UPDATE provision_ledger SET recipient = 'x' WHERE seq = 2")  # (triggers gone already)
     ledger = Ledger(path)
     with pytest.raises(LedgerError, match="cannot be sealed: record 2"):
         ledger.seal()
@@ -191,8 +182,8 @@ def _cli(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def test_the_cli_seals_verifies_and_shows_a_households_head(tmp_path: Path) -> None:
-    path = tmp_path / "access.sqlite"
+def test_the_cli_seals_verifies_and_shows_a_households_head(access_db: AccessDb) -> None:
+    path = access_db
     _legacy(path, 3)
     code, out = _cli("verify", "--db", str(path))
     assert code == 1 and "checkpoint" in out
@@ -208,8 +199,8 @@ def test_the_cli_seals_verifies_and_shows_a_households_head(tmp_path: Path) -> N
 
 
 # -- the homeowner's head ------------------------------------------------------------------------------
-def test_the_household_chain_is_plain_sha256_over_its_records(tmp_path: Path) -> None:
-    ledger = _fill(tmp_path / "access.sqlite")
+def test_the_household_chain_is_plain_sha256_over_its_records(access_db: AccessDb) -> None:
+    ledger = _fill(access_db)
     mine = ledger.household_head("h1")
     assert [r.seq for r in mine.records] == [2, 4, 6]
     expected = GENESIS

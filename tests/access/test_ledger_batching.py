@@ -1,13 +1,13 @@
 """Group commit of provision records: concurrent responses share ledger transactions, never records.
 
-Everything runs on real SQLite files and a real app; the one failure injected is a real SQLite error
-(a trigger another connection installs, refusing inserts), so the flush fails inside its transaction.
+Everything runs on a real access database (a SQLite file, and a PostgreSQL database) and a real app;
+the one failure injected is a real error of the database (a trigger another connection installs,
+refusing inserts), so the flush fails inside its transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,8 +16,10 @@ import pytest
 from access.api.state import AppState
 from access.clock import to_epoch
 from access.compiler import Policy
+from access.db import AccessDb, is_url
 from access.ledger import Ledger, LedgerError, ProvisionRecord
 from tests.access.api_world import PV, RANGE, SERIES, Env, api_policy, start_env, store_path
+from tests.access.raw_db import DATABASE_ERRORS, raw
 
 __all__ = ["api_policy", "store_path"]
 
@@ -25,8 +27,10 @@ CLAUSES = ("sps-2.2.4",)
 
 
 @pytest.fixture
-async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
-    async for e in start_env(tmp_path, store_path, api_policy, rate_per_s=None):
+async def env(
+    tmp_path: Path, store_path: Path, api_policy: Policy, access_db: AccessDb
+) -> AsyncIterator[Env]:
+    async for e in start_env(tmp_path, store_path, api_policy, db=access_db, rate_per_s=None):
         yield e
 
 
@@ -36,20 +40,35 @@ async def _provide(
     return await state.record_provision(f"r{i}", "h1", categories, start, start + 3600.0, PV, CLAUSES)
 
 
-def _refuse_inserts(db: Path) -> sqlite3.Connection:
-    other = sqlite3.connect(db)
-    other.execute(
+_REFUSE = {
+    "sqlite": [
         "CREATE TRIGGER refuse_all BEFORE INSERT ON provision_ledger "
         "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-    )
-    other.commit()
-    return other
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_all() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'refused by the test'; END $$",
+        "CREATE TRIGGER refuse_all BEFORE INSERT ON provision_ledger FOR EACH ROW "
+        "EXECUTE FUNCTION refuse_all()",
+    ],
+}
+_ALLOW = {
+    "sqlite": ["DROP TRIGGER refuse_all"],
+    "postgresql": ["DROP TRIGGER refuse_all ON provision_ledger"],
+}
 
 
-def _allow_inserts(other: sqlite3.Connection) -> None:
-    other.execute("DROP TRIGGER refuse_all")
-    other.commit()
-    other.close()
+def _refuse_inserts(db: AccessDb) -> AccessDb:
+    with raw(db) as other:
+        for statement in _REFUSE["postgresql" if is_url(db) else "sqlite"]:
+            other.execute(statement)
+    return db
+
+
+def _allow_inserts(db: AccessDb) -> None:
+    with raw(db) as other:
+        for statement in _ALLOW["postgresql" if is_url(db) else "sqlite"]:
+            other.execute(statement)
 
 
 async def test_concurrent_provisions_each_get_their_own_record_in_shared_transactions(env: Env) -> None:
@@ -93,7 +112,7 @@ async def test_a_failed_flush_fails_all_its_callers_and_the_next_flush_succeeds(
     commits = state.ledger.commits
     other = _refuse_inserts(env.db)
     results = await asyncio.gather(*(_provide(state, i) for i in range(30)), return_exceptions=True)
-    assert all(isinstance(r, sqlite3.DatabaseError) and "refused by the test" in str(r) for r in results)
+    assert all(isinstance(r, DATABASE_ERRORS) and "refused by the test" in str(r) for r in results)
     assert state.ledger.commits == commits and state.metrics.ledger_records == 5
     assert state.ledger.verify().ok and state.ledger.verify().rows == 5  # nothing of the failed batches
     _allow_inserts(other)
@@ -159,11 +178,13 @@ async def test_a_failed_ledger_write_sends_no_data(env: Env) -> None:
 
 
 @pytest.mark.parametrize("sizes", [(1,), (7, 8, 9), (63, 64, 65), (73, 1, 150)])
-def test_batches_of_any_size_are_written_whole_and_chained(tmp_path: Path, sizes: tuple[int, ...]) -> None:
+def test_batches_of_any_size_are_written_whole_and_chained(
+    access_db: AccessDb, sizes: tuple[int, ...]
+) -> None:
     """Rows go in by INSERTs of 64, 8 and 1 rows; every split must land every row, in order."""
     from access.ledger import ProvisionEntry
 
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger = Ledger(access_db)
     seq = 0
     for size in sizes:
         entries = [

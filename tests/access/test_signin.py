@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import access.auth
 from access.app import make_app
 from access.compiler import Policy
+from access.db import AccessDb
 from access.signin_throttle import SignInLimits
 from tests.access.api_world import NOW, Env, api_policy, start_env, store_path
 
@@ -41,8 +42,11 @@ async def _env(tmp_path: Path, store_path: Path, policy: Policy, **kw: Any) -> A
 
 
 @pytest.fixture
-async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
-    async for e in _env(tmp_path, store_path, api_policy):
+async def env(
+    tmp_path: Path, store_path: Path, api_policy: Policy, access_db: AccessDb
+) -> AsyncIterator[Env]:
+    """On both access databases: the throttle's counts live there."""
+    async for e in _env(tmp_path, store_path, api_policy, db=access_db):
         yield e
 
 
@@ -203,8 +207,8 @@ async def test_unknown_names_are_throttled_like_known_ones(
 async def test_workers_share_the_counts(
     env: Env, api_policy: Policy, clients: Callable[[str], _Client]
 ) -> None:
-    """A second app on the same access database (as a second ``hems serve`` worker is) sees the first
-    one's failures: the counts are in the database, not in a process."""
+    """A second app on the same access database (as a second ``hems serve`` worker or replica is) sees
+    the first one's failures: the counts are in the database, not in a process."""
     a = clients("127.0.6.1")
     for _ in range(5):
         assert (await a.sign_in("alice", "wrong password!"))[0] == 401
