@@ -298,6 +298,35 @@ def _releases(db: AccessDb, principal: str | None) -> int:
     return 0
 
 
+# -- access database -----------------------------------------------------------------------------------
+def _access(argv: Sequence[str]) -> int:
+    from access.db import describe
+    from access.db_migrate import migrate
+
+    parser = argparse.ArgumentParser(prog="hems access", description="the access database itself")
+    sub = parser.add_subparsers(dest="what", required=True)
+    move = sub.add_parser(
+        "migrate",
+        help="copy an access database from its SQLite file into an empty PostgreSQL database "
+        "(run with the services stopped; the file is left as it was)",
+    )
+    move.add_argument("--to", required=True, help="the PostgreSQL URL (password in PGPASSWORD or PGPASSFILE)")
+    move.add_argument("--db", type=Path, default=None, help="the SQLite file (default: as for every command)")
+    move.add_argument("--key-file", type=Path, default=None, help="the server key (default: beside --db)")
+    args = parser.parse_args(argv)
+    source = args.db or default_db()
+    if not isinstance(source, Path):
+        raise ValueError(f"hems access migrate copies from a SQLite file; the access database is {source}")
+    done = migrate(source, args.to, args.key_file)
+    for table, n in sorted(done.rows.items()):
+        print(f"{table}\t{n} rows")
+    print(
+        f"copied {describe(source)} to {args.to}: {done.ledger_records} ledger records, verified there with "
+        f"the same key, head {done.ledger_head}; every replica must read that key file (HEMS_KEY_FILE)"
+    )
+    return 0
+
+
 def _principals(argv: Sequence[str]) -> int:
     from access.principals_cli import principals
 
@@ -305,6 +334,7 @@ def _principals(argv: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "access": _access,
     "policy": _policy,
     "ledger": _ledger,
     "principals": _principals,

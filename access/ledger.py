@@ -249,12 +249,14 @@ class HouseholdHead:
 
 
 class Ledger:
-    def __init__(self, where: AccessDb, key_file: Path | str | None = None) -> None:
+    def __init__(self, where: AccessDb, key_file: Path | str | None = None, *, db: Db | None = None) -> None:
         """``key_file``: where the server key is (default ``access.keys.key_file_for(where)``); it is read
-        when first needed, and made only while the ledger is not yet sealed (see ``seal``)."""
+        when first needed, and made only while the ledger is not yet sealed (see ``seal``).  ``db``: a
+        connection to ``where`` already open, to read inside its transaction (``hems access migrate``
+        verifies what it copied before committing); closing the ledger closes it."""
         self.where = where
         self.key_file = Path(key_file) if key_file is not None else key_file_for(where)
-        self._db = open_db(where, _SCHEMA, name="ledger", append_only=("provision_ledger",))
+        self._db = db or open_db(where, _SCHEMA, name="ledger", append_only=("provision_ledger",))
         self._key: ChainKey | None = None
         self._sealed_at: int | None = None  # the checkpoint's record, once seen: it never changes
         self.commits = 0  # write transactions committed through this object (one per record_many call)

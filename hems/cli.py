@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ledger": ("access.cli", "list and verify the provision ledger"),
     "principals": ("access.cli", "add principals and manage their tokens"),
     "erasure": ("hems.erasure", "list erasure requests, carry one out (both stores), sweep erased ranges"),
+    "access": ("access.cli", "the access database: migrate from SQLite to PostgreSQL"),
 }
 
 

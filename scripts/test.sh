@@ -2,6 +2,7 @@
 # The README's test command: sets up everything the tests need on a fresh machine, then runs them.
 #   - a virtual environment in ./.venv with the project and its dev extras (editable install)
 #   - a real InfluxDB 2.x server binary (built once from the Go proxy + crates.io, then cached)
+#   - PostgreSQL's server binaries (Debian's postgresql package) for the access-database tests
 #   - Debian's chromium + Playwright for the browser tests (when apt is available)
 #   - KAIT's echonet-lite (npm) in ./.interop, a third-party ECHONET Lite device for the interop tests
 #   - ruff check and mypy (both must be clean)
@@ -18,6 +19,15 @@ if [ -f scripts/ci_influxdb.sh ]; then
   case "$line" in
     INFLUXD_BIN=*) export INFLUXD_BIN="${line#INFLUXD_BIN=}"; echo "using $INFLUXD_BIN" >&2 ;;
     *) echo "influxd not available: the InfluxDB tests will be reported as skipped" >&2 ;;
+  esac
+fi
+
+if [ -f scripts/ci_postgres.sh ]; then
+  echo "== postgresql" >&2
+  line=$(bash scripts/ci_postgres.sh | tail -n 1 || true)
+  case "$line" in
+    PG_BIN=*) export PG_BIN="${line#PG_BIN=}"; echo "using $PG_BIN" >&2 ;;
+    *) echo "PostgreSQL not available: the PostgreSQL tests will be reported as skipped" >&2 ;;
   esac
 fi
 
