@@ -85,6 +85,11 @@ class WebhookStore:
     def close(self) -> None:
         self._db.close()
 
+    def sends(self) -> bool:
+        """Whether this process sends the alerts: one of every replica on the access database does
+        (``Db.leads``), so an installer is told once, and another takes over when it stops."""
+        return self._db.leads("alert webhooks")
+
     def put(self, principal: str, url: str, at: float) -> Webhook:
         """Set (or replace) the principal's webhook; a new secret each time."""
         secret = secrets.token_urlsafe(24)

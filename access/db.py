@@ -114,6 +114,13 @@ class Db(Protocol):
         """Moves whenever any connection (another process too) changes the counter's tables."""
         ...
 
+    def leads(self, job: str) -> bool:
+        """Whether this connection is the one of all that runs ``job`` (a periodic job that must run
+        once per deployment, such as sending alert webhooks): on PostgreSQL the holder of a session
+        lock, taken over by another replica when its holder's connection ends; a SQLite file has one
+        machine, whose processes decide among themselves (``hems serve`` runs such jobs in its first)."""
+        ...
+
     @property
     def changes_pushed(self) -> bool:
         """True when :meth:`change_version` costs no I/O (changes are pushed to this process), so a
@@ -325,6 +332,9 @@ class SqliteDb:
     @property
     def changes_pushed(self) -> bool:
         return False
+
+    def leads(self, job: str) -> bool:
+        return True
 
     def close(self) -> None:
         self.conn.close()

@@ -251,6 +251,7 @@ class PostgresDb:
         self._lock = lock_key(lock)
         self._synchronous = synchronous
         self._listener: _Listener | None = None
+        self._leading: psycopg.Connection[Any] | None = None  # the connection holding a job's lock
         self.conn = self._new_connection()
 
     def _new_connection(self) -> psycopg.Connection[Any]:
@@ -368,6 +369,16 @@ class PostgresDb:
     @property
     def changes_pushed(self) -> bool:
         return True
+
+    def leads(self, job: str) -> bool:
+        """Held from the first success for as long as this connection lives (taken again, if free,
+        after a reconnection)."""
+        conn = self._live()
+        if self._leading is conn:
+            return True
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"lead {job}"),)).fetchone()
+        self._leading = conn if row is not None and row[0] else None
+        return self._leading is conn
 
     def close(self) -> None:
         if self._listener is not None:

@@ -252,12 +252,14 @@ async def notify_once(
 
 
 async def alert_loop(state: AppState, rules: Rules, hooks: WebhookStore, every_s: float) -> None:
-    """Run ``notify_once`` every ``every_s`` seconds until cancelled; a failing round is logged."""
+    """Run ``notify_once`` every ``every_s`` seconds until cancelled, when this process is the one of
+    all replicas that sends (``WebhookStore.sends``); a failing round is logged."""
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             try:
-                await notify_once(state, rules, hooks, session)
+                if hooks.sends():
+                    await notify_once(state, rules, hooks, session)
             except asyncio.CancelledError:
                 raise
             except Exception:

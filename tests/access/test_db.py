@@ -203,3 +203,15 @@ def test_the_change_listener_reconnects_and_says_everything_may_have_changed(
     assert within(5.0, lambda: reader.change_version("named") != v1) is not None
     reader.close()
     writer.close()
+
+
+def test_one_connection_of_all_leads_a_job_and_another_takes_over_when_it_ends(access_db: AccessDb) -> None:
+    first, second = _open(access_db), _open(access_db)
+    assert first.leads("job") and first.leads("job")
+    if first.dialect == "sqlite":  # one machine: its processes decide among themselves
+        assert second.leads("job")
+        return
+    assert not second.leads("job") and second.leads("another job")
+    first.close()
+    assert second.leads("job")
+    second.close()
