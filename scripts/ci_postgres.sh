@@ -2,7 +2,7 @@
 # CI step before the tests: make PostgreSQL's server binaries (initdb, postgres) available, or explain
 # why not.  The tests start their own throwaway server from them (tests/pg_server.py): in a temporary
 # directory, on a free loopback port, as the user 'nobody' when run as root (PostgreSQL refuses root;
-# HEMS_PG_USER names another user).
+# HEMS_PG_RUN_AS names another user).
 #
 # On success the LAST line on stdout is `PG_BIN=<directory with initdb and postgres>` (the caller
 # exports it).  On failure the last line is `PG_UNAVAILABLE: <reason>` and the exit status is still 0:

@@ -13,7 +13,7 @@ HEMS_REQUIRE_POSTGRES=1``.
 The server runs in a temporary directory on a free loopback port (no Unix socket), with a random
 password for its superuser ``hems_test`` given to the tests through ``PGPASSWORD`` (as a deployment
 gives it).  PostgreSQL refuses to run as root: when the tests run as root, ``initdb`` and ``postgres``
-run as ``$HEMS_PG_USER`` (default ``nobody``, which every Debian system has), who is given the
+run as ``$HEMS_PG_RUN_AS`` (default ``nobody``, which every Debian system has), who is given the
 temporary directory.  ``fsync`` is off: the server is thrown away, and durability across a power cut
 is PostgreSQL's, not something these tests can see.
 """
@@ -43,7 +43,7 @@ from tests.loopback import free_port
 
 START_TIMEOUT_S = 60.0
 SUPERUSER = "hems_test"
-RUN_AS_ENV = "HEMS_PG_USER"
+RUN_AS_ENV = "HEMS_PG_RUN_AS"
 
 
 class PgServerError(RuntimeError):
@@ -100,6 +100,7 @@ class PgServer:
     port: int
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     user: pwd.struct_passwd | None = None
+    durable: bool = False  # fsync on, as deployed (benchmarks); the tests' server skips it
     host: str = "127.0.0.1"
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -174,12 +175,10 @@ class PgServer:
             "-c",
             "max_connections=300",
             "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "shared_buffers=32MB",
+            "shared_buffers=32MB" if not self.durable else "shared_buffers=256MB",
         ]
+        if not self.durable:
+            command += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         with self.log_path.open("ab") as log:
             if self.user is not None:
                 os.chown(self.log_path, self.user.pw_uid, self.user.pw_gid)
@@ -230,12 +229,12 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_pg_server(bin_dir: Path) -> PgServer:
+def start_pg_server(bin_dir: Path, durable: bool = False) -> PgServer:
     """initdb in a new temporary directory, then start on a free port (another, if that one was taken
     between probing and binding by another test run on this machine)."""
     root = Path(tempfile.mkdtemp(prefix="hems-pg-"))
     try:
-        server = PgServer(bin_dir, root, free_port(), user=_run_as())
+        server = PgServer(bin_dir, root, free_port(), user=_run_as(), durable=durable)
         server.initdb()
         for _ in range(3):
             try:

@@ -2,9 +2,10 @@
 
 Docker cannot run here, so these tests read the files the way compose and Grafana would and check
 what would otherwise only break at deploy time: a missing secret, a port or volume typo, a service
-started before InfluxDB is healthy, a CLI subcommand that does not exist, an InfluxDB image of a
-different minor than the tests run, and dashboards naming categories or fields the pipeline never
-writes.  The last test runs every dashboard query against the real test InfluxDB.
+started before InfluxDB or PostgreSQL is healthy, a CLI subcommand that does not exist, an InfluxDB
+image of a different minor than the tests run, a PostgreSQL too old for the access database, and
+dashboards naming categories or fields the pipeline never writes.  The last tests run every dashboard
+query against the real test InfluxDB, and the api service's command against it and a real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collector.reading import FIELD_UNITS
 from seeds.vocabulary import SERIES_CATEGORIES
 from tests.influx_server import DEFAULT_INFLUX_VERSION, REPO_ROOT, InfluxServer
 from tests.loopback import free_port
+from tests.pg_server import PgServer
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -35,7 +37,7 @@ ENV_EXAMPLE = REPO_ROOT / "deploy" / ".env.example"
 GRAFANA = REPO_ROOT / "deploy" / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCE = GRAFANA / "provisioning" / "datasources" / "influxdb.yaml"
-SECRETS = {"HEMS_INFLUX_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+SECRETS = {"HEMS_INFLUX_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "HEMS_ACCESS_DB_PASSWORD"}
 INFLUX_ENV = {"HEMS_INFLUX_TOKEN", "HEMS_INFLUX_ORG", "HEMS_INFLUX_BUCKET"}  # what Grafana reads too
 
 
@@ -129,8 +131,8 @@ def test_interpolation_follows_compose_rules() -> None:
 
 
 # ---------------------------------------------------------------------- compose file
-def test_services_are_the_four_of_the_deployment(compose: dict[str, Any]) -> None:
-    assert set(services(compose)) == {"influxdb", "collector", "api", "grafana"}
+def test_services_are_the_five_of_the_deployment(compose: dict[str, Any]) -> None:
+    assert set(services(compose)) == {"influxdb", "postgres", "collector", "api", "grafana"}
 
 
 def test_every_secret_is_required_and_has_no_default(raw: dict[str, Any]) -> None:
@@ -185,6 +187,7 @@ def test_ports_are_published_on_loopback_by_default(compose: dict[str, Any]) -> 
     collect = svc["collector"]["command"]
     assert collect[collect.index("--metrics-port") + 1] == "9464"  # listens where the mapping points
     assert collect[collect.index("--metrics-host") + 1] == "0.0.0.0"  # reachable from outside the container
+    assert "ports" not in svc["postgres"]  # only the services on the compose network reach it
     assert "8080" in svc["api"]["command"]  # serve listens where the port mapping points
 
 
@@ -216,17 +219,46 @@ def test_state_lives_in_declared_volumes(compose: dict[str, Any]) -> None:
             else:
                 assert (REPO_ROOT / source).is_dir(), (name, source)
     assert mounts["influxdb"]["/var/lib/influxdb2"] in declared
+    assert mounts["postgres"]["/var/lib/postgresql/data"] in declared
     assert mounts["collector"]["/var/lib/hems"] in declared  # the spool survives a container restart
     assert mounts["grafana"]["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
     assert mounts["grafana"]["/etc/grafana/dashboards"] == "./deploy/grafana/dashboards"
     assert mounts["collector"]["/config"] == mounts["api"]["/config"]
 
 
-def test_clients_wait_for_a_healthy_influxdb(compose: dict[str, Any]) -> None:
+def test_clients_wait_for_a_healthy_influxdb_and_postgresql(compose: dict[str, Any]) -> None:
     svc = services(compose)
     assert svc["influxdb"]["healthcheck"]["test"]
-    for name in ("collector", "api", "grafana"):
-        assert svc[name]["depends_on"] == {"influxdb": {"condition": "service_healthy"}}, name
+    assert svc["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    healthy = {"condition": "service_healthy"}
+    for name in ("collector", "grafana"):
+        assert svc[name]["depends_on"] == {"influxdb": healthy}, name
+    assert svc["api"]["depends_on"] == {"influxdb": healthy, "postgres": healthy}
+
+
+def test_the_api_uses_the_postgres_service_with_its_password_from_the_environment(
+    compose: dict[str, Any],
+) -> None:
+    """The access database URL names the postgres service, its user and database, and no password:
+    the password reaches libpq as PGPASSWORD (a URL would show it in logs and ps)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from access.db import is_url
+    from access.db_postgres import MIN_SERVER_VERSION
+
+    svc = services(compose)
+    pg, api = svc["postgres"]["environment"], svc["api"]["environment"]
+    url = api["HEMS_ACCESS_DB"]
+    assert is_url(url)
+    parts = conninfo_to_dict(url)
+    assert (parts["host"], parts["port"]) == ("postgres", "5432")
+    assert (parts["user"], parts["dbname"]) == (pg["POSTGRES_USER"], pg["POSTGRES_DB"])
+    assert "password" not in parts and pg["POSTGRES_PASSWORD"] not in url
+    assert api["PGPASSWORD"] == pg["POSTGRES_PASSWORD"] == FULL_ENV["HEMS_ACCESS_DB_PASSWORD"]
+    # Every replica reads one key, kept on the api's volume.
+    assert api["HEMS_KEY_FILE"].startswith(api["HEMS_DATA_DIR"] + "/")
+    name, _, tag = svc["postgres"]["image"].partition(":")
+    assert name == "postgres" and int(tag.split(".")[0]) >= MIN_SERVER_VERSION // 10000
 
 
 def test_grafana_gets_every_variable_its_provisioning_reads(compose: dict[str, Any]) -> None:
@@ -450,10 +482,12 @@ def test_every_dashboard_query_runs_and_returns_rows(influxdb: InfluxServer, inf
 
 
 @pytest.mark.influxdb
-def test_the_api_service_command_serves_from_the_real_influxdb(
-    compose: dict[str, Any], influxdb: InfluxServer, tmp_path: Path
+@pytest.mark.postgresql
+def test_the_api_service_command_serves_from_the_real_influxdb_and_postgresql(
+    compose: dict[str, Any], influxdb: InfluxServer, postgres: PgServer, pg_url: str, tmp_path: Path
 ) -> None:
-    """The api container's command and environment, with only the addresses moved to this host."""
+    """The api container's command and environment, with only the addresses (and the key's path)
+    moved to this host: it serves, and keeps its access database in PostgreSQL, not in a file."""
     svc = services(compose)["api"]
     port = free_port()
     command = [str(a) for a in svc["command"]]
@@ -470,6 +504,9 @@ def test_the_api_service_command_serves_from_the_real_influxdb(
         HEMS_INFLUX_ORG=influxdb.org,
         HEMS_INFLUX_BUCKET=influxdb.bucket,
         HEMS_DATA_DIR=str(tmp_path),
+        HEMS_ACCESS_DB=pg_url,
+        PGPASSWORD=postgres.password,
+        HEMS_KEY_FILE=str(tmp_path / "hems.key"),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "hems", *command],
@@ -492,7 +529,13 @@ def test_the_api_service_command_serves_from_the_real_influxdb(
     finally:
         proc.terminate()
         output = proc.communicate(timeout=15)[0]
-    assert "serving on" in output, output
+    assert "serving on" in output and pg_url in output, output
+    assert not (tmp_path / "access.sqlite").exists()
+    import psycopg
+
+    with psycopg.connect(pg_url, password=postgres.password) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM hems_schema")}
+    assert {"relationships", "consent", "tokens", "ledger", "web", "signin", "alerts"} <= names
 
 
 if __name__ == "__main__":  # pragma: no cover - handy for checking a .env by hand
