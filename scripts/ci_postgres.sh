@@ -10,8 +10,11 @@
 # CI=true HEMS_REQUIRE_POSTGRES=1).
 #
 # Lookup: $PG_BIN; else the newest Debian /usr/lib/postgresql/<version>/bin; else `pg_config --bindir`.
-# When none has them and we are root with apt-get, Debian's `postgresql` package is installed (the
-# server binaries land in /usr/lib/postgresql/<version>/bin, not on the PATH).
+# When none has them and apt-get is there, Debian's `postgresql` package is installed (as root, or
+# through `sudo -n` when a non-root user may: nothing prompts for a password).  Its server binaries
+# land in /usr/lib/postgresql/<version>/bin, not on the PATH; recommended extras are left out.  On a
+# machine that runs services the package also starts its own cluster on port 5432, which the tests
+# leave alone.
 set -uo pipefail
 
 unavailable() {
@@ -46,10 +49,20 @@ find_bin() {
 
 if ! bin="$(find_bin)"; then
     command -v apt-get >/dev/null 2>&1 || unavailable "no initdb/postgres found and no apt-get to install them"
-    [ "$(id -u)" = 0 ] || unavailable "no initdb/postgres found; installing Debian's postgresql needs root"
+    as_root=()
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null ||
+            unavailable "no initdb/postgres found; installing Debian's postgresql needs root (or sudo without a password)"
+        as_root=(sudo -n)
+    fi
     echo "ci_postgres: installing Debian's postgresql package" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >&2 ||
-        unavailable "apt-get install postgresql failed"
+    started=$(date +%s)
+    {
+        "${as_root[@]}" apt-get update -qq &&
+            "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends postgresql
+    } >&2 || unavailable "apt-get install postgresql failed"
+    echo "ci_postgres: installed in $(( $(date +%s) - started )) s" >&2
     bin="$(find_bin)" || unavailable "postgresql installed but no /usr/lib/postgresql/*/bin has initdb and postgres"
 fi
 echo "ci_postgres: using $bin ($("$bin/postgres" --version 2>/dev/null))" >&2

@@ -11,6 +11,7 @@ import pytest
 
 from access.clock import to_epoch
 from access.compiler import Policy
+from access.db import AccessDb
 from access.ledger import ProvisionRecord
 from access.request import AccessRequest
 from access.web.home import GROUPS_PER_PAGE, group_records
@@ -23,8 +24,11 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
-    async for e in start_env(tmp_path, store_path, api_policy):
+async def env(
+    tmp_path: Path, store_path: Path, api_policy: Policy, access_db: AccessDb
+) -> AsyncIterator[Env]:
+    """On a SQLite file and on PostgreSQL (``access_db``): the same answers from both."""
+    async for e in start_env(tmp_path, store_path, api_policy, db=access_db):
         for who in ("alice", "bob", "inst1"):
             e.state.web.set_password(who, PASSWORD)
         yield e

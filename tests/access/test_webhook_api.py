@@ -10,6 +10,7 @@ import pytest
 from access.alerts import sign, verify
 from access.api.maintenance import WEBHOOKS
 from access.compiler import Policy
+from access.db import AccessDb
 from access.tokens import TokenStore
 from tests.access.api_world import NOW, Env, api_policy, start_env, store_path
 
@@ -18,8 +19,11 @@ URL = "/api/v1/alerts/webhook"
 
 
 @pytest.fixture
-async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
-    async for e in start_env(tmp_path, store_path, api_policy):
+async def env(
+    tmp_path: Path, store_path: Path, api_policy: Policy, access_db: AccessDb
+) -> AsyncIterator[Env]:
+    """On a SQLite file and on PostgreSQL (``access_db``): the same answers from both."""
+    async for e in start_env(tmp_path, store_path, api_policy, db=access_db):
         yield e
 
 
