@@ -71,7 +71,8 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 _PURPOSE_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")  # '<document>.<purpose>' as in seeds/
 
-_TABLES = (
+# The tables of this store (its change counter covers them all).
+TABLES = (
     "households",
     "principals",
     "principal_purposes",
@@ -176,7 +177,7 @@ class RelationshipStore:
             where,
             _SCHEMA,
             name="relationships",
-            counters={"relationships": _TABLES},
+            counters={"relationships": TABLES},
             synchronous="NORMAL",
             foreign_keys=True,
         )
