@@ -156,6 +156,7 @@ class Authorizer:
         else:
             self._external = None
         self._snap: Snapshot | None = None
+        self._relationship_facts: tuple[tuple[int, int], Facts] | None = None
         self._clauses = {c.id: c for c in policy.seeds.clauses}
         self._static_lines = _static_lines(policy)
 
@@ -186,9 +187,22 @@ class Authorizer:
         if self._fixed is not None:
             return self._fixed
         consent = self.consent
-        return self.relationships.facts().with_consent(
+        return self._relationships_facts().with_consent(
             tuple(consent.suspensions()), tuple(consent.completed_erasures())
         )
+
+    def _relationships_facts(self) -> Facts:
+        """The relationship store's facts, read again only when its tables changed (this process's
+        writes or any connection's): a suspension or an erasure then rebuilds the snapshot without
+        reading every household's relationships, most of a rebuild in a fleet of homes, so it reaches
+        every replica's decisions within the second they promise.  The version is read before the
+        facts, so a change landing in between is read again next time, never missed."""
+        rel = self.relationships
+        version = (rel.generation, rel.data_version())
+        kept = self._relationship_facts
+        if kept is None or kept[0] != version:
+            kept = self._relationship_facts = (version, rel.facts())
+        return kept[1]
 
     def snapshot(self, at: float | None = None) -> Snapshot:
         """The snapshot valid at ``at``, rebuilt when it expires, when this process wrote to the stores,

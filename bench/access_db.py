@@ -142,7 +142,8 @@ def rebuild_ms(db: AccessDb, policy: Policy, now: float, rounds: int = 3) -> flo
     authz = Authorizer(policy, rel, consent)
     times = []
     for _ in range(rounds):
-        authz._snap = None
+        authz._snap = None  # as after a relationship change: every household's relationships read again
+        authz._relationship_facts = None
         t0 = time.perf_counter()
         authz.snapshot(now)
         times.append(time.perf_counter() - t0)

@@ -11,6 +11,7 @@ from access.compiler import compile_seeds
 from access.consent import ConsentStore
 from access.decision import Authorizer
 from access.relationships import RelationshipError, RelationshipStore
+from access.world import Facts
 from seeds.loader import load_seeds
 from tests.access.conftest import PV, T, World, ask, within
 
@@ -146,6 +147,31 @@ def test_writes_by_another_process_are_noticed(world: World) -> None:
     other_consent.suspend("h2", "provision", at=T - 5)
     other_consent.close()
     assert within(1.0, lambda: not allowed()) is not None
+
+
+def test_a_consent_change_rebuilds_without_reading_the_relationships_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A suspension reaches the decisions without re-reading every household's relationships (most of
+    a rebuild); a relationship change by another connection is still read again."""
+    reads: list[int] = []
+    read_facts = world.rel.facts
+
+    def counted() -> Facts:
+        reads.append(1)
+        return read_facts()
+
+    monkeypatch.setattr(world.rel, "facts", counted)
+    authz = Authorizer(world.policy, world.rel, world.consent, poll_seconds=0.0)
+    assert authz.decide(ask("inst1", "h1", "pv", "read", PV), at=T).allowed and len(reads) == 1
+    world.consent.suspend("h1", "provision", at=T - 5)
+    assert not authz.decide(ask("inst1", "h1", "pv", "read", PV), at=T).allowed
+    assert len(reads) == 1
+    other = RelationshipStore(world.path)
+    other.link("inst1", "h2", "installer", since=T - 10)
+    other.close()
+    assert within(1.0, lambda: authz.decide(ask("inst1", "h2", "pv", "read", PV), at=T).allowed) is not None
+    assert len(reads) == 2
 
 
 def test_a_supply_point_has_one_retailer_at_a_time(world: World) -> None:
