@@ -91,6 +91,7 @@ def live_writer(store_path: str, homes: int, stats_path: str) -> None:
     """A running pipeline (``python -m bench.api --live-writer``): every second one reading of each
     home's inverter and meter, submitted through ``Pipeline.submit`` into the store, until SIGTERM."""
     from hems.loop import run, stop_on_signals
+
     from pipeline.writer import Pipeline
 
     async def go() -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
+from pipeline import minute_rollup
 from pipeline.config import PipelineConfig
 from pipeline.query import TEXT_FIELDS, datetime_to_ns
 from pipeline.rollup import DAY_NS, LEVELS, long_partials, raw_floor
@@ -161,6 +162,7 @@ async def run_retention(
                     compute_rollups(conn, level, int(earliest), cutoff)
             cur = conn.execute("DELETE FROM points WHERE ts_ns < ?", (cutoff,))
             report.raw_deleted = cur.rowcount
+            minute_rollup.delete_below(conn, cutoff)
             _meta_set(conn, "raw_floor_ns", cutoff)
         hourly_cut = now_ns - policy.hourly_days * DAY_NS
         deleted = conn.execute(

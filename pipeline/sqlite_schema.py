@@ -25,10 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from pipeline import minute_rollup, series_changes
 from pipeline.errors import SchemaError
 from seeds.vocabulary import STORED_FIELDS, field_type
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Column order is fixed for a fresh file (the field table's order); files made earlier get new columns
 # appended, which is why nothing may rely on column positions.
@@ -65,8 +66,19 @@ def _v1_tables(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
+def _v2_minute_rollups(conn: sqlite3.Connection) -> None:
+    """1 -> 2: minute rollups kept at ingest (summarising every point already stored) and the per-series
+    change log (``pipeline.minute_rollup``, ``pipeline.series_changes``)."""
+    conn.execute(minute_rollup.SCHEMA)
+    conn.execute(series_changes.SCHEMA)
+    present = _columns(conn)
+    if set(KEY_COLUMNS) <= set(present):  # else not a hems store: ``ensure_schema`` says so next
+        minute_rollup.MinuteRollups(FIELD_COLUMNS).backfill(conn, present)
+    series_changes.record_everything(conn)
+
+
 # Step n brings a file from version n - 1 to n.
-_STEPS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _v1_tables}
+_STEPS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _v1_tables, 2: _v2_minute_rollups}
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

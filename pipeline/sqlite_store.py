@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
@@ -39,9 +40,11 @@ from typing import Any, Final, TypeVar
 
 import polars as pl
 
+from pipeline import minute_rollup, series_changes
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, SchemaError
 from pipeline.frames import raw_result_from_rows, shape_result
+from pipeline.minute_rollup import MINUTE_NS
 from pipeline.points import Point
 from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery, datetime_to_ns
 from pipeline.retention import compute_rollups, retention_loop, retention_policy
@@ -54,6 +57,7 @@ from pipeline.rollup import (
     raw_floor,
     read_rollups,
 )
+from pipeline.series_changes import ChangeLog
 from pipeline.sqlite_schema import FIELD_COLUMNS as FIELD_COLUMNS  # re-exported: the store's columns
 from pipeline.sqlite_schema import ensure_schema, refuse_newer, schema_problem
 from pipeline.store import Store, StoreUnavailable
@@ -87,8 +91,24 @@ def _upsert_sql(cols: tuple[str, ...]) -> str:
     )
 
 
-def _group_rows(points: Sequence[Point]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
-    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+Groups = dict[tuple[str, ...], list[tuple[Any, ...]]]
+
+
+@dataclass
+class _Touched:
+    """What one write did to one series (household, measurement): for the change log and rollups."""
+
+    lo: int
+    hi: int
+    fields: set[str]
+    minutes: set[int]
+
+
+def _group_rows(points: Sequence[Point]) -> tuple[Groups, dict[tuple[str, str], _Touched]]:
+    """Rows grouped by the fields they carry (one upsert statement each), and per series what the
+    write touches (time range, fields, minutes)."""
+    groups: Groups = {}
+    touched: dict[tuple[str, str], _Touched] = {}
     for p in points:
         names = tuple(p.fields)
         for name in names:
@@ -96,15 +116,25 @@ def _group_rows(points: Sequence[Point]) -> dict[tuple[str, ...], list[tuple[Any
                 raise UnknownFieldError(f"point {p.key} has unknown field {name!r}")
         cols = tuple(sorted(names, key=_COL_INDEX.__getitem__))
         vals = [p.fields[c] for c in cols]
-        row = (p.household, p.measurement, p.ts_ns, p.device, p.source, *vals)
+        ts = p.ts_ns
+        row = (p.household, p.measurement, ts, p.device, p.source, *vals)
         bucket = groups.get(cols)
         if bucket is None:
             groups[cols] = [row]
         else:
             bucket.append(row)
+        series = (p.household, p.measurement)
+        t = touched.get(series)
+        if t is None:
+            touched[series] = _Touched(ts, ts, set(cols), {ts - ts % MINUTE_NS})
+        else:
+            t.lo = min(t.lo, ts)
+            t.hi = max(t.hi, ts)
+            t.fields.update(cols)
+            t.minutes.add(ts - ts % MINUTE_NS)
     for rows in groups.values():
         rows.sort(key=_KEY_ORDER)  # B-tree inserts in key order touch each page once
-    return groups
+    return groups, touched
 
 
 class SQLiteStore:
@@ -132,9 +162,11 @@ class SQLiteStore:
         self._all_conns: list[sqlite3.Connection] = []
         self._version_conn: sqlite3.Connection | None = None
         self.version_poll_s = version_poll_s
-        self._version = 0  # see data_version
+        self.changes = ChangeLog()  # see data_version
         self._pragma: int | None = None
         self._version_polled = -math.inf
+        self._minutes = minute_rollup.MinuteRollups(FIELD_COLUMNS)
+        self._writes = 0
         self._closed = False
 
     # -- connection handling (runs on the store's threads) -------------------------------------------
@@ -208,7 +240,7 @@ class SQLiteStore:
         self._drop_conn()
         return StoreUnavailable(f"{what}: {exc}")
 
-    def _write_sync(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> None:
+    def _write_sync(self, groups: Groups, touched: dict[tuple[str, str], _Touched]) -> None:
         self._check_file()
         conn = self._conn()
         try:
@@ -216,6 +248,12 @@ class SQLiteStore:
             try:
                 for cols, rows in groups.items():
                     conn.executemany(_upsert_sql(cols), rows)
+                # Same transaction: a reader never sees points without their rollups and change rows.
+                self._minutes.refresh(conn, {k: (t.minutes, frozenset(t.fields)) for k, t in touched.items()})
+                series_changes.record(conn, ((h, m, t.lo, t.hi) for (h, m), t in touched.items()))
+                self._writes += 1
+                if self._writes % series_changes.PRUNE_EVERY == 0:
+                    series_changes.prune(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -262,8 +300,10 @@ class SQLiteStore:
         conn = self._conn()
         try:
             every_ns = q.every_ns
+            floor = raw_floor(conn) if every_ns is not None else None
+            if minute_rollup.serves(q) and (floor is None or floor <= q.start_ns):
+                return minute_rollup.windows(conn, q)
             level = level_for(every_ns) if every_ns is not None else None
-            floor = raw_floor(conn) if level is not None else None
             if every_ns is not None and level is not None and floor is not None and floor > q.start_ns:
                 return self._query_with_rollups(conn, q, every_ns, level, floor)
             if every_ns is None:
@@ -295,10 +335,10 @@ class SQLiteStore:
             raise StoreUnavailable("store is closed")
         if not points:
             return
-        groups = _group_rows(points)
+        groups, touched = _group_rows(points)
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._writer, self._write_sync, groups)
+            await loop.run_in_executor(self._writer, self._write_sync, groups, touched)
         finally:
             self._version_polled = -math.inf  # own commit: next data_version() asks SQLite at once
 
@@ -310,28 +350,19 @@ class SQLiteStore:
 
     def data_version(self) -> int | None:
         """A number that moves whenever the stored data changes: at once for writes through this object,
-        and within ``version_poll_s`` for commits by any other connection or process.
+        and within ``version_poll_s`` for commits by any other connection or process.  What changed, per
+        series, is then told by ``changed_since``.
 
         It lets the API reuse a rendered answer as long as the data under it is unchanged.  Called on
-        the event loop for every data request, so SQLite's ``PRAGMA data_version`` (a lock round trip
-        on the shared-memory index, and a wait for the GIL after it) is asked at most every
-        ``version_poll_s``.  ``None`` (nothing to key a cache on) before the file exists or when it
-        cannot be read; callers then simply do not reuse anything."""
+        the event loop for every data request, so SQLite (``PRAGMA data_version`` and the change log,
+        a lock round trip on the shared-memory index, and a wait for the GIL after it) is asked at most
+        every ``version_poll_s``.  ``None`` (nothing to key a cache on) before the file exists or when
+        it cannot be read; callers then simply do not reuse anything."""
         if self._closed:
             return None
         now = time.monotonic()
         if now - self._version_polled < self.version_poll_s:
-            return self._version
-        pragma = self._pragma_data_version()
-        if pragma is None:
-            return None
-        self._version_polled = now
-        if pragma != self._pragma:
-            self._pragma = pragma
-            self._version += 1
-        return self._version
-
-    def _pragma_data_version(self) -> int | None:
+            return self.changes.version
         conn = self._version_conn
         try:
             if conn is None:
@@ -342,10 +373,21 @@ class SQLiteStore:
                 with self._id_lock:
                     self._all_conns.append(conn)
                 self._version_conn = conn
-            row = conn.execute("PRAGMA data_version").fetchone()
+            self._pragma = self.changes.poll(conn, self._pragma)
         except sqlite3.Error:
+            self._pragma = None  # the next successful poll treats everything as changed
+            with contextlib.suppress(sqlite3.Error):
+                if conn is not None and conn.in_transaction:
+                    conn.execute("ROLLBACK")
             return None
-        return int(row[0])
+        self._version_polled = now
+        return self.changes.version
+
+    def changed_since(self, version: int, q: SeriesQuery) -> bool:
+        """Whether the answer to ``q`` may differ from the one read at ``data_version() == version``
+        (as of the last ``data_version()`` call): a write touched one of its households' series of its
+        category within ``[start, stop)``, or the store cannot tell."""
+        return self.changes.changed_since(version, q.households, q.category, q.start_ns, q.stop_ns)
 
     async def open(self) -> None:
         """Create or migrate the file now (``SchemaError`` for one from a newer release)."""
@@ -426,6 +468,7 @@ class SQLiteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = fn(conn)
+                    series_changes.record_everything(conn)  # ``fn`` may have changed any answer
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
@@ -439,7 +482,7 @@ class SQLiteStore:
             return await loop.run_in_executor(self._writer, job)
         finally:
             # Whatever happened, answers rendered before may no longer hold: the next data_version()
-            # asks SQLite at once (a commit moves PRAGMA data_version, so it counts exactly once).
+            # asks SQLite at once.
             self._version_polled = -math.inf
 
     async def close(self) -> None:

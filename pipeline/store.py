@@ -7,7 +7,7 @@ exception (a bug, bad data or a schema that does not fit, which must not be retr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import polars as pl
@@ -58,3 +58,23 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class TracksChanges(Protocol):
+    """A store that can tell *which* answers a write may have changed (``SQLiteStore``), so a reader
+    caching answers keeps those no write touched."""
+
+    def changed_since(self, version: int, q: SeriesQuery) -> bool:
+        """Cheap, synchronous: whether the answer to ``q`` may differ from the one read when
+        ``data_version()`` was ``version`` (as of the last ``data_version()`` call).  False only when
+        no write since touched ``q``'s households' series of its category within its window."""
+        ...
+
+
+def change_oracle(store: Store) -> Callable[[int, SeriesQuery], bool]:
+    """``(version, query) -> may the answer have changed since?`` for ``store``: its own
+    ``changed_since`` when it tracks changes, else any new ``data_version()`` changes every answer."""
+    if isinstance(store, TracksChanges):
+        return store.changed_since
+    return lambda version, q: store.data_version() != version

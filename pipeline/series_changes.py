@@ -1,0 +1,154 @@
+"""Which series each write touched, so a reader can tell whether an answer it made still holds.
+
+SQLite's ``PRAGMA data_version`` only says that *something* changed.  With collectors writing every
+second, that is always true, and an answer cache keyed on it is flushed every second for every home.
+So every write transaction of ``SQLiteStore`` also appends one row per (household, measurement) it
+touched to ``series_changes``, with the time range of the points it wrote, in the same transaction as
+the points: a reader never sees the points without the row, nor the row without the points.
+
+A reader (the API's page cache, in any process on the host) polls the rows it has not seen yet into a
+``ChangeLog`` and asks ``changed_since(version, query)``: could the answer to ``query`` made at
+``version`` differ now?  It answers yes whenever it cannot be sure: a commit that logged no row (a
+writer that does not keep this log, such as the sqlite3 shell), a maintenance job (``run_write``
+logs a row that covers everything), rows pruned before the reader saw them, or a series whose recent
+history was forgotten.
+
+The log is pruned by the writer to the last ``KEEP_ROWS`` rows, minutes of history at fleet rates;
+a reader that falls further behind than that starts afresh (its cache is emptied, nothing is served
+stale).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS series_changes (seq INTEGER PRIMARY KEY, household TEXT NOT NULL, "
+    "measurement TEXT NOT NULL, lo_ns INTEGER NOT NULL, hi_ns INTEGER NOT NULL)"
+)
+EVERYTHING: Final = "*"  # a household no valid id can equal (ids are [A-Za-z0-9_.-])
+KEEP_ROWS: Final = 100_000
+PRUNE_EVERY: Final = 1000  # transactions between prunes
+PER_SERIES: Final = 16  # changes remembered per series; older ones make its pages stale
+
+Span = tuple[str, str, int, int]  # household, measurement, lowest and highest ts_ns written
+
+
+def record(conn: sqlite3.Connection, spans: Iterable[Span]) -> None:
+    """Append the spans of one write (call inside its transaction)."""
+    conn.executemany(
+        "INSERT INTO series_changes (household, measurement, lo_ns, hi_ns) VALUES (?, ?, ?, ?)", spans
+    )
+
+
+def record_everything(conn: sqlite3.Connection) -> None:
+    """A change that may touch any series at any time (maintenance: retention, rollups)."""
+    record(conn, [(EVERYTHING, EVERYTHING, -(2**63), 2**63 - 1)])
+
+
+def prune(conn: sqlite3.Connection) -> None:
+    """Forget all but the last ``KEEP_ROWS`` rows (the newest row always stays, so ``seq`` keeps growing)."""
+    conn.execute(
+        "DELETE FROM series_changes WHERE seq <= (SELECT max(seq) FROM series_changes) - ?", (KEEP_ROWS,)
+    )
+
+
+@dataclass
+class _History:
+    changes: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=PER_SERIES))
+    forgotten: int = 0  # versions up to this one may have changed anything in the series
+    last: int = 0
+
+
+class ChangeLog:
+    """A reader's view of the log.  ``version`` grows by one for each poll that found changes; a page
+    made while ``version`` was v is still current when ``changed_since(v, ...)`` is false."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.seen_seq: int | None = None  # last row applied; None until the first poll
+        self._everything_at = 0
+        self._series: dict[tuple[str, str], _History] = {}
+
+    def everything(self) -> None:
+        self.version += 1
+        self._everything_at = self.version
+        self._series.clear()
+
+    def poll(self, conn: sqlite3.Connection, last_data_version: int | None) -> int:
+        """Apply what was committed since the last poll; returns SQLite's ``data_version`` for the
+        next call.  The rows and ``data_version`` are read in one read transaction, so they describe
+        the same snapshot (a commit that logged nothing is then told apart from one that did)."""
+        conn.execute("BEGIN")
+        try:
+            data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            if data_version == last_data_version:
+                return data_version
+            if self.seen_seq is None:
+                self.seen_seq = int(
+                    conn.execute("SELECT coalesce(max(seq), 0) FROM series_changes").fetchone()[0]
+                )
+                return data_version
+            rows = conn.execute(
+                "SELECT seq, household, measurement, lo_ns, hi_ns FROM series_changes "
+                "WHERE seq > ? ORDER BY seq",
+                (self.seen_seq,),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        if last_data_version is None:
+            self.everything()  # the first poll after an error: whatever happened meanwhile
+        if not rows or rows[0][0] != self.seen_seq + 1:
+            self.everything()  # a commit without a row (a foreign writer), or rows pruned unseen
+        else:
+            self.apply((household, measurement, lo, hi) for _, household, measurement, lo, hi in rows)
+        if rows:
+            self.seen_seq = int(rows[-1][0])
+        return data_version
+
+    def apply(self, spans: Iterable[Span]) -> None:
+        self.version += 1
+        version = self.version
+        for household, measurement, lo, hi in spans:
+            if household == EVERYTHING:
+                self.everything()
+                version = self.version
+                continue
+            key = (household, measurement)
+            history = self._series.get(key)
+            if history is None:
+                history = self._series[key] = _History()
+            changes = history.changes
+            if history.last == version:  # a second span of the same series in one poll: widen it
+                _, old_lo, old_hi = changes[-1]
+                changes[-1] = (version, min(lo, old_lo), max(hi, old_hi))
+                continue
+            if len(changes) == PER_SERIES:
+                history.forgotten = changes[0][0]
+            changes.append((version, lo, hi))
+            history.last = version
+
+    def changed_since(
+        self, version: int, households: Iterable[str], measurement: str, start_ns: int, stop_ns: int
+    ) -> bool:
+        """Whether a point of ``households`` x ``measurement`` with ``start_ns <= ts < stop_ns`` may
+        have been written after ``version`` (as far as the last poll knows)."""
+        if version < self._everything_at:
+            return True
+        series = self._series
+        for household in households:
+            history = series.get((household, measurement))
+            if history is None or history.last <= version:
+                continue
+            if history.forgotten > version:
+                return True
+            for changed_at, lo, hi in reversed(history.changes):
+                if changed_at <= version:
+                    break
+                if lo < stop_ns and hi >= start_ns:
+                    return True
+        return False
