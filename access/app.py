@@ -49,7 +49,7 @@ from access.signin_throttle import SignInLimits, SignInThrottle
 from access.tariff import Tariff
 from access.tokens import TokenStore
 from access.web.errors import error_page, wants_page
-from pipeline.store import Store
+from pipeline.store import Store, change_oracle
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -193,7 +193,7 @@ def make_app(
         secure_cookies=secure_cookies,
         collector_health=collector_health,
         pipeline_stats=pipeline_stats,
-        pages=PageCache(page_cache_bytes),
+        pages=PageCache(page_cache_bytes, change_oracle(store)),
         signin=SignIn(web_auth, SignInThrottle(path, signin_limits), derive(server_key, "signin-name")),
         cursors=CursorCodec(server_key),
         trust_forwarded=trust_forwarded,

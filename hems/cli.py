@@ -9,6 +9,7 @@ use) becomes one line and exit status 2, never a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +28,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "access": ("access.cli", "the access database: migrate from SQLite to PostgreSQL"),
 }
 
+# Environment a subcommand's process wants before its modules load (they cannot set it themselves:
+# reading it happens at import).  ``serve``: each worker process is one core's worth of requests, and
+# a page is too small for polars' thread pool to pay for its hand-offs (measured: bench/api.py).
+ENVIRONMENT: dict[str, dict[str, str]] = {"serve": {"POLARS_MAX_THREADS": "1"}}
+
 
 def _usage() -> str:
     lines = ["usage: hems <command> [options]", "", "commands:"]
@@ -44,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"hems: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    for key, value in ENVIRONMENT.get(name, {}).items():
+        os.environ.setdefault(key, value)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     # access.cli serves several top-level commands; it receives the command name first.
     forwarded = [name, *rest] if SUBCOMMANDS[name][0] == "access.cli" else rest

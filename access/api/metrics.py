@@ -122,6 +122,7 @@ class Metrics:
                 ("hems_page_cache_hits", "Data pages answered from the page cache.", st.hits),
                 ("hems_page_cache_misses", "Data pages queried and rendered (then cached).", st.misses),
                 ("hems_page_cache_shared", "Requests that waited for a page being made.", st.shared),
+                ("hems_page_cache_stale", "Cached pages dropped because a write touched them.", st.stale),
                 (
                     "hems_page_cache_uncacheable",
                     "Pages rendered uncached (store has no version).",

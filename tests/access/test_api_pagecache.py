@@ -14,6 +14,8 @@ from access.api.pagecache import Page, PageCache
 from access.api.params import accepts_gzip
 from access.compiler import Policy
 from pipeline.points import Point
+from pipeline.query import SeriesQuery
+from pipeline.series_changes import ChangeLog
 from pipeline.sqlite_store import SQLiteStore
 from tests.access.api_world import (
     DAY,
@@ -38,6 +40,7 @@ async def own_store(tmp_path: Path) -> Path:
     path = tmp_path / "series.sqlite"
     store = SQLiteStore(path)
     await store.write(readings("h1", 288))
+    await store.write(readings("h2", 288))
     await store.close()
     return path
 
@@ -48,9 +51,45 @@ async def env(tmp_path: Path, own_store: Path, api_policy: Policy) -> AsyncItera
         yield e
 
 
-async def _get(env: Env, who: str, purpose: str, **extra: str) -> tuple[int, dict[str, object]]:
-    r = await env.client.get(URL, params={**Q, "purpose": purpose, **extra}, headers=env.auth(who))
+async def _get(
+    env: Env, who: str, purpose: str, url: str = URL, **extra: str
+) -> tuple[int, dict[str, object]]:
+    r = await env.client.get(url, params={**Q, "purpose": purpose, **extra}, headers=env.auth(who))
     return r.status, await r.json()
+
+
+async def _write_elsewhere(env: Env, *points: Point) -> None:
+    """A commit by another connection, as the collector's process makes."""
+    writer = SQLiteStore(env.store.path)
+    await writer.write(list(points))
+    await writer.close()
+
+
+async def test_a_write_to_one_household_drops_its_page_and_keeps_the_others(env: Env) -> None:
+    env.store.version_poll_s = 0  # see another process's commit at once (default: within 50 ms)
+    url_h2 = SERIES.format(hh="h2", cat="pv")
+    _, a_before = await _get(env, "alice", OWN)
+    _, b_before = await _get(env, "bob", OWN, url_h2)
+    queries = env.state.metrics.store_seconds.n
+    noon = int((DAY + timedelta(hours=12)).timestamp()) * 1_000_000_000
+    await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", noon, {"power_w": 123456.0}))
+    _, b_after = await _get(env, "bob", OWN, url_h2)
+    assert b_after == b_before and env.state.metrics.store_seconds.n == queries  # h2's page: kept
+    _, a_after = await _get(env, "alice", OWN)
+    assert env.state.metrics.store_seconds.n == queries + 1  # h1's page: made again
+    cols_before, cols_after = a_before["columns"], a_after["columns"]
+    assert isinstance(cols_before, dict) and isinstance(cols_after, dict)
+    i = cols_after["time"].index("2026-06-01T12:00:00.000Z")
+    assert cols_after["power_w"][i] > 10_000 > cols_before["power_w"][i]
+    # The same household's readings on another day or in another category leave this page alone.
+    await _write_elsewhere(
+        env,
+        Point("pv", "h1", "inv1", "modbus", noon - 2 * 86_400 * 1_000_000_000, {"power_w": 1.0}),
+        Point("electricity", "h1", "meter", "echonet", noon, {"power_w": 1.0}),
+    )
+    _, a_again = await _get(env, "alice", OWN)
+    assert a_again == a_after and env.state.metrics.store_seconds.n == queries + 1
+    assert env.state.pages.stats.stale >= 1
 
 
 async def test_repeat_is_served_from_the_cache_with_the_same_rows(env: Env) -> None:
@@ -174,51 +213,125 @@ def test_accept_encoding_is_read_per_the_rfc(header: str | None, expected: bool)
 
 
 # -- PageCache on its own -------------------------------------------------------------------------------
+# The store's change log (real ``ChangeLog``) tells the cache what changed; writes are applied to it as a
+# poll of the store would.
+FOOT_A = SeriesQuery(("A",), "pv", ("power_w",), DAY, DAY + timedelta(days=1), timedelta(minutes=1))
+FOOT_B = SeriesQuery(("B",), "pv", ("power_w",), DAY, DAY + timedelta(days=1), timedelta(minutes=1))
+NOON_NS = int((DAY + timedelta(hours=12)).timestamp()) * 1_000_000_000
+
+
+def _cache(max_bytes: int = 1000) -> tuple[PageCache, ChangeLog]:
+    log = ChangeLog()
+    return PageCache(max_bytes, lambda v, q: log.changed_since(v, q.households, q.category, q.start_ns,
+                                                               q.stop_ns)), log  # fmt: skip
+
+
 def _page(n: int, size: int = 10) -> Page:
     return Page(bytes([n % 256]) * size, n, None)
 
 
-async def test_lru_by_bytes_and_a_new_version_drops_the_old_pages() -> None:
-    cache = PageCache(max_bytes=25)
+def _maker(made: list[str], key: str, n: int) -> Callable[[], Awaitable[Page]]:
+    async def make() -> Page:
+        made.append(key)
+        return _page(n)
+
+    return make
+
+
+async def test_lru_by_bytes() -> None:
+    cache, log = _cache(max_bytes=25)
     made: list[str] = []
-
-    def maker(key: str, n: int) -> object:
-        async def make() -> Page:
-            made.append(key)
-            return _page(n)
-
-        return make
-
-    await cache.get(1, "a", maker("a", 1))  # type: ignore[arg-type]
-    await cache.get(1, "b", maker("b", 2))  # type: ignore[arg-type]
-    await cache.get(1, "a", maker("a", 1))  # type: ignore[arg-type]  # a is now most recent
-    await cache.get(1, "c", maker("c", 3))  # type: ignore[arg-type]  # 30 bytes > 25: b goes
+    v = log.version
+    await cache.get(v, "a", FOOT_A, _maker(made, "a", 1))
+    await cache.get(v, "b", FOOT_A, _maker(made, "b", 2))
+    await cache.get(v, "a", FOOT_A, _maker(made, "a", 1))  # a is now most recent
+    await cache.get(v, "c", FOOT_A, _maker(made, "c", 3))  # 30 bytes > 25: b goes
     assert made == ["a", "b", "c"] and cache.bytes == 20 and len(cache) == 2
-    await cache.get(1, "b", maker("b", 2))  # type: ignore[arg-type]
+    await cache.get(v, "b", FOOT_A, _maker(made, "b", 2))
     assert made[-1] == "b"
-    await cache.get(2, "a", maker("a", 1))  # type: ignore[arg-type]  # new data version
-    assert made[-1] == "a" and len(cache) == 1
 
 
-async def test_a_late_request_of_an_older_version_evicts_nothing() -> None:
-    cache = PageCache(max_bytes=1000)
+async def test_a_write_drops_only_the_pages_it_touches() -> None:
+    """A write to household A at noon: A's page of that day is made again; B's page, A's page of
+    another category and A's page of another day are still served."""
+    cache, log = _cache()
+    made: list[str] = []
+    a_pv, b_pv = FOOT_A, FOOT_B
+    a_grid = SeriesQuery(("A",), "electricity", ("power_w",), DAY, DAY + timedelta(days=1))
+    a_before = SeriesQuery(("A",), "pv", ("power_w",), DAY - timedelta(days=1), DAY)
+    pages = {"a": a_pv, "b": b_pv, "a_grid": a_grid, "a_before": a_before}
+    v = log.version
+    for key, foot in pages.items():
+        await cache.get(v, key, foot, _maker(made, key, 1))
+    log.apply([("A", "pv", NOON_NS, NOON_NS)])
+    v = log.version
+    for key, foot in pages.items():
+        await cache.get(v, key, foot, _maker(made, key, 1))
+    assert made[4:] == ["a"] and cache.stats.stale == 1 and cache.stats.hits == 3
+    await cache.get(v, "a", a_pv, _maker(made, "a", 1))  # the new page is current
+    assert made[4:] == ["a"]
+
+
+async def test_a_write_while_a_page_is_made_makes_it_stale() -> None:
+    """The version is read before the query: a write that lands during it is newer than the page."""
+    cache, log = _cache()
+    gate = asyncio.Event()
     made: list[int] = []
+    v = log.version
 
-    def maker(v: int) -> Callable[[], Awaitable[Page]]:
-        async def make() -> Page:
-            made.append(v)
-            return _page(v)
+    async def slow() -> Page:
+        made.append(v)
+        await gate.wait()
+        return _page(1)
 
-        return make
+    first = asyncio.ensure_future(cache.get(v, "a", FOOT_A, slow))
+    await asyncio.sleep(0)
+    log.apply([("A", "pv", NOON_NS, NOON_NS)])  # committed while the query ran
+    gate.set()
+    await first
+    later: list[str] = []
+    await cache.get(log.version, "a", FOOT_A, _maker(later, "a", 2))
+    assert later == ["a"]  # not the page made before the write was seen
 
-    await cache.get(5, "k", maker(5))
-    assert (await cache.get(4, "k", maker(4))).count == 4  # made for it alone
-    assert (await cache.get(5, "k", maker(5))).count == 5 and made == [5, 4]  # 5's page still there
-    assert cache.stats.uncacheable == 1
+
+async def test_a_computation_made_stale_is_not_shared() -> None:
+    cache, log = _cache()
+    gate = asyncio.Event()
+
+    async def old() -> Page:
+        await gate.wait()
+        return _page(1)
+
+    first = asyncio.ensure_future(cache.get(log.version, "a", FOOT_A, old))
+    await asyncio.sleep(0)
+    log.apply([("A", "pv", NOON_NS, NOON_NS)])
+    second = await cache.get(log.version, "a", FOOT_A, _maker([], "a", 2))
+    assert second.count == 2 and cache.stats.shared == 0
+    gate.set()
+    assert (await first).count == 1
+    assert (await cache.get(log.version, "a", FOOT_A, _maker([], "a", 3))).count == 2  # newest kept
+
+
+async def test_a_late_request_of_an_older_version_gets_the_current_page() -> None:
+    cache, log = _cache()
+    v_old = log.version
+    log.apply([("B", "pv", NOON_NS, NOON_NS)])
+    made: list[str] = []
+    await cache.get(log.version, "a", FOOT_A, _maker(made, "a", 5))
+    assert (await cache.get(v_old, "a", FOOT_A, _maker(made, "a", 4))).count == 5
+    assert made == ["a"] and len(cache) == 1
+
+
+async def test_no_version_no_reuse() -> None:
+    cache, _ = _cache()
+    made: list[str] = []
+    await cache.get(None, "a", FOOT_A, _maker(made, "a", 1))
+    await cache.get(None, "a", FOOT_A, _maker(made, "a", 1))
+    assert made == ["a", "a"] and cache.stats.uncacheable == 2 and len(cache) == 0
 
 
 async def test_a_failure_reaches_every_waiter_and_is_not_cached() -> None:
-    cache = PageCache(max_bytes=1000)
+    cache, _ = _cache()
     gate = asyncio.Event()
     calls = 0
 
@@ -228,7 +341,7 @@ async def test_a_failure_reaches_every_waiter_and_is_not_cached() -> None:
         await gate.wait()
         raise RuntimeError("store down")
 
-    waiters = [asyncio.ensure_future(cache.get(1, "k", failing)) for _ in range(5)]
+    waiters = [asyncio.ensure_future(cache.get(1, "k", FOOT_A, failing)) for _ in range(5)]
     await asyncio.sleep(0)
     gate.set()
     results = await asyncio.gather(*waiters, return_exceptions=True)
@@ -237,41 +350,22 @@ async def test_a_failure_reaches_every_waiter_and_is_not_cached() -> None:
     async def ok() -> Page:
         return _page(7)
 
-    assert (await cache.get(1, "k", ok)).count == 7  # tried again, not a cached failure
+    assert (await cache.get(1, "k", FOOT_A, ok)).count == 7  # tried again, not a cached failure
 
 
 async def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
-    cache = PageCache(max_bytes=1000)
+    cache, _ = _cache()
     gate = asyncio.Event()
 
     async def slow() -> Page:
         await gate.wait()
         return _page(3)
 
-    first = asyncio.ensure_future(cache.get(1, "k", slow))
-    second = asyncio.ensure_future(cache.get(1, "k", slow))
+    first = asyncio.ensure_future(cache.get(1, "k", FOOT_A, slow))
+    second = asyncio.ensure_future(cache.get(1, "k", FOOT_A, slow))
     await asyncio.sleep(0)
     first.cancel()
     gate.set()
     assert (await second).count == 3
     with pytest.raises(asyncio.CancelledError):
         await first
-
-
-async def test_no_version_means_no_reuse() -> None:
-    cache = PageCache(max_bytes=1000)
-    calls = 0
-
-    async def make() -> Page:
-        nonlocal calls
-        calls += 1
-        return _page(1)
-
-    await cache.get(None, "k", make)
-    await cache.get(None, "k", make)
-    assert calls == 2 and cache.stats.uncacheable == 2
-
-
-def test_negative_budget_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_bytes"):
-        PageCache(-1)
