@@ -23,7 +23,7 @@ from access.api.energy import TARIFF
 from access.api.maintenance import RULES, WEBHOOKS, alert_loop
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
 from access.api.multiproc import PUBLISH_EVERY_S, SharedMetrics
-from access.api.pagecache import PageCache
+from access.api.pagecache import PageCache, SharedPages
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.api.routes import add_routes
@@ -49,7 +49,7 @@ from access.signin_throttle import SignInLimits, SignInThrottle
 from access.tariff import Tariff
 from access.tokens import TokenStore
 from access.web.errors import error_page, wants_page
-from pipeline.store import Store, change_oracle
+from pipeline.store import Store, change_log_position, change_oracle
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -152,6 +152,7 @@ def make_app(
     tariff: Tariff | None = None,
     metrics_dir: Path | None = None,
     key_file: Path | None = None,
+    shared_pages: Path | None = None,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
@@ -166,7 +167,8 @@ def make_app(
     so does a key other than the one the ledger was sealed with.
     ``tariff`` prices the homeowner's energy (``[tariff]`` of the configuration; default: its defaults);
     ``metrics_dir``: the directory the workers of one service share, so ``/metrics`` sees them all
-    (``access.api.multiproc``; ``hems serve --workers N`` makes it)."""
+    (``access.api.multiproc``; ``hems serve --workers N`` makes it);
+    ``shared_pages``: a file through which the processes of one server hand each other pages."""
     if policy is None:
         from seeds.loader import load_seeds
 
@@ -180,6 +182,8 @@ def make_app(
     the_ledger.seal()
     server_key = load_key(key)
     web_auth = WebAuth(path)
+    last_change = change_log_position(store)
+    shared = SharedPages(shared_pages) if shared_pages is not None and last_change is not None else None
     state = AppState(
         store=store,
         authz=Authorizer(policy, relationships, consent),
@@ -193,7 +197,7 @@ def make_app(
         secure_cookies=secure_cookies,
         collector_health=collector_health,
         pipeline_stats=pipeline_stats,
-        pages=PageCache(page_cache_bytes, change_oracle(store)),
+        pages=PageCache(page_cache_bytes, change_oracle(store), shared, last_change),
         signin=SignIn(web_auth, SignInThrottle(path, signin_limits), derive(server_key, "signin-name")),
         cursors=CursorCodec(server_key),
         trust_forwarded=trust_forwarded,
@@ -252,6 +256,8 @@ def make_app(
         state.web.close()
         state.budgets.close()
         hooks.close()
+        if shared is not None:
+            shared.close()
         if own_ledger:
             the_ledger.close()
 

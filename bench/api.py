@@ -90,8 +90,7 @@ def history(household: str, k: int, start: datetime, stop: datetime) -> Iterator
 def live_writer(store_path: str, homes: int, stats_path: str) -> None:
     """A running pipeline (``python -m bench.api --live-writer``): every second one reading of each
     home's inverter and meter, submitted through ``Pipeline.submit`` into the store, until SIGTERM."""
-    from hems.loop import run, stop_on_signals
-
+    from common.loop import run, stop_on_signals
     from pipeline.writer import Pipeline
 
     async def go() -> None:
@@ -317,7 +316,7 @@ async def _wait_workers(base: str, workers: int) -> None:
     seen: set[str] = set()
     for _ in range(600):
         async with aiohttp.ClientSession() as s, s.get(f"{base}/metrics") as r:
-            m = re.search(r'^hems_api_worker\{pid="(\d+)"\} 1$', await r.text(), re.M)
+            m = re.search(r'^hems_api_worker\{pid="(\d+)"\} 1(\.0)?$', await r.text(), re.M)
             if m:
                 seen.add(m.group(1))
         if len(seen) >= workers:
@@ -425,8 +424,11 @@ def main() -> None:
         finally:
             writer_cpu = cpu_seconds([writer.pid]) - writer_cpu0
             writer_s = time.perf_counter() - writer_t0
+            writer_died = writer.poll() is not None
             _stop(writer)
         readings = json.loads(stats_path.read_text())["readings"] if stats_path.exists() else 0
+        if writer_died or readings < args.homes * 2 * (2 * secs):
+            raise SystemExit(f"the live writer failed ({readings} readings): the live rows are void")
         if not args.only_live:
             with _Server(lambda p: _serve_cmd(p, db, store_path, 64, w), 1, "/readyz") as s:
                 asyncio.run(_wait_workers(s.base, w))

@@ -38,6 +38,8 @@ from hems.errors import KNOWN_ERRORS, UsageError
 from pipeline.store import Store, StoreUnavailable
 
 GC_THRESHOLDS = (50_000, 20, 20)
+# The workers' shared page file: in memory where the system offers a tmpfs for it.
+SHARED_PAGES_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 DEFAULT_PAGE_CACHE_MB = DEFAULT_PAGE_CACHE_BYTES / 2**20
 
 
@@ -162,6 +164,7 @@ async def _run(
         tariff=tariff,
         metrics_dir=metrics_dir,
         key_file=key_file_for(db, data_dir(args.data_dir)),
+        shared_pages=getattr(args, "shared_pages", None),
     )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)
@@ -258,6 +261,11 @@ def serve(argv: Sequence[str]) -> int:
         made_dir = not given
         metrics_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="hems-metrics-"))
         multiproc.prepare(metrics_dir)
+    # Workers hand each other the pages they make (after a write, each would make the same page again).
+    pages_dir = (
+        Path(tempfile.mkdtemp(prefix="hems-pages-", dir=SHARED_PAGES_DIR)) if args.workers > 1 else None
+    )
+    args.shared_pages = pages_dir / "pages.sqlite" if pages_dir is not None else None
     ctx = multiprocessing.get_context("spawn")
     children = [
         ctx.Process(target=_worker, args=(args, db, tariff, metrics_dir), name=f"worker-{i}", daemon=True)
@@ -282,6 +290,8 @@ def serve(argv: Sequence[str]) -> int:
             child.join(timeout=10)
         if made_dir and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if pages_dir is not None:
+            shutil.rmtree(pages_dir, ignore_errors=True)
     return 1 if failed else 0
 
 

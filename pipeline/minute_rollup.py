@@ -193,6 +193,15 @@ def serves(q: SeriesQuery) -> bool:
     return every is not None and every % MINUTE_NS == 0 and not any(f in TEXT_FIELDS for f in q.fields)
 
 
+SMALL_NS: Final = 48 * HOUR_NS
+
+
+def small(q: SeriesQuery) -> bool:
+    """Answered from rollups and at most two days of one home (or one day of two): a few dozen rows,
+    cheap enough to run on the caller's thread."""
+    return serves(q) and (q.stop_ns - q.start_ns) * len(q.households) <= SMALL_NS
+
+
 # The partials each aggregation needs (``n`` always: it tells which minutes have samples).
 _NEEDS: Final[Mapping[str, tuple[str, ...]]] = {
     "mean": ("total",),

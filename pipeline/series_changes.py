@@ -59,63 +59,79 @@ def prune(conn: sqlite3.Connection) -> None:
 
 @dataclass
 class _History:
-    changes: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=PER_SERIES))
+    # (version, seq, lo, hi) of the series' last changes, oldest first
+    changes: deque[tuple[int, int, int, int]] = field(default_factory=lambda: deque(maxlen=PER_SERIES))
     forgotten: int = 0  # versions up to this one may have changed anything in the series
+    forgotten_seq: int = 0  # ... and log rows up to this one
     last: int = 0
 
 
 class ChangeLog:
-    """A reader's view of the log.  ``version`` grows by one for each poll that found changes; a page
-    made while ``version`` was v is still current when ``changed_since(v, ...)`` is false."""
+    """A reader's view of the log.
+
+    ``version`` is local: it grows by one for each poll that found changes; a page made while
+    ``version`` was v is still current when ``changed_since(v, ...)`` is false.  ``last_change`` is
+    global: the log row (``seq``) of the last change under a query's footprint, the same in every
+    process that has read the log that far, so processes can share what they made (it is an upper
+    bound where this reader's knowledge starts: anything older counts as that old)."""
 
     def __init__(self) -> None:
         self.version = 1
         self.seen_seq: int | None = None  # last row applied; None until the first poll
+        self.floor_seq = 0  # rows up to this one are not known one by one
         self._everything_at = 0
         self._series: dict[tuple[str, str], _History] = {}
 
-    def everything(self) -> None:
+    def everything(self, floor_seq: int) -> None:
         self.version += 1
         self._everything_at = self.version
+        self.floor_seq = max(self.floor_seq, floor_seq)
         self._series.clear()
 
     def poll(self, conn: sqlite3.Connection, last_data_version: int | None) -> int:
         """Apply what was committed since the last poll; returns SQLite's ``data_version`` for the
         next call.  The rows and ``data_version`` are read in one read transaction, so they describe
         the same snapshot (a commit that logged nothing is then told apart from one that did)."""
+        select = (
+            "SELECT seq, household, measurement, lo_ns, hi_ns FROM series_changes WHERE seq > ? ORDER BY seq"
+        )
         conn.execute("BEGIN")
         try:
             data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
             if data_version == last_data_version:
                 return data_version
-            if self.seen_seq is None:
-                self.seen_seq = int(
-                    conn.execute("SELECT coalesce(max(seq), 0) FROM series_changes").fetchone()[0]
-                )
-                return data_version
-            rows = conn.execute(
-                "SELECT seq, household, measurement, lo_ns, hi_ns FROM series_changes "
-                "WHERE seq > ? ORDER BY seq",
-                (self.seen_seq,),
-            ).fetchall()
+            first = self.seen_seq is None
+            rows = conn.execute(select, (self.seen_seq or 0,)).fetchall()
         finally:
             conn.execute("COMMIT")
-        if last_data_version is None:
-            self.everything()  # the first poll after an error: whatever happened meanwhile
-        if not rows or rows[0][0] != self.seen_seq + 1:
-            self.everything()  # a commit without a row (a foreign writer), or rows pruned unseen
+        seen = self.seen_seq or 0
+        if first:
+            # The log as it stands is the history before this reader: no page is older than it.
+            self.floor_seq = rows[0][0] - 1 if rows else 0
+            self._apply(rows, self.version)
+        elif not rows or rows[0][0] != seen + 1:
+            # A commit without a row (a writer that keeps no log), or rows pruned before we saw them.
+            self.everything(rows[0][0] - 1 if rows else seen)
+            self.apply(rows)
         else:
-            self.apply((household, measurement, lo, hi) for _, household, measurement, lo, hi in rows)
+            if last_data_version is None:
+                self.everything(seen)  # the first poll after an error: whatever happened meanwhile
+            self.apply(rows)
         if rows:
             self.seen_seq = int(rows[-1][0])
+        elif first:
+            self.seen_seq = 0
         return data_version
 
-    def apply(self, spans: Iterable[Span]) -> None:
+    def apply(self, rows: Iterable[tuple[int, str, str, int, int]]) -> None:
+        """Log rows ``(seq, household, measurement, lo_ns, hi_ns)`` found by one poll."""
         self.version += 1
-        version = self.version
-        for household, measurement, lo, hi in spans:
+        self._apply(rows, self.version)
+
+    def _apply(self, rows: Iterable[tuple[int, str, str, int, int]], version: int) -> None:
+        for seq, household, measurement, lo, hi in rows:
             if household == EVERYTHING:
-                self.everything()
+                self.everything(seq)
                 version = self.version
                 continue
             key = (household, measurement)
@@ -124,12 +140,12 @@ class ChangeLog:
                 history = self._series[key] = _History()
             changes = history.changes
             if history.last == version:  # a second span of the same series in one poll: widen it
-                _, old_lo, old_hi = changes[-1]
-                changes[-1] = (version, min(lo, old_lo), max(hi, old_hi))
+                _, _, old_lo, old_hi = changes[-1]
+                changes[-1] = (version, seq, min(lo, old_lo), max(hi, old_hi))
                 continue
             if len(changes) == PER_SERIES:
-                history.forgotten = changes[0][0]
-            changes.append((version, lo, hi))
+                history.forgotten, history.forgotten_seq = changes[0][0], changes[0][1]
+            changes.append((version, seq, lo, hi))
             history.last = version
 
     def changed_since(
@@ -146,9 +162,26 @@ class ChangeLog:
                 continue
             if history.forgotten > version:
                 return True
-            for changed_at, lo, hi in reversed(history.changes):
+            for changed_at, _, lo, hi in reversed(history.changes):
                 if changed_at <= version:
                     break
                 if lo < stop_ns and hi >= start_ns:
                     return True
         return False
+
+    def last_change(self, households: Iterable[str], measurement: str, start_ns: int, stop_ns: int) -> int:
+        """The log row of the last change that may have touched the footprint (see the class)."""
+        last = self.floor_seq
+        series = self._series
+        for household in households:
+            history = series.get((household, measurement))
+            if history is None:
+                continue
+            last = max(last, history.forgotten_seq)
+            for _, seq, lo, hi in reversed(history.changes):
+                if seq <= last:
+                    break
+                if lo < stop_ns and hi >= start_ns:
+                    last = seq
+                    break
+        return last

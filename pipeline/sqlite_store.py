@@ -345,6 +345,10 @@ class SQLiteStore:
     async def query(self, q: SeriesQuery) -> pl.DataFrame:
         if self._closed:
             raise StoreUnavailable("store is closed")
+        if minute_rollup.small(q):
+            # About a millisecond: handing it to a reader thread costs as much again in GIL hand-offs
+            # with the event loop (polars and SQLite release the GIL on every call), and blocks nothing.
+            return self._query_sync(q)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._query_sync, q)
 
@@ -388,6 +392,13 @@ class SQLiteStore:
         (as of the last ``data_version()`` call): a write touched one of its households' series of its
         category within ``[start, stop)``, or the store cannot tell."""
         return self.changes.changed_since(version, q.households, q.category, q.start_ns, q.stop_ns)
+
+    def last_change(self, q: SeriesQuery) -> int | None:
+        """The change log's row of the last write under ``q``'s footprint, as of the last
+        ``data_version()`` call (see ``pipeline.series_changes.ChangeLog``); None before the first."""
+        if self.changes.seen_seq is None:
+            return None
+        return self.changes.last_change(q.households, q.category, q.start_ns, q.stop_ns)
 
     async def open(self) -> None:
         """Create or migrate the file now (``SchemaError`` for one from a newer release)."""

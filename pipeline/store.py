@@ -71,6 +71,12 @@ class TracksChanges(Protocol):
         no write since touched ``q``'s households' series of its category within its window."""
         ...
 
+    def last_change(self, q: SeriesQuery) -> int | None:
+        """A number naming the last write under ``q``'s footprint that is the same in every process
+        reading this store (so they can share answers): equal numbers mean equal answers.  None when
+        the store cannot tell yet."""
+        ...
+
 
 def change_oracle(store: Store) -> Callable[[int, SeriesQuery], bool]:
     """``(version, query) -> may the answer have changed since?`` for ``store``: its own
@@ -78,3 +84,8 @@ def change_oracle(store: Store) -> Callable[[int, SeriesQuery], bool]:
     if isinstance(store, TracksChanges):
         return store.changed_since
     return lambda version, q: store.data_version() != version
+
+
+def change_log_position(store: Store) -> Callable[[SeriesQuery], int | None] | None:
+    """``store.last_change`` when the store keeps a change log every reader agrees on, else None."""
+    return store.last_change if isinstance(store, TracksChanges) else None

@@ -16,19 +16,33 @@ household B.  A store that cannot tell (``data_version()`` is ``None``) gets no 
 Concurrent requests for a page not cached yet share one computation (otherwise a write sends every
 waiting client to the store at once).  The cache holds a bounded number of bytes, least recently used
 pages going first.
+
+``hems serve --workers N`` runs N processes, each with this cache; after a write, each would make the
+same page again.  ``SharedPages`` lets them hand pages to each other through one SQLite file: a page
+is stored with the store's ``last_change`` of its footprint (a number every process reading the store
+agrees on), and another process takes it when its own ``last_change`` for that footprint is the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
 
 from pipeline.query import SeriesQuery
 
 # (version read before the query, footprint) -> may the answer have changed since?
 ChangedSince = Callable[[int, SeriesQuery], bool]
+# footprint -> the store's number for the last write under it, the same in every process (None: unknown)
+LastChange = Callable[[SeriesQuery], int | None]
+SHARED_TTL_S: Final = 600.0  # pages no process asked for this long are deleted from the shared file
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +66,71 @@ class PageCacheStats:
     hits: int = 0
     misses: int = 0
     shared: int = 0  # waited for a computation another request had started
+    from_other_process: int = 0  # made by another process of the server (``SharedPages``)
     stale: int = 0  # dropped because a write touched their footprint
     uncacheable: int = 0  # the store could not say whether its data changed
 
 
+class SharedPages:
+    """Pages made by one process of a server, for the others: one SQLite file (WAL, no fsync: it is a
+    cache, losing it costs a page made again).  Keys are digests of the page keys; a page is taken only
+    with the ``last_change`` number it was made under.  Calls are short (a key look-up or an insert),
+    so they run on the event loop."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS pages (key BLOB PRIMARY KEY, tag INTEGER NOT NULL, "
+            "made REAL NOT NULL, body BLOB NOT NULL, count INTEGER NOT NULL, next_cursor TEXT)"
+        )
+        self._puts = 0
+
+    @staticmethod
+    def digest(key: Hashable) -> bytes:
+        """Stable across processes (``hash()`` of a string is not)."""
+        return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
+
+    def get(self, key: bytes, tag: int) -> Page | None:
+        row = self._conn.execute(
+            "SELECT body, count, next_cursor FROM pages WHERE key = ? AND tag = ?", (key, tag)
+        ).fetchone()
+        return None if row is None else Page(row[0], row[1], row[2])
+
+    def put(self, key: bytes, tag: int, page: Page) -> None:
+        now = time.time()
+        with contextlib.suppress(sqlite3.OperationalError):  # busy: the page is simply not shared
+            self._conn.execute(
+                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?)",
+                (key, tag, now, page.body, page.count, page.next_cursor),
+            )
+            self._puts += 1
+            if self._puts % 256 == 0:
+                self._conn.execute("DELETE FROM pages WHERE made < ?", (now - SHARED_TTL_S,))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class PageCache:
-    def __init__(self, max_bytes: int, changed_since: ChangedSince) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        changed_since: ChangedSince,
+        shared: SharedPages | None = None,
+        last_change: LastChange | None = None,
+    ) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0 (0 disables the cache)")
+        if shared is not None and last_change is None:
+            raise ValueError("sharing pages needs the store's last_change")
         self.max_bytes = max_bytes
         self.stats = PageCacheStats()
         self._changed_since = changed_since
+        self._shared = shared
+        self._last_change = last_change
         self._pages: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._bytes = 0
         self._pending: dict[Hashable, tuple[int, asyncio.Task[Page]]] = {}
@@ -110,12 +178,26 @@ class PageCache:
     async def _make(
         self, version: int, key: Hashable, footprint: SeriesQuery, make: Callable[[], Awaitable[Page]]
     ) -> Page:
+        shared, tag = self._shared, None
         try:
+            if shared is not None and self._last_change is not None:
+                tag = self._last_change(footprint)
+                if tag is not None:
+                    key_digest = shared.digest(key)
+                    found = shared.get(key_digest, tag)
+                    if found is not None:
+                        self.stats.from_other_process += 1
+                        return self._keep(version, key, footprint, found)
             page = await make()
+            if shared is not None and tag is not None:
+                shared.put(key_digest, tag, page)
         finally:
             pending = self._pending.get(key)
             if pending is not None and pending[0] == version:  # not a newer computation's entry
                 del self._pending[key]
+        return self._keep(version, key, footprint, page)
+
+    def _keep(self, version: int, key: Hashable, footprint: SeriesQuery, page: Page) -> Page:
         size = len(page.body)
         old = self._pages.get(key)
         if size <= self.max_bytes and (old is None or old.version <= version):

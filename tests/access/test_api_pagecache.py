@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from access.api.pagecache import Page, PageCache
+from access.api.pagecache import Page, PageCache, SharedPages
 from access.api.params import accepts_gzip
 from access.compiler import Policy
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.series_changes import ChangeLog
 from pipeline.sqlite_store import SQLiteStore
+from pipeline.store import change_log_position, change_oracle
 from tests.access.api_world import (
     DAY,
     OWN,
@@ -226,6 +227,13 @@ def _cache(max_bytes: int = 1000) -> tuple[PageCache, ChangeLog]:
                                                                q.stop_ns)), log  # fmt: skip
 
 
+def _write(log: ChangeLog, household: str, ns: int = NOON_NS, category: str = "pv") -> None:
+    """What a poll applies after a write to (household, category) at ``ns``."""
+    seq = (log.seen_seq or 0) + 1
+    log.apply([(seq, household, category, ns, ns)])
+    log.seen_seq = seq
+
+
 def _page(n: int, size: int = 10) -> Page:
     return Page(bytes([n % 256]) * size, n, None)
 
@@ -263,7 +271,7 @@ async def test_a_write_drops_only_the_pages_it_touches() -> None:
     v = log.version
     for key, foot in pages.items():
         await cache.get(v, key, foot, _maker(made, key, 1))
-    log.apply([("A", "pv", NOON_NS, NOON_NS)])
+    _write(log, "A")
     v = log.version
     for key, foot in pages.items():
         await cache.get(v, key, foot, _maker(made, key, 1))
@@ -286,7 +294,7 @@ async def test_a_write_while_a_page_is_made_makes_it_stale() -> None:
 
     first = asyncio.ensure_future(cache.get(v, "a", FOOT_A, slow))
     await asyncio.sleep(0)
-    log.apply([("A", "pv", NOON_NS, NOON_NS)])  # committed while the query ran
+    _write(log, "A")  # committed while the query ran
     gate.set()
     await first
     later: list[str] = []
@@ -304,7 +312,7 @@ async def test_a_computation_made_stale_is_not_shared() -> None:
 
     first = asyncio.ensure_future(cache.get(log.version, "a", FOOT_A, old))
     await asyncio.sleep(0)
-    log.apply([("A", "pv", NOON_NS, NOON_NS)])
+    _write(log, "A")
     second = await cache.get(log.version, "a", FOOT_A, _maker([], "a", 2))
     assert second.count == 2 and cache.stats.shared == 0
     gate.set()
@@ -315,7 +323,7 @@ async def test_a_computation_made_stale_is_not_shared() -> None:
 async def test_a_late_request_of_an_older_version_gets_the_current_page() -> None:
     cache, log = _cache()
     v_old = log.version
-    log.apply([("B", "pv", NOON_NS, NOON_NS)])
+    _write(log, "B")
     made: list[str] = []
     await cache.get(log.version, "a", FOOT_A, _maker(made, "a", 5))
     assert (await cache.get(v_old, "a", FOOT_A, _maker(made, "a", 4))).count == 5
@@ -369,3 +377,32 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
     assert (await second).count == 3
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_server_processes_hand_each_other_pages_and_never_a_stale_one(tmp_path: Path) -> None:
+    """Two processes of one server (here: two caches, two store connections, one shared page file)
+    make a page once between writes; a write under the page makes each of them see a new one."""
+    path = tmp_path / "series.sqlite"
+    writer = SQLiteStore(path)
+    await writer.write([Point("pv", h, "inv1", "modbus", NOON_NS, {"power_w": 1.0}) for h in ("A", "B")])
+    stores = [SQLiteStore(path, version_poll_s=0) for _ in range(2)]
+    shared = SharedPages(tmp_path / "pages.sqlite")
+    caches = [PageCache(10_000, change_oracle(s), shared, change_log_position(s)) for s in stores]
+    made: list[str] = []
+
+    async def ask(i: int, n: int) -> Page:
+        version = stores[i].data_version()
+        return await caches[i].get(version, ("page", "A-day"), FOOT_A, _maker(made, f"p{i}", n))
+
+    try:
+        assert (await ask(0, 1)).count == 1 and (await ask(1, 2)).count == 1  # the second took the first's
+        assert made == ["p0"] and caches[1].stats.from_other_process == 1
+        await writer.write([Point("pv", "B", "inv1", "modbus", NOON_NS + 1, {"power_w": 2.0})])  # not A
+        assert (await ask(1, 3)).count == 1 and made == ["p0"]
+        await writer.write([Point("pv", "A", "inv1", "modbus", NOON_NS + 1, {"power_w": 2.0})])
+        assert (await ask(1, 4)).count == 4 and made == ["p0", "p1"]  # made again, after the write
+        assert (await ask(0, 5)).count == 4 and made == ["p0", "p1"]  # ... and handed to the other
+    finally:
+        shared.close()
+        for s in (*stores, writer):
+            await s.close()

@@ -152,3 +152,24 @@ def test_rows_and_data_version_are_read_from_one_snapshot(tmp_path: Path) -> Non
     log.poll(reader, version)
     assert log.changed_since(second, ["B"], "water", 0, 1)  # the row for 300..400 was never seen
     reader.close()
+
+
+async def test_two_readers_name_the_last_change_alike(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+    """What lets two server processes share a page: the same number for the same data, and a new
+    number only when a write touches the footprint."""
+    reader, writer = stores
+    other = SQLiteStore(reader.path, version_poll_s=0)
+    try:
+        reader.data_version()
+        other.data_version()
+        a0, b0 = reader.last_change(window("A")), other.last_change(window("B"))
+        assert a0 is not None and b0 is not None
+        await writer.write([point("A", DAY + timedelta(hours=3))])
+        await writer.write([point("B", DAY - timedelta(days=2))])  # B, another day
+        reader.data_version()
+        other.data_version()
+        a1, b1 = reader.last_change(window("A")), other.last_change(window("A"))
+        assert a1 == b1 and a1 is not None and a1 > a0
+        assert reader.last_change(window("B")) == other.last_change(window("B")) == b0
+    finally:
+        await other.close()
