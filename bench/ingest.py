@@ -1,10 +1,11 @@
 """Ingest figures for issue 5, each printed next to a baseline measured in the same run.
 
-(a) line protocol: ``pipeline.lineproto.LineEncoder.encode`` vs influxdb-client's
-    ``Point(...).to_line_protocol()`` on the same points (default 1M), batch by batch, interleaved so
-    both see the same machine load.  Goal: >= 10x.  Two datasets: whole home-days (every series sends
-    the same fields every time) and points as the collector sends them (time-ordered across 2,000
-    homes, counters only each minute, so a series alternates between two field sets).
+(a) line protocol: ``pipeline.lineproto.LineEncoder.encode`` (points put in columns, then written) vs
+    influxdb-client's ``Point(...).to_line_protocol()`` on the same points (default 1M), batch by
+    batch, interleaved so both see the same machine load.  Goal (issue 20): >= 10x on the headline,
+    fleet traffic (2,000 homes time-ordered, 6-8 fields of floats, ints and bools per point).  Also
+    printed: points as the collector sends them (1.8 fields; counters each minute, so a series
+    alternates between two field sets) and whole home-days (every series sends the same fields).
 (b) sustained ingest: ``InfluxStore.write`` into a real influxd (goal >= 100k points/s; baseline:
     influxdb-client's own async write API fed ``Point`` objects) and ``SQLiteStore.write`` (goal >=
     50k points/s; ``bench/ingest_sqlite.py``, baseline bare ``executemany``).
@@ -23,14 +24,16 @@ import argparse
 import asyncio
 import gc
 import gzip
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
@@ -42,13 +45,21 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync  # 
 from influxdb_client.service.write_service import WriteService  # noqa: E402
 from ingest_sqlite import DAY0, bench_sqlite_ingest, bench_sqlite_query, home_points  # noqa: E402
 
+from collector.reading import FieldValue, Reading  # noqa: E402
+from pipeline.columns import ColumnBatch  # noqa: E402
+from pipeline.counters import CounterTracker  # noqa: E402
 from pipeline.influx_store import CSV_DIALECT, InfluxStore, build_flux  # noqa: E402
 from pipeline.lineproto import LineEncoder  # noqa: E402
 from pipeline.points import Point  # noqa: E402
-from pipeline.query import SeriesQuery  # noqa: E402
+from pipeline.query import SeriesQuery, datetime_to_ns  # noqa: E402
+from pipeline.validate import Validator  # noqa: E402
+from pipeline.writer import Pipeline  # noqa: E402
 
 BATCH = 5000
 WRITE_CALL = 100_000
+# (d): gateways' uploads of 2,500 readings, 32 waiting for their acknowledgement at once (twice a pipeline
+# batch, so one batch fills while the other is written); a batch is 8 store chunks, 3 of them in flight.
+SUBMIT, SUBMITTERS, PIPELINE_CHUNKS = 2500, 64, 8
 
 
 def dataset(n: int) -> list[Point]:
@@ -83,6 +94,97 @@ def collector_dataset(n: int, homes: int = 2000) -> list[Point]:
             out.append(Point("battery", hh, "battery", "echonet", ts, {"power_w": -500.0, "soc_pct": 55.5}))
         tick += 1
     return out[:n]
+
+
+def fleet_dataset(n: int, homes: int = 2000) -> list[Point]:
+    """``n`` points of fleet traffic, the headline: every home's meter (6 fields), inverter (8) and
+    battery (6) each 10 s tick, time-ordered across ``homes`` homes; floats, ints (counters in Wh) and
+    bools (status flags), as a fleet's collectors send them."""
+    out: list[Point] = []
+    base = 1_780_000_000 * 1_000_000_000
+    tick = 0
+    while len(out) < n:
+        ts = base + tick * 10_000_000_000
+        for home in range(homes):
+            hh = f"hh-{home:05d}"
+            k = tick * 7 + home
+            meter: dict[str, float | int | bool] = {
+                "power_w": 400.0 + k % 700 + 0.25,
+                "voltage_v": 101.5 + k % 7 / 10,
+                "current_a": 4.1 + k % 13 / 100,
+                "frequency_hz": 50.0 + k % 3 / 100,
+                "import_wh_total": 1_000_000 + tick * 3 + home,
+                "export_wh_total": 500_000 + tick + home,
+            }
+            inverter: dict[str, float | int | bool] = {
+                "power_w": float(k % 3000),
+                "energy_wh_total": 2_000_000 + tick * 8 + home,
+                "running": k % 11 != 0,
+                "fault": k % 97 == 0,
+                "temperature_c": 35.5 + k % 20 / 10,
+                "voltage_v": 320.25 + k % 9,
+                "current_a": 8.0 + k % 17 / 8,
+                "frequency_hz": 50.01,
+            }
+            battery: dict[str, float | int | bool] = {
+                "power_w": -500.0 + k % 1000,
+                "soc_pct": 55.5 + k % 40 / 2,
+                "charge_wh_total": 300_000 + tick + home,
+                "discharge_wh_total": 280_000 + tick + home,
+                "temperature_c": 24.5 + k % 10 / 10,
+                "running": True,
+            }
+            out.append(Point("electricity", hh, "meter", "echonet", ts, meter))
+            out.append(Point("pv", hh, "inverter", "modbus", ts, inverter))
+            out.append(Point("battery", hh, "battery", "echonet", ts, battery))
+        tick += 1
+    return out[:n]
+
+
+def fleet_readings(n: int, *, wide: bool, homes: int = 2000) -> list[Reading]:
+    """``n`` readings as a fleet's collectors emit them, time-ordered across ``homes`` homes, ending
+    now.  ``wide``: meter 7 fields, inverter 8, battery 7 (7.3 a reading, 9 once the counters' raw
+    values are added); else as the collector polls today: meter power (+ 2 counters each minute),
+    inverter power and state (+ energy each minute), battery power and charge (1.8 a reading)."""
+    ticks = -(-n // (3 * homes))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10 * ticks + 60)
+    out: list[Reading] = []
+    for tick in range(ticks):
+        ts = start + timedelta(seconds=10 * tick)
+        minute = tick % 6 == 0
+        for home in range(homes):
+            hh = f"hh-{home:05d}"
+            k = tick * 7 + home
+            meter: dict[str, FieldValue] = {"power_w": 400.0 + k % 700 + 0.25}
+            inverter: dict[str, FieldValue] = {"power_w": float(k % 3000), "running": k % 11 != 0}
+            battery: dict[str, FieldValue] = {"power_w": -500.0 + k % 1000, "soc_pct": 55.5 + k % 40 / 2}
+            if wide or minute:
+                meter |= {"import_wh_total": 1e6 + tick * 3 + home, "export_wh_total": 5e5 + tick + home}
+                inverter["energy_wh_total"] = 2e6 + tick * 8 + home
+            if wide:
+                meter |= {"voltage_v": 101.5 + k % 7 / 10, "current_a": 4.1 + k % 13 / 100,
+                          "frequency_hz": 50.0 + k % 3 / 100, "temperature_c": 21.5}  # fmt: skip
+                inverter |= {"fault": k % 97 == 0, "temperature_c": 35.5 + k % 20 / 10, "voltage_v": 320.25,
+                             "current_a": 8.0 + k % 17 / 8, "frequency_hz": 50.01}  # fmt: skip
+                battery |= {"charge_wh_total": 3e5 + tick + home, "discharge_wh_total": 2.8e5 + tick + home,
+                            "temperature_c": 24.5 + k % 10 / 10, "running": True, "fault": False}  # fmt: skip
+            out.append(Reading(hh, "meter", "electricity", ts, meter, source="echonet"))
+            out.append(Reading(hh, "inverter", "pv", ts, inverter, source="modbus"))
+            out.append(Reading(hh, "battery", "battery", ts, battery, source="echonet"))
+    return out[:n]
+
+
+def pipeline_points(readings: list[Reading]) -> list[Point]:
+    """The points ``Pipeline.submit`` makes of ``readings`` (validation, counter totals and raw values)."""
+    validator, counters, batch = Validator(), CounterTracker(), ColumnBatch()
+    now = datetime.now(UTC)
+    for r in readings:
+        clean = validator.check(r, now)
+        ts_ns = datetime_to_ns(clean.ts_utc)
+        batch.add(
+            clean.category, clean.household, clean.device, clean.source, ts_ns, counters.apply(clean, ts_ns)
+        )
+    return list(batch)
 
 
 def client_lines(points: Sequence[Point]) -> bytes:
@@ -155,6 +257,50 @@ async def _influx_ingest(
         for i in range(0, len(points), WRITE_CALL):
             await store.write(points[i : i + WRITE_CALL])
         return time.perf_counter() - t0
+    finally:
+        await store.close()
+
+
+async def _pipeline_ingest(
+    url: str,
+    org: str,
+    bucket: str,
+    token: str,
+    readings: list[Reading],
+    *,
+    batch: int,
+    in_flight: int,
+    gzip_level: int,
+) -> float:
+    """Readings through ``Pipeline.submit`` into ``InfluxStore`` as ``hems collect`` hands them over:
+    calls of ``SUBMIT`` readings, ``SUBMITTERS`` waiting for their acknowledgement at once.  Each
+    pipeline batch is written as several store chunks, so encoding overlaps the server's work."""
+    store = InfluxStore(
+        url,
+        org,
+        bucket,
+        token,
+        batch_points=batch,
+        max_in_flight=in_flight,
+        gzip_level=gzip_level,
+        timeout_s=60,
+    )
+    now = datetime.now(UTC)
+    gate = asyncio.Semaphore(SUBMITTERS)
+    try:
+        async with Pipeline(store, batch_size=PIPELINE_CHUNKS * batch, max_delay=0.2) as pipeline:
+
+            async def hand_over(chunk: list[Reading]) -> None:
+                async with gate:
+                    result = await pipeline.submit(chunk, now=now)
+                    if result.rejected:
+                        raise SystemExit(f"the pipeline rejected readings: {result.rejected[:3]}")
+
+            t0 = time.perf_counter()
+            await asyncio.gather(
+                *(hand_over(readings[i : i + SUBMIT]) for i in range(0, len(readings), SUBMIT))
+            )
+            return time.perf_counter() - t0
     finally:
         await store.close()
 
@@ -240,15 +386,21 @@ async def _influx_query(
     return rows, statistics.median(times), statistics.median(base)
 
 
-def bench_influx(n_points: int, baseline_points: int, *, batch: int, in_flight: int, gzip_level: int) -> None:
+def bench_influx(
+    n_points: int, baseline_points: int, *, batch: int, in_flight: int, gzip_level: int, parts: str
+) -> None:
     from tests.influx_server import find_influxd, start_server
 
     binary, reason = find_influxd()
     if binary is None:
-        print(f"(b)/(c) InfluxDB: SKIPPED -- no influxd binary ({reason})")
+        print(f"(b)/(c)/(d) InfluxDB: SKIPPED -- no influxd binary ({reason})")
         return
     server = start_server(binary)
     try:
+        if "d" in parts:
+            bench_pipeline(server, n_points, batch=batch, in_flight=in_flight, gzip_level=gzip_level)
+        if "b" not in parts:
+            return
         for name in ("bench", "bench_gzip_off", "bench_baseline", "bench_ceiling", "bench_ceiling_off"):
             server.create_bucket(name)
         points = dataset(n_points)
@@ -307,6 +459,54 @@ def bench_influx(n_points: int, baseline_points: int, *, batch: int, in_flight: 
         shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _cpu(pid: int | None) -> float:
+    """User + system CPU seconds of a process (Linux /proc); 0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_pipeline(server: Any, n_points: int, *, batch: int, in_flight: int, gzip_level: int) -> None:
+    """(d): readings through ``Pipeline.submit`` into influxd, next to the server alone on the same points."""
+    for label, wide in (("1.8 fields/reading", False), ("7.3 fields/reading", True)):
+        readings = fleet_readings(n_points, wide=wide)
+        made = pipeline_points(readings)
+        fields = sum(len(r.fields) for r in readings) / len(readings)
+        stored = sum(len(p.fields) for p in made) / len(made)
+        tag = "wide" if wide else "narrow"
+        server.create_bucket(f"pipe_{tag}")
+        server.create_bucket(f"pipe_ceiling_{tag}")
+        influxd = server._proc.pid if server._proc is not None else None
+        cpu0 = (_own_cpu(), _cpu(influxd))
+        piped = asyncio.run(
+            _pipeline_ingest(server.url, server.org, f"pipe_{tag}", server.token, readings, batch=batch,
+                             in_flight=in_flight, gzip_level=gzip_level)
+        )  # fmt: skip
+        cpu1 = (_own_cpu(), _cpu(influxd))
+        alone = asyncio.run(
+            _server_ceiling(server.url, server.org, f"pipe_ceiling_{tag}", server.token, made,
+                            batch=batch, in_flight=in_flight, gzip_level=gzip_level)
+        )  # fmt: skip
+        cpu2 = (_own_cpu(), _cpu(influxd))
+        rate, ceiling = len(readings) / piped, len(made) / alone
+        us = 1e6 / len(readings)
+        print(
+            f"(d) Pipeline.submit -> InfluxStore -> influxd, fleet {label} ({fields:.2f} a reading, "
+            f"{stored:.2f} a stored point): {rate:,.0f} points/s ({len(readings):,} readings, submits of "
+            f"{SUBMIT:,}, {SUBMITTERS} at once); server ceiling (same points pre-encoded, only sent) "
+            f"{ceiling:,.0f} points/s; {rate / ceiling:.0%} of it (goal >= 70%); CPU per point: pipeline "
+            f"{(cpu1[0] - cpu0[0]) * us:.1f} us + influxd {(cpu1[1] - cpu0[1]) * us:.1f} us, server alone: "
+            f"sender {(cpu2[0] - cpu1[0]) * us:.1f} us + influxd {(cpu2[1] - cpu1[1]) * us:.1f} us"
+        )
+
+
 def bench_sqlite(homes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ing = bench_sqlite_ingest(tmp, homes)
@@ -332,15 +532,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gzip", type=int, default=1, help="InfluxStore gzip_level for (b) (0 = off)")
     ap.add_argument("--sqlite-homes", type=int, default=4)
     ap.add_argument("--no-influx", action="store_true", help="skip the InfluxDB parts")
-    ap.add_argument("--only", choices=("a", "b", "c"), default=None, help="(b) and (c) run together")
+    ap.add_argument("--only", choices=("a", "b", "c", "d"), default=None, help="(b) and (c) run together")
     args = ap.parse_args(argv)
     if args.only in (None, "a"):
+        bench_serialize(fleet_dataset(args.points), "HEADLINE fleet traffic (2,000 homes, 6-8 fields)")
+        bench_serialize(collector_dataset(args.points), "as the collector sends them (1.8 fields)")
         bench_serialize(dataset(args.points))
-        bench_serialize(collector_dataset(args.points), "as the collector sends them")
-    if args.only != "a":
+    if args.only in (None, "b", "c"):
         bench_sqlite(args.sqlite_homes)
+    if args.only != "a":
         if args.no_influx:
-            print("(b)/(c) InfluxDB: SKIPPED (--no-influx)")
+            print("(b)/(c)/(d) InfluxDB: SKIPPED (--no-influx)")
         else:
             bench_influx(
                 args.influx_points,
@@ -348,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch=args.influx_batch,
                 in_flight=args.influx_in_flight,
                 gzip_level=args.gzip,
+                parts="d" if args.only == "d" else "bcd",
             )
     return 0
 

@@ -28,6 +28,8 @@ from collector.reading import COUNTER_FIELDS, FieldValue, Reading
 SeriesKey = tuple[str, str, str]  # household, device, field
 
 _EPS: Final = 1e-9
+_NUMBER: Final = (int, float)
+_RAW_NAME: Final = {name: f"raw_{name}" for name in COUNTER_FIELDS}
 
 
 @dataclass
@@ -60,10 +62,14 @@ class CounterTracker:
         """Fields of ``reading`` with each counter replaced by its monotonic total (plus ``raw_*``).
 
         A counter older than the series' last sample cannot be placed (its total would need history
-        we no longer have) and is dropped and counted; the same sample again gives the same total."""
+        we no longer have) and is dropped and counted; the same sample again gives the same total.
+        A reading without counters gets its own ``fields`` back (not a copy: do not change it)."""
+        fields = reading.fields
+        if COUNTER_FIELDS.isdisjoint(fields):
+            return fields
         out: dict[str, FieldValue] = {}
-        for name, value in reading.fields.items():
-            if name not in COUNTER_FIELDS or isinstance(value, bool) or not isinstance(value, int | float):
+        for name, value in fields.items():
+            if name not in COUNTER_FIELDS or isinstance(value, bool) or not isinstance(value, _NUMBER):
                 out[name] = value
                 continue
             total = self._total(
@@ -71,7 +77,7 @@ class CounterTracker:
             )
             if total is not None:
                 out[name] = total
-                out[f"raw_{name}"] = float(value)
+                out[_RAW_NAME[name]] = float(value)
         return out
 
     def _total(self, key: SeriesKey, raw: float, ts_ns: int, modulus: float | None) -> float | None:

@@ -2,8 +2,9 @@
 
 Writes: points are serialized by ``pipeline.lineproto`` (validated, injection-safe), sent in batches
 of ``batch_points`` with a bounded number in flight (the next batch is encoded while earlier ones
-are with the server, see ``write``), gzip-compressed at level 1 off the event loop
-(the client library's own gzip uses level 9, which costs more CPU per point than the serializing
+are with the server, see ``write``), gzip-compressed by ISA-L off the event loop (4x less CPU than
+zlib's level 1 for the same size; the client library's own gzip uses level 9, which costs more CPU per
+point than the serializing
 itself).  A failed batch is retried with exponential backoff (jittered), and a 429/503 answer's
 ``Retry-After`` is honoured, but only a bounded number of times: after that the store raises
 ``StoreUnavailable`` so the writer spools instead of stalling collection.  Writes are idempotent (same
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import gzip
 import io
 import random
 import time
@@ -38,7 +38,9 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.domain.dialect import Dialect
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
+from isal import igzip
 
+from pipeline.columns import ColumnBatch
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.frames import empty_result, result_schema, shape_result
@@ -72,6 +74,11 @@ CSV_DIALECT: Final = Dialect(
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.fZ"
 _NS: Final[Any] = WritePrecision.NS  # a str constant, though the method is annotated with the class
 _LINE_PROTOCOL: Final = "text/plain; charset=utf-8"
+
+
+def _isal_level(gzip_level: int) -> int:
+    """``gzip_level`` (zlib's 1-9) as ISA-L's 0-3: 1 stays the fastest, 9 the smallest."""
+    return 1 if gzip_level == 1 else 2 if gzip_level <= 5 else 3
 
 
 class InfluxWriteRejected(PipelineError, ValueError):
@@ -203,9 +210,13 @@ class InfluxStore:
             await self._send(client, points)
             return
         pending: set[asyncio.Future[None]] = set()
+        chunks: Sequence[Sequence[Point]] = (
+            points.chunks(step)
+            if isinstance(points, ColumnBatch)
+            else [points[i : i + step] for i in range(0, len(points), step)]
+        )
         try:
-            for i in range(0, len(points), step):
-                chunk = points[i : i + step]
+            for chunk in chunks:
                 body = self._encoder.encode(chunk)  # may raise LineProtocolError: nothing more is sent
                 while len(pending) >= self.max_in_flight:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -223,7 +234,7 @@ class InfluxStore:
 
     async def _send_body(self, client: InfluxDBClientAsync, chunk: Sequence[Point], body: bytes) -> None:
         if self.gzip_level:
-            payload = await asyncio.to_thread(gzip.compress, body, self.gzip_level)
+            payload = await asyncio.to_thread(igzip.compress, body, _isal_level(self.gzip_level), mtime=0)
             extra = {"content_encoding": "gzip"}
         else:
             payload, extra = body, {}

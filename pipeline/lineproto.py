@@ -1,13 +1,18 @@
 """InfluxDB line protocol for ``Point``s: fast, lossless, and impossible to inject into.
 
-Speed comes from doing the expensive part once per *series* instead of once per point: the escaped
+Speed comes from doing the expensive part once per *series* instead of once per point (the escaped
 ``measurement,device=..,household=..,source=..`` prefix and every escaped ``field=`` key are validated
-and cached, and big batches are assembled column-wise (numbers formatted by polars, text joined by
-C-level ``map``/``join`` over columns) rather than point by point.  For those batches each series'
-field names are cached too, as an ``itemgetter`` plus the text around each value, because a device
-sends the same fields point after point (``LineEncoder._columns_by_series``).  The
+and cached) and once per *column* instead of once per value: a batch is kept as columns from the
+collector's output on (``pipeline.columns.ColumnBatch``, one buffer per measurement and field names),
+and polars formats each column of numbers, flags or timestamps in one call and joins the lines.  The
 client library's ``Point`` object re-escapes and re-sorts everything on every call, which is what the
 ingest benchmark compares against.
+
+The column path writes exactly the bytes of the line-by-line path (``lines``): polars' shortest
+round-trip text of a float is ``repr``'s for 1e-4 <= |x| < 1e16, and the few values outside that range
+are written by ``repr`` itself; anything else unusual in a column (mixed or exotic types) is written by
+``field_value`` for that column only; a batch with something line protocol must refuse (NaN, a bad
+name, an out-of-range timestamp) goes line by line, which names the offending part.
 
 Safety: a name or tag value that line protocol cannot carry unambiguously (control characters such as
 a newline, a backslash that could swallow the following separator, an empty tag that InfluxDB would
@@ -21,14 +26,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
-from itertools import chain
-from operator import attrgetter, call, contains, itemgetter, methodcaller
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, TypeAlias
 
 import polars as pl
 
+from pipeline.columns import DEVICE, HOUSEHOLD, POSITION, SOURCE, TS, VALUES, ColumnBatch, Shape
 from pipeline.errors import PipelineError
 from pipeline.points import Point, PointValue
 
@@ -43,21 +46,9 @@ _RESERVED_KEYS: Final = frozenset({"time"})
 _MAX_SERIES_CACHE: Final = 100_000
 _VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
 
-_FIELDS: Final = attrgetter("fields")
-_TS: Final = attrgetter("ts_ns")
-_SERIES: Final = attrgetter("measurement", "household", "device", "source")
-_VALUES: Final = methodcaller("values")
-_DICT_VALUES: Final[Callable[[Any], Iterable[PointValue]]] = dict.values
-_FLOAT_BOOL: Final = frozenset((float, bool))
-# Every line but the first starts with the previous line's timestamp slot; see ``_encode_columns``.
-_TS_SLOT: Final = b" %d\n"
-# Parts of a ``_SeriesShapes`` entry, for C-level ``map`` over a batch's entries.
-_GETTER: Final = itemgetter(0)
-_PIECES: Final = itemgetter(1)
-_FIRST_NAME: Final = itemgetter(2)
-_WIDTH: Final = itemgetter(3)
-# After a point did not match its series' shape, this many batches go straight to ``_columns_by_shape``.
-_SHAPE_RETRY: Final = 8
+_FLOAT: Final = frozenset((float,))
+_INT: Final = frozenset((int,))
+_BOOL: Final = frozenset((bool,))
 
 _ESC_MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ "})
 _ESC_KEY: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -140,66 +131,26 @@ def field_value(name: str, value: PointValue, *, ints_as_floats: bool = False) -
     raise LineProtocolError(name, f"unsupported value type {kind.__name__}")
 
 
-class _NothingToLearn(Exception):
-    """A point of a series not seen before has no fields to learn the series' shape from."""
+class _Prefixes(dict[tuple[str, str, str], str]):
+    """(household, device, source) -> the validated, escaped series prefix of one measurement."""
 
+    __slots__ = ("measurement",)
 
-class _SeriesShapes(dict[SeriesKey, list[Any]]):
-    """The fields each series sent last (see ``LineEncoder._columns_by_series``), as
-    ``[values getter, text pieces, first field name, number of fields]``.
-
-    A series not seen before gets a placeholder whose getter learns the shape from the first point
-    it is applied to and then replaces itself in place, so a batch that brings new series (a home
-    joining, a restart) costs no second pass over the batch."""
-
-    __slots__ = ("pieces", "single_field")
-
-    def __init__(self, pieces: Callable[[SeriesKey, tuple[str, ...]], tuple[bytes, ...]]) -> None:
+    def __init__(self, measurement: str) -> None:
         super().__init__()
-        self.pieces = pieces  # validates and escapes the names (may raise ``LineProtocolError``)
-        self.single_field = 0  # how many shapes have a single field (their getter is ``values()``)
+        self.measurement = measurement
 
-    def __missing__(self, key: SeriesKey) -> list[Any]:
-        shape: list[Any] = [None, (), "", 0]
-        shape[0] = partial(self._learn, key, shape)
-        self[key] = shape
-        return shape
-
-    def _learn(self, key: SeriesKey, shape: list[Any], fields: Mapping[str, PointValue]) -> Any:
-        names = tuple(fields)
-        if not names:
-            raise _NothingToLearn
-        # A lone ``itemgetter`` returns the value itself, not a 1-tuple: one-field series take
-        # ``values()``, which does not check the name, so ``_columns_by_series`` does.
-        getter = itemgetter(*names) if len(names) > 1 else _VALUES
-        shape[:] = (getter, self.pieces(key, names), names[0], len(names))
-        self.single_field += len(names) == 1
-        return getter(fields)
-
-    def forget(self, keys: Iterable[SeriesKey]) -> None:
-        for key in keys:
-            shape = self.pop(key, None)
-            if shape is not None and shape[3] == 1:
-                self.single_field -= 1
-
-    def clear(self) -> None:
-        super().clear()
-        self.single_field = 0
+    def __missing__(self, series: tuple[str, str, str]) -> str:
+        if len(self) >= _MAX_SERIES_CACHE:
+            self.clear()
+        prefix = self[series] = series_prefix(self.measurement, *series)
+        return prefix
 
 
-def _write_bools(types: list[type], values: list[PointValue], text: list[bytes]) -> None:
-    """Overwrite the text of every bool (polars formatted it as ``1.0``/``0.0``) with ``true``/``false``.
-
-    ``list.index`` scans ``types`` in C, so the Python loop runs once per bool rather than once per
-    value (bools are a minority of values)."""
-    find = types.index
-    try:
-        i = find(bool)
-        while True:
-            text[i] = b"true" if values[i] else b"false"
-            i = find(bool, i + 1)
-    except ValueError:
-        return
+def _float_text(value: PointValue, polars_text: str) -> str:
+    """``repr``'s text where it writes an exponent, else the (identical) text polars wrote."""
+    size = abs(value)  # type: ignore[arg-type]  # a float: the column's values are all floats
+    return repr(value) if size >= 1e16 or 0.0 < size < 1e-4 else polars_text
 
 
 class LineEncoder:
@@ -208,23 +159,14 @@ class LineEncoder:
     ``lines`` formats an all-float point with a single ``%`` on a cached template such as
     ``"electricity,device=m1,household=h1,source=echonet power_w=%r %d"``; anything else (bools,
     ints, strings, NaN) takes the general path, which checks and formats value by value.  ``encode``
-    formats large float/bool batches column-wise (see ``_encode_columns``).
+    writes batches of ``vector_min`` points or more column by column (see ``_encode_batch``).
 
     ``ints_as_floats`` writes Python ints as floats: InfluxDB fixes a field's type on first write, so
     a store that promises Float64 for every number must not let an ``int`` sneak in and make every
     later float write of that field fail with a type conflict.
     """
 
-    __slots__ = (
-        "_keys",
-        "_series",
-        "_series_shapes",
-        "_shape_pieces",
-        "_skip_series_shapes",
-        "_templates",
-        "ints_as_floats",
-        "vector_min",
-    )
+    __slots__ = ("_keys", "_line_exprs", "_prefixes", "_series", "_templates", "ints_as_floats", "vector_min")
 
     def __init__(self, *, ints_as_floats: bool = False, vector_min: int = _VECTOR_MIN) -> None:
         self.ints_as_floats = ints_as_floats
@@ -232,11 +174,10 @@ class LineEncoder:
         self._series: dict[SeriesKey, str] = {}
         self._keys: dict[str, str] = {}
         self._templates: dict[tuple[str, ...], str] = {}
-        # Column-wise path: the last shape of each series, and the pieces of every (series, field
-        # names) pair seen (see ``_columns_by_series`` and ``_columns_by_shape``).
-        self._series_shapes = _SeriesShapes(self._pieces)
-        self._shape_pieces: dict[tuple[SeriesKey, tuple[str, ...]], tuple[bytes, ...]] = {}
-        self._skip_series_shapes = 0
+        # Column path: series prefixes per measurement, and the polars expression writing each line
+        # shape (keys and value suffixes), built once.
+        self._prefixes: dict[str, _Prefixes] = {}
+        self._line_exprs: dict[tuple[str, ...], pl.Expr] = {}
 
     def _prefix(self, point: Point) -> str:
         return self._prefix_of((point.measurement, point.household, point.device, point.source))
@@ -295,152 +236,109 @@ class LineEncoder:
         return self.lines((point,))[0]
 
     def encode(self, points: Iterable[Point]) -> bytes:
-        """A write body: lines joined by ``\\n``, UTF-8.
+        """A write body: lines joined by ``\\n``, UTF-8; exactly ``"\\n".join(self.lines(points))``.
 
-        Large batches of floats and bools are assembled column-wise (numbers formatted by polars:
-        the shortest text that round-trips, though not always spelled like ``repr``: ``0.0001`` vs
-        ``1e-04``; a point's fields may come out in the order its series first sent them, which
-        line protocol does not care about).  Any other batch (ints, strings, NaN, a bad name) goes
-        line by line, which also reports what is wrong."""
-        pts = points if isinstance(points, list | tuple) else list(points)
+        A ``ColumnBatch`` of ``vector_min`` points or more (a sequence of points is put in one first)
+        is written column by column; smaller batches, and any batch with something line protocol must
+        refuse, go line by line (which also reports what is wrong)."""
+        batch = points if isinstance(points, ColumnBatch) else None
+        pts: Sequence[Point] = (
+            batch if batch is not None else (points if isinstance(points, list | tuple) else list(points))
+        )
         if len(pts) >= self.vector_min:
-            body = self._encode_columns(pts)
+            body = self._encode_batch(batch if batch is not None else ColumnBatch(pts))
             if body is not None:
                 return body
         return "\n".join(self.lines(pts)).encode("utf-8")
 
-    def _encode_columns(self, pts: Sequence[Point]) -> bytes | None:
-        """Column-wise fast path; ``None`` when the batch needs the general path (which also reports
-        what is wrong with it).
-
-        Every per-point step is a C-level ``map``/``chain``/``join`` over a column pulled out of the
-        points (a Python statement per point or per value is what this path exists to avoid; on the
-        benchmark machine even one such pass costs ~50 ns a point), and polars formats the numbers.
-
-        The body is one ``bytes.join`` over ``(piece, value)`` pairs, one per field in batch order,
-        where ``piece`` is the cached, validated ``,name=``, or for a point's first field
-        `` %d\\n<series> name=``: the ``%d`` slots are then filled with every point's timestamp by a
-        single ``bytes % tuple`` (cheaper than building a per-point "previous timestamp + next head"
-        string), and the first line's slot is cut off and one added after the last field.  Names
-        are escaped ``%`` -> ``%%`` in the pieces; numbers and ``true``/``false`` contain no ``%``.
-        """
-        fields = list(map(_FIELDS, pts))
-        stamps = list(map(_TS, pts))
-        columns = None
-        if self._skip_series_shapes:
-            self._skip_series_shapes -= 1
-        else:
-            columns = self._columns_by_series(pts, fields)
-        if columns is None:
-            columns = self._columns_by_shape(pts, fields)
-            if columns is None:
+    def _encode_batch(self, batch: ColumnBatch) -> bytes | None:
+        """Each shape's lines by one polars expression over its columns, then all lines back in the
+        batch's order; ``None`` when a column holds something the line path must refuse."""
+        parts: list[tuple[tuple[int, ...], pl.Series]] = []
+        for shape in batch.shapes():
+            found = self._shape_lines(shape)
+            if found is None:
                 return None
-        values, pieces = columns
-        types = list(map(type, values))
-        if not set(types) <= _FLOAT_BOOL:
+            parts.append(found)
+        if len(parts) == 1:
+            text = parts[0][1]
+        else:
+            frames = [pl.DataFrame({"at": at, "line": lines}) for at, lines in parts]
+            text = pl.concat(frames).sort("at").get_column("line")
+        joined: bytes = text.str.join("\n").cast(pl.Binary).item()
+        return joined
+
+    def _shape_lines(self, shape: Shape) -> tuple[tuple[int, ...], pl.Series] | None:
+        """(the rows' places in the batch, their lines), or None (see ``_encode_batch``)."""
+        names = shape.names
+        if not names:
             return None
-        if set(map(type, stamps)) != {int}:
-            return None  # the general path says which point
+        prefixes = self._prefixes.get(shape.measurement)
+        if prefixes is None:
+            if len(self._prefixes) >= _MAX_SERIES_CACHE:
+                self._prefixes.clear()
+            prefixes = self._prefixes[shape.measurement] = _Prefixes(shape.measurement)
+        columns = shape.columns()
+        ts = columns[TS]
         try:
-            pl.Series(stamps, dtype=pl.Int64)  # cheaper than min() and max() for the range check
-        except (TypeError, OverflowError, pl.exceptions.PolarsError):
+            keys = [self._key(name) for name in names]
+            series = zip(columns[HOUSEHOLD], columns[DEVICE], columns[SOURCE], strict=True)
+            data: dict[str, Any] = {"p": list(map(prefixes.__getitem__, series))}
+            if set(map(type, ts)) != _INT:  # (a bool is an int to polars)
+                return None
+            data["t"] = pl.Series(ts, dtype=pl.Int64)
+        except (LineProtocolError, OverflowError, TypeError):
             return None
-        floats = pl.Series(values, dtype=pl.Float64)  # bools become 1.0 / 0.0, fixed below
-        # NaN and infinities survive a sum (an overflow to inf merely sends the batch the slow way).
-        if not math.isfinite(floats.sum()):
-            return None
-        text: list[bytes] = floats.cast(pl.Utf8).cast(pl.Binary).to_list()
-        _write_bools(types, values, text)
-        body: list[bytes] = [b""] * (2 * len(text) + 1)
-        body[0:-1:2] = pieces
-        body[1::2] = text
-        body[0] = body[0][len(_TS_SLOT) :]
-        body[-1] = b" %d"
-        return b"".join(body) % tuple(stamps)
+        suffixes = []
+        for i, (name, column) in enumerate(zip(names, columns[VALUES:], strict=True)):
+            text, suffix = self._column_text(name, column)
+            if text is None:
+                return None
+            data[f"v{i}"] = text
+            suffixes.append(suffix)
+        shape_key = (*keys, *suffixes)
+        expr = self._line_exprs.get(shape_key)
+        if expr is None:
+            pieces: list[pl.Expr] = [pl.col("p")]
+            for i, (key, suffix) in enumerate(zip(keys, suffixes, strict=True)):
+                pieces += [pl.lit((" " if i == 0 else ",") + key), pl.col(f"v{i}")]
+                if suffix:
+                    pieces.append(pl.lit(suffix))
+            pieces += [pl.lit(" "), pl.col("t").cast(pl.Utf8)]
+            if len(self._line_exprs) >= _MAX_SERIES_CACHE:
+                self._line_exprs.clear()
+            expr = self._line_exprs[shape_key] = pl.concat_str(pieces)
+        return columns[POSITION], pl.DataFrame(data).select(expr).to_series()
 
-    def _columns_by_series(
-        self, pts: Sequence[Point], fields: list[Mapping[str, PointValue]]
-    ) -> tuple[list[PointValue], list[bytes]] | None:
-        """Values and pieces for a batch whose points all have the fields their series had last time.
-
-        A series (a meter, an inverter) sends the same fields point after point, so its shape is
-        cached by series: an ``itemgetter`` of its field names and their pieces.  Applying the getters
-        (``operator.call`` over the batch) both pulls the values out in the cached order and proves
-        every cached name is present (else ``KeyError``); equal field counts then prove there is no
-        other name.  This is much cheaper than building and hashing every point's tuple of names
-        (``_columns_by_shape``).  A series with one field caches ``values()`` as its getter (a lone
-        ``itemgetter`` returns the value itself, not a 1-tuple), so its name is checked separately.
-
-        ``None`` when a point does not match; the series' shapes are then learnt again from a later
-        batch (one that changed its fields for good is back on this path after that).
-        """
-        shapes = self._series_shapes
-        if len(shapes) >= _MAX_SERIES_CACHE:
-            shapes.clear()
-        entries = list(map(shapes.__getitem__, map(_SERIES, pts)))
+    def _column_text(self, name: str, column: tuple[PointValue, ...]) -> tuple[pl.Series | None, str]:
+        """One field's values as line-protocol text (and a suffix for every value), or None when one
+        of them must be refused."""
+        kinds = set(map(type, column))
+        if kinds == _FLOAT:
+            # (Series operations only: each one through polars' expression engine costs tens of us.)
+            values = pl.Series(column, dtype=pl.Float64)
+            if not math.isfinite(values.sum()):
+                return None, ""  # NaN or an infinity: refused, line by line (or a sum past 1.8e308)
+            text = values.cast(pl.Utf8)
+            squares = values * values
+            tiny = squares.filter(squares != 0.0).min()
+            # Where repr writes an exponent (|x| < 1e-4 or >= 1e16) and polars does not: repr itself.
+            if squares.max() >= 1e32 or (tiny is not None and tiny < 1e-8):  # type: ignore[operator]
+                text = pl.Series([_float_text(v, t) for v, t in zip(column, text.to_list(), strict=True)])
+            return text, ""
+        if kinds == _INT:
+            try:
+                values = pl.Series(column, dtype=pl.Int64)
+            except OverflowError:
+                return None, ""
+            return values.cast(pl.Utf8), ".0" if self.ints_as_floats else "i"
+        if kinds == _BOOL:
+            return pl.Series(column, dtype=pl.Boolean).cast(pl.Utf8), ""
+        # Text, mixed or exotic types (rare): written value by value by the line path's own formatter.
         try:
-            values = list(chain.from_iterable(map(call, map(_GETTER, entries), fields)))
-        except KeyError:
-            self._series_shapes_missed(pts)
-            return None
-        except _NothingToLearn:
-            return None
-        # Each getter found all its names; equal totals leave no room for another name anywhere.
-        # ``values()`` getters (one-field series) yield whatever there is: those points need their
-        # own count and name checked.
-        if sum(map(len, fields)) != len(values) or (
-            shapes.single_field
-            and (
-                list(map(len, fields)) != list(map(_WIDTH, entries))
-                or not all(map(contains, fields, map(_FIRST_NAME, entries)))
-            )
-        ):
-            self._series_shapes_missed(pts)
-            return None
-        return values, list(chain.from_iterable(map(_PIECES, entries)))
-
-    def _series_shapes_missed(self, pts: Sequence[Point]) -> None:
-        """Forget the shapes of the batch's series (they are learnt again from the next batch, so a
-        series that changed its fields for good is soon back on the fast path) and use
-        ``_columns_by_shape`` for the next few batches, so one that alternates between field sets
-        does not pay for a failed attempt every time."""
-        self._series_shapes.forget(dict.fromkeys(map(_SERIES, pts)))
-        self._skip_series_shapes = _SHAPE_RETRY
-
-    def _columns_by_shape(
-        self, pts: Sequence[Point], fields: list[Mapping[str, PointValue]]
-    ) -> tuple[list[PointValue], list[bytes]] | None:
-        """Values and pieces for any batch (``None`` if a point has no fields): pieces are cached by
-        (series, field names in order), values taken in each point's own order."""
-        cache = self._shape_pieces
-        try:
-            # Keys are built lazily here: a list of them would keep a batch's worth of tuples alive
-            # (and wake the cyclic GC), which on a hit costs more than building them again on a miss.
-            keyed = map(cache.__getitem__, zip(map(_SERIES, pts), map(tuple, fields), strict=True))
-            pieces = list(chain.from_iterable(keyed))
-        except KeyError:
-            keys = list(zip(map(_SERIES, pts), map(tuple, fields), strict=True))
-            wanted = dict.fromkeys(keys)
-            if len(cache) + len(wanted) > _MAX_SERIES_CACHE:
-                cache.clear()
-            for key in wanted.keys() - cache.keys():
-                series, names = key
-                if not names:
-                    return None
-                cache[key] = self._pieces(series, names)
-            pieces = list(chain.from_iterable(map(cache.__getitem__, keys)))
-        try:
-            values = list(chain.from_iterable(map(_DICT_VALUES, fields)))
-        except TypeError:  # a Mapping that is not a dict
-            values = list(chain.from_iterable(map(_VALUES, fields)))
-        return values, pieces
-
-    def _pieces(self, series: SeriesKey, names: tuple[str, ...]) -> tuple[bytes, ...]:
-        """Validated, escaped text before each field's value (see ``_encode_columns``)."""
-        prefix = self._prefix_of(series)
-        first = f"{prefix} {self._key(names[0])}".replace("%", "%%").encode()
-        rest = [("," + self._key(name)).replace("%", "%%").encode() for name in names[1:]]
-        return (_TS_SLOT + first, *rest)
+            return pl.Series([field_value(name, v, ints_as_floats=self.ints_as_floats) for v in column]), ""
+        except LineProtocolError:
+            return None, ""
 
     def _prefix_of(self, key: SeriesKey) -> str:
         """The cached, validated ``measurement,device=..,household=..,source=..`` of a series."""

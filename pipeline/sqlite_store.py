@@ -41,6 +41,7 @@ from typing import Any, Final, TypeVar
 import polars as pl
 
 from pipeline import minute_rollup, series_changes
+from pipeline.columns import DEVICE, HOUSEHOLD, SOURCE, TS, VALUES, ColumnBatch
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, SchemaError
 from pipeline.frames import raw_result_from_rows, shape_result
@@ -104,9 +105,46 @@ class _Touched:
     minutes: set[int]
 
 
+def _touch(
+    touched: dict[tuple[str, str], _Touched], series: tuple[str, str], ts: int, cols: tuple[str, ...]
+) -> None:
+    t = touched.get(series)
+    if t is None:
+        touched[series] = _Touched(ts, ts, set(cols), {ts - ts % MINUTE_NS})
+    else:
+        t.lo = min(t.lo, ts)
+        t.hi = max(t.hi, ts)
+        t.fields.update(cols)
+        t.minutes.add(ts - ts % MINUTE_NS)
+
+
+def _group_batch(batch: ColumnBatch) -> tuple[Groups, dict[tuple[str, str], _Touched]]:
+    """``_group_rows`` for a batch already kept by shape: no ``Point`` is made."""
+    groups: Groups = {}
+    touched: dict[tuple[str, str], _Touched] = {}
+    for shape in batch.shapes():
+        names = shape.names
+        for name in names:
+            if name not in _COL_INDEX:
+                raise UnknownFieldError(f"a {shape.measurement} point has unknown field {name!r}")
+        cols = tuple(sorted(names, key=_COL_INDEX.__getitem__))
+        at = [VALUES + names.index(c) for c in cols]
+        m = shape.measurement
+        bucket = groups.setdefault(cols, [])
+        for r in shape.rows:
+            ts = r[TS]
+            bucket.append((r[HOUSEHOLD], m, ts, r[DEVICE], r[SOURCE], *[r[i] for i in at]))
+            _touch(touched, (r[HOUSEHOLD], m), ts, cols)
+    for rows in groups.values():
+        rows.sort(key=_KEY_ORDER)
+    return groups, touched
+
+
 def _group_rows(points: Sequence[Point]) -> tuple[Groups, dict[tuple[str, str], _Touched]]:
     """Rows grouped by the fields they carry (one upsert statement each), and per series what the
     write touches (time range, fields, minutes)."""
+    if isinstance(points, ColumnBatch):
+        return _group_batch(points)
     groups: Groups = {}
     touched: dict[tuple[str, str], _Touched] = {}
     for p in points:
@@ -123,15 +161,7 @@ def _group_rows(points: Sequence[Point]) -> tuple[Groups, dict[tuple[str, str], 
             groups[cols] = [row]
         else:
             bucket.append(row)
-        series = (p.household, p.measurement)
-        t = touched.get(series)
-        if t is None:
-            touched[series] = _Touched(ts, ts, set(cols), {ts - ts % MINUTE_NS})
-        else:
-            t.lo = min(t.lo, ts)
-            t.hi = max(t.hi, ts)
-            t.fields.update(cols)
-            t.minutes.add(ts - ts % MINUTE_NS)
+        _touch(touched, (p.household, p.measurement), ts, cols)
     for rows in groups.values():
         rows.sort(key=_KEY_ORDER)  # B-tree inserts in key order touch each page once
     return groups, touched

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from collector.reading import FieldValue, Reading
+from collector.reading import Reading
 from pipeline.errors import PipelineError
-from pipeline.query import valid_id
-from seeds.vocabulary import FIELD_SPECS, STORED_CATEGORIES, WRAPPING_FIELDS
+from pipeline.query import datetime_to_ns, valid_id
+from seeds.vocabulary import BOOL_FIELDS, FIELD_SPECS, STORED_CATEGORIES, WRAPPING_FIELDS
 
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+EARLIEST_NS: Final = datetime_to_ns(EARLIEST)
+_ZERO: Final = timedelta(0)
 
 # Categories whose power can only flow one way (generation, or consumption for meters of media).
 _NON_NEGATIVE_POWER: Final = frozenset({"pv", "external_generation", "water", "gas"})
@@ -57,25 +59,49 @@ class ValidationStats:
 @dataclass
 class Validator:
     """``max_future_skew`` tolerates device clocks running a little ahead; ``pv_negative_tolerance_w``
-    tolerates inverters that report their own night-time draw as a small negative output."""
+    tolerates inverters that report their own night-time draw as a small negative output.
+
+    ``accept`` is the writer's entry point: it runs per reading at fleet rates, so the common case
+    (a known category in UTC, numbers within their range, flags) is checked with dictionary look-ups and
+    integer comparisons, and anything else takes ``_field_problem``, which names the reason."""
 
     max_future_skew: timedelta = timedelta(minutes=5)
     pv_negative_tolerance_w: float = 50.0
     stats: ValidationStats = field(default_factory=ValidationStats)
     # Ids already seen to be well-formed: the regex is the costliest check and ids repeat forever.
     _good_ids: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    # category -> numeric field -> (low, high): the plausible range there (see ``_field_problem``)
+    _limits: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict, repr=False)
+    _skew_ns: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._skew_ns = self.max_future_skew // timedelta(microseconds=1) * 1000
+        for category in STORED_CATEGORIES:
+            limits = self._limits[category] = {}
+            for name, spec in FIELD_SPECS.items():
+                if spec.type == "float":
+                    limits[name] = (self._low(category, name, spec.low), spec.high)
+
+    def _low(self, category: str, name: str, low: float) -> float:
+        if name == "power_w" and category in _NON_NEGATIVE_POWER:
+            return -self.pv_negative_tolerance_w if category == "pv" else 0.0
+        return low
 
     def check(self, reading: Reading, now: datetime | None = None) -> Reading:
         """Return the reading with only valid fields, or raise ``RejectedReading`` (already counted)."""
+        return self.accept(reading, datetime_to_ns(now or datetime.now(UTC)))[0]
+
+    def accept(self, reading: Reading, now_ns: int) -> tuple[Reading, int]:
+        """``check`` for a caller that also wants the timestamp in nanoseconds (and has ``now`` so)."""
         try:
-            cleaned = self._check(reading, now or datetime.now(UTC))
+            cleaned = self._check(reading, now_ns)
         except RejectedReading as exc:
             self.stats.rejected[exc.reason] += 1
             raise
         self.stats.accepted += 1
         return cleaned
 
-    def _check(self, r: Reading, now: datetime) -> Reading:
+    def _check(self, r: Reading, now_ns: int) -> tuple[Reading, int]:
         ids = (r.household, r.device)
         if ids not in self._good_ids:
             if not valid_id(r.household):
@@ -85,39 +111,55 @@ class Validator:
             if len(self._good_ids) > 100_000:
                 self._good_ids.clear()
             self._good_ids.add(ids)
-        if r.category not in STORED_CATEGORIES:
-            raise RejectedReading("unknown_category", repr(r.category))
-        offset = r.ts_utc.utcoffset()
-        if offset is None or offset != timedelta(0):
-            raise RejectedReading("non_utc_timestamp", r.ts_utc.isoformat())
-        if r.ts_utc < EARLIEST:
-            raise RejectedReading("timestamp_too_old", r.ts_utc.isoformat())
-        if r.ts_utc > now + self.max_future_skew:
-            raise RejectedReading("timestamp_in_future", r.ts_utc.isoformat())
-        good: dict[str, FieldValue] = {}
-        for name, value in r.fields.items():
-            reason = self._field_problem(r.category, name, value)
-            if reason is None:
-                good[name] = value
-            else:
+        category = r.category
+        limits = self._limits.get(category)
+        if limits is None:
+            raise RejectedReading("unknown_category", repr(category))
+        ts = r.ts_utc
+        if ts.tzinfo is not UTC:
+            offset = ts.utcoffset()
+            if offset is None or offset != _ZERO:
+                raise RejectedReading("non_utc_timestamp", ts.isoformat())
+        ts_ns = datetime_to_ns(ts)
+        if ts_ns < EARLIEST_NS:
+            raise RejectedReading("timestamp_too_old", ts.isoformat())
+        if ts_ns > now_ns + self._skew_ns:
+            raise RejectedReading("timestamp_in_future", ts.isoformat())
+        fields = r.fields
+        bad: list[str] = []
+        for name, value in fields.items():
+            kind = type(value)
+            if kind is float or kind is int:
+                bounds = limits.get(name)
+                if bounds is not None and bounds[0] <= value <= bounds[1]:  # type: ignore[operator]
+                    # (a number: the type was just checked; NaN fails the comparison)
+                    continue
+            elif kind is bool and name in BOOL_FIELDS:
+                continue
+            reason = self._field_problem(category, name, value)
+            if reason is not None:
                 self.stats.dropped_fields[reason] += 1
-        wraps: dict[str, float] = {}
-        for name, modulus in r.counter_wrap.items():
-            if (
-                name in WRAPPING_FIELDS
-                and isinstance(modulus, int | float)
-                and not isinstance(modulus, bool)
-                and math.isfinite(modulus)
-                and modulus > 0
-            ):
-                wraps[name] = float(modulus)
-            else:
-                self.stats.dropped_fields["bad_counter_wrap"] += 1
-        if not good:
-            raise RejectedReading("no_valid_fields", f"{r.household}/{r.device} at {r.ts_utc.isoformat()}")
-        if good == r.fields and wraps == r.counter_wrap:
-            return r
-        return replace(r, fields=good, counter_wrap=wraps)
+                bad.append(name)
+        wraps = r.counter_wrap
+        if wraps:
+            kept: dict[str, float] = {}
+            for name, modulus in wraps.items():
+                if (
+                    name in WRAPPING_FIELDS
+                    and isinstance(modulus, int | float)
+                    and not isinstance(modulus, bool)
+                    and math.isfinite(modulus)
+                    and modulus > 0
+                ):
+                    kept[name] = float(modulus)
+                else:
+                    self.stats.dropped_fields["bad_counter_wrap"] += 1
+        if len(bad) == len(fields):
+            raise RejectedReading("no_valid_fields", f"{r.household}/{r.device} at {ts.isoformat()}")
+        if not bad and (not wraps or kept == wraps):
+            return r, ts_ns
+        good = {k: v for k, v in fields.items() if k not in bad} if bad else fields
+        return replace(r, fields=good, counter_wrap=kept if wraps else {}), ts_ns
 
     def _field_problem(self, category: str, name: str, value: object) -> str | None:
         spec = FIELD_SPECS.get(name)
@@ -136,9 +178,7 @@ class Validator:
         number = float(value)
         if not math.isfinite(number):
             return "not_finite"
-        low, high = spec.low, spec.high
-        if name == "power_w" and category in _NON_NEGATIVE_POWER:
-            low = -self.pv_negative_tolerance_w if category == "pv" else 0.0
+        low, high = self._low(category, name, spec.low), spec.high
         if not low <= number <= high:
             return "out_of_range"
         return None

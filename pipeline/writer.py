@@ -38,13 +38,14 @@ import contextlib
 import functools
 import logging
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from collector.reading import Reading
+from pipeline.columns import ColumnBatch
 from pipeline.counters import CounterStateFile, CounterTracker
 from pipeline.errors import PipelineError, SchemaError
 from pipeline.losses import SPOOL_FULL, SPOOL_WRITE_FAILED
@@ -98,19 +99,10 @@ class WriterStats:
 
 @dataclass
 class _Batch:
-    points: list[Point] = field(default_factory=list)
+    # Readings go straight into columns (one buffer per measurement and field names): the stores write
+    # them column by column, and no ``Point`` object is made per reading on the way.
+    points: ColumnBatch = field(default_factory=ColumnBatch)
     done: asyncio.Future[None] | None = None
-
-
-def reading_to_point(reading: Reading, fields: dict[str, Any], ts_ns: int) -> Point:
-    return Point(
-        measurement=reading.category,
-        household=reading.household,
-        device=reading.device,
-        source=reading.source,
-        ts_ns=ts_ns,
-        fields=fields,
-    )
 
 
 class Pipeline:
@@ -141,7 +133,8 @@ class Pipeline:
         self.store_write_timeout = store_write_timeout
         self.store_up = True  # the last store write's outcome (optimistic before the first)
         self.stats = WriterStats()
-        self._batch = _Batch()
+        self._batch = _Batch()  # filling; full ones wait in ``_sealed`` (oldest first) to be written
+        self._sealed: deque[_Batch] = deque()
         self._io_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
@@ -173,7 +166,7 @@ class Pipeline:
         batch could be neither written nor spooled, or the store's refusal of a batch's data (its
         submitters got the same error)."""
         failure: BaseException | None = None
-        while self._batch.points:
+        while self._sealed or self._batch.points:
             failure = await self._flush_once() or failure
         if isinstance(failure, PipelineError):  # Backpressure, or the store's refusal of the data
             raise failure
@@ -219,20 +212,21 @@ class Pipeline:
             raise RuntimeError("pipeline is closed")
         rejected: list[tuple[int, str]] = []
         added = 0
-        now = now or datetime.now(UTC)
+        now_ns = datetime_to_ns(now or datetime.now(UTC))
         batch = self._batch
+        points = batch.points
+        accept, count = self.validator.accept, self.counters.apply
         for i, reading in enumerate(readings):
             try:
-                clean = self.validator.check(reading, now)
+                clean, ts_ns = accept(reading, now_ns)
             except RejectedReading as exc:
                 rejected.append((i, exc.reason))
                 continue
-            ts_ns = datetime_to_ns(clean.ts_utc)
-            fields = self.counters.apply(clean, ts_ns)
+            fields = count(clean, ts_ns)
             if not fields:
                 rejected.append((i, "no_valid_fields"))
                 continue
-            batch.points.append(reading_to_point(clean, fields, ts_ns))
+            points.add(clean.category, clean.household, clean.device, clean.source, ts_ns, fields)
             added += 1
         if added == 0:
             return SubmitResult(0, tuple(rejected))
@@ -240,9 +234,12 @@ class Pipeline:
             batch.done = asyncio.get_running_loop().create_future()
         done = batch.done
         self._wake.set()
-        if len(batch.points) >= self.batch_size:
+        if len(points) >= self.batch_size:
+            # Later readings start the next batch, so this one can be written while that one fills.
+            self._sealed.append(batch)
+            self._batch = _Batch()
             self._full.set()
-        if not self._tasks:
+        while not self._tasks and not done.done():  # not started: write now, oldest batch first
             await self._flush_once()
         await asyncio.shield(done)
         # Counted once acknowledged: a refused batch a caller submits again is not counted twice.
@@ -255,9 +252,9 @@ class Pipeline:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._batch.points:
-                continue
-            if len(self._batch.points) < self.batch_size:
+            if not self._sealed:
+                if not self._batch.points:
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), timeout=self.max_delay)
             self._full.clear()
@@ -267,12 +264,15 @@ class Pipeline:
                 # Never let the flusher die: submitters would wait forever.  (_flush_once already
                 # turns store/spool failures into per-batch errors; this is for the unexpected.)
                 log.exception("flush failed")
-            if self._batch.points:
+            if self._sealed or self._batch.points:
                 self._wake.set()
 
     async def _flush_once(self) -> BaseException | None:
         async with self._io_lock:
-            batch, self._batch = self._batch, _Batch()
+            if self._sealed:
+                batch = self._sealed.popleft()
+            else:
+                batch, self._batch = self._batch, _Batch()
             if not batch.points:
                 return None
             # State first, points second: a crash in between leaves the state ahead of the data,
@@ -304,7 +304,7 @@ class Pipeline:
             self.stats.store_failures["counter_state_save"] += 1
             log.exception("could not persist counter state")
 
-    async def _persist(self, points: list[Point]) -> None:
+    async def _persist(self, points: Sequence[Point]) -> None:
         spool = self.spool
         if spool is not None and len(spool) > 0:
             # Behind what is already spooled, to keep arrival order; the replayer drains it.
@@ -327,7 +327,7 @@ class Pipeline:
         await self._to_spool(points)
         self._replay_wakeup.set()
 
-    async def _write_direct(self, points: list[Point], *, quiet: bool = False) -> bool:
+    async def _write_direct(self, points: Sequence[Point], *, quiet: bool = False) -> bool:
         """Write to the store; False on an outage (when there is a spool to fall back on).  A store
         that refuses the data itself raises (counted and logged)."""
         try:
@@ -344,7 +344,7 @@ class Pipeline:
         self.stats.batches_written += 1
         return True
 
-    async def _write_store(self, points: list[Point]) -> None:
+    async def _write_store(self, points: Sequence[Point]) -> None:
         """One store write, bounded by ``store_write_timeout`` (then it counts as an outage)."""
         t0 = time.perf_counter()
         try:
@@ -375,7 +375,7 @@ class Pipeline:
             self.stats.store_failures["error"] += 1
             log.error("store refused a batch", exc_info=exc)
 
-    async def _to_spool(self, points: list[Point], *, make_room: bool = True) -> None:
+    async def _to_spool(self, points: Sequence[Point], *, make_room: bool = True) -> None:
         assert self.spool is not None
         spool = self.spool
         try:
@@ -470,7 +470,7 @@ class Pipeline:
             "store_latency_sum_s": s.store_latency_sum_s,
             "store_latency_max_s": s.store_latency_max_s,
             "store_up": int(self.store_up),
-            "pending_points": len(self._batch.points),
+            "pending_points": len(self._batch.points) + sum(len(b.points) for b in self._sealed),
             "lost": {},
         }
         if self.spool is not None:

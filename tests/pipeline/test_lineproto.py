@@ -1,6 +1,7 @@
-"""Line protocol: exact text, escaping, refusal of what cannot be carried, and the fast path agreeing
-with the general path.  A small independent reader of the spec parses the output back, so "escaped"
-is checked as "reads back as the same values", not as a string we happened to expect."""
+"""Line protocol: exact text, escaping, refusal of what cannot be carried, and the column path writing
+byte for byte what the line-by-line path writes.  A small independent reader of the spec parses the
+output back, so "escaped" is checked as "reads back as the same values", not as a string we happened
+to expect."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.columns import ColumnBatch
 from pipeline.lineproto import LineEncoder, LineProtocolError, to_line
 from pipeline.points import Point
 
@@ -192,9 +194,7 @@ def test_columnwise_encoding_equals_line_by_line(
     points = [pt(fields, household=hh, ts_ns=ts) for hh, fields, ts in rows]
     enc = LineEncoder(vector_min=1)
     body = enc.encode(points).decode()
-    # Same values as the line-by-line path (float spelling may differ: polars writes 0.0001 where
-    # repr writes 1e-04, both exact).
-    assert [parse_line(x) for x in body.split("\n")] == [parse_line(enc._general(p)) for p in points]
+    assert body == "\n".join(enc._general(p) for p in points)  # byte for byte
     for line, p in zip(body.split("\n"), points, strict=True):
         _, tags, fields, ts = parse_line(line)
         assert (tags["household"], fields, ts) == (p.household, dict(p.fields), p.ts_ns)
@@ -261,11 +261,12 @@ def test_huge_finite_values_whose_sum_overflows_are_still_written() -> None:
 
 
 def same_as_general(enc: LineEncoder, points: list[Point]) -> None:
-    """``encode`` reads back exactly as the line-by-line path, point for point (field order may
-    differ: a series' fields come out in the order it first sent them)."""
-    lines = enc.encode(points).decode().split("\n")
+    """``encode`` writes byte for byte what the line-by-line path writes, for the points as a list and
+    as a ``ColumnBatch``."""
     reference = LineEncoder(ints_as_floats=enc.ints_as_floats)
-    assert [parse_line(x) for x in lines] == [parse_line(reference._general(p)) for p in points]
+    expected = "\n".join(reference.lines(points)).encode()
+    assert enc.encode(points) == expected
+    assert enc.encode(ColumnBatch(points)) == expected
 
 
 # Names that need escaping, a '%' (the pieces are a ``bytes %`` format) and non-ASCII text.
@@ -433,26 +434,82 @@ def test_caches_at_their_limit_are_cleared_between_batches(monkeypatch: pytest.M
             for i, d in enumerate(devices)
         ]
         same_as_general(enc, points)
-        enc._skip_series_shapes = batch % 2  # alternate between the two column-wise paths
 
 
-def test_steady_batches_stay_on_the_series_shape_path() -> None:
-    """Guards the speed of the common case: known series with their usual fields must neither fall
-    back to the per-point shape lookup nor to the line-by-line path."""
-    enc = LineEncoder()
-    for batch in range(3):
-        points = [
-            pt(
-                {"power_w": float(i), "import_wh_total": 1e6 + i}
-                if i % 2
-                else {"power_w": 1.5, "running": True},
-                device=f"d{i % 2}",
-                ts_ns=TS + batch * 1000 + i,
-            )
-            for i in range(300)
-        ]
-        fields = [p.fields for p in points]
-        assert enc._columns_by_series(points, fields) is not None
-        assert enc._encode_columns(points) == enc.encode(points)
-        same_as_general(enc, points)
-    assert enc._skip_series_shapes == 0
+# -- the column path on fleet traffic ----------------------------------------------------------------------
+
+# Every value type, with what the two paths could disagree on: int64's ends, floats that repr writes
+# with an exponent (and polars does not), negative zero, subnormals; text with quotes, backslashes and
+# non-ASCII; names and tags that need escaping or carry '%'.
+ints64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+odd_floats = st.sampled_from(
+    [1e-5, -3.4e-6, 9.999999999999999e-05, 1e16, -2.5e17, 5e-324, -0.0, 1.7e308, 0.1]
+)
+values = (
+    finite
+    | odd_floats
+    | ints64
+    | st.booleans()
+    | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00"), max_size=8)
+)
+fleet_field_sets = st.dictionaries(shape_names, values, min_size=1, max_size=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["electricity", "pv", "b,a t"]), households, devices, fleet_field_sets, stamps
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    ints_as_floats=st.booleans(),
+)
+def test_any_batch_is_written_byte_for_byte_as_line_by_line(
+    rows: list[tuple[str, str, str, dict[str, object], int]], ints_as_floats: bool
+) -> None:
+    """Whatever a batch holds, the column path writes the line path's bytes, or refuses with the line
+    path's error (a NaN-free strategy: refusals come from text the spec cannot carry)."""
+    points = [pt(f, measurement=m, household=h, device=d, ts_ns=ts) for m, h, d, f, ts in rows]
+    enc = LineEncoder(vector_min=1, ints_as_floats=ints_as_floats)
+    try:
+        expected = "\n".join(LineEncoder(ints_as_floats=ints_as_floats).lines(points)).encode()
+    except LineProtocolError as exc:
+        with pytest.raises(LineProtocolError) as err:
+            enc.encode(ColumnBatch(points))
+        assert (err.value.what, err.value.message) == (exc.what, exc.message)
+        return
+    assert enc.encode(ColumnBatch(points)) == expected
+
+
+def fleet(ticks: int, homes: int = 50) -> list[Point]:
+    """Time-ordered across homes: meter (power; with int counters each sixth tick), inverter (power,
+    running flag, int energy), battery (power, state of charge)."""
+    out = []
+    for tick in range(ticks):
+        ts = TS + tick * 10_000_000_000
+        for h in range(homes):
+            hh = f"hh-{h:05d}"
+            meter: dict[str, object] = {"power_w": 400.5 + (tick + h) % 700}
+            if tick % 6 == 0:
+                meter |= {"import_wh_total": 10**6 + tick, "export_wh_total": 5 * 10**5 + h}
+            out.append(pt(meter, household=hh, ts_ns=ts))
+            pv = {"power_w": float(tick * h % 3000), "running": tick % 2 == 0, "energy_wh_total": tick}
+            out.append(pt(pv, measurement="pv", household=hh, device="inverter", source="modbus", ts_ns=ts))
+            battery = {"power_w": -500.25, "soc_pct": 55.5}
+            out.append(pt(battery, measurement="battery", household=hh, device="battery", ts_ns=ts))
+    return out
+
+
+@pytest.mark.parametrize("ints_as_floats", [False, True])
+def test_fleet_traffic_takes_the_column_path_and_keeps_the_batch_order(ints_as_floats: bool) -> None:
+    """Guards the speed of the common case: ints, floats and bools in a fleet batch are formatted by
+    columns (no fallback to the line path), and the lines come out in the order they were added."""
+    points = fleet(7)
+    enc = LineEncoder(ints_as_floats=ints_as_floats)
+    batch = ColumnBatch(points)
+    assert len(batch.shapes()) == 4  # meter, meter with counters, inverter, battery
+    body = enc._encode_batch(batch)
+    assert body is not None
+    assert body == "\n".join(LineEncoder(ints_as_floats=ints_as_floats).lines(points)).encode()

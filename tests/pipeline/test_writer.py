@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,6 +67,32 @@ async def test_concurrent_submitters_share_batches(tmp_path: Path) -> None:
         await asyncio.gather(*(p.submit([meter(k * 10 + j) for j in range(10)], now=NOW) for k in range(20)))
         assert p.stats.batches_written < 20
     assert (await store.query(all_power())).height == 200
+    await store.close()
+
+
+class WriteLog(SQLiteStore):
+    """The real embedded store, remembering what each write call held (to see how batches were cut)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes: list[list[float]] = []
+
+    async def write(self, points: Sequence[Point]) -> None:
+        self.writes.append([float(p.fields["power_w"]) for p in points])
+        await super().write(points)
+
+
+async def test_a_full_batch_is_written_while_the_next_fills(tmp_path: Path) -> None:
+    """Readings that arrive after a batch reached ``batch_size`` go to the next batch (so the full one
+    can be written meanwhile), batches are written oldest first, and nothing is lost or repeated."""
+    store = WriteLog(tmp_path / "hems.sqlite")
+    async with Pipeline(store, batch_size=25, max_delay=0.05) as p:
+        calls = [p.submit([meter(k * 10 + j) for j in range(10)], now=NOW) for k in range(8)]
+        results = await asyncio.gather(*calls)
+    assert [r.accepted for r in results] == [10] * 8
+    assert [len(w) for w in store.writes] == [30, 30, 20]  # sealed at 30 (>= 25), twice; the rest on time
+    assert [v for w in store.writes for v in w] == [float(i) for i in range(80)]  # in submission order
+    assert (await store.query(all_power())).height == 80
     await store.close()
 
 

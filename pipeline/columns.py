@@ -1,0 +1,139 @@
+"""A writer's batch kept by shape, from the readings on, so a store can write it column by column
+without a Python object per value.
+
+Points are appended as they arrive (``add``) to the buffer of their *shape*: the measurement and the
+field names in the point's order.  Fleet traffic is ordered by time across homes, so a batch holds each
+series about once but only a handful of shapes (a meter's power; a meter's power with its counters; an
+inverter's power and state...).  A shape's buffer keeps one row per point: its place in the batch, the
+series (household, device, source), the timestamp and the values (one tuple: appending a point is one
+tuple and one list append).  ``Shape.columns`` transposes the rows in one C-level pass, and encoders
+take each column at once (``pipeline.lineproto``: polars formats a column of numbers in one call).
+
+The batch is also a ``Sequence[Point]`` in arrival order, for whatever wants points one by one (the
+spool, a store with no column path, tests): those are made on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final, overload
+
+from pipeline.points import Point, PointValue
+
+# Row layout: (position, household, device, source, ts_ns, *values)
+POSITION: Final = 0
+HOUSEHOLD: Final = 1
+DEVICE: Final = 2
+SOURCE: Final = 3
+TS: Final = 4
+VALUES: Final = 5
+
+
+class Shape:
+    """The rows of one (measurement, field names) shape, in arrival order."""
+
+    __slots__ = ("measurement", "names", "rows")
+
+    def __init__(self, measurement: str, names: tuple[str, ...]) -> None:
+        self.measurement = measurement
+        self.names = names
+        self.rows: list[tuple[Any, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self) -> list[tuple[Any, ...]]:
+        """The rows transposed: positions, households, devices, sources, timestamps, then one column
+        per field."""
+        return list(zip(*self.rows, strict=True))
+
+    def point(self, row: int) -> Point:
+        r = self.rows[row]
+        fields = dict(zip(self.names, r[VALUES:], strict=True))
+        return Point(self.measurement, r[HOUSEHOLD], r[DEVICE], r[SOURCE], r[TS], fields)
+
+
+class ColumnBatch(Sequence[Point]):
+    """Points appended in arrival order, kept by shape (see the module docstring)."""
+
+    __slots__ = ("_base", "_index", "_n", "_shapes")
+
+    def __init__(self, points: Iterable[Point] = ()) -> None:
+        self._shapes: dict[tuple[str, ...], Shape] = {}
+        self._n = 0
+        self._base = 0  # rows' positions count from here (a chunk of a larger batch keeps its rows)
+        self._index: list[tuple[Shape, int]] | None = None
+        for p in points:
+            self.add(p.measurement, p.household, p.device, p.source, p.ts_ns, p.fields)
+
+    def add(
+        self,
+        measurement: str,
+        household: str,
+        device: str,
+        source: str,
+        ts_ns: int,
+        fields: Mapping[str, PointValue],
+    ) -> None:
+        """Append one point (``fields`` is read now, not kept)."""
+        key = (measurement, *fields)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = Shape(measurement, key[1:])
+        shape.rows.append((self._base + self._n, household, device, source, ts_ns, *fields.values()))
+        self._n += 1
+        self._index = None
+
+    def shapes(self) -> list[Shape]:
+        """Every shape's buffer, in the order the shapes first arrived."""
+        return list(self._shapes.values())
+
+    def chunks(self, size: int) -> list[ColumnBatch]:
+        """Consecutive batches of at most ``size`` points, in order, sharing this one's rows (no
+        ``Point`` is made, as slicing would)."""
+        if self._n <= size:
+            return [self]
+        out = []
+        for start in range(0, self._n, size):
+            chunk = ColumnBatch()
+            chunk._base = self._base + start
+            chunk._n = min(size, self._n - start)
+            out.append(chunk)
+        for key, shape in self._shapes.items():
+            for row in shape.rows:
+                chunk = out[(row[POSITION] - self._base) // size]
+                part = chunk._shapes.get(key)
+                if part is None:
+                    part = chunk._shapes[key] = Shape(shape.measurement, shape.names)
+                part.rows.append(row)
+        return out
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _where(self) -> list[tuple[Shape, int]]:
+        index = self._index
+        if index is None:
+            found: list[tuple[Shape, int] | None] = [None] * self._n
+            for shape in self._shapes.values():
+                for row, values in enumerate(shape.rows):
+                    found[values[POSITION] - self._base] = (shape, row)
+            index = self._index = [w for w in found if w is not None]
+        return index
+
+    @overload
+    def __getitem__(self, i: int) -> Point: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> ColumnBatch: ...
+
+    def __getitem__(self, i: int | slice) -> Point | ColumnBatch:
+        where = self._where()
+        if isinstance(i, slice):
+            return ColumnBatch(shape.point(row) for shape, row in where[i])
+        shape, row = where[i]
+        return shape.point(row)
+
+    def __iter__(self) -> Iterator[Point]:
+        for shape, row in self._where():
+            yield shape.point(row)

@@ -1,0 +1,60 @@
+"""A batch kept by shape is, to everyone who reads it, the sequence of its points: the encoder, the
+embedded store, the spool and the writer see the same points in the same order as a list of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipeline.columns import ColumnBatch
+from pipeline.lineproto import LineEncoder
+from pipeline.points import Point
+from pipeline.query import SeriesQuery
+from pipeline.sqlite_store import SQLiteStore, UnknownFieldError
+from tests.pipeline.test_lineproto import TS, fleet, pt
+
+
+def test_a_column_batch_is_the_sequence_of_its_points() -> None:
+    points = fleet(2, homes=3)
+    batch = ColumnBatch(points)
+    assert list(batch) == points and len(batch) == len(points)
+    assert batch[4] == points[4] and batch[-1] == points[-1]
+    assert list(batch[3:9]) == points[3:9]
+    batch.add("water", "hh-9", "wm", "echonet", TS, {"volume_l_total": 1.5})
+    assert batch[-1] == Point("water", "hh-9", "wm", "echonet", TS, {"volume_l_total": 1.5})
+
+
+@pytest.mark.parametrize("size", [1, 7, 50, 1000])
+def test_chunks_are_the_batch_in_order(size: int) -> None:
+    points = fleet(3, homes=20)
+    batch = ColumnBatch(points)
+    chunks = batch.chunks(size)
+    assert [list(c) for c in chunks] == [points[i : i + size] for i in range(0, len(points), size)]
+    enc = LineEncoder(vector_min=1)
+    assert b"\n".join(enc.encode(c) for c in chunks) == enc.encode(batch)
+
+
+async def test_the_embedded_store_writes_a_batch_as_its_points(tmp_path: Path) -> None:
+    points = fleet(12, homes=4)
+    points.append(pt({"power_w": 9.0, "state": "idle"}, measurement="pv", device="inverter", ts_ns=TS + 1))
+    as_list, as_batch = SQLiteStore(tmp_path / "list.sqlite"), SQLiteStore(tmp_path / "batch.sqlite")
+    await as_list.write(points)
+    await as_batch.write(ColumnBatch(points))
+    span = (
+        pl.Series([TS - 1]).cast(pl.Datetime("ns", "UTC"))[0],
+        pl.Series([TS + 10**12]).cast(pl.Datetime("ns", "UTC"))[0],
+    )
+    for category, fields in (
+        ("electricity", ("power_w", "import_wh_total", "export_wh_total")),
+        ("pv", ("power_w", "running", "energy_wh_total", "state")),
+        ("battery", ("power_w", "soc_pct")),
+    ):
+        q = SeriesQuery(("hh-00000", "hh-00003", "hh-1"), category, fields, *span)
+        assert_frame_equal(await as_batch.query(q), await as_list.query(q))
+    with pytest.raises(UnknownFieldError):
+        await as_batch.write(ColumnBatch([pt({"no_such_field": 1.0})]))
+    await as_list.close()
+    await as_batch.close()
