@@ -185,6 +185,34 @@ class MinuteRollups:
             }
             self.refresh(conn, {(household, measurement): (minutes, every_field)})
 
+    def erase(
+        self, conn: sqlite3.Connection, household: str, measurement: str, start_ns: int, stop_ns: int
+    ) -> int:
+        """Erasure of ``[start_ns, stop_ns)`` of one series: every hour row overlapping it goes (its
+        slots mix erased samples with others), and the minutes of the two edge hours that still hold
+        points are summarised again from them.  Call after the points are deleted, in the same
+        transaction.  Returns the hour rows removed."""
+        first = start_ns - start_ns % HOUR_NS
+        last = (stop_ns - 1) - (stop_ns - 1) % HOUR_NS
+        removed: int = conn.execute(
+            "DELETE FROM minute_rollups WHERE household = ? AND measurement = ? AND hour_ns >= ? "
+            "AND hour_ns <= ?",
+            (household, measurement, first, last),
+        ).rowcount
+        minutes: set[int] = set()
+        for edge in {first, last}:
+            minutes.update(
+                int(m)
+                for (m,) in conn.execute(
+                    f"SELECT DISTINCT ts_ns - ((ts_ns % {MINUTE_NS}) + {MINUTE_NS}) % {MINUTE_NS} "
+                    "FROM points WHERE household = ? AND measurement = ? AND ts_ns >= ? AND ts_ns < ?",
+                    (household, measurement, edge, edge + HOUR_NS),
+                )
+            )
+        if minutes:
+            self.refresh(conn, {(household, measurement): (minutes, frozenset(self.columns))})
+        return removed
+
 
 def serves(q: SeriesQuery) -> bool:
     """Whether ``windows`` can answer ``q`` (the caller also checks that no raw data below ``start``

@@ -443,7 +443,8 @@ class SQLiteStore:
 
     async def delete(self, d: Deletion) -> int:
         """Points in the range (their number is returned), and the rollups of every bucket that overlaps
-        it (a bucket's partial aggregates mix erased points with others).  Where raw points remain (above
+        it (a bucket's partial aggregates mix erased points with others; minute rollups likewise, see
+        ``MinuteRollups.erase``).  Where raw points remain (above
         retention's floor), the edge buckets are rolled up again from what is left; below it they are
         gone for good, which is logged."""
         start, stop = datetime_to_ns(d.start), datetime_to_ns(d.stop)
@@ -453,6 +454,7 @@ class SQLiteStore:
                 "DELETE FROM points WHERE household = ? AND measurement = ? AND ts_ns >= ? AND ts_ns < ?",
                 (d.household, d.measurement, start, stop),
             ).rowcount
+            self._minutes.erase(conn, d.household, d.measurement, start, stop)
             floor = raw_floor(conn)
             for level, size in LEVELS.items():
                 first, last = start // size * size, (stop - 1) // size * size

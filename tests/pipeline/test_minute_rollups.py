@@ -22,7 +22,7 @@ from polars.testing import assert_frame_equal
 from pipeline import minute_rollup
 from pipeline.frames import shape_result
 from pipeline.points import Point
-from pipeline.query import AGGS, SeriesQuery, datetime_to_ns
+from pipeline.query import AGGS, Deletion, SeriesQuery, datetime_to_ns
 from pipeline.retention import RetentionPolicy, run_retention
 from pipeline.sqlite_store import SQLiteStore
 
@@ -203,3 +203,33 @@ def test_text_fields_and_other_resolutions_take_the_raw_path() -> None:
     assert not minute_rollup.serves(SeriesQuery(("h",), "pv", ("state",), *day, timedelta(minutes=1), "last"))
     assert not minute_rollup.serves(SeriesQuery(("h",), "pv", ("power_w",), *day, timedelta(seconds=90)))
     assert not minute_rollup.serves(SeriesQuery(("h",), "pv", ("power_w",), *day))
+
+
+async def test_an_erasure_leaves_no_erased_sample_in_the_minute_rollups(tmp_path: Path) -> None:
+    """Erasure from 00:30:20 to 01:10:00 of hh-1's electricity: every minute query answers as a store
+    that never held those points (the edge minute 00:30 keeps its first two samples), and hh-2 is
+    untouched.  Fails when the minute rollups keep the erased samples."""
+    erased = (T0 + timedelta(minutes=30, seconds=20), T0 + timedelta(hours=1, minutes=10))
+    points = [pt(s, power_w=float(s % 17), fault=s % 30 == 0) for s in range(0, 2 * 3600, 10)]
+    other = [pt(s, hh="hh-2", power_w=1.0) for s in range(0, 2 * 3600, 10)]
+    kept = [p for p in points if not datetime_to_ns(erased[0]) <= p.ts_ns < datetime_to_ns(erased[1])]
+    store, fresh = SQLiteStore(tmp_path / "s.sqlite"), SQLiteStore(tmp_path / "fresh.sqlite")
+    await store.write(points + other)
+    await fresh.write(kept + other)
+    assert await store.delete(Deletion("hh-1", "electricity", *erased)) == len(points) - len(kept)
+    for every, agg in (
+        (timedelta(minutes=1), "count"),
+        (timedelta(minutes=1), "mean"),
+        (timedelta(hours=1), "max"),
+    ):
+        q = SeriesQuery(("hh-1", "hh-2"), "electricity", ("power_w", "fault"), T0, T0 + timedelta(hours=2),
+                        every, agg)  # fmt: skip
+        got = await store.query(q)
+        same(got, await fresh.query(q))
+        same(got, await reference(store, q))
+    minute_q = SeriesQuery(("hh-1",), "electricity", ("power_w",), T0, T0 + timedelta(hours=2),
+                           timedelta(minutes=1), "count")  # fmt: skip
+    counts = dict((await store.query(minute_q)).select("time", "power_w").rows())
+    assert counts[T0 + timedelta(minutes=30)] == 2 and T0 + timedelta(minutes=31) not in counts
+    await store.close()
+    await fresh.close()
