@@ -79,7 +79,9 @@ class Validator:
         for category in STORED_CATEGORIES:
             limits = self._limits[category] = {}
             for name, spec in FIELD_SPECS.items():
-                if spec.type == "float":
+                # Derived fields are the pipeline's own (``pipeline.negawatt``): not on the fast path, so
+                # ``_field_problem`` drops them from a device's reading, counted.
+                if spec.type == "float" and not spec.derived:
                     limits[name] = (self._low(category, name, spec.low), spec.high)
 
     def _low(self, category: str, name: str, low: float) -> float:
