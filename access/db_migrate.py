@@ -27,6 +27,7 @@ from access.auth import WebAuth
 from access.budget import BudgetStore
 from access.consent import ConsentStore
 from access.db import AccessDb, AccessDbError, Db, is_url, open_db
+from access.gateways import GatewayCredentials
 from access.keys import key_file_for
 from access.ledger import Ledger
 from access.relationships import RelationshipStore
@@ -49,6 +50,7 @@ STORES: tuple[Callable[[AccessDb], _Closable], ...] = (
     SignInThrottle,
     WebhookStore,
     BudgetStore,
+    GatewayCredentials,
 )
 # Kept by each database for itself: the counters readers watch, the stores' schema versions.
 _OWN_TABLES = frozenset({"change_counters", "schema_versions", "hems_schema"})

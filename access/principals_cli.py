@@ -19,6 +19,7 @@ from typing import Any
 from access.auth import WebAuth
 from access.clock import show, to_epoch
 from access.db import AccessDb, describe
+from access.gateways import GatewayCredentials, GatewayError
 from access.location import existing_db, exists
 from access.relationships import VERIFICATION_METHODS, RelationshipStore
 from access.tokens import TokenError, TokenStore
@@ -116,6 +117,16 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("id")
     budget.add_argument("epsilon", nargs="?", type=float, help="the new budget (leave out to show it)")
     budget.add_argument("--by", default=None, help="who sets it (recorded; required with EPSILON)")
+    gateway = sub.add_parser("gateway", help="credentials home gateways upload with (ingest only)")
+    gsub = gateway.add_subparsers(dest="action", required=True)
+    issue = gsub.add_parser("issue", help="issue a credential bound to households (printed once)")
+    issue.add_argument("--household", action="append", required=True, help="a household it writes (repeat)")
+    issue.add_argument("--label", default="", help="e.g. the gateway's serial number")
+    grevoke = gsub.add_parser(
+        "revoke", help="revoke a credential by id (every replica refuses it within 1 s)"
+    )
+    grevoke.add_argument("credential_id")
+    gsub.add_parser("list", help="credentials and their households (never their secrets)")
     password = sub.add_parser("password", help="set the web sign-in password (read from stdin or a prompt)")
     password.add_argument("id")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -136,9 +147,11 @@ def _period_options(parser: argparse.ArgumentParser) -> None:
 def principals(argv: Sequence[str], default_db: AccessDb) -> int:
     args = _parser().parse_args(argv)
     db: AccessDb = args.db or default_db
-    if args.what == "add" and not exists(db):
+    # Adding a principal or issuing a gateway credential may start a deployment's access database.
+    creates = args.what == "add" or (args.what == "gateway" and args.action == "issue")
+    if creates and not exists(db):
         print(f"hems principals: new access database at {describe(db)}", file=sys.stderr)
-    elif args.what != "add" and existing_db(db, "principals") is None:
+    elif not creates and existing_db(db, "principals") is None:
         return 2
     rel = RelationshipStore(db)
     try:
@@ -178,6 +191,8 @@ def principals(argv: Sequence[str], default_db: AccessDb) -> int:
             return _password(args, rel, db)
         elif args.what == "budget":
             return _budget(args, rel, db)
+        elif args.what == "gateway":
+            return _gateway(args, db)
     finally:
         rel.close()
     return 0
@@ -299,6 +314,30 @@ def _budget(args: argparse.Namespace, rel: RelationshipStore, db: AccessDb) -> i
         f"{principal.id}: privacy budget epsilon {b.total:g}, spent {b.spent:g} in {len(releases)} releases, "
         f"left {b.left:g}"
     )
+    return 0
+
+
+def _gateway(args: argparse.Namespace, db: AccessDb) -> int:
+    gateways = GatewayCredentials(db)
+    try:
+        if args.action == "issue":
+            info, text = gateways.issue(args.household, label=args.label)
+            print(f"gateway credential {info.id} for {', '.join(sorted(info.households))}")
+            print("install it on the gateway now; it is not shown again:", file=sys.stderr)
+            print(text)
+        elif args.action == "revoke":
+            gateways.revoke(args.credential_id)
+            print(f"revoked gateway credential {args.credential_id}")
+        else:
+            for g in gateways.list():
+                state = "revoked" if g.revoked_at is not None else "active"
+                households = ",".join(sorted(g.households))
+                print(f"{g.id}\t{households}\t{g.label or '-'}\tissued {_when(g.created_at)}\t{state}")
+    except GatewayError as exc:
+        print(f"hems principals gateway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        gateways.close()
     return 0
 
 

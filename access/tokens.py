@@ -9,21 +9,19 @@ registered for, and the policy still decides every request.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 import re
-import secrets
 from dataclasses import dataclass
 
 from access.clock import now
 from access.db import AccessDb, ChangeWatch, open_db
+from access.hashed_secrets import ID_AND_SECRET, CredentialError, new_id_and_secret, secret_hash, verified_id
 
 PREFIX = "hems_"
 DEFAULT_TTL_S = 90 * 86400.0
 _MAX_VERIFIED = 10_000  # remembered tokens; only verified ones, so a flood of bad guesses adds nothing
-_TOKEN_RE = re.compile(r"^hems_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
+_TOKEN_RE = re.compile(rf"^{PREFIX}{ID_AND_SECRET}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_tokens (
@@ -36,12 +34,8 @@ CREATE INDEX IF NOT EXISTS api_tokens_by_principal ON api_tokens(principal);
 _IDENTITY_COLUMNS = {"identity_verified_at": "REAL", "identity_method": "TEXT NOT NULL DEFAULT ''"}
 
 
-class TokenError(ValueError):
-    """A token that cannot be created, or does not authenticate; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class TokenError(CredentialError):
+    """A token that cannot be issued, or does not authenticate; ``reason`` is a stable code."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +48,6 @@ class TokenInfo:
     expires_at: float
     revoked_at: float | None
     identity_verified_at: float | None = None  # the person's identity was checked then, before issue
-
-
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
 class TokenStore:
@@ -101,8 +91,7 @@ class TokenStore:
         if identity_verified_at is not None and not identity_method:
             raise TokenError("no_identity_method", "say how the person's identity was checked")
         t = now() if at is None else at
-        tid = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
+        tid, secret = new_id_and_secret()
         self._db.execute(
             "INSERT INTO api_tokens (id, principal, purposes, secret_sha256, label, created_at, expires_at, "
             "identity_verified_at, identity_method) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -110,7 +99,7 @@ class TokenStore:
                 tid,
                 principal,
                 json.dumps(sorted(wanted)),
-                _hash(secret),
+                secret_hash(secret),
                 label,
                 t,
                 t + ttl_s,
@@ -189,15 +178,7 @@ class TokenStore:
             self._verified.clear()
 
     def _verify(self, text: str) -> TokenInfo:
-        m = _TOKEN_RE.match(text)
-        row = None
-        if m is not None:
-            row = self._db.execute(
-                "SELECT secret_sha256 FROM api_tokens WHERE id = ?", (m.group(1),)
-            ).fetchone()
-        # Compare even when the row is missing, so both paths do the same work.
-        stored = row[0] if row is not None else "0" * 64
-        given = _hash(m.group(2)) if m is not None else "1" * 64
-        if not hmac.compare_digest(stored, given) or row is None or m is None:
+        tid = verified_id(self._db, _TOKEN_RE, text, "SELECT secret_sha256 FROM api_tokens WHERE id = ?")
+        if tid is None:
             raise TokenError("invalid_token", "the token is not valid")
-        return self.get(m.group(1))
+        return self.get(tid)

@@ -18,7 +18,7 @@ from config.errors import ConfigError
 
 # The sections of the one file, in the order hems.example.toml shows them.  ``households`` is the
 # collector's array of tables; the others are plain tables owned by the command or package named.
-SECTIONS: Final = ("collector", "households", "pipeline", "serve", "demo", "devices", "tariff")
+SECTIONS: Final = ("collector", "households", "pipeline", "fleet", "serve", "demo", "devices", "tariff")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ minute per reason), never retried in a loop that would stop polling.  The last l
 how many readings were stored, kept in the spool for the store's return, rejected, and lost by
 reason; the exit status is 1 when readings were lost, 0 otherwise.  ``--metrics-port`` serves the
 same numbers, device health and the spool's fill as Prometheus text while it runs.
+
+As a home gateway (``--upload-url``) the fleet is the store: every batch goes through the spool, the
+gateway's outbox (``pipeline.factory.open_gateway_pipeline``); "stored" counts what the fleet
+acknowledged, and a line before the last says what was uploaded and what waits in the spool.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import sys
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -38,10 +43,12 @@ from pipeline.config import SECTION as PIPELINE_SECTION
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.exposition import serve_metrics
-from pipeline.factory import open_pipeline
+from pipeline.factory import open_gateway_pipeline, open_pipeline
+from pipeline.fleet_config import FleetConfig
 from pipeline.losses import QUEUE_FULL, STORE_REFUSED, STORE_UNAVAILABLE, Losses
 from pipeline.negawatt import negawatt_loop
-from pipeline.store import StoreUnavailable
+from pipeline.store import Store, StoreUnavailable
+from pipeline.upload import FleetUploader, UploadStats
 from pipeline.writer import Backpressure, Pipeline
 
 log = logging.getLogger("hems.collect")
@@ -201,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hems collect",
         description="Poll devices (from a TOML config or a `hems devices` manifest) into the store. "
-        "InfluxDB when --influx-url (or HEMS_INFLUX_URL) is given, else the embedded SQLite store.",
+        "InfluxDB when --influx-url (or HEMS_INFLUX_URL) is given; a home gateway uploading to the "
+        "fleet when --upload-url (or HEMS_UPLOAD_URL) is given; else the embedded SQLite store.",
     )
     add_collector_arguments(p)
     p.add_argument(
@@ -209,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where the embedded store, spool and counter state live unless [pipeline] names them "
         "(default $HEMS_DATA_DIR, else ./var)",
+    )
+    p.add_argument(
+        "--upload-url",
+        default=None,
+        help="gateway mode: upload to the fleet's ingest at this URL (default $HEMS_UPLOAD_URL or [fleet] "
+        "upload_url); the gateway credential comes from $HEMS_GATEWAY_CREDENTIAL or "
+        "$HEMS_GATEWAY_CREDENTIAL_FILE, never a flag",
+    )
+    p.add_argument(
+        "--keep-local",
+        action="store_true",
+        help="gateway mode: also keep the readings in the embedded store under --data-dir",
     )
     p.add_argument("--influx-url", default=None, help="InfluxDB 2.x URL (default $HEMS_INFLUX_URL)")
     p.add_argument("--influx-org", default=None, help="default $HEMS_INFLUX_ORG")
@@ -273,30 +293,71 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     return cfg
 
 
+def fleet_config(args: argparse.Namespace, cfg: PipelineConfig) -> FleetConfig | None:
+    """The ``[fleet]`` settings when this collector is a home gateway (an upload URL is given)."""
+    fleet = FleetConfig.load(args.config if args.config else None)
+    if args.upload_url:
+        fleet = replace(fleet, upload_url=args.upload_url)
+    if args.keep_local:
+        fleet = replace(fleet, keep_local=True)
+    if fleet.upload_url is None:
+        if args.keep_local:
+            raise ConfigError("--keep-local is for gateway mode (--upload-url)")
+        return None
+    if cfg.use_influx:
+        raise ConfigError("a gateway uploads to the fleet: give --upload-url or an InfluxDB, not both")
+    return fleet
+
+
+def open_uploader(fleet: FleetConfig) -> FleetUploader:
+    assert fleet.upload_url is not None
+    context = ssl.create_default_context(cafile=fleet.ca_file) if fleet.ca_file else None
+    return FleetUploader(
+        fleet.upload_url,
+        fleet.credential(),
+        timeout_s=fleet.upload_timeout_s,
+        max_points=fleet.upload_max_points,
+        ssl_context=context,
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     collector_config = config_from_args(args)
     cfg = pipeline_config(args)
+    fleet = fleet_config(args, cfg)
     data_dir(args.data_dir).mkdir(parents=True, exist_ok=True)
-    store = stores.open_store(cfg)
-    try:
-        await store.open()  # a store schema from a newer release stops here, before any polling
-    except StoreUnavailable as exc:
-        log.warning("store unavailable at start, spooling until it returns: %s", exc)
-    try:
-        pipeline = open_pipeline(cfg, store)  # an unusable spool directory stops here, one line
+    # A gateway keeps its own copy (if asked) in the embedded store; otherwise the store is the target.
+    store_cfg = cfg if fleet is None else replace(cfg, store="sqlite")
+    store: Store | None = None if fleet is not None and not fleet.keep_local else stores.open_store(store_cfg)
+    if store is not None:
+        try:
+            await store.open()  # a store schema from a newer release stops here, before any polling
+        except StoreUnavailable as exc:
+            log.warning("store unavailable at start, spooling until it returns: %s", exc)
+    uploader: FleetUploader | None = None
+    try:  # an unusable spool directory (or a missing gateway credential) stops here, one line
+        if fleet is None:
+            assert store is not None
+            pipeline = open_pipeline(cfg, store)
+        else:
+            uploader = open_uploader(fleet)
+            pipeline = open_gateway_pipeline(cfg, fleet, uploader, store)
     except BaseException:
-        await store.close()
+        if store is not None:
+            await store.close()
         raise
     await pipeline.start()
     collector = Collector(collector_config)
     await collector.start()
     stopping = asyncio.Event()
     event_loop.stop_on_signals(stopping)
-    job = stores.maintenance(store, cfg)  # SQLite: retention; InfluxDB downsamples with its own tasks
+    # SQLite: retention; InfluxDB downsamples with its own tasks
+    job = stores.maintenance(store, store_cfg) if store is not None else None
     retention = asyncio.create_task(job) if job is not None else None
     # The negawatt items of every household polled (pipeline.negawatt): what DR contractors are served.
+    # A gateway derives them only into the home's own copy (--keep-local); the fleet's are not its job.
     households = sorted({d.household for d in collector_config.devices})
-    negawatt = asyncio.create_task(negawatt_loop(store, households))
+    negawatt = asyncio.create_task(negawatt_loop(store, households)) if store is not None else None
     stats = PumpStats()
     pumping = asyncio.create_task(pump(collector, pipeline, stats=stats))
     metrics = None
@@ -309,11 +370,13 @@ async def run(args: argparse.Namespace) -> int:
                 **pipeline.metrics(),
                 "collector": _numbers(collector.stats()),
                 "lost": tally(stats, pipeline, collector).lost,  # the pipeline's, the pump's, the queue's
+                **({"upload": uploader.stats.as_dict()} if uploader is not None else {}),
             },
         )
         print(f"metrics on http://{args.metrics_host}:{args.metrics_port}/metrics", file=sys.stderr)
+    target = fleet.upload_url if fleet is not None else stores.describe(cfg)
     print(
-        f"collecting {len(collector_config.devices)} devices into {stores.describe(cfg)} (Ctrl-C to stop)",
+        f"collecting {len(collector_config.devices)} devices into {target} (Ctrl-C to stop)",
         file=sys.stderr,
     )
     with contextlib.suppress(TimeoutError):
@@ -329,11 +392,28 @@ async def run(args: argparse.Namespace) -> int:
     await pipeline.close()
     if metrics is not None:
         await metrics.cleanup()
-    await store.close()
+    if store is not None:
+        await store.close()
+    if uploader is not None:
+        await uploader.close()
     stats.losses.flush()
+    if uploader is not None:
+        print(upload_summary(uploader.stats, pipeline), file=sys.stderr)
     result = tally(stats, pipeline, collector)
-    print(result.line(), file=sys.stderr)
+    print(result.line(), file=sys.stderr)  # the last line, gateway or not
     return 1 if result.lost_total else 0
+
+
+def upload_summary(stats: UploadStats, pipeline: Pipeline) -> str:
+    """What reached the fleet in this run, and what waits in the spool for the next."""
+    spool = pipeline.spool
+    waiting = spool.depth_points if spool is not None else 0
+    refused = sum(stats.refused_points.values())
+    return (
+        f"uploaded: {stats.points} points in {stats.batches} batches ({stats.duplicates} already stored), "
+        f"{refused} refused by the fleet{f' {dict(stats.refused_points)}' if refused else ''}, "
+        f"{waiting} waiting in the spool"
+    )
 
 
 def main(argv: Sequence[str]) -> int:

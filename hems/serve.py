@@ -1,4 +1,5 @@
-"""``hems serve``: the API and web views over the configured store.
+"""``hems serve``: the API and web views over the configured store, or (``--role ingest``) the
+endpoint home gateways upload to (``hems.ingest``).
 
 This wiring lives in ``hems`` because it joins two packages: the store is opened here (through the
 pipeline's store registry) and handed to the access app, which only ever sees the ``Store``
@@ -28,13 +29,14 @@ from aiohttp import web
 import config
 from access.api import multiproc
 from access.api.state import DEFAULT_PAGE_CACHE_BYTES
-from access.db import AccessDb, check_location, describe
+from access.db import AccessDb, check_location, describe, is_url
 from access.keys import key_file_for
 from access.location import access_db, data_dir, exists
 from access.tariff import Tariff
 from access.tariff import load as load_tariff
 from common.loop import run, stop_on_signals
 from hems.errors import KNOWN_ERRORS, UsageError
+from hems.ingest import IngestReplica, open_replica
 from pipeline.store import Store, StoreUnavailable
 
 GC_THRESHOLDS = (50_000, 20, 20)
@@ -44,7 +46,16 @@ DEFAULT_PAGE_CACHE_MB = DEFAULT_PAGE_CACHE_BYTES / 2**20
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hems serve", description="HTTP API and web views")
+    parser = argparse.ArgumentParser(
+        prog="hems serve",
+        description="HTTP API and web views, or (--role ingest) the endpoint home gateways upload to",
+    )
+    parser.add_argument(
+        "--role",
+        choices=("api", "ingest"),
+        default="api",
+        help="api: the API and web views (default); ingest: POST /api/v1/ingest for home gateways",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
@@ -90,6 +101,18 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="processes serving the port (SO_REUSEPORT); each keeps its own page cache and rate limits, "
         "/metrics adds up every worker's counters (default 1)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other processes (SO_REUSEPORT): several replicas behind one address",
+    )
+    parser.add_argument(
+        "--spool-dir",
+        type=Path,
+        default=None,
+        help="ingest: where replicas keep their spools, one numbered slot each "
+        "(default: ingest-spool beside the access database)",
     )
     parser.add_argument(
         "--alert-every",
@@ -152,27 +175,42 @@ async def _run(
     stop = asyncio.Event()
     stop_on_signals(stop)
     store = open_store(args.store, args.config, data_dir(args.data_dir))
-    app = make_app(
-        store,
-        db,
-        secure_cookies=not args.insecure_cookies,
-        rate_per_s=args.rate if args.rate > 0 else None,
-        page_cache_bytes=int(args.page_cache_mb * 2**20),
-        # The alert webhooks are sent by one process only (the first): workers would each send them.
-        alert_every_s=args.alert_every if not is_worker and args.alert_every > 0 else None,
-        trust_forwarded=args.trust_forwarded,
-        tariff=tariff,
-        metrics_dir=metrics_dir,
-        key_file=key_file_for(db, data_dir(args.data_dir)),
-        shared_pages=getattr(args, "shared_pages", None),
-    )
+    replica: IngestReplica | None = None
+    if args.role == "ingest":
+        # A replica's spool is its own disk's: beside the access database file, or in the data
+        # directory when the access database is a PostgreSQL server.
+        spool_dir = (
+            args.spool_dir or (data_dir(args.data_dir) if is_url(db) else Path(db).parent) / "ingest-spool"
+        )
+        replica = await open_replica(store, db, spool_dir, args.config, metrics_dir)
+        app = replica.app
+    else:
+        app = make_app(
+            store,
+            db,
+            secure_cookies=not args.insecure_cookies,
+            rate_per_s=args.rate if args.rate > 0 else None,
+            page_cache_bytes=int(args.page_cache_mb * 2**20),
+            # The alert webhooks are sent by one process only (the first): workers would each send them.
+            alert_every_s=args.alert_every if not is_worker and args.alert_every > 0 else None,
+            trust_forwarded=args.trust_forwarded,
+            tariff=tariff,
+            metrics_dir=metrics_dir,
+            key_file=key_file_for(db, data_dir(args.data_dir)),
+            shared_pages=getattr(args, "shared_pages", None),
+        )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # A deep accept queue: hundreds of clients connecting at once must not have SYNs dropped (a dropped
     # SYN costs the client a one-second retransmit).  The kernel caps it at net.core.somaxconn.
     site = web.TCPSite(
-        runner, args.host, args.port, reuse_port=args.workers > 1, backlog=1024, ssl_context=_tls(args)
+        runner,
+        args.host,
+        args.port,
+        reuse_port=args.workers > 1 or args.reuse_port,
+        backlog=1024,
+        ssl_context=_tls(args),
     )
     await site.start()
     # Everything built so far (libraries, policy, index) lives as long as the process: moving it out
@@ -188,7 +226,8 @@ async def _run(
         watch = asyncio.create_task(_watch_workers(children, stop))
     scheme = "https" if args.tls_cert else "http"
     print(
-        f"serving on {scheme}://{args.host}:{args.port} (access db {describe(db)}, {args.workers} worker(s))",
+        f"serving on {scheme}://{args.host}:{args.port} ({args.role}, access db {describe(db)}, "
+        f"{args.workers} worker(s))",
         flush=True,
     )
     try:
@@ -197,6 +236,8 @@ async def _run(
         if children:
             watch.cancel()
         await runner.cleanup()
+        if replica is not None:
+            await replica.close()  # what was accepted is stored or in this replica's spool
         await store.close()
 
 
@@ -239,19 +280,21 @@ def serve(argv: Sequence[str]) -> int:
         raise ValueError("--workers must be >= 1")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
-    if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
-        raise ValueError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS)")
+    if (args.workers > 1 or args.reuse_port) and not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("--workers > 1 and --reuse-port need SO_REUSEPORT (Linux, BSD, macOS)")
     db = check_location(access_db(args.db, args.data_dir))
     run(_check_store(args))  # before anything is created: a bad setting or store leaves no trace
     if not exists(db):
         # A fresh deployment starts with no principals: serve (health and readiness work) but say
         # loudly that every data request will be refused until principals are added.
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-        print(
-            f"hems serve: new access database at {db}: no principals yet, so every data request is "
-            "refused; add them with 'hems principals add' (same --db / HEMS_DATA_DIR)",
-            file=sys.stderr,
+        what = (
+            "no gateway credentials yet, so every upload is refused; issue them with "
+            "'hems principals gateway issue'"
+            if args.role == "ingest"
+            else "no principals yet, so every data request is refused; add them with 'hems principals add'"
         )
+        print(f"hems serve: new access database at {db}: {what} (same --db / HEMS_DATA_DIR)", file=sys.stderr)
     # With several workers /metrics merges every worker's counters (access.api.multiproc): in the
     # directory PROMETHEUS_MULTIPROC_DIR names, else in a fresh one removed at exit.
     metrics_dir: Path | None = None

@@ -13,7 +13,10 @@ always go to a segment this process opened, never after a tail a previous proces
 
 Replaying.  ``peek_record`` hands out the oldest unreplayed batch, its CRC checked first: a record
 damaged on disk after it was acknowledged is skipped, counted and logged as lost (``spool_corrupt``),
-never half-delivered and never a reason to stop.  ``commit`` marks it done.  A segment whose last
+never half-delivered and never a reason to stop.  ``commit`` marks it done, ``release`` gives it back
+(the store did not take it).  ``peek_records`` hands out the oldest batches, several at once (a home
+gateway uploads a backlog in few requests), with the same checks; the bookkeeping stays per batch:
+each one handed out is committed or released on its own, oldest first.  A segment whose last
 record is done is deleted *before* the cursor (a small file, atomically replaced) is written, so a
 full volume gets space back from replay itself; a cursor that cannot be written is counted and
 logged, and replay goes on from the position kept in memory (after a restart the worst case is
@@ -31,9 +34,9 @@ logging every reading lost (``spool_dropped_oldest``).  At ``warn_fraction`` (80
 is logged and counted (``fill_warnings``); it re-arms once the spool is back under 70 %.
 
 Public interface (the writer's replayer and a gateway's uploader use only this): ``append``,
-``peek_record``/``commit``/``quarantine``, ``close``; ``depth_batches``, ``depth_points``,
-``size_bytes``, ``max_bytes``, ``fill_ratio``, ``stats.events`` and ``losses`` for /metrics.  The
-methods are blocking (the writer runs them on a worker thread) and thread-safe.
+``peek_record``/``peek_records``/``commit``/``release``/``quarantine``, ``close``; ``depth_batches``,
+``depth_points``, ``size_bytes``, ``max_bytes``, ``fill_ratio``, ``stats.events`` and ``losses`` for
+/metrics.  The methods are blocking (the writer runs them on a worker thread) and thread-safe.
 """
 
 from __future__ import annotations
@@ -178,11 +181,12 @@ class Spool:
         self._cursor_failing = False
         # Records not yet replayed, per segment, oldest first.
         self._pending: dict[int, list[_Record]] = {}
-        # The batch ``peek_record`` last handed out, until it is committed; and, if ``drop_oldest``
-        # deleted its segment meanwhile, that batch with its size: lost only if it is not committed
-        # after all (the replayer may be writing it to the store right now).
-        self._handed: RecordId | None = None
-        self._orphan: tuple[RecordId, int] | None = None
+        # The batches ``peek_record``/``peek_records`` last handed out, each until it is committed or
+        # released; and those of them whose segment ``drop_oldest`` deleted meanwhile, with their
+        # sizes: each lost only if it is not committed after all (the replayer may be writing it to
+        # the store right now).
+        self._handed: set[RecordId] = set()
+        self._orphans: dict[RecordId, int] = {}
         self._scan()
         # Kept as plain ints so /metrics can read them from another thread without walking _pending.
         self._depth_batches = sum(len(v) for v in self._pending.values())
@@ -456,13 +460,11 @@ class Spool:
         lost = self._pending.pop(oldest)
         self._depth_batches -= len(lost)
         self._depth_points -= sum(r.points for r in lost)
-        handed = self._handed
-        if handed is not None and handed[0] == oldest:
-            held = next((r for r in lost if r.offset == handed[1]), None)
-            if held is not None:  # being replayed right now: lost only if that write fails
-                self._orphan = (handed, held.points)
-                lost = [r for r in lost if r is not held]
-            self._handed = None
+        held = [r for r in lost if (oldest, r.offset) in self._handed]
+        for r in held:  # being replayed right now: each lost only if that write fails
+            self._orphans[(oldest, r.offset)] = r.points
+            self._handed.discard((oldest, r.offset))
+        lost = [r for r in lost if (oldest, r.offset) not in self._orphans]
         self._count_dropped(len(lost), sum(r.points for r in lost))
         if oldest == self._active:
             self._close_active()
@@ -511,48 +513,82 @@ class Spool:
         return None if found is None else found[1]
 
     def peek_record(self) -> tuple[RecordId, list[Point]] | None:
-        """The oldest unreplayed batch with its id (pass the id to ``commit``).  A record that fails
-        its check is counted as lost (``spool_corrupt``), logged and skipped."""
+        """The oldest unreplayed batch with its id (pass the id to ``commit`` or ``release``).  A
+        record that fails its check is counted as lost (``spool_corrupt``), logged and skipped."""
+        found = self._hand_out(max_points=0, max_records=1)
+        return found[0] if found else None
+
+    def peek_records(self, max_points: int) -> list[tuple[RecordId, list[Point]]]:
+        """The oldest unreplayed batches in order, as many as hold at most ``max_points`` together
+        (always the oldest one, however large): a gateway uploads a backlog in few requests.  Each
+        is checked like ``peek_record``'s; commit them one by one, oldest first, or release each."""
+        return self._hand_out(max_points=max_points, max_records=None)
+
+    def _hand_out(self, *, max_points: int, max_records: int | None) -> list[tuple[RecordId, list[Point]]]:
+        """The oldest intact batches, within the limits; a damaged one is skipped (counted and
+        logged) while it is the oldest, and ends the hand-out otherwise (it is skipped once the
+        batches before it are committed, so the cursor never jumps over an unwritten batch)."""
+        out: list[tuple[RecordId, list[Point]]] = []
+        total = 0
         with self._lock:
-            self._settle_orphan()
-            while self._pending:
-                seg = min(self._pending)
-                rec = self._pending[seg][0]
-                body = self._read_body(seg, rec)
-                if body is not None:
-                    try:
-                        points = decode_points(body)
-                    except SpoolCorrupt:
-                        pass
-                    else:
-                        self._handed = (seg, rec.offset)
-                        return self._handed, points
-                self.stats.events["corrupt_records"] += 1
-                self.losses.add(
-                    SPOOL_CORRUPT,
-                    rec.points,
-                    f"record at {rec.offset} of {self._seg_path(seg).name} failed its check at replay",
-                )
-                self._advance(seg)
+            self._settle_orphans()
+            for seg in sorted(self._pending):
+                for rec in list(self._pending.get(seg, ())):
+                    if out and (total + rec.points > max_points or len(out) == max_records):
+                        break
+                    points = self._checked(seg, rec)
+                    if points is None:
+                        if out:
+                            break
+                        self._skip_corrupt(seg, rec)
+                        continue
+                    out.append(((seg, rec.offset), points))
+                    total += rec.points
+                else:
+                    continue
+                break
+            self._handed = {record for record, _ in out}
+        return out
+
+    def _checked(self, seg: int, rec: _Record) -> list[Point] | None:
+        """The record's points if it passes its check, else None."""
+        body = self._read_body(seg, rec)
+        if body is None:
+            return None
+        try:
+            return decode_points(body)
+        except SpoolCorrupt:
             return None
 
-    def _settle_orphan(self) -> None:
-        """A batch handed out before ``drop_oldest`` deleted its segment and not committed since:
-        its write failed, so it is lost now."""
-        if self._orphan is not None:
-            _, n_points = self._orphan
-            self._orphan = None
-            self._count_dropped(1, n_points)
+    def _skip_corrupt(self, seg: int, rec: _Record) -> None:
+        """Move past the oldest record, which failed its check: lost, counted and logged."""
+        self.stats.events["corrupt_records"] += 1
+        self.losses.add(
+            SPOOL_CORRUPT,
+            rec.points,
+            f"record at {rec.offset} of {self._seg_path(seg).name} failed its check at replay",
+        )
+        self._advance(seg)
+
+    def _settle_orphans(self) -> None:
+        """Batches handed out before ``drop_oldest`` deleted their segment and not committed since:
+        their write failed, so they are lost now."""
+        if self._orphans:
+            n_points = sum(self._orphans.values())
+            batches = len(self._orphans)
+            self._orphans.clear()
+            self._count_dropped(batches, n_points)
 
     def release(self, record: RecordId) -> None:
-        """The store did not take a batch handed out by ``peek_record``: it stays the oldest, or, if
-        ``drop_oldest`` deleted it meanwhile, it is lost now and counted at once (not at the next
-        replay, which may be an outage later)."""
+        """The store did not take a batch handed out by ``peek_record``/``peek_records``: it stays
+        where it is, or, if ``drop_oldest`` deleted it meanwhile, it is lost now and counted at once
+        (not at the next replay, which may be an outage later)."""
         with self._lock:
-            if self._orphan is not None and self._orphan[0] == record:
-                self._settle_orphan()
-            elif self._handed == record:
-                self._handed = None
+            n_points = self._orphans.pop(record, None)
+            if n_points is not None:
+                self._count_dropped(1, n_points)
+            else:
+                self._handed.discard(record)
 
     def _read_body(self, seg: int, rec: _Record) -> bytes | None:
         """The record's payload if its header and CRC still hold, else None."""
@@ -579,8 +615,8 @@ class Spool:
         """Mark the oldest batch as stored.  With ``record`` (from ``peek_record``) only if that
         batch is still the oldest: a stale or repeated commit must never skip an unwritten batch."""
         with self._lock:
-            if self._orphan is not None and record == self._orphan[0]:
-                self._orphan = None  # its segment was dropped meanwhile, but the batch got through
+            if record is not None and self._orphans.pop(record, None) is not None:
+                # its segment was dropped meanwhile, but the batch got through
                 self.stats.replayed_batches += 1
                 return True
             if not self._is_oldest(record):
@@ -595,8 +631,7 @@ class Spool:
         the cursor is written, so replay on a full volume frees space instead of needing it."""
         records = self._pending[seg]
         rec = records.pop(0)
-        if self._handed == (seg, rec.offset):
-            self._handed = None
+        self._handed.discard((seg, rec.offset))
         self._depth_batches -= 1
         self._depth_points -= rec.points
         self._cursor = (seg, rec.end)
@@ -644,7 +679,7 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
-            self._settle_orphan()
+            self._settle_orphans()
             self.losses.flush()
             self._close_active()
             if self._lock_fd is not None:

@@ -18,7 +18,27 @@ from pipeline.query import Deletion, SeriesQuery
 
 
 class StoreUnavailable(PipelineError):
-    """The store cannot be reached or cannot persist right now; the data is intact and may be retried."""
+    """The store cannot be reached or cannot persist right now; the data is intact and may be retried.
+
+    ``retry_after_s`` is the earliest the store asked to be tried again (a fleet answering 429 or 503
+    with ``Retry-After``); the writer's replayer makes no attempt before it."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What the writer needs from where its batches go: a store, or the fleet a home gateway uploads
+    to (``pipeline.upload.FleetUploader``), which cannot be queried."""
+
+    async def write(self, points: Sequence[Point]) -> None:
+        """Persist ``points``; idempotent per (measurement, household, device, ts_ns); raises
+        ``StoreUnavailable`` on an outage (see ``Store.write``)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @runtime_checkable

@@ -13,18 +13,28 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, get_args
 
-from collector.reading import Reading
+from collector.reading import Reading, Source
 from pipeline.errors import PipelineError
+from pipeline.points import Point, PointValue
 from pipeline.query import datetime_to_ns, valid_id
-from seeds.vocabulary import BOOL_FIELDS, FIELD_SPECS, STORED_CATEGORIES, WRAPPING_FIELDS
+from seeds.vocabulary import (
+    BOOL_FIELDS,
+    FIELD_SPECS,
+    RAW_FIELDS,
+    RAW_PREFIX,
+    STORED_CATEGORIES,
+    WRAPPING_FIELDS,
+)
 
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 EARLIEST_NS: Final = datetime_to_ns(EARLIEST)
 _ZERO: Final = timedelta(0)
+SOURCES: Final = frozenset(get_args(Source))
 
 # Categories whose power can only flow one way (generation, or consumption for meters of media).
 _NON_NEGATIVE_POWER: Final = frozenset({"pv", "external_generation", "water", "gas"})
@@ -103,16 +113,63 @@ class Validator:
         self.stats.accepted += 1
         return cleaned
 
-    def _check(self, r: Reading, now_ns: int) -> tuple[Reading, int]:
-        ids = (r.household, r.device)
+    def check_points(
+        self, points: Iterable[Point], now: datetime | None = None
+    ) -> tuple[list[Point], list[tuple[int, str]]]:
+        """The same checks for points that were readings elsewhere (a home gateway ran the counters
+        and uploads points to the fleet's ingest): the points with only their valid fields, and
+        (index, reason) of each point refused whole (already counted).  A ``raw_*`` field (the
+        meter's own counter value) is held to the range of the counter it copies."""
+        limit = datetime_to_ns(now or datetime.now(UTC)) + self._skew_ns
+        good: list[Point] = []
+        refused: list[tuple[int, str]] = []
+        for i, point in enumerate(points):
+            try:
+                good.append(self._check_point(point, limit))
+            except RejectedReading as exc:
+                self.stats.rejected[exc.reason] += 1
+                refused.append((i, exc.reason))
+        self.stats.accepted += len(good)
+        return good, refused
+
+    def _check_point(self, p: Point, limit_ns: int) -> Point:
+        self._check_ids(p.household, p.device)
+        if p.measurement not in self._limits:
+            raise RejectedReading("unknown_category", repr(p.measurement))
+        ts_ns = p.ts_ns
+        if type(ts_ns) is not int:
+            raise RejectedReading("bad_timestamp", repr(ts_ns))
+        if ts_ns < EARLIEST_NS:
+            raise RejectedReading("timestamp_too_old", str(ts_ns))
+        if ts_ns > limit_ns:
+            raise RejectedReading("timestamp_in_future", str(ts_ns))
+        if p.source not in SOURCES:
+            raise RejectedReading("unknown_source", repr(p.source))
+        good: dict[str, PointValue] = {}
+        for name, value in p.fields.items():
+            counted = name.removeprefix(RAW_PREFIX) if name in RAW_FIELDS else name
+            reason = self._field_problem(p.measurement, counted, value)
+            if reason is None:
+                good[name] = value
+            else:
+                self.stats.dropped_fields[reason] += 1
+        if not good:
+            raise RejectedReading("no_valid_fields", f"{p.household}/{p.device} at {ts_ns}")
+        return p if len(good) == len(p.fields) else replace(p, fields=good)
+
+    def _check_ids(self, household: str, device: str) -> None:
+        ids = (household, device)
         if ids not in self._good_ids:
-            if not valid_id(r.household):
-                raise RejectedReading("bad_household_id", repr(r.household))
-            if not valid_id(r.device):
-                raise RejectedReading("bad_device_id", repr(r.device))
+            if not valid_id(household):
+                raise RejectedReading("bad_household_id", repr(household))
+            if not valid_id(device):
+                raise RejectedReading("bad_device_id", repr(device))
             if len(self._good_ids) > 100_000:
                 self._good_ids.clear()
             self._good_ids.add(ids)
+
+    def _check(self, r: Reading, now_ns: int) -> tuple[Reading, int]:
+        self._check_ids(r.household, r.device)
         category = r.category
         limits = self._limits.get(category)
         if limits is None:

@@ -29,6 +29,13 @@ outside that lock so a store that is slow to fail never delays acknowledgements 
 The exception: a batch the spool would refuse, or make room for by dropping older readings, is
 offered to the store first -- so a full spool neither refuses nor drops anything the store would
 take, even while the replayer still waits out its backoff.
+
+A home gateway's pipeline is ``spool_first``: every batch goes into the spool (its outbox) and only
+the replayer talks to the fleet, a backlog several batches per request (``Spool.peek_records``, each
+batch committed or released on its own).  A store that says when to come back (``StoreUnavailable``
+with ``retry_after_s``: a fleet's 429/503 ``Retry-After``) is not tried again before then, neither
+by the replayer nor by a full spool's offer.  ``copy_to`` keeps the home's own store current as each
+batch is spooled.
 """
 
 from __future__ import annotations
@@ -51,11 +58,15 @@ from pipeline.errors import PipelineError, SchemaError
 from pipeline.losses import SPOOL_FULL, SPOOL_WRITE_FAILED
 from pipeline.points import Point
 from pipeline.query import datetime_to_ns
-from pipeline.spool import Spool, SpoolFull, SpoolWriteFailed
-from pipeline.store import Store, StoreUnavailable
+from pipeline.spool import RecordId, Spool, SpoolFull, SpoolWriteFailed
+from pipeline.store import Sink, Store, StoreUnavailable
 from pipeline.validate import RejectedReading, Validator
 
 log = logging.getLogger(__name__)
+
+
+# At close, how long a Retry-After is waited out before the last replay (systemd allows 90 s to stop).
+CLOSE_WAIT_MAX_S = 10.0
 
 
 class Backpressure(PipelineError):
@@ -108,7 +119,7 @@ class _Batch:
 class Pipeline:
     def __init__(
         self,
-        store: Store,
+        store: Sink,
         *,
         spool: Spool | None = None,
         counter_state: CounterStateFile | None = None,
@@ -118,9 +129,20 @@ class Pipeline:
         replay_interval: float = 1.0,
         max_replay_backoff: float = 30.0,
         store_write_timeout: float = 5.0,
+        spool_first: bool = False,
+        copy_to: Store | None = None,
     ) -> None:
+        if spool_first and spool is None:
+            raise ValueError("spool_first needs a spool")
+        if copy_to is not None and not spool_first:
+            raise ValueError("copy_to is for spool_first pipelines (a gateway's own store)")
         self.store = store
         self.spool = spool
+        # A home gateway's pipeline: every batch goes to the spool (its outbox) and only the replayer
+        # talks to the fleet, so polling never waits on the network; ``copy_to`` (the home's own
+        # embedded store) is written as each batch is spooled, so it stays current during an outage.
+        self.spool_first = spool_first
+        self.copy_to = copy_to
         self.validator = validator or Validator()
         self.counters = CounterTracker()
         self._state_file = counter_state
@@ -143,6 +165,9 @@ class Pipeline:
         self._replay_wakeup = asyncio.Event()
         self._replay_lock = asyncio.Lock()  # one replay at a time: replayer or close()
         self._stopping = False
+        # Loop time before which the store asked not to be tried again (``StoreUnavailable.retry_after_s``).
+        self._not_before = 0.0
+        self._in_flight_points = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -196,13 +221,28 @@ class Pipeline:
         self._tasks.clear()
         if self.spool is not None:
             try:
-                await self._replay_some()
+                await self._last_replay()
             except Exception as exc:  # what is left stays spooled for the next start
                 log.error("last replay at close failed, %d batches stay spooled: %s", len(self.spool), exc)
             self.spool.close()
         if self._state_file is not None:
             await self._save_state()
             self._state_file.close()
+
+    async def _last_replay(self) -> None:
+        """One last replay at close.  A store that asks for a short pause (Retry-After) gets it, and
+        is asked again, for up to ``CLOSE_WAIT_MAX_S``; a longer pause, or a store that does not
+        answer, is honoured by leaving the batches in the spool for the next start."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_WAIT_MAX_S
+        while True:
+            hold = self._not_before - loop.time()
+            if loop.time() + max(0.0, hold) > deadline:
+                return
+            await asyncio.sleep(max(0.0, hold))
+            told_before = self._not_before
+            if await self._replay_some() or self._not_before == told_before:
+                return  # replayed, or failed without being told when to come back
 
     # -- intake --------------------------------------------------------------------------------------
 
@@ -228,13 +268,35 @@ class Pipeline:
                 continue
             points.add(clean.category, clean.household, clean.device, clean.source, ts_ns, fields)
             added += 1
+        return await self._enqueued(batch, added, rejected)
+
+    async def submit_points(self, points: Iterable[Point], now: datetime | None = None) -> SubmitResult:
+        """``submit`` for points whose counters were already made monotonic where their readings were
+        taken (a home gateway's upload, see ``access.api.ingest``): validated again, not counted again.
+        Same promise as ``submit``."""
+        if self._closed:
+            raise RuntimeError("pipeline is closed")
+        good, rejected = self.validator.check_points(points, now)
+        batch = self._batch
+        add = batch.points.add
+        for p in good:
+            add(p.measurement, p.household, p.device, p.source, p.ts_ns, p.fields)
+        return await self._enqueued(batch, len(good), rejected)
+
+    @property
+    def pending_points(self) -> int:
+        """Points accepted but not yet durable: how far the store is behind (the ingest's saturation)."""
+        return len(self._batch.points) + sum(len(b.points) for b in self._sealed) + self._in_flight_points
+
+    async def _enqueued(self, batch: _Batch, added: int, rejected: list[tuple[int, str]]) -> SubmitResult:
+        """Wait until the ``added`` points just put into ``batch`` are durable."""
         if added == 0:
             return SubmitResult(0, tuple(rejected))
         if batch.done is None:
             batch.done = asyncio.get_running_loop().create_future()
         done = batch.done
         self._wake.set()
-        if len(points) >= self.batch_size:
+        if len(batch.points) >= self.batch_size:
             # Later readings start the next batch, so this one can be written while that one fills.
             self._sealed.append(batch)
             self._batch = _Batch()
@@ -275,23 +337,30 @@ class Pipeline:
                 batch, self._batch = self._batch, _Batch()
             if not batch.points:
                 return None
-            # State first, points second: a crash in between leaves the state ahead of the data,
-            # which still gives monotonic totals (see pipeline.counters).
-            if self._state_file is not None:
-                await self._save_state()
+            self._in_flight_points = len(batch.points)
             try:
-                await self._persist(batch.points)
-            except Exception as exc:
-                if isinstance(exc, Backpressure):  # refused by the spool and the store alike
-                    self.stats.backpressure_batches += 1
-                    self.stats.backpressure_points += len(batch.points)
-                if batch.done is not None and not batch.done.done():
-                    batch.done.set_exception(exc)
-                    batch.done.exception()  # mark retrieved: callers may have gone away
-                return exc
+                return await self._flush_batch(batch)
+            finally:
+                self._in_flight_points = 0
+
+    async def _flush_batch(self, batch: _Batch) -> BaseException | None:
+        # State first, points second: a crash in between leaves the state ahead of the data,
+        # which still gives monotonic totals (see pipeline.counters).
+        if self._state_file is not None:
+            await self._save_state()
+        try:
+            await self._persist(batch.points)
+        except Exception as exc:
+            if isinstance(exc, Backpressure):  # refused by the spool and the store alike
+                self.stats.backpressure_batches += 1
+                self.stats.backpressure_points += len(batch.points)
             if batch.done is not None and not batch.done.done():
-                batch.done.set_result(None)
-            return None
+                batch.done.set_exception(exc)
+                batch.done.exception()  # mark retrieved: callers may have gone away
+            return exc
+        if batch.done is not None and not batch.done.done():
+            batch.done.set_result(None)
+        return None
 
     async def _save_state(self) -> None:
         assert self._state_file is not None
@@ -306,8 +375,10 @@ class Pipeline:
 
     async def _persist(self, points: Sequence[Point]) -> None:
         spool = self.spool
-        if spool is not None and len(spool) > 0:
+        if spool is not None and (self.spool_first or len(spool) > 0):
             # Behind what is already spooled, to keep arrival order; the replayer drains it.
+            if self.copy_to is not None:
+                await self._copy(points)
             try:
                 await self._to_spool(points, make_room=False)
             except Backpressure:
@@ -329,7 +400,13 @@ class Pipeline:
 
     async def _write_direct(self, points: Sequence[Point], *, quiet: bool = False) -> bool:
         """Write to the store; False on an outage (when there is a spool to fall back on).  A store
-        that refuses the data itself raises (counted and logged)."""
+        that refuses the data itself raises (counted and logged).  A store that asked not to be tried
+        before a time is not tried before it (an outage until then)."""
+        hold = self._not_before - asyncio.get_running_loop().time()
+        if hold > 0:
+            if self.spool is None:
+                raise StoreUnavailable(f"the store asked not to be tried for another {hold:.1f} s")
+            return False
         try:
             await self._write_store(points)
         except StoreUnavailable as exc:
@@ -344,6 +421,16 @@ class Pipeline:
         self.stats.batches_written += 1
         return True
 
+    async def _copy(self, points: Sequence[Point]) -> None:
+        """The gateway's own copy: a failure is logged and counted but never holds up the upload, which
+        is the copy the fleet keeps."""
+        assert self.copy_to is not None
+        try:
+            await self.copy_to.write(points)
+        except Exception:
+            self.stats.store_failures["local_copy"] += 1
+            log.exception("could not write %d points to the local store", len(points))
+
     async def _write_store(self, points: Sequence[Point]) -> None:
         """One store write, bounded by ``store_write_timeout`` (then it counts as an outage)."""
         t0 = time.perf_counter()
@@ -355,8 +442,10 @@ class Pipeline:
             raise StoreUnavailable(
                 f"store write of {len(points)} points took longer than {self.store_write_timeout:g} s"
             ) from None
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             self.store_up = False
+            if exc.retry_after_s is not None:  # the store said when to come back (429/503 Retry-After)
+                self._not_before = asyncio.get_running_loop().time() + exc.retry_after_s
             raise
         self.store_up = True
         self.stats.observe_latency(time.perf_counter() - t0)
@@ -392,30 +481,45 @@ class Pipeline:
     # -- replay --------------------------------------------------------------------------------------
 
     async def _replay_some(self, max_batches: int = 50) -> bool:
-        """Replay up to ``max_batches`` spooled batches in order; False if the store failed."""
+        """Replay up to ``max_batches`` hand-outs of spooled batches in order (a gateway's several
+        batches at once); False if the store failed.  Each batch handed out is committed or released
+        on its own, so the spool's accounting (and ``drop_oldest``'s losses) stays per batch."""
         assert self.spool is not None
         spool = self.spool
         async with self._replay_lock:
+            single = False
             for _ in range(max_batches):
-                found = await asyncio.to_thread(spool.peek_record)
-                if found is None:
+                if self.spool_first and not single:
+                    # A gateway's backlog (after an outage) goes up in few requests, not one per batch.
+                    found = await asyncio.to_thread(spool.peek_records, self.batch_size)
+                else:
+                    oldest = await asyncio.to_thread(spool.peek_record)
+                    found = [] if oldest is None else [oldest]
+                if not found:
                     return True
-                record, points = found
+                records = [record for record, _ in found]
+                points = [p for _, batch in found for p in batch]
                 try:
                     await self._write_store(points)
                 except StoreUnavailable as exc:
                     self._note_failure(exc)
-                    await asyncio.to_thread(spool.release, record)
+                    await asyncio.to_thread(_release_all, spool, records)
                     return False
                 except Exception as exc:
+                    self._note_failure(exc)
+                    if len(records) > 1:
+                        # Find which batch the store refuses: one at a time from here.
+                        await asyncio.to_thread(_release_all, spool, records)
+                        single = True
+                        continue
                     # The store refuses this batch itself: set it aside (kept on disk, counted) so
                     # one poisoned record cannot block every later one.
-                    self._note_failure(exc)
-                    await asyncio.to_thread(spool.quarantine, record)
+                    await asyncio.to_thread(spool.quarantine, records[0])
                     continue
-                if await asyncio.to_thread(spool.commit, record):
-                    self.stats.replayed_batches += 1
-                    self.stats.replayed_points += len(points)
+                for record, batch in found:
+                    if await asyncio.to_thread(spool.commit, record):
+                        self.stats.replayed_batches += 1
+                        self.stats.replayed_points += len(batch)
                 if self._stopping and self._in_replayer():
                     return True
         return True
@@ -435,6 +539,12 @@ class Pipeline:
                 return
             if len(self.spool) == 0:
                 delay = self.replay_interval
+                continue
+            hold = self._not_before - asyncio.get_running_loop().time()
+            if hold > 0:
+                # The store said when to come back (429/503 Retry-After): a new batch waking the
+                # replayer earlier must not make it knock again sooner.
+                delay = hold
                 continue
             try:
                 # Not under the I/O lock: a slow or failing store must not hold up acknowledgements.
@@ -470,7 +580,7 @@ class Pipeline:
             "store_latency_sum_s": s.store_latency_sum_s,
             "store_latency_max_s": s.store_latency_max_s,
             "store_up": int(self.store_up),
-            "pending_points": len(self._batch.points) + sum(len(b.points) for b in self._sealed),
+            "pending_points": self.pending_points,
             "lost": {},
         }
         if self.spool is not None:
@@ -483,3 +593,10 @@ class Pipeline:
             out["spool_events"] = dict(self.spool.stats.events)
             out["lost"] = self.spool.losses.counts()
         return out
+
+
+def _release_all(spool: Spool, records: list[RecordId]) -> None:
+    """Give back every batch of a hand-out the store did not take (a batch ``drop_oldest`` deleted
+    meanwhile is counted as lost by the spool, each on its own)."""
+    for record in records:
+        spool.release(record)

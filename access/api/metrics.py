@@ -66,11 +66,11 @@ class Metrics:
         is counted by state."""
         registry = CollectorRegistry(auto_describe=False)
         if self.shared is None:
-            registry.register(_Families(lambda: self.families(pages)))
+            registry.register(Families(lambda: self.families(pages)))
         else:
             self.publish(pages)
-            registry.register(_Families(self.shared.collect))
-        registry.register(_Families(lambda: operations_families(collector_health, pipeline_stats)))
+            registry.register(Families(self.shared.collect))
+        registry.register(Families(lambda: operations_families(collector_health, pipeline_stats)))
         return bytes(generate_latest(registry))
 
     def publish(self, pages: PageCache | None = None) -> None:
@@ -96,7 +96,7 @@ class Metrics:
         for (route, method, status), n in sorted(m.requests.items()):
             requests.add_metric([route, method, str(status)], n)
         yield requests
-        yield _histogram("hems_api_request_seconds", "Time to answer a request.", m.request_seconds)
+        yield histogram_family("hems_api_request_seconds", "Time to answer a request.", m.request_seconds)
         decisions = CounterMetricFamily(
             "hems_policy_decisions", "Policy decisions by outcome.", labels=["outcome"]
         )
@@ -107,13 +107,13 @@ class Metrics:
         for reason, n in sorted(m.refusals.items()):
             refusals.add_metric([reason], n)
         yield refusals
-        yield _histogram(
+        yield histogram_family(
             "hems_policy_decision_seconds", "Time spent deciding (policy only).", m.decision_seconds
         )
         yield CounterMetricFamily(
             "hems_ledger_records", "Provision records written by this process.", value=m.ledger_records
         )
-        yield _histogram(
+        yield histogram_family(
             "hems_store_query_seconds", "Time the store took to answer a series query.", m.store_seconds
         )
         if pages is not None:
@@ -148,7 +148,7 @@ class Metrics:
             )
 
 
-def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+def histogram_family(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
     buckets: list[tuple[str, float]] = []
     running = 0
     for bound, count in zip(h.buckets, h.counts, strict=False):
@@ -158,7 +158,7 @@ def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.total)
 
 
-class _Families(Collector):
+class Families(Collector):
     """A registry entry that yields whatever ``families`` makes at scrape time."""
 
     def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:

@@ -108,7 +108,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def _from_this_machine(request: web.Request) -> bool:
+def from_this_machine(request: web.Request) -> bool:
     try:
         return ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
     except ValueError:
@@ -119,7 +119,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Operational counters for Prometheus: to a scraper on this machine, or to an operator's token
     (they name routes, refusal reasons and device states, never a household)."""
     state = request.app[STATE]
-    if not _from_this_machine(request):
+    if not from_this_machine(request):
         caller = authenticate(request, state)
         assert caller is not None
         if caller.kind != "operator":

@@ -332,7 +332,7 @@ async def test_metrics_include_collector_and_pipeline_providers(
 
 
 async def test_metrics_are_for_this_machine_or_the_operator(env: Env) -> None:
-    from access.api.routes import _from_this_machine
+    from access.api.routes import from_this_machine
 
     class Remote:
         remote = "192.0.2.7"
@@ -340,8 +340,8 @@ async def test_metrics_are_for_this_machine_or_the_operator(env: Env) -> None:
     class Local:
         remote = "127.0.0.1"
 
-    assert not _from_this_machine(Remote())  # type: ignore[arg-type]
-    assert _from_this_machine(Local())  # type: ignore[arg-type]
+    assert not from_this_machine(Remote())  # type: ignore[arg-type]
+    assert from_this_machine(Local())  # type: ignore[arg-type]
 
 
 async def test_pagination_with_windows_and_an_unaligned_start_matches_one_page(env: Env) -> None:

@@ -43,7 +43,7 @@ def test_unparseable_file_and_unknown_section(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config.read(bad)
     assert (info.value.file, info.value.section) == (str(bad), "pipline")
-    assert "known: collector, households, pipeline, serve, demo, devices" in str(info.value)
+    assert "known: collector, households, pipeline, fleet, serve, demo, devices" in str(info.value)
     bad.write_text("pipeline = 3\n")
     with pytest.raises(ConfigError, match=r"\[pipeline\] must be a table"):
         config.read(bad).section("pipeline")

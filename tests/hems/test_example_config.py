@@ -23,6 +23,7 @@ from devices.cli import build_parser as devices_parser
 from hems.demo import build_parser as demo_parser
 from hems.serve import _parser as serve_parser
 from pipeline.config import PipelineConfig
+from pipeline.fleet_config import FleetConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hems.example.toml"
 PARSERS: dict[str, argparse.ArgumentParser] = {
@@ -57,6 +58,12 @@ def test_pipeline_section_is_the_defaults_and_complete() -> None:
             assert "# [pipeline.store_options]" in _section_text("pipeline")
         else:
             assert _shown("pipeline", f.name), f.name
+
+
+def test_fleet_section_is_the_defaults_and_complete() -> None:
+    assert FleetConfig.load(EXAMPLE, env={}) == FleetConfig()
+    for f in dataclasses.fields(FleetConfig):
+        assert _shown("fleet", f.name), f.name
 
 
 def test_collector_section_is_the_defaults_and_complete_and_its_household_loads() -> None:

@@ -10,6 +10,7 @@ query against the real test InfluxDB, and the api service's command against it a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import yaml
 from collector.reading import FIELD_UNITS
 from seeds.vocabulary import SERIES_CATEGORIES
 from tests.influx_server import DEFAULT_INFLUX_VERSION, REPO_ROOT, InfluxServer
+from tests.ingest_client import post_batch
 from tests.loopback import free_port
 from tests.pg_server import PgServer
 
@@ -137,7 +139,7 @@ def test_interpolation_follows_compose_rules() -> None:
 
 # ---------------------------------------------------------------------- compose file
 def test_services_are_the_five_of_the_deployment(compose: dict[str, Any]) -> None:
-    assert set(services(compose)) == {"influxdb", "postgres", "collector", "api", "grafana"}
+    assert set(services(compose)) == {"influxdb", "postgres", "collector", "api", "ingest", "grafana"}
 
 
 def test_every_secret_is_required_and_has_no_default(raw: dict[str, Any]) -> None:
@@ -166,7 +168,7 @@ def test_influxdb_first_start_setup_matches_what_the_clients_use(compose: dict[s
     assert env["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
     for key in ("USERNAME", "PASSWORD", "ORG", "BUCKET", "ADMIN_TOKEN"):
         assert env[f"DOCKER_INFLUXDB_INIT_{key}"], key
-    for client in ("collector", "api"):
+    for client in ("collector", "api", "ingest"):
         cenv = svc[client]["environment"]
         assert set(cenv) >= INFLUX_ENV, client
         assert cenv["HEMS_INFLUX_TOKEN"] == env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
@@ -187,6 +189,7 @@ def test_ports_are_published_on_loopback_by_default(compose: dict[str, Any]) -> 
     svc = services(compose)
     assert _published(svc["influxdb"]) == {8086: ("127.0.0.1", 8086)}
     assert _published(svc["api"]) == {8080: ("127.0.0.1", 8080)}
+    assert _published(svc["ingest"]) == {8081: ("127.0.0.1", 8081)}
     assert _published(svc["grafana"]) == {3000: ("127.0.0.1", 3000)}
     assert _published(svc["collector"]) == {9464: ("127.0.0.1", 9464)}  # its /metrics
     collect = svc["collector"]["command"]
@@ -194,6 +197,7 @@ def test_ports_are_published_on_loopback_by_default(compose: dict[str, Any]) -> 
     assert collect[collect.index("--metrics-host") + 1] == "0.0.0.0"  # reachable from outside the container
     assert "ports" not in svc["postgres"]  # only the services on the compose network reach it
     assert "8080" in svc["api"]["command"]  # serve listens where the port mapping points
+    assert "8081" in svc["ingest"]["command"]
 
 
 def test_grafana_stays_on_loopback_when_the_api_is_exposed(raw: dict[str, Any]) -> None:
@@ -228,7 +232,15 @@ def test_state_lives_in_declared_volumes(compose: dict[str, Any]) -> None:
     assert mounts["collector"]["/var/lib/hems"] in declared  # the spool survives a container restart
     assert mounts["grafana"]["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
     assert mounts["grafana"]["/etc/grafana/dashboards"] == "./deploy/grafana/dashboards"
-    assert mounts["collector"]["/config"] == mounts["api"]["/config"]
+    assert mounts["collector"]["/config"] == mounts["api"]["/config"] == mounts["ingest"]["/config"]
+    # Gateway credentials are read from the access database in PostgreSQL: no file of the API's.
+    assert "/var/lib/hems" not in mounts["ingest"]
+    ingest = svc_command(compose, "ingest")
+    assert mounts["ingest"][ingest[ingest.index("--spool-dir") + 1]] in declared
+
+
+def svc_command(compose: dict[str, Any], name: str) -> list[str]:
+    return [str(a) for a in services(compose)[name]["command"]]
 
 
 def test_clients_wait_for_a_healthy_influxdb_and_postgresql(compose: dict[str, Any]) -> None:
@@ -238,7 +250,8 @@ def test_clients_wait_for_a_healthy_influxdb_and_postgresql(compose: dict[str, A
     healthy = {"condition": "service_healthy"}
     for name in ("collector", "grafana"):
         assert svc[name]["depends_on"] == {"influxdb": healthy}, name
-    assert svc["api"]["depends_on"] == {"influxdb": healthy, "postgres": healthy}
+    for name in ("api", "ingest"):
+        assert svc[name]["depends_on"] == {"influxdb": healthy, "postgres": healthy}, name
 
 
 def test_the_api_uses_the_postgres_service_with_its_password_from_the_environment(
@@ -260,6 +273,9 @@ def test_the_api_uses_the_postgres_service_with_its_password_from_the_environmen
     assert (parts["user"], parts["dbname"]) == (pg["POSTGRES_USER"], pg["POSTGRES_DB"])
     assert "password" not in parts and pg["POSTGRES_PASSWORD"] not in url
     assert api["PGPASSWORD"] == pg["POSTGRES_PASSWORD"] == FULL_ENV["HEMS_ACCESS_DB_PASSWORD"]
+    # The ingest replicas read the gateway credentials from the same database.
+    ingest = svc["ingest"]["environment"]
+    assert (ingest["HEMS_ACCESS_DB"], ingest["PGPASSWORD"]) == (url, api["PGPASSWORD"])
     # Every replica reads one key, kept on the api's volume.
     assert api["HEMS_KEY_FILE"].startswith(api["HEMS_DATA_DIR"] + "/")
     name, _, tag = svc["postgres"]["image"].partition(":")
@@ -299,7 +315,8 @@ def test_collector_and_api_run_hems_subcommands(compose: dict[str, Any]) -> None
     svc = services(compose)
     assert svc["collector"]["command"][0] == "collect"
     assert svc["api"]["command"][0] == "serve"
-    for name in ("collector", "api"):
+    assert svc["ingest"]["command"][:3] == ["serve", "--role", "ingest"]
+    for name in ("collector", "api", "ingest"):
         assert svc[name]["command"][0] in listed, (name, listed)
         assert svc[name]["build"] == "."
         assert svc[name]["image"] == svc["collector"]["image"]  # one image, two commands
@@ -314,7 +331,7 @@ def test_collector_and_api_run_hems_subcommands(compose: dict[str, Any]) -> None
     assert serve[serve.index("--host") + 1] == "0.0.0.0"
 
 
-@pytest.mark.parametrize("service", ["collector", "api"])
+@pytest.mark.parametrize("service", ["collector", "api", "ingest"])
 def test_the_options_compose_passes_are_ones_the_subcommand_accepts(
     compose: dict[str, Any], service: str
 ) -> None:
@@ -486,14 +503,20 @@ def test_every_dashboard_query_runs_and_returns_rows(influxdb: InfluxServer, inf
                     assert all(r["_time"] == T0 + timedelta(hours=1) for r in rows[1:])
 
 
-@pytest.mark.influxdb
-@pytest.mark.postgresql
-def test_the_api_service_command_serves_from_the_real_influxdb_and_postgresql(
-    compose: dict[str, Any], influxdb: InfluxServer, postgres: PgServer, pg_url: str, tmp_path: Path
-) -> None:
-    """The api container's command and environment, with only the addresses (and the key's path)
-    moved to this host: it serves, and keeps its access database in PostgreSQL, not in a file."""
-    svc = services(compose)["api"]
+@contextlib.contextmanager
+def running_service(
+    compose: dict[str, Any],
+    name: str,
+    influxdb: InfluxServer,
+    postgres: PgServer,
+    pg_url: str,
+    tmp_path: Path,
+    bucket: str | None = None,
+) -> Iterator[str]:
+    """A service's command and environment as compose gives them, with only the addresses and paths
+    moved to this host; yields its base URL once /healthz answers.  It must name the PostgreSQL
+    access database it serves from."""
+    svc = services(compose)[name]
     port = free_port()
     command = [str(a) for a in svc["command"]]
     command[command.index("--host") + 1] = "127.0.0.1"
@@ -501,13 +524,15 @@ def test_the_api_service_command_serves_from_the_real_influxdb_and_postgresql(
     config = tmp_path / "hems.toml"
     config.write_text("")
     command[command.index("--config") + 1] = str(config)
+    if "--spool-dir" in command:
+        command[command.index("--spool-dir") + 1] = str(tmp_path / "spool")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEMS_")}
     env.update(svc["environment"])
     env.update(
         HEMS_INFLUX_URL=influxdb.url,
         HEMS_INFLUX_TOKEN=influxdb.token,
         HEMS_INFLUX_ORG=influxdb.org,
-        HEMS_INFLUX_BUCKET=influxdb.bucket,
+        HEMS_INFLUX_BUCKET=bucket or influxdb.bucket,
         HEMS_DATA_DIR=str(tmp_path),
         HEMS_ACCESS_DB=pg_url,
         PGPASSWORD=postgres.password,
@@ -521,26 +546,69 @@ def test_the_api_service_command_serves_from_the_real_influxdb_and_postgresql(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         status = None
         while status is None and proc.poll() is None and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
                     status = r.status
             except OSError:
                 time.sleep(0.2)
         assert status == 200, f"hems {' '.join(command)} did not serve (exit {proc.poll()})"
+        yield base
     finally:
         proc.terminate()
-        output = proc.communicate(timeout=15)[0]
+        output = proc.communicate(timeout=30)[0]
     assert "serving on" in output and pg_url in output, output
+
+
+@pytest.mark.influxdb
+@pytest.mark.postgresql
+def test_the_api_service_command_serves_from_the_real_influxdb_and_postgresql(
+    compose: dict[str, Any], influxdb: InfluxServer, postgres: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    """The api container's command and environment, with only the addresses (and the key's path)
+    moved to this host: it serves, and keeps its access database in PostgreSQL, not in a file."""
+    with running_service(compose, "api", influxdb, postgres, pg_url, tmp_path):
+        pass
     assert not (tmp_path / "access.sqlite").exists()
     import psycopg
 
     with psycopg.connect(pg_url, password=postgres.password) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM hems_schema")}
     assert {"relationships", "consent", "tokens", "ledger", "web", "signin", "alerts"} <= names
+
+
+@pytest.mark.influxdb
+@pytest.mark.postgresql
+def test_the_ingest_service_command_stores_a_gateway_upload_in_the_real_influxdb(
+    compose: dict[str, Any],
+    influxdb: InfluxServer,
+    influx_bucket: str,
+    postgres: PgServer,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    """The ingest container's command and environment: a credential issued in the PostgreSQL access
+    database (where the api replicas keep theirs) lets a gateway's upload into InfluxDB."""
+    from access.gateways import GatewayCredentials
+
+    creds = GatewayCredentials(pg_url)
+    _, credential = creds.issue(["hh-compose"])
+    creds.close()
+    ts = int(time.time()) * 10**9
+    body = f"electricity,device=m,household=hh-compose,source=echonet power_w=42.5 {ts}".encode()
+    with running_service(compose, "ingest", influxdb, postgres, pg_url, tmp_path, influx_bucket) as base:
+        status, answer = post_batch(base, credential, body)
+        assert status == 200 and answer["accepted"] == 1
+    from influxdb_client import InfluxDBClient
+
+    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org=influxdb.org) as client:
+        flux = f'from(bucket: "{influx_bucket}") |> range(start: 0) |> filter(fn: (r) => r.device == "m")'
+        values = [r.get_value() for t in client.query_api().query(flux) for r in t.records]
+    assert values == [42.5]
 
 
 if __name__ == "__main__":  # pragma: no cover - handy for checking a .env by hand
