@@ -3,7 +3,9 @@ fleet runs them behind a load balancer:
 
 * a homeowner's suspension made through one replica is refused by the other within a second;
 * provisions served concurrently by both leave one ledger chain that ``hems ledger verify`` accepts;
-* a token revoked by ``hems principals token revoke`` cannot read through either replica a second later.
+* a token revoked by ``hems principals token revoke`` cannot read through either replica a second later;
+* two ingest replicas (``hems serve --role ingest``): a gateway credential revoked through one replica's
+  access database connection cannot upload through the other a second later.
 
 The times measured are printed (``-s``): NOTIFY carries a change to the other replica in milliseconds.
 """
@@ -25,12 +27,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from access.gateways import GatewayCredentials
 from access.ledger import Ledger
 from access.relationships import RelationshipStore
 from access.tokens import TokenStore
 from pipeline.config import PipelineConfig
 from pipeline.points import Point
 from pipeline.stores import open_store
+from tests.ingest_client import post_batch
 from tests.loopback import free_port
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.influxdb, pytest.mark.slow]
@@ -95,11 +99,12 @@ async def _readings(settings: dict[str, str], now: float) -> None:
 
 
 @asynccontextmanager
-async def _replica(env: dict[str, str], db: str) -> AsyncIterator[str]:
+async def _replica(env: dict[str, str], db: str, *role: str) -> AsyncIterator[str]:
     port = free_port()
+    options = list(role) or ["--rate", "0", "--insecure-cookies"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hems", "serve", "--port", str(port), "--db", db, "--store", "influx",
-        "--rate", "0", "--insecure-cookies", env=env,
+        *options, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -239,3 +244,48 @@ async def test_a_revoked_token_cannot_read_through_either_replica_a_second_later
             print(f"\ntoken revoked by the CLI refused by replica {name} after {took * 1000:.0f} ms")
             assert refusal["status"] == 401 and refusal["code"] == "token_revoked", refusal
             assert took < PROPAGATION_LIMIT_S
+
+
+async def test_a_gateway_credential_revoked_through_one_ingest_replica_cannot_upload_through_the_other(
+    pg_url: str, influxdb_settings: dict[str, str], tmp_path: Path
+) -> None:
+    """Both ingest replicas take the gateway's uploads (and remember its credential); the credential
+    is revoked with the first replica's access database (as ``hems principals gateway revoke`` on
+    that host would); the second refuses the next upload within a second (NOTIFY, not a poll)."""
+    env = {
+        **os.environ,
+        "HEMS_DATA_DIR": str(tmp_path / "data"),
+        **{f"HEMS_{k.upper()}": v for k, v in influxdb_settings.items()},
+    }
+    issued = GatewayCredentials(pg_url)
+    info, credential = issued.issue(["hh-gw"])
+    _, kept_credential = issued.issue(["hh-kept"])
+    issued.close()
+    ts = itertools.count(int(time.time()) * 10**9, 10**9)
+
+    def upload(base: str, text: str = credential, household: str = "hh-gw") -> tuple[int, dict[str, object]]:
+        line = f"electricity,device=m,household={household},source=echonet power_w=1.5 {next(ts)}"
+        return post_batch(base, text, line.encode())
+
+    async with AsyncExitStack() as stack:
+        a, b = [await stack.enter_async_context(_replica(env, pg_url, "--role", "ingest")) for _ in range(2)]
+        for base in (a, b):  # remembered by both
+            status, answer = await asyncio.to_thread(upload, base)
+            assert status == 200 and answer["accepted"] == 1, answer
+        revoker = GatewayCredentials(pg_url)  # replica A's side of the access database
+        revoker.revoke(info.id)
+        revoker.close()
+        t0 = time.monotonic()
+        while True:
+            status, answer = await asyncio.to_thread(upload, b)
+            took = time.monotonic() - t0
+            if status != 200 or took > 3 * PROPAGATION_LIMIT_S:
+                break
+            await asyncio.sleep(0.01)
+        print(f"\ngateway credential revoked via A refused by ingest replica B after {took * 1000:.0f} ms")
+        assert status == 401 and answer["code"] == "credential_revoked", answer
+        assert took < PROPAGATION_LIMIT_S
+        for base in (a, b):  # the revocation touched that credential only
+            status, answer = await asyncio.to_thread(upload, base, kept_credential, "hh-kept")
+            assert status == 200 and answer["accepted"] == 1, answer
+            assert (await asyncio.to_thread(upload, base))[0] == 401
