@@ -242,7 +242,21 @@ async def _influx_ingest(
 ) -> float:
     """``write`` calls of ``WRITE_CALL`` points (a writer batch or a spool catch-up), each split into
     pipelined chunks of ``batch`` (encoding overlaps the server's work inside one call)."""
-    store = InfluxStore(
+    store = _store(url, org, bucket, token, batch=batch, in_flight=in_flight, gzip_level=gzip_level)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(points), WRITE_CALL):
+            await store.write(points[i : i + WRITE_CALL])
+        return time.perf_counter() - t0
+    finally:
+        await store.close()
+
+
+def _store(
+    url: str, org: str, bucket: str, token: str, *, batch: int, in_flight: int, gzip_level: int
+) -> InfluxStore:
+    """The store both ingest paths write through, configured alike so they differ only in what feeds it."""
+    return InfluxStore(
         url,
         org,
         bucket,
@@ -252,13 +266,6 @@ async def _influx_ingest(
         gzip_level=gzip_level,
         timeout_s=60,
     )
-    try:
-        t0 = time.perf_counter()
-        for i in range(0, len(points), WRITE_CALL):
-            await store.write(points[i : i + WRITE_CALL])
-        return time.perf_counter() - t0
-    finally:
-        await store.close()
 
 
 async def _pipeline_ingest(
@@ -275,16 +282,7 @@ async def _pipeline_ingest(
     """Readings through ``Pipeline.submit`` into ``InfluxStore`` as ``hems collect`` hands them over:
     calls of ``SUBMIT`` readings, ``SUBMITTERS`` waiting for their acknowledgement at once.  Each
     pipeline batch is written as several store chunks, so encoding overlaps the server's work."""
-    store = InfluxStore(
-        url,
-        org,
-        bucket,
-        token,
-        batch_points=batch,
-        max_in_flight=in_flight,
-        gzip_level=gzip_level,
-        timeout_s=60,
-    )
+    store = _store(url, org, bucket, token, batch=batch, in_flight=in_flight, gzip_level=gzip_level)
     now = datetime.now(UTC)
     gate = asyncio.Semaphore(SUBMITTERS)
     try:
