@@ -5,6 +5,7 @@ tests' 127.100-127.250) with ephemeral Modbus ports."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,11 +14,28 @@ import pytest
 
 from collector.config import CollectorConfig, from_manifest
 from devices.fleet import Fleet
+from devices.physics import Household
+from devices.state import HomeState
 from protocols.echonet.frame import ESV, Frame, Property, decode, encode
 from tests.loopback import free_prefix
 
 NOON_JST = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo: the sun is up
 QUIET = {"multicast": False, "announce_interval_s": None}
+
+
+class SteerableHousehold:
+    """A real physics household whose state a test can bend (``override``): a device then reports, or
+    announces, what the test asked for."""
+
+    def __init__(self, household_id: str, seed: int, clock: Any) -> None:
+        self.inner = Household(household_id, seed, clock)
+        self.household_id = household_id
+        self.equipment = self.inner.equipment
+        self.override: dict[str, Any] = {}
+
+    def state(self, at: Any = None) -> HomeState:
+        st = self.inner.state(at)
+        return dataclasses.replace(st, **self.override) if self.override else st
 
 
 def make_fleet(homes: int = 2, **kw: Any) -> Fleet:

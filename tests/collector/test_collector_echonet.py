@@ -4,7 +4,6 @@ and batch shrinking."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -13,27 +12,10 @@ from collector.echonet_client import EchonetController
 from collector.reading import Reading
 from collector.runner import Collector
 from devices.fleet import Fleet
-from devices.physics import Household
-from devices.state import HomeState
 from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, decode, encode
-from tests.collector.conftest import LimitedNode, config_for, controller_address
+from tests.collector.conftest import LimitedNode, SteerableHousehold, config_for, controller_address
 
 BATTERY = EOJ(0x02, 0x7D, 0x01)
-
-
-class SteerableHousehold:
-    """A real physics household whose state a test can bend (``override``), to make a device change
-    an announced property on demand."""
-
-    def __init__(self, household_id: str, seed: int, clock: Any) -> None:
-        self.inner = Household(household_id, seed, clock)
-        self.household_id = household_id
-        self.equipment = self.inner.equipment
-        self.override: dict[str, Any] = {}
-
-    def state(self, at: Any = None) -> HomeState:
-        st = self.inner.state(at)
-        return dataclasses.replace(st, **self.override) if self.override else st
 
 
 async def test_infc_is_acknowledged_and_becomes_a_reading(fleet_factory: Callable[..., Any]) -> None:

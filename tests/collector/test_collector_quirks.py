@@ -20,13 +20,11 @@ from collector.echonet_client import EchonetController
 from collector.reading import Reading
 from collector.runner import Collector
 from devices.fleet import Fleet, known_device_ids
-from devices.physics import Household
 from devices.profile import PROFILES, Profile, every_home
-from devices.state import HomeState
 from protocols.echonet.frame import CONTROLLER, EOJ, ESV, Frame, Property, encode, pack_int
 from protocols.sunspec.models import MODELS
 from protocols.sunspec.points import SUNS_MARKER, not_implemented
-from tests.collector.conftest import LimitedNode, config_for, controller_address
+from tests.collector.conftest import LimitedNode, SteerableHousehold, config_for, controller_address
 from tests.collector.test_collector_devices import expected
 from tests.collector.test_collector_profiles import collect, latest_fields
 
@@ -197,20 +195,6 @@ async def test_an_unsupported_sunspec_model_has_its_own_reason(odd_maps: tuple[s
     vendor, wrong = collector.health()["hh-odd/vendor"], collector.health()["hh-odd/wrong_length"]
     assert vendor.reason == "unsupported" and "unsupported model 64001" in vendor.message, vendor
     assert wrong.reason == "unsupported" and "unsupported model 103 (L=48" in wrong.message, wrong
-
-
-class SteerableHousehold:
-    """A real physics household whose state a test can bend (``override``)."""
-
-    def __init__(self, household_id: str, seed: int, clock: Any) -> None:
-        self.inner = Household(household_id, seed, clock)
-        self.household_id = household_id
-        self.equipment = self.inner.equipment
-        self.override: dict[str, Any] = {}
-
-    def state(self, at: Any = None) -> HomeState:
-        st = self.inner.state(at)
-        return dataclasses.replace(st, **self.override) if self.override else st
 
 
 async def test_values_beyond_range_or_rating_are_refused_counted_logged_and_shown(
