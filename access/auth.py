@@ -262,9 +262,11 @@ def _token_caller(request: web.Request, state: AppState, header: str, t: float) 
     client's address has invalid-token allowance left; each failure spends one."""
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
-    address = client_address(request, state.trust_forwarded)
     limiter = state.invalid_tokens
-    if not state.tokens.remembers(credential) and (wait := limiter.wait(address)) > 0:
+    # The address is worked out only for a token this process has not verified, or one that fails:
+    # parsing it costs a good share of a cached page's request.
+    address = "" if state.tokens.remembers(credential) else client_address(request, state.trust_forwarded)
+    if address and (wait := limiter.wait(address)) > 0:
         raise ApiProblem(
             429,
             "rate_limited",
@@ -272,18 +274,18 @@ def _token_caller(request: web.Request, state: AppState, header: str, t: float) 
             headers={"Retry-After": RateLimiter.retry_after_header(wait)},
         )
     if scheme.lower() != "bearer" or not credential:
-        limiter.take(address)
+        limiter.take(address or client_address(request, state.trust_forwarded))
         raise ApiProblem(401, "invalid_token", "use 'Authorization: Bearer <token>'")
     try:
         info = state.tokens.authenticate(credential, at=t)
     except TokenError as exc:
-        limiter.take(address)
+        limiter.take(address or client_address(request, state.trust_forwarded))
         raise ApiProblem(
             401, exc.reason, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         ) from None
     kind = state.kind_of(info.principal, at=t)
     if kind is None:
-        limiter.take(address)
+        limiter.take(address or client_address(request, state.trust_forwarded))
         raise ApiProblem(401, "invalid_token", "the token is not valid")
     return Caller(
         info.principal, kind, "token", info.purposes, f"token:{info.id}", None, info.identity_verified_at

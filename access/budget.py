@@ -1,12 +1,16 @@
-"""Each principal's privacy budget, and the release ledger that spends it.
+"""Privacy budgets, and the release ledger that spends them.
 
-Every statistics release (``access.privacy``) is charged its epsilon against the principal's budget
-in one write transaction with its ledger row: the row *is* the spending, so the budget left is the
-budget less the sum of the principal's rows, and a release that would overdraw it is refused before
-anything is computed from its noise.  The budget is for the principal's whole life: a budget that
-renewed would let a patient principal learn everything in the end.  An operator may raise it
-(``hems principals budget``); each change is recorded with who made it, so the bound that holds is
-always visible.
+Every statistics release (``access.privacy``) is charged its epsilon against a budget in one write
+transaction with its ledger row: the row *is* the spending, so the budget left is the budget less the
+sum of its rows, and a release that would overdraw it is refused before anything is computed from its
+noise.  A budget is for its holder's whole life: a budget that renewed would let a patient holder learn
+everything in the end.  An operator may raise it (``hems principals budget``); each change is recorded
+with who made it, so the bound that holds is always visible.
+
+The holder is the *company* for a company's staff (an analyst, an operator: ``budget_holder``), so
+every principal a company has spends one budget: otherwise a company could multiply its budget, and
+what its releases together reveal, by asking for more analyst accounts.  A principal of no company
+holds its own.  Rows written before budgets were held by companies have no holder: their principal is.
 
 The release ledger is append-only (triggers refuse UPDATE and DELETE) and hash-chained like the
 provision ledger's rows before their key (``access.ledger_anchor.plain_hash``): it records who released
@@ -27,6 +31,7 @@ from access.clock import now
 from access.db import AccessDb, Db, open_db, write_transaction
 from access.ledger_anchor import GENESIS, plain_hash
 from access.privacy import DEFAULT_BUDGET_EPSILON
+from access.world import Principal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS privacy_budgets (
@@ -38,20 +43,36 @@ CREATE TABLE IF NOT EXISTS release_ledger (
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS release_ledger_by_principal ON release_ledger(principal);
 """
+# Added with company budgets: whose budget a release spent (NULL on older rows: their principal's).
+_ADDED = {"holder": "TEXT"}
+_HOLDER_INDEX = "CREATE INDEX IF NOT EXISTS release_ledger_by_holder ON release_ledger(holder)"
+_HOLDER = "COALESCE(holder, principal)"
+COMPANY_PREFIX = "company:"
 _COLUMNS = (
     "seq, principal, purpose, category, fields, start, stop, every_s, windows, epsilon, clause_ids, at, "
-    "prev_hash, hash"
+    "prev_hash, hash, holder"
 )
 
 
-class BudgetExhausted(Exception):
-    """The release would spend more than the principal has left."""
+def budget_holder(principal: Principal) -> str:
+    """Whose budget ``principal``'s releases spend: its company's when it is a company's staff."""
+    return principal.id if principal.company is None else COMPANY_PREFIX + principal.company
 
-    def __init__(self, principal: str, asked: float, left: float, total: float) -> None:
-        self.principal, self.asked, self.left, self.total = principal, asked, left, total
+
+def describe_holder(holder: str) -> str:
+    if holder.startswith(COMPANY_PREFIX):
+        return f"company {holder.removeprefix(COMPANY_PREFIX)} (one budget for all its staff)"
+    return holder
+
+
+class BudgetExhausted(Exception):
+    """The release would spend more than its budget's holder has left."""
+
+    def __init__(self, holder: str, asked: float, left: float, total: float) -> None:
+        self.holder, self.asked, self.left, self.total = holder, asked, left, total
         super().__init__(
-            f"privacy budget exhausted: this release needs epsilon {asked:g}, {principal} has {left:g} left "
-            f"of {total:g}"
+            f"privacy budget exhausted: this release needs epsilon {asked:g}, {describe_holder(holder)} has "
+            f"{left:g} left of {total:g}"
         )
 
 
@@ -73,6 +94,11 @@ class Release:
     at: float
     prev_hash: str
     hash: str
+    holder: str = ""  # whose budget it spent; "" (older rows): the principal's
+
+    @property
+    def budget_holder(self) -> str:
+        return self.holder or self.principal
 
     def canonical(self) -> str:
         body = {
@@ -89,12 +115,14 @@ class Release:
             "stop": repr(self.stop),
             "windows": self.windows,
         }
+        if self.holder and self.holder != self.principal:  # older rows hash as they always did
+            body["holder"] = self.holder
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
 class Budget:
-    principal: str
+    holder: str  # a principal id, or ``company:<id>`` (``budget_holder``)
     total: float
     spent: float
 
@@ -108,6 +136,8 @@ class BudgetStore:
         self.where = where
         self.default_epsilon = default_epsilon
         self._db = open_db(where, _SCHEMA, name="budget", append_only=("release_ledger",))
+        self._db.add_columns("release_ledger", _ADDED)
+        self._db.execute(_HOLDER_INDEX)
 
     def close(self) -> None:
         self._db.close()
@@ -117,19 +147,20 @@ class BudgetStore:
         with write_transaction(self._db) as db:
             yield db
 
-    def _budget(self, db: Db, principal: str) -> Budget:
-        row = db.execute("SELECT epsilon FROM privacy_budgets WHERE principal = ?", (principal,)).fetchone()
+    def _budget(self, db: Db, holder: str) -> Budget:
+        # privacy_budgets.principal names the holder (a principal, or ``company:<id>``).
+        row = db.execute("SELECT epsilon FROM privacy_budgets WHERE principal = ?", (holder,)).fetchone()
         total = self.default_epsilon if row is None else float(row[0])
         (spent,) = db.execute(
-            "SELECT COALESCE(SUM(epsilon), 0) FROM release_ledger WHERE principal = ?", (principal,)
+            f"SELECT COALESCE(SUM(epsilon), 0) FROM release_ledger WHERE {_HOLDER} = ?", (holder,)
         ).fetchone()
-        return Budget(principal, total, float(spent))
+        return Budget(holder, total, float(spent))
 
-    def budget(self, principal: str) -> Budget:
-        return self._budget(self._db, principal)
+    def budget(self, holder: str) -> Budget:
+        return self._budget(self._db, holder)
 
-    def set_budget(self, principal: str, epsilon: float, by: str, at: float | None = None) -> Budget:
-        """The principal's lifetime budget becomes ``epsilon`` (what was spent stays spent)."""
+    def set_budget(self, holder: str, epsilon: float, by: str, at: float | None = None) -> Budget:
+        """The holder's lifetime budget becomes ``epsilon`` (what was spent stays spent)."""
         if not epsilon >= 0:
             raise ValueError("a privacy budget is a non-negative epsilon")
         with self._tx() as db:
@@ -137,9 +168,9 @@ class BudgetStore:
                 "INSERT INTO privacy_budgets (principal, epsilon, set_at, set_by) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (principal) DO UPDATE SET epsilon = excluded.epsilon, set_at = excluded.set_at, "
                 "set_by = excluded.set_by",
-                (principal, epsilon, now() if at is None else at, by),
+                (holder, epsilon, now() if at is None else at, by),
             )
-            return self._budget(db, principal)
+            return self._budget(db, holder)
 
     def spend(
         self,
@@ -153,13 +184,16 @@ class BudgetStore:
         epsilon: float,
         clause_ids: Sequence[str],
         at: float | None = None,
+        holder: str | None = None,
     ) -> tuple[Release, Budget]:
-        """Charge one release to the principal's budget and record it, in one transaction; raises
-        :class:`BudgetExhausted` (and records nothing) when it would overdraw."""
+        """Charge one release by ``principal`` to ``holder``'s budget (``budget_holder``; the principal's
+        own by default) and record it, in one transaction; raises :class:`BudgetExhausted` (and records
+        nothing) when it would overdraw."""
+        holder = principal if holder is None else holder
         with self._tx() as db:
-            budget = self._budget(db, principal)
+            budget = self._budget(db, holder)
             if epsilon > budget.left + 1e-12:
-                raise BudgetExhausted(principal, epsilon, budget.left, budget.total)
+                raise BudgetExhausted(holder, epsilon, budget.left, budget.total)
             last = db.execute("SELECT seq, hash FROM release_ledger ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (1, GENESIS) if last is None else (int(last[0]) + 1, str(last[1]))
             draft = Release(
@@ -177,10 +211,11 @@ class BudgetStore:
                 now() if at is None else at,
                 prev,
                 "",
+                holder,
             )
             release = replace(draft, hash=plain_hash(prev, draft.canonical()))
             db.execute(
-                f"INSERT INTO release_ledger ({_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO release_ledger ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                 (
                     release.seq,
                     release.principal,
@@ -196,16 +231,21 @@ class BudgetStore:
                     release.at,
                     release.prev_hash,
                     release.hash,
+                    release.holder,
                 ),
             )
-            return release, Budget(principal, budget.total, budget.spent + epsilon)
+            return release, Budget(holder, budget.total, budget.spent + epsilon)
 
-    def releases(self, principal: str | None = None) -> list[Release]:
+    def releases(self, principal: str | None = None, holder: str | None = None) -> list[Release]:
+        """Every release, or those made by ``principal``, or charged to ``holder``."""
         sql = f"SELECT {_COLUMNS} FROM release_ledger"
         args: tuple[str, ...] = ()
         if principal is not None:
             sql += " WHERE principal = ?"
             args = (principal,)
+        elif holder is not None:
+            sql += f" WHERE {_HOLDER} = ?"
+            args = (holder,)
         return [_release(r) for r in self._db.execute(sql + " ORDER BY seq", args)]
 
     def verify(self) -> int | None:
@@ -219,7 +259,23 @@ class BudgetStore:
 
 
 def _release(row: tuple[object, ...]) -> Release:
-    seq, principal, purpose, category, fields, start, stop, every_s, windows, eps, clauses, at, prev, h = row
+    (
+        seq,
+        principal,
+        purpose,
+        category,
+        fields,
+        start,
+        stop,
+        every_s,
+        windows,
+        eps,
+        clauses,
+        at,
+        prev,
+        h,
+        holder,
+    ) = row
     return Release(
         int(str(seq)),
         str(principal),
@@ -235,4 +291,5 @@ def _release(row: tuple[object, ...]) -> Release:
         float(str(at)),
         str(prev),
         str(h),
+        "" if holder is None else str(holder),
     )

@@ -274,20 +274,23 @@ def _ledger(argv: Sequence[str]) -> int:
 
 def _releases(db: AccessDb, principal: str | None) -> int:
     """The release ledger: who released which statistic, when, with which epsilon."""
-    from access.budget import BudgetStore
+    from access.budget import BudgetStore, describe_holder
     from access.clock import show
 
     budgets = BudgetStore(db)
     try:
+        holders: set[str] = set()
         for r in budgets.releases(principal):
+            holders.add(r.budget_holder)
             print(
                 f"#{r.seq} {show(r.at)}: {r.principal} released {r.category} ({', '.join(r.fields)}) over "
                 f"{show(r.start)} to {show(r.stop)}, {r.windows} windows of {r.every_s:g} s, for {r.purpose} "
-                f"under {', '.join(r.clause_ids)}: epsilon {r.epsilon:g}"
+                f"under {', '.join(r.clause_ids)}: epsilon {r.epsilon:g} "
+                f"of {describe_holder(r.budget_holder)}"
             )
-        if principal is not None:
-            b = budgets.budget(principal)
-            print(f"{principal}: spent {b.spent:g} of {b.total:g}, left {b.left:g}")
+        for holder in sorted(holders) if principal is not None else ():
+            b = budgets.budget(holder)
+            print(f"{describe_holder(holder)}: spent {b.spent:g} of {b.total:g}, left {b.left:g}")
         broken = budgets.verify()
     finally:
         budgets.close()

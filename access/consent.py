@@ -21,14 +21,14 @@ was kept and why is recorded) -> ``done`` (what each store removed is recorded).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from access.clock import now, to_epoch
 from access.compiler import suspension_scopes
-from access.db import AccessDb, Db, open_db, write_transaction
+from access.db import AccessDb, ChangeFeed, Db, open_db, write_transaction
 from access.periods import Periods, normalize
 from access.world import SCOPES, Erasure, Suspension
 from seeds.loader import Seeds
@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS erasure_requests (
     requested_by TEXT, erased TEXT, periods TEXT, kept TEXT, removed TEXT, operator TEXT);
 """
 _COUNTERS = {"consent": ("suspensions", "erasure_requests")}
+# Their changes are announced by household (``access.db``'s keys): a snapshot re-reads only those.
+_CHANGE_KEYS = {"suspensions": ("household", "household"), "erasure_requests": ("household", "household")}
+_CHUNK = 500  # ids per IN (...) list
 # Columns added to erasure_requests after its first version (an older file gets them when opened): who
 # asked, the categories erased and the data periods, what was kept and why, what each store removed,
 # who carried it out.
@@ -112,7 +115,9 @@ def _periods_of(text: str | None) -> Periods:
 class ConsentStore:
     def __init__(self, where: AccessDb, seeds: Seeds | None = None) -> None:
         self.where = where
-        self._db = open_db(where, _SCHEMA, name="consent", counters=_COUNTERS, synchronous="NORMAL")
+        self._db = open_db(
+            where, _SCHEMA, name="consent", counters=_COUNTERS, keys=_CHANGE_KEYS, synchronous="NORMAL"
+        )
         # Schema 1 had no company: every suspension was made under SPS 2(6).
         self._db.add_columns("suspensions", {"company": "TEXT NOT NULL DEFAULT 'sps'"})
         # A request recorded before erasure was carried out has none of the later columns.
@@ -141,6 +146,31 @@ class ConsentStore:
     @property
     def changes_pushed(self) -> bool:
         return self._db.changes_pushed
+
+    def change_feed(self) -> ChangeFeed:
+        """Changes to suspensions and erasures, by household where announced."""
+        return self._db.change_feed("consent")
+
+    def facts_of(self, households: Collection[str]) -> tuple[list[Suspension], list[Erasure]]:
+        """The suspensions and completed erasures of these households only (a snapshot's re-read)."""
+        ids = sorted(households)
+        suspensions: list[Suspension] = []
+        erasures: list[Erasure] = []
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            suspensions += [
+                Suspension(*r)
+                for r in self._db.execute(
+                    f"SELECT {_COLUMNS} FROM suspensions WHERE household IN ({marks})", chunk
+                )
+            ]
+            rows = self._db.execute(
+                f"{_ERASURE_SELECT} WHERE status IN (?, ?) AND household IN ({marks})",
+                (ERASING, DONE, *chunk),
+            )
+            erasures += [f for r in rows if (f := _erasure_row(r).fact()) is not None]
+        return sorted(suspensions, key=lambda s: s.id), sorted(erasures, key=lambda e: e.id)
 
     @contextmanager
     def _tx(self) -> Iterator[Db]:

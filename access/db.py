@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 # Where the access database is: a SQLite file's path, or a PostgreSQL URL.
@@ -121,6 +121,10 @@ class Db(Protocol):
         machine, whose processes decide among themselves (``hems serve`` runs such jobs in its first)."""
         ...
 
+    def change_feed(self, counter: str) -> ChangeFeed:
+        """What changed in ``counter``'s tables, by key where the database can say (:class:`ChangeFeed`)."""
+        ...
+
     @property
     def changes_pushed(self) -> bool:
         """True when :meth:`change_version` costs no I/O (changes are pushed to this process), so a
@@ -139,12 +143,16 @@ def open_db(
     append_only: Sequence[str] = (),
     synchronous: Synchronous = "FULL",
     foreign_keys: bool = False,
+    keys: Mapping[str, tuple[str, str]] | None = None,
 ) -> Db:
     """Open the access database (creating what ``schema`` describes), SQLite or PostgreSQL by ``where``.
 
     ``name``: the store's name, which names its write lock and its schema on PostgreSQL.
     ``counters``: counter name -> tables whose every change moves it (``Db.change_version``).
     ``append_only``: tables that refuse UPDATE and DELETE (the provision ledger).
+    ``keys``: table -> (kind, column): a change to the table is announced with the values of ``column``
+    among the rows it changed, as keys of ``kind`` (``ChangeFeed``; PostgreSQL only, where changes are
+    pushed: a SQLite reader learns only that the counter moved).
     ``synchronous`` FULL survives a power cut; NORMAL never corrupts on a crash but may lose the last
     commits on a power cut, acceptable for configuration an operator can re-enter (relationships,
     consent) and for counts that only hand back a few sign-in attempts (SQLite's ``synchronous``,
@@ -159,6 +167,7 @@ def open_db(
             counters=counters or {},
             append_only=append_only,
             synchronous=synchronous,
+            keys=keys or {},
         )
     return SqliteDb.open(
         Path(where),
@@ -194,6 +203,47 @@ class ChangeWatch:
             self._polled = t
         seen, self._seen = self._seen, self._read()
         return self._seen != seen
+
+
+class Note(NamedTuple):
+    """One change a :class:`ChangeFeed` reports: of ``counter``'s tables, the rows of ``keys`` (of
+    ``kind``, e.g. "household" or "principal") changed; ``kind`` "" when it is not known which rows (a
+    reader reads the counter's tables again in full)."""
+
+    counter: str
+    kind: str
+    keys: tuple[str, ...]
+
+
+class ChangeFeed(Protocol):
+    """The changes to one counter's tables since the last :meth:`read`, by key where the database says
+    which rows (PostgreSQL's announcements, ``access.db_postgres``): how the policy snapshot rebuilds
+    only the households a suspension or a link touched instead of every household of a fleet."""
+
+    def read(self, every_s: float) -> list[Note]:
+        """The changes since the last read (empty: none), looked for at most every ``every_s`` seconds
+        where that costs I/O (a SQLite file's counter)."""
+        ...
+
+    def catch_up(self) -> bool:
+        """Wait until the feed has heard of every write this process committed, so the next
+        :meth:`read` reports them (True), or say that it cannot (False: the reader must treat its own
+        writes as changes of unknown rows)."""
+        ...
+
+
+class PolledFeed:
+    """A counter read at most every ``every_s`` seconds: a move is a change of unknown rows."""
+
+    def __init__(self, db: Db, counter: str) -> None:
+        self._counter = counter
+        self._watch = ChangeWatch(lambda: db.change_version(counter))
+
+    def read(self, every_s: float) -> list[Note]:
+        return [Note(self._counter, "", ())] if self._watch.changed(every_s) else []
+
+    def catch_up(self) -> bool:
+        return False
 
 
 # -- SQLite -----------------------------------------------------------------------------------------
@@ -328,6 +378,9 @@ class SqliteDb:
         """The counter made by ``sqlite_change_counters`` (one indexed read)."""
         row = self.conn.execute("SELECT n FROM change_counters WHERE name = ?", (counter,)).fetchone()
         return int(row[0]) if row is not None else 0
+
+    def change_feed(self, counter: str) -> ChangeFeed:
+        return PolledFeed(self, counter)
 
     @property
     def changes_pushed(self) -> bool:

@@ -31,6 +31,8 @@ import hashlib
 import logging
 import re
 import threading
+import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
@@ -40,7 +42,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from access.db import AccessDbError, Synchronous, append_only_message
+from access.db import AccessDbError, ChangeFeed, Note, Synchronous, append_only_message
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,13 @@ CHANNEL = "hems_changes"
 MIN_SERVER_VERSION = 140000  # CREATE OR REPLACE TRIGGER
 CONNECT_TIMEOUT_S = 10
 _SCHEMA_LOCK = "hems schema"
+# At most this many keys named in one announcement (a payload stays far below PostgreSQL's 8000 bytes:
+# ids are at most 100 characters); a statement that changed more announces its counter alone.
+MAX_NOTE_KEYS = 64
+# Announcements a listener keeps for readers that have not caught up (``_Listener.notes_since``); a
+# reader further behind reads everything again.
+KEPT_NOTES = 4096
+FENCE = "fence"
 
 _TYPES = (
     (
@@ -86,13 +95,20 @@ def translate_ddl(schema: str) -> list[str]:
     return out
 
 
-def change_counter_ddl(counters: Mapping[str, Sequence[str]]) -> list[str]:
+def change_counter_ddl(
+    counters: Mapping[str, Sequence[str]], keys: Mapping[str, tuple[str, str]] | None = None
+) -> list[str]:
     """Counters moved (and announced on ``CHANNEL``) by every statement that changes a row of their tables.
 
     One trigger per table and operation, each with its transition table, so a statement that changed
-    no row leaves the counter alone."""
+    no row leaves the counter alone.  A table in ``keys`` (table -> (kind, column)) names in its
+    announcement what changed: ``counter|kind|k1,k2`` with the distinct values of ``column`` among the
+    rows (for an UPDATE, the new rows': the stores never move a row to another key), at most
+    ``MAX_NOTE_KEYS`` of them; more, and the announcement is the counter alone, as for the tables
+    without keys (a reader then reads all of the counter's tables again)."""
     if not counters:
         return []
+    keys = keys or {}
     sql = [
         'CREATE TABLE IF NOT EXISTS change_counters (name TEXT COLLATE "C" PRIMARY KEY, n BIGINT NOT NULL)',
         "CREATE OR REPLACE FUNCTION hems_count_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
@@ -100,14 +116,27 @@ def change_counter_ddl(counters: Mapping[str, Sequence[str]]) -> list[str]:
         "UPDATE change_counters SET n = n + 1 WHERE name = TG_ARGV[0]; "
         f"PERFORM pg_notify('{CHANNEL}', TG_ARGV[0]); END IF; RETURN NULL; END $$",
     ]
+    for table, (kind, column) in keys.items():
+        sql.append(
+            f"CREATE OR REPLACE FUNCTION hems_note_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "DECLARE k text[]; BEGIN "
+            f"SELECT array_agg(x) INTO k FROM (SELECT DISTINCT {column}::text AS x FROM changed "
+            f"LIMIT {MAX_NOTE_KEYS + 1}) s; "
+            "IF k IS NULL THEN RETURN NULL; END IF; "
+            "UPDATE change_counters SET n = n + 1 WHERE name = TG_ARGV[0]; "
+            f"IF array_length(k, 1) > {MAX_NOTE_KEYS} THEN PERFORM pg_notify('{CHANNEL}', TG_ARGV[0]); "
+            f"ELSE PERFORM pg_notify('{CHANNEL}', TG_ARGV[0] || '|{kind}|' || array_to_string(k, ',')); "
+            "END IF; RETURN NULL; END $$"
+        )
     for name, tables in counters.items():
         sql.append(f"INSERT INTO change_counters VALUES ('{name}', 0) ON CONFLICT DO NOTHING")
         for table in tables:
+            function = f"hems_note_{table}" if table in keys else "hems_count_change"
             for op, rows in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
                 sql.append(
                     f"CREATE OR REPLACE TRIGGER {table}_{op.lower()}_counted AFTER {op} ON {table} "
                     f"REFERENCING {rows} TABLE AS changed FOR EACH STATEMENT "
-                    f"EXECUTE FUNCTION hems_count_change('{name}')"
+                    f"EXECUTE FUNCTION {function}('{name}')"
                 )
     return sql
 
@@ -173,7 +202,8 @@ class _Listener:
     """``LISTEN hems_changes`` on a connection of its own, in a daemon thread: one per process and
     database, shared by every store (``acquire``/``release``).  ``version(counter)`` is the number of
     notifications heard for it plus the number of (re)connections, so it moves on every change and on
-    every gap in listening."""
+    every gap in listening.  It also keeps the last ``KEPT_NOTES`` announcements, numbered, for
+    :class:`_PushedFeed` readers, and answers fences (:meth:`fence`)."""
 
     _registry: ClassVar[dict[str, _Listener]] = {}
     _registry_lock = threading.Lock()
@@ -183,6 +213,10 @@ class _Listener:
         self._settings = settings
         self._counts: dict[str, int] = {}
         self._epoch = 0
+        self._heard = threading.Condition()  # guards the notes and the fences below
+        self._notes: deque[tuple[int, Note]] = deque(maxlen=KEPT_NOTES)
+        self.seq = 0  # announcements heard (numbers the notes)
+        self._fences: set[str] = set()
         self._users = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -212,6 +246,47 @@ class _Listener:
     def version(self, counter: str) -> int:
         return self._epoch + self._counts.get(counter, 0)
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def notes_since(self, seq: int, counter: str) -> tuple[int, list[Note] | None]:
+        """(the latest number, ``counter``'s notes numbered above ``seq``), or None for the notes when
+        some of them are no longer kept."""
+        with self._heard:
+            latest = self.seq
+            if latest == seq:
+                return latest, []
+            if not self._notes or self._notes[0][0] > seq + 1:
+                return latest, None
+            return latest, [note for n, note in self._notes if n > seq and note.counter == counter]
+
+    def fence(self, conn: psycopg.Connection[Any], timeout_s: float = 2.0) -> bool:
+        """Announce a fence through ``conn`` and wait until this listener hears it: PostgreSQL delivers
+        announcements in commit order, so by then it has heard every change committed before."""
+        token = uuid.uuid4().hex
+        with self._heard:
+            self._fences.add(token)
+        try:
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{FENCE}|{token}"))
+            with self._heard:
+                return self._heard.wait_for(lambda: token not in self._fences, timeout_s)
+        finally:
+            with self._heard:
+                self._fences.discard(token)
+
+    def _hear(self, payload: str) -> None:
+        counter, _, rest = payload.partition("|")
+        with self._heard:
+            if counter == FENCE:
+                self._fences.discard(rest)
+                self._heard.notify_all()
+                return
+            self._counts[counter] = self._counts.get(counter, 0) + 1
+            kind, _, keys = rest.partition("|")
+            self.seq += 1
+            self._notes.append((self.seq, Note(counter, kind, tuple(keys.split(",")) if kind else ())))
+
     def _run(self) -> None:
         lost = False
         pause = 0.25
@@ -227,7 +302,7 @@ class _Listener:
                     pause = 0.25
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.25):
-                            self._counts[note.payload] = self._counts.get(note.payload, 0) + 1
+                            self._hear(note.payload)
             except psycopg.Error as exc:
                 self._epoch += 1
                 if "does not exist" in str(exc):  # the database was dropped: nothing left to hear
@@ -276,13 +351,14 @@ class PostgresDb:
         counters: Mapping[str, Sequence[str]],
         append_only: Sequence[str],
         synchronous: Synchronous,
+        keys: Mapping[str, tuple[str, str]],
     ) -> PostgresDb:
         db = cls(url, connection_settings(url), name, synchronous)
         try:
             statements = [
                 *translate_ddl(schema),
                 *append_only_ddl(append_only),
-                *change_counter_ddl(counters),
+                *change_counter_ddl(counters, keys),
             ]
             db._apply_schema(name, statements)
         except BaseException:
@@ -361,10 +437,16 @@ class PostgresDb:
     def in_transaction(self) -> bool:
         return self.conn.info.transaction_status != TransactionStatus.IDLE
 
-    def change_version(self, counter: str) -> int:
+    def _listening(self) -> _Listener:
         if self._listener is None:
             self._listener = _Listener.acquire(self.url, self._settings)
-        return self._listener.version(counter)
+        return self._listener
+
+    def change_version(self, counter: str) -> int:
+        return self._listening().version(counter)
+
+    def change_feed(self, counter: str) -> ChangeFeed:
+        return _PushedFeed(self, self._listening(), counter)
 
     @property
     def changes_pushed(self) -> bool:
@@ -385,3 +467,36 @@ class PostgresDb:
             self._listener.release()
             self._listener = None
         self.conn.close()
+
+
+class _PushedFeed:
+    """A reader's place in the listener's announcements of one counter (see ``access.db.ChangeFeed``):
+    keyed notes as announced; a note of unknown rows when the listener reconnected (it may have missed
+    announcements) or no longer keeps all of those after the reader's place."""
+
+    def __init__(self, db: PostgresDb, listener: _Listener, counter: str) -> None:
+        self._db = db
+        self._listener = listener
+        self._counter = counter
+        self._epoch = listener.epoch
+        self._seq = listener.seq
+
+    def read(self, every_s: float) -> list[Note]:
+        listener = self._listener
+        if listener.epoch == self._epoch and listener.seq == self._seq:
+            return []
+        epoch = listener.epoch
+        self._seq, notes = listener.notes_since(self._seq, self._counter)
+        if epoch != self._epoch or notes is None:
+            self._epoch = epoch
+            return [Note(self._counter, "", ())]
+        return notes
+
+    def catch_up(self) -> bool:
+        if self._db.in_transaction:  # a fence sent inside a transaction would be heard only at its end
+            return False
+        try:
+            return self._listener.fence(self._db._live())
+        except psycopg.Error as exc:
+            log.warning("could not wait for this process's own changes to be announced: %s", exc)
+            return False

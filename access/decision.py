@@ -8,16 +8,20 @@ grant rests on, without what suspensions keep out (``access.compiler`` states th
 clauses that allow it, whether it is a provision to a third party (by the basis used: a company's
 own staff and the person are not), and a reason code when nothing is served.
 
-The snapshot is rebuilt when either store is written through this process, when another process
-wrote (polled), or when the decision instant passes the next instant at which any fact begins or
-ends, so the "held now" rule never answers from stale facts.  The same snapshot feeds Casbin
+The snapshot's facts are kept household by household (``access.slices``): a write through this
+process or another (announced with the households or principals it changed on PostgreSQL, a counter
+polled on SQLite) re-reads and re-indexes only what it names; a change that names nothing (approvals,
+joint uses, mandates, a SQLite file's relationships) reads everything again.  A new snapshot is also
+made when the decision instant passes the next instant at which any fact begins or ends, so the "held
+now" rule never answers from stale facts.  The same snapshot feeds Casbin
 (:meth:`Authorizer.casbin_served`), which the tests and the benchmark hold the fast path equal to.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
+import gc
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -40,12 +44,13 @@ from access.compiler import (
     approval_bases,
 )
 from access.consent import ConsentStore
-from access.db import ChangeWatch
+from access.db import ChangeFeed, Note
 from access.index import Lines, Outcome, SnapshotIndex
 from access.periods import NEVER, Periods, show, show_instant, span, subtract
 from access.relationships import RelationshipStore
 from access.request import ALL_TIME, AccessRequest
-from access.world import FOREVER, Facts
+from access.slices import HomeFacts, SlicedFacts, by_household
+from access.world import FOREVER, Facts, Link, Principal
 
 # Smallest group a statistic may describe when the granting clause names no size of its own.
 DEFAULT_MIN_GROUP_SIZE = 10
@@ -97,12 +102,26 @@ class Decision(NamedTuple):
 class Snapshot:
     at: float
     valid_until: float
-    facts: Facts
+    sliced: SlicedFacts
     rules: tuple[Rule, ...]
     bases: dict[str, Basis]
     index: SnapshotIndex
-    generations: tuple[int, int]
     _casbin: CasbinPath | None = field(default=None, repr=False)
+
+    @property
+    def facts(self) -> Facts:
+        """Every fact as one value, made on first use after a change (it walks every household):
+        decisions read ``index``, requests about one principal or household the two below."""
+        return self.sliced.facts()
+
+    @property
+    def principals(self) -> Mapping[str, Principal]:
+        return self.sliced.principals
+
+    def links_of(self, household: str) -> tuple[Link, ...]:
+        """The household's links, history included."""
+        home = self.sliced.homes.get(household)
+        return home.links if home is not None else ()
 
     def casbin(self) -> CasbinPath:
         if self._casbin is None:
@@ -122,15 +141,27 @@ def _static_lines(policy: Policy) -> Lines:
     return found[1]
 
 
+@dataclass(frozen=True)
+class _Approvals:
+    """The approvals' bases and lines over one :class:`SlicedFacts` (they depend on its approvals and
+    on which roles the approvers' links name)."""
+
+    sliced: SlicedFacts
+    rules: tuple[Rule, ...]
+    bases: dict[str, Basis]
+    lines: Lines
+
+
 class Authorizer:
     """Decisions over one policy and the facts of the two stores (or of a fixed :class:`Facts`).
 
-    Writes made through the stores this object holds are seen at once (their ``generation`` moves).
-    Writes by another process (``hems principals`` while ``hems serve`` runs) are noticed by polling
-    the stores' change counters (``access.db``) at most every ``poll_seconds``, which keeps the fast
-    path free of I/O; ledger writes to the same database do not count as changes.  On PostgreSQL the
-    changes are pushed to this process (LISTEN/NOTIFY), so they are looked at on every snapshot, still
-    without I/O.
+    Writes made through the stores this object holds are seen at once (their ``generation`` moves; on
+    PostgreSQL the snapshot then waits, a round trip, until their announcements arrived, and re-reads
+    only what they name).  Writes by another process (``hems principals`` while ``hems serve`` runs,
+    another replica) reach it through the stores' change feeds: pushed on PostgreSQL (LISTEN/NOTIFY,
+    looked at on every snapshot without I/O), polled at most every ``poll_seconds`` on SQLite; ledger
+    writes to the same database do not count as changes.  ``builds`` counts the rebuilds by kind:
+    ``whole`` (every fact read and indexed), ``households`` (only those a change named).
     """
 
     def __init__(
@@ -148,15 +179,14 @@ class Authorizer:
         self._consent = consent
         self._fixed = facts
         self.poll_seconds = poll_seconds
+        self._feeds: tuple[ChangeFeed, ...] = ()
         if relationships is not None and consent is not None:
-            self._external: ChangeWatch | None = ChangeWatch(
-                lambda: (relationships.data_version(), consent.data_version()),
-                pushed=relationships.changes_pushed and consent.changes_pushed,
-            )
-        else:
-            self._external = None
+            self._feeds = (relationships.change_feed(), consent.change_feed())
+        self._generations_seen = self._generations()
+        self._sliced: SlicedFacts | None = None
+        self._approvals: _Approvals | None = None
         self._snap: Snapshot | None = None
-        self._relationship_facts: tuple[tuple[int, int], Facts] | None = None
+        self.builds: Counter[str] = Counter()
         self._clauses = {c.id: c for c in policy.seeds.clauses}
         self._static_lines = _static_lines(policy)
 
@@ -184,56 +214,157 @@ class Authorizer:
         return (self._relationships.generation, self._consent.generation)
 
     def facts(self) -> Facts:
-        if self._fixed is not None:
-            return self._fixed
-        consent = self.consent
-        return self._relationships_facts().with_consent(
-            tuple(consent.suspensions()), tuple(consent.completed_erasures())
-        )
+        """Every fact as the stores hold them now (the snapshot's, brought up to date)."""
+        return self._current().facts()
 
-    def _relationships_facts(self) -> Facts:
-        """The relationship store's facts, read again only when its tables changed (this process's
-        writes or any connection's): a suspension or an erasure then rebuilds the snapshot without
-        reading every household's relationships, most of a rebuild in a fleet of homes, so it reaches
-        every replica's decisions within the second they promise.  The version is read before the
-        facts, so a change landing in between is read again next time, never missed."""
-        rel = self.relationships
-        version = (rel.generation, rel.data_version())
-        kept = self._relationship_facts
-        if kept is None or kept[0] != version:
-            kept = self._relationship_facts = (version, rel.facts())
-        return kept[1]
+    def _read_all(self) -> SlicedFacts:
+        """Every fact read and indexed.  The cyclic garbage collector is paused meanwhile: the build
+        makes about ten small objects per household, all kept, none in a cycle, and each collection
+        it would trigger scans the growing heap again (two thirds of a 20,000-home build's time)."""
+        self.builds["whole"] += 1
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            if self._fixed is not None:
+                return SlicedFacts.of(self._fixed)
+            self._changes()  # what the stores announced up to now is in what is read next
+            consent = self.consent
+            facts = self.relationships.facts().with_consent(
+                tuple(consent.suspensions()), tuple(consent.completed_erasures())
+            )
+            return SlicedFacts.of(facts)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _changes(self) -> list[Note]:
+        """What changed since the last look: this process's writes and the feeds' news."""
+        notes: list[Note] = []
+        generations = self._generations()
+        if generations != self._generations_seen:
+            seen, self._generations_seen = self._generations_seen, generations
+            if not all([feed.catch_up() for feed in self._feeds]):  # SQLite: which rows is not known
+                for counter, before, after in zip(
+                    ("relationships", "consent"), seen, generations, strict=True
+                ):
+                    if before != after:
+                        notes.append(Note(counter, "", ()))
+        for feed in self._feeds:
+            notes.extend(feed.read(self.poll_seconds))
+        return notes
+
+    def _current(self) -> SlicedFacts:
+        """The facts, with what changed since the last look applied (only the households and principals
+        a change names, when it names them)."""
+        sliced = self._sliced
+        if sliced is None:
+            sliced = self._sliced = self._read_all()
+            return sliced
+        if self._fixed is not None:
+            return sliced
+        notes = self._changes()
+        if not notes:
+            return sliced
+        updated = self._apply(sliced, notes)
+        self._sliced = updated if updated is not None else self._read_all()
+        return self._sliced
+
+    def _apply(self, sliced: SlicedFacts, notes: list[Note]) -> SlicedFacts | None:
+        """``sliced`` with the households and principals the notes name read again; None when a note
+        names no rows of the relationships (everything is read again)."""
+        households: set[str] = set()
+        principals: set[str] = set()
+        consent_unknown = False
+        for note in notes:
+            if not note.kind:
+                if note.counter != "consent":
+                    return None
+                consent_unknown = True
+            elif note.kind == "household":
+                households.update(note.keys)
+            elif note.kind == "principal":
+                principals.update(note.keys)
+            else:
+                return None
+        consent = self.consent
+        if consent_unknown:  # few rows: read them all and keep the households whose rows differ
+            suspensions, erasures = consent.suspensions(), consent.completed_erasures()
+            now_held = by_household(Facts({}, suspensions=tuple(suspensions), erasures=tuple(erasures)))
+            for h in set(now_held) | {
+                h for h, home in sliced.homes.items() if home.suspensions or home.erasures
+            }:
+                home = sliced.homes.get(h)
+                part = now_held.get(h)
+                had = (home.suspensions, home.erasures) if home is not None else ((), ())
+                has = (part.suspensions, part.erasures) if part is not None else ((), ())
+                if had != has:
+                    households.add(h)
+        if len(households) > len(sliced.homes) // 4 + 64:  # most of them: a whole read is cheaper
+            return None
+        parts = by_household(self.relationships.household_facts(households), households)
+        suspensions, erasures = consent.facts_of(households)
+        held = by_household(Facts({}, suspensions=tuple(suspensions), erasures=tuple(erasures)))
+        for h, part in held.items():
+            parts[h] = parts[h]._replace(suspensions=part.suspensions, erasures=part.erasures)
+        read: dict[str, Principal | None] = {}
+        if principals:
+            read = dict(self.relationships.principals_of(principals))
+        updated = sliced.replace(parts, read)
+        if updated is not None:
+            self.builds["households"] += 1
+        return updated
+
+    def change_fixed(
+        self, households: Mapping[str, HomeFacts], principals: Mapping[str, Principal | None]
+    ) -> None:
+        """Over fixed facts: apply a change as a change feed's would be (each of ``households`` with its
+        facts as now recorded, each of ``principals`` as now recorded, None for gone), rebuilding only
+        those; what the tests compare with a whole rebuild."""
+        if self._fixed is None:
+            raise RuntimeError("an Authorizer over the stores learns their changes from them")
+        updated = self._current().replace(households, principals)
+        self._sliced = updated if updated is not None else self._read_all()
+        if updated is not None:
+            self.builds["households"] += 1
 
     def snapshot(self, at: float | None = None) -> Snapshot:
-        """The snapshot valid at ``at``, rebuilt when it expires, when this process wrote to the stores,
-        or when another process did (polled at most every ``poll_seconds``)."""
+        """The snapshot valid at ``at``: its facts brought up to date (see the class docstring), and made
+        again when ``at`` leaves the span in which no fact begins or ends."""
         t = now() if at is None else at
-        if self._external is not None and self._external.changed(self.poll_seconds):
-            self._snap = None
+        sliced = self._current()
         snap = self._snap
-        if snap is not None and snap.at <= t < snap.valid_until and snap.generations == self._generations():
+        if snap is not None and snap.sliced is sliced and snap.at <= t < snap.valid_until:
             return snap
-        snap = self._build(t)
-        self._snap = snap
+        snap = self._snap = self._build(sliced, t)
         return snap
 
-    def _build(self, t: float) -> Snapshot:
-        generations = self._generations()
-        facts = self.facts()
-        held: dict[str, set[str]] = {}
-        for link in facts.links:
-            held.setdefault(link.principal, set()).add(link.role)
-        roles_held = {p: frozenset(r) for p, r in held.items()}
-        extra_bases, extra_rules = approval_bases(self.policy, facts.approvals, roles_held)
-        bases = dict(self.policy.bases)
-        bases.update((b.name, b) for b in extra_bases)
-        rules = (*self.policy.rules, *extra_rules)
+    def _approval_lines(self, sliced: SlicedFacts) -> _Approvals:
+        kept = self._approvals
+        if kept is not None and kept.sliced is sliced:
+            return kept
+        roles_held = sliced.roles_held()
+        if (
+            kept is not None
+            and kept.sliced.approvals is sliced.approvals
+            and kept.sliced.roles_held() == roles_held
+        ):
+            kept = _Approvals(sliced, kept.rules, kept.bases, kept.lines)
+        else:
+            extra_bases, extra_rules = approval_bases(self.policy, sliced.approvals, roles_held)
+            bases = dict(self.policy.bases)
+            bases.update((b.name, b) for b in extra_bases)
+            rules = (*self.policy.rules, *extra_rules)
+            lines = Lines.of(extra_rules, bases, self._static_lines) if extra_rules else self._static_lines
+            kept = _Approvals(sliced, rules, bases, lines)
+        self._approvals = kept
+        return kept
+
+    def _build(self, sliced: SlicedFacts, t: float) -> Snapshot:
+        approvals = self._approval_lines(sliced)
         # Valid until the next instant at which a fact begins or ends: until then "held now" answers the same.
-        instants = sorted(facts.instants())
-        i = bisect.bisect_right(instants, t)
-        until = instants[i] if i < len(instants) else FOREVER
-        lines = Lines.of(extra_rules, bases, self._static_lines) if extra_rules else self._static_lines
-        return Snapshot(t, until, facts, rules, bases, SnapshotIndex(lines, facts, t), generations)
+        until = sliced.next_instant(t)
+        index = SnapshotIndex(approvals.lines, sliced.shared, sliced.indexes, t)
+        return Snapshot(t, until, sliced, approvals.rules, approvals.bases, index)
 
     def rules(self, at: float | None = None) -> tuple[Rule, ...]:
         return self.snapshot(at).rules

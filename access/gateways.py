@@ -114,6 +114,23 @@ class GatewayCredentials:
             self.get(r[0]) for r in self._db.execute("SELECT id FROM gateway_credentials ORDER BY created_at")
         ]
 
+    def uploading_households(self) -> tuple[str, ...]:
+        """The households some unrevoked credential writes: those whose readings reach the fleet from a
+        gateway, so the fleet derives what the pipeline derives beside a local collector (the negawatt
+        items, ``pipeline.negawatt``)."""
+        return tuple(
+            r[0]
+            for r in self._db.execute(
+                "SELECT DISTINCT h.household FROM gateway_households h "
+                "JOIN gateway_credentials c ON c.id = h.credential WHERE c.revoked_at IS NULL "
+                "ORDER BY h.household"
+            )
+        )
+
+    def leads(self, job: str) -> bool:
+        """Whether this process runs ``job`` for every replica on this access database (``Db.leads``)."""
+        return self._db.leads(job)
+
     def revoke(self, cid: str, at: float | None = None) -> None:
         """Revoke ``cid``: it takes the next ``revoked_seq`` (writers queue in the transaction, so the
         numbers commit in order and a replica asking for those above the last it saw misses none)."""

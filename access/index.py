@@ -35,7 +35,17 @@ from access.compiler import (
 )
 from access.periods import NEVER, Periods, contains, intersect, normalize, subtract, union
 from access.request import AccessRequest
-from access.world import Approval, Erasure, Facts, Mandate, Principal, Suspension
+from access.world import (
+    Approval,
+    Contract,
+    Designation,
+    Erasure,
+    JointUse,
+    Link,
+    Mandate,
+    Principal,
+    Suspension,
+)
 from seeds.vocabulary import category_items, has_items
 
 _NO_ROLES: Mapping[str, Periods] = {}
@@ -77,10 +87,11 @@ K = TypeVar("K")
 
 
 def _periods_by_key(pairs: Iterable[tuple[K, Periods]]) -> dict[K, Periods]:
-    grouped: dict[K, list[tuple[float, float]]] = {}
+    out: dict[K, Periods] = {}
     for key, ps in pairs:
-        grouped.setdefault(key, []).extend(ps)
-    return {k: normalize(v) for k, v in grouped.items()}
+        had = out.get(key)
+        out[key] = ps if had is None else normalize((*had, *ps))
+    return out
 
 
 @dataclass(frozen=True)
@@ -128,52 +139,108 @@ class Lines:
         )
 
 
-class SnapshotIndex:
-    """The facts indexed for decisions taken at ``now``."""
+class HomeIndex(NamedTuple):
+    """One household's facts indexed: a change to the household replaces this, nothing else.
 
-    def __init__(self, lines: Lines, facts: Facts, now: float) -> None:
+    ``links``: principal -> role -> periods (a principal holds only its own kind's role: links of
+    another kind, older databases may hold them, are left out, and their principals named in
+    ``skipped``); ``contracts``: company -> periods; ``designations``: (principal, company) -> periods.
+    A tuple, not a dataclass: a whole rebuild makes one per household of the fleet."""
+
+    links: Mapping[str, Mapping[str, Periods]]
+    contracts: Mapping[str, Periods]
+    designations: Mapping[tuple[str, str], Periods]
+    suspensions: tuple[Suspension, ...]
+    erasures: tuple[Erasure, ...]
+    skipped: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        principals: Mapping[str, Principal],
+        links: Iterable[Link],
+        contracts: Iterable[Contract],
+        designations: Iterable[Designation],
+        suspensions: tuple[Suspension, ...],
+        erasures: tuple[Erasure, ...],
+    ) -> HomeIndex:
+        held: dict[str, dict[str, Periods]] = {}
+        skipped: set[str] = set()
+        for link in links:
+            p = principals.get(link.principal)
+            if p is None or p.kind != link.role:
+                skipped.add(link.principal)
+                continue
+            roles = held.get(link.principal)
+            if roles is None:
+                held[link.principal] = {link.role: link.period}
+            else:
+                roles[link.role] = normalize((*roles.get(link.role, NEVER), *link.period))
+        return cls(
+            held,
+            _periods_by_key([(c.company, c.period) for c in contracts]),
+            _periods_by_key([((d.principal, d.company), d.period) for d in designations]),
+            suspensions,
+            erasures,
+            frozenset(skipped) if skipped else _NOBODY,
+        )
+
+
+_NOBODY: frozenset[str] = frozenset()
+_NO_HOME = HomeIndex({}, {}, {}, (), (), frozenset())
+
+
+@dataclass(frozen=True)
+class SharedIndex:
+    """The facts that reach across households, indexed: principals (and what each is registered for),
+    registered joint users, approvals and agent mandates."""
+
+    principals: Mapping[str, Principal]
+    registered: Mapping[str, frozenset[str]]
+    joint: Mapping[tuple[str, str], Periods]
+    approvals: Mapping[int, Approval]
+    mandates: Mapping[str, tuple[Mandate, ...]]
+
+    @classmethod
+    def of(
+        cls,
+        principals: Mapping[str, Principal],
+        joint_uses: Iterable[JointUse],
+        approvals: Iterable[Approval],
+        mandates: Iterable[Mandate],
+    ) -> SharedIndex:
+        joint: dict[tuple[str, str], Periods] = {}
+        for j in joint_uses:
+            key = (j.principal, j.clause)
+            joint[key] = normalize((*joint.get(key, NEVER), *j.period))
+        by_agent: dict[str, list[Mandate]] = {}
+        for m in mandates:
+            by_agent.setdefault(m.agent, []).append(m)
+        return cls(
+            principals,
+            {pid: p.purposes for pid, p in principals.items()},
+            joint,
+            {a.id: a for a in approvals},
+            {agent: tuple(ms) for agent, ms in by_agent.items()},
+        )
+
+
+class SnapshotIndex:
+    """The facts indexed for decisions taken at ``now``: the shared part and one :class:`HomeIndex` per
+    household (``access.slices`` keeps them, replacing only the households a change touched)."""
+
+    def __init__(self, lines: Lines, shared: SharedIndex, homes: Mapping[str, HomeIndex], now: float) -> None:
         self.now = now
-        principals = facts.principals
-        self.principals: Mapping[str, Principal] = principals
-        self.registered = {pid: p.purposes for pid, p in principals.items()}
+        self.principals = shared.principals
+        self.registered = shared.registered
         self.allow = lines.allow
         self.approved = lines.approved
         self.lines = lines.by_request  # every line of a request, whoever asks (explanations)
         self.deny = lines.deny
-        # A principal holds only its own kind's role (older databases may hold others: ignored).
-        links: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
-        for link in facts.links:
-            p = principals.get(link.principal)
-            if p is None or p.kind != link.role:
-                continue
-            links.setdefault((link.principal, link.household), {}).setdefault(link.role, []).extend(
-                link.period
-            )
-        self.links: dict[tuple[str, str], dict[str, Periods]] = {
-            k: {role: normalize(ps) for role, ps in v.items()} for k, v in links.items()
-        }
-        self.contracts = _periods_by_key(((c.household, c.company), c.period) for c in facts.contracts)
-        self.designations = _periods_by_key(
-            ((d.principal, d.household, d.company), d.period) for d in facts.designations
-        )
-        self.designated_pairs = {(d.principal, d.household) for d in facts.designations}
-        self.joint: dict[tuple[str, str], Periods] = {}
-        for j in facts.joint_uses:
-            key = (j.principal, j.clause)
-            self.joint[key] = normalize((*self.joint.get(key, NEVER), *j.period))
-        self.approvals: dict[int, Approval] = {a.id: a for a in facts.approvals}
-        mandates: dict[str, list[Mandate]] = {}
-        for m in facts.mandates:
-            mandates.setdefault(m.agent, []).append(m)
-        self.mandates = mandates
-        suspensions: dict[str, list[Suspension]] = {}
-        for s in facts.suspensions:
-            suspensions.setdefault(s.household, []).append(s)
-        self.suspensions = suspensions
-        erasures: dict[str, list[Erasure]] = {}
-        for e in facts.erasures:
-            erasures.setdefault(e.household, []).append(e)
-        self.erasures = erasures
+        self.joint = shared.joint
+        self.approvals = shared.approvals
+        self.mandates = shared.mandates
+        self.homes = homes
 
     def registered_for(self, principal: str, purpose: str) -> bool:
         return purpose in self.registered.get(principal, ())
@@ -250,7 +317,7 @@ class SnapshotIndex:
 
     def _unerased(self, periods: Periods, household: str, category: str, erased: list[Erasure]) -> Periods:
         """``periods`` without the data periods completed erasures took from ``category``."""
-        for e in self.erasures.get(household, ()):
+        for e in self.homes.get(household, _NO_HOME).erasures:
             if e.covers(category, self.now):
                 before = periods
                 periods = subtract(periods, e.periods)
@@ -267,11 +334,12 @@ class SnapshotIndex:
         appended to ``suspended``."""
         now = self.now
         kind = basis.kind
-        contract = self.contracts.get((household, basis.company), NEVER)
+        home = self.homes.get(household, _NO_HOME)
+        contract = home.contracts.get(basis.company, NEVER)
         if not contract:
             return NEVER
         if kind == LINK:
-            held = self.links.get((principal, household), _NO_ROLES).get(basis.role or "", NEVER)
+            held = home.links.get(principal, _NO_ROLES).get(basis.role or "", NEVER)
             if not held or not contains(held, now) or not contains(contract, now):
                 return NEVER
             periods = intersect(held, contract)
@@ -288,7 +356,7 @@ class SnapshotIndex:
                 return NEVER
             periods = contract
         elif kind == PERSON:
-            held = self.links.get((principal, household), _NO_ROLES).get("homeowner", NEVER)
+            held = home.links.get(principal, _NO_ROLES).get("homeowner", NEVER)
             return intersect(held, contract)  # the person's own right: never suspended, kept after the end
         elif kind == AGENT:
             return self._agent_periods(principal, household, category, contract)
@@ -304,7 +372,7 @@ class SnapshotIndex:
                 return NEVER
             periods = intersect(joint, contract)
         elif kind == DESIGNATED:
-            designated = self.designations.get((principal, household, basis.company), NEVER)
+            designated = home.designations.get((principal, basis.company), NEVER)
             if not contains(designated, now) or not contains(contract, now):
                 return NEVER
             periods = intersect(designated, contract)
@@ -320,12 +388,13 @@ class SnapshotIndex:
         """A verified mandate held now lends the person's whole period (their right, used by the agent)."""
         now = self.now
         out: Periods = NEVER
+        links = self.homes.get(household, _NO_HOME).links
         for m in self.mandates.get(agent, ()):
             if m.verified_at is None or m.verified_at > now or not (m.since <= now < m.until):
                 continue
             if m.categories is not None and category not in m.categories:
                 continue
-            held = self.links.get((m.person, household), _NO_ROLES).get("homeowner", NEVER)
+            held = links.get(m.person, _NO_ROLES).get("homeowner", NEVER)
             out = union(out, intersect(held, contract))
         return out
 
@@ -344,7 +413,9 @@ class SnapshotIndex:
         now = self.now
         if a is None or a.approved != principal or not (a.valid_from <= now < a.until):
             return NEVER
-        held = self.links.get((a.approver, household), _NO_ROLES).get(basis.role or "", NEVER)
+        held = (
+            self.homes.get(household, _NO_HOME).links.get(a.approver, _NO_ROLES).get(basis.role or "", NEVER)
+        )
         if not contains(held, now) or not contains(contract, now):
             return NEVER
         periods = intersect(intersect(a.period, held), contract)
@@ -361,7 +432,7 @@ class SnapshotIndex:
     ) -> Periods:
         """``periods`` without what the household's suspensions with the basis's company take: all of it
         when one covering suspension is in force now, else the data recorded while one was."""
-        rows = self.suspensions.get(household)
+        rows = self.homes.get(household, _NO_HOME).suspensions
         if not rows:
             return periods
         provision_covered = basis.third_party and basis.suspendable
@@ -386,23 +457,24 @@ class SnapshotIndex:
     def tied(self, principal: str, household: str) -> bool:
         """Whether ``principal`` holds anything with ``household`` at any time (its refusals may then say
         why; to anyone else a refusal is one fixed answer, as for a household that does not exist)."""
-        if (principal, household) in self.links:
+        home = self.homes.get(household, _NO_HOME)
+        if principal in home.links:
             return True
-        if (principal, household) in self.designated_pairs:
+        if any(p == principal for p, _ in home.designations):
             return True
         for a in self.approvals.values():
-            if a.approved == principal and (a.approver, household) in self.links:
+            if a.approved == principal and a.approver in home.links:
                 return True
         for m in self.mandates.get(principal, ()):
-            if (m.person, household) in self.links:
+            if m.person in home.links:
                 return True
         p = self.principals.get(principal)
         if p is None:
             return False
-        if p.company is not None and (household, p.company) in self.contracts:
+        if p.company is not None and p.company in home.contracts:
             return True
         companies = {clause.split("-", 1)[0] for pid, clause in self.joint if pid == principal}
-        return any((household, company) in self.contracts for company in companies)
+        return any(company in home.contracts for company in companies)
 
 
 def _cover(

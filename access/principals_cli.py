@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     tlist.add_argument("id", nargs="?")
     budget = sub.add_parser(
         "budget",
-        help="a principal's privacy budget for statistics (epsilon, for its whole life; spent shown)",
+        help="the privacy budget a principal's statistics spend (epsilon, for the holder's whole life; spent "
+        "shown): its company's, shared by all the company's staff, or its own when it has no company",
     )
     budget.add_argument("id")
     budget.add_argument("epsilon", nargs="?", type=float, help="the new budget (leave out to show it)")
@@ -292,27 +293,28 @@ def _token(args: argparse.Namespace, rel: RelationshipStore, db: AccessDb) -> in
 
 
 def _budget(args: argparse.Namespace, rel: RelationshipStore, db: AccessDb) -> int:
-    from access.budget import BudgetStore
+    from access.budget import BudgetStore, budget_holder, describe_holder
 
     principal = rel.principal(args.id)
+    holder = budget_holder(principal)  # a company's staff share their company's budget
     budgets = BudgetStore(db)
     try:
         if args.epsilon is not None:
             if not args.by:
                 print("hems principals budget: say who sets it (--by)", file=sys.stderr)
                 return 2
-            b = budgets.set_budget(principal.id, args.epsilon, by=args.by)
+            b = budgets.set_budget(holder, args.epsilon, by=args.by)
         else:
-            b = budgets.budget(principal.id)
-        releases = budgets.releases(principal.id)
+            b = budgets.budget(holder)
+        releases = budgets.releases(holder=holder)
     except ValueError as exc:
         print(f"hems principals budget: {exc}", file=sys.stderr)
         return 1
     finally:
         budgets.close()
     print(
-        f"{principal.id}: privacy budget epsilon {b.total:g}, spent {b.spent:g} in {len(releases)} releases, "
-        f"left {b.left:g}"
+        f"{principal.id}: privacy budget of {describe_holder(holder)}: epsilon {b.total:g}, "
+        f"spent {b.spent:g} in {len(releases)} releases, left {b.left:g}"
     )
     return 0
 

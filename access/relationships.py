@@ -30,13 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import MappingProxyType
 
 from access.clock import FOREVER, now, to_epoch
-from access.db import AccessDb, Db, open_db, write_transaction
+from access.db import AccessDb, ChangeFeed, Db, open_db, write_transaction
 from access.world import (
     APPROVER_ROLES,
     CONTRACT_KINDS,
@@ -83,6 +83,18 @@ TABLES = (
     "joint_uses",
     "mandates",
 )
+# How a change to each table is announced (``access.db``'s ``keys``): by the household or principal
+# whose facts it changed, so a policy snapshot rebuilds only those.  Approvals, joint uses and mandates
+# are few, reach across households, and are read again in full when they change.
+CHANGE_KEYS = {
+    "households": ("household", "id"),
+    "links": ("household", "household"),
+    "designations": ("household", "household"),
+    "contracts": ("household", "household"),
+    "principals": ("principal", "id"),
+    "principal_purposes": ("principal", "principal"),
+}
+_CHUNK = 500  # ids per IN (...) list
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS households (
     id TEXT PRIMARY KEY, created_at REAL NOT NULL);
@@ -178,6 +190,7 @@ class RelationshipStore:
             _SCHEMA,
             name="relationships",
             counters={"relationships": TABLES},
+            keys=CHANGE_KEYS,
             synchronous="NORMAL",
             foreign_keys=True,
         )
@@ -204,6 +217,10 @@ class RelationshipStore:
     @property
     def changes_pushed(self) -> bool:
         return self._db.changes_pushed
+
+    def change_feed(self) -> ChangeFeed:
+        """Changes to these tables, by household or principal where announced (``CHANGE_KEYS``)."""
+        return self._db.change_feed("relationships")
 
     @contextmanager
     def _tx(self) -> Iterator[Db]:
@@ -673,6 +690,60 @@ class RelationshipStore:
             mandates=tuple(self.mandates()),
         )
 
+    def household_facts(self, households: Collection[str]) -> Facts:
+        """The facts of these households only (their links, contracts and designations, and which of
+        them are recorded), no principals: what a snapshot re-reads when they changed."""
+        db = self._db
+        listed: list[str] = []
+        links: list[Link] = []
+        contracts: list[Contract] = []
+        designations: list[Designation] = []
+        for ids in _chunks(sorted(households)):
+            marks = ", ".join("?" * len(ids))
+            listed += [r[0] for r in db.execute(f"SELECT id FROM households WHERE id IN ({marks})", ids)]
+            links += [
+                Link(p, h, role, since, _end(until))
+                for p, h, role, since, until in db.execute(
+                    "SELECT principal, household, role, since, until FROM links "
+                    f"WHERE household IN ({marks})",
+                    ids,
+                )
+            ]
+            contracts += [
+                _contract(r) for r in db.execute(f"SELECT * FROM contracts WHERE household IN ({marks})", ids)
+            ]
+            designations += [
+                Designation(i, op, company, p, h, since, _end(until))
+                for i, op, p, h, since, until, company in db.execute(
+                    "SELECT id, operator, principal, household, designated_at, revoked_at, company "
+                    f"FROM designations WHERE household IN ({marks})",
+                    ids,
+                )
+            ]
+        return Facts(
+            principals=MappingProxyType({}),
+            households=tuple(sorted(listed)),
+            links=tuple(sorted(links, key=lambda k: (k.principal, k.household, k.role, k.since))),
+            contracts=tuple(sorted(contracts, key=lambda c: c.id)),
+            designations=tuple(sorted(designations, key=lambda d: d.id)),
+        )
+
+    def principals_of(self, ids: Collection[str]) -> dict[str, Principal | None]:
+        """These principals as recorded now (None: not recorded)."""
+        out: dict[str, Principal | None] = dict.fromkeys(ids)
+        for chunk in _chunks(sorted(ids)):
+            marks = ", ".join("?" * len(chunk))
+            purposes: dict[str, set[str]] = {}
+            for principal, purpose in self._db.execute(
+                f"SELECT principal, purpose FROM principal_purposes WHERE principal IN ({marks})", chunk
+            ):
+                purposes.setdefault(principal, set()).add(purpose)
+            for pid, kind, name, company in self._db.execute(
+                f"SELECT id, kind, display_name, company FROM principals WHERE id IN ({marks})", chunk
+            ):
+                out[pid] = Principal(pid, kind, name, frozenset(purposes.get(pid, ())), company)
+        return out
+
     def problems(self) -> list[str]:
         """What the store holds but no decision will honour, in words (after a migration, say)."""
         out = []
@@ -747,6 +818,11 @@ def _migrate(db: Db) -> None:
             "INSERT INTO schema_versions VALUES ('relationships', ?) ON CONFLICT DO NOTHING",
             (SCHEMA_VERSION,),
         )
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield list(ids[i : i + _CHUNK])
 
 
 def _contract(row: tuple[object, ...]) -> Contract:

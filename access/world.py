@@ -19,8 +19,9 @@ would serve, to anyone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 from access.periods import Periods, span
 
@@ -240,24 +241,41 @@ class Facts:
 
     def instants(self) -> set[float]:
         """Every instant at which some fact begins or ends (a decision's snapshot is valid between two)."""
-        out: set[float] = set()
-        for link in self.links:
-            out.update((link.since, link.until))
-        for c in self.contracts:
-            out.update((c.since, c.until))
-        for a in self.approvals:
-            out.update((a.valid_from, a.until))
-        for d in self.designations:
-            out.update((d.since, d.until))
-        for j in self.joint_uses:
-            out.update((j.since, j.until))
-        for m in self.mandates:
-            out.update((m.since, m.until))
-            if m.verified_at is not None:
-                out.add(m.verified_at)
-        for s in self.suspensions:
-            out.update((s.requested_at, s.until))
-        for e in self.erasures:
-            out.add(e.completed_at)
-        out.discard(FOREVER)
-        return out
+        return instants_of(
+            self.links,
+            self.contracts,
+            self.approvals,
+            self.designations,
+            self.joint_uses,
+            self.mandates,
+            self.suspensions,
+            self.erasures,
+        )
+
+
+def instants_of(
+    links: Iterable[Link] = (),
+    contracts: Iterable[Contract] = (),
+    approvals: Iterable[Approval] = (),
+    designations: Iterable[Designation] = (),
+    joint_uses: Iterable[JointUse] = (),
+    mandates: Iterable[Mandate] = (),
+    suspensions: Iterable[Suspension] = (),
+    erasures: Iterable[Erasure] = (),
+) -> set[float]:
+    """Every instant at which one of these facts begins or ends (FOREVER left out)."""
+    out: set[float] = set()
+    for dated in chain(links, contracts, designations, joint_uses):
+        out.update((dated.since, dated.until))
+    for a in approvals:
+        out.update((a.valid_from, a.until))
+    for m in mandates:
+        out.update((m.since, m.until))
+        if m.verified_at is not None:
+            out.add(m.verified_at)
+    for s in suspensions:
+        out.update((s.requested_at, s.until))
+    for e in erasures:
+        out.add(e.completed_at)
+    out.discard(FOREVER)
+    return out

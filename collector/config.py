@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,12 @@ class DeviceConfig:
     eoj: EOJ | None = None
     models: tuple[int, ...] = ()
     power_sign: int = 1  # flips W for vendors whose meter says + = export
+    # Unique id of the device in the whole collector (health, stats, jitter): ``household/device``,
+    # made once (every poll looks a device up by it)
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Unique id of the device in the whole collector (health, stats, jitter)."""
-        return f"{self.household}/{self.device}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.household}/{self.device}")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,6 +79,11 @@ class _End:
     pass
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 _END = _End()
 
 
@@ -123,6 +128,7 @@ class Collector:
                 self._echonet[dev.key] = state
                 self._by_object[(dev.address, dev.eoj)] = state
         self.discovery = Discovery()
+        self._clock_skew = timedelta(seconds=config.clock_skew_s)
         self.readings_out = 0
         self.dropped = 0
         self.queue_waits = 0
@@ -133,6 +139,9 @@ class Collector:
         self._refusal_logged: dict[str, str] = {}  # device -> what was last logged about it
         self._started = False
         self._closed = False
+        self._ended = False  # the end of the stream was handed out by ``next_readings``
+        self._batch_waiter: asyncio.Future[None] | None = None  # ``next_readings`` waiting for ...
+        self._batch_size = 0  # ... this many queued readings
         self._rediscovery: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -165,6 +174,7 @@ class Collector:
         self._closed = True
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_END)
+        self._wake_batch(force=True)
 
     async def __aenter__(self) -> Collector:
         await self.start()
@@ -175,13 +185,61 @@ class Collector:
 
     async def readings(self) -> AsyncIterator[Reading]:
         """Every reading, in the order produced, until ``stop()``."""
+        queue = self._queue
         while True:
-            if self._closed and self._queue.empty():
+            if not queue.empty():
+                item = queue.get_nowait()  # no coroutine per reading while the queue has some
+            elif self._closed:
                 return
-            item = await self._queue.get()
+            else:
+                item = await queue.get()
             if isinstance(item, _End):
                 return
             yield item
+
+    @property
+    def warm_up_s(self) -> float:
+        """Seconds after ``start()`` by which every device has had its first poll, with the reads only
+        a first poll makes (SunSpec scan, property maps, ratings) each given its timeout: what is
+        built by then lasts (``common.heap.settle`` may freeze it)."""
+        return self.config.discovery_wait_s + self.scheduler.first_round_s + 4 * self.config.timeout_s
+
+    async def next_readings(self, max_items: int, wait_s: float) -> list[Reading] | None:
+        """The readings queued, in the order produced, as soon as ``max_items`` are or once ``wait_s``
+        has passed (then maybe none); None once the stream has ended (after ``stop()``, with everything
+        queued taken).  One wake-up per batch, not one per reading as ``readings()`` has: for a consumer
+        that groups readings anyway (``hems collect``'s pump).  One such consumer at a time."""
+        if self._ended:
+            return None
+        if self._batch_waiter is not None:
+            raise RuntimeError("next_readings is already waiting")
+        queue = self._queue
+        if queue.qsize() < max_items and not self._closed and wait_s > 0:
+            loop = asyncio.get_running_loop()
+            waiter = self._batch_waiter = loop.create_future()
+            self._batch_size = max_items
+            timer = loop.call_later(wait_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._batch_waiter = None
+        out: list[Reading] = []
+        while len(out) < max_items and not queue.empty():
+            item = queue.get_nowait()
+            if isinstance(item, _End):
+                self._ended = True
+                break
+            out.append(item)
+        if not out and (self._ended or (self._closed and queue.empty())):
+            self._ended = True
+            return None
+        return out
+
+    def _wake_batch(self, force: bool = False) -> None:
+        waiter = self._batch_waiter
+        if waiter is not None and (force or self._queue.qsize() >= self._batch_size):
+            _wake(waiter)
 
     # --- discovery -------------------------------------------------------------------------------
 
@@ -207,10 +265,11 @@ class Collector:
 
     # --- polling ---------------------------------------------------------------------------------
 
-    async def _poll(self, dev: DeviceConfig, counters: bool) -> tuple[str, str]:
+    def _poll(self, dev: DeviceConfig, counters: bool) -> Awaitable[tuple[str, str]]:
+        """The poll of one device, to be awaited (a plain call: no coroutine of its own per poll)."""
         if dev.protocol == "modbus":
-            return await self._poll_modbus(dev)
-        return await self._poll_echonet(self._echonet[dev.key], counters)
+            return self._poll_modbus(dev)
+        return self._poll_echonet(self._echonet[dev.key], counters)
 
     async def _poll_modbus(self, dev: DeviceConfig) -> tuple[str, str]:
         data = await self._modbus[dev.key].read()
@@ -221,7 +280,9 @@ class Collector:
         if not fields:
             raise PollError(f"{dev.key}: {plausibility.describe(refused)}", "implausible")
         quality: Quality = "partial" if data.missing or refused else "ok"
-        await self._emit(_reading(dev, datetime.now(UTC), fields, quality, "modbus", data.counter_wrap))
+        reading = _reading(dev, datetime.now(UTC), fields, quality, "modbus", data.counter_wrap)
+        if not self._emit_now(reading):
+            await self._emit_when_room(reading)
         return _outcome(quality, f"missing {sorted(data.missing)}" if data.missing else "", refused)
 
     async def _poll_echonet(self, state: _EchonetDevice, counters: bool) -> tuple[str, str]:
@@ -229,7 +290,10 @@ class Collector:
         ctl = self.controller
         spec = state.spec
         notes: list[str] = []
-        fast, every = await self._echonet_plan(state, notes)
+        if state.ratings is not None:  # known since the first poll: no coroutine to learn it again
+            fast, every = state.fast_epcs, state.all_epcs
+        else:
+            fast, every = await self._echonet_plan(state, notes)
         epcs = every if counters or not fast else fast  # a device with nothing fast: its counters
         if not epcs:
             wanted = ", ".join(f"0x{e:02X}" for e in spec.fast + spec.slow)
@@ -249,7 +313,7 @@ class Collector:
         for ts, values in decoded.stamped if self.config.fixed_time_readings else ():
             name = next(iter(values))
             # a clock that is off stays off: refused (and said in health) on every poll, not once
-            why = plausibility.check_stamp(ts, polled_at, timedelta(seconds=self.config.clock_skew_s))
+            why = plausibility.check_stamp(ts, polled_at, self._clock_skew)
             if why is not None:
                 refused.append(Refusal(name, ts, "clock", f"fixed-time {name} {why}"))
                 continue
@@ -260,11 +324,15 @@ class Collector:
             refused += wrong
             if kept:
                 wrap = {k: v for k, v in decoded.counter_wrap.items() if k in kept}
-                await self._emit(_reading(dev, ts, kept, "ok", "echonet", wrap))
+                reading = _reading(dev, ts, kept, "ok", "echonet", wrap)
+                if not self._emit_now(reading):
+                    await self._emit_when_room(reading)
         self._count(dev, refused)
         quality: Quality = "partial" if lacking or refused else "ok"
         if fields:
-            await self._emit(_reading(dev, polled_at, fields, quality, "echonet", decoded.counter_wrap))
+            reading = _reading(dev, polled_at, fields, quality, "echonet", decoded.counter_wrap)
+            if not self._emit_now(reading):
+                await self._emit_when_room(reading)
         elif not refused:
             raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
         return _outcome(quality, "; ".join(notes), refused)
@@ -362,14 +430,22 @@ class Collector:
             self.dropped += 1
             return
         self.readings_out += 1
+        if self._batch_waiter is not None:
+            self._wake_batch()
 
-    async def _emit(self, reading: Reading) -> None:
+    def _emit_now(self, reading: Reading) -> bool:
+        """Offer the reading unless the queue is full and polls wait for room (then False: the caller
+        awaits ``_emit_when_room``); a plain call, no coroutine, in the common case."""
         if not self._queue.full() or self.config.drop_when_full:
             self._offer(reading)
-            return
+            return True
+        return False
+
+    async def _emit_when_room(self, reading: Reading) -> None:
         self.queue_waits += 1  # a full queue slows polling (visible as lateness)
         await self._queue.put(reading)
         self.readings_out += 1
+        self._wake_batch()
 
     # --- health as readings ----------------------------------------------------------------------
 
@@ -390,6 +466,7 @@ class Collector:
             return
         try:
             self._queue.put_nowait(reading)
+            self._wake_batch()
         except asyncio.QueueFull:
             self.health_skipped += 1
             if self.health_skipped in (1, 10, 100) or self.health_skipped % 1000 == 0:

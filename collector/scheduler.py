@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from collector.config import CollectorConfig, DeviceConfig
 from collector.errors import PollError
+from collector.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class Scheduler:
         self._poll = poll
         self._on_change = on_change  # told of every change of a device's health reason or message
         self.first_poll_spread_s = first_poll_spread_s
-        self._global = asyncio.Semaphore(config.max_in_flight)
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._global = Slots(config.max_in_flight)
+        self._hosts: dict[str, Slots] = {}
         self._runs: dict[str, _DeviceRun] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._health: dict[str, Health] = {}
@@ -150,48 +151,58 @@ class Scheduler:
 
     # --- the per-device loop ---------------------------------------------------------------------
 
-    def _host_sem(self, address: str) -> asyncio.Semaphore:
-        sem = self._hosts.get(address)
-        if sem is None:
-            sem = self._hosts[address] = asyncio.Semaphore(self.config.max_in_flight_per_host)
-        return sem
+    def _host_slots(self, address: str) -> Slots:
+        slots = self._hosts.get(address)
+        if slots is None:
+            slots = self._hosts[address] = Slots(self.config.max_in_flight_per_host)
+        return slots
 
     async def _loop(self, run: _DeviceRun) -> None:
         loop = asyncio.get_running_loop()
         dev = run.device
         interval = dev.interval_s
-        host = self._host_sem(f"{dev.protocol}:{dev.address}:{dev.port}")
+        host = self._host_slots(f"{dev.protocol}:{dev.address}:{dev.port}")
+        every = self._global
         while not self._stopping:
             due = run.first if run.first is not None else run.phase + run.k * interval
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             counter_due = due >= run.next_counter - 1e-6
-            async with self._global, host:
-                if self._stopping:
-                    return
-                late = loop.time() - due
-                run.lateness.append(late)
-                self._lateness.append(late)
-                run.busy = True
-                self.in_flight += 1
+            if not every.take_now():
+                await every.take()
+            try:
+                if not host.take_now():
+                    await host.take()
                 try:
-                    quality, note = await self._poll(dev, counter_due)
-                except PollError as exc:
-                    self._fail(run, exc.reason, str(exc))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a bug in a decoder must not stop this device for good
-                    log.exception("poll of %s failed", dev.key)
-                    self._fail(run, f"error:{type(exc).__name__}", str(exc))
-                else:
-                    self._ok(run, quality, note)
-                    if counter_due:
-                        run.next_counter = due + dev.counter_interval_s
+                    if self._stopping:
+                        return
+                    late = loop.time() - due
+                    run.lateness.append(late)
+                    self._lateness.append(late)
+                    run.busy = True
+                    self.in_flight += 1
+                    try:
+                        quality, note = await self._poll(dev, counter_due)
+                    except PollError as exc:
+                        self._fail(run, exc.reason, str(exc))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # a bug in a decoder must not stop this device for good
+                        log.exception("poll of %s failed", dev.key)
+                        self._fail(run, f"error:{type(exc).__name__}", str(exc))
+                    else:
+                        self._ok(run, quality, note)
+                        if counter_due:
+                            run.next_counter = due + dev.counter_interval_s
+                    finally:
+                        run.busy = False
+                        self.in_flight -= 1
+                        self.polls += 1
                 finally:
-                    run.busy = False
-                    self.in_flight -= 1
-                    self.polls += 1
+                    host.release()
+            finally:
+                every.release()
             earliest = loop.time()
             if run.failures:
                 earliest += min(
@@ -250,6 +261,11 @@ class Scheduler:
         """Health from outside the poll loop (discovery found the device missing)."""
         if key in self._health and self._health[key].reason == "pending":
             self._set(key, reason, message, False, 0)  # not a poll: the count stays
+
+    @property
+    def first_round_s(self) -> float:
+        """Seconds after ``start()`` by which every device's first poll was due."""
+        return max((min(d.interval_s, self.first_poll_spread_s) for d in self.config.devices), default=0.0)
 
     def device_lateness(self, key: str) -> list[float]:
         return list(self._runs[key].lateness)

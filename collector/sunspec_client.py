@@ -1,8 +1,8 @@
-"""SunSpec over Modbus TCP with pymodbus' async client: find the map, walk the models, read them.
+"""SunSpec over Modbus TCP (``collector.modbus_tcp``): find the map, walk the models, read them.
 
 Why one connection per host:port: a home's hybrid PCS answers all its unit ids on one listener and
 many devices limit concurrent TCP sessions, so unit ids share the connection and are chosen per
-request (as evcc and OpenEMS do).  pymodbus serializes requests on a client, so the three devices
+request (as evcc and OpenEMS do).  A connection carries one request at a time, so the three devices
 of a home take turns; devices of different homes never wait for each other.
 
 Values leave this module already scaled (``raw * 10**SF``); a point holding its type's "not
@@ -14,29 +14,28 @@ registered model is read with no change here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-
-from collector.errors import DeviceException, DeviceTimeout, DeviceUnreachable, MalformedReply, PollError
+from collector.errors import DeviceException, DeviceUnreachable, MalformedReply, PollError
+from collector.modbus_tcp import ModbusConnection, NotSent, connect
 from collector.reading import FieldValue
-from common.logs import quiet_pymodbus
 from protocols.sunspec.models import MODELS, Model
 from protocols.sunspec.points import (
     END_MODEL_ID,
     MAX_READ_REGISTERS,
+    NOT_IMPLEMENTED,
+    SIGNED_TYPES,
     SUNS_MARKER,
+    Emit,
+    Point,
+    Rating,
     RawValue,
     SunSpecValueError,
     decode,
 )
 
 SCAN_BASES: tuple[int, ...] = (40000, 0, 50000)
-
-# The collector reports each device failure once, in its health table.
-quiet_pymodbus()
 
 
 def read_models() -> frozenset[int]:
@@ -45,110 +44,61 @@ def read_models() -> frozenset[int]:
 
 
 class ModbusPool:
-    """One pymodbus client per host:port, connected lazily and reconnected after a failure."""
+    """One connection per host:port (``collector.modbus_tcp``), made lazily and again after a failure."""
 
     def __init__(self, timeout_s: float = 1.0) -> None:
         self.timeout_s = timeout_s
-        self._clients: dict[tuple[str, int], AsyncModbusTcpClient] = {}
+        self.requests = 0  # reads put on a connection (each a round trip), for capacity figures
+        self._connections: dict[tuple[str, int], ModbusConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Lock] = {}
-        self._bad_frame: set[tuple[str, int]] = set()
 
-    async def client(self, host: str, port: int) -> AsyncModbusTcpClient:
+    async def connection(self, host: str, port: int) -> ModbusConnection:
         key = (host, port)
-        client = self._clients.get(key)
-        if client is not None and client.connected:
-            return client  # the common case: no lock
+        conn = self._connections.get(key)
+        if conn is not None and not conn.closed:
+            return conn  # the common case: no lock
         lock = self._connecting.get(key)
         if lock is None:
             lock = self._connecting[key] = asyncio.Lock()
         async with lock:
-            client = self._clients.get(key)  # another task may have connected meanwhile
-            if client is not None and client.connected:
-                return client
-            if client is not None:
-                client.close()
-            client = AsyncModbusTcpClient(
-                host,
-                port=port,
-                timeout=self.timeout_s,
-                retries=0,
-                reconnect_delay=0,
-                reconnect_delay_max=0,
-                trace_packet=self._tracer(key),
-            )
-            self._clients[key] = client
-            try:
-                ok = await client.connect()
-            except (OSError, ModbusException) as exc:
-                raise DeviceUnreachable(f"{host}:{port}: {exc}") from exc
-            if not ok:
-                raise DeviceUnreachable(f"{host}:{port}: connection refused or timed out")
-            return client
-
-    def _tracer(self, key: tuple[str, int]) -> Callable[[bool, bytes], bytes]:
-        """pymodbus drops a frame it cannot decode and lets the request time out; this hook sees the
-        bytes first, so such a timeout can be reported as what it was: a malformed reply."""
-
-        def trace(sending: bool, data: bytes) -> bytes:
-            if not sending and len(data) >= 9 and data[7] < 0x80:
-                declared = (data[4] << 8 | data[5]) - 3  # MBAP length minus unit id, FC and byte count
-                if data[8] != declared:
-                    self._bad_frame.add(key)
-            return data
-
-        return trace
+            conn = self._connections.get(key)  # another task may have connected meanwhile
+            if conn is not None and not conn.closed:
+                return conn
+            conn = self._connections[key] = await connect(host, port, self.timeout_s)
+            return conn
 
     def drop(self, host: str, port: int) -> None:
-        """Forget a connection whose stream may be out of step (after a timeout or a bad frame)."""
-        client = self._clients.pop((host, port), None)
-        if client is not None:
-            client.close()
+        """Forget a connection whose stream may be out of step."""
+        conn = self._connections.pop((host, port), None)
+        if conn is not None:
+            conn.close()
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
         await asyncio.sleep(0)
 
     async def read(self, host: str, port: int, unit_id: int, address: int, count: int) -> list[int]:
         """Holding registers, or a PollError whose reason the health view can show.
 
         Units share the connection, so a request may have queued behind another unit's failure
-        that closed it; such a request is retried once on a fresh connection instead of taking the
-        blame (only the request that was on the wire when it broke reports the failure).
+        that closed it; such a request is asked again once on a fresh connection instead of taking
+        the blame (only the request that was on the wire when it broke reports the failure).
         """
-        key = (host, port)
-        for attempt in (0, 1):
-            client = await self.client(host, port)
+        for _ in (0, 1):
+            conn = self._connections.get((host, port))
+            if conn is None or conn.closed:
+                conn = await self.connection(host, port)
+            self.requests += 1
             try:
-                rr = await client.read_holding_registers(address, count=count, device_id=unit_id)
-            except ModbusException as exc:
-                if key in self._bad_frame:
-                    # pymodbus could not decode our answer and closed the stream itself
-                    self._bad_frame.discard(key)
-                    self.drop(host, port)
-                    raise MalformedReply(f"{host}:{port}/{unit_id} @{address}: undecodable reply") from exc
-                broken_by_other = self._clients.get(key) is not client or not client.connected
-                if broken_by_other and attempt == 0:
-                    continue
-                if isinstance(exc, ConnectionException) or not client.connected:
-                    self.drop(host, port)
-                    raise DeviceUnreachable(f"{host}:{port}/{unit_id}: {exc}") from exc
-                if isinstance(exc, ModbusIOException):
-                    # No (complete) answer in time.  The connection stays: pymodbus discards any
-                    # leftover bytes before the next request and checks transaction ids.
-                    raise DeviceTimeout(f"{host}:{port}/{unit_id} @{address}: no answer") from exc
+                return await conn.read_holding_registers(unit_id, address, count, self.timeout_s)
+            except NotSent:
+                continue
+            except DeviceUnreachable:
                 self.drop(host, port)
-                raise MalformedReply(f"{host}:{port}/{unit_id} @{address}: {exc}") from exc
-            if rr.isError():
-                code = getattr(rr, "exception_code", 0)
-                raise DeviceException(f"{host}:{port}/{unit_id} @{address}: exception {code}", int(code))
-            regs = list(rr.registers)
-            if len(regs) != count:
-                raise MalformedReply(
-                    f"{host}:{port}/{unit_id} @{address}: {len(regs)} registers, asked {count}"
-                )
-            return regs
+                raise
+            # a timeout or an untrustworthy frame closed the connection: the next read opens a new one
         raise DeviceUnreachable(f"{host}:{port}/{unit_id}: connection lost twice")  # pragma: no cover
 
 
@@ -220,19 +170,80 @@ def unsupported(layout: SunSpecLayout) -> str:
     return "; ".join(parts) or f"its models ({listed}) carry nothing this collector reads"
 
 
-def _points(model: Model, regs: Sequence[int]) -> dict[str, RawValue]:
-    out: dict[str, RawValue] = {}
+# One point as ``_points`` decodes it: (name, offset, size, the point, then for a one-register integer
+# point -- nearly all of them -- its "not implemented" sentinel and whether it is signed; None else)
+_PointPlan = tuple[str, int, int, Point, int | None, bool]
+# How a value is read from a model's points: (point, its scale factor's name or None)
+_ValuePlan = tuple[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelPlan:
+    """What ``interpret`` needs of one model, worked out once rather than on every read: the points to
+    decode, and for each rating and emitted field where its value and scale factor are, and an
+    accumulator's width (its wrap is 2**bits x 10**SF)."""
+
+    model: Model
+    points: tuple[_PointPlan, ...]
+    end: int  # registers the decoded points need from the model's ID register on
+    ratings: tuple[tuple[Rating, str, str | None], ...]
+    emits: tuple[tuple[Emit, str, str | None, int | None], ...]  # (emit, point, sf, accumulator bits)
+
+
+def _model_plan(model: Model) -> _ModelPlan:
+    points: list[_PointPlan] = []
     for name in model.read_points:
         p = model.point(name)
-        out[name] = decode(p, regs[p.offset : p.offset + p.size])
-    return out
+        sentinel = NOT_IMPLEMENTED.get(p.type) if p.size == 1 and p.type != "pad" else None
+        points.append((name, p.offset, p.size, p, sentinel, p.type in SIGNED_TYPES))
+    emits = []
+    for emit in model.emits:
+        p = model.point(emit.point)
+        bits = 16 * p.size if emit.counter and p.type.startswith("acc") else None
+        emits.append((emit, emit.point, p.sf, bits))
+    return _ModelPlan(
+        model,
+        tuple(points),
+        max((offset + size for _, offset, size, *_ in points), default=0),
+        tuple((r, r.point, model.point(r.point).sf) for r in model.ratings),
+        tuple(emits),
+    )
 
 
-def _scaled(values: Mapping[str, RawValue], model: Model, name: str) -> float | None:
+_PLANS: dict[int, _ModelPlan] = {}  # model id -> its plan (made again if the registry's model changed)
+
+
+def _plan_of(model: Model) -> _ModelPlan:
+    plan = _PLANS.get(model.id)
+    if plan is None or plan.model is not model:
+        plan = _PLANS[model.id] = _model_plan(model)
+    return plan
+
+
+def _points(plan: _ModelPlan, regs: Sequence[int]) -> dict[str, RawValue]:
+    """The plan's points decoded (``protocols.sunspec.points.decode``), one-register integers inline:
+    they are nearly every point, and this runs for every model of every Modbus read."""
+    if len(regs) < plan.end:  # too short a block: ``decode`` says which point lacks registers
+        return {name: decode(p, regs[offset : offset + size]) for name, offset, size, p, _, _ in plan.points}
+    values: dict[str, RawValue] = {}
+    for name, offset, size, p, sentinel, signed in plan.points:
+        if sentinel is None:
+            values[name] = decode(p, regs[offset : offset + size])
+            continue
+        raw = regs[offset] & 0xFFFF
+        if raw == sentinel:
+            values[name] = None
+        elif signed and raw >= 0x8000:
+            values[name] = raw - 0x10000
+        else:
+            values[name] = raw
+    return values
+
+
+def _scaled(values: Mapping[str, RawValue], name: str, sf_name: str | None) -> float | None:
     raw = values.get(name)
     if raw is None or isinstance(raw, str):
         return None
-    sf_name = model.point(name).sf
     if sf_name is None:
         return float(raw)
     sf = values.get(sf_name)
@@ -241,13 +252,10 @@ def _scaled(values: Mapping[str, RawValue], model: Model, name: str) -> float | 
     return float(raw) * 10.0**sf
 
 
-def _acc_wrap(values: Mapping[str, RawValue], model: Model, name: str) -> float | None:
+def _acc_wrap(values: Mapping[str, RawValue], sf_name: str | None, bits: int) -> float | None:
     """An accumulator's modulus in the field's unit: 2**bits x 10**SF (a float32 total has none)."""
-    point = model.point(name)
-    if not point.type.startswith("acc"):
-        return None
-    sf = values.get(point.sf) if point.sf else 0
-    return float(1 << (16 * point.size)) * 10.0**sf if isinstance(sf, int) else None
+    sf = values.get(sf_name) if sf_name else 0
+    return float(1 << bits) * 10.0**sf if isinstance(sf, int) else None
 
 
 @dataclass
@@ -272,20 +280,21 @@ def interpret(blocks: Mapping[int, Sequence[int]], power_sign: int = 1) -> SunSp
     missing: list[str] = []
     present = [MODELS[mid] for mid in MODELS if mid in blocks]
     for model in sorted(present, key=lambda m: m.fallback):
-        values = _points(model, blocks[model.id])
-        for rating in model.ratings:
-            rated = _scaled(values, model, rating.point)
+        plan = _plan_of(model)
+        values = _points(plan, blocks[model.id])
+        for rating, point, sf_name in plan.ratings:
+            rated = _scaled(values, point, sf_name)
             if rated is not None and rated > 0:
                 ratings[rating.field] = max(ratings.get(rating.field, 0.0), rated)
-        for emit in model.emits:
+        for emit, point, sf_name, bits in plan.emits:
             if not emit.optional:
                 expected.append(emit.field)
-            value = _scaled(values, model, emit.point)
+            value = _scaled(values, point, sf_name)
             if value is None or emit.field in fields:
                 continue
             fields[emit.field] = power_sign * value if emit.signed else value
-            if emit.counter:
-                modulus = _acc_wrap(values, model, emit.point)
+            if bits is not None:
+                modulus = _acc_wrap(values, sf_name, bits)
                 if modulus is not None:
                     wrap[emit.field] = modulus
         if model.status is not None:
@@ -345,7 +354,8 @@ class SunSpecDevice:
         return self.layout
 
     async def read(self) -> SunSpecData:
-        await self.ensure_layout()
+        if self.layout is None:
+            await self.ensure_layout()
         reads = [
             (address, await self.pool.read(self.host, self.port, self.unit_id, address, count))
             for address, count in self._plan

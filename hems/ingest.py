@@ -13,6 +13,8 @@ Scaling down leaves the highest slots: start a replica once more to drain one th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,15 @@ from access.gateways import GatewayCredentials
 from pipeline.config import PipelineConfig
 from pipeline.factory import open_ingest_pipeline
 from pipeline.fleet_config import FleetConfig
+from pipeline.negawatt import negawatt_loop
 from pipeline.store import Store
 from pipeline.writer import Pipeline
 
 log = logging.getLogger(__name__)
+
+
+# The leader lock of the negawatt derivation (``Db.leads``): one replica of all derives.
+NEGAWATT_JOB = "negawatt items"
 
 
 @dataclass
@@ -36,9 +43,15 @@ class IngestReplica:
     app: web.Application
     pipeline: Pipeline
     credentials: GatewayCredentials
+    negawatt: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        """Drain the pipeline (what is accepted is durable: in the store or in this slot's spool)."""
+        """Stop deriving; drain the pipeline (what is accepted is durable: in the store or in this
+        slot's spool)."""
+        if self.negawatt is not None:
+            self.negawatt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.negawatt
         await self.pipeline.close()
         self.credentials.close()
 
@@ -49,7 +62,12 @@ async def open_replica(
     spool_dir: Path,
     config_path: str | None,
     metrics_dir: Path | None = None,
+    negawatt_every_s: float | None = None,
 ) -> IngestReplica:
+    """The replica's app, pipeline and credentials; with ``negawatt_every_s`` it also derives the
+    negawatt items of the households gateways upload (``pipeline.negawatt``; a demand-response
+    contractor is served those, never the raw series) every that many seconds, when it holds the job's
+    lock among all replicas on the access database."""
     cfg = PipelineConfig.load(config_path)
     fleet = FleetConfig.load(config_path)
     pipeline = open_ingest_pipeline(cfg, store, spool_dir)
@@ -59,4 +77,14 @@ async def open_replica(
     await pipeline.start()
     credentials = GatewayCredentials(access_db)
     service = IngestService(credentials, pipeline, store.ping, fleet)
-    return IngestReplica(make_ingest_app(service, metrics_dir), pipeline, credentials)
+    negawatt = None
+    if negawatt_every_s is not None:
+        negawatt = asyncio.create_task(
+            negawatt_loop(
+                store,
+                credentials.uploading_households,
+                every_s=negawatt_every_s,
+                leads=lambda: credentials.leads(NEGAWATT_JOB),
+            )
+        )
+    return IngestReplica(make_ingest_app(service, metrics_dir), pipeline, credentials, negawatt)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import multiprocessing
 import os
 import shutil
@@ -34,12 +33,12 @@ from access.keys import key_file_for
 from access.location import access_db, data_dir, exists
 from access.tariff import Tariff
 from access.tariff import load as load_tariff
+from common import heap
 from common.loop import run, stop_on_signals
 from hems.errors import KNOWN_ERRORS, UsageError
 from hems.ingest import IngestReplica, open_replica
 from pipeline.store import Store, StoreUnavailable
 
-GC_THRESHOLDS = (50_000, 20, 20)
 # The workers' shared page file: in memory where the system offers a tmpfs for it.
 SHARED_PAGES_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 DEFAULT_PAGE_CACHE_MB = DEFAULT_PAGE_CACHE_BYTES / 2**20
@@ -115,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: ingest-spool beside the access database)",
     )
     parser.add_argument(
+        "--negawatt-every",
+        type=float,
+        default=900.0,
+        help="ingest: seconds between passes deriving the negawatt items of the households gateways "
+        "upload (default 900; one replica of all does it; 0: none)",
+    )
+    parser.add_argument(
         "--alert-every",
         type=float,
         default=10.0,
@@ -182,7 +188,15 @@ async def _run(
         spool_dir = (
             args.spool_dir or (data_dir(args.data_dir) if is_url(db) else Path(db).parent) / "ingest-spool"
         )
-        replica = await open_replica(store, db, spool_dir, args.config, metrics_dir)
+        replica = await open_replica(
+            store,
+            db,
+            spool_dir,
+            args.config,
+            metrics_dir,
+            # Derived by one process of a host (the first), and by one replica of all (a lock).
+            negawatt_every_s=args.negawatt_every if not is_worker and args.negawatt_every > 0 else None,
+        )
         app = replica.app
     else:
         app = make_app(
@@ -213,15 +227,9 @@ async def _run(
         ssl_context=_tls(args),
     )
     await site.start()
-    # Everything built so far (libraries, policy, index) lives as long as the process: moving it out
-    # of the collector's sight keeps full collections, which would scan it all, from stalling requests.
-    gc.collect()
-    gc.freeze()
-    # Hundreds of requests in flight keep thousands of young objects alive: at the default threshold
-    # (700 allocations) each young collection rescans them and promotes them, though nearly all die by
-    # reference counting moments later.  A larger young generation lets them die first; cyclic garbage
-    # is still collected, just in larger, rarer passes (bench/api.py: about a tenth more requests/s).
-    gc.set_threshold(*GC_THRESHOLDS)
+    # Everything built so far (libraries, policy, index) lives as long as the process: out of the
+    # garbage collector's sight, with a wider young generation (common.heap says why).
+    heap.settle()
     if children:
         watch = asyncio.create_task(_watch_workers(children, stop))
     scheme = "https" if args.tls_cert else "http"

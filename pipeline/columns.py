@@ -56,13 +56,13 @@ class Shape:
 class ColumnBatch(Sequence[Point]):
     """Points appended in arrival order, kept by shape (see the module docstring)."""
 
-    __slots__ = ("_base", "_index", "_n", "_shapes")
+    __slots__ = ("_base", "_index", "_next", "_shapes")
 
     def __init__(self, points: Iterable[Point] = ()) -> None:
         self._shapes: dict[tuple[str, ...], Shape] = {}
-        self._n = 0
         self._base = 0  # rows' positions count from here (a chunk of a larger batch keeps its rows)
-        self._index: list[tuple[Shape, int]] | None = None
+        self._next = 0  # the next row's position: ``_base`` + the number of points
+        self._index: list[tuple[Shape, int]] = []  # by position; rebuilt when points were added since
         for p in points:
             self.add(p.measurement, p.household, p.device, p.source, p.ts_ns, p.fields)
 
@@ -75,14 +75,32 @@ class ColumnBatch(Sequence[Point]):
         ts_ns: int,
         fields: Mapping[str, PointValue],
     ) -> None:
-        """Append one point (``fields`` is read now, not kept)."""
+        """Append one point (``fields`` is read now, not kept).  Called once per reading at fleet
+        rates: one key tuple, one row tuple, one append."""
         key = (measurement, *fields)
         shape = self._shapes.get(key)
         if shape is None:
             shape = self._shapes[key] = Shape(measurement, key[1:])
-        shape.rows.append((self._base + self._n, household, device, source, ts_ns, *fields.values()))
-        self._n += 1
-        self._index = None
+        shape.rows.append((self._next, household, device, source, ts_ns, *fields.values()))
+        self._next += 1
+
+    def extend(self, other: ColumnBatch) -> None:
+        """Append every point of ``other`` after this batch's, in ``other``'s order (its rows are
+        shared, re-numbered; no ``Point`` is made)."""
+        shift = self._next - other._base
+        for key, shape in other._shapes.items():
+            mine = self._shapes.get(key)
+            if mine is None:
+                mine = self._shapes[key] = Shape(shape.measurement, shape.names)
+            if shift:
+                mine.rows.extend((row[POSITION] + shift, *row[HOUSEHOLD:]) for row in shape.rows)
+            else:
+                mine.rows.extend(shape.rows)
+        self._next += len(other)
+
+    def households(self) -> set[str]:
+        """Every household the batch writes."""
+        return {row[HOUSEHOLD] for shape in self._shapes.values() for row in shape.rows}
 
     def shapes(self) -> list[Shape]:
         """Every shape's buffer, in the order the shapes first arrived."""
@@ -91,13 +109,13 @@ class ColumnBatch(Sequence[Point]):
     def chunks(self, size: int) -> list[ColumnBatch]:
         """Consecutive batches of at most ``size`` points, in order, sharing this one's rows (no
         ``Point`` is made, as slicing would)."""
-        if self._n <= size:
+        if len(self) <= size:
             return [self]
         out = []
-        for start in range(0, self._n, size):
+        for start in range(self._base, self._next, size):
             chunk = ColumnBatch()
-            chunk._base = self._base + start
-            chunk._n = min(size, self._n - start)
+            chunk._base = start
+            chunk._next = min(start + size, self._next)
             out.append(chunk)
         for key, shape in self._shapes.items():
             for row in shape.rows:
@@ -109,12 +127,12 @@ class ColumnBatch(Sequence[Point]):
         return out
 
     def __len__(self) -> int:
-        return self._n
+        return self._next - self._base
 
     def _where(self) -> list[tuple[Shape, int]]:
         index = self._index
-        if index is None:
-            found: list[tuple[Shape, int] | None] = [None] * self._n
+        if len(index) != len(self):
+            found: list[tuple[Shape, int] | None] = [None] * len(self)
             for shape in self._shapes.values():
                 for row, values in enumerate(shape.rows):
                     found[values[POSITION] - self._base] = (shape, row)

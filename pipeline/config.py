@@ -40,6 +40,9 @@ class PipelineConfig:
     influx_token: str | None = None
     batch_size: int = 5000
     max_delay_s: float = 1.0
+    # Batches with the store at once (``Pipeline(write_concurrency=...)``): 1 writes them one at a time;
+    # more keeps a remote store busy between batches (a fleet's ingest).
+    write_concurrency: int = 1
     # A store write taking longer is abandoned as an outage and its batch spooled (writes are upserts,
     # so what landed of it is written again at replay): polling never waits on a hung store.
     store_write_timeout_s: float = 5.0
@@ -62,6 +65,8 @@ class PipelineConfig:
             raise _fail("batch_size", "must be >= 1")
         if self.max_delay_s <= 0:
             raise _fail("max_delay_s", "must be > 0")
+        if self.write_concurrency < 1:
+            raise _fail("write_concurrency", "must be >= 1")
         if self.store_write_timeout_s <= 0:
             raise _fail("store_write_timeout_s", "must be > 0")
         if self.spool_policy not in ("refuse", "drop_oldest"):

@@ -32,7 +32,7 @@ _NUMBER: Final = (int, float)
 _RAW_NAME: Final = {name: f"raw_{name}" for name in COUNTER_FIELDS}
 
 
-@dataclass
+@dataclass(slots=True)
 class SeriesState:
     """``total = raw + offset`` within a segment; ``offset`` grows by the modulus on each wrap and is
     re-based on each reset."""
@@ -63,21 +63,38 @@ class CounterTracker:
 
         A counter older than the series' last sample cannot be placed (its total would need history
         we no longer have) and is dropped and counted; the same sample again gives the same total.
-        A reading without counters gets its own ``fields`` back (not a copy: do not change it)."""
+        A reading without counters gets its own ``fields`` back (not a copy: do not change it).
+
+        Runs for every reading with counters at fleet rates, so the common case (a known series,
+        a later sample, no drop) is handled inline; anything else goes through ``_total``."""
         fields = reading.fields
         if COUNTER_FIELDS.isdisjoint(fields):
             return fields
         out: dict[str, FieldValue] = {}
+        states, dirty, raw_names = self.states, self.dirty, _RAW_NAME
+        household, device = reading.household, reading.device
         for name, value in fields.items():
-            if name not in COUNTER_FIELDS or isinstance(value, bool) or not isinstance(value, _NUMBER):
+            raw_name = raw_names.get(name)
+            kind = type(value)
+            if raw_name is None or (
+                kind is not float and kind is not int and (kind is bool or not isinstance(value, _NUMBER))
+            ):
                 out[name] = value
                 continue
-            total = self._total(
-                (reading.household, reading.device, name), float(value), ts_ns, reading.counter_wrap.get(name)
-            )
+            raw = float(value)
+            key = (household, device, name)
+            state = states.get(key)
+            if state is not None and ts_ns > state.last_ts_ns and raw + _EPS >= state.last_raw:
+                state.last_raw = raw
+                state.last_ts_ns = ts_ns
+                dirty.add(key)
+                out[name] = raw + state.offset
+                out[raw_name] = raw
+                continue
+            total = self._total(key, raw, ts_ns, reading.counter_wrap.get(name))
             if total is not None:
                 out[name] = total
-                out[_RAW_NAME[name]] = float(value)
+                out[raw_name] = raw
         return out
 
     def _total(self, key: SeriesKey, raw: float, ts_ns: int, modulus: float | None) -> float | None:

@@ -67,6 +67,7 @@ def open_ingest_pipeline(cfg: PipelineConfig, store: Store, spool_dir: Path) -> 
         batch_size=cfg.batch_size,
         max_delay=cfg.max_delay_s,
         store_write_timeout=cfg.store_write_timeout_s,
+        write_concurrency=cfg.write_concurrency,
     )
 
 
@@ -123,4 +124,5 @@ def _pipeline(
         store_write_timeout=store_write_timeout,
         spool_first=spool_first,
         copy_to=copy_to,
+        write_concurrency=cfg.write_concurrency,
     )

@@ -2,10 +2,9 @@
 
 Writes: points are serialized by ``pipeline.lineproto`` (validated, injection-safe), sent in batches
 of ``batch_points`` with a bounded number in flight (the next batch is encoded while earlier ones
-are with the server, see ``write``), gzip-compressed by ISA-L off the event loop (4x less CPU than
-zlib's level 1 for the same size; the client library's own gzip uses level 9, which costs more CPU per
-point than the serializing
-itself).  A failed batch is retried with exponential backoff (jittered), and a 429/503 answer's
+are with the server, see ``write``), gzip-compressed by ISA-L (4x less CPU than zlib's level 1 for
+the same size; the client library's own gzip uses level 9, which costs more CPU per point than the
+serializing itself).  A failed batch is retried with exponential backoff (jittered), and a 429/503 answer's
 ``Retry-After`` is honoured, but only a bounded number of times: after that the store raises
 ``StoreUnavailable`` so the writer spools instead of stalling collection.  Writes are idempotent (same
 series + timestamp overwrites), so resending a batch that partly landed is always safe.
@@ -172,6 +171,8 @@ class InfluxStore:
         self._encoder = LineEncoder(ints_as_floats=True)
         self._client: InfluxDBClientAsync | None = None
         self._closed = False
+        self._gate_slots = asyncio.Semaphore(max_in_flight)
+        self._gate_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_config(cls, config: PipelineConfig, **kwargs: Any) -> InfluxStore:
@@ -196,18 +197,28 @@ class InfluxStore:
     # -- writing ------------------------------------------------------------------------------------
 
     async def write(self, points: Sequence[Point]) -> None:
-        """Chunks of ``batch_points`` are pipelined: chunk n+1 is encoded (on the loop: it is
-        GIL-bound Python, a thread would not run it any faster) while up to ``max_in_flight``
-        earlier chunks are being compressed (in a thread) and processed by the server, so the
-        encoding time hides behind the server's.  Concurrent chunks of one call are safe because
-        points are upserts by series and timestamp; a failure cancels the rest and is raised (a
-        prefix may have landed, which the ``Store`` contract allows)."""
+        """Chunks of ``batch_points`` are pipelined: chunk n+1 is encoded and compressed while earlier
+        ones are with the server, so the encoding time hides behind the server's.  At most
+        ``max_in_flight`` requests of this store are with the server at once, whichever ``write``
+        call they belong to: a writer may start its next batch while the last chunks of the one
+        before are still in flight (``Pipeline(write_concurrency=...)``), and the server sees the
+        same concurrency as from one call.  Encoding runs on the event loop, between the requests'
+        I/O: in a worker thread it was starved of the GIL by the loop's own Python (a pipeline's
+        intake), each of its ~30 returns from polars waiting up to a switch interval, so a chunk took
+        3-4x longer to encode there (measured in ``bench.ingest`` (d): 65-95 ms a 10,000-point chunk
+        against 20-30 ms on the loop) and the server was left without a request a fifth of the time.
+        Concurrent chunks are safe because points are upserts by series and timestamp; a failure
+        cancels the rest of the call and is raised (a prefix may have landed, which the ``Store``
+        contract allows)."""
         if not points:
             return
         client = self._api()
+        gate = self._gate()
         step = self.batch_points
         if len(points) <= step:
-            await self._send(client, points)
+            payload = self._payload(points)  # may raise LineProtocolError
+            async with gate:
+                await self._post(client, points, payload)
             return
         pending: set[asyncio.Future[None]] = set()
         chunks: Sequence[Sequence[Point]] = (
@@ -217,27 +228,38 @@ class InfluxStore:
         )
         try:
             for chunk in chunks:
-                body = self._encoder.encode(chunk)  # may raise LineProtocolError: nothing more is sent
-                while len(pending) >= self.max_in_flight:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()  # the first failure ends the call
-                pending.add(asyncio.ensure_future(self._send_body(client, chunk, body)))
+                # May raise LineProtocolError: nothing more is sent.
+                payload = self._payload(chunk)
+                await gate.acquire()
+                post = asyncio.ensure_future(self._post(client, chunk, payload))
+                post.add_done_callback(lambda _: gate.release())
+                pending.add(post)
+                for done in [p for p in pending if p.done()]:
+                    pending.discard(done)
+                    done.result()  # the first failure ends the call
             await asyncio.gather(*pending)  # raises the first failure; the rest are cancelled below
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _send(self, client: InfluxDBClientAsync, chunk: Sequence[Point]) -> None:
-        await self._send_body(client, chunk, self._encoder.encode(chunk))
+    def _gate(self) -> asyncio.Semaphore:
+        """The store's ``max_in_flight`` request slots, made for the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._gate_loop is not loop:
+            self._gate_slots, self._gate_loop = asyncio.Semaphore(self.max_in_flight), loop
+        return self._gate_slots
 
-    async def _send_body(self, client: InfluxDBClientAsync, chunk: Sequence[Point], body: bytes) -> None:
-        if self.gzip_level:
-            payload = await asyncio.to_thread(igzip.compress, body, _isal_level(self.gzip_level), mtime=0)
-            extra = {"content_encoding": "gzip"}
-        else:
-            payload, extra = body, {}
+    async def _send(self, client: InfluxDBClientAsync, chunk: Sequence[Point]) -> None:
+        await self._post(client, chunk, self._payload(chunk))
+
+    def _payload(self, chunk: Sequence[Point]) -> bytes:
+        """The chunk's request body: line protocol, gzip'd by ISA-L unless ``gzip_level`` is 0."""
+        body = self._encoder.encode(chunk)
+        return igzip.compress(body, _isal_level(self.gzip_level), mtime=0) if self.gzip_level else body
+
+    async def _post(self, client: InfluxDBClientAsync, chunk: Sequence[Point], payload: bytes) -> None:
+        extra = {"content_encoding": "gzip"} if self.gzip_level else {}
         service = WriteService(client.api_client)
         policy = self.retry
         last = "no attempt"
@@ -341,10 +363,13 @@ class InfluxStore:
         return None
 
     async def open(self) -> None:
-        """Nothing to prepare: InfluxDB has no schema to migrate (a field is typed at its first write)
-        and an unreachable server is an outage the writer spools through, not a reason not to start."""
+        """Makes the HTTP client (its TLS context takes tens of milliseconds to load), so the first
+        write does not pay for it.  Nothing else to prepare: InfluxDB has no schema to migrate (a
+        field is typed at its first write) and an unreachable server is an outage the writer spools
+        through, not a reason not to start."""
         if self._closed:
             raise StoreUnavailable("InfluxDB store is closed")
+        self._api()
 
     async def ping(self) -> bool:
         if self._closed:

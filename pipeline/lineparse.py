@@ -1,9 +1,11 @@
-"""Read InfluxDB line protocol back into ``Point``s: what the fleet's ingest endpoint receives.
+"""Read InfluxDB line protocol back into points: what the fleet's ingest endpoint receives.
 
 The ingest takes the format InfluxDB's own write API takes (so our gateways, and any gateway that
-speaks to InfluxDB, can upload) and hands ``Point``s to the pipeline, which validates every value
-again.  This parser only checks structure, strictly, because a lenient parser is how a line comes to
-mean something other than what was sent:
+speaks to InfluxDB, can upload) and hands the points to the pipeline, which validates every value
+again.  An upload is read straight into the pipeline's column buffers (``ColumnBatch``): each line
+is split and appended as one row, with no ``Point`` object per line (``parse_line`` makes one for a
+line that needs the general parser: escapes or string values).  This parser only checks structure,
+strictly, because a lenient parser is how a line comes to mean something other than what was sent:
 
 * every line names the three tags of a series (``device``, ``household``, ``source``) and no other
   (another tag would make another series that no query reads);
@@ -22,6 +24,7 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
+from pipeline.columns import ColumnBatch
 from pipeline.errors import PipelineError
 from pipeline.points import Point, PointValue
 
@@ -122,12 +125,13 @@ def _timestamp(text: str | None, number: int) -> int:
 _SERIES_SEEN: dict[str, SeriesTags] = {}
 
 
-def _plain_line(line: str, number: int, series: dict[str, SeriesTags]) -> Point | None:
-    """The common line (no escape, no string value) by ``str.split``, about ten times faster than the
-    general expression; ``None`` sends anything unusual to ``parse_line``, which explains it."""
+def _plain_line(line: str, number: int, series: dict[str, SeriesTags], batch: ColumnBatch) -> bool:
+    """Append the common line (no escape, no string value) to ``batch``, split by ``str.split``, about
+    ten times faster than the general expression; False (nothing appended) sends anything unusual to
+    ``parse_line``, which explains it."""
     parts = line.split(" ")
     if len(parts) != 3:
-        return None
+        return False
     key, field_text, ts_text = parts
     tags = series.get(key)
     if tags is None:
@@ -138,12 +142,13 @@ def _plain_line(line: str, number: int, series: dict[str, SeriesTags]) -> Point 
     for item in field_text.split(","):
         name, sep, text = item.partition("=")
         if not sep or not name or not text or "=" in text or name in fields:
-            return None
+            return False
         value = _value(text)
         if value is None:
-            return None
+            return False
         fields[name] = value
-    return Point(*tags, _timestamp(ts_text, number), fields)
+    batch.add(*tags, _timestamp(ts_text, number), fields)
+    return True
 
 
 def parse_line(line: str, number: int = 1) -> Point:
@@ -177,19 +182,19 @@ def _lines(body: str) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
-def parse_body(body: bytes, max_lines: int) -> list[Point]:
-    """Every point of an upload body (UTF-8 line protocol), or ``LineParseError``/``TooManyLines``."""
+def parse_body(body: bytes, max_lines: int) -> ColumnBatch:
+    """Every point of an upload body (UTF-8 line protocol) in line order, in columns, or
+    ``LineParseError``/``TooManyLines``."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LineParseError(body[: exc.start].count(b"\n") + 1, "not UTF-8") from None
-    points: list[Point] = []
+    batch = ColumnBatch()
     series = _SERIES_SEEN  # a gateway sends the same few series every time: each key is parsed once
     for number, line in _lines(text):
-        if len(points) >= max_lines:
+        if len(batch) >= max_lines:
             raise TooManyLines(f"more than {max_lines} lines in one upload")
-        point = None
-        if "\\" not in line and '"' not in line:
-            point = _plain_line(line, number, series)
-        points.append(point if point is not None else parse_line(line, number))
-    return points
+        if "\\" in line or '"' in line or not _plain_line(line, number, series, batch):
+            p = parse_line(line, number)
+            batch.add(p.measurement, p.household, p.device, p.source, p.ts_ns, p.fields)
+    return batch

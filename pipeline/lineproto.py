@@ -42,6 +42,8 @@ _INT64_MAX: Final = 2**63 - 1
 # because some tools split lines on them).
 _BAD_NAME: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029]")
 _BAD_STRING: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
+# A lone surrogate is a Python ``str`` but not text: it has no UTF-8 form, so a write body cannot hold it.
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 _RESERVED_KEYS: Final = frozenset({"time"})
 _MAX_SERIES_CACHE: Final = 100_000
 _VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
@@ -118,6 +120,8 @@ def field_value(name: str, value: PointValue, *, ints_as_floats: bool = False) -
     if kind is str:
         if _BAD_STRING.search(value):  # type: ignore[arg-type]
             raise LineProtocolError(name, f"control character or line break in {value!r}")
+        if _SURROGATE.search(value):  # type: ignore[arg-type]
+            raise LineProtocolError(name, f"{value!r} is not valid UTF-8 (a lone surrogate)")
         return '"' + value.translate(_ESC_STRING) + '"'  # type: ignore[union-attr]
     # Subclasses (numpy scalars, IntEnum, ...) are normalized explicitly rather than trusted.
     if isinstance(value, bool):
@@ -329,7 +333,7 @@ class LineEncoder:
         if kinds == _INT:
             try:
                 values = pl.Series(column, dtype=pl.Int64)
-            except OverflowError:
+            except (OverflowError, TypeError):  # past int64 (polars' error depends on its version)
                 return None, ""
             return values.cast(pl.Utf8), ".0" if self.ints_as_floats else "i"
         if kinds == _BOOL:

@@ -50,6 +50,8 @@ class Losses:
 
     log: logging.Logger
     interval_s: float = 60.0
+    what: str = "readings lost"  # how each line names what it counts
+    level: int = logging.ERROR
     clock: Callable[[], float] = time.monotonic
     _counts: Counter[str] = field(default_factory=Counter)
     _pending: dict[str, _Pending] = field(default_factory=dict)
@@ -69,12 +71,12 @@ class Losses:
             line = self._line(reason, pending)
             pending.readings = 0
             pending.last_log = now
-        self.log.error("%s", line)
+        self.log.log(self.level, "%s", line)
 
     def _line(self, reason: str, pending: _Pending) -> str:
         since = "" if pending.last_log == -float("inf") else f" in the last {self.interval_s:.0f} s"
         detail = f": {pending.detail}" if pending.detail else ""
-        return f"readings lost ({reason}): {pending.readings}{since}, {self._counts[reason]} in all{detail}"
+        return f"{self.what} ({reason}): {pending.readings}{since}, {self._counts[reason]} in all{detail}"
 
     def flush(self) -> None:
         """Log what was lost since each reason's last line (at shutdown, so the log's tally is whole)."""
@@ -83,7 +85,7 @@ class Losses:
             for p in self._pending.values():
                 p.readings = 0
         for line in lines:
-            self.log.error("%s", line)
+            self.log.log(self.level, "%s", line)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

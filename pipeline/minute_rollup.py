@@ -27,12 +27,16 @@ from __future__ import annotations
 import sqlite3
 from array import array
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from pipeline.frames import empty_result, result_schema
 from pipeline.query import TEXT_FIELDS, SeriesQuery
+from pipeline.rollup import RAW_FLOOR_SQL, raw_floor
 
 MINUTE_NS: Final = 60 * 1_000_000_000
 HOUR_NS: Final = 60 * MINUTE_NS
@@ -267,17 +271,58 @@ def _edges(q: SeriesQuery) -> list[tuple[int, int]]:
 
 
 _KEYS: Final = ["household", "device", "time"]
-# Partials as columns: household, device, t (minute or window start, us), n, then the agg's parts.
-Partials = dict[str, pl.Series]
+Floats = NDArray[np.float64]
 
 
-def windows(conn: sqlite3.Connection, q: SeriesQuery) -> pl.DataFrame:
-    """The result frame of a windowed query (see ``serves``).
+@dataclass(frozen=True, slots=True)
+class _Minutes:
+    """Partial aggregates, one entry per minute (or window), in household, device, time order: the
+    labels as polars Series, the numbers as numpy arrays (``t``: the start in us; ``n``: the samples;
+    ``parts``: the aggregation's partials by name, see ``PARTS``)."""
+
+    household: pl.Series
+    device: pl.Series
+    t: NDArray[np.int64]
+    n: Floats
+    parts: dict[str, Floats]
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            [
+                self.household.alias("household"),
+                self.device.alias("device"),
+                pl.Series("t", self.t, dtype=pl.Int64),
+                pl.Series("n", self.n, dtype=pl.Float64),
+                *(pl.Series(name, v, dtype=pl.Float64) for name, v in self.parts.items()),
+            ]
+        )
+
+    @staticmethod
+    def of(frame: pl.DataFrame, parts: Sequence[str]) -> _Minutes:
+        return _Minutes(
+            frame.get_column("household"),
+            frame.get_column("device"),
+            frame.get_column("t").to_numpy(),
+            frame.get_column("n").to_numpy(),
+            {p: frame.get_column(p).to_numpy() for p in parts},
+        )
+
+
+def windows(conn: sqlite3.Connection, q: SeriesQuery) -> pl.DataFrame | None:
+    """The result frame of a windowed query (see ``serves``), or None when retention deleted raw
+    points after ``q.start`` (their minutes are gone too: the hourly and daily rollups answer).
 
     A day of minutes is small, and each polars call through its expression engine costs tens of
     microseconds, so the common path (whole minutes, one field) uses only Series operations."""
     schema = result_schema(q)
-    frames = [f for f in (_field_windows(conn, q, c, schema) for c in q.fields) if f is not None]
+    frames = []
+    for column in q.fields:
+        rows, floor = _hour_rows(conn, q, column)
+        if floor is not None and floor > q.start_ns:
+            return None
+        frame = _field_windows(conn, q, column, schema, rows)
+        if frame is not None:
+            frames.append(frame)
     if not frames:
         return empty_result(q)
     if len(frames) == 1 and len(q.fields) == 1:
@@ -294,26 +339,50 @@ def windows(conn: sqlite3.Connection, q: SeriesQuery) -> pl.DataFrame:
     return out.select(list(schema)).cast(schema)  # type: ignore[arg-type]
 
 
-def _field_windows(
-    conn: sqlite3.Connection, q: SeriesQuery, column: str, schema: Mapping[str, pl.DataType]
-) -> pl.DataFrame | None:
-    """One field's windows: time, household, device, ``column`` (None: no sample at all)."""
-    parts = _NEEDS[q.agg]
-    params: dict[str, Any] = {"measurement": q.category}
-    series = _in("household", "h", q.households, params) + " AND measurement = :measurement"
+def _series_where(q: SeriesQuery, params: dict[str, Any]) -> str:
+    """The SQL condition selecting ``q``'s households, category and devices (values in ``params``)."""
+    where = _in("household", "h", q.households, params) + " AND measurement = :measurement"
+    params["measurement"] = q.category
     if q.devices is not None:
-        series += " AND " + _in("device", "d", q.devices, params)
+        where += " AND " + _in("device", "d", q.devices, params)
+    return where
+
+
+def _hour_rows(
+    conn: sqlite3.Connection, q: SeriesQuery, column: str
+) -> tuple[list[tuple[Any, ...]], int | None]:
+    """The hour rows of ``column`` under ``q`` (household, device, hour_ns, n, then the agg's parts, in
+    that order) and retention's raw floor, read by the same statement: each statement costs the
+    event loop a hand-over of the GIL and a read transaction of its own."""
     lo, hi = _inner(q)
-    params |= {"field": column, "lo": lo - lo % HOUR_NS, "hi": hi}
+    params: dict[str, Any] = {"field": column, "lo": lo - lo % HOUR_NS, "hi": hi}
     rows = conn.execute(
-        f"SELECT household, device, hour_ns, n{''.join(', ' + p for p in parts)} FROM minute_rollups "
-        f"WHERE {series} AND field = :field AND hour_ns >= :lo AND hour_ns < :hi "
+        f"SELECT household, device, hour_ns, n{''.join(', ' + p for p in _NEEDS[q.agg])}, "
+        f"({RAW_FLOOR_SQL}) FROM minute_rollups "
+        f"WHERE {_series_where(q, params)} AND field = :field AND hour_ns >= :lo AND hour_ns < :hi "
         "ORDER BY household, device, hour_ns",
         params,
     ).fetchall()
+    floor = rows[0][-1] if rows else raw_floor(conn)
+    return rows, floor
+
+
+def _field_windows(
+    conn: sqlite3.Connection,
+    q: SeriesQuery,
+    column: str,
+    schema: Mapping[str, pl.DataType],
+    rows: list[tuple[Any, ...]],
+) -> pl.DataFrame | None:
+    """One field's windows from its hour ``rows`` and the raw points of the partial minutes at the
+    ends: time, household, device, ``column`` (None: no sample at all)."""
+    parts = _NEEDS[q.agg]
+    lo, hi = _inner(q)
     pieces = [_unpack(rows, parts, lo, hi)] if rows else []
     edges = _edges(q)
     if edges:
+        params: dict[str, Any] = {}
+        series = _series_where(q, params)
         ranges = []
         for i, (a, b) in enumerate(edges):
             params[f"a{i}"], params[f"b{i}"] = a, b
@@ -327,7 +396,7 @@ def _field_windows(
         ).fetchall()
         if raw:
             pieces.append(_raw_minutes(raw, parts))
-    pieces = [p for p in pieces if p["t"].len()]
+    pieces = [p for p in pieces if len(p.t)]
     if not pieces:
         return None
     every = q.every_ns
@@ -335,67 +404,69 @@ def _field_windows(
     if len(pieces) == 1 and every == MINUTE_NS:
         minutes = pieces[0]  # already one row per window, in household, device, time order
     else:
-        frame = pl.concat([pl.DataFrame(p) for p in pieces]).sort("household", "device", "t")
-        minutes = _combine(frame, every // 1000).to_dict()
+        frame = pl.concat([p.frame() for p in pieces]).sort("household", "device", "t")
+        minutes = _Minutes.of(_combine(frame, every // 1000), parts)
     dtype = schema[column]
-    value = _value(q.agg, minutes)
-    if dtype == pl.Boolean:
-        value = value != 0
+    value = pl.Series(column, _value(q.agg, minutes))
+    if dtype != pl.Float64:
+        value = (value != 0) if dtype == pl.Boolean else value.cast(dtype)
     return pl.DataFrame(
-        {
-            "time": minutes["t"].cast(pl.Datetime("us", "UTC")),
-            "household": minutes["household"],
-            "device": minutes["device"],
-            column: value.cast(dtype),
-        }
+        [
+            pl.Series("time", minutes.t, dtype=_TIME),
+            minutes.household.alias("household"),
+            minutes.device.alias("device"),
+            value,
+        ]
     )
 
 
-def _column(values: Sequence[Any], times: int, dtype: pl.DataType) -> pl.Series:
-    """Each of ``values`` ``times`` times, in order (one value repeated costs no Python list)."""
-    if values.count(values[0]) == len(values):
-        return pl.Series([values[0]], dtype=dtype).new_from_index(0, times * len(values))
-    return pl.Series([v for v in values for _ in range(times)], dtype=dtype)
+_SLOT_US: Final = np.arange(SLOTS, dtype=np.int64) * (MINUTE_NS // 1000)
+_TIME: Final = pl.Datetime("us", "UTC")
 
 
-class _StampMemo(dict[int, bytes]):
-    """Hour (ns) -> its 60 minute starts in microseconds as int64 bytes: a day of pages shares 24."""
+def _unpack(rows: list[tuple[Any, ...]], parts: Sequence[str], lo: int, hi: int) -> _Minutes:
+    """Hour rows -> the minutes in ``[lo, hi)`` that have samples, in row order.
 
-    def __missing__(self, hour_ns: int) -> bytes:
-        if len(self) > 100_000:
-            self.clear()
-        base = hour_ns // 1000
-        stamps = self[hour_ns] = array("q", [base + i * (MINUTE_NS // 1000) for i in range(SLOTS)]).tobytes()
-        return stamps
-
-
-_STAMPS: Final = _StampMemo()
-
-
-def _unpack(rows: list[tuple[Any, ...]], parts: Sequence[str], lo: int, hi: int) -> Partials:
-    """Hour rows -> the minutes in ``[lo, hi)`` that have samples, in row order."""
+    The blobs are read by numpy in place (``frombuffer``), and polars takes numpy arrays without a
+    copy: a polars Series built from an ``array`` or a list converts every value on its own, which
+    cost more than the query itself (a day of minutes is 1,440 values per column)."""
     cols = list(zip(*rows, strict=True))
-    t = pl.Series(array("q", b"".join(map(_STAMPS.__getitem__, cols[2]))), dtype=pl.Int64)
-    n = pl.Series(array("d", b"".join(cols[3])), dtype=pl.Float64)
-    out: Partials = {
-        "household": _column(cols[0], SLOTS, pl.Utf8()),
-        "device": _column(cols[1], SLOTS, pl.Utf8()),
-        "t": t,
-        "n": n,
-    }
-    for i, part in enumerate(parts, start=4):
-        out[part] = pl.Series(array("d", b"".join(cols[i])), dtype=pl.Float64)
-    # Only hours at the ends of the range hold minutes outside it; only gaps leave minutes empty.
-    ends = any(h < lo or h + HOUR_NS > hi for h in cols[2])
-    if ends or n.min() == 0:
-        keep = n > 0
-        if ends:
-            keep = keep & (t >= lo // 1000) & (t < hi // 1000)
-        out = {name: column.filter(keep) for name, column in out.items()}
-    return out
+    hours = np.fromiter(cols[2], dtype=np.int64, count=len(rows))
+    t = ((hours // 1000)[:, None] + _SLOT_US).ravel()
+    n = np.frombuffer(b"".join(cols[3]), dtype="<f8")
+    values = {part: np.frombuffer(b"".join(cols[i]), dtype="<f8") for i, part in enumerate(parts, start=4)}
+    # Minutes outside the range (in the hours at its ends) and minutes without a sample (gaps) go.
+    keep = (n > 0) & (t >= lo // 1000) & (t < hi // 1000)
+    row_of = np.repeat(np.arange(len(rows)), SLOTS)
+    if not keep.all():
+        t, n, row_of = t[keep], n[keep], row_of[keep]
+        values = {part: v[keep] for part, v in values.items()}
+    return _Minutes(_labels(cols[0], row_of), _labels(cols[1], row_of), t, n, values)
 
 
-def _raw_minutes(raw: list[tuple[Any, ...]], parts: Sequence[str]) -> Partials:
+class _OneLabel(dict[str, pl.Series]):
+    """Text -> a one-value Series of it: ``new_from_index`` repeats it for a page in about a
+    microsecond, while building a Series from a Python list costs several (a page needs two)."""
+
+    def __missing__(self, text: str) -> pl.Series:
+        if len(self) >= 4096:
+            self.clear()
+        one = self[text] = pl.Series([text], dtype=pl.Utf8)
+        return one
+
+
+_ONE_LABEL: Final = _OneLabel()
+
+
+def _labels(per_row: Sequence[str], row_of: NDArray[np.int64]) -> pl.Series:
+    """The text of each minute's row (one value repeated costs no Python list)."""
+    first = per_row[0]
+    if per_row.count(first) == len(per_row):
+        return _ONE_LABEL[first].new_from_index(0, len(row_of))
+    return pl.Series(per_row, dtype=pl.Utf8).gather(row_of)
+
+
+def _raw_minutes(raw: list[tuple[Any, ...]], parts: Sequence[str]) -> _Minutes:
     """Raw points (household, device, ts_ns, value), ordered by household, device, time: the partials
     of the (partial) minutes they fall in.  Only the ends of a window come this way: a few points."""
     acc: dict[tuple[str, str, int], list[float]] = {}
@@ -411,16 +482,14 @@ def _raw_minutes(raw: list[tuple[Any, ...]], parts: Sequence[str]) -> Partials:
             a[3] = max(a[3], v)
             a[5] = v
     keys = list(acc)
-    values = list(zip(*acc.values(), strict=True))
-    out: Partials = {
-        "household": pl.Series([k[0] for k in keys], dtype=pl.Utf8),
-        "device": pl.Series([k[1] for k in keys], dtype=pl.Utf8),
-        "t": pl.Series([k[2] for k in keys], dtype=pl.Int64),
-        "n": pl.Series(values[0], dtype=pl.Float64),
-    }
-    for part in parts:
-        out[part] = pl.Series(values[PARTS.index(part)], dtype=pl.Float64)
-    return out
+    values = np.array(list(acc.values()), dtype=np.float64)
+    return _Minutes(
+        pl.Series([k[0] for k in keys], dtype=pl.Utf8),
+        pl.Series([k[1] for k in keys], dtype=pl.Utf8),
+        np.array([k[2] for k in keys], dtype=np.int64),
+        values[:, 0],
+        {part: values[:, PARTS.index(part)] for part in parts},
+    )
 
 
 _MERGE: Final[Mapping[str, pl.Expr]] = {
@@ -442,12 +511,12 @@ def _combine(partials: pl.DataFrame, every_us: int) -> pl.DataFrame:
     )
 
 
-def _value(agg: str, p: Partials) -> pl.Series:
+def _value(agg: str, m: _Minutes) -> Floats:
     if agg == "mean":
-        return p["total"] / p["n"]
+        return m.parts["total"] / m.n
     if agg == "count":
-        return p["n"]
-    return p[{"sum": "total"}.get(agg, agg)]
+        return m.n
+    return m.parts[{"sum": "total"}.get(agg, agg)]
 
 
 def delete_below(conn: sqlite3.Connection, cutoff_ns: int) -> int:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -188,24 +188,47 @@ async def derive(store: Store, households: Sequence[str], start: datetime, stop:
     return written
 
 
+async def derive_pass(
+    store: Store, households: Sequence[str], done: dict[str, datetime], now: datetime, backfill: timedelta
+) -> int:
+    """One pass: for a household seen before, the slots closed since its last pass and the day before
+    them again (readings that arrive late from a spool); for a new one (a gateway just onboarded, or
+    this process just took the job over), the last ``backfill``.  ``done`` is updated.  Returns the
+    points written."""
+    new = [h for h in households if h not in done]
+    known = [h for h in households if h in done]
+    written = 0
+    if new:
+        written += await derive(store, new, now - backfill, now)
+    if known:
+        written += await derive(store, known, min(done[h] for h in known) - timedelta(days=1), now)
+    for h in households:
+        done[h] = now
+    return written
+
+
 async def negawatt_loop(
     store: Store,
-    households: Sequence[str],
+    households: Sequence[str] | Callable[[], Sequence[str]],
     *,
     backfill: timedelta = timedelta(days=7),
     every_s: float = 900.0,
+    leads: Callable[[], bool] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """Background job beside the writer (``hems collect``, ``hems demo``): the slots closed since the
-    last pass, and the day before them again (readings that arrive late from a spool).  An outage is
-    logged and retried at the next pass."""
-    done: datetime | None = None
+    """Background job beside the writer (``hems collect``, ``hems demo``: the households polled), or on
+    the fleet (``hems serve --role ingest``: ``households`` is then asked each pass, as gateways are
+    onboarded, and ``leads`` says whether this replica is the one of all that derives, so replicas do
+    not each do the work).  An outage is logged and retried at the next pass."""
+    done: dict[str, datetime] = {}
     while True:
-        now = datetime.now(UTC)
-        start = now - backfill if done is None else done - timedelta(days=1)
         try:
-            n = await derive(store, households, start, now)
-            log.info("negawatt items: %d slot points written", n)
-            done = now
+            if leads is None or leads():
+                homes = households() if callable(households) else households
+                n = await derive_pass(store, homes, done, clock(), backfill)
+                log.info("negawatt items: %d slot points written for %d households", n, len(homes))
+            else:
+                done.clear()  # another replica derives; taking over later starts with the backfill
         except StoreUnavailable as exc:
             log.warning("negawatt items skipped, store unavailable: %s", exc)
         except Exception:

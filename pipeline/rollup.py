@@ -27,9 +27,12 @@ LEVELS: Final[dict[str, int]] = {"hour": HOUR_NS, "day": DAY_NS}
 _PARTIAL_KEYS: Final = ["household", "device", "window", "field"]
 
 
+RAW_FLOOR_SQL: Final = "SELECT value FROM meta WHERE key = 'raw_floor_ns'"
+
+
 def raw_floor(conn: sqlite3.Connection) -> int | None:
     """Timestamp below which raw points were deleted by retention (None: never)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'raw_floor_ns'").fetchone()
+    row = conn.execute(RAW_FLOOR_SQL).fetchone()
     return None if row is None else int(row[0])
 
 

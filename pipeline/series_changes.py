@@ -13,6 +13,15 @@ writer that does not keep this log, such as the sqlite3 shell), a maintenance jo
 logs a row that covers everything), rows pruned before the reader saw them, or a series whose recent
 history was forgotten.
 
+SQLite also moves ``data_version`` when no commit happened: a checkpoint that resets the write-ahead
+log (and a writer reusing a log that was checkpointed) rewrites the log's index, which readers see as a
+change.  With a collector writing every second that is every second or two, and taking it for a
+commit without a row would drop every answer each time.  So a poll that finds ``data_version`` moved
+and no new row asks SQLite's own count of commits (``commits_counted``: the ``iChange`` counter of the
+write-ahead-log index, https://sqlite.org/walformat.html); unchanged since before the previous poll's
+snapshot, nothing was committed in between and nothing is dropped.  When it cannot be read (no
+``-shm`` file, an unknown index version) the poll counts a change, as before.
+
 The log is pruned by the writer to the last ``KEEP_ROWS`` rows, minutes of history at fleet rates;
 a reader that falls further behind than that starts afresh (its cache is emptied, nothing is served
 stale).
@@ -21,9 +30,11 @@ stale).
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 SCHEMA: Final = (
@@ -36,6 +47,22 @@ PRUNE_EVERY: Final = 1000  # transactions between prunes
 PER_SERIES: Final = 16  # changes remembered per series; older ones make its pages stale
 
 Span = tuple[str, str, int, int]  # household, measurement, lowest and highest ts_ns written
+WAL_INDEX_VERSION: Final = 3007000  # the wal-index header's iVersion of every SQLite 3.7.0 and later
+
+
+def commits_counted(database: Path) -> int | None:
+    """SQLite's counter of commits to ``database`` in WAL mode: ``iChange`` of the wal-index header
+    (the first 12 bytes of the ``-shm`` file, in native byte order, after ``iVersion`` and a word
+    unused).  It moves with every commit and with nothing else; None when it cannot be read."""
+    try:
+        with open(f"{database}-shm", "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    if len(head) < 12:
+        return None
+    version, _, change = struct.unpack("=III", head)
+    return int(change) if version == WAL_INDEX_VERSION else None
 
 
 def record(conn: sqlite3.Connection, spans: Iterable[Span]) -> None:
@@ -81,6 +108,7 @@ class ChangeLog:
         self.floor_seq = 0  # rows up to this one are not known one by one
         self._everything_at = 0
         self._series: dict[tuple[str, str], _History] = {}
+        self._commits_before: int | None = None  # ``commits_counted`` read before the last poll's snapshot
 
     def everything(self, floor_seq: int) -> None:
         self.version += 1
@@ -88,13 +116,22 @@ class ChangeLog:
         self.floor_seq = max(self.floor_seq, floor_seq)
         self._series.clear()
 
-    def poll(self, conn: sqlite3.Connection, last_data_version: int | None) -> int:
+    def poll(
+        self,
+        conn: sqlite3.Connection,
+        last_data_version: int | None,
+        commits: Callable[[], int | None] | None = None,
+    ) -> int:
         """Apply what was committed since the last poll; returns SQLite's ``data_version`` for the
         next call.  The rows and ``data_version`` are read in one read transaction, so they describe
-        the same snapshot (a commit that logged nothing is then told apart from one that did)."""
+        the same snapshot (a commit that logged nothing is then told apart from one that did).
+        ``commits``: SQLite's commit counter of the file (``commits_counted``), read before the
+        snapshot and, when no row is new, after it: every commit the snapshot holds beyond the last
+        one happened after the last poll read the counter, so an unchanged counter means none did."""
         select = (
             "SELECT seq, household, measurement, lo_ns, hi_ns FROM series_changes WHERE seq > ? ORDER BY seq"
         )
+        counted_before, self._commits_before = self._commits_before, commits() if commits else None
         conn.execute("BEGIN")
         try:
             data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
@@ -109,6 +146,14 @@ class ChangeLog:
             # The log as it stands is the history before this reader: no page is older than it.
             self.floor_seq = rows[0][0] - 1 if rows else 0
             self._apply(rows, self.version)
+        elif (
+            not rows
+            and last_data_version is not None
+            and counted_before is not None
+            and commits is not None
+            and commits() == counted_before
+        ):
+            pass  # the log's index was rewritten (a checkpoint), nothing committed: nothing changed
         elif not rows or rows[0][0] != seen + 1:
             # A commit without a row (a writer that keeps no log), or rows pruned before we saw them.
             self.everything(rows[0][0] - 1 if rows else seen)

@@ -330,9 +330,11 @@ class SQLiteStore:
         conn = self._conn()
         try:
             every_ns = q.every_ns
+            if minute_rollup.serves(q):
+                answer = minute_rollup.windows(conn, q)  # None: retention deleted raw points after start
+                if answer is not None:
+                    return answer
             floor = raw_floor(conn) if every_ns is not None else None
-            if minute_rollup.serves(q) and (floor is None or floor <= q.start_ns):
-                return minute_rollup.windows(conn, q)
             level = level_for(every_ns) if every_ns is not None else None
             if every_ns is not None and level is not None and floor is not None and floor > q.start_ns:
                 return self._query_with_rollups(conn, q, every_ns, level, floor)
@@ -407,7 +409,7 @@ class SQLiteStore:
                 with self._id_lock:
                     self._all_conns.append(conn)
                 self._version_conn = conn
-            self._pragma = self.changes.poll(conn, self._pragma)
+            self._pragma = self.changes.poll(conn, self._pragma, self._commits)
         except sqlite3.Error:
             self._pragma = None  # the next successful poll treats everything as changed
             with contextlib.suppress(sqlite3.Error):
@@ -416,6 +418,9 @@ class SQLiteStore:
             return None
         self._version_polled = now
         return self.changes.version
+
+    def _commits(self) -> int | None:
+        return series_changes.commits_counted(self.path)
 
     def changed_since(self, version: int, q: SeriesQuery) -> bool:
         """Whether the answer to ``q`` may differ from the one read at ``data_version() == version``

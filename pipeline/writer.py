@@ -26,6 +26,11 @@ While the spool holds anything, new batches are appended behind it rather than w
 a background task replays the spool oldest first; this keeps the store receiving data in arrival
 order.  Batches are written one at a time (an I/O lock) for the same reason; the replayer runs
 outside that lock so a store that is slow to fail never delays acknowledgements from the spool.
+``write_concurrency`` > 1 lets that many batches be with the store at once (a fleet's ingest: the
+next batch's first chunks go out while the last ones of the batch before are still in flight, so
+the store is never left idle between batches).  Then a batch can land before an earlier one that
+failed and was spooled; points are upserts by series and timestamp, so that only matters for a point
+sent twice with different values, as between the concurrent chunks of one store write.
 The exception: a batch the spool would refuse, or make room for by dropping older readings, is
 offered to the store first -- so a full spool neither refuses nor drops anything the store would
 take, even while the replayer still waits out its backoff.
@@ -60,11 +65,13 @@ from pipeline.points import Point
 from pipeline.query import datetime_to_ns
 from pipeline.spool import RecordId, Spool, SpoolFull, SpoolWriteFailed
 from pipeline.store import Sink, Store, StoreUnavailable
-from pipeline.validate import RejectedReading, Validator
+from pipeline.validate import Validator
 
 log = logging.getLogger(__name__)
 
 
+# A ``submit`` gives the event loop back after this many readings (see ``Pipeline.submit``).
+SUBMIT_SLICE = 500
 # At close, how long a Retry-After is waited out before the last replay (systemd allows 90 s to stop).
 CLOSE_WAIT_MAX_S = 10.0
 
@@ -131,11 +138,14 @@ class Pipeline:
         store_write_timeout: float = 5.0,
         spool_first: bool = False,
         copy_to: Store | None = None,
+        write_concurrency: int = 1,
     ) -> None:
         if spool_first and spool is None:
             raise ValueError("spool_first needs a spool")
         if copy_to is not None and not spool_first:
             raise ValueError("copy_to is for spool_first pipelines (a gateway's own store)")
+        if write_concurrency < 1:
+            raise ValueError("write_concurrency must be >= 1")
         self.store = store
         self.spool = spool
         # A home gateway's pipeline: every batch goes to the spool (its outbox) and only the replayer
@@ -157,7 +167,11 @@ class Pipeline:
         self.stats = WriterStats()
         self._batch = _Batch()  # filling; full ones wait in ``_sealed`` (oldest first) to be written
         self._sealed: deque[_Batch] = deque()
-        self._io_lock = asyncio.Lock()
+        # Batches being written at once (see the module docstring); one by default.
+        self.write_concurrency = write_concurrency
+        self._io_lock = asyncio.Semaphore(write_concurrency)
+        self._writing: set[asyncio.Task[BaseException | None]] = set()  # the flusher's, when > 1
+        self._intake = asyncio.Lock()  # one slice of a submit's intake at a time (see ``submit``)
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -193,6 +207,8 @@ class Pipeline:
         failure: BaseException | None = None
         while self._sealed or self._batch.points:
             failure = await self._flush_once() or failure
+        for outcome in await asyncio.gather(*self._writing, return_exceptions=True):
+            failure = failure or outcome
         if isinstance(failure, PipelineError):  # Backpressure, or the store's refusal of the data
             raise failure
         if failure is not None:
@@ -219,6 +235,7 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await asyncio.gather(*self._writing, return_exceptions=True)  # writes the flusher started
         if self.spool is not None:
             try:
                 await self._last_replay()
@@ -228,6 +245,7 @@ class Pipeline:
         if self._state_file is not None:
             await self._save_state()
             self._state_file.close()
+        self.validator.stats.flush_log()  # the refusals since each reason's last line
 
     async def _last_replay(self) -> None:
         """One last replay at close.  A store that asks for a short pause (Retry-After) gets it, and
@@ -247,40 +265,50 @@ class Pipeline:
     # -- intake --------------------------------------------------------------------------------------
 
     async def submit(self, readings: Iterable[Reading], now: datetime | None = None) -> SubmitResult:
-        """Validate and enqueue; return once durable (see module docstring for the exact promise)."""
+        """Validate and enqueue; return once durable (see module docstring for the exact promise).
+
+        A long call gives the event loop back every ``SUBMIT_SLICE`` readings, and one slice is
+        taken in at a time whoever submits it (``_intake``, a fair lock held over the pause after
+        a slice): intake is the pipeline's costliest Python, and a store write waiting behind a
+        queue of large submits would leave the store idle.  With many concurrent callers (an
+        ingest's uploads) the loop's ready queue so holds one slice of intake, not one per caller,
+        and every step of a store write (a chunk encoded, a request sent, an answer read) waits for
+        at most one slice instead of a round of all of them.  Readings of one call may so land in
+        more than one batch; the call returns when all of them are durable."""
         if self._closed:
             raise RuntimeError("pipeline is closed")
-        rejected: list[tuple[int, str]] = []
-        added = 0
         now_ns = datetime_to_ns(now or datetime.now(UTC))
-        batch = self._batch
-        points = batch.points
-        accept, count = self.validator.accept, self.counters.apply
-        for i, reading in enumerate(readings):
-            try:
-                clean, ts_ns = accept(reading, now_ns)
-            except RejectedReading as exc:
-                rejected.append((i, exc.reason))
-                continue
-            fields = count(clean, ts_ns)
-            if not fields:
-                rejected.append((i, "no_valid_fields"))
-                continue
-            points.add(clean.category, clean.household, clean.device, clean.source, ts_ns, fields)
-            added += 1
-        return await self._enqueued(batch, added, rejected)
+        given = readings if isinstance(readings, list | tuple) else list(readings)
+        rejected: list[tuple[int, str]] = []
+        waits: list[tuple[_Batch, int]] = []  # the batches holding this call's readings, and how many
+        for start in range(0, len(given), SUBMIT_SLICE):
+            async with self._intake:
+                batch = self._batch  # (the flusher may have taken the one filled before the pause)
+                before = len(batch.points)
+                refused = self.validator.accept_into(
+                    given[start : start + SUBMIT_SLICE], now_ns, self.counters.apply, batch.points.add
+                )
+                rejected += [(start + i, reason) for i, reason in refused]
+                if len(batch.points) > before:
+                    waits.append((batch, self._mark(batch, len(batch.points) - before)))
+                # The loop runs what is ready (the store's I/O) before anyone's next slice: the other
+                # callers wait on the lock, not in the loop's ready queue.
+                await asyncio.sleep(0)
+        return await self._acknowledged(waits, rejected)
 
-    async def submit_points(self, points: Iterable[Point], now: datetime | None = None) -> SubmitResult:
+    async def submit_points(
+        self, points: ColumnBatch | Iterable[Point], now: datetime | None = None
+    ) -> SubmitResult:
         """``submit`` for points whose counters were already made monotonic where their readings were
         taken (a home gateway's upload, see ``access.api.ingest``): validated again, not counted again.
-        Same promise as ``submit``."""
+        A ``ColumnBatch`` (an upload as ``pipeline.lineparse`` reads it) joins the batch being filled
+        as it is, without a ``Point`` per row.  Same promise as ``submit``."""
         if self._closed:
             raise RuntimeError("pipeline is closed")
-        good, rejected = self.validator.check_points(points, now)
+        given = points if isinstance(points, ColumnBatch) else ColumnBatch(points)
+        good, rejected = self.validator.check_batch(given, now)
         batch = self._batch
-        add = batch.points.add
-        for p in good:
-            add(p.measurement, p.household, p.device, p.source, p.ts_ns, p.fields)
+        batch.points.extend(good)
         return await self._enqueued(batch, len(good), rejected)
 
     @property
@@ -292,18 +320,32 @@ class Pipeline:
         """Wait until the ``added`` points just put into ``batch`` are durable."""
         if added == 0:
             return SubmitResult(0, tuple(rejected))
+        return await self._acknowledged([(batch, self._mark(batch, added))], rejected)
+
+    def _mark(self, batch: _Batch, added: int) -> int:
+        """Note that ``added`` points were just put into ``batch`` (which a caller will wait for), and
+        seal it if it is full; returns ``added``."""
         if batch.done is None:
             batch.done = asyncio.get_running_loop().create_future()
-        done = batch.done
         self._wake.set()
-        if len(batch.points) >= self.batch_size:
+        if batch is self._batch and len(batch.points) >= self.batch_size:
             # Later readings start the next batch, so this one can be written while that one fills.
             self._sealed.append(batch)
             self._batch = _Batch()
             self._full.set()
-        while not self._tasks and not done.done():  # not started: write now, oldest batch first
-            await self._flush_once()
-        await asyncio.shield(done)
+        return added
+
+    async def _acknowledged(
+        self, waits: list[tuple[_Batch, int]], rejected: list[tuple[int, str]]
+    ) -> SubmitResult:
+        """Wait until every batch in ``waits`` is durable; the first failure is raised."""
+        added = sum(n for _, n in waits)
+        for batch, _ in waits:
+            done = batch.done
+            assert done is not None
+            while not self._tasks and not done.done():  # not started: write now, oldest batch first
+                await self._flush_once()
+            await asyncio.shield(done)
         # Counted once acknowledged: a refused batch a caller submits again is not counted twice.
         self.stats.readings_accepted += added
         return SubmitResult(added, tuple(rejected))
@@ -320,14 +362,33 @@ class Pipeline:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), timeout=self.max_delay)
             self._full.clear()
-            try:
-                await self._flush_once()
-            except Exception:
-                # Never let the flusher die: submitters would wait forever.  (_flush_once already
-                # turns store/spool failures into per-batch errors; this is for the unexpected.)
-                log.exception("flush failed")
+            if self.write_concurrency > 1:
+                await self._start_flush()
+            else:
+                try:
+                    await self._flush_once()
+                except Exception:
+                    # Never let the flusher die: submitters would wait forever.  (_flush_once already
+                    # turns store/spool failures into per-batch errors; this is for the unexpected.)
+                    log.exception("flush failed")
             if self._sealed or self._batch.points:
                 self._wake.set()
+
+    async def _start_flush(self) -> None:
+        """Start writing the oldest batch beside those being written, once fewer than
+        ``write_concurrency`` are: the next batch's first chunks go to the store while the last ones
+        of the batch before are still in flight, so the store is never left idle between batches."""
+        while len(self._writing) >= self.write_concurrency:
+            await asyncio.wait(self._writing, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._flush_once())
+        self._writing.add(task)
+        task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[BaseException | None]) -> None:
+        self._writing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # (_flush_once turns store/spool failures into per-batch errors; this is for the unexpected.)
+            log.error("flush failed", exc_info=task.exception())
 
     async def _flush_once(self) -> BaseException | None:
         async with self._io_lock:
@@ -337,11 +398,11 @@ class Pipeline:
                 batch, self._batch = self._batch, _Batch()
             if not batch.points:
                 return None
-            self._in_flight_points = len(batch.points)
+            self._in_flight_points += len(batch.points)
             try:
                 return await self._flush_batch(batch)
             finally:
-                self._in_flight_points = 0
+                self._in_flight_points -= len(batch.points)
 
     async def _flush_batch(self, batch: _Batch) -> BaseException | None:
         # State first, points second: a crash in between leaves the state ahead of the data,
@@ -530,7 +591,9 @@ class Pipeline:
 
     async def _replayer(self) -> None:
         assert self.spool is not None
-        delay = self.replay_interval
+        loop = asyncio.get_running_loop()
+        delay = backoff = self.replay_interval
+        retry_at = 0.0  # after a failed replay: not before this loop time, unless the store is back
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._replay_wakeup.wait(), timeout=delay)
@@ -538,7 +601,15 @@ class Pipeline:
             if self._stopping:
                 return
             if len(self.spool) == 0:
-                delay = self.replay_interval
+                delay = backoff = self.replay_interval
+                retry_at = 0.0
+                continue
+            wait = retry_at - loop.time()
+            if wait > 0 and not self.store_up:
+                # Woken by a new batch spooled during the outage: knocking on a store known down at
+                # every flush would only fill the log; the backoff stands until a direct write (a
+                # full spool's offer) finds the store back.
+                delay = wait
                 continue
             hold = self._not_before - asyncio.get_running_loop().time()
             if hold > 0:
@@ -554,7 +625,9 @@ class Pipeline:
                 # The replayer must outlive any surprise, or the spool would never drain.
                 log.exception("spool replay failed")
                 ok = False
-            delay = self.replay_interval if ok else min(delay * 2, self.max_replay_backoff)
+            backoff = self.replay_interval if ok else min(backoff * 2, self.max_replay_backoff)
+            delay = backoff
+            retry_at = 0.0 if ok else loop.time() + backoff
             if ok and len(self.spool) > 0:
                 delay = 0.0
 

@@ -10,7 +10,8 @@ refusal first:
    ``max_spooled_points`` -> 503 ``store_unavailable``; both with ``Retry-After``;
 3. the body: at most ``max_body_bytes`` as sent and ``max_inflated_bytes`` once unzipped (413; aiohttp
    unzips in bounded steps and stops at the limit), line protocol that parses (400 naming the line),
-   at most ``max_points`` lines (413);
+   at most ``max_points`` lines (413); it is read straight into the pipeline's column buffers
+   (``pipeline.columns.ColumnBatch``), with no object per line, and stays in them to the store;
 4. the households: a line for a household the credential is not bound to refuses the whole batch
    (403 ``household_not_bound``), nothing of it is written, and the refusal is logged (rate-limited
    per credential) and counted (``hems_ingest_requests_total{outcome="household_not_bound"}``);
@@ -58,10 +59,10 @@ from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.api.routes import from_this_machine
 from access.gateways import GatewayCredential, GatewayCredentials, GatewayError
+from pipeline.columns import ColumnBatch
 from pipeline.exposition import operations_families
 from pipeline.fleet_config import FleetConfig
 from pipeline.lineparse import LineParseError, TooManyLines, parse_body
-from pipeline.points import Point
 from pipeline.writer import Backpressure, Pipeline
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,8 @@ class IngestService:
             )
         return body, digest
 
-    def parse(self, body: bytes) -> list[Point]:
+    def parse(self, body: bytes) -> ColumnBatch:
+        """The upload in the pipeline's column buffers (no object per line), or a 400/413."""
         try:
             return parse_body(body, self.config.ingest_max_points)
         except TooManyLines as exc:
@@ -294,9 +296,9 @@ class IngestService:
                 "bad_request", ApiProblem(400, "bad_line_protocol", str(exc), field="body")
             ) from None
 
-    def check_households(self, credential: GatewayCredential, points: list[Point]) -> None:
+    def check_households(self, credential: GatewayCredential, points: ColumnBatch) -> None:
         allowed = credential.households
-        foreign = sorted({p.household for p in points} - allowed)
+        foreign = sorted(points.households() - allowed)
         if not foreign:
             return
         self._log_forged(credential, foreign)
@@ -326,7 +328,7 @@ class IngestService:
             f" ({since} more refusals since the last line)" if since else "",
         )
 
-    async def store(self, key: tuple[str, str], points: list[Point]) -> dict[str, object]:
+    async def store(self, key: tuple[str, str], points: ColumnBatch) -> dict[str, object]:
         """Submit once per batch id: a repeat while the first is being written waits for it."""
         assert self.memory is not None
         known = self.memory.answer(key)
@@ -348,7 +350,7 @@ class IngestService:
         if not done.cancelled():
             done.exception()  # retrieved: its callers (if any are left) got it already
 
-    async def _submit(self, key: tuple[str, str], points: list[Point]) -> dict[str, object]:
+    async def _submit(self, key: tuple[str, str], points: ColumnBatch) -> dict[str, object]:
         assert self.memory is not None
         try:
             result = await self.pipeline.submit_points(points)

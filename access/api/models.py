@@ -125,8 +125,10 @@ class StatsNoise(TypedDict):
 
 
 class StatsBudget(TypedDict):
-    """The caller's privacy budget (epsilon) after this release."""
+    """The privacy budget (epsilon) this release was charged to, after it: the caller's company's,
+    shared by all its staff, or the caller's own when it belongs to no company."""
 
+    holder: str  # a principal id, or company:<id>
     total: float
     spent: float
     left: float

@@ -125,7 +125,8 @@ STATS_AGG = _p("agg", "query", "Aggregation per household and window (default me
 EPSILON = _p(
     "epsilon",
     "query",
-    f"Privacy cost of this release (default {DEFAULT_RELEASE_EPSILON}), charged to the caller's budget",
+    f"Privacy cost of this release (default {DEFAULT_RELEASE_EPSILON}), charged to the caller's company's "
+    "budget (its own without a company)",
     _pattern(f"^{EPSILON_PATTERN}$", example=str(DEFAULT_RELEASE_EPSILON)),
 )
 FIELDS = _p(

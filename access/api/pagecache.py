@@ -86,6 +86,10 @@ class SharedPages:
             "CREATE TABLE IF NOT EXISTS pages (key BLOB PRIMARY KEY, tag INTEGER NOT NULL, "
             "made REAL NOT NULL, body BLOB NOT NULL, count INTEGER NOT NULL, next_cursor TEXT)"
         )
+        # Then no busy wait: the calls run on the event loop, and a page the file cannot take or give
+        # at once is simply made here (SQLite's busy handler sleeps up to 100 ms a try: every worker's
+        # requests stalled behind another worker's insert).
+        self._conn.execute("PRAGMA busy_timeout = 0")
         self._puts = 0
 
     @staticmethod
@@ -94,9 +98,12 @@ class SharedPages:
         return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
 
     def get(self, key: bytes, tag: int) -> Page | None:
-        row = self._conn.execute(
-            "SELECT body, count, next_cursor FROM pages WHERE key = ? AND tag = ?", (key, tag)
-        ).fetchone()
+        try:
+            row = self._conn.execute(
+                "SELECT body, count, next_cursor FROM pages WHERE key = ? AND tag = ?", (key, tag)
+            ).fetchone()
+        except sqlite3.OperationalError:  # busy (the file's log being reset): made here instead
+            return None
         return None if row is None else Page(row[0], row[1], row[2])
 
     def put(self, key: bytes, tag: int, page: Page) -> None:
@@ -146,12 +153,20 @@ class PageCache:
         return made_at >= version or not self._changed_since(made_at, footprint)
 
     async def get(
-        self, version: int | None, key: Hashable, footprint: SeriesQuery, make: Callable[[], Awaitable[Page]]
+        self,
+        version: int | None,
+        key: Hashable,
+        footprint: SeriesQuery,
+        make: Callable[[], Awaitable[Page]],
+        *,
+        share: bool = True,
     ) -> Page:
         """The page for ``key``, made by ``make`` unless a current one is cached or being made.
 
         ``version`` is the store's ``data_version()`` read *before* ``make`` queries the store, so a
-        write that lands while the page is made counts as newer than the page."""
+        write that lands while the page is made counts as newer than the page.  ``share=False`` keeps
+        the page from the other processes (``SharedPages``): for pages cheaper to make than to pass
+        through the file, such as the open minute of a live chart, which every write makes stale."""
         if version is None or self.max_bytes == 0:
             self.stats.uncacheable += 1
             return await make()
@@ -170,15 +185,33 @@ class PageCache:
             return await asyncio.shield(pending[1])
         self.stats.misses += 1
         # A task of its own, so a caller that goes away does not cancel the others' answer.
-        task = asyncio.ensure_future(self._make(version, key, footprint, make))
+        task = asyncio.ensure_future(self._make(version, key, footprint, make, share))
         task.add_done_callback(_consume_exception)
         self._pending[key] = (version, task)
         return await asyncio.shield(task)
 
+    def has(self, version: int | None, key: Hashable, footprint: SeriesQuery) -> bool:
+        """Whether ``get`` would answer from this process's cache (no hit is counted, nothing is made):
+        a caller that makes several pages with one query asks which of them it needs."""
+        if version is None or self.max_bytes == 0:
+            return False
+        entry = self._pages.get(key)
+        return entry is not None and self._current(entry.version, footprint, version)
+
+    def put(self, version: int | None, key: Hashable, footprint: SeriesQuery, page: Page) -> None:
+        """Keep a page made along with another (one query that answers both), read at ``version``."""
+        if version is not None and self.max_bytes > 0:
+            self._keep(version, key, footprint, page)
+
     async def _make(
-        self, version: int, key: Hashable, footprint: SeriesQuery, make: Callable[[], Awaitable[Page]]
+        self,
+        version: int,
+        key: Hashable,
+        footprint: SeriesQuery,
+        make: Callable[[], Awaitable[Page]],
+        share: bool,
     ) -> Page:
-        shared, tag = self._shared, None
+        shared, tag = self._shared if share else None, None
         try:
             if shared is not None and self._last_change is not None:
                 tag = self._last_change(footprint)

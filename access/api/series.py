@@ -20,12 +20,14 @@ what each request must pay by itself:
 
 from __future__ import annotations
 
+import functools
 import io
-import json
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import orjson
 import polars as pl
 from aiohttp import web
 from isal import igzip
@@ -34,7 +36,7 @@ from access.api import models, params
 from access.api.cursor import CursorCodec
 from access.api.pagecache import Page
 from access.api.problems import bad_param
-from access.api.render import iso, json_columns
+from access.api.render import column_pieces, iso, join_columns, join_pieces, json_columns
 from access.api.service import (
     access_request,
     decide_fields,
@@ -46,14 +48,16 @@ from access.api.service import (
     series_queries,
     series_query,
     served_within,
+    utc,
 )
 from access.api.state import AppState, caller_of
 from access.decision import Decision
-from access.periods import Periods
+from access.periods import Periods, intersect, span
 from pipeline.query import SeriesQuery
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
+CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this many windows (``_live_page``)
 GZIP_LEVEL = 1  # ISA-L's level 1: a day of minutes shrinks about as much as zlib's level 6
 _CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
@@ -97,6 +101,13 @@ def ask_of(state: AppState, request: web.Request) -> SeriesAsk:
     return ask
 
 
+def footprint(household: str, category: str, start: datetime, stop: datetime) -> SeriesQuery:
+    """The points a page of ``[start, stop)`` is made of (changes are tracked by household, category and
+    time, whatever the fields and aggregation): the category's default fields, raw, so it refuses
+    nothing the decision and the query would not (their 403 or 400 comes first, as without it)."""
+    return series_query((household,), category, params.DEFAULT_FIELDS[category], start, stop, None, "mean")
+
+
 def parse(request: web.Request, now: datetime, cursors: CursorCodec) -> SeriesAsk:
     """A 400 naming the parameter for anything malformed; ``now`` fills a missing start or stop."""
     household = params.household_id(request.match_info["household"])
@@ -119,12 +130,6 @@ def parse(request: web.Request, now: datetime, cursors: CursorCodec) -> SeriesAs
         after = (t_us, device)
     # Never read before the caller's start: a later page sees the same windows as the first.
     read_from = max(page_start, win.start)
-    # The footprint names the points a page is made of (changes are tracked by household, category and
-    # time, whatever the fields and aggregation): the category's default fields, raw, so it refuses
-    # nothing the decision and the query would not (their 403 or 400 comes first, as without it).
-    footprint = series_query(
-        (household,), category, params.DEFAULT_FIELDS[category], read_from, win.stop, None, "mean"
-    )
     page_key = (asked, after, limit, fmt)
     return SeriesAsk(
         household,
@@ -137,7 +142,7 @@ def parse(request: web.Request, now: datetime, cursors: CursorCodec) -> SeriesAs
         limit,
         after,
         read_from,
-        footprint,
+        footprint(household, category, read_from, win.stop),
         asked,
         page_key,
     )
@@ -164,8 +169,12 @@ async def series(request: web.Request) -> web.Response:
             version, ("page", page_key), footprint, lambda: _render(state, ask, fields, periods)
         )
 
+    # Only a cache keeps the closed part (without one the page is made whole: one query).
+    split = open_window_start(ask, state.clock()) if state.pages.max_bytes and version is not None else None
+
     async def make_reply() -> Page:
-        return _reply(ask, fields, decision, served, await page(), gzipped)
+        made = None if split is None else await _live_page(state, ask, fields, periods, split, version)
+        return _reply(ask, fields, decision, served, made or await page(), gzipped)
 
     # CSV and Arrow as they are go out as the page itself.  Otherwise one more entry per page and
     # encoding, and for JSON per caller purpose, clauses and served periods too (only its envelope names
@@ -176,6 +185,8 @@ async def series(request: web.Request) -> web.Response:
     else:
         envelope_key = (ask.purpose, clause_ids, served) if ask.fmt == "json" else None
         reply_key = ("reply", page_key, gzipped, envelope_key)
+        # Shared between the workers even for a live chart: after each write one of them makes it (the
+        # open window's query, the join and the gzip) and the others take it from the shared file.
         reply = await state.pages.get(version, reply_key, footprint, make_reply)
     headers = {
         "Content-Type": _CONTENT_TYPES[ask.fmt],
@@ -199,12 +210,142 @@ async def series(request: web.Request) -> web.Response:
     return web.Response(body=reply.body, headers=headers)
 
 
-async def _render(state: AppState, ask: SeriesAsk, fields: tuple[str, ...], periods: Periods) -> Page:
+async def _frame(state: AppState, ask: SeriesAsk, fields: tuple[str, ...], periods: Periods) -> pl.DataFrame:
+    """The rows of the served ``periods`` (one store query each)."""
     every = ask.window.every
     queries = series_queries(ask.household, ask.category, fields, periods, every, ask.agg)
     if not queries:  # a cursor past the last served period
-        return render_page(empty_series(ask.category, fields, every, ask.agg), ask, state.cursors)
-    return render_page(await query_served(state, queries), ask, state.cursors)
+        return empty_series(ask.category, fields, every, ask.agg)
+    return await query_served(state, queries)
+
+
+async def _render(state: AppState, ask: SeriesAsk, fields: tuple[str, ...], periods: Periods) -> Page:
+    return render_page(await _frame(state, ask, fields, periods), ask, state.cursors)
+
+
+def open_window_start(ask: SeriesAsk, now: float) -> float | None:
+    """Where a live chart's page is cut in two (epoch seconds), or None for a page made whole.
+
+    A dashboard asks for the day up to now again and again while the collector writes the current
+    minute every second.  Made whole, each write would make the whole day again (the query of 1,440
+    windows and their rendering); cut at the start of the window before the one holding now (which
+    takes readings that arrive late, up to a whole window), the closed windows before the cut stay
+    cached until a write touches them, and only the open windows are queried and rendered again.
+    The cut moves when a new window begins, the moment a rolling window's URL moves on too, so every
+    dashboard's closed part is made again once a minute, not twice.  The cut is a window boundary
+    (windows are aligned to the epoch), so no window is split and the two parts joined are exactly
+    the whole page.  JSON first pages only: a cursor or a row limit below the rows is resolved on
+    the whole page."""
+    every = ask.window.every
+    if ask.fmt != "json" or ask.after is not None or every is None:
+        return None
+    step = every.total_seconds()
+    cut = (now // step - 1) * step
+    if not ask.read_from.timestamp() < cut < ask.window.stop.timestamp():
+        return None
+    return cut
+
+
+async def _live_page(
+    state: AppState,
+    ask: SeriesAsk,
+    fields: tuple[str, ...],
+    periods: Periods,
+    cut: float,
+    version: int | None,
+) -> Page | None:
+    """The page as its closed part (the windows before ``cut``) and its open part (after it), each a
+    page-cache entry with its own footprint; None when the rows exceed the limit (the whole page then
+    decides where the next page starts).
+
+    A write to the open window makes only the open part again.  The closed part is made of chunks
+    of ``CHUNK_WINDOWS`` windows aligned to the epoch, each an entry of its own: a rolling window
+    ("the last 24 h", its stop the next whole minute) moves every minute, and then only the first
+    chunk (cut at the new start) and the last (grown by a minute) are read again, not the whole
+    day.  Chunks missing side by side are read in one query."""
+    every = ask.window.every
+    assert every is not None
+    what = (ask.household, ask.category, fields, every, ask.agg)
+    cut_dt = utc(cut)
+    open_served = intersect(periods, span(cut, float("inf")))
+    open_key, open_fp = (
+        ("open", *what, open_served),
+        footprint(ask.household, ask.category, cut_dt, ask.window.stop),
+    )
+    # The pieces: the closed chunks, then the open part (made only when the closed part is not current).
+    spans: list[tuple[float, float]] = []
+    keys: list[Hashable] = []
+    fps: list[SeriesQuery] = []
+
+    async def make(i: int, j: int) -> Page:
+        """Pieces ``i`` to ``j - 1`` from one query: ``i`` is returned, the others kept."""
+        df = _page_order(
+            await _frame(state, ask, fields, intersect(periods, span(spans[i][0], spans[j - 1][1])))
+        )
+        # Where each piece starts (numpy: polars' search_sorted goes through its expression engine).
+        us = df.get_column("time").cast(pl.Int64).to_numpy()  # Datetime("us")
+        at = [
+            int(a) for a in np.searchsorted(us, [round(spans[k][0] * 1e6) for k in range(i, j)], side="left")
+        ]
+        at.append(df.height)
+        for k in range(i + 1, j):
+            state.pages.put(version, keys[k], fps[k], _pieces(df.slice(at[k - i], at[k - i + 1] - at[k - i])))
+        return _pieces(df.slice(0, at[1]))
+
+    async def piece(i: int) -> Page:
+        j = i + 1  # the run of pieces from ``i`` this process has no current copy of
+        while j < len(keys) and not state.pages.has(version, keys[j], fps[j]):
+            j += 1
+        # The chunks stay in this process: the closed part they make is what the processes share.
+        return await state.pages.get(version, keys[i], fps[i], functools.partial(make, i, j), share=False)
+
+    async def make_closed() -> Page:
+        spans.extend(_chunks(ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS))
+        keys.extend(("chunk", *what, intersect(periods, span(a, b))) for a, b in spans)
+        fps.extend(footprint(ask.household, ask.category, utc(a), utc(b)) for a, b in spans)
+        chunks = len(spans)
+        # The open part ends the last run of missing chunks (one query for both on a new window).
+        spans.append((cut, ask.window.stop.timestamp()))
+        keys.append(open_key)
+        fps.append(open_fp)
+        made = [await piece(i) for i in range(chunks)]
+        body = join_pieces([c.body for c in made])
+        if body is None:
+            raise _Unjoinable
+        return Page(body, sum(c.count for c in made), None)
+
+    async def make_open() -> Page:
+        return _pieces(_page_order(await _frame(state, ask, fields, open_served)))
+
+    closed_key = ("closed", *what, intersect(periods, span(float("-inf"), cut)))
+    closed_fp = footprint(ask.household, ask.category, ask.read_from, cut_dt)
+    try:
+        closed = await state.pages.get(version, closed_key, closed_fp, make_closed)
+    except _Unjoinable:
+        return None
+    # The open part changes with every write: cheaper made again than passed between processes.
+    live = await state.pages.get(version, open_key, open_fp, make_open, share=False)
+    if closed.count + live.count > ask.limit:
+        return None
+    body = join_columns([closed.body, live.body])
+    return None if body is None else Page(body, closed.count + live.count, None)
+
+
+class _Unjoinable(Exception):
+    """Chunks whose columns differ (the whole page is made instead)."""
+
+
+def _chunks(start: float, stop: float, size: float) -> Iterator[tuple[float, float]]:
+    """``[start, stop)`` cut at the multiples of ``size``."""
+    a = start
+    while a < stop:
+        b = min((a // size + 1) * size, stop)
+        yield a, b
+        a = b
+
+
+def _pieces(df: pl.DataFrame) -> Page:
+    return Page(column_pieces(df), df.height, None)
 
 
 def _reply(
@@ -240,16 +381,18 @@ def _envelope(
         "count": page.count,
         "next_cursor": page.next_cursor,
     }
-    envelope = json.dumps(head, separators=(",", ":"))
-    return envelope[:-1].encode() + b',"columns":'
+    return orjson.dumps(head)[:-1] + b',"columns":'
+
+
+def _page_order(df: pl.DataFrame) -> pl.DataFrame:
+    return df if _in_page_order(df) else df.sort(["time", "device"])
 
 
 def render_page(df: pl.DataFrame, ask: SeriesAsk, cursors: CursorCodec) -> Page:
     """One page of a series answer: rows after the cursor, at most ``limit``, in the ask's format (for
     JSON only the ``columns`` object: the envelope names the caller's purpose and clauses).  A next-page
     cursor is bound to what was asked."""
-    if not _in_page_order(df):
-        df = df.sort(["time", "device"])
+    df = _page_order(df)
     if ask.after is not None:
         t_col = pl.col("time").dt.epoch("us")
         t_us, device = ask.after
@@ -276,4 +419,4 @@ def _in_page_order(df: pl.DataFrame) -> bool:
     device = df.get_column("device")
     if df.height == 0:
         return True
-    return bool((device == device[0]).all()) and df.get_column("time").is_sorted()
+    return device.null_count() == 0 and device.min() == device.max() and df.get_column("time").is_sorted()

@@ -29,9 +29,10 @@ from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.auth import INVALID_TOKEN_BURST, INVALID_TOKEN_RATE_PER_S, Caller, SignIn, WebAuth, authenticate
 from access.budget import BudgetStore
-from access.decision import Authorizer
+from access.decision import Authorizer, Decision
 from access.ledger import HouseholdHead, Ledger, LedgerWriter, ProvisionEntry, ProvisionRecord
 from access.relationships import RelationshipStore
+from access.request import AccessRequest
 from access.tokens import TokenStore
 from pipeline.store import Store
 
@@ -39,6 +40,36 @@ if TYPE_CHECKING:
     from access.api.series import SeriesAsk
 
 DEFAULT_PAGE_CACHE_BYTES = 64 * 2**20
+DECISION_MEMO_SIZE = 8192
+
+
+@dataclass
+class DecisionMemo:
+    """The policy's decisions of the current snapshot, by request.
+
+    ``Authorizer.snapshot`` returns one snapshot for as long as every decision made with it stands: it
+    is rebuilt when a fact begins or ends, when this process changes relationships or consent, and
+    when another process does (a suspension, a revocation, an erasure).  So a decision is reused only
+    with the very snapshot it was made with; the next snapshot starts an empty memo.  A dashboard asks
+    the same question for a minute at a time; this saves the policy's evaluation, never the request's
+    authentication, its rate limit or its ledger record."""
+
+    snapshot: object = None
+    decisions: dict[AccessRequest, Decision] = field(default_factory=dict)
+
+    def decide(self, authz: Authorizer, req: AccessRequest, at: float) -> Decision:
+        snap = authz.snapshot(at)
+        if snap is not self.snapshot:
+            self.snapshot = snap
+            self.decisions = {}
+        d = self.decisions.get(req)
+        if d is None:
+            if len(self.decisions) >= DECISION_MEMO_SIZE:
+                self.decisions.clear()
+            d = self.decisions[req] = authz.decide(req, at=at)
+        return d
+
+
 IDENTITY_MAX_AGE_S = 15 * 60.0  # a sign-in this recent counts as a verified identity
 IDENTITY_TOKEN_MAX_AGE_S = 24 * 3600.0  # a token issued this soon after an identity check counts
 
@@ -68,6 +99,7 @@ class AppState:
     # X-Forwarded-For/-Proto are set by our own proxy in front (hems serve --trust-forwarded).
     trust_forwarded: bool = False
     ledger_writer: LedgerWriter = field(init=False)  # group commit over ``ledger``
+    decisions: DecisionMemo = field(default_factory=DecisionMemo)  # see ``DecisionMemo``
     # Requests whose token fails, per client address (``access.auth``); on even without ``limiter``.
     invalid_tokens: RateLimiter = field(
         default_factory=lambda: RateLimiter(INVALID_TOKEN_RATE_PER_S, INVALID_TOKEN_BURST)
@@ -81,7 +113,7 @@ class AppState:
 
     def kind_of(self, principal: str, at: float | None = None) -> str | None:
         """The principal's kind at ``at`` (default: now), or None for no such principal."""
-        p = self.authz.snapshot(self.clock() if at is None else at).facts.principals.get(principal)
+        p = self.authz.snapshot(self.clock() if at is None else at).principals.get(principal)
         return None if p is None else p.kind
 
     def identity_verified(self, caller: Caller) -> bool:

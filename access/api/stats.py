@@ -22,7 +22,7 @@ from access.api.render import frame_columns, iso, json_response
 from access.api.service import access_request, check_token_purpose, decide, no_access, query, series_query
 from access.api.state import AppState, caller_of
 from access.auth import Caller
-from access.budget import BudgetExhausted
+from access.budget import BudgetExhausted, budget_holder
 from access.periods import span
 from access.privacy import (
     DEFAULT_RELEASE_EPSILON,
@@ -156,6 +156,7 @@ async def stats(request: web.Request) -> web.Response:
             mech.noise.epsilon,
             clause_ids,
             at=at,
+            holder=budget_holder(state.relationships.principal(caller.principal)),
         )
     except BudgetExhausted as exc:
         state.metrics.refusals[EXHAUSTED] += 1
@@ -177,7 +178,12 @@ async def stats(request: web.Request) -> web.Response:
         "min_group_size": min_group,
         "suppressed_windows": suppressed,
         "epsilon": noise.epsilon,
-        "budget": {"total": budget.total, "spent": budget.spent, "left": budget.left},
+        "budget": {
+            "holder": budget.holder,
+            "total": budget.total,
+            "spent": budget.spent,
+            "left": budget.left,
+        },
         "noise": {
             "households_scale": noise.count_scale,
             "households_error95": noise.error95(noise.count_scale),

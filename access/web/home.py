@@ -259,21 +259,16 @@ async def ledger_page(request: web.Request) -> web.StreamResponse:
         number = 1
     shown = groups[(number - 1) * GROUPS_PER_PAGE : number * GROUPS_PER_PAGE]
     # Recipients: everyone linked to the home (its sales company, installer...), then anyone on this page.
-    facts = state.authz.snapshot(now).facts
-    linked = sorted(
-        {
-            link.principal
-            for link in facts.links
-            if link.household == household and link.role != "homeowner" and link.since <= now < link.until
-        }
-    )
-    approvers = {
-        link.principal
-        for link in facts.links
-        if link.household == household and link.since <= now < link.until
-    }
+    snap = state.authz.snapshot(now)
+    current = [link for link in snap.links_of(household) if link.since <= now < link.until]
+    linked = sorted({link.principal for link in current if link.role != "homeowner"})
+    approvers = {link.principal for link in current}
     approved = sorted(
-        {a.approved for a in facts.approvals if a.approver in approvers and a.valid_from <= now < a.until}
+        {
+            a.approved
+            for a in snap.sliced.approvals
+            if a.approver in approvers and a.valid_from <= now < a.until
+        }
     )
     recipients = list(dict.fromkeys([*linked, *approved, *(g.recipient for g in shown)]))
     by_recipient: dict[str, list[Group]] = {}

@@ -105,6 +105,11 @@ class _Plain:
         return False
 
 
+def may_wrap(codec: Codec) -> bool:
+    """Whether ``codec.wrap`` can give anything (a counter's): a decoder asks only those, once a value."""
+    return getattr(type(codec), "wrap", None) is not _Plain.wrap
+
+
 def _number(value: Value | Stamped | None, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FrameError(f"{what}: cannot encode {value!r} as a number")

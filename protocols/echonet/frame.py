@@ -151,6 +151,11 @@ def get_request(tid: int, deoj: EOJ, epcs: Iterable[int], seoj: EOJ = CONTROLLER
     return encode(Frame(tid, seoj, deoj, ESV.GET, tuple(Property(e) for e in epcs)))
 
 
+# Decoded tuples are built with tuple.__new__ directly: a NamedTuple's own __new__ is a Python function,
+# one call per property and per frame on the hot path; the fields are the same.
+_new = tuple.__new__
+
+
 def _decode_props(data: bytes, offset: int, what: str) -> tuple[tuple[Property, ...], int]:
     end = len(data)
     if offset >= end:
@@ -173,7 +178,7 @@ def _decode_props(data: bytes, offset: int, what: str) -> tuple[tuple[Property, 
                 f"{what}: PDC {pdc} of EPC 0x{epc:02x} at offset {offset - 1} runs past the end "
                 f"(frame is {end} bytes)"
             )
-        props.append(Property(epc, data[offset : offset + pdc]))
+        props.append(_new(Property, (epc, data[offset : offset + pdc])))
         offset += pdc
     return tuple(props), offset
 
@@ -199,14 +204,9 @@ def decode(data: bytes | bytearray | memoryview) -> Frame:
     props, offset = _decode_props(data, offset, "property list")
     if offset != n:
         raise FrameError(f"{n - offset} trailing bytes after the last property, from offset {offset}")
-    return Frame(
-        data[2] << 8 | data[3],
-        EOJ(data[4], data[5], data[6]),
-        EOJ(data[7], data[8], data[9]),
-        esv,
-        props,
-        set_props,
-    )
+    seoj = _new(EOJ, (data[4], data[5], data[6]))
+    deoj = _new(EOJ, (data[7], data[8], data[9]))
+    return _new(Frame, (data[2] << 8 | data[3], seoj, deoj, esv, props, set_props))
 
 
 # --- property maps (0x9D / 0x9E / 0x9F) -------------------------------------------------------
@@ -273,8 +273,9 @@ def decode_uint(edt: bytes, size: int | None = None, max_value: int | None = Non
     """Unsigned EDT; the two top codes (0xFF..FE "no data"/underflow, 0xFF..FF overflow) and any
     value above ``max_value`` (the class's documented range) mean "no value" -> None."""
     size = len(edt) if size is None else size
-    _check(edt, size)
-    value: int = _UNSIGNED[size].unpack(edt)[0]
+    if len(edt) != size or size not in _UNSIGNED:
+        _check(edt, size)
+    value = int.from_bytes(edt, "big")  # every collector read decodes several: no struct lookup
     if value >= (1 << (8 * size)) - 2:
         return None
     if max_value is not None and value > max_value:
@@ -288,8 +289,9 @@ def decode_int(
     """Signed EDT; 0x7F..FE ("no data"), 0x7F..FF (overflow), 0x80..00 (underflow) and values outside
     the documented range -> None."""
     size = len(edt) if size is None else size
-    _check(edt, size)
-    value: int = _SIGNED[size].unpack(edt)[0]
+    if len(edt) != size or size not in _UNSIGNED:
+        _check(edt, size)
+    value = int.from_bytes(edt, "big", signed=True)
     top = (1 << (8 * size - 1)) - 1
     if value >= top - 1 or value == -top - 1:
         return None

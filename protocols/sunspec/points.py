@@ -223,7 +223,7 @@ def scaled_rows(*points: tuple[str, str, str]) -> list[PointSpec]:
 
 # --- register encoding -------------------------------------------------------------------------
 
-_NOT_IMPLEMENTED: dict[str, int] = {
+NOT_IMPLEMENTED: dict[str, int] = {
     "uint16": 0xFFFF,
     "enum16": 0xFFFF,
     "bitfield16": 0xFFFF,
@@ -241,14 +241,14 @@ _NOT_IMPLEMENTED: dict[str, int] = {
     "float32": 0x7FC00000,
 }
 
-_SIGNED = {"int16", "sunssf", "int32"}
+SIGNED_TYPES = frozenset({"int16", "sunssf", "int32"})  # two's complement; their sentinel is the minimum
 
 
 def not_implemented(point: Point) -> list[int]:
     """The registers a point holds when the device does not provide it."""
     if point.type == "string":
         return [0] * point.size
-    return _split(_NOT_IMPLEMENTED[point.type], point.size)
+    return _split(NOT_IMPLEMENTED[point.type], point.size)
 
 
 def _split(value: int, size: int) -> list[int]:
@@ -276,7 +276,7 @@ def encode(point: Point, value: int | str | float) -> list[int]:
         raise SunSpecValueError(f"{point.name}: numeric point got str {value!r}")
     number = round(value)
     bits = 16 * point.size
-    if point.type in _SIGNED:
+    if point.type in SIGNED_TYPES:
         low, high = -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1  # the minimum is the sentinel
     elif point.type.startswith("acc"):
         low, high = 1, (1 << bits) - 1  # 0 reads as "not implemented"
@@ -302,12 +302,12 @@ def decode(point: Point, registers: Sequence[int]) -> int | float | str | None:
         value = (value << 16) | (reg & 0xFFFF)
     if point.type == "pad":
         return None
-    if value == _NOT_IMPLEMENTED[point.type]:
+    if value == NOT_IMPLEMENTED[point.type]:
         return None
     if point.type == "float32":
         result: float = struct.unpack(">f", struct.pack(">I", value))[0]
         return None if result != result else result  # NaN
-    if point.type in _SIGNED and value >= 1 << (16 * point.size - 1):
+    if point.type in SIGNED_TYPES and value >= 1 << (16 * point.size - 1):
         value -= 1 << (16 * point.size)
     return value
 

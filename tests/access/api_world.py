@@ -202,3 +202,18 @@ async def start_env(
 
 SERIES = "/api/v1/households/{hh}/series/{cat}"
 RANGE = {"start": "2026-06-01T00:00:00Z", "stop": "2026-06-02T00:00:00Z"}
+
+
+NEGAWATT = "xoom.negawatt"
+
+
+def add_dr_contractor(env: Env) -> None:
+    """dr1 runs demand response for h1 under XOOM's joint use (1), with a token for it."""
+    rel = RelationshipStore(env.db)
+    rel.add_contract("h1", "xoom", "supply", since=SINCE)
+    rel.add_principal("dr1", "dr_aggregator", "Negawatt Co", [NEGAWATT])
+    rel.link("dr1", "h1", "dr_aggregator", since=SINCE)
+    rel.close()
+    tokens = TokenStore(env.db)
+    _, env.tokens["dr1"] = tokens.create("dr1", [NEGAWATT], frozenset({NEGAWATT}), at=DAY.timestamp())
+    tokens.close()

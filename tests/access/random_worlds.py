@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from access.periods import normalize
+from access.request import AccessRequest
 from access.world import (
     LINK_ROLES,
     Approval,
@@ -30,6 +31,7 @@ from access.world import (
 )
 from seeds.loader import Clause, Seeds
 from seeds.vocabulary import category_items, has_items
+from tests.access.reference import Reference
 
 HOUSEHOLDS = ("h1", "h2")
 COMPANIES = ("sps", "enex", "kaluza", "xoom", "sobu_gas")
@@ -212,6 +214,40 @@ def _items(rng: random.Random, category: str, clause: Clause | None) -> tuple[st
     named = clause.items_of(category) if clause is not None else None
     pool = named if named and rng.random() < 0.7 else category_items(category)
     return tuple(rng.sample(pool, k=rng.randint(1, min(3, len(pool)))))
+
+
+def access_request(r: Request) -> AccessRequest:
+    """The request as the access layer takes it."""
+    return AccessRequest(
+        r.principal,
+        r.household,
+        r.category,
+        r.action,
+        r.purpose,
+        r.window,
+        identity_verified=r.verified,
+        items=r.items,
+    )
+
+
+def reference_served(
+    reference: Reference, world: World, r: Request, now: float
+) -> tuple[tuple[float, float], ...]:
+    """What the independent reference serves ``r`` in ``world`` at ``now``."""
+    return tuple(
+        reference.served(
+            world,
+            r.principal,
+            r.household,
+            r.category,
+            r.action,
+            r.purpose,
+            r.window,
+            now,
+            r.verified,
+            r.items,
+        )
+    )
 
 
 def facts_of(world: World) -> Facts:

@@ -250,19 +250,33 @@ def test_principals_budget_and_ledger_releases(capsys: pytest.CaptureFixture[str
 
     db = str(world.path)
     code, out = _run(capsys, "principals", "--db", db, "budget", "ana")
-    assert code == 0 and "ana: privacy budget epsilon 3, spent 0 in 0 releases, left 3" in out
+    enex = "company enex (one budget for all its staff)"
+    assert code == 0 and f"ana: privacy budget of {enex}: epsilon 3, spent 0 in 0 releases, left 3" in out
     code, out = _run(capsys, "principals", "--db", db, "budget", "ana", "5")
     assert code == 2 and "--by" in out
     code, out = _run(capsys, "principals", "--db", db, "budget", "ana", "5", "--by", "ops")
     assert code == 0 and "epsilon 5" in out
+    code, out = _run(capsys, "principals", "--db", db, "budget", "eop")  # ENEX's operator: the same budget
+    assert code == 0 and f"eop: privacy budget of {enex}: epsilon 5" in out
+    code, out = _run(capsys, "principals", "--db", db, "budget", "pana")  # no company: its own
+    assert code == 0 and "pana: privacy budget of pana: epsilon 3" in out
     budgets = BudgetStore(world.path)
     budgets.spend(
-        "ana", "enex.marketing", "electricity", ["power_w"], (0.0, 3600.0), 3600.0, 1, 0.5, ["enex-2.7"]
+        "ana",
+        "enex.marketing",
+        "electricity",
+        ["power_w"],
+        (0.0, 3600.0),
+        3600.0,
+        1,
+        0.5,
+        ["enex-2.7"],
+        holder="company:enex",
     )
     budgets.close()
     code, out = _run(capsys, "ledger", "releases", "--db", db, "--principal", "ana")
     assert code == 0 and "#1" in out and "ana released electricity (power_w)" in out and "epsilon 0.5" in out
-    assert "ana: spent 0.5 of 5, left 4.5" in out and "release chain intact" in out
+    assert f"{enex}: spent 0.5 of 5, left 4.5" in out and "release chain intact" in out
 
 
 def test_hems_access_db_names_the_database_for_every_command(

@@ -182,7 +182,12 @@ async def test_analyst_gets_a_private_release_without_household_ids(env: Env) ->
     assert "h1" not in await r.text()
     assert env.ledger_rows() == before  # aggregates name no household: not a provision record
     assert body["epsilon"] == pytest.approx(0.5)
-    assert body["budget"] == {"total": 3.0, "spent": pytest.approx(0.5), "left": pytest.approx(2.5)}
+    assert body["budget"] == {
+        "holder": "company:enex",  # ana is ENEX's analyst: ENEX's one budget
+        "total": 3.0,
+        "spent": pytest.approx(0.5),
+        "left": pytest.approx(2.5),
+    }
     # 24 windows, one field: the epsilon split between counts and sums, each household weighing 24 windows.
     assert body["noise"]["households_scale"] == pytest.approx(24 / 0.25)
     assert body["noise"]["sum_scale"] == {"power_w": pytest.approx(24 * 12_000 / 0.25)}

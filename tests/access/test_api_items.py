@@ -18,16 +18,22 @@ from pathlib import Path
 import pytest
 
 from access.compiler import Policy
-from access.relationships import RelationshipStore
-from access.tokens import TokenStore
 from pipeline.negawatt import derive
 from pipeline.sqlite_store import SQLiteStore
 from seeds.vocabulary import NEGAWATT_ITEMS
-from tests.access.api_world import DAY, SERIES, SINCE, Env, api_policy, readings, start_env
+from tests.access.api_world import (
+    DAY,
+    NEGAWATT,
+    SERIES,
+    Env,
+    add_dr_contractor,
+    api_policy,
+    readings,
+    start_env,
+)
 
 __all__ = ["api_policy"]
 
-NEGAWATT = "xoom.negawatt"
 WEEK = {"start": "2026-06-01T00:00:00Z", "stop": "2026-06-02T00:00:00Z"}
 
 
@@ -51,14 +57,7 @@ def negawatt_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def env(tmp_path: Path, negawatt_store: Path, api_policy: Policy) -> AsyncIterator[Env]:
     async for e in start_env(tmp_path, negawatt_store, api_policy):
-        rel = RelationshipStore(e.db)
-        rel.add_contract("h1", "xoom", "supply", since=SINCE)
-        rel.add_principal("dr1", "dr_aggregator", "Negawatt Co", [NEGAWATT])
-        rel.link("dr1", "h1", "dr_aggregator", since=SINCE)
-        rel.close()
-        tokens = TokenStore(e.db)
-        _, e.tokens["dr1"] = tokens.create("dr1", [NEGAWATT], frozenset({NEGAWATT}), at=DAY.timestamp())
-        tokens.close()
+        add_dr_contractor(e)
         yield e
 
 

@@ -4,15 +4,21 @@ ledger: real HTTP, a real SQLite store that the tests write to, a real access da
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from access.api.pagecache import Page, PageCache, SharedPages
 from access.api.params import accepts_gzip
+from access.api.render import column_pieces, join_columns, json_columns
 from access.compiler import Policy
+from access.decision import Decision
+from access.request import AccessRequest
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.series_changes import ChangeLog
@@ -34,6 +40,7 @@ __all__ = ["api_policy"]
 
 Q = {**RANGE, "every": "1h", "fields": "power_w"}
 URL = SERIES.format(hh="h1", cat="pv")
+URL_H2 = SERIES.format(hh="h2", cat="pv")
 
 
 @pytest.fixture
@@ -49,6 +56,7 @@ async def own_store(tmp_path: Path) -> Path:
 @pytest.fixture
 async def env(tmp_path: Path, own_store: Path, api_policy: Policy) -> AsyncIterator[Env]:
     async for e in start_env(tmp_path, own_store, api_policy):
+        e.extra.update(tmp=tmp_path / "whole", policy=api_policy)
         yield e
 
 
@@ -163,6 +171,141 @@ async def test_each_format_and_page_is_its_own_entry(env: Env) -> None:
     )
     body2 = await nxt.json()
     assert body2["columns"]["time"][0] > body["columns"]["time"][-1]
+
+
+async def test_a_write_to_the_open_window_is_seen_at_once_and_the_closed_windows_stay_cached(
+    env: Env,
+) -> None:
+    """The test clock stands at the window's stop, so an hourly page is cut before its last hour
+    (``open_window_start``): a write in that hour makes only the open part again, one in an earlier
+    hour only the closed part, and each is in the very next answer."""
+    env.store.version_poll_s = 0  # see another process's commit at once (default: within 50 ms)
+    _, before = await _get(env, "alice", OWN)
+    queries = env.state.metrics.store_seconds.n
+    late = DAY + timedelta(hours=23, minutes=30)
+    await _write_elsewhere(
+        env, Point("pv", "h1", "inv1", "modbus", int(late.timestamp()) * 10**9, {"power_w": 9e7})
+    )
+    _, after = await _get(env, "alice", OWN)
+    assert env.state.metrics.store_seconds.n == queries + 1  # the open hour only
+    cols_before, cols_after = before["columns"], after["columns"]
+    assert isinstance(cols_before, dict) and isinstance(cols_after, dict)
+    assert cols_after["time"][-1] == "2026-06-01T23:00:00.000Z" and cols_after["time"] == cols_before["time"]
+    assert cols_after["power_w"][-1] > 1e6 > cols_before["power_w"][-1]
+    assert cols_after["power_w"][:-1] == cols_before["power_w"][:-1]
+    assert after["count"] == before["count"] == len(cols_after["time"])
+    noon = int((DAY + timedelta(hours=12)).timestamp()) * 10**9
+    await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", noon, {"power_w": 8e7}))
+    _, again = await _get(env, "alice", OWN)
+    assert env.state.metrics.store_seconds.n == queries + 2  # the closed hours, once
+    cols_again = again["columns"]
+    assert isinstance(cols_again, dict)
+    i = cols_again["time"].index("2026-06-01T12:00:00.000Z")
+    assert cols_again["power_w"][i] > 1e6 > cols_after["power_w"][i]
+    assert cols_again["power_w"][-1] == cols_after["power_w"][-1]
+    # The page made whole (a page cache of its own, cut nowhere) is the same page.
+    async for whole in start_env(env.extra["tmp"], env.store.path, env.extra["policy"], page_cache_bytes=0):
+        _, fresh = await _get(whole, "alice", OWN)
+        assert fresh == again
+
+
+async def test_a_rolling_day_that_moves_a_minute_reads_only_its_new_windows(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """A dashboard's "last 24 h at 1 minute" moves with the clock: the hours in between are kept as
+    they were, and only the new first hour, the hour holding now and the open window are read again;
+    the page is the one a server without a cache makes."""
+    clock = [(DAY + timedelta(hours=23, minutes=30)).timestamp()]
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        read = _note_query_spans(env.store)
+        await _rolling_day(env, clock[0])
+        assert sum(read) >= 24 * 3600  # the first page reads the whole day
+        for _ in range(3):
+            read.clear()
+            clock[0] += 60
+            moved = await _rolling_day(env, clock[0])
+            assert 0 < sum(read) <= 2 * 3600 + 180  # the first hour, the last one and the open minutes
+            async for whole in start_env(
+                tmp_path / f"{clock[0]:.0f}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+            ):
+                assert moved == await _rolling_day(whole, clock[0])
+
+
+def _note_query_spans(store: SQLiteStore) -> list[float]:
+    """The real store answers every query; the seconds each one spans are noted in the list returned."""
+    spans: list[float] = []
+    store_query = store.query
+
+    async def query(q: SeriesQuery) -> pl.DataFrame:
+        spans.append((q.stop - q.start).total_seconds())
+        return await store_query(q)
+
+    store.query = query  # type: ignore[method-assign]
+    return spans
+
+
+async def _rolling_day(env: Env, now: float) -> dict[str, object]:
+    """The last 24 h at 1 minute, up to the next whole minute after ``now``."""
+    stop = datetime.fromtimestamp(now // 60 * 60 + 60, UTC)
+    window = {"start": f"{stop - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}", "stop": f"{stop:%Y-%m-%dT%H:%M:%SZ}"}
+    r = await env.client.get(
+        URL, params={**Q, **window, "every": "1m", "purpose": OWN}, headers=env.auth("alice")
+    )
+    assert r.status == 200
+    body: dict[str, object] = await r.json()
+    return body
+
+
+async def test_a_suspension_refuses_a_cached_live_page(env: Env) -> None:
+    status, first = await _get(env, "inst1", PV)
+    assert status == 200
+    rows = env.ledger_rows()
+    status, again = await _get(env, "inst1", PV)
+    assert status == 200 and again == first and env.state.pages.stats.hits >= 1
+    assert env.ledger_rows() == rows + 1  # a cached answer is still a provision, recorded
+    env.state.authz.consent.suspend("h1", "provision", at=env.state.clock() - 10)
+    status, refused = await _get(env, "inst1", PV)
+    assert status == 403 and refused["reason"] == "suspended"
+    assert env.ledger_rows() == rows + 1
+
+
+async def test_a_repeated_request_reuses_its_decision_until_the_policy_facts_change(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authz = env.state.authz
+    evaluated: list[object] = []
+    decide = authz.decide
+
+    def counting(req: AccessRequest, at: float | None = None) -> Decision:
+        evaluated.append(req)
+        return decide(req, at)
+
+    monkeypatch.setattr(authz, "decide", counting)
+    assert (await _get(env, "inst1", PV))[0] == 200
+    assert (await _get(env, "inst1", PV))[0] == 200
+    assert len(evaluated) == 1  # the same question under the same snapshot: decided once
+    assert (await _get(env, "inst1", PV, every="30m"))[0] == 200
+    assert len(evaluated) == 1  # another resolution is the same access request
+    assert (await _get(env, "inst1", PV, URL_H2))[0] == 403
+    assert len(evaluated) == 2  # another household is another question
+    authz.consent.suspend("h1", "provision", at=env.state.clock() - 10)
+    status, refused = await _get(env, "inst1", PV)
+    assert status == 403 and refused["reason"] == "suspended" and len(evaluated) > 2  # decided afresh
+
+
+def test_pieces_of_consecutive_rows_join_into_the_whole_columns() -> None:
+    df = pl.DataFrame(
+        {
+            "time": [datetime(2026, 6, 1, 0, m, tzinfo=UTC) for m in range(6)],
+            "household": ["h1"] * 6,
+            "device": ["inv1", "inv1", "inv2", "inv1", "inv1", "inv2"],
+            "power_w": [1.5, None, 3.0, 4.25, 5.0, 6.0],
+        }
+    )
+    for cut in range(df.height + 1):
+        joined = join_columns([column_pieces(df.slice(0, cut)), column_pieces(df.slice(cut))])
+        assert joined == json_columns(df)
+    assert join_columns([column_pieces(df), column_pieces(df.select("time", "power_w"))]) is None
 
 
 async def test_cache_off_still_answers(tmp_path: Path, own_store: Path, api_policy: Policy) -> None:
@@ -406,3 +549,23 @@ async def test_server_processes_hand_each_other_pages_and_never_a_stale_one(tmp_
         shared.close()
         for s in (*stores, writer):
             await s.close()
+
+
+def test_a_locked_shared_page_file_costs_no_wait(tmp_path: Path) -> None:
+    """The shared file is used on the event loop: while another process holds its write lock, a page
+    is simply not handed over (put) and pages are still found (get) -- neither waits for the lock."""
+    shared = SharedPages(tmp_path / "pages.sqlite")
+    page = Page(b"x" * 1000, 1, None)
+    shared.put(b"k1", 1, page)
+    other = sqlite3.connect(tmp_path / "pages.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker in the middle of its insert
+    try:
+        t0 = time.monotonic()
+        shared.put(b"k2", 1, page)
+        assert shared.get(b"k1", 1) == page
+        assert time.monotonic() - t0 < 0.5  # SQLite's busy handler would have slept for seconds
+        assert shared.get(b"k2", 1) is None  # not handed over: the other process makes it itself
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        shared.close()

@@ -163,6 +163,28 @@ async def test_forged_uploads_are_all_counted_but_logged_at_most_once_a_minute(
     assert metric(await fleet.metrics(), 'hems_ingest_requests_total{outcome="household_not_bound"}') == 5
 
 
+async def test_an_upload_reaches_the_store_in_columns_without_a_point_per_line(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload is read into the pipeline's column buffers and written from them: not one ``Point``
+    is made between the request and the store (the old ingest made one per line)."""
+    raw = body(readings("hh-a", 600, start_ns=T0_NS - 600 * 10**10))
+    made: list[tuple[Any, ...]] = []
+    made_before = Point.__init__
+
+    def counted(self: Point, *args: Any, **kw: Any) -> None:
+        made.append(args)
+        made_before(self, *args, **kw)
+
+    monkeypatch.setattr(Point, "__init__", counted)
+    status, answer, _ = await fleet.upload(raw)
+    monkeypatch.undo()
+    assert status == 200, answer
+    assert answer["accepted"] == 600
+    assert made == []
+    assert await fleet.stored() == 600
+
+
 async def test_a_credential_bound_to_two_households_writes_both(fleet: Fleet) -> None:
     creds = GatewayCredentials(fleet.db)
     _, text = creds.issue(["hh-a", "hh-b"])
@@ -176,8 +198,7 @@ async def test_no_credential_a_wrong_one_or_an_api_token_cannot_write(fleet: Fle
     tokens = TokenStore(fleet.db)
     _, api_token = tokens.create("alice", ["p"], frozenset({"p"}))
     tokens.close()
-    secret = fleet.credential.rsplit("_", 1)
-    wrong = f"{secret[0]}_{'A' * 43}"
+    wrong = f"{fleet.credential[:-43]}{'A' * 43}"  # right id, wrong secret (43 characters, may hold "_")
     for credential in (api_token, wrong, "hemsgw_nonsense"):
         status, answer, headers = await fleet.upload(readings("hh-a", 1), credential=credential)
         assert status == 401, credential

@@ -16,8 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access.budget import BudgetExhausted, BudgetStore
+from access.budget import BudgetExhausted, BudgetStore, Release, budget_holder
+from access.db import AccessDb
+from access.ledger_anchor import GENESIS, plain_hash
 from access.privacy import Grid, attack_interval, clamped_aggregates, mechanism, release
+from access.world import Principal
 from seeds.vocabulary import STATS_RANGES
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -140,3 +143,79 @@ def test_the_budget_is_spent_by_recorded_releases_and_refused_when_exhausted(tmp
     raw.commit()
     raw.close()
     assert BudgetStore(db).verify() == 2
+
+
+def test_a_company_s_staff_spend_one_budget_and_others_keep_their_own(access_db: AccessDb) -> None:
+    """On both access databases: two analysts of one company draw on one budget (a second account buys
+    nothing: deny), while an analyst of another company and one of no company keep theirs (allow)."""
+    ana, ana2 = (Principal(p, "analyst", p, frozenset(), company="enex") for p in ("ana", "ana2"))
+    sop = Principal("sop", "operator", "sop", frozenset(), company="sps")
+    pana = Principal("pana", "analyst", "pana", frozenset())
+    assert [budget_holder(p) for p in (ana, ana2, sop, pana)] == ["company:enex"] * 2 + [
+        "company:sps",
+        "pana",
+    ]
+    budgets = BudgetStore(access_db, default_epsilon=1.0)
+    window = (T0.timestamp(), (T0 + HOUR).timestamp())
+
+    def spend(who: Principal, epsilon: float) -> float:
+        _, b = budgets.spend(
+            who.id,
+            "p.x",
+            "electricity",
+            ["power_w"],
+            window,
+            3600.0,
+            1,
+            epsilon,
+            ["c-1"],
+            holder=budget_holder(who),
+        )
+        return b.left
+
+    assert spend(ana, 0.75) == pytest.approx(0.25)
+    with pytest.raises(BudgetExhausted, match=r"company enex .* has 0.25 left of 1"):
+        spend(ana2, 0.5)
+    assert spend(ana2, 0.25) == pytest.approx(0.0)  # what is left is shared, to the last bit
+    assert spend(sop, 1.0) == pytest.approx(0.0) and spend(pana, 1.0) == pytest.approx(0.0)
+    assert [(r.principal, r.budget_holder) for r in budgets.releases(holder="company:enex")] == [
+        ("ana", "company:enex"),
+        ("ana2", "company:enex"),
+    ]
+    assert budgets.verify() is None
+    budgets.close()
+
+
+def test_releases_recorded_before_company_budgets_still_verify_and_count_for_their_principal(
+    tmp_path: Path,
+) -> None:
+    """A release ledger written before releases named a holder has no such column: opening it adds the
+    column, its rows still verify and they stay charged to the principal that made them."""
+    db = tmp_path / "access.sqlite"
+    raw = sqlite3.connect(db)
+    raw.execute(
+        "CREATE TABLE release_ledger (seq INTEGER PRIMARY KEY, principal TEXT NOT NULL, "
+        "purpose TEXT NOT NULL, category TEXT NOT NULL, fields TEXT NOT NULL, start REAL NOT NULL, "
+        "stop REAL NOT NULL, "
+        "every_s REAL NOT NULL, windows INTEGER NOT NULL, epsilon REAL NOT NULL, clause_ids TEXT NOT NULL, "
+        "at REAL NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
+    )
+    old = Release(
+        1, "ana", "p.x", "electricity", ("power_w",), 0.0, 3600.0, 3600.0, 1, 0.5, ("c-1",), 10.0, GENESIS, ""
+    )
+    raw.execute(
+        "INSERT INTO release_ledger VALUES (1, 'ana', 'p.x', 'electricity', '[\"power_w\"]', 0, 3600, 3600, "
+        "1, 0.5, '[\"c-1\"]', 10, ?, ?)",
+        (GENESIS, plain_hash(GENESIS, old.canonical())),
+    )
+    raw.commit()
+    raw.close()
+    budgets = BudgetStore(db, default_epsilon=1.0)
+    assert budgets.verify() is None
+    assert budgets.budget("ana").spent == pytest.approx(0.5)
+    assert budgets.budget("company:enex").spent == 0.0
+    budgets.spend(
+        "ana", "p.x", "electricity", ["power_w"], (0.0, 1.0), 1.0, 1, 0.1, ["c-1"], holder="company:enex"
+    )
+    assert budgets.verify() is None and budgets.budget("company:enex").spent == pytest.approx(0.1)
+    budgets.close()

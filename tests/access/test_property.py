@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 
 from access.compiler import Policy
 from access.decision import Authorizer
-from access.request import AccessRequest
 from seeds.loader import Seeds
-from tests.access.random_worlds import facts_of, make_world
+from tests.access.random_worlds import access_request, facts_of, make_world, reference_served
 from tests.access.reference import Reference
 
 WORLDS = 10_000
@@ -50,30 +49,8 @@ def test_fast_path_and_casbin_serve_what_the_reference_serves(seeds: Seeds, poli
         world, now, requests = make_world(seed, seeds)
         authz = Authorizer.over(policy, facts_of(world))
         for i, r in enumerate(requests):
-            req = AccessRequest(
-                r.principal,
-                r.household,
-                r.category,
-                r.action,
-                r.purpose,
-                r.window,
-                identity_verified=r.verified,
-                items=r.items,
-            )
-            want = tuple(
-                reference.served(
-                    world,
-                    r.principal,
-                    r.household,
-                    r.category,
-                    r.action,
-                    r.purpose,
-                    r.window,
-                    now,
-                    r.verified,
-                    r.items,
-                )
-            )
+            req = access_request(r)
+            want = reference_served(reference, world, r, now)
             d = authz.decide(req, at=now)
             assert d.served == want, (seed, r, now, authz.explain(req, at=now))
             if i < CASBIN_REQUESTS:

@@ -160,5 +160,31 @@ async def test_the_budget_runs_out_with_a_clear_refusal(env: Env) -> None:
     assert "0 left of 3" in body["detail"] and "hems principals budget" in body["detail"]
     releases = env.state.budgets.releases("ana")
     assert [r.epsilon for r in releases] == [pytest.approx(1.0)] * 3
-    env.state.budgets.set_budget("ana", 3.5, by="ops")
+    env.state.budgets.set_budget("company:enex", 3.5, by="ops")  # ana is ENEX's: ENEX's budget
     assert (await _release(env, "ana", STATS, epsilon="0.5"))["budget"]["left"] == pytest.approx(0.0)
+
+
+async def test_a_second_account_of_the_same_company_spends_the_same_budget(env: Env) -> None:
+    """The Sybil lever: a company that asks for another analyst account must not get a fresh budget,
+    or it could repeat the differencing attack once per account.  Another company's staff keep theirs."""
+    for _ in range(3):
+        await _release(env, "ana", STATS, epsilon="1.0")
+    rel = env.state.relationships
+    rel.add_principal("ana2", "analyst", "Second Analyst", [STATS], company="enex")
+    tokens = TokenStore(env.db)
+    _, env.tokens["ana2"] = tokens.create("ana2", [STATS], frozenset({STATS}), at=NOW - 3600)
+    tokens.close()
+    r = await env.client.get(
+        "/api/v1/stats/electricity", params={**HOUR, "purpose": STATS}, headers=env.auth("ana2")
+    )
+    body = await r.json()
+    assert r.status == 403 and body["code"] == "privacy_budget_exhausted", body  # deny: ENEX's is spent
+    assert "company enex" in body["detail"] and "0 left of 3" in body["detail"]
+    other = await _release(env, "sop", "sps.service_provision")  # allow: SPS's staff spend SPS's budget
+    assert other["budget"] == {
+        "holder": "company:sps",
+        "total": pytest.approx(3.0),
+        "spent": pytest.approx(0.5),
+        "left": pytest.approx(2.5),
+    }
+    assert [x.principal for x in env.state.budgets.releases(holder="company:enex")] == ["ana"] * 3

@@ -3,13 +3,18 @@ request planning."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from collector.echonet_decode import decode
-from collector.sunspec_client import interpret, plan_reads
+from collector.sunspec_client import _plan_of, _points, interpret, plan_reads
+from protocols.echonet.classes import CLASSES
+from protocols.echonet.codecs import may_wrap
 from protocols.echonet.frame import FrameError
 from protocols.sunspec.models import MODELS
-from protocols.sunspec.points import encode, not_implemented
+from protocols.sunspec.points import SunSpecValueError, encode, not_implemented
+from protocols.sunspec.points import decode as decode_point
 
 
 def test_plan_reads_merges_neighbours_within_125_registers() -> None:
@@ -78,3 +83,36 @@ def test_water_unit_and_gas_litres() -> None:
     assert water.fields["volume_l_total"] == pytest.approx(123400.0)
     gas = decode(0x0282, {0xE0: (5678).to_bytes(4, "big")})
     assert gas.fields["volume_l_total"] == pytest.approx(5678.0)
+
+
+def test_sunspec_points_read_inline_agree_with_the_point_decoder() -> None:
+    """The collector decodes one-register integer points inline (``sunspec_client._points``); every point
+    of every registered model, at its sentinel, at the edges of its range and at random values, must
+    read as ``protocols.sunspec.points.decode`` reads it, and a block too short still says so."""
+    rng = random.Random(20)
+    for model in MODELS.values():
+        plan = _plan_of(model)
+        specials = [0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFE, 0xFFFF]
+        for trial in range(len(specials) + 50):
+            regs = [
+                specials[trial] if trial < len(specials) else rng.randrange(0x10000)
+                for _ in range(model.size)
+            ]
+            expected = {
+                name: decode_point(p, regs[offset : offset + size])
+                for name, offset, size, p, _, _ in plan.points
+            }
+            assert _points(plan, regs) == expected, (model.id, trial)
+        if plan.points:
+            with pytest.raises(SunSpecValueError):
+                _points(plan, [0] * (plan.end - 1))
+
+
+def test_only_codecs_said_to_wrap_give_a_wrap() -> None:
+    """ECHONET decoding asks ``wrap`` only of codecs that ``may_wrap``: the others must never give one."""
+    params = {"coefficient": 1.0, "unit": 1.0, "digits": 6.0}
+    for cls in CLASSES.values():
+        for prop in cls.props:
+            if not may_wrap(prop.codec):
+                assert prop.codec.wrap(params) is None, (hex(cls.code), hex(prop.epc))
+    assert any(may_wrap(p.codec) for cls in CLASSES.values() for p in cls.props)  # the counters do

@@ -49,6 +49,28 @@ async def test_drop_mode_counts_what_it_drops(fleet_factory: Callable[..., Any])
     assert collector.stats()["polls"] > 10  # polling went on at its pace
 
 
+async def test_next_readings_hands_out_groups_then_the_end(fleet_factory: Callable[..., Any]) -> None:
+    """Groups as soon as they are complete (not after the wait), at most the size asked, each reading
+    once, and None after the last one; a full queue of a blocked collector is drained the same way."""
+    fleet: Fleet = await fleet_factory(1)
+    collector = Collector(config_for(fleet, power_interval_s=0.1, counter_interval_s=0.1, queue_size=50))
+    await collector.start()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    first = await collector.next_readings(5, 30.0)
+    assert first is not None and len(first) == 5 and loop.time() - t0 < 5.0
+    assert await collector.next_readings(10**6, 0.3) != []  # the wait's end hands out what came meanwhile
+    await asyncio.sleep(0.6)  # nobody reads: the queue fills
+    await collector.stop()
+    rest: list[Reading] = []
+    while (group := await collector.next_readings(7, 0.05)) is not None:
+        assert 0 < len(group) <= 7
+        rest += group
+    assert await collector.next_readings(7, 0.05) is None
+    assert len(rest) >= 50 - 1  # the full queue, every reading in it (the end marker may not fit)
+    assert not any(r is f for r in rest for f in first)
+
+
 def test_unknown_echonet_class_is_a_config_error() -> None:
     fleet = Fleet(1, 7, speed=0, address_prefix=free_prefix())
     base = config_for(fleet)

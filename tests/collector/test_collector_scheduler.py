@@ -12,6 +12,7 @@ import pytest
 from collector.config import CollectorConfig, DeviceConfig
 from collector.errors import DeviceTimeout
 from collector.scheduler import Scheduler, jitter_fraction, percentile
+from collector.slots import Slots
 
 
 def device(i: int, interval: float = 0.1, address: str = "127.0.0.1") -> DeviceConfig:
@@ -185,3 +186,20 @@ async def test_after_the_prompt_first_poll_the_device_joins_its_own_grid() -> No
         assert phase - t0 == pytest.approx(jitter_fraction(dev.key) * 1.0, abs=0.01)  # spread kept
         later = [(t - phase) % 1.0 for t in times[1:]]
         assert all(s < 0.1 or s > 0.99 for s in later), later  # on its grid after the first poll
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
+    """A poll cancelled in the moment it was given its slot (a stop) does not take the slot with it."""
+    slots = Slots(1)
+    assert slots.take_now()
+    first = asyncio.create_task(slots.take())
+    second = asyncio.create_task(slots.take())
+    await asyncio.sleep(0)
+    slots.release()  # handed to ``first`` ...
+    first.cancel()  # ... which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 1.0)  # the slot went on to the next waiter
+    assert not slots.take_now()
+    slots.release()
+    assert slots.take_now()

@@ -45,8 +45,8 @@ GAS = EOJ(0x02, 0x82, 0x01)
 FUEL_CELL = EOJ(0x02, 0x7C, 0x01)
 EV = EOJ(0x02, 0x7E, 0x01)
 T0 = datetime(2026, 7, 1, 3, 10, tzinfo=UTC)  # 12:10 in Tokyo
-# This run's loopback /16 (nodes at .211.x, clients at .212.x, all on port 3610): two test runs at once
-# pick different ones, as the collector fixtures do.
+# This run's loopback /16 (nodes at .211.x, .213.x and .214.x, clients at .212.x, all on port 3610):
+# two test runs at once pick different ones, as the collector fixtures do.
 NET = free_prefix()
 
 
@@ -395,7 +395,7 @@ async def test_multicast_inf_boot_and_on_change(home: Home, client: Client) -> N
 
 
 async def test_multicast_discovery(client: Client) -> None:
-    addresses = [f"127.10.212.{i}" for i in range(1, 71)]  # three answer groups
+    addresses = [f"{NET}.213.{i}" for i in range(1, 71)]  # three answer groups
     nodes = [build_home_node(a, Home(), {}, announce_interval_s=None) for a in addresses]
     for n in nodes:
         await n.start()
@@ -622,7 +622,7 @@ async def test_home_node_on_the_real_physics(client: Client) -> None:
 
 async def test_shared_announcer_serves_every_node(client: Client) -> None:
     homes = [Home(), Home(), Home()]
-    addresses = [f"127.10.213.{i}" for i in range(1, 4)]
+    addresses = [f"{NET}.214.{i}" for i in range(1, 4)]
     nodes = [
         build_home_node(a, h, {}, announce_interval_s=0.05, multicast=False)
         for a, h in zip(addresses, homes, strict=True)

@@ -58,3 +58,19 @@ async def test_the_embedded_store_writes_a_batch_as_its_points(tmp_path: Path) -
         await as_batch.write(ColumnBatch([pt({"no_such_field": 1.0})]))
     await as_list.close()
     await as_batch.close()
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_a_batch_extended_by_another_is_both_in_order(size: int) -> None:
+    """What the ingest does with an upload: its rows join the batch being filled, after the points
+    already there, in the upload's order (also when the upload is a chunk of a larger batch)."""
+    first, second = fleet(2, homes=3), fleet(3, homes=2)
+    batch = ColumnBatch(first)
+    upload = ColumnBatch(second).chunks(size)[-1]
+    batch.extend(upload)
+    assert list(batch) == first + list(upload)
+    batch.add("water", "hh-9", "wm", "echonet", TS, {"volume_l_total": 1.5})
+    assert len(batch) == len(first) + len(upload) + 1 and batch[-1].household == "hh-9"
+    enc = LineEncoder(vector_min=1)
+    assert enc.encode(batch) == LineEncoder(vector_min=10**9).encode(list(batch))
+    assert batch.households() == {p.household for p in batch}

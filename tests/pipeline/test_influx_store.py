@@ -32,6 +32,7 @@ from pipeline.query import SeriesQuery
 from pipeline.store import StoreUnavailable
 from tests.influx_server import InfluxServer
 from tests.loopback import free_port
+from tests.pipeline.write_endpoint import write_endpoint
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 B = int(T0.timestamp()) * 1_000_000_000
@@ -77,16 +78,8 @@ class FakeThrottlingInflux:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeThrottlingInflux]:
     server = FakeThrottlingInflux(script=[])
-    app = web.Application()
-    app.router.add_post("/api/v2/write", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}"
-    yield server
-    await runner.cleanup()
+    async with write_endpoint(server.handle) as server.url:
+        yield server
 
 
 class Sleeps:

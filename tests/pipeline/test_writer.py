@@ -15,7 +15,8 @@ from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.spool import Spool
 from pipeline.sqlite_store import SQLiteStore
-from pipeline.writer import Backpressure, Pipeline
+from pipeline.writer import SUBMIT_SLICE, Backpressure, Pipeline
+from tests.pipeline.intake_watch import intake_watch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=2)
@@ -176,3 +177,20 @@ async def test_batch_the_store_refuses_is_quarantined_not_blocking(tmp_path: Pat
     q = SeriesQuery(("hh-1",), "electricity", ("power_w",), datetime(2001, 9, 1, tzinfo=UTC), NOW)
     assert (await store.query(q))["power_w"].to_list() == [1.0, 2.0]
     await store.close()
+
+
+async def test_a_long_submit_lets_the_loop_run_and_returns_when_every_slice_is_stored(
+    tmp_path: Path,
+) -> None:
+    """Intake gives the event loop back between slices of ``SUBMIT_SLICE`` readings (a store write
+    waiting behind a big submit would leave the store idle), and the call still answers only when all
+    of its readings are stored, though they went into several batches."""
+    store = SQLiteStore(tmp_path / "hems.sqlite")
+    n = 4 * SUBMIT_SLICE + 7
+    async with Pipeline(store, batch_size=SUBMIT_SLICE + 100, max_delay=0.05) as p:
+        async with intake_watch(p) as seen:
+            res = await p.submit([meter(i) for i in range(n)], now=NOW)
+        assert res.accepted == n and res.rejected == ()
+        assert any(0 < accepted < n for accepted in seen)  # the loop ran mid-intake
+        assert p.stats.batches_written >= 2
+        assert (await store.query(all_power())).height == n  # all durable when submit returned

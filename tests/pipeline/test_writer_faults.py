@@ -252,3 +252,39 @@ async def test_hung_store_costs_a_bounded_wait_then_spools(tmp_path: Path, hung_
         await asyncio.wait_for(p.close(), timeout=20)
         await store.close()
     assert len(Spool(tmp_path / "spool")) == 6  # everything kept for the store's return
+
+
+async def test_outage_is_retried_on_the_backoff_not_at_every_flush(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During an outage each flush spools a batch and wakes the replayer; it used to knock on the
+    store (and log a warning) at every one of them, about once a second in `hems collect`.  The
+    backoff must stand until it runs out, and the spool still drains soon after the store is back."""
+    outage = VanishingStore(tmp_path)
+    store = await outage.opened()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+    p = Pipeline(
+        store, spool=spool, batch_size=5, max_delay=0.01, replay_interval=0.05, max_replay_backoff=0.8
+    )
+    await p.start()
+    outage.go()
+    caplog.set_level(logging.WARNING, logger="pipeline.writer")
+    flushes = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.5:
+        await p.submit([meter(flushes * 5 + j) for j in range(5)], now=NOW)
+        flushes += 1
+        await asyncio.sleep(0.02)
+    tries = p.stats.store_failures["unavailable"]
+    warnings = [r for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert flushes > 60
+    # 0.05, 0.1, 0.2, 0.4, 0.8, 0.8, 0.8 ... s apart: about 6 tries in 2.5 s, one direct write first.
+    assert tries <= 10, f"{tries} store attempts for {flushes} flushes"
+    assert len(warnings) <= tries
+    outage.come_back()
+    await wait_until_drained(spool, 5.0)
+    assert len(spool) == 0
+    await p.close()
+    df = await store.query(all_power())
+    assert df["power_w"].to_list() == [float(j) for j in range(flushes * 5)]
+    await store.close()

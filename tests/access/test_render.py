@@ -1,0 +1,76 @@
+"""The JSON columns of a page are what ``frame_columns`` (polars' own values) says, whatever the numbers:
+the fast writers (orjson over numpy views, memoised time stamps) must never change a value."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from access.api.render import column_pieces, frame_columns, join_columns, json_columns
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+floats = st.floats(allow_nan=False, allow_infinity=False)  # a NaN never reaches a store (validation)
+row = st.tuples(
+    floats,
+    st.one_of(st.none(), floats),
+    st.integers(-(2**63), 2**63 - 1),
+    st.one_of(st.none(), st.booleans()),
+)
+
+
+@given(
+    values=st.lists(row, max_size=40),
+    step_s=st.sampled_from([1, 60, 3600]),
+    devices=st.sampled_from([("inv1",), ("inv1", "inv2")]),
+)
+@settings(max_examples=150, deadline=None)
+def test_json_columns_read_back_as_the_frame(
+    values: list[tuple[float, float | None, int, bool | None]], step_s: int, devices: tuple[str, ...]
+) -> None:
+    n = len(values)
+    df = pl.DataFrame(
+        {
+            "time": [T0 + timedelta(seconds=step_s * i) for i in range(n)],
+            "household": ["h1"] * n,
+            "device": [devices[i % len(devices)] for i in range(n)],
+            "power_w": [v[0] for v in values],
+            "reactive_var": [v[1] for v in values],
+            "count": [v[2] for v in values],
+            "fault": [v[3] for v in values],
+        },
+        schema_overrides={"time": pl.Datetime("us", "UTC"), "count": pl.Int64},
+    )
+    got = json.loads(json_columns(df))
+    want = frame_columns(df)
+    assert got == want
+    # Same floats bit for bit (``==`` alone would take -0.0 for 0.0).
+    assert [math.copysign(1, v) for v in got["power_w"]] == [math.copysign(1, v) for v in want["power_w"]]
+    for cut in (0, n // 2, n):
+        pieces = [column_pieces(df.slice(0, cut)), column_pieces(df.slice(cut))]
+        assert join_columns(pieces) == json_columns(df)
+
+
+def test_a_column_of_32_bit_floats_reads_back_as_its_values() -> None:
+    df = pl.DataFrame({"x": pl.Series([0.1, 1e30, None], dtype=pl.Float32), "y": [1, 2, 3]})
+    assert json.loads(json_columns(df)) == frame_columns(df)
+
+
+@given(
+    kept=st.lists(st.booleans(), min_size=2, max_size=200),
+    step_s=st.sampled_from([1, 60, 900, 3600]),
+    start_s=st.integers(0, 3 * 86_400),
+)
+@settings(max_examples=150, deadline=None)
+def test_time_stamps_with_gaps_read_back_as_the_frame(kept: list[bool], step_s: int, start_s: int) -> None:
+    """Windows of a device that was offline at times (runs of stamps with holes between them), also
+    across midnight: every stamp as polars formats it."""
+    start = T0 + timedelta(seconds=start_s // step_s * step_s)
+    times = [start + timedelta(seconds=step_s * i) for i, keep in enumerate(kept) if keep]
+    df = pl.DataFrame({"time": times, "power_w": [float(i) for i in range(len(times))]},
+                      schema={"time": pl.Datetime("us", "UTC"), "power_w": pl.Float64})  # fmt: skip
+    assert json.loads(json_columns(df)) == frame_columns(df)
