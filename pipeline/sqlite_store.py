@@ -327,6 +327,20 @@ class SQLiteStore:
         return pl.DataFrame(rows, schema=schema, orient="row")
 
     def _query_sync(self, q: SeriesQuery) -> pl.DataFrame:
+        """``_query_once``, tried again once on a fresh connection when it fails as an outage.
+
+        A read changes nothing, so trying again is safe; one transient SQLite error (an interrupted
+        statement, a connection left unusable) should not reach a user as a 503.  A lasting outage (the
+        file gone or replaced) fails the second try too."""
+        try:
+            return self._query_once(q)
+        except StoreUnavailable as first:
+            if self._closed:
+                raise
+            log.warning("SQLite query failed (%s); trying once more on a new connection", first)
+            return self._query_once(q)
+
+    def _query_once(self, q: SeriesQuery) -> pl.DataFrame:
         conn = self._conn()
         try:
             every_ns = q.every_ns

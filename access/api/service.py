@@ -19,6 +19,7 @@ household that does not exist and for someone else's.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,8 @@ from pipeline.frames import empty_result
 from pipeline.query import QueryError, SeriesQuery
 from pipeline.store import StoreUnavailable
 from seeds.vocabulary import item_of
+
+log = logging.getLogger(__name__)
 
 NO_ACCESS_DETAIL = (
     "no relationship, approval or clause gives you this household's data for this purpose "
@@ -224,7 +227,9 @@ async def query(state: AppState, q: SeriesQuery) -> pl.DataFrame:
     t0 = time.perf_counter()
     try:
         df = await state.store.query(q)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
+        # The caller is told only "retry later"; the operator needs the store's own reason.
+        log.warning("store unavailable for a query of %s: %s", q.category, exc)
         raise ApiProblem(503, "store_unavailable", "the data store is unavailable; retry later") from None
     state.metrics.store_seconds.observe(time.perf_counter() - t0)
     return df

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,6 +178,27 @@ async def test_outage_when_database_directory_disappears(tmp_path: Path) -> None
         assert df["power_w"].to_list() == [1.0, 3.0]
     finally:
         await s.close()
+
+
+async def test_one_failed_read_is_tried_again_on_a_new_connection(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transient SQLite error on a read is not a 503: the read is tried once more on a fresh
+    connection.  The fault is SQLite's own: a progress handler that interrupts the next statement of the
+    connection the query runs on (small windowed queries run on the caller's thread)."""
+    await store.write([pt(0, power_w=1.0), pt(30, power_w=3.0)])
+    minutes = q(every=timedelta(minutes=1), agg="mean")
+    first = await store.query(minutes)
+    conn = store._local.conn  # this thread's connection, opened by the query above
+    assert conn is not None
+    conn.set_progress_handler(lambda: 1, 1)  # every statement on it is interrupted from now on
+    with caplog.at_level(logging.WARNING, logger="pipeline.sqlite_store"):
+        again = await store.query(minutes)
+    assert again.equals(first)
+    assert first["power_w"].to_list()[0] == 2.0
+    assert any(
+        "trying once more" in r.getMessage() and "interrupted" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_outage_when_file_is_replaced(tmp_path: Path) -> None:
