@@ -100,7 +100,24 @@ class SharedMetrics:
         return value
 
     def collect(self) -> Iterator[Metric]:
-        yield from MultiProcessCollector(None, path=str(self.directory)).collect()
+        yield from MultiProcessCollector.merge(_readable_files(self.directory), accumulate=True)
+
+
+# A multiprocess file starts with 8 bytes saying how much of it is used.  A worker creates its file
+# empty and sizes it a moment later; prometheus_client's merge fails on a file caught in between, and
+# the scrape with it.  Such a file holds no value yet, so leaving it out of this merge loses nothing.
+_HEADER_BYTES: Final = 8
+
+
+def _readable_files(directory: Path) -> list[str]:
+    files = []
+    for name in glob.glob(str(directory / "*.db")):
+        try:
+            if os.path.getsize(name) >= _HEADER_BYTES:
+                files.append(name)
+        except FileNotFoundError:  # a dead worker's live gauge file, removed since the glob
+            continue
+    return files
 
 
 def _per_bucket(family: Metric) -> list[tuple[str, dict[str, str], float]]:
