@@ -14,7 +14,7 @@ interval, nor further apart than one and a half.
 
 Lateness = when a poll actually got its turn (after the concurrency limits) minus when it was due:
 it shows both an overloaded event loop and contention for the semaphores.  Slots falling due within
-``collector.timers.WINDOW_S`` (10 ms) of each other are woken together, so a poll is up to that late
+``collector.timers.WINDOW_S`` (25 ms) of each other are woken together, so a poll is up to that late
 by design: one wake-up of the process for several polls, not one each.
 """
 
