@@ -323,7 +323,7 @@ class EchonetController:
         # timer of its own nor asyncio.timeout's context manager: an answered request leaves it to lapse.
         timeout = self.timeout_s if timeout_s is None else timeout_s
         shared = self._timers if self._timers is not None else timers(loop)
-        shared.call_at(loop.time() + timeout, _expire, fut, address, deoj, esv)
+        shared.call_later(timeout, _expire, fut, address, deoj, esv)
         try:
             self._send_bytes(data, (address, self.port))
             frame = await fut

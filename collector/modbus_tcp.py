@@ -124,7 +124,7 @@ class ModbusConnection(asyncio.Protocol):
             fut: asyncio.Future[bytes] = loop.create_future()
             self._waiting, self._waiting_tid = fut, tid
             # the loop's shared timer (``collector.timers``): an answer leaves its deadline to lapse
-            self._timers.call_at(loop.time() + timeout_s, _expire, fut, self.name, unit_id, address)
+            self._timers.call_later(timeout_s, _expire, fut, self.name, unit_id, address)
             try:
                 transport.write(_REQUEST.pack(tid, 0, 6, unit_id, 3, address, count))
                 frame = await fut

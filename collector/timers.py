@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,19 +42,34 @@ def wake(fut: asyncio.Future[None]) -> None:
 
 
 class Timers:
-    """Deadlines of one event loop: ``call_at(when, fn, *args)`` or ``await wake_at(when)``."""
+    """Deadlines of one event loop: ``call_at(when, fn, *args)``, ``call_later(delay, fn, *args)`` or
+    ``await wake_at(when)``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, window_s: float = WINDOW_S) -> None:
         self.loop = loop
         self.window_s = window_s
         self._heap: list[tuple[float, int, Callable[..., object], tuple[Any, ...]]] = []
         self._seq = itertools.count()
+        # delay -> (when, fn, args) in the order set: deadlines of one delay (a client's timeout) fall
+        # due in that order, so they need no heap
+        self._fifos: dict[float, deque[tuple[float, Callable[..., object], tuple[Any, ...]]]] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = 0.0
 
     def call_at(self, when: float, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` once ``loop.time()`` has passed ``when`` (within ``window_s`` of it)."""
         heapq.heappush(self._heap, (when, next(self._seq), fn, args))
+        fire = when + self.window_s
+        if self._handle is None or fire < self._armed_at:
+            self._arm(fire)
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
+        """``call_at(loop.time() + delay, ...)`` for a delay used again and again (a timeout)."""
+        fifo = self._fifos.get(delay)
+        if fifo is None:
+            fifo = self._fifos[delay] = deque()
+        when = self.loop.time() + delay
+        fifo.append((when, fn, args))
         fire = when + self.window_s
         if self._handle is None or fire < self._armed_at:
             self._arm(fire)
@@ -69,27 +86,30 @@ class Timers:
         self._armed_at = fire
         self._handle = self.loop.call_at(fire, self._fire)
 
+    def _call(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # one bad callback must not leave the others unserved
+            self.loop.call_exception_handler({"message": f"timer callback {fn!r} failed", "exception": exc})
+
     def _fire(self) -> None:
         self._handle = None
-        heap = self._heap
         now = self.loop.time()
+        heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, fn, args = heapq.heappop(heap)
-            try:
-                fn(*args)
-            except Exception as exc:  # one bad callback must not leave the others unserved
-                self.loop.call_exception_handler(
-                    {"message": f"timer callback {fn!r} failed", "exception": exc}
-                )
-        if heap:
-            self._arm(heap[0][0] + self.window_s)
-
-    def close(self) -> None:
-        """Drop every deadline and the loop timer (the loop is ending)."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self._heap.clear()
+            self._call(fn, args)
+        nxt = heap[0][0] if heap else math.inf
+        for delay, fifo in list(self._fifos.items()):
+            while fifo and fifo[0][0] <= now:
+                _, fn, args = fifo.popleft()
+                self._call(fn, args)
+            if fifo:
+                nxt = min(nxt, fifo[0][0])
+            else:
+                del self._fifos[delay]
+        if nxt < math.inf:
+            self._arm(nxt + self.window_s)
 
 
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers] = weakref.WeakKeyDictionary()

@@ -1,0 +1,71 @@
+"""``collector.timers``: deadlines set in any order, on the heap or in a delay's FIFO, are each served
+once, never before their time and within the window after it, in few wake-ups; a failing callback
+leaves the others served."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from collector.timers import Timers, timers
+
+
+async def test_deadlines_served_once_on_time_in_few_wake_ups() -> None:
+    loop = asyncio.get_running_loop()
+    shared = Timers(loop, window_s=0.02)
+    served: dict[int, float] = {}
+    due: dict[int, float] = {}
+    rng = random.Random(7)
+    t0 = loop.time()
+
+    def note(i: int) -> None:
+        assert i not in served
+        served[i] = loop.time()
+
+    for i in range(300):
+        if i % 3 == 0:  # timeouts: one of two delays, set as time goes on
+            delay = (0.05, 0.2)[i % 2]
+            due[i] = loop.time() + delay
+            shared.call_later(delay, note, i)
+        else:
+            due[i] = t0 + rng.uniform(0.0, 0.3)
+            shared.call_at(due[i], note, i)
+        if i % 50 == 0:
+            await asyncio.sleep(0.01)
+    wake_ups = 0
+    fire = shared._fire
+
+    def counted() -> None:
+        nonlocal wake_ups
+        wake_ups += 1
+        fire()
+
+    shared._fire = counted  # type: ignore[method-assign]
+    shared._arm(shared._armed_at)  # re-armed with the counting callback
+    await asyncio.sleep(0.45)
+    assert served.keys() == due.keys()
+    lateness = [served[i] - due[i] for i in due]
+    assert min(lateness) >= 0  # never early
+    assert max(lateness) < 0.02 + 0.05  # the window, and the loop's own delay on a busy machine
+    assert wake_ups < 40, wake_ups  # 300 deadlines over 0.35 s, a wake-up per window at most
+
+
+async def test_a_failing_callback_leaves_the_others_served() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[BaseException | None] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx.get("exception")))
+    served: list[int] = []
+    shared = timers(loop)
+    assert timers(loop) is shared  # one per loop
+    now = loop.time()
+
+    def boom() -> None:
+        raise RuntimeError("bug")
+
+    shared.call_at(now + 0.01, served.append, 1)
+    shared.call_at(now + 0.01, boom)
+    shared.call_later(0.01, served.append, 2)
+    shared.call_at(now + 0.01, served.append, 3)
+    await asyncio.sleep(0.1)
+    assert sorted(served) == [1, 2, 3]
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
