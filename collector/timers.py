@@ -27,7 +27,6 @@ import asyncio
 import heapq
 import itertools
 import math
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -112,12 +111,15 @@ class Timers:
             self._arm(nxt + self.window_s)
 
 
-_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers] = weakref.WeakKeyDictionary()
+_ATTRIBUTE = "_collector_timers"
 
 
 def timers(loop: asyncio.AbstractEventLoop) -> Timers:
-    """The loop's one ``Timers``: the scheduler and the protocol clients share its timer."""
-    found = _BY_LOOP.get(loop)
-    if found is None or found.loop is not loop:
-        found = _BY_LOOP[loop] = Timers(loop)
+    """The loop's one ``Timers``: the scheduler and the protocol clients share its timer.  Kept on the
+    loop itself (asyncio's and uvloop's loops take attributes), so it lives and goes with the loop: in
+    a registry of its own, its pending futures would keep every loop a test ever ran alive."""
+    found: Timers | None = getattr(loop, _ATTRIBUTE, None)
+    if found is None:
+        found = Timers(loop)
+        setattr(loop, _ATTRIBUTE, found)
     return found

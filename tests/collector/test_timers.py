@@ -5,7 +5,9 @@ leaves the others served."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import weakref
 
 from collector.timers import Timers, timers
 
@@ -69,3 +71,21 @@ async def test_a_failing_callback_leaves_the_others_served() -> None:
     await asyncio.sleep(0.1)
     assert sorted(served) == [1, 2, 3]
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+
+
+def test_a_closed_loop_is_not_kept_alive_by_its_deadlines() -> None:
+    """Pending deadlines hold futures of their loop: the loop's ``Timers`` must go with it."""
+    loop = asyncio.new_event_loop()
+
+    async def set_some() -> None:
+        running = asyncio.get_running_loop()
+        shared = timers(running)
+        shared.wake_at(running.time() + 100)
+        shared.call_later(50, print, "never")
+
+    loop.run_until_complete(set_some())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
