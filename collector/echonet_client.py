@@ -329,6 +329,8 @@ class EchonetController:
             frame = await fut
         finally:
             del self._pending[key]
+            if not fut.done():  # the send failed: its deadline must not fail a future nobody awaits
+                fut.cancel()
         seoj = frame.seoj
         if seoj[0] != deoj[0] or seoj[1] != deoj[1]:  # the class (``EOJ.cls``) without a property call
             raise MalformedReply(f"{address}: answer from {frame.seoj.hex()} to a request for {deoj.hex()}")

@@ -133,6 +133,8 @@ class ModbusConnection(asyncio.Protocol):
                 raise
             finally:
                 self._waiting = None
+                if not fut.done():  # the write failed: its deadline must not fail a future nobody awaits
+                    fut.cancel()
         finally:
             self._turn.release()
         function = frame[7]

@@ -9,7 +9,12 @@ import gc
 import random
 import weakref
 
-from collector.timers import Timers, timers
+import pytest
+
+from collector.echonet_client import EchonetController
+from collector.errors import DeviceUnreachable
+from collector.timers import WINDOW_S, Timers, timers
+from protocols.echonet.frame import EOJ
 
 
 async def test_deadlines_served_once_on_time_in_few_wake_ups() -> None:
@@ -89,3 +94,22 @@ def test_a_closed_loop_is_not_kept_alive_by_its_deadlines() -> None:
     del loop
     gc.collect()
     assert gone() is None
+
+
+async def test_a_request_that_never_went_out_leaves_no_deadline_behind() -> None:
+    """A Get whose send fails (here the controller's socket closed under it) raises at once; its
+    deadline must not later fail the future nobody awaits any more (asyncio would log 'Future
+    exception was never retrieved')."""
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx["message"]))
+    ctl = EchonetController("127.0.0.1", 0, timeout_s=0.05, multicast=False)
+    await ctl.start()
+    assert ctl._sock is not None
+    ctl._sock.close()  # sendto now fails with EBADF
+    with pytest.raises(DeviceUnreachable):
+        await ctl.get("127.0.0.1", EOJ(0x02, 0x88, 0x01), [0xE7])
+    await asyncio.sleep(0.05 + WINDOW_S + 0.05)  # past the deadline
+    gc.collect()
+    await asyncio.sleep(0)
+    assert errors == []
