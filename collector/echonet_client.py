@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from collector.errors import DeviceTimeout, DeviceUnreachable, MalformedReply, PollError
+from collector.timers import Timers, timers
 from protocols.echonet.frame import (
     CONTROLLER,
     EHD1,
@@ -107,6 +108,7 @@ class EchonetController:
         self._sock: socket.socket | None = None
         # the loop ``start()`` ran on: asking asyncio for it on every request is a getpid() system call
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: Timers | None = None  # that loop's shared timer (``collector.timers``)
         self._group_sock: socket.socket | None = None
         self._backlog: deque[tuple[bytes, Address]] = deque()  # sends the kernel refused for now
         self._pending: dict[tuple[str, int], asyncio.Future[Frame]] = {}
@@ -137,6 +139,7 @@ class EchonetController:
             loop.add_reader(sock.fileno(), self._read_ready, sock)
             self._sock = sock
             self._loop = loop
+            self._timers = timers(loop)
         except BaseException:
             sock.close()
             raise
@@ -167,7 +170,7 @@ class EchonetController:
                     loop.remove_writer(sock.fileno())
                 sock.close()
         self._sock = self._group_sock = None
-        self._loop = None
+        self._loop = self._timers = None
         self._backlog.clear()
         for fut in self._pending.values():
             if not fut.done():
@@ -316,17 +319,18 @@ class EchonetController:
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[Frame] = loop.create_future()
         self._pending[key] = fut
-        # One timer handle that fails the future, not asyncio.timeout's context manager: the same
-        # effect for a third of the CPU on the path every poll takes.
-        timer = loop.call_later(
-            self.timeout_s if timeout_s is None else timeout_s, _expire, fut, address, deoj, esv
-        )
+        # A deadline on the loop's shared timer (``collector.timers``) that fails the future, not a
+        # timer of its own nor asyncio.timeout's context manager: an answered request leaves it to lapse.
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        shared = self._timers if self._timers is not None else timers(loop)
+        shared.call_later(timeout, _expire, fut, address, deoj, esv)
         try:
             self._send_bytes(data, (address, self.port))
             frame = await fut
         finally:
-            timer.cancel()
             del self._pending[key]
+            if not fut.done():  # the send failed: its deadline must not fail a future nobody awaits
+                fut.cancel()
         seoj = frame.seoj
         if seoj[0] != deoj[0] or seoj[1] != deoj[1]:  # the class (``EOJ.cls``) without a property call
             raise MalformedReply(f"{address}: answer from {frame.seoj.hex()} to a request for {deoj.hex()}")

@@ -25,6 +25,7 @@ from typing import cast
 
 from collector.errors import DeviceException, DeviceTimeout, DeviceUnreachable, MalformedReply, PollError
 from collector.slots import Slots
+from collector.timers import timers
 
 _REQUEST = struct.Struct(">HHHBBHH")  # MBAP (tid, protocol 0, length 6, unit) + function 3, address, count
 _MBAP = struct.Struct(">HHH")
@@ -64,6 +65,7 @@ class ModbusConnection(asyncio.Protocol):
         # made inside the loop's create_connection: asking asyncio for the loop on every request would
         # be a getpid() system call each time
         self._loop = asyncio.get_running_loop()
+        self._timers = timers(self._loop)
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -121,7 +123,8 @@ class ModbusConnection(asyncio.Protocol):
             loop = self._loop
             fut: asyncio.Future[bytes] = loop.create_future()
             self._waiting, self._waiting_tid = fut, tid
-            timer = loop.call_later(timeout_s, _expire, fut, self.name, unit_id, address)
+            # the loop's shared timer (``collector.timers``): an answer leaves its deadline to lapse
+            self._timers.call_later(timeout_s, _expire, fut, self.name, unit_id, address)
             try:
                 transport.write(_REQUEST.pack(tid, 0, 6, unit_id, 3, address, count))
                 frame = await fut
@@ -129,8 +132,9 @@ class ModbusConnection(asyncio.Protocol):
                 self.close()  # its answer may still come, mislabelled: never let it meet the next request
                 raise
             finally:
-                timer.cancel()
                 self._waiting = None
+                if not fut.done():  # the write failed: its deadline must not fail a future nobody awaits
+                    fut.cancel()
         finally:
             self._turn.release()
         function = frame[7]

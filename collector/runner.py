@@ -35,6 +35,7 @@ from collector.plausibility import Refusal
 from collector.reading import FieldValue, Quality, Reading, Source
 from collector.scheduler import Health, Scheduler
 from collector.sunspec_client import ModbusPool, SunSpecDevice
+from collector.timers import wake
 from protocols.echonet.classes import CLASSES, EchonetClass
 from protocols.echonet.frame import EOJ, NODE_PROFILE, Frame, FrameError
 from protocols.echonet.node_profile import parse_instance_list
@@ -77,11 +78,6 @@ def _outcome(quality: Quality, note: str, refused: list[Refusal]) -> tuple[str, 
 
 class _End:
     pass
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 _END = _End()
@@ -218,7 +214,7 @@ class Collector:
             loop = asyncio.get_running_loop()
             waiter = self._batch_waiter = loop.create_future()
             self._batch_size = max_items
-            timer = loop.call_later(wait_s, _wake, waiter)
+            timer = loop.call_later(wait_s, wake, waiter)
             try:
                 await waiter
             finally:
@@ -239,7 +235,7 @@ class Collector:
     def _wake_batch(self, force: bool = False) -> None:
         waiter = self._batch_waiter
         if waiter is not None and (force or self._queue.qsize() >= self._batch_size):
-            _wake(waiter)
+            wake(waiter)
 
     # --- discovery -------------------------------------------------------------------------------
 

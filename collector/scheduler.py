@@ -13,7 +13,9 @@ first slot at least half an interval later -- so consecutive polls are never clo
 interval, nor further apart than one and a half.
 
 Lateness = when a poll actually got its turn (after the concurrency limits) minus when it was due:
-it shows both an overloaded event loop and contention for the semaphores.
+it shows both an overloaded event loop and contention for the semaphores.  Slots falling due within
+``collector.timers.WINDOW_S`` (25 ms) of each other are woken together, so a poll is up to that late
+by design: one wake-up of the process for several polls, not one each.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from datetime import UTC, datetime
 from collector.config import CollectorConfig, DeviceConfig
 from collector.errors import PollError
 from collector.slots import Slots
+from collector.timers import timers
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +166,11 @@ class Scheduler:
         interval = dev.interval_s
         host = self._host_slots(f"{dev.protocol}:{dev.address}:{dev.port}")
         every = self._global
+        wake_at = timers(loop).wake_at  # slots due within a few ms of each other share one wake-up
         while not self._stopping:
             due = run.first if run.first is not None else run.phase + run.k * interval
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if due > loop.time():
+                await wake_at(due)
             counter_due = due >= run.next_counter - 1e-6
             if not every.take_now():
                 await every.take()

@@ -111,10 +111,17 @@ class SunSpecLayout:
 
 
 def plan_reads(blocks: Iterable[tuple[int, int]], limit: int = MAX_READ_REGISTERS) -> list[tuple[int, int]]:
-    """(address, count) requests covering every (address, size) block: neighbours are merged while
-    the request stays within ``limit`` registers, a block larger than ``limit`` is split."""
+    """(address, count) requests covering every (address, size) block in as few reads as fit: a block
+    joins the request before it when the two, with the registers between them, stay within ``limit``
+    registers (what lies between is the device's SunSpec map: contiguous, readable, its values unused);
+    neighbours are merged up to ``limit`` and a block larger than ``limit`` is split."""
     requests: list[tuple[int, int]] = []
     for address, size in sorted(blocks):
+        if requests:
+            start, count = requests[-1]
+            if address + size - start <= limit:  # fits in the previous request, gap and all
+                requests[-1] = (start, max(count, address + size - start))
+                continue
         while size > 0:
             if requests:
                 start, count = requests[-1]
@@ -331,16 +338,18 @@ class SunSpecDevice:
         self.power_sign = power_sign
         self.layout: SunSpecLayout | None = None
         self._plan: list[tuple[int, int]] = []
-        # model id -> (address of its ID register, registers it occupies); a model longer than one read
-        # (a float meter, 126 registers) is put together from consecutive reads
-        self._where: dict[int, tuple[int, int]] = {}
+        # model id -> (address of its ID register, registers read from it on, its length L): from the ID
+        # register to the last point decoded, not the whole model (a float meter's 126 registers need
+        # two reads, the 70 decoded one); a model longer than one read is put together from consecutive
+        # reads
+        self._where: dict[int, tuple[int, int, int]] = {}
 
     async def ensure_layout(self) -> SunSpecLayout:
         if self.layout is None:
             layout = await scan(self.pool, self.host, self.port, self.unit_id)
             wanted = read_models()
             where = {
-                mid: (addr, length + 2)
+                mid: (addr, min(length + 2, max(2, _plan_of(MODELS[mid]).end)), length)
                 for mid, (addr, length) in layout.models.items()
                 if mid in wanted and MODELS[mid].length == length
             }
@@ -348,7 +357,7 @@ class SunSpecDevice:
                 raise PollError(
                     f"{self.host}:{self.port}/{self.unit_id}: {unsupported(layout)}", "unsupported"
                 )
-            self._plan = plan_reads(where.values())
+            self._plan = plan_reads((address, size) for address, size, _ in where.values())
             self._where = where
             self.layout = layout
         return self.layout
@@ -356,14 +365,17 @@ class SunSpecDevice:
     async def read(self) -> SunSpecData:
         if self.layout is None:
             await self.ensure_layout()
-        reads = [
-            (address, await self.pool.read(self.host, self.port, self.unit_id, address, count))
-            for address, count in self._plan
-        ]
+        reads: list[tuple[int, list[int]]] = []
+        for address, count in self._plan:
+            reads.append((address, await self.pool.read(self.host, self.port, self.unit_id, address, count)))
         blocks: dict[int, list[int]] = {}
-        for mid, (address, size) in self._where.items():
-            regs = _registers(reads, address, size)
-            if regs[0] != mid or regs[1] != size - 2:
+        first, regs0 = reads[0]
+        for mid, (address, size, length) in self._where.items():
+            if len(reads) == 1:  # the common case: every model in one read
+                regs = regs0[address - first : address - first + size]
+            else:
+                regs = _registers(reads, address, size)
+            if len(regs) < 2 or regs[0] != mid or regs[1] != length:
                 self.layout = None  # the map moved (firmware update?): rescan next time
                 raise MalformedReply(f"{self.host}/{self.unit_id}: model {mid} header changed")
             blocks[mid] = regs

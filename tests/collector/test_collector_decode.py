@@ -22,7 +22,9 @@ def test_plan_reads_merges_neighbours_within_125_registers() -> None:
     assert plan_reads([(40070, 107)]) == [(40070, 107)]
     assert plan_reads([(40070, 52), (40122, 107)]) == [(40070, 125), (40195, 34)]
     assert plan_reads([(0, 300)]) == [(0, 125), (125, 125), (250, 50)]
-    assert plan_reads([(10, 5), (100, 5)]) == [(10, 5), (100, 5)]
+    assert plan_reads([(10, 5), (100, 5)]) == [(10, 95)]  # the registers between read, unused
+    assert plan_reads([(10, 5), (200, 5)]) == [(10, 5), (200, 5)]  # too far apart for one read
+    assert plan_reads([(40070, 44), (40122, 7)]) == [(40070, 59)]  # an inverter's 102 and 120, decoded part
 
 
 def _model_regs(model_id: int, values: dict[str, float | int]) -> list[int]:

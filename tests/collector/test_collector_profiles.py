@@ -114,3 +114,8 @@ async def test_every_profile_keeps_readings_coming_and_health_true(
             d.device: collector._modbus[d.key].layout for d in config.devices if d.protocol == "modbus"
         }
         assert 112 in layouts["inverter"].models and 212 in layouts["meter"].models  # type: ignore[union-attr]
+    # one read per poll for every unit, the float meter's 126-register model too: only the registers
+    # up to its last decoded point are asked (issue 20), and the values above are still right
+    for dev in config.devices:
+        if dev.protocol == "modbus":
+            assert len(collector._modbus[dev.key]._plan) == 1, (dev.key, collector._modbus[dev.key]._plan)

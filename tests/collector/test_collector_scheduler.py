@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from collector.config import CollectorConfig, DeviceConfig
 from collector.errors import DeviceTimeout
 from collector.scheduler import Scheduler, jitter_fraction, percentile
 from collector.slots import Slots
+from collector.timers import WINDOW_S
 
 
 def device(i: int, interval: float = 0.1, address: str = "127.0.0.1") -> DeviceConfig:
@@ -47,6 +49,33 @@ async def test_schedule_is_absolute_a_slow_poll_does_not_shift_later_ones() -> N
     assert ks[3] == 5  # the slow poll (slot 2) ended at ~slot 4.5: slots 3 and 4 were skipped
     assert sched.stats()["skipped_slots"] == 2
     assert ks[4:] == list(range(6, 6 + len(ks) - 4))
+
+
+async def test_polls_due_within_a_few_ms_share_one_wake_up_never_early() -> None:
+    """Issue 20: one timer per poll woke the process once per poll; slots due within
+    ``collector.timers.WINDOW_S`` of each other now start together, none before its slot and none
+    later than the window (plus the loop's own delay)."""
+    starts: list[float] = []
+
+    async def poll(dev: DeviceConfig, counters: bool) -> tuple[str, str]:
+        starts.append(time.monotonic())
+        return "ok", ""
+
+    devs = [device(i, interval=0.2) for i in range(200)]  # a slot every millisecond on average
+    sched = Scheduler(config(devs), poll, first_poll_spread_s=0.2)
+    sched.start(devs)
+    await asyncio.sleep(0.5)
+    sched.reset_lateness()
+    del starts[:]
+    await asyncio.sleep(1.0)
+    await sched.stop()
+    assert len(starts) > 800
+    # wake-ups: runs of poll starts less than half a millisecond apart
+    wake_ups = 1 + sum(1 for a, b in itertools.pairwise(starts) if b - a > 0.0005)
+    assert wake_ups < 0.25 * len(starts), (wake_ups, len(starts))
+    late = [x for d in devs for x in sched.device_lateness(d.key)]
+    assert min(late) >= 0
+    assert sorted(late)[len(late) // 2] < WINDOW_S + 0.005
 
 
 def test_start_times_are_spread_deterministically() -> None:
