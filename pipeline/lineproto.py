@@ -4,15 +4,15 @@ Speed comes from doing the expensive part once per *series* instead of once per 
 ``measurement,device=..,household=..,source=..`` prefix and every escaped ``field=`` key are validated
 and cached) and once per *column* instead of once per value: a batch is kept as columns from the
 collector's output on (``pipeline.columns.ColumnBatch``, one buffer per measurement and field names),
-and polars formats each column of numbers, flags or timestamps in one call and joins the lines.  The
-client library's ``Point`` object re-escapes and re-sorts everything on every call, which is what the
-ingest benchmark compares against.
+and one ``pl.format`` per buffer formats its columns of numbers, flags and timestamps and writes its
+lines.  The client library's ``Point`` object re-escapes and re-sorts everything on every call, which
+is what the ingest benchmark compares against.
 
 The column path writes exactly the bytes of the line-by-line path (``lines``): polars' shortest
-round-trip text of a float is ``repr``'s for 1e-4 <= |x| < 1e16, and the few values outside that range
-are written by ``repr`` itself; anything else unusual in a column (mixed or exotic types) is written by
-``field_value`` for that column only; a batch with something line protocol must refuse (NaN, a bad
-name, an out-of-range timestamp) goes line by line, which names the offending part.
+round-trip text of a float is ``repr``'s for 1e-4 <= |x| < 1e16, and a column with a value outside that
+range (rare) is written by ``repr`` itself, as is anything else unusual in a column (mixed or exotic
+types: ``field_value``, for that column only); a batch with something line protocol must refuse (NaN, a
+bad name, an out-of-range timestamp) goes line by line, which names the offending part.
 
 Safety: a name or tag value that line protocol cannot carry unambiguously (control characters such as
 a newline, a backslash that could swallow the following separator, an empty tag that InfluxDB would
@@ -328,21 +328,22 @@ class LineEncoder:
                         self._prefixes.clear()
                     prefixes = self._prefixes[shape.measurement] = _Prefixes(shape.measurement)
                 series = zip(columns[HOUSEHOLD], columns[DEVICE], columns[SOURCE], strict=True)
-                tags = pl.Series(list(map(prefixes.__getitem__, series)), dtype=pl.Utf8)
+                tags = pl.Series("p", list(map(prefixes.__getitem__, series)), dtype=pl.Utf8)
             else:
-                tags = pl.Series(columns[HOUSEHOLD], dtype=pl.Utf8)
+                tags = pl.Series("p", columns[HOUSEHOLD], dtype=pl.Utf8)
             if set(map(type, ts)) != _INT:  # (a bool is an int to polars)
                 return None
-            data: dict[str, pl.Series] = {"p": tags, "t": pl.Series(ts, dtype=pl.Int64)}
+            data = [tags, pl.Series("t", ts, dtype=pl.Int64)]
         except (LineProtocolError, OverflowError, TypeError):
             return None
         kinds: list[str] = []
         for i, (name, column) in enumerate(zip(names, columns[VALUES:], strict=True)):
-            found = self._column(name, column)
+            found = self._column(f"v{i}", name, column)
             if found is None:
                 return None
-            data[f"v{i}"], kind = found
-            kinds.append(kind)
+            data.append(found[0])
+            kinds.append(found[1])
+        # (A frame of named Series costs half of one made from a dict of them.)
         return columns[POSITION], pl.DataFrame(data).select(self._line_expr(lead, keys, kinds)).to_series()
 
     def _lead(
@@ -370,29 +371,29 @@ class LineEncoder:
             self._leads[key] = lead
         return lead
 
-    def _column(self, name: str, column: Sequence[PointValue]) -> tuple[pl.Series, str] | None:
-        """One field's values as a polars column and its kind: ``f``loat, ``i``nt, ``b``ool, or ``s``:
-        text written by ``field_value`` (strings, mixed or exotic types, floats polars would write
-        otherwise than ``repr``: rare); None when a value must be refused."""
+    def _column(self, label: str, name: str, column: Sequence[PointValue]) -> tuple[pl.Series, str] | None:
+        """Field ``name``'s values as a polars column called ``label``, and its kind: ``f``loat,
+        ``i``nt, ``b``ool, or ``s``: text written by ``field_value`` (strings, mixed or exotic types,
+        floats polars would write otherwise than ``repr``: rare); None when a value must be refused."""
         kinds = set(map(type, column))
         if kinds == _FLOAT:
-            values = pl.Series(column, dtype=pl.Float64)
+            values = pl.Series(label, column, dtype=pl.Float64)
             if _floats_fit(values):
                 return values, "f"
             # A NaN or an infinity (refused), or a float that ``repr`` writes with an exponent and
             # polars does not: the column as ``field_value`` writes it.
         if kinds == _INT:
             try:
-                return pl.Series(column, dtype=pl.Int64), "i"
+                return pl.Series(label, column, dtype=pl.Int64), "i"
             except (OverflowError, TypeError):  # past int64 (polars' error depends on its version)
                 return None
         if kinds == _BOOL:
-            return pl.Series(column, dtype=pl.Boolean), "b"
+            return pl.Series(label, column, dtype=pl.Boolean), "b"
         try:
             texts = [field_value(name, v, ints_as_floats=self.ints_as_floats) for v in column]
         except LineProtocolError:
             return None
-        return pl.Series(texts, dtype=pl.Utf8), "s"
+        return pl.Series(label, texts, dtype=pl.Utf8), "s"
 
     def _line_expr(self, lead: tuple[str, str] | None, keys: list[str], kinds: list[str]) -> pl.Expr:
         """The expression writing a line from the columns ``p`` (the series' prefixes, or with ``lead``
