@@ -333,7 +333,7 @@ class LineEncoder:
                 tags = pl.Series("p", columns[HOUSEHOLD], dtype=pl.Utf8)
             if set(map(type, ts)) != _INT:  # (a bool is an int to polars)
                 return None
-            data = [tags, pl.Series("t", ts, dtype=pl.Int64)]
+            data = [tags, pl.Series("t", ts, dtype=pl.Int64).cast(pl.Utf8)]
         except (LineProtocolError, OverflowError, TypeError):
             return None
         kinds: list[str] = []
@@ -341,9 +341,13 @@ class LineEncoder:
             found = self._column(f"v{i}", name, column)
             if found is None:
                 return None
-            data.append(found[0])
+            data.append(found[0] if found[1] == "s" else found[0].cast(pl.Utf8))
             kinds.append(found[1])
-        # (A frame of named Series costs half of one made from a dict of them.)
+        # Numbers and flags are cast to text column by column (``Series.cast`` runs in this thread),
+        # so the ``select`` only copies text into lines: given the casts, polars ran them on its
+        # thread pool, and on a busy 2-core machine handing them out and waiting for them cost more CPU
+        # than the casts themselves (bench.ingest (a): 1.9x the CPU per shape).  (A frame of named
+        # Series costs half of one made from a dict of them.)
         return columns[POSITION], pl.DataFrame(data).select(self._line_expr(lead, keys, kinds)).to_series()
 
     def _lead(
@@ -409,10 +413,10 @@ class LineEncoder:
             for i, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
                 template += [_literal(("," if i else "") + key), "{}", int_suffix if kind == "i" else ""]
             template.append(" {}")
-            values = [pl.col(f"v{i}").cast(pl.Utf8) for i in range(len(keys))]
+            values = [pl.col(f"v{i}") for i in range(len(keys))]
             if len(self._line_expr_cache) >= _MAX_SERIES_CACHE:
                 self._line_expr_cache.clear()
-            expr = pl.format("".join(template), pl.col("p"), *values, pl.col("t").cast(pl.Utf8))
+            expr = pl.format("".join(template), pl.col("p"), *values, pl.col("t"))
             self._line_expr_cache[shape_key] = expr
         return expr
 
