@@ -101,7 +101,7 @@ class ColumnBatch(Sequence[Point]):
 
     def extend(self, other: ColumnBatch) -> None:
         """Append every point of ``other`` after this batch's, in ``other``'s order (its rows are
-        shared, re-numbered; no ``Point`` is made)."""
+        copied and re-numbered; no ``Point`` is made)."""
         shift = self._next - other._base
         for key, shape in other._shapes.items():
             mine = self._shapes.get(key)

@@ -298,9 +298,10 @@ class LineEncoder:
             text = parts[0][1]
         else:
             # Each shape's rows are in batch order already; the shapes' lines are interleaved by one
-            # gather (positions are distinct, so their argsort is the batch's order).
+            # gather (positions are distinct, so their argsort is the batch's order).  (Indexing with
+            # the numpy array gathers without a pass through polars' engine: a third of the fixed cost.)
             at = np.fromiter(chain.from_iterable(at for at, _ in parts), dtype=np.int64, count=len(batch))
-            text = pl.concat([lines for _, lines in parts], rechunk=False).gather(np.argsort(at))
+            text = pl.concat([lines for _, lines in parts], rechunk=False)[np.argsort(at)]
         joined: bytes = text.str.join("\n").cast(pl.Binary).item()
         return joined
 
