@@ -4,15 +4,15 @@ Speed comes from doing the expensive part once per *series* instead of once per 
 ``measurement,device=..,household=..,source=..`` prefix and every escaped ``field=`` key are validated
 and cached) and once per *column* instead of once per value: a batch is kept as columns from the
 collector's output on (``pipeline.columns.ColumnBatch``, one buffer per measurement and field names),
-and polars formats each column of numbers, flags or timestamps in one call and joins the lines.  The
-client library's ``Point`` object re-escapes and re-sorts everything on every call, which is what the
-ingest benchmark compares against.
+and one ``pl.format`` per buffer formats its columns of numbers, flags and timestamps and writes its
+lines.  The client library's ``Point`` object re-escapes and re-sorts everything on every call, which
+is what the ingest benchmark compares against.
 
 The column path writes exactly the bytes of the line-by-line path (``lines``): polars' shortest
-round-trip text of a float is ``repr``'s for 1e-4 <= |x| < 1e16, and the few values outside that range
-are written by ``repr`` itself; anything else unusual in a column (mixed or exotic types) is written by
-``field_value`` for that column only; a batch with something line protocol must refuse (NaN, a bad
-name, an out-of-range timestamp) goes line by line, which names the offending part.
+round-trip text of a float is ``repr``'s for 1e-4 <= |x| < 1e16, and a column with a value outside that
+range (rare) is written by ``repr`` itself, as is anything else unusual in a column (mixed or exotic
+types: ``field_value``, for that column only); a batch with something line protocol must refuse (NaN, a
+bad name, an out-of-range timestamp) goes line by line, which names the offending part.
 
 Safety: a name or tag value that line protocol cannot carry unambiguously (control characters such as
 a newline, a backslash that could swallow the following separator, an empty tag that InfluxDB would
@@ -27,8 +27,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, TypeAlias
+from itertools import chain
+from typing import Final, TypeAlias
 
+import numpy as np
 import polars as pl
 
 from pipeline.columns import DEVICE, HOUSEHOLD, POSITION, SOURCE, TS, VALUES, ColumnBatch, Shape
@@ -44,6 +46,9 @@ _BAD_NAME: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029]")
 _BAD_STRING: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
 # A lone surrogate is a Python ``str`` but not text: it has no UTF-8 form, so a write body cannot hold it.
 _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+# A tag value the column path writes as it is: none of ``_BAD_NAME``'s characters, no lone surrogate,
+# nothing to escape (anything else goes through ``series_prefix``, which refuses or escapes it).
+_NOT_PLAIN_TAG: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029\ud800-\udfff,= ]")
 _RESERVED_KEYS: Final = frozenset({"time"})
 _MAX_SERIES_CACHE: Final = 100_000
 _VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
@@ -86,14 +91,20 @@ def _check_name(what: str, value: object, *, reserved_prefix: bool) -> str:
 
 def series_prefix(measurement: str, household: str, device: str, source: str) -> str:
     """Escaped ``measurement,device=..,household=..,source=..`` (tags in key order, as InfluxDB prefers)."""
+    tags = (("device", device), ("household", household), ("source", source))
+    return ",".join([_measurement_text(measurement), *(_tag_text(key, value) for key, value in tags)])
+
+
+def _measurement_text(measurement: str) -> str:
     _check_name("measurement", measurement, reserved_prefix=True)
     if measurement.startswith("#"):
         raise LineProtocolError("measurement", f"{measurement!r}: a leading '#' makes the line a comment")
-    parts = [measurement.translate(_ESC_MEASUREMENT)]
-    for key, value in (("device", device), ("household", household), ("source", source)):
-        _check_name(key, value, reserved_prefix=False)
-        parts.append(f"{key}={value.translate(_ESC_KEY)}")
-    return ",".join(parts)
+    return measurement.translate(_ESC_MEASUREMENT)
+
+
+def _tag_text(key: str, value: str) -> str:
+    _check_name(key, value, reserved_prefix=False)
+    return f"{key}={value.translate(_ESC_KEY)}"
 
 
 def field_key(name: str) -> str:
@@ -151,10 +162,19 @@ class _Prefixes(dict[tuple[str, str, str], str]):
         return prefix
 
 
-def _float_text(value: PointValue, polars_text: str) -> str:
-    """``repr``'s text where it writes an exponent, else the (identical) text polars wrote."""
-    size = abs(value)  # type: ignore[arg-type]  # a float: the column's values are all floats
-    return repr(value) if size >= 1e16 or 0.0 < size < 1e-4 else polars_text
+def _floats_fit(column: pl.Series) -> bool:
+    """True when every value of a float column is finite and polars writes it as ``repr`` does: 0, or
+    1e-4 <= |x| < 1e16 (outside that, ``repr`` writes an exponent and polars does not).  By numpy on
+    the column's own buffer: a polars expression costs ~50 us of planning, numpy ~2 us a call."""
+    size = np.abs(column.to_numpy())
+    if not size.max() < 1e16:  # (False for a NaN too)
+        return False
+    return bool(size.min(where=size > 0.0, initial=1.0) >= 1e-4)
+
+
+def _literal(text: str) -> str:
+    """``text`` as literal text of a ``pl.format`` template (braces doubled, as in ``str.format``)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 class LineEncoder:
@@ -170,7 +190,16 @@ class LineEncoder:
     later float write of that field fail with a type conflict.
     """
 
-    __slots__ = ("_keys", "_line_exprs", "_prefixes", "_series", "_templates", "ints_as_floats", "vector_min")
+    __slots__ = (
+        "_keys",
+        "_leads",
+        "_line_expr_cache",
+        "_prefixes",
+        "_series",
+        "_templates",
+        "ints_as_floats",
+        "vector_min",
+    )
 
     def __init__(self, *, ints_as_floats: bool = False, vector_min: int = _VECTOR_MIN) -> None:
         self.ints_as_floats = ints_as_floats
@@ -181,7 +210,8 @@ class LineEncoder:
         # Column path: series prefixes per measurement, and the polars expression writing each line
         # shape (keys and value suffixes), built once.
         self._prefixes: dict[str, _Prefixes] = {}
-        self._line_exprs: dict[tuple[str, ...], pl.Expr] = {}
+        self._leads: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._line_expr_cache: dict[tuple[object, ...], pl.Expr] = {}
 
     def _prefix(self, point: Point) -> str:
         return self._prefix_of((point.measurement, point.household, point.device, point.source))
@@ -258,7 +288,7 @@ class LineEncoder:
     def _encode_batch(self, batch: ColumnBatch) -> bytes | None:
         """Each shape's lines by one polars expression over its columns, then all lines back in the
         batch's order; ``None`` when a column holds something the line path must refuse."""
-        parts: list[tuple[tuple[int, ...], pl.Series]] = []
+        parts: list[tuple[list[int], pl.Series]] = []
         for shape in batch.shapes():
             found = self._shape_lines(shape)
             if found is None:
@@ -267,82 +297,129 @@ class LineEncoder:
         if len(parts) == 1:
             text = parts[0][1]
         else:
-            frames = [pl.DataFrame({"at": at, "line": lines}) for at, lines in parts]
-            text = pl.concat(frames).sort("at").get_column("line")
+            # Each shape's rows are in batch order already; the shapes' lines are interleaved by one
+            # gather (positions are distinct, so their argsort is the batch's order).  (Indexing with
+            # the numpy array gathers without a pass through polars' engine: a third of the fixed cost.)
+            at = np.fromiter(chain.from_iterable(at for at, _ in parts), dtype=np.int64, count=len(batch))
+            text = pl.concat([lines for _, lines in parts], rechunk=False)[np.argsort(at)]
         joined: bytes = text.str.join("\n").cast(pl.Binary).item()
         return joined
 
-    def _shape_lines(self, shape: Shape) -> tuple[tuple[int, ...], pl.Series] | None:
-        """(the rows' places in the batch, their lines), or None (see ``_encode_batch``)."""
+    def _shape_lines(self, shape: Shape) -> tuple[list[int], pl.Series] | None:
+        """(the rows' places in the batch, their lines), or None (see ``_encode_batch``).
+
+        Every column goes to polars as it is typed (floats, ints, flags: one conversion each) and one
+        ``select`` formats the numbers and joins each line: a shape costs one pass of polars' engine
+        (its planning costs tens of microseconds a call, whatever the size of the data).  A shape of
+        one device and source (fleet traffic: a shape is one kind of device) whose households need no
+        escaping gets their column as it is, the rest of its series' prefix being the same text for
+        every line; any other, each row's cached ``series_prefix``."""
         names = shape.names
         if not names:
             return None
-        prefixes = self._prefixes.get(shape.measurement)
-        if prefixes is None:
-            if len(self._prefixes) >= _MAX_SERIES_CACHE:
-                self._prefixes.clear()
-            prefixes = self._prefixes[shape.measurement] = _Prefixes(shape.measurement)
         columns = shape.columns()
         ts = columns[TS]
         try:
             keys = [self._key(name) for name in names]
-            series = zip(columns[HOUSEHOLD], columns[DEVICE], columns[SOURCE], strict=True)
-            data: dict[str, Any] = {"p": list(map(prefixes.__getitem__, series))}
+            lead = self._lead(shape.measurement, columns[HOUSEHOLD], columns[DEVICE], columns[SOURCE])
+            if lead is None:
+                prefixes = self._prefixes.get(shape.measurement)
+                if prefixes is None:
+                    if len(self._prefixes) >= _MAX_SERIES_CACHE:
+                        self._prefixes.clear()
+                    prefixes = self._prefixes[shape.measurement] = _Prefixes(shape.measurement)
+                series = zip(columns[HOUSEHOLD], columns[DEVICE], columns[SOURCE], strict=True)
+                tags = pl.Series("p", list(map(prefixes.__getitem__, series)), dtype=pl.Utf8)
+            else:
+                tags = pl.Series("p", columns[HOUSEHOLD], dtype=pl.Utf8)
             if set(map(type, ts)) != _INT:  # (a bool is an int to polars)
                 return None
-            data["t"] = pl.Series(ts, dtype=pl.Int64)
+            data = [tags, pl.Series("t", ts, dtype=pl.Int64).cast(pl.Utf8)]
         except (LineProtocolError, OverflowError, TypeError):
             return None
-        suffixes = []
+        kinds: list[str] = []
         for i, (name, column) in enumerate(zip(names, columns[VALUES:], strict=True)):
-            text, suffix = self._column_text(name, column)
-            if text is None:
+            found = self._column(f"v{i}", name, column)
+            if found is None:
                 return None
-            data[f"v{i}"] = text
-            suffixes.append(suffix)
-        shape_key = (*keys, *suffixes)
-        expr = self._line_exprs.get(shape_key)
-        if expr is None:
-            pieces: list[pl.Expr] = [pl.col("p")]
-            for i, (key, suffix) in enumerate(zip(keys, suffixes, strict=True)):
-                pieces += [pl.lit((" " if i == 0 else ",") + key), pl.col(f"v{i}")]
-                if suffix:
-                    pieces.append(pl.lit(suffix))
-            pieces += [pl.lit(" "), pl.col("t").cast(pl.Utf8)]
-            if len(self._line_exprs) >= _MAX_SERIES_CACHE:
-                self._line_exprs.clear()
-            expr = self._line_exprs[shape_key] = pl.concat_str(pieces)
-        return columns[POSITION], pl.DataFrame(data).select(expr).to_series()
+            data.append(found[0] if found[1] == "s" else found[0].cast(pl.Utf8))
+            kinds.append(found[1])
+        # Numbers and flags are cast to text column by column (``Series.cast`` runs in this thread),
+        # so the ``select`` only copies text into lines: given the casts, polars ran them on its
+        # thread pool, and on a busy 2-core machine handing them out and waiting for them cost more CPU
+        # than the casts themselves (bench.ingest (a): 1.9x the CPU per shape).  (A frame of named
+        # Series costs half of one made from a dict of them.)
+        return columns[POSITION], pl.DataFrame(data).select(self._line_expr(lead, keys, kinds)).to_series()
 
-    def _column_text(self, name: str, column: tuple[PointValue, ...]) -> tuple[pl.Series | None, str]:
-        """One field's values as line-protocol text (and a suffix for every value), or None when one
-        of them must be refused."""
+    def _lead(
+        self, measurement: str, households: list[str], devices: list[str], sources: list[str]
+    ) -> tuple[str, str] | None:
+        """The text before and after the household in every line of the shape, when all its rows have
+        one device and source and no household needs escaping or refusing; else None."""
+        device, source = devices[0], sources[0]
+        count = len(devices)
+        if devices.count(device) != count or sources.count(source) != count or "" in households:
+            return None
+        try:
+            plain = _NOT_PLAIN_TAG.search("".join(households)) is None
+        except TypeError:  # (not all strings)
+            return None
+        if not plain:
+            return None
+        key = (measurement, device, source)
+        lead = self._leads.get(key)
+        if lead is None:
+            head = f"{_measurement_text(measurement)},{_tag_text('device', device)},household="
+            lead = (head, "," + _tag_text("source", source))  # may raise LineProtocolError
+            if len(self._leads) >= _MAX_SERIES_CACHE:
+                self._leads.clear()
+            self._leads[key] = lead
+        return lead
+
+    def _column(self, label: str, name: str, column: Sequence[PointValue]) -> tuple[pl.Series, str] | None:
+        """Field ``name``'s values as a polars column called ``label``, and its kind: ``f``loat,
+        ``i``nt, ``b``ool, or ``s``: text written by ``field_value`` (strings, mixed or exotic types,
+        floats polars would write otherwise than ``repr``: rare); None when a value must be refused."""
         kinds = set(map(type, column))
         if kinds == _FLOAT:
-            # (Series operations only: each one through polars' expression engine costs tens of us.)
-            values = pl.Series(column, dtype=pl.Float64)
-            if not math.isfinite(values.sum()):
-                return None, ""  # NaN or an infinity: refused, line by line (or a sum past 1.8e308)
-            text = values.cast(pl.Utf8)
-            squares = values * values
-            tiny = squares.filter(squares != 0.0).min()
-            # Where repr writes an exponent (|x| < 1e-4 or >= 1e16) and polars does not: repr itself.
-            if squares.max() >= 1e32 or (tiny is not None and tiny < 1e-8):  # type: ignore[operator]
-                text = pl.Series([_float_text(v, t) for v, t in zip(column, text.to_list(), strict=True)])
-            return text, ""
+            values = pl.Series(label, column, dtype=pl.Float64)
+            if _floats_fit(values):
+                return values, "f"
+            # A NaN or an infinity (refused), or a float that ``repr`` writes with an exponent and
+            # polars does not: the column as ``field_value`` writes it.
         if kinds == _INT:
             try:
-                values = pl.Series(column, dtype=pl.Int64)
+                return pl.Series(label, column, dtype=pl.Int64), "i"
             except (OverflowError, TypeError):  # past int64 (polars' error depends on its version)
-                return None, ""
-            return values.cast(pl.Utf8), ".0" if self.ints_as_floats else "i"
+                return None
         if kinds == _BOOL:
-            return pl.Series(column, dtype=pl.Boolean).cast(pl.Utf8), ""
-        # Text, mixed or exotic types (rare): written value by value by the line path's own formatter.
+            return pl.Series(label, column, dtype=pl.Boolean), "b"
         try:
-            return pl.Series([field_value(name, v, ints_as_floats=self.ints_as_floats) for v in column]), ""
+            texts = [field_value(name, v, ints_as_floats=self.ints_as_floats) for v in column]
         except LineProtocolError:
-            return None, ""
+            return None
+        return pl.Series(label, texts, dtype=pl.Utf8), "s"
+
+    def _line_expr(self, lead: tuple[str, str] | None, keys: list[str], kinds: list[str]) -> pl.Expr:
+        """The expression writing a line from the columns ``p`` (the series' prefixes, or with ``lead``
+        the households), ``v0``.. and ``t``; built once per lead, field keys and kinds.  ``pl.format``
+        rather than ``concat_str`` of literals and columns: it copies its literal text into each line
+        without making a column of it (a third less time)."""
+        shape_key = (lead, *keys, *kinds)
+        expr = self._line_expr_cache.get(shape_key)
+        if expr is None:
+            int_suffix = ".0" if self.ints_as_floats else "i"
+            head, tail = lead or ("", "")
+            template = [_literal(head), "{}", _literal(tail), " "]
+            for i, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
+                template += [_literal(("," if i else "") + key), "{}", int_suffix if kind == "i" else ""]
+            template.append(" {}")
+            values = [pl.col(f"v{i}") for i in range(len(keys))]
+            if len(self._line_expr_cache) >= _MAX_SERIES_CACHE:
+                self._line_expr_cache.clear()
+            expr = pl.format("".join(template), pl.col("p"), *values, pl.col("t"))
+            self._line_expr_cache[shape_key] = expr
+        return expr
 
     def _prefix_of(self, key: SeriesKey) -> str:
         """The cached, validated ``measurement,device=..,household=..,source=..`` of a series."""

@@ -120,8 +120,10 @@ class Validator:
     max_future_skew: timedelta = timedelta(minutes=5)
     pv_negative_tolerance_w: float = 50.0
     stats: ValidationStats = field(default_factory=ValidationStats)
-    # Ids already seen to be well-formed: the regex is the costliest check and ids repeat forever.
-    _good_ids: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    # Ids already seen to be well-formed: the regex is the costliest check and ids repeat forever.  One
+    # set of strings for households and devices alike (one rule for both): two look-ups of a string's
+    # cached hash per reading, where a (household, device) tuple was made and hashed for each.
+    _good_ids: set[str] = field(default_factory=set, repr=False)
     # category -> numeric field -> (low, high): the plausible range there (see ``_field_problem``)
     _limits: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict, repr=False)
     _skew_ns: int = field(default=0, repr=False)
@@ -181,7 +183,10 @@ class Validator:
             if (
                 limits is not None
                 and ts.tzinfo is UTC
-                and ((r.household, r.device) in good_ids or self._ids_pass(r.household, r.device))
+                and (
+                    (r.household in good_ids and r.device in good_ids)
+                    or self._ids_pass(r.household, r.device)
+                )
                 and not r.counter_wrap
             ):
                 d = ts - _EPOCH  # (``datetime_to_ns`` inlined)
@@ -277,7 +282,8 @@ class Validator:
         for row in rows:
             ts = row[TS]
             if (
-                (row[HOUSEHOLD], row[DEVICE]) not in good_ids
+                row[HOUSEHOLD] not in good_ids
+                or row[DEVICE] not in good_ids
                 or type(ts) is not int
                 or not EARLIEST_NS <= ts <= limit_ns
                 or row[SOURCE] not in sources
@@ -332,15 +338,14 @@ class Validator:
         return True
 
     def _check_ids(self, household: str, device: str) -> None:
-        ids = (household, device)
-        if ids not in self._good_ids:
-            if not valid_id(household):
-                raise RejectedReading("bad_household_id", repr(household))
-            if not valid_id(device):
-                raise RejectedReading("bad_device_id", repr(device))
-            if len(self._good_ids) > 100_000:
-                self._good_ids.clear()
-            self._good_ids.add(ids)
+        good = self._good_ids
+        for value, reason in ((household, "bad_household_id"), (device, "bad_device_id")):
+            if value not in good:
+                if not valid_id(value):
+                    raise RejectedReading(reason, repr(value))
+                if len(good) > 100_000:
+                    good.clear()
+                good.add(value)
 
     def _check(self, r: Reading, now_ns: int) -> tuple[Reading, int]:
         self._check_ids(r.household, r.device)

@@ -170,7 +170,7 @@ class Pipeline:
         # Batches being written at once (see the module docstring); one by default.
         self.write_concurrency = write_concurrency
         self._io_lock = asyncio.Semaphore(write_concurrency)
-        self._writing: set[asyncio.Task[BaseException | None]] = set()  # the flusher's, when > 1
+        self._writing: set[asyncio.Task[BaseException | None]] = set()  # the flusher's writes
         self._intake = asyncio.Lock()  # one slice of a submit's intake at a time (see ``submit``)
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
@@ -362,15 +362,10 @@ class Pipeline:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), timeout=self.max_delay)
             self._full.clear()
-            if self.write_concurrency > 1:
-                await self._start_flush()
-            else:
-                try:
-                    await self._flush_once()
-                except Exception:
-                    # Never let the flusher die: submitters would wait forever.  (_flush_once already
-                    # turns store/spool failures into per-batch errors; this is for the unexpected.)
-                    log.exception("flush failed")
+            # Each write is a task of its own (one path for any ``write_concurrency``): the flusher
+            # never dies of a write's failure (submitters would wait forever), and stopping it at
+            # close does not cancel a write in progress (``close`` waits for it).
+            await self._start_flush()
             if self._sealed or self._batch.points:
                 self._wake.set()
 

@@ -269,10 +269,13 @@ def same_as_general(enc: LineEncoder, points: list[Point]) -> None:
     assert enc.encode(ColumnBatch(points)) == expected
 
 
-# Names that need escaping, a '%' (the pieces are a ``bytes %`` format) and non-ASCII text.
-shape_names = st.sampled_from(["power_w", "soc_pct", "run ning", "a,b=c", "50%d", "tension_ü", "fault"])
-households = st.sampled_from(["hh-1", "hh-2", "a b,c=d", "100%s", "haus-ß"])
-devices = st.sampled_from(["meter", "pv", "bat%"])
+# Names that need escaping, a '%' (the line path's templates are ``%`` formats), braces (the column
+# path's are ``pl.format`` templates: "{}" is a placeholder there) and non-ASCII text.
+shape_names = st.sampled_from(
+    ["power_w", "soc_pct", "run ning", "a,b=c", "50%d", "tension_ü", "fault", "{}", "a}{b"]
+)
+households = st.sampled_from(["hh-1", "hh-2", "a b,c=d", "100%s", "haus-ß", "h{}"])
+devices = st.sampled_from(["meter", "pv", "bat%", "{dev}"])
 stamps = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 field_sets = st.dictionaries(shape_names, finite | st.booleans(), min_size=1, max_size=4)
 
@@ -459,7 +462,11 @@ fleet_field_sets = st.dictionaries(shape_names, values, min_size=1, max_size=8)
 @given(
     rows=st.lists(
         st.tuples(
-            st.sampled_from(["electricity", "pv", "b,a t"]), households, devices, fleet_field_sets, stamps
+            st.sampled_from(["electricity", "pv", "b,a t", "m{}"]),
+            households,
+            devices,
+            fleet_field_sets,
+            stamps,
         ),
         min_size=1,
         max_size=60,

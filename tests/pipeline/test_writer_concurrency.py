@@ -177,3 +177,20 @@ async def test_concurrent_writes_share_the_stores_requests_in_flight(slow_influx
         await store.close()
     assert slow_influx.requests == 10
     assert slow_influx.most_open == 2
+
+
+async def test_closing_while_the_flusher_writes_a_batch_lets_that_write_finish(tmp_path: Path) -> None:
+    """One flush path for every ``write_concurrency``: each write is a task of its own, so stopping
+    the flusher at close does not cancel a write in progress.  (With one batch at a time the flusher
+    used to await the write itself: close found nothing left to flush, cancelled the flusher, and the
+    batch it was writing was neither stored nor spooled, its submitter never answered.)"""
+    store = HeldWrites(tmp_path / "hems.sqlite")
+    pipeline = Pipeline(store, batch_size=20, max_delay=0.01, write_concurrency=1)
+    await pipeline.start()
+    submit = asyncio.create_task(pipeline.submit([meter(j) for j in range(20)], now=NOW))
+    while store.open_now == 0:  # the flusher has taken the batch and is writing it
+        await asyncio.sleep(0.001)
+    await pipeline.close()
+    assert (await store.query(everything()))["power_w"].to_list() == [float(i) for i in range(20)]
+    assert (await asyncio.wait_for(submit, 5)).accepted == 20
+    await store.close()
