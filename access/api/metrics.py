@@ -124,11 +124,6 @@ class Metrics:
                 ("hems_page_cache_shared", "Requests that waited for a page being made.", st.shared),
                 ("hems_page_cache_stale", "Cached pages dropped because a write touched them.", st.stale),
                 (
-                    "hems_page_cache_lagging",
-                    "Live pages answered while a write to their open windows is made into them.",
-                    st.lagging,
-                ),
-                (
                     "hems_page_cache_from_other_process",
                     "Pages another process of this server had made (shared page file).",
                     st.from_other_process,

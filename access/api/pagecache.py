@@ -14,20 +14,8 @@ pages whose window holds the new readings, and neither A's pages of other days n
 household B.  A store that cannot tell (``data_version()`` is ``None``) gets no reuse at all.
 
 Concurrent requests for a page not cached yet share one computation (otherwise a write sends every
-waiting client to the store at once).
-
-A live chart's page (its window reaching now) may lag by at most ``live_lag_s`` (default ``LIVE_LAG_S``,
-one second) behind writes to its *open windows* alone (the caller names the rest of the footprint, whose
-changes are served at once: ``at_once``). A collector writing every second makes every live page stale
-at the same moment, and every client of every page then waited for its page to be made again, all at
-once. Instead, the page held is served while one remake runs behind it, and a process makes only a few
-lagging pages at a time, spread between the requests. The bound is on the page's age, not on how busy
-the process is: a page whose data was read more than ``live_lag_s`` ago is never served stale (its
-request waits for the remake, as without the lag), so a write is in every answer sent ``live_lag_s``
-after this process saw it (the store's ``data_version`` poll). A write anywhere else in the window (a
-correction of an earlier minute), an erasure or a retention run is served at once, as before.
-
-The cache holds a bounded number of bytes, least recently used pages going first.
+waiting client to the store at once).  The cache holds a bounded number of bytes, least recently used
+pages going first.
 
 ``hems serve --workers N`` runs N processes, each with this cache; after a write, each would make the
 same page again.  ``SharedPages`` lets them hand pages to each other through one SQLite file: a page
@@ -58,8 +46,6 @@ ChangedSince = Callable[[int, SeriesQuery], bool]
 # footprint -> the store's number for the last write under it, the same in every process (None: unknown)
 LastChange = Callable[[SeriesQuery], int | None]
 SHARED_TTL_S: Final = 600.0  # pages no process asked for this long are deleted from the shared file
-LIVE_LAG_S: Final = 1.0  # how late a live page may be behind a write to its open windows (see above)
-REMAKES_BEHIND: Final = 8  # lagging pages a process makes at the same time (see ``_remake_behind``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +62,6 @@ class _Entry:
     page: Page
     version: int  # the page holds every change up to this data version (moved up when re-checked)
     footprint: SeriesQuery
-    read_at: float  # ``time.monotonic()`` before its data was read: every earlier commit is in it
 
 
 @dataclass
@@ -86,7 +71,6 @@ class PageCacheStats:
     shared: int = 0  # waited for a computation another request had started
     from_other_process: int = 0  # made by another process of the server (``SharedPages``)
     stale: int = 0  # dropped because a write touched their footprint
-    lagging: int = 0  # served while a write to their open windows is made into them (``live_lag_s``)
     uncacheable: int = 0  # the store could not say whether its data changed
 
 
@@ -108,8 +92,7 @@ class SharedPages:
         self._conn.execute("PRAGMA synchronous=OFF")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS pages (key BLOB PRIMARY KEY, tag INTEGER NOT NULL, "
-            "made REAL NOT NULL, body BLOB NOT NULL, count INTEGER NOT NULL, next_cursor TEXT, "
-            "read_at REAL NOT NULL)"
+            "made REAL NOT NULL, body BLOB NOT NULL, count INTEGER NOT NULL, next_cursor TEXT)"
         )
         # Then no busy wait: the calls run on the event loop, and a page the file cannot take or give
         # at once is simply made here (SQLite's busy handler sleeps up to 100 ms a try: every worker's
@@ -129,24 +112,22 @@ class SharedPages:
         """Stable across processes (``hash()`` of a string is not)."""
         return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
 
-    def get(self, key: bytes, tag: int) -> tuple[Page, float] | None:
-        """The page and when its data was read (``time.monotonic()``, the same clock in every process
-        of the host), if one was made under ``tag``."""
+    def get(self, key: bytes, tag: int) -> Page | None:
         try:
             row = self._conn.execute(
-                "SELECT body, count, next_cursor, read_at FROM pages WHERE key = ? AND tag = ?", (key, tag)
+                "SELECT body, count, next_cursor FROM pages WHERE key = ? AND tag = ?", (key, tag)
             ).fetchone()
         except sqlite3.OperationalError as exc:  # made here instead
             self._unshared(exc)
             return None
-        return None if row is None else (Page(row[0], row[1], row[2]), row[3])
+        return None if row is None else Page(row[0], row[1], row[2])
 
-    def put(self, key: bytes, tag: int, page: Page, read_at: float) -> None:
+    def put(self, key: bytes, tag: int, page: Page) -> None:
         now = time.time()
         try:
             self._conn.execute(
-                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, tag, now, page.body, page.count, page.next_cursor, read_at),
+                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?)",
+                (key, tag, now, page.body, page.count, page.next_cursor),
             )
             self._puts += 1
             if self._puts % 256 == 0:
@@ -178,8 +159,6 @@ class PageCache:
         self._pages: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._bytes = 0
         self._pending: dict[Hashable, tuple[int, asyncio.Task[Page]]] = {}
-        self.live_lag_s = LIVE_LAG_S
-        self._behind: asyncio.Semaphore | None = None  # remakes of lagging pages under way
 
     def __len__(self) -> int:
         return len(self._pages)
@@ -199,18 +178,13 @@ class PageCache:
         make: Callable[[], Awaitable[Page]],
         *,
         share: bool = True,
-        at_once: Callable[[], SeriesQuery] | None = None,
     ) -> Page:
         """The page for ``key``, made by ``make`` unless a current one is cached or being made.
 
         ``version`` is the store's ``data_version()`` read *before* ``make`` queries the store, so a
         write that lands while the page is made counts as newer than the page.  ``share=False`` keeps
         the page from the other processes (``SharedPages``): for pages cheaper to make than to pass
-        through the file, such as the open minute of a live chart, which every write makes stale.
-        ``at_once``: for a live page, the part of ``footprint`` whose changes are served at once (made
-        only when asked: most requests do not need it); a
-        page stale only by writes elsewhere in it (its open windows) is served for up to
-        ``live_lag_s`` after its data was read, while it is made again behind it."""
+        through the file, such as the open minute of a live chart, which every write makes stale."""
         if version is None or self.max_bytes == 0:
             self.stats.uncacheable += 1
             return await make()
@@ -221,20 +195,6 @@ class PageCache:
                 self._pages.move_to_end(key)
                 self.stats.hits += 1
                 return entry.page
-            if (
-                at_once is not None
-                and time.monotonic() - entry.read_at < self.live_lag_s
-                and not self._changed_since(entry.version, at_once())
-            ):
-                self._pages.move_to_end(key)
-                self.stats.lagging += 1
-                if key not in self._pending:  # else under way (see ``_in_turn``)
-                    self._start(
-                        version,
-                        key,
-                        lambda: self._in_turn(lambda: self._make(version, key, footprint, make, share)),
-                    )
-                return entry.page
             self.stats.stale += 1
             self._drop(key)
         pending = self._pending.get(key)
@@ -242,34 +202,11 @@ class PageCache:
             self.stats.shared += 1
             return await asyncio.shield(pending[1])
         self.stats.misses += 1
-        return await asyncio.shield(
-            self._start(version, key, lambda: self._make(version, key, footprint, make, share))
-        )
-
-    def _start(self, version: int, key: Hashable, job: Callable[[], Awaitable[Page]]) -> asyncio.Task[Page]:
-        """``job`` as the computation of ``key`` under way: a task of its own, so a caller that goes
-        away does not cancel the others' answer."""
-
-        async def run() -> Page:
-            return await job()
-
-        task = asyncio.ensure_future(run())
+        # A task of its own, so a caller that goes away does not cancel the others' answer.
+        task = asyncio.ensure_future(self._make(version, key, footprint, make, share))
         task.add_done_callback(_consume_exception)
         self._pending[key] = (version, task)
-        return task
-
-    async def _in_turn(self, remake: Callable[[], Awaitable[Page]]) -> Page:
-        """A lagging page made again (unless under way already: one not started yet reads the newest
-        data when it starts; one started before a later write leaves a page that lags again, and is
-        made again then).  At most ``REMAKES_BEHIND`` run at once, so a write that made every live
-        page stale is made into them a few pages per turn of the event loop, between requests, not in
-        one burst (a remake takes a few turns: one at a time, a few hundred pages took longer than the
-        lag).  A request that cannot take the lagging page (older than ``live_lag_s``) waits for this
-        remake like for any other."""
-        if self._behind is None:
-            self._behind = asyncio.Semaphore(REMAKES_BEHIND)
-        async with self._behind:
-            return await remake()
+        return await asyncio.shield(task)
 
     def has(self, version: int | None, key: Hashable, footprint: SeriesQuery) -> bool:
         """Whether ``get`` would answer from this process's cache (no hit is counted, nothing is made):
@@ -282,7 +219,7 @@ class PageCache:
     def put(self, version: int | None, key: Hashable, footprint: SeriesQuery, page: Page) -> None:
         """Keep a page made along with another (one query that answers both), read at ``version``."""
         if version is not None and self.max_bytes > 0:
-            self._keep(version, key, footprint, page, time.monotonic())
+            self._keep(version, key, footprint, page)
 
     async def _make(
         self,
@@ -293,7 +230,6 @@ class PageCache:
         share: bool,
     ) -> Page:
         shared, tag = self._shared if share else None, None
-        read_at = time.monotonic()  # before the query: the page holds every commit before this
         try:
             if shared is not None and self._last_change is not None:
                 tag = self._last_change(footprint)
@@ -302,23 +238,23 @@ class PageCache:
                     found = shared.get(key_digest, tag)
                     if found is not None:
                         self.stats.from_other_process += 1
-                        return self._keep(version, key, footprint, *found)
+                        return self._keep(version, key, footprint, found)
             page = await make()
             if shared is not None and tag is not None:
-                shared.put(key_digest, tag, page, read_at)
+                shared.put(key_digest, tag, page)
         finally:
             pending = self._pending.get(key)
             if pending is not None and pending[0] == version:  # not a newer computation's entry
                 del self._pending[key]
-        return self._keep(version, key, footprint, page, read_at)
+        return self._keep(version, key, footprint, page)
 
-    def _keep(self, version: int, key: Hashable, footprint: SeriesQuery, page: Page, read_at: float) -> Page:
+    def _keep(self, version: int, key: Hashable, footprint: SeriesQuery, page: Page) -> Page:
         size = len(page.body)
         old = self._pages.get(key)
         if size <= self.max_bytes and (old is None or old.version <= version):
             if old is not None:
                 self._drop(key)
-            self._pages[key] = _Entry(page, version, footprint, read_at)
+            self._pages[key] = _Entry(page, version, footprint)
             self._bytes += size
             while self._bytes > self.max_bytes:
                 _, evicted = self._pages.popitem(last=False)

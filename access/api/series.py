@@ -160,11 +160,11 @@ async def series(request: web.Request) -> web.Response:
     page_key = (ask.page_key, fields, periods)
     # What the page answers, for the cache to tell which writes make it stale: the page's whole window,
     # which holds every served period it reads (a write in a refused gap only costs a page made again).
-    whole = ask.footprint
+    footprint = ask.footprint
 
     def page() -> Awaitable[Page]:
         return state.pages.get(
-            version, ("page", page_key), whole, lambda: _render(state, ask, fields, periods)
+            version, ("page", page_key), footprint, lambda: _render(state, ask, fields, periods)
         )
 
     # Only a cache keeps the closed part (without one the page is made whole: one query).
@@ -183,16 +183,9 @@ async def series(request: web.Request) -> web.Response:
     else:
         envelope_key = (ask.purpose, clause_ids, served) if ask.fmt == "json" else None
         reply_key = ("reply", page_key, gzipped, envelope_key)
-        # A live chart's page may lag behind writes to its open windows (``PageCache.live_lag_s``);
-        # a write before the cut is served at once.
-        at_once = (
-            None
-            if split is None
-            else functools.partial(footprint, ask.household, ask.category, ask.read_from, utc(split))
-        )
         # Shared between the workers even for a live chart: after each write one of them makes it (the
         # open window's query, the join and the gzip) and the others take it from the shared file.
-        reply = await state.pages.get(version, reply_key, whole, make_reply, at_once=at_once)
+        reply = await state.pages.get(version, reply_key, footprint, make_reply)
     headers = {
         "Content-Type": _CONTENT_TYPES[ask.fmt],
         "X-Clause-Ids": ",".join(clause_ids),

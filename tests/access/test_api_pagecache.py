@@ -180,7 +180,6 @@ async def test_a_write_to_the_open_window_is_seen_at_once_and_the_closed_windows
     (``open_window_start``): a write in that hour makes only the open part again, one in an earlier
     hour only the closed part, and each is in the very next answer."""
     env.store.version_poll_s = 0  # see another process's commit at once (default: within 50 ms)
-    env.state.pages.live_lag_s = 0  # answered at once (the live lag: see the tests after this one)
     _, before = await _get(env, "alice", OWN)
     queries = env.state.metrics.store_seconds.n
     late = DAY + timedelta(hours=23, minutes=30)
@@ -208,71 +207,6 @@ async def test_a_write_to_the_open_window_is_seen_at_once_and_the_closed_windows
     async for whole in start_env(env.extra["tmp"], env.store.path, env.extra["policy"], page_cache_bytes=0):
         _, fresh = await _get(whole, "alice", OWN)
         assert fresh == again
-
-
-async def test_a_write_to_the_open_window_lags_at_most_live_lag_s_and_an_earlier_one_not_at_all(
-    env: Env,
-) -> None:
-    """A write to a live page's open windows: the page held is answered while it is made again behind
-    it, and the new reading is in the answers once that is done, and in every answer sent
-    ``live_lag_s`` after the page was read, even with no remake in between.  A write to a closed
-    window is in the very next answer."""
-    env.store.version_poll_s = 0  # see another process's commit at once (default: within 50 ms)
-    pages = env.state.pages
-    pages.live_lag_s = 5.0
-    _, before = await _get(env, "alice", OWN)
-    late = int((DAY + timedelta(hours=23, minutes=30)).timestamp()) * 10**9
-    await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", late, {"power_w": 9e7}))
-    t0 = time.monotonic()
-    _, lagging = await _get(env, "alice", OWN)
-    assert lagging == before and pages.stats.lagging == 1  # the page held, made again behind it
-    after = lagging
-    while after == before and time.monotonic() - t0 < pages.live_lag_s:
-        await asyncio.sleep(0.01)
-        _, after = await _get(env, "alice", OWN)
-    assert time.monotonic() - t0 < pages.live_lag_s  # made behind it, not because the lag ran out
-    assert after["columns"]["power_w"][-1] > 1e6 > before["columns"]["power_w"][-1]  # type: ignore[index]
-    # No request while the page grows older than the lag: the next one waits for it to be made.
-    pages.live_lag_s = 0.3
-    await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", late + 10**9, {"power_w": 3e8}))
-    await asyncio.sleep(pages.live_lag_s)
-    lagged = pages.stats.lagging
-    _, aged = await _get(env, "alice", OWN)
-    assert aged["columns"]["power_w"][-1] > after["columns"]["power_w"][-1]  # type: ignore[index]
-    assert pages.stats.lagging == lagged
-    # A closed window (noon) is never served late.
-    noon = int((DAY + timedelta(hours=12)).timestamp()) * 10**9
-    await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", noon, {"power_w": 8e7}))
-    _, corrected = await _get(env, "alice", OWN)
-    i = corrected["columns"]["time"].index("2026-06-01T12:00:00.000Z")  # type: ignore[index]
-    assert corrected["columns"]["power_w"][i] > 1e6 and pages.stats.lagging == lagged  # type: ignore[index]
-
-
-async def test_a_lagging_page_is_never_served_older_than_live_lag_s_while_its_remake_is_slow() -> None:
-    """The bound holds whatever the process is busy with: once the page held is older than the lag,
-    requests wait for the remake under way (here held up) instead of taking the old page."""
-    cache, log = _cache()
-    cache.live_lag_s = 0.2
-    closed = SeriesQuery(("A",), "pv", ("power_w",), DAY, DAY + timedelta(hours=23))
-    await cache.get(log.version, "a", FOOT_A, _maker([], "a", 1), at_once=lambda: closed)
-    _write(log, "A", int((DAY + timedelta(hours=23, minutes=30)).timestamp()) * 10**9)  # open windows
-    gate = asyncio.Event()
-    made: list[int] = []
-
-    async def slow() -> Page:
-        made.append(1)
-        await gate.wait()
-        return _page(2)
-
-    assert (await cache.get(log.version, "a", FOOT_A, slow, at_once=lambda: closed)).count == 1
-    await asyncio.sleep(0.25)  # the page held is now older than the lag; its remake still runs
-    waiting = asyncio.ensure_future(cache.get(log.version, "a", FOOT_A, slow, at_once=lambda: closed))
-    await asyncio.sleep(0.05)
-    assert not waiting.done()
-    gate.set()
-    assert (await waiting).count == 2 and made == [1]  # the one remake, shared
-    _write(log, "A")  # noon: a closed window
-    assert (await cache.get(log.version, "a", FOOT_A, _maker([], "a", 3), at_once=lambda: closed)).count == 3
 
 
 async def test_a_rolling_day_that_moves_a_minute_reads_only_its_new_windows(
@@ -622,13 +556,13 @@ def test_a_locked_shared_page_file_costs_no_wait(tmp_path: Path) -> None:
     is simply not handed over (put) and pages are still found (get) -- neither waits for the lock."""
     shared = SharedPages(tmp_path / "pages.sqlite")
     page = Page(b"x" * 1000, 1, None)
-    shared.put(b"k1", 1, page, 0.0)
+    shared.put(b"k1", 1, page)
     other = sqlite3.connect(tmp_path / "pages.sqlite", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another worker in the middle of its insert
     try:
         t0 = time.monotonic()
-        shared.put(b"k2", 1, page, 0.0)
-        assert shared.get(b"k1", 1) == (page, 0.0)
+        shared.put(b"k2", 1, page)
+        assert shared.get(b"k1", 1) == page
         assert time.monotonic() - t0 < 0.5  # SQLite's busy handler would have slept for seconds
         assert shared.get(b"k2", 1) is None  # not handed over: the other process makes it itself
     finally:
@@ -649,12 +583,12 @@ def test_a_broken_shared_page_file_is_logged_once_and_a_busy_one_not_at_all(
     try:
         with caplog.at_level("WARNING", logger="access.api.pagecache"):
             other.execute("BEGIN IMMEDIATE")
-            shared.put(b"k1", 1, page, 0.0)  # busy: not shared, nothing logged
+            shared.put(b"k1", 1, page)  # busy: not shared, nothing logged
             other.execute("ROLLBACK")
             assert caplog.records == []
             other.execute("DROP TABLE pages")  # the file no longer holds what sharing needs
             for _ in range(3):
-                shared.put(b"k2", 1, page, 0.0)
+                shared.put(b"k2", 1, page)
                 assert shared.get(b"k2", 1) is None
         failures = [r for r in caplog.records if "no such table" in r.getMessage()]
         assert len(failures) == 1 and failures[0].levelname == "WARNING"
