@@ -74,13 +74,6 @@ _KEY_SQL: Final = "household, measurement, ts_ns, device"
 _COL_INDEX: Final = {name: i for i, name in enumerate(FIELD_COLUMNS)}
 # Errors that mean "the database cannot be used right now" rather than "this data is wrong".
 _OUTAGE_ERRORS: Final = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
-# Pages of the database file are read through a memory map of up to this many bytes (address space,
-# not memory: the pages are the OS's file cache).  Without it every page SQLite's own cache does not
-# hold is a ``pread``, and that cache starts empty after every commit by another process: with a
-# collector writing each second, a dashboard's day of minute rollups (25 rows of six 480-byte blobs,
-# a leaf and overflow pages each) cost about 35% more CPU to read.  Pages still in the write-ahead log
-# are read as before.
-MMAP_BYTES: Final = 1 << 30
 
 
 class UnknownFieldError(PipelineError, ValueError):
@@ -250,7 +243,6 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             ensure_schema(conn, self.path)
         except (SchemaError, *_OUTAGE_ERRORS) as exc:
             if conn is not None:
