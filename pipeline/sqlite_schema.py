@@ -148,3 +148,14 @@ def schema_problem(exc: BaseException) -> bool:
     be used right now."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF == _SQLITE_ERROR
+
+
+def contended(exc: BaseException) -> bool:
+    """True when ``exc`` only says another connection holds the file right now (SQLite's busy or locked
+    codes, extended ones included): trying later may work, nothing is wrong with the file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and code is not None
+        and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    )

@@ -26,8 +26,8 @@ agrees on), and another process takes it when its own ``last_change`` for that f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import logging
 import sqlite3
 import time
 from collections import OrderedDict
@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Final
 
 from pipeline.query import SeriesQuery
+from pipeline.sqlite_schema import contended
+
+log = logging.getLogger(__name__)
 
 # (version read before the query, footprint) -> may the answer have changed since?
 ChangedSince = Callable[[int, SeriesQuery], bool]
@@ -75,7 +78,12 @@ class SharedPages:
     """Pages made by one process of a server, for the others: one SQLite file (WAL, no fsync: it is a
     cache, losing it costs a page made again).  Keys are digests of the page keys; a page is taken only
     with the ``last_change`` number it was made under.  Calls are short (a key look-up or an insert),
-    so they run on the event loop."""
+    so they run on the event loop.
+
+    The file being busy (another process mid-insert, its log being reset) is expected and costs only
+    a page made here instead.  Any other SQLite failure (the table gone, the disk full or failing)
+    costs the same but means sharing no longer works: it is logged, once per process, so the log
+    says why the workers stopped handing pages over without a line per request."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -91,6 +99,13 @@ class SharedPages:
         # requests stalled behind another worker's insert).
         self._conn.execute("PRAGMA busy_timeout = 0")
         self._puts = 0
+        self._failed = False
+
+    def _unshared(self, exc: sqlite3.OperationalError) -> None:
+        """A failed look-up or insert: the page is made or kept here only.  Re-raises nothing."""
+        if not contended(exc) and not self._failed:
+            self._failed = True
+            log.warning("shared page file %s failed, pages are not shared reliably: %s", self.path, exc)
 
     @staticmethod
     def digest(key: Hashable) -> bytes:
@@ -102,13 +117,14 @@ class SharedPages:
             row = self._conn.execute(
                 "SELECT body, count, next_cursor FROM pages WHERE key = ? AND tag = ?", (key, tag)
             ).fetchone()
-        except sqlite3.OperationalError:  # busy (the file's log being reset): made here instead
+        except sqlite3.OperationalError as exc:  # made here instead
+            self._unshared(exc)
             return None
         return None if row is None else Page(row[0], row[1], row[2])
 
     def put(self, key: bytes, tag: int, page: Page) -> None:
         now = time.time()
-        with contextlib.suppress(sqlite3.OperationalError):  # busy: the page is simply not shared
+        try:
             self._conn.execute(
                 "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?)",
                 (key, tag, now, page.body, page.count, page.next_cursor),
@@ -116,6 +132,8 @@ class SharedPages:
             self._puts += 1
             if self._puts % 256 == 0:
                 self._conn.execute("DELETE FROM pages WHERE made < ?", (now - SHARED_TTL_S,))
+        except sqlite3.OperationalError as exc:  # the page is simply not shared
+            self._unshared(exc)
 
     def close(self) -> None:
         self._conn.close()

@@ -30,13 +30,12 @@ import numpy as np
 import orjson
 import polars as pl
 from aiohttp import web
-from isal import igzip
 
 from access.api import models, params
 from access.api.cursor import CursorCodec
 from access.api.pagecache import Page
 from access.api.problems import bad_param
-from access.api.render import column_pieces, iso, join_columns, join_pieces, json_columns
+from access.api.render import column_pieces, gzip_json, iso, join_columns, join_pieces, json_columns
 from access.api.service import (
     access_request,
     decide_fields,
@@ -58,7 +57,6 @@ from pipeline.query import SeriesQuery
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
 CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this many windows (``_live_page``)
-GZIP_LEVEL = 1  # ISA-L's level 1: a day of minutes shrinks about as much as zlib's level 6
 _CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
@@ -356,7 +354,7 @@ def _reply(
     if ask.fmt == "json":
         body = _envelope(ask, fields, decision, served, page) + body + b"}"
     if gzipped:
-        body = igzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        body = gzip_json(body)
     return Page(body, page.count, page.next_cursor)
 
 

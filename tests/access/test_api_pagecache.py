@@ -569,3 +569,29 @@ def test_a_locked_shared_page_file_costs_no_wait(tmp_path: Path) -> None:
         other.execute("ROLLBACK")
         other.close()
         shared.close()
+
+
+def test_a_broken_shared_page_file_is_logged_once_and_a_busy_one_not_at_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Busy is the file working as meant (another worker mid-insert): silent.  Any other failure means
+    sharing stopped working: the worker still answers (the page is made here), and says why, once."""
+    path = tmp_path / "pages.sqlite"
+    shared = SharedPages(path)
+    page = Page(b"x" * 100, 1, None)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        with caplog.at_level("WARNING", logger="access.api.pagecache"):
+            other.execute("BEGIN IMMEDIATE")
+            shared.put(b"k1", 1, page)  # busy: not shared, nothing logged
+            other.execute("ROLLBACK")
+            assert caplog.records == []
+            other.execute("DROP TABLE pages")  # the file no longer holds what sharing needs
+            for _ in range(3):
+                shared.put(b"k2", 1, page)
+                assert shared.get(b"k2", 1) is None
+        failures = [r for r in caplog.records if "no such table" in r.getMessage()]
+        assert len(failures) == 1 and failures[0].levelname == "WARNING"
+    finally:
+        other.close()
+        shared.close()

@@ -3,6 +3,7 @@ the fast writers (orjson over numpy views, memoised time stamps) must never chan
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access.api.render import column_pieces, frame_columns, join_columns, json_columns
+from access.api.render import _Segments, column_pieces, frame_columns, gzip_json, join_columns, json_columns
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 floats = st.floats(allow_nan=False, allow_infinity=False)  # a NaN never reaches a store (validation)
@@ -74,3 +75,36 @@ def test_time_stamps_with_gaps_read_back_as_the_frame(kept: list[bool], step_s: 
     df = pl.DataFrame({"time": times, "power_w": [float(i) for i in range(len(times))]},
                       schema={"time": pl.Datetime("us", "UTC"), "power_w": pl.Float64})  # fmt: skip
     assert json.loads(json_columns(df)) == frame_columns(df)
+
+
+def _day_page(household: str, start: datetime, minutes: int = 1440, gap_at: int | None = None) -> bytes:
+    times = [start + timedelta(minutes=m) for m in range(minutes) if m != gap_at]
+    df = pl.DataFrame(
+        {
+            "time": times,
+            "household": [household] * len(times),
+            "device": ["inv1"] * len(times),
+            "power_w": [float(i) * 1.25 for i in range(len(times))],
+        }
+    ).with_columns(pl.col("time").dt.cast_time_unit("us"))
+    return b'{"household":"' + household.encode() + b'","columns":' + json_columns(df) + b"}"
+
+
+def test_gzip_reads_back_as_the_page_and_compresses_a_shared_time_column_once() -> None:
+    """Pages of one window share their time column (compressed once); a column of the same length and
+    the same first and last stamps but other stamps between is not taken for it; a short page, a body
+    without a time column and an empty one are gzip'd whole."""
+    first = _day_page("h1", T0)
+    hits = _Segments.hits
+    assert gzip.decompress(gzip_json(first)) == first
+    for household in ("h2", "h3"):
+        other = _day_page(household, T0)
+        assert gzip.decompress(gzip_json(other)) == other
+    assert _Segments.hits == hits + 2
+    # 1,441 minutes with one left out: the same length, first and last stamp as no other page here,
+    # so compare with a page of the same shape whose gap is elsewhere.
+    gap_a, gap_b = _day_page("h1", T0, 1441, gap_at=100), _day_page("h1", T0, 1441, gap_at=900)
+    assert gzip.decompress(gzip_json(gap_a)) == gap_a
+    assert gzip.decompress(gzip_json(gap_b)) == gap_b
+    for body in (_day_page("h1", T0, 10), b'{"columns":{"power_w":[1,2]}}', b"", b'{"time":[' + b"1," * 5000):
+        assert gzip.decompress(gzip_json(body)) == body
