@@ -188,7 +188,7 @@ class Validator:
                 and not r.counter_wrap
             ):
                 d = ts - _EPOCH  # (``datetime_to_ns`` inlined)
-                ts_ns = ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1000
+                ts_ns = (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
                 given = r.fields
                 if given and EARLIEST_NS <= ts_ns <= latest:
                     for name, value in given.items():
