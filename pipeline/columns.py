@@ -71,10 +71,14 @@ class Shape:
 class ColumnBatch(Sequence[Point]):
     """Points appended in arrival order, kept by shape (see the module docstring)."""
 
-    __slots__ = ("_base", "_index", "_next", "_shapes")
+    __slots__ = ("_base", "_by_measurement", "_index", "_next", "_shapes")
 
     def __init__(self, points: Iterable[Point] = ()) -> None:
-        self._shapes: dict[tuple[str, ...], Shape] = {}
+        self._shapes: dict[tuple[str, ...], Shape] = {}  # (measurement, *names), in order of arrival
+        # ``add``'s way to the same Shape objects: measurement -> names -> shape.  ``tuple(fields)`` is
+        # made in C where ``(measurement, *fields)`` is built through a list; a shape missing here is
+        # looked up in (or added to) ``_shapes``, so this only caches and never decides the order.
+        self._by_measurement: dict[str, dict[tuple[str, ...], Shape]] = {}
         self._base = 0  # rows' positions count from here (a chunk of a larger batch keeps its rows)
         self._next = 0  # the next row's position: ``_base`` + the number of points
         self._index: list[tuple[Shape, int]] = []  # by position; rebuilt when points were added since
@@ -91,13 +95,25 @@ class ColumnBatch(Sequence[Point]):
         fields: Mapping[str, PointValue],
     ) -> None:
         """Append one point (``fields`` is read now, not kept).  Called once per reading at fleet
-        rates: one key tuple, one row tuple that extends the shape's list and is freed at once."""
-        key = (measurement, *fields)
+        rates: one tuple of the field names to find the shape, one short tuple of the row's position
+        and series, and the values straight from the dict (no list is built to unpack them into)."""
+        try:
+            shape = self._by_measurement[measurement][tuple(fields)]
+        except KeyError:
+            shape = self._shape_for(measurement, tuple(fields))
+        flat = shape.flat
+        flat += (self._next, household, device, source, ts_ns)
+        flat += fields.values()
+        self._next += 1
+
+    def _shape_for(self, measurement: str, names: tuple[str, ...]) -> Shape:
+        """The buffer of a shape ``add`` has not cached yet (made if the batch has none), cached."""
+        key = (measurement, *names)
         shape = self._shapes.get(key)
         if shape is None:
-            shape = self._shapes[key] = Shape(measurement, key[1:])
-        shape.flat += (self._next, household, device, source, ts_ns, *fields.values())
-        self._next += 1
+            shape = self._shapes[key] = Shape(measurement, names)
+        self._by_measurement.setdefault(measurement, {})[names] = shape
+        return shape
 
     def extend(self, other: ColumnBatch) -> None:
         """Append every point of ``other`` after this batch's, in ``other``'s order (its rows are

@@ -147,7 +147,7 @@ def datetime_to_ns(ts: datetime) -> int:
     """Exact (integer) nanoseconds since the epoch; float timestamps would lose microseconds.  (Runs
     per reading: the timedelta's parts are cheaper than dividing timedeltas.)"""
     d = ts - _EPOCH
-    return ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1000
+    return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
 
 
 @dataclass(frozen=True)

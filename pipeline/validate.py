@@ -178,19 +178,17 @@ class Validator:
         refused: list[tuple[int, str]] = []
         passed = 0
         for i, r in enumerate(readings):
-            limits = limits_of.get(r.category)
-            ts = r.ts_utc
+            # (Each attribute read once into a local: they are used again when the reading is added.)
+            category, household, device, ts = r.category, r.household, r.device, r.ts_utc
+            limits = limits_of.get(category)
             if (
                 limits is not None
                 and ts.tzinfo is UTC
-                and (
-                    (r.household in good_ids and r.device in good_ids)
-                    or self._ids_pass(r.household, r.device)
-                )
+                and ((household in good_ids and device in good_ids) or self._ids_pass(household, device))
                 and not r.counter_wrap
             ):
                 d = ts - _EPOCH  # (``datetime_to_ns`` inlined)
-                ts_ns = ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1000
+                ts_ns = (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
                 given = r.fields
                 if given and EARLIEST_NS <= ts_ns <= latest:
                     for name, value in given.items():
@@ -207,7 +205,7 @@ class Validator:
                         fields = given if counter_free(given) else totals(r, ts_ns)
                         if fields:
                             passed += 1
-                            add(r.category, r.household, r.device, r.source, ts_ns, fields)
+                            add(category, household, device, r.source, ts_ns, fields)
                         else:
                             refused.append((i, self._nothing_left(r)))
                         continue

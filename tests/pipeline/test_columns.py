@@ -77,6 +77,30 @@ def test_a_batch_extended_by_another_is_both_in_order(size: int) -> None:
     assert batch.households() == {p.household for p in batch}
 
 
+def test_points_added_after_extend_and_chunks_join_their_shapes_buffer() -> None:
+    """``add`` finds shapes through its own cache; a shape that reached the batch another way (``extend``,
+    ``chunks``) or arrived with its fields in another order is still one buffer, in first-arrival order."""
+    points = fleet(2, homes=3)
+    batch = ColumnBatch(points[:3])
+    batch.extend(ColumnBatch(points[3:]))
+    late = Point("pv", "hh-7", "inverter", "modbus", TS, {"power_w": 5.0})
+    swapped = Point("battery", "hh-7", "battery", "echonet", TS, {"soc_pct": 50.0, "power_w": 1.0})
+    for p in (late, swapped, *points[:2]):
+        batch.add(p.measurement, p.household, p.device, p.source, p.ts_ns, p.fields)
+    expected = [*points, late, swapped, *points[:2]]
+    assert list(batch) == expected
+    shapes = [(s.measurement, s.names) for s in batch.shapes()]
+    assert len(shapes) == len(set(shapes)) == len(ColumnBatch(expected).shapes())
+    assert shapes == [(s.measurement, s.names) for s in ColumnBatch(expected).shapes()]
+    for chunk in batch.chunks(4):
+        first = chunk[0]
+        chunk.add(first.measurement, "hh-8", first.device, first.source, TS, first.fields)
+        assert list(chunk)[-1] == Point(
+            first.measurement, "hh-8", first.device, first.source, TS, first.fields
+        )
+        assert len(chunk.shapes()) == len({(p.measurement, *p.fields) for p in chunk})
+
+
 def test_a_filling_batch_gives_the_garbage_collector_nothing_to_scan_per_point() -> None:
     """A fleet's writer holds several batches of 20,000 readings while they are written: kept as a
     tracked tuple per row, each young collection walked every row not yet promoted (~8% of the
