@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 
 from access.api.state import STATE, AppState
 from access.app import make_app
+from access.clock import TOKYO
 from access.compiler import Policy
 from access.relationships import RelationshipStore
 from access.web.i18n import when
@@ -144,10 +145,13 @@ async def test_homeowner_suspends_and_installer_sees_refusal(tmp_path: Path, api
             owner = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
             await sign_in(owner, base, "alice")
             await owner.wait_for_selector('#dashboard[data-loaded="true"]', timeout=20_000)
+            # The page opens on today in Tokyo, which has few 5-minute windows yet just after midnight
+            # there (15:00 UTC): yesterday, wholly in the store's two days, is a full day at any hour.
+            await show_day(owner, (datetime.now(TOKYO) - timedelta(days=1)).date().isoformat())
             points = await owner.evaluate(
                 "() => Chart.getChart('power-chart').data.datasets[0].data.filter(v => v !== null).length"
             )
-            assert points > 100  # 5-minute PV power for the last day
+            assert points > 100  # 5-minute PV power of a whole day (288 windows)
             days = await owner.evaluate("() => Chart.getChart('energy-chart').data.labels.length")
             assert days >= 1
             await owner.screenshot(path=str(SHOTS / "homeowner_dashboard.png"), full_page=True)
