@@ -20,7 +20,7 @@ would serve, to anyone.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 
 from access.periods import Periods, span
@@ -226,18 +226,7 @@ class Facts:
 
     def with_consent(self, suspensions: tuple[Suspension, ...], erasures: tuple[Erasure, ...] = ()) -> Facts:
         """These facts with the person's suspensions and completed erasures (``access.consent``)."""
-        return Facts(
-            self.principals,
-            self.households,
-            self.links,
-            self.contracts,
-            self.approvals,
-            self.designations,
-            self.joint_uses,
-            self.mandates,
-            suspensions,
-            erasures,
-        )
+        return replace(self, suspensions=suspensions, erasures=erasures)
 
     def instants(self) -> set[float]:
         """Every instant at which some fact begins or ends (a decision's snapshot is valid between two)."""

@@ -31,6 +31,8 @@ from pipeline.sqlite_store import SQLiteStore
 from seeds.loader import load_seeds
 
 DAY = datetime(2026, 6, 1, tzinfo=UTC)
+# ``DAY`` as a series request's window
+DAY_WINDOW = {"start": "2026-06-01T00:00:00Z", "stop": "2026-06-02T00:00:00Z"}
 NOW = to_epoch("2026-06-02T00:00:00Z")
 SINCE = to_epoch("2025-01-01T00:00:00Z")
 STEP = timedelta(minutes=5)

@@ -23,6 +23,7 @@ from pipeline.sqlite_store import SQLiteStore
 from seeds.vocabulary import NEGAWATT_ITEMS
 from tests.access.api_world import (
     DAY,
+    DAY_WINDOW,
     NEGAWATT,
     SERIES,
     Env,
@@ -33,8 +34,6 @@ from tests.access.api_world import (
 )
 
 __all__ = ["api_policy"]
-
-WEEK = {"start": "2026-06-01T00:00:00Z", "stop": "2026-06-02T00:00:00Z"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ async def env(tmp_path: Path, negawatt_store: Path, api_policy: Policy) -> Async
 async def _get(env: Env, who: str, **query: str) -> tuple[int, dict]:
     r = await env.client.get(
         SERIES.format(hh="h1", cat="electricity"),
-        params={**WEEK, "purpose": NEGAWATT, **query},
+        params={**DAY_WINDOW, "purpose": NEGAWATT, **query},
         headers=env.auth(who),
     )
     return r.status, await r.json()
@@ -96,7 +95,7 @@ async def test_dr_contractor_is_refused_the_power_curve_but_served_the_negawatt_
         assert "baseline_w" in body["detail"] and "not" in body["detail"]
     r = await env.client.get(
         "/api/v1/households/h1/daily/electricity",
-        params={**WEEK, "field": "import_wh_total", "purpose": NEGAWATT},
+        params={**DAY_WINDOW, "field": "import_wh_total", "purpose": NEGAWATT},
         headers=env.auth("dr1"),
     )
     assert r.status == 403 and (await r.json())["reason"] == "item_not_granted"
@@ -113,7 +112,12 @@ async def test_whole_category_grants_serve_any_item(env: Env) -> None:
     """The installer's SPS 2(2)[4] grant is of whole categories: the negawatt items are electricity too."""
     r = await env.client.get(
         SERIES.format(hh="h1", cat="electricity"),
-        params={**WEEK, "purpose": "sps.pv_after_maintenance", "fields": "baseline_w,power_w", "every": "1h"},
+        params={
+            **DAY_WINDOW,
+            "purpose": "sps.pv_after_maintenance",
+            "fields": "baseline_w,power_w",
+            "every": "1h",
+        },
         headers=env.auth("inst1"),
     )
     body = await r.json()

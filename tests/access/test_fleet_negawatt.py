@@ -34,6 +34,7 @@ from pipeline.sqlite_store import SQLiteStore
 from seeds.vocabulary import NEGAWATT_ITEMS
 from tests.access.api_world import (
     DAY,
+    DAY_WINDOW,
     NEGAWATT,
     SERIES,
     Env,
@@ -45,8 +46,6 @@ from tests.access.api_world import (
 from tests.access.conftest import within
 
 __all__ = ["api_policy"]
-
-WEEK = {"start": "2026-06-01T00:00:00Z", "stop": "2026-06-02T00:00:00Z"}
 
 
 async def upload(client: TestClient[Any, Any], credential: str, text: bytes) -> None:
@@ -66,7 +65,7 @@ async def upload(client: TestClient[Any, Any], credential: str, text: bytes) -> 
 async def dr_get(env: Env, **query: str) -> tuple[int, dict[str, Any]]:
     r = await env.client.get(
         SERIES.format(hh="h1", cat="electricity"),
-        params={**WEEK, "purpose": NEGAWATT, **query},
+        params={**DAY_WINDOW, "purpose": NEGAWATT, **query},
         headers=env.auth("dr1"),
     )
     return r.status, await r.json()

@@ -18,6 +18,7 @@ from access.alerts import verify
 from access.compiler import Policy
 from tests.access.api_world import api_policy
 from tests.access.live_world import POLL_S, PV, Live, start_live
+from tests.http_endpoint import post_endpoint
 
 __all__ = ["api_policy"]
 pytestmark = pytest.mark.slow
@@ -70,85 +71,73 @@ async def test_silent_inverter_and_modbus_exception_appear_and_clear(live: Live)
         received.append((dict(request.headers), body))
         return web.Response(status=204)
 
-    receiver = web.Application()
-    receiver.router.add_post("/hook", receive)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     silent_home, exception_home, clean_home = live.households
-    try:
-        async with aiohttp.ClientSession() as http:
-            # The installer sets its webhook through the API (the page's form does the same).
-            async with http.put(
-                f"{live.base}/api/v1/alerts/webhook",
-                json={"url": f"http://127.0.0.1:{port}/hook"},
-                headers={"Authorization": f"Bearer {live.token}"},
-            ) as r:
-                assert r.status == 200, await r.text()
-                secret = (await r.json())["secret"]
-            # Every device answers: no problem anywhere (after the first polls have been stored).
-            await _wait_for(live, http, lambda b: not b["problems"], within_s=15)
-            live.fleet.faults(silent_home, "inverter").no_reply = True
-            live.fleet.faults(exception_home, "inverter").modbus_exception = 4
-            took = await _wait_for(
-                live,
-                http,
-                lambda b: (
-                    any(
-                        p["detail"].get("reason") == "timeout"
-                        for p in _device_problems(b, silent_home, "inverter")
-                    )
-                    and any(
-                        p["detail"].get("reason") == "exception:4"
-                        for p in _device_problems(b, exception_home, "inverter")
-                    )
-                ),
-                within_s=2 * POLL_S,
-            )
-            body = await _alerts(live, http)
-            (silent,) = _device_problems(body, silent_home, "inverter")
-            assert silent["kind"] == "health" and silent["severity"] == 3 and silent["since"]
-            # The homes with problems come first; the clean home has none.
-            order = list(dict.fromkeys(p["household"] for p in body["problems"]))
-            assert set(order[:2]) == {silent_home, exception_home} and clean_home not in order
-            # The webhook heard of both (after one refused delivery; maybe over two rounds), signed.
-            wanted = {f"{h}/inverter/equipment/health" for h in (silent_home, exception_home)}
-            opened: set[str] = set()
-            for _ in range(50):
-                opened = {p["key"] for r in received for p in json.loads(r[1])["opened"]}
-                if wanted <= opened:
-                    break
-                await asyncio.sleep(0.2)
-            assert wanted <= opened, opened
-            for headers, raw in received:
-                assert verify(secret, headers["X-Hems-Timestamp"], raw, headers["X-Hems-Signature"])
-                assert not verify(
-                    "another secret", headers["X-Hems-Timestamp"], raw, headers["X-Hems-Signature"]
+    async with post_endpoint("/hook", receive) as hook_base, aiohttp.ClientSession() as http:
+        # The installer sets its webhook through the API (the page's form does the same).
+        async with http.put(
+            f"{live.base}/api/v1/alerts/webhook",
+            json={"url": f"{hook_base}/hook"},
+            headers={"Authorization": f"Bearer {live.token}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+            secret = (await r.json())["secret"]
+        # Every device answers: no problem anywhere (after the first polls have been stored).
+        await _wait_for(live, http, lambda b: not b["problems"], within_s=15)
+        live.fleet.faults(silent_home, "inverter").no_reply = True
+        live.fleet.faults(exception_home, "inverter").modbus_exception = 4
+        took = await _wait_for(
+            live,
+            http,
+            lambda b: (
+                any(
+                    p["detail"].get("reason") == "timeout"
+                    for p in _device_problems(b, silent_home, "inverter")
                 )
+                and any(
+                    p["detail"].get("reason") == "exception:4"
+                    for p in _device_problems(b, exception_home, "inverter")
+                )
+            ),
+            within_s=2 * POLL_S,
+        )
+        body = await _alerts(live, http)
+        (silent,) = _device_problems(body, silent_home, "inverter")
+        assert silent["kind"] == "health" and silent["severity"] == 3 and silent["since"]
+        # The homes with problems come first; the clean home has none.
+        order = list(dict.fromkeys(p["household"] for p in body["problems"]))
+        assert set(order[:2]) == {silent_home, exception_home} and clean_home not in order
+        # The webhook heard of both (after one refused delivery; maybe over two rounds), signed.
+        wanted = {f"{h}/inverter/equipment/health" for h in (silent_home, exception_home)}
+        opened: set[str] = set()
+        for _ in range(50):
+            opened = {p["key"] for r in received for p in json.loads(r[1])["opened"]}
+            if wanted <= opened:
+                break
+            await asyncio.sleep(0.2)
+        assert wanted <= opened, opened
+        for headers, raw in received:
+            assert verify(secret, headers["X-Hems-Timestamp"], raw, headers["X-Hems-Signature"])
+            assert not verify("another secret", headers["X-Hems-Timestamp"], raw, headers["X-Hems-Signature"])
 
-            live.fleet.faults(silent_home, "inverter").clear()
-            live.fleet.faults(exception_home, "inverter").clear()
-            cleared_in = await _wait_for(
-                live,
-                http,
-                lambda b: (
-                    not _device_problems(b, silent_home, "inverter")
-                    and not _device_problems(b, exception_home, "inverter")
-                ),
-                within_s=2 * POLL_S + 1.0,  # plus the collector's backoff (at most 1 s)
-            )
-            for _ in range(50):
-                cleared = {k for r in received for k in json.loads(r[1])["cleared"]}
-                if {f"{h}/inverter/equipment/health" for h in (silent_home, exception_home)} <= cleared:
-                    break
-                await asyncio.sleep(0.2)
-            assert f"{silent_home}/inverter/equipment/health" in cleared
-            assert f"{exception_home}/inverter/equipment/health" in cleared
-            print(f"appeared after {took:.2f} s, cleared after {cleared_in:.2f} s (poll interval {POLL_S} s)")
-            # Each delivery was recorded in the ledger of the homes it spoke of.
-            recorded = {r.household for r in live.state.ledger.all() if r.recipient == "inst"}
-            assert {silent_home, exception_home} <= recorded
-    finally:
-        await runner.cleanup()
+        live.fleet.faults(silent_home, "inverter").clear()
+        live.fleet.faults(exception_home, "inverter").clear()
+        cleared_in = await _wait_for(
+            live,
+            http,
+            lambda b: (
+                not _device_problems(b, silent_home, "inverter")
+                and not _device_problems(b, exception_home, "inverter")
+            ),
+            within_s=2 * POLL_S + 1.0,  # plus the collector's backoff (at most 1 s)
+        )
+        for _ in range(50):
+            cleared = {k for r in received for k in json.loads(r[1])["cleared"]}
+            if {f"{h}/inverter/equipment/health" for h in (silent_home, exception_home)} <= cleared:
+                break
+            await asyncio.sleep(0.2)
+        assert f"{silent_home}/inverter/equipment/health" in cleared
+        assert f"{exception_home}/inverter/equipment/health" in cleared
+        print(f"appeared after {took:.2f} s, cleared after {cleared_in:.2f} s (poll interval {POLL_S} s)")
+        # Each delivery was recorded in the ledger of the homes it spoke of.
+        recorded = {r.household for r in live.state.ledger.all() if r.recipient == "inst"}
+        assert {silent_home, exception_home} <= recorded

@@ -3,23 +3,16 @@ timings a real influxd will not produce on demand (throttling, 413, a request he
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 
+from tests.http_endpoint import post_endpoint
 
-@asynccontextmanager
-async def write_endpoint(handle: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
-    """Serve ``POST /api/v2/write`` with ``handle`` on a port the system picks; yields the base URL."""
-    app = web.Application()
-    app.router.add_post("/api/v2/write", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+
+def write_endpoint(
+    handle: Callable[[web.Request], Awaitable[web.Response]],
+) -> AbstractAsyncContextManager[str]:
+    """Serve ``POST /api/v2/write`` with ``handle``; yields the base URL."""
+    return post_endpoint("/api/v2/write", handle)
