@@ -55,6 +55,9 @@ class _EchonetDevice:
     all_epcs: tuple[int, ...] = ()
     ratings: dict[str, float] | None = None  # field -> the device's rating for it, read once
     stamped: dict[str, datetime] = field(default_factory=dict)  # last fixed-time stamp per field
+    # the clock refusals of the last poll that read the fixed-time values (counter polls only): a
+    # wrong clock stays in the device's health between those polls instead of blinking back to ok
+    clock_refused: list[Refusal] = field(default_factory=list)
 
 
 def _reading(
@@ -323,7 +326,12 @@ class Collector:
                 reading = _reading(dev, ts, kept, "ok", "echonet", wrap)
                 if not self._emit_now(reading):
                     await self._emit_when_room(reading)
-        self._count(dev, refused)
+        if epcs == every:  # this poll asked for the fixed-time values: what it found about the clock holds
+            state.clock_refused = [r for r in refused if r.kind == "clock"]
+            shown = refused
+        else:
+            shown = refused + state.clock_refused
+        self._count(dev, refused, shown)
         quality: Quality = "partial" if lacking or refused else "ok"
         if fields:
             reading = _reading(dev, polled_at, fields, quality, "echonet", decoded.counter_wrap)
@@ -331,7 +339,7 @@ class Collector:
                 await self._emit_when_room(reading)
         elif not refused:
             raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
-        return _outcome(quality, "; ".join(notes), refused)
+        return _outcome(quality, "; ".join(notes), shown)
 
     async def _echonet_plan(
         self, state: _EchonetDevice, notes: list[str]
@@ -379,16 +387,20 @@ class Collector:
             fields = {**fields, "power_w": -fields["power_w"]}  # type: ignore[operator]
         return plausibility.check_fields(fields, ratings)
 
-    def _count(self, dev: DeviceConfig, refused: list[Refusal]) -> None:
-        """Count every refusal by kind; log when what a device gets refused for changes (a clock that
-        stays wrong is logged once, not on every poll)."""
-        if not refused:
-            self._refusal_logged.pop(dev.key, None)
-            return
+    def _count(
+        self, dev: DeviceConfig, refused: list[Refusal], standing: list[Refusal] | None = None
+    ) -> None:
+        """Count this poll's refusals by kind; log when what a device stands refused for (``standing``:
+        this poll's, and a wrong clock found by an earlier poll) changes, so a clock that stays wrong is
+        logged once, not on every poll nor again after each poll that did not read the clock."""
         for r in refused:
             self.implausible[r.kind] += 1
-        message = plausibility.describe(refused)
-        kinds = ",".join(sorted({r.kind for r in refused}))
+        standing = refused if standing is None else standing
+        if not standing:
+            self._refusal_logged.pop(dev.key, None)
+            return
+        message = plausibility.describe(standing)
+        kinds = ",".join(sorted({r.kind for r in standing}))
         if self._refusal_logged.get(dev.key) != kinds:
             self._refusal_logged[dev.key] = kinds
             log.warning("%s: %s", dev.key, message)
@@ -410,7 +422,7 @@ class Collector:
         except FrameError:
             return
         fields, refused = self._plausible(state.config, decoded.fields, state.ratings or {})
-        self._count(state.config, refused)
+        self._count(state.config, refused, refused + state.clock_refused)
         if fields:
             self.pushed += 1
             now = datetime.now(UTC)

@@ -249,6 +249,43 @@ async def test_a_meter_clock_years_off_has_its_stamped_values_refused(
     assert collector.stats()["implausible"]["clock"] >= 2
 
 
+async def test_a_wrong_clock_stays_in_health_between_the_polls_that_read_it(
+    fleet_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The half-hour record is read with the counters only; the polls in between read live values.  A
+    meter whose clock is years off stays "implausible" through those polls (before: it blinked back to
+    "ok" after each one) and is logged once, not again after every poll that did not read its clock."""
+    behind = Profile("clock_unset", clock_offset_s=-6 * 365 * 86400.0)
+    fleet: Fleet = await fleet_factory(
+        1, start=datetime.now(UTC), profiles=every_home({"smart_meter": behind})
+    )
+    collector = Collector(
+        config_for(fleet, fixed_time_readings=True, power_interval_s=0.1, counter_interval_s=0.5)
+    )
+    key = f"{fleet.homes[0].household_id}/smart_meter"
+    seen: list[str] = []
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            health = collector.health().get(key)
+            if health is not None and (seen or health.reason == "implausible"):
+                seen.append(health.reason)  # from the first poll that read the clock on
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    with caplog.at_level(logging.WARNING, logger="collector.runner"):
+        readings = await collect(collector, 1.4)
+    watcher.cancel()
+    meter = [r for r in readings if r.device == "smart_meter"]
+    assert sum(1 for r in meter if "power_w" in r.fields) >= 6  # polls that did not read the clock ran
+    assert collector.stats()["implausible"]["clock"] >= 2  # and polls that read it, more than once
+    assert len(seen) >= 20 and set(seen) == {"implausible"}, seen
+    logged = [
+        rec for rec in caplog.records if "smart_meter" in rec.getMessage() and "behind" in rec.getMessage()
+    ]
+    assert len(logged) == 1, [rec.getMessage() for rec in logged]
+
+
 async def test_pushed_values_get_the_devices_power_sign(fleet_factory: Callable[..., Any]) -> None:
     """A battery configured with power_sign -1 announces its power (INF): the pushed reading has the
     same sign as a polled one would (before: the sign applied to polls only)."""
