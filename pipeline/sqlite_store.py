@@ -45,6 +45,7 @@ from pipeline.columns import DEVICE, HOUSEHOLD, SOURCE, TS, VALUES, ColumnBatch
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, SchemaError
 from pipeline.frames import raw_result_from_rows, shape_result
+from pipeline.losses import Losses
 from pipeline.minute_rollup import MINUTE_NS
 from pipeline.points import Point
 from pipeline.query import BOOL_FIELDS, TEXT_FIELDS, Deletion, SeriesQuery, datetime_to_ns
@@ -198,6 +199,11 @@ class SQLiteStore:
         self._minutes = minute_rollup.MinuteRollups(FIELD_COLUMNS)
         self._writes = 0
         self._closed = False
+        # A lasting outage fails every read: its first failure is logged at once, later ones as one
+        # line a minute with their count, not one line per query.
+        self._failed_reads = Losses(
+            log, what="SQLite reads failed, trying once more on a new connection", level=logging.WARNING
+        )
 
     # -- connection handling (runs on the store's threads) -------------------------------------------
 
@@ -337,7 +343,7 @@ class SQLiteStore:
         except StoreUnavailable as first:
             if self._closed:
                 raise
-            log.warning("SQLite query failed (%s); trying once more on a new connection", first)
+            self._failed_reads.add("read_failed", 1, str(first))
             return self._query_once(q)
 
     def _query_once(self, q: SeriesQuery) -> pl.DataFrame:

@@ -228,8 +228,8 @@ async def query(state: AppState, q: SeriesQuery) -> pl.DataFrame:
     try:
         df = await state.store.query(q)
     except StoreUnavailable as exc:
-        # The caller is told only "retry later"; the operator needs the store's own reason.
-        log.warning("store unavailable for a query of %s: %s", q.category, exc)
+        # The caller is told only "retry later"; the operator gets the reason (``AppState.store_outage``).
+        state.store_outage.add("store_unavailable", 1, f"a query of {q.category}: {exc}")
         raise ApiProblem(503, "store_unavailable", "the data store is unavailable; retry later") from None
     state.metrics.store_seconds.observe(time.perf_counter() - t0)
     return df

@@ -15,6 +15,7 @@ is fresh -- the same argument a session rests on, with the operator's check in p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from access.ledger import HouseholdHead, Ledger, LedgerWriter, ProvisionEntry, P
 from access.relationships import RelationshipStore
 from access.request import AccessRequest
 from access.tokens import TokenStore
+from pipeline.losses import Losses
 from pipeline.store import Store
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PAGE_CACHE_BYTES = 64 * 2**20
 DECISION_MEMO_SIZE = 8192
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,6 +104,11 @@ class AppState:
     trust_forwarded: bool = False
     ledger_writer: LedgerWriter = field(init=False)  # group commit over ``ledger``
     decisions: DecisionMemo = field(default_factory=DecisionMemo)  # see ``DecisionMemo``
+    # Queries the store failed (503 store_unavailable): the operator gets the store's own reason, the
+    # first at once, then one line a minute with the count (an outage fails every request).
+    store_outage: Losses = field(
+        default_factory=lambda: Losses(log, what="queries answered 503", level=logging.WARNING)
+    )
     # Requests whose token fails, per client address (``access.auth``); on even without ``limiter``.
     invalid_tokens: RateLimiter = field(
         default_factory=lambda: RateLimiter(INVALID_TOKEN_RATE_PER_S, INVALID_TOKEN_BURST)

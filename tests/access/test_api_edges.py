@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import shutil
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -209,3 +211,32 @@ async def test_no_request_gets_a_500(env: Env, query: dict[str, str], body: obje
     daily = {**query, "purpose": OWN}
     r = await env.client.get("/api/v1/households/h1/daily/pv", params=daily, headers=env.auth("alice"))
     assert r.status in (200, 400), (daily, r.status, await r.text())
+
+
+async def test_a_store_outage_is_503_and_logged_once_with_its_reason_not_per_request(
+    tmp_path: Path, store_path: Path, api_policy: Policy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's volume goes away: every query is a 503 ``store_unavailable``; the operator's log
+    gets the store's reason at the first failure and no line per failed request after it (an outage
+    at dashboard rates would otherwise write thousands a second); the volume back, queries answer."""
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    shutil.copy(store_path, volume / "series.sqlite")
+    async for env in start_env(tmp_path, volume / "series.sqlite", api_policy):
+        assert (await _series(env))[0] == 200
+        # The volume goes away.  Open connections would go on reading the moved file, so SQLite is also
+        # made to interrupt their next statement (a progress handler: the fault injected); every read
+        # after that needs a new connection, and the file is missing.
+        volume.rename(tmp_path / "vol-unmounted")
+        for conn in env.store._all_conns:
+            conn.set_progress_handler(lambda: 1, 1)
+        with caplog.at_level(logging.WARNING):
+            for hours in range(1, 9):  # distinct windows: no page is reused
+                status, body = await _series(env, stop=f"2026-06-01T{hours:02d}:00:00Z")
+                assert (status, body["code"]) == (503, "store_unavailable"), body
+        answered = [r.getMessage() for r in caplog.records if "queries answered 503" in r.getMessage()]
+        retried = [r.getMessage() for r in caplog.records if "trying once more" in r.getMessage()]
+        assert len(answered) == 1 and "series.sqlite" in answered[0], answered
+        assert len(retried) == 1, retried
+        (tmp_path / "vol-unmounted").rename(volume)
+        assert (await _series(env, stop="2026-06-01T10:00:00Z"))[0] == 200
