@@ -362,6 +362,8 @@ class LineEncoder:
         if not isinstance(found, tuple):
             return None
         plans, texts = found
+        if not plans:
+            return b""  # (an empty batch, as the line path writes it)
         parts: list[pl.Series] = []
         row = 0
         for plan in plans:

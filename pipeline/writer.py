@@ -378,8 +378,9 @@ class Pipeline:
 
     async def _start_flush(self) -> None:
         """Start writing the oldest batch beside those being written, once fewer than
-        ``write_concurrency`` are: the next batch's first chunks go to the store while the last ones
-        of the batch before are still in flight, so the store is never left idle between batches."""
+        ``write_concurrency`` are being sent (and fewer than ``_max_writes`` are with the store): the
+        next batch's first chunks go to the store while the last ones of the batch before are still
+        in flight, so the store is never left idle between batches."""
         while len(self._writing) >= self._max_writes:
             await asyncio.wait(self._writing, return_when=asyncio.FIRST_COMPLETED)
         await self._io_lock.acquire()  # (handed to the task: no await before it owns it)

@@ -546,3 +546,8 @@ def test_a_value_to_refuse_in_any_shape_refuses_the_batch_with_the_line_paths_er
         with pytest.raises(LineProtocolError) as err:
             enc.encode(ColumnBatch(points))
         assert err.value.what == what
+
+
+def test_an_empty_batch_is_an_empty_body_on_the_column_path_too() -> None:
+    enc = LineEncoder(vector_min=0)
+    assert enc.encode(ColumnBatch()) == enc.encode([]) == b""
