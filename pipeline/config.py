@@ -40,8 +40,9 @@ class PipelineConfig:
     influx_token: str | None = None
     batch_size: int = 5000
     max_delay_s: float = 1.0
-    # Batches with the store at once (``Pipeline(write_concurrency=...)``): 1 writes them one at a time;
-    # more keeps a remote store busy between batches (a fleet's ingest).
+    # Batches encoded and sent at once (``Pipeline(write_concurrency=...)``): 1 writes them one at a
+    # time; more keeps a remote store busy between batches (a fleet's ingest; one sent whole makes room
+    # for the next while its answers are awaited, twice as many with the store in all).
     write_concurrency: int = 1
     # A store write taking longer is abandoned as an outage and its batch spooled (writes are upserts,
     # so what landed of it is written again at replay): polling never waits on a hung store.

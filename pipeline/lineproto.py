@@ -3,10 +3,11 @@
 Speed comes from doing the expensive part once per *series* instead of once per point (the escaped
 ``measurement,device=..,household=..,source=..`` prefix and every escaped ``field=`` key are validated
 and cached) and once per *column* instead of once per value: a batch is kept as columns from the
-collector's output on (``pipeline.columns.ColumnBatch``, one buffer per measurement and field names),
-and one ``pl.format`` per buffer formats its columns of numbers, flags and timestamps and writes its
-lines.  The client library's ``Point`` object re-escapes and re-sorts everything on every call, which
-is what the ingest benchmark compares against.
+collector's output on (``pipeline.columns.ColumnBatch``, one buffer per measurement and field names):
+the batch's numbers, flags and timestamps are turned to text by kind, one polars cast each for the
+whole batch, and one ``pl.format`` per buffer writes its lines.  The client library's ``Point``
+object re-escapes and re-sorts everything on every call, which is what the ingest benchmark compares
+against.
 
 The column path writes exactly the bytes of the line-by-line path (``lines``): polars' shortest
 round-trip text of a float is ``repr``'s for 1e-4 <= |x| < 1e16, and a column with a value outside that
@@ -53,9 +54,7 @@ _RESERVED_KEYS: Final = frozenset({"time"})
 _MAX_SERIES_CACHE: Final = 100_000
 _VECTOR_MIN: Final = 256  # below this, polars' fixed cost outweighs what it saves
 
-_FLOAT: Final = frozenset((float,))
-_INT: Final = frozenset((int,))
-_BOOL: Final = frozenset((bool,))
+_KINDS: Final[dict[type, str]] = {float: "f", int: "i", bool: "b"}  # a column's kind by its one type
 
 _ESC_MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ "})
 _ESC_KEY: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -177,6 +176,64 @@ def _literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
+_UNFIT: Final = object()  # (``LineEncoder._gather``: a float column must be checked on its own)
+
+
+class _Plan:
+    """Where one shape's lines come from: its rows' places in the batch, the text around the household
+    (``LineEncoder._lead``) or None, its escaped field keys, and each field's (kind, offset in that
+    kind's block)."""
+
+    __slots__ = ("columns", "keys", "lead", "positions")
+
+    def __init__(
+        self,
+        positions: list[int],
+        lead: tuple[str, str] | None,
+        keys: list[str],
+        columns: list[tuple[str, int]],
+    ) -> None:
+        self.positions = positions
+        self.lead = lead
+        self.keys = keys
+        self.columns = columns
+
+
+class _Blocks:
+    """A batch's values gathered by kind, end to end, across its shapes and columns (``_Plan`` says
+    where each column starts): series tags, timestamps, then floats, ints, flags and ready text."""
+
+    __slots__ = ("stamps", "tags", "values")
+
+    def __init__(self) -> None:
+        self.tags: list[str] = []
+        self.stamps: list[int] = []
+        self.values: dict[str, list[PointValue]] = {"f": [], "i": [], "b": [], "s": []}
+
+    def texts(self) -> dict[str, pl.Series] | object | None:
+        """Each block as one column of text: ``p`` (tags), ``t`` (timestamps) and each kind; None when a
+        value must be refused (an int or a timestamp past 64 bits), ``_UNFIT`` when the floats hold one
+        polars would write otherwise than ``repr`` (or a NaN)."""
+        values = self.values
+        out = {"p": pl.Series(self.tags, dtype=pl.Utf8)}
+        if values["f"]:
+            floats = pl.Series(values["f"], dtype=pl.Float64)
+            if not _floats_fit(floats):
+                return _UNFIT
+            out["f"] = floats.cast(pl.Utf8)
+        try:
+            out["t"] = pl.Series(self.stamps, dtype=pl.Int64).cast(pl.Utf8)
+            if values["i"]:
+                out["i"] = pl.Series(values["i"], dtype=pl.Int64).cast(pl.Utf8)
+        except (OverflowError, TypeError):  # past int64 (polars' error depends on its version)
+            return None
+        if values["b"]:
+            out["b"] = pl.Series(values["b"], dtype=pl.Boolean).cast(pl.Utf8)
+        if values["s"]:
+            out["s"] = pl.Series(values["s"], dtype=pl.Utf8)
+        return out
+
+
 class LineEncoder:
     """Serializes points, caching validated series prefixes, field keys and whole line templates.
 
@@ -287,38 +344,77 @@ class LineEncoder:
 
     def _encode_batch(self, batch: ColumnBatch) -> bytes | None:
         """Each shape's lines by one polars expression over its columns, then all lines back in the
-        batch's order; ``None`` when a column holds something the line path must refuse."""
-        parts: list[tuple[list[int], pl.Series]] = []
-        for shape in batch.shapes():
-            found = self._shape_lines(shape)
-            if found is None:
-                return None
-            parts.append(found)
+        batch's order; ``None`` when a column holds something the line path must refuse.
+
+        polars costs mostly by the call (a Series made from a list, a cast, a ``select``: 5-50 us
+        each whatever the size; a fleet batch of 3 shapes spent a third of its time so), so the values
+        of the whole batch are gathered by kind first, across its shapes and columns: one Series and
+        one cast to text each for all its floats, ints, flags, timestamps and series tags, of which
+        each shape's columns are slices (no copy).  Only the ``select`` that writes the lines runs
+        once per shape.  (Casting here rather than in the ``select`` keeps the work in this thread:
+        polars ran the casts on its thread pool, and on a busy 2-core machine handing them out and
+        waiting for them cost more CPU than the casts themselves.)"""
+        shapes = batch.shapes()
+        found = self._gather(shapes, careful=False)
+        if found is _UNFIT:
+            # A float column ``repr`` writes otherwise than polars (rare): found column by column.
+            found = self._gather(shapes, careful=True)
+        if not isinstance(found, tuple):
+            return None
+        plans, texts = found
+        if not plans:
+            return b""  # (an empty batch, as the line path writes it)
+        parts: list[pl.Series] = []
+        row = 0
+        for plan in plans:
+            rows = len(plan.positions)
+            data = [texts["p"].slice(row, rows).alias("p"), texts["t"].slice(row, rows).alias("t")]
+            data += [texts[kind].slice(at, rows).alias(f"v{i}") for i, (kind, at) in enumerate(plan.columns)]
+            row += rows
+            kinds = [kind for kind, _ in plan.columns]
+            parts.append(pl.DataFrame(data).select(self._line_expr(plan.lead, plan.keys, kinds)).to_series())
         if len(parts) == 1:
-            text = parts[0][1]
-        else:
-            # Each shape's rows are in batch order already; the shapes' lines are interleaved by one
-            # gather (positions are distinct, so their argsort is the batch's order).  (Indexing with
-            # the numpy array gathers without a pass through polars' engine: a third of the fixed cost.)
-            at = np.fromiter(chain.from_iterable(at for at, _ in parts), dtype=np.int64, count=len(batch))
-            text = pl.concat([lines for _, lines in parts], rechunk=False)[np.argsort(at)]
-        joined: bytes = text.str.join("\n").cast(pl.Binary).item()
-        return joined
+            return b"\n".join(parts[0].cast(pl.Binary).to_list())
+        # Each shape's rows are in batch order already; the shapes' lines are put back in the batch's
+        # order by their positions (distinct and consecutive: the smallest is the batch's first), as
+        # Python objects: a gather by polars over the shapes' chunks cost twice as much.
+        lines = pl.concat(parts, rechunk=False).cast(pl.Binary).to_list()
+        out: list[bytes] = [b""] * len(lines)
+        base = min(plan.positions[0] for plan in plans)
+        for at, line in zip(chain.from_iterable(plan.positions for plan in plans), lines, strict=True):
+            out[at - base] = line
+        return b"\n".join(out)
 
-    def _shape_lines(self, shape: Shape) -> tuple[list[int], pl.Series] | None:
-        """(the rows' places in the batch, their lines), or None (see ``_encode_batch``).
+    def _gather(
+        self, shapes: list[Shape], *, careful: bool
+    ) -> tuple[list[_Plan], dict[str, pl.Series]] | object:
+        """Every shape's plan and the batch's blocks of text by kind (``_Blocks.texts``); ``None`` when
+        something must be refused, ``_UNFIT`` when a float column needs ``careful`` checking."""
+        blocks = _Blocks()
+        plans: list[_Plan] = []
+        for shape in shapes:
+            plan = self._plan(shape, blocks, careful=careful)
+            if plan is None:
+                return None
+            plans.append(plan)
+        texts = blocks.texts()
+        return texts if texts is None or texts is _UNFIT else (plans, texts)
 
-        Every column goes to polars as it is typed (floats, ints, flags: one conversion each) and one
-        ``select`` formats the numbers and joins each line: a shape costs one pass of polars' engine
-        (its planning costs tens of microseconds a call, whatever the size of the data).  A shape of
-        one device and source (fleet traffic: a shape is one kind of device) whose households need no
-        escaping gets their column as it is, the rest of its series' prefix being the same text for
-        every line; any other, each row's cached ``series_prefix``."""
+    def _plan(self, shape: Shape, blocks: _Blocks, *, careful: bool) -> _Plan | None:
+        """Add the shape's tags, timestamps and values to ``blocks`` and say where they are, or None
+        (see ``_encode_batch``).  A shape of one device and source (fleet traffic: a shape is one
+        kind of device) whose households need no escaping gets their column as it is, the rest of its
+        series' prefix being the same text for every line; any other, each row's cached
+        ``series_prefix``.  Each field's kind is its column's: ``f``loat, ``i``nt, ``b``ool, or ``s``:
+        text written by ``field_value`` (strings, mixed or exotic types; with ``careful``, floats
+        polars would write otherwise than ``repr``: rare)."""
         names = shape.names
         if not names:
             return None
         columns = shape.columns()
         ts = columns[TS]
+        if list(map(type, ts)).count(int) != len(ts):  # (a bool is an int to polars)
+            return None
         try:
             keys = [self._key(name) for name in names]
             lead = self._lead(shape.measurement, columns[HOUSEHOLD], columns[DEVICE], columns[SOURCE])
@@ -329,27 +425,28 @@ class LineEncoder:
                         self._prefixes.clear()
                     prefixes = self._prefixes[shape.measurement] = _Prefixes(shape.measurement)
                 series = zip(columns[HOUSEHOLD], columns[DEVICE], columns[SOURCE], strict=True)
-                tags = pl.Series("p", list(map(prefixes.__getitem__, series)), dtype=pl.Utf8)
+                blocks.tags += map(prefixes.__getitem__, series)
             else:
-                tags = pl.Series("p", columns[HOUSEHOLD], dtype=pl.Utf8)
-            if set(map(type, ts)) != _INT:  # (a bool is an int to polars)
-                return None
-            data = [tags, pl.Series("t", ts, dtype=pl.Int64).cast(pl.Utf8)]
-        except (LineProtocolError, OverflowError, TypeError):
+                blocks.tags += columns[HOUSEHOLD]
+        except (LineProtocolError, TypeError):
             return None
-        kinds: list[str] = []
-        for i, (name, column) in enumerate(zip(names, columns[VALUES:], strict=True)):
-            found = self._column(f"v{i}", name, column)
-            if found is None:
-                return None
-            data.append(found[0] if found[1] == "s" else found[0].cast(pl.Utf8))
-            kinds.append(found[1])
-        # Numbers and flags are cast to text column by column (``Series.cast`` runs in this thread),
-        # so the ``select`` only copies text into lines: given the casts, polars ran them on its
-        # thread pool, and on a busy 2-core machine handing them out and waiting for them cost more CPU
-        # than the casts themselves (bench.ingest (a): 1.9x the CPU per shape).  (A frame of named
-        # Series costs half of one made from a dict of them.)
-        return columns[POSITION], pl.DataFrame(data).select(self._line_expr(lead, keys, kinds)).to_series()
+        blocks.stamps += ts
+        where: list[tuple[str, int]] = []
+        for name, column in zip(names, columns[VALUES:], strict=True):
+            # One type for the whole column (a list of them counted: a third cheaper than a set).
+            types = list(map(type, column))
+            kind = _KINDS.get(types[0], "s") if types.count(types[0]) == len(types) else "s"
+            if kind == "f" and careful and not _floats_fit(pl.Series(column, dtype=pl.Float64)):
+                kind = "s"  # a NaN or an infinity (refused), or a float ``repr`` writes with an exponent
+            if kind == "s":
+                try:
+                    column = [field_value(name, v, ints_as_floats=self.ints_as_floats) for v in column]
+                except LineProtocolError:
+                    return None
+            block = blocks.values[kind]
+            where.append((kind, len(block)))
+            block += column
+        return _Plan(columns[POSITION], lead, keys, where)
 
     def _lead(
         self, measurement: str, households: list[str], devices: list[str], sources: list[str]
@@ -375,30 +472,6 @@ class LineEncoder:
                 self._leads.clear()
             self._leads[key] = lead
         return lead
-
-    def _column(self, label: str, name: str, column: Sequence[PointValue]) -> tuple[pl.Series, str] | None:
-        """Field ``name``'s values as a polars column called ``label``, and its kind: ``f``loat,
-        ``i``nt, ``b``ool, or ``s``: text written by ``field_value`` (strings, mixed or exotic types,
-        floats polars would write otherwise than ``repr``: rare); None when a value must be refused."""
-        kinds = set(map(type, column))
-        if kinds == _FLOAT:
-            values = pl.Series(label, column, dtype=pl.Float64)
-            if _floats_fit(values):
-                return values, "f"
-            # A NaN or an infinity (refused), or a float that ``repr`` writes with an exponent and
-            # polars does not: the column as ``field_value`` writes it.
-        if kinds == _INT:
-            try:
-                return pl.Series(label, column, dtype=pl.Int64), "i"
-            except (OverflowError, TypeError):  # past int64 (polars' error depends on its version)
-                return None
-        if kinds == _BOOL:
-            return pl.Series(label, column, dtype=pl.Boolean), "b"
-        try:
-            texts = [field_value(name, v, ints_as_floats=self.ints_as_floats) for v in column]
-        except LineProtocolError:
-            return None
-        return pl.Series(label, texts, dtype=pl.Utf8), "s"
 
     def _line_expr(self, lead: tuple[str, str] | None, keys: list[str], kinds: list[str]) -> pl.Expr:
         """The expression writing a line from the columns ``p`` (the series' prefixes, or with ``lead``

@@ -26,9 +26,12 @@ While the spool holds anything, new batches are appended behind it rather than w
 a background task replays the spool oldest first; this keeps the store receiving data in arrival
 order.  Batches are written one at a time (an I/O lock) for the same reason; the replayer runs
 outside that lock so a store that is slow to fail never delays acknowledgements from the spool.
-``write_concurrency`` > 1 lets that many batches be with the store at once (a fleet's ingest: the
+``write_concurrency`` > 1 lets that many batches be encoded and sent at once (a fleet's ingest: the
 next batch's first chunks go out while the last ones of the batch before are still in flight, so
-the store is never left idle between batches).  Then a batch can land before an earlier one that
+the store is never left idle between batches); a batch a store has sent whole (``SendsAhead``: the
+InfluxDB store) makes room for the next one while its answers are awaited, so that one's first
+request is ready when a request slot frees, up to twice ``write_concurrency`` batches with the store
+in all.  Then a batch can land before an earlier one that
 failed and was spooled; points are upserts by series and timestamp, so that only matters for a point
 sent twice with different values, as between the concurrent chunks of one store write.
 The exception: a batch the spool would refuse, or make room for by dropping older readings, is
@@ -51,7 +54,7 @@ import functools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,7 +67,7 @@ from pipeline.losses import SPOOL_FULL, SPOOL_WRITE_FAILED
 from pipeline.points import Point
 from pipeline.query import datetime_to_ns
 from pipeline.spool import RecordId, Spool, SpoolFull, SpoolWriteFailed
-from pipeline.store import Sink, Store, StoreUnavailable
+from pipeline.store import SendsAhead, Sink, Store, StoreUnavailable
 from pipeline.validate import Validator
 
 log = logging.getLogger(__name__)
@@ -169,7 +172,11 @@ class Pipeline:
         self._sealed: deque[_Batch] = deque()
         # Batches being written at once (see the module docstring); one by default.
         self.write_concurrency = write_concurrency
+        # Batches being encoded and sent at once; with ``write_concurrency`` > 1, a batch a store has
+        # sent whole (``SendsAhead``) gives its place to the next one while it waits for its answers,
+        # and up to ``_max_writes`` batches are with the store in all (sending or waiting).
         self._io_lock = asyncio.Semaphore(write_concurrency)
+        self._max_writes = 2 * write_concurrency if write_concurrency > 1 else 1
         self._writing: set[asyncio.Task[BaseException | None]] = set()  # the flusher's writes
         self._intake = asyncio.Lock()  # one slice of a submit's intake at a time (see ``submit``)
         self._wake = asyncio.Event()
@@ -371,11 +378,13 @@ class Pipeline:
 
     async def _start_flush(self) -> None:
         """Start writing the oldest batch beside those being written, once fewer than
-        ``write_concurrency`` are: the next batch's first chunks go to the store while the last ones
-        of the batch before are still in flight, so the store is never left idle between batches."""
-        while len(self._writing) >= self.write_concurrency:
+        ``write_concurrency`` are being sent (and fewer than ``_max_writes`` are with the store): the
+        next batch's first chunks go to the store while the last ones of the batch before are still
+        in flight, so the store is never left idle between batches."""
+        while len(self._writing) >= self._max_writes:
             await asyncio.wait(self._writing, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._flush_once())
+        await self._io_lock.acquire()  # (handed to the task: no await before it owns it)
+        task = asyncio.create_task(self._flush_once(locked=True))
         self._writing.add(task)
         task.add_done_callback(self._flush_done)
 
@@ -385,8 +394,14 @@ class Pipeline:
             # (_flush_once turns store/spool failures into per-batch errors; this is for the unexpected.)
             log.error("flush failed", exc_info=task.exception())
 
-    async def _flush_once(self) -> BaseException | None:
-        async with self._io_lock:
+    async def _flush_once(self, *, locked: bool = False) -> BaseException | None:
+        """Write the oldest batch (the one filling if none is sealed), holding a place of
+        ``_io_lock`` (taken here unless ``locked``: the caller took it) until the batch is written or,
+        with ``write_concurrency`` > 1, until the store has sent it whole."""
+        if not locked:
+            await self._io_lock.acquire()
+        release = _ReleaseOnce(self._io_lock)
+        try:
             if self._sealed:
                 batch = self._sealed.popleft()
             else:
@@ -395,17 +410,21 @@ class Pipeline:
                 return None
             self._in_flight_points += len(batch.points)
             try:
-                return await self._flush_batch(batch)
+                return await self._flush_batch(batch, release if self.write_concurrency > 1 else None)
             finally:
                 self._in_flight_points -= len(batch.points)
+        finally:
+            release()
 
-    async def _flush_batch(self, batch: _Batch) -> BaseException | None:
+    async def _flush_batch(
+        self, batch: _Batch, sent: Callable[[], None] | None = None
+    ) -> BaseException | None:
         # State first, points second: a crash in between leaves the state ahead of the data,
         # which still gives monotonic totals (see pipeline.counters).
         if self._state_file is not None:
             await self._save_state()
         try:
-            await self._persist(batch.points)
+            await self._persist(batch.points, sent)
         except Exception as exc:
             if isinstance(exc, Backpressure):  # refused by the spool and the store alike
                 self.stats.backpressure_batches += 1
@@ -429,7 +448,9 @@ class Pipeline:
             self.stats.store_failures["counter_state_save"] += 1
             log.exception("could not persist counter state")
 
-    async def _persist(self, points: Sequence[Point]) -> None:
+    async def _persist(self, points: Sequence[Point], sent: Callable[[], None] | None = None) -> None:
+        """Store or spool ``points``; ``sent`` is called once a store that ``SendsAhead`` has sent
+        them whole (written straight to the store only: a spooled batch holds its place to the end)."""
         spool = self.spool
         if spool is not None and (self.spool_first or len(spool) > 0):
             # Behind what is already spooled, to keep arrival order; the replayer drains it.
@@ -449,12 +470,14 @@ class Pipeline:
                 await self._to_spool(points)
             self._replay_wakeup.set()
             return
-        if await self._write_direct(points):
+        if await self._write_direct(points, sent=sent):
             return
         await self._to_spool(points)
         self._replay_wakeup.set()
 
-    async def _write_direct(self, points: Sequence[Point], *, quiet: bool = False) -> bool:
+    async def _write_direct(
+        self, points: Sequence[Point], *, quiet: bool = False, sent: Callable[[], None] | None = None
+    ) -> bool:
         """Write to the store; False on an outage (when there is a spool to fall back on).  A store
         that refuses the data itself raises (counted and logged).  A store that asked not to be tried
         before a time is not tried before it (an outage until then)."""
@@ -464,7 +487,7 @@ class Pipeline:
                 raise StoreUnavailable(f"the store asked not to be tried for another {hold:.1f} s")
             return False
         try:
-            await self._write_store(points)
+            await self._write_store(points, sent)
         except StoreUnavailable as exc:
             self._note_failure(exc, quiet=quiet)
             if self.spool is None:
@@ -487,11 +510,18 @@ class Pipeline:
             self.stats.store_failures["local_copy"] += 1
             log.exception("could not write %d points to the local store", len(points))
 
-    async def _write_store(self, points: Sequence[Point]) -> None:
-        """One store write, bounded by ``store_write_timeout`` (then it counts as an outage)."""
+    async def _write_store(self, points: Sequence[Point], sent: Callable[[], None] | None = None) -> None:
+        """One store write, bounded by ``store_write_timeout`` (then it counts as an outage); ``sent``
+        is told when a store that ``SendsAhead`` has sent the points whole."""
         t0 = time.perf_counter()
+        store = self.store
+        writing = (
+            store.write_sending(points, sent)
+            if sent is not None and isinstance(store, SendsAhead)
+            else store.write(points)
+        )
         try:
-            await asyncio.wait_for(self.store.write(points), timeout=self.store_write_timeout)
+            await asyncio.wait_for(writing, timeout=self.store_write_timeout)
         except TimeoutError:
             self.store_up = False
             self.stats.store_failures["timeout"] += 1
@@ -661,6 +691,21 @@ class Pipeline:
             out["spool_events"] = dict(self.spool.stats.events)
             out["lost"] = self.spool.losses.counts()
         return out
+
+
+class _ReleaseOnce:
+    """Gives a batch's place of the writer's ``_io_lock`` back once, whichever comes first: the store
+    saying it sent the batch whole, or the batch's write ending."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: asyncio.Semaphore) -> None:
+        self._lock: asyncio.Semaphore | None = lock
+
+    def __call__(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
 
 def _release_all(spool: Spool, records: list[RecordId]) -> None:

@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 from aiohttp import web
 
+from pipeline.columns import ColumnBatch
 from pipeline.config import PipelineConfig
 from pipeline.influx_store import (
     InfluxStore,
@@ -314,3 +315,32 @@ async def test_large_write_is_complete(
     finally:
         await store.close()
     assert got["power_w"].sum() == 20_000
+
+
+@pytest.mark.influxdb
+async def test_a_point_sent_twice_in_a_batch_keeps_its_last_values_across_shapes(
+    influxdb: InfluxServer,
+    influx_bucket: str,
+) -> None:
+    """The column path writes a batch shape by shape and puts the lines back in the batch's order:
+    a series sent twice at one timestamp with two sets of fields (two shapes) keeps the later value
+    of a field both carry, as the line-by-line order says (InfluxDB: the last line wins)."""
+    points = [pt(i, household=f"hh-{i % 5}") for i in range(300)]  # (enough for the column path)
+    for i in range(0, 300, 50):
+        at = pt(i, household="hh-dup", fields={"power_w": 1.0 + i, "import_wh_total": 10.0 + i})
+        again = pt(i, household="hh-dup", fields={"power_w": 2.0 + i})
+        points[i : i + 1] = [at, points[i], again] if i % 100 else [again, points[i], at]
+    store = InfluxStore(influxdb.url, influxdb.org, influx_bucket, influxdb.token)
+    try:
+        await store.write(ColumnBatch(points))
+        got = await store.query(
+            SeriesQuery(
+                ("hh-dup",), "electricity", ("power_w", "import_wh_total"), T0, T0 + timedelta(days=1)
+            )
+        )
+    finally:
+        await store.close()
+    last = {p.ts_ns: p.fields["power_w"] for p in points if p.household == "hh-dup"}
+    assert got["power_w"].to_list() == [last[k] for k in sorted(last)]
+    assert got["power_w"].to_list() == [2.0 + i if i % 100 else 1.0 + i for i in range(0, 300, 50)]
+    assert got["import_wh_total"].to_list() == [10.0 + i for i in range(0, 300, 50)]

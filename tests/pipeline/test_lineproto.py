@@ -520,3 +520,34 @@ def test_fleet_traffic_takes_the_column_path_and_keeps_the_batch_order(ints_as_f
     body = enc._encode_batch(batch)
     assert body is not None
     assert body == "\n".join(LineEncoder(ints_as_floats=ints_as_floats).lines(points)).encode()
+
+
+def test_one_unusual_column_among_many_shapes_is_written_as_repr_writes_it() -> None:
+    """The column path formats a batch's floats (ints, flags) of every shape in one column: a float
+    ``repr`` writes with an exponent in one shape must not change how the other shapes' floats are
+    written, nor be written the polars way itself."""
+    points = fleet(7)
+    points[40] = pt({"power_w": 1e20, "soc_pct": 55.5}, measurement="battery", device="battery", ts_ns=TS)
+    points[41] = pt({"power_w": 2.5e-7, "note": "a b"}, measurement="pv", device="inverter", ts_ns=TS)
+    for ints_as_floats in (False, True):
+        enc = LineEncoder(ints_as_floats=ints_as_floats)
+        body = enc._encode_batch(ColumnBatch(points))
+        assert body is not None  # (it did take the column path)
+        assert body == "\n".join(LineEncoder(ints_as_floats=ints_as_floats).lines(points)).encode()
+        assert b"power_w=1e+20,soc_pct=55.5" in body and b"power_w=2.5e-07" in body
+
+
+def test_a_value_to_refuse_in_any_shape_refuses_the_batch_with_the_line_paths_error() -> None:
+    for bad, what in (({"energy_wh_total": 2**63}, "energy_wh_total"), ({"power_w": math.nan}, "power_w")):
+        points = fleet(7)
+        points[-1] = pt(bad, measurement="pv", device="inverter", ts_ns=TS)
+        enc = LineEncoder(ints_as_floats=True)
+        assert enc._encode_batch(ColumnBatch(points)) is None
+        with pytest.raises(LineProtocolError) as err:
+            enc.encode(ColumnBatch(points))
+        assert err.value.what == what
+
+
+def test_an_empty_batch_is_an_empty_body_on_the_column_path_too() -> None:
+    enc = LineEncoder(vector_min=0)
+    assert enc.encode(ColumnBatch()) == enc.encode([]) == b""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -194,3 +196,106 @@ async def test_closing_while_the_flusher_writes_a_batch_lets_that_write_finish(t
     assert (await store.query(everything()))["power_w"].to_list() == [float(i) for i in range(20)]
     assert (await asyncio.wait_for(submit, 5)).accepted == 20
     await store.close()
+
+
+class ServerInAThread:
+    """``write_endpoint`` on an event loop of its own, in a thread: it reads requests while the
+    client's loop is held (an encode), and notes when each one had arrived whole."""
+
+    def __init__(self) -> None:
+        self.arrived: list[float] = []
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.arrived.append(time.perf_counter())
+        return web.Response(status=204)
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        async with write_endpoint(self._handle) as self.url:
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> ServerInAThread:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+async def test_a_chunks_request_goes_out_before_the_next_chunk_is_encoded() -> None:
+    """Encoding a chunk holds the event loop (milliseconds at fleet rates): a chunk's request must be
+    on its way before the next chunk's encoding starts.  It waited for it (the post was only
+    scheduled), so the server went without that request for a whole encode, every chunk.  Here each
+    encode is made to hold the loop 0.2 s (a fake: real ones are shorter), with one request slot."""
+    encoded: list[float] = []  # when each chunk's encoding ended
+
+    class SlowToEncode(InfluxStore):
+        def _payload(self, chunk: Sequence[Point]) -> bytes:
+            time.sleep(0.2)
+            body = super()._payload(chunk)
+            encoded.append(time.perf_counter())
+            return body
+
+    points = [
+        Point("electricity", "hh-1", "meter", "echonet", 10**18 + i, {"power_w": float(i)}) for i in range(31)
+    ]
+    with ServerInAThread() as server:
+        store = SlowToEncode(server.url, "org", "bucket", "token", batch_points=10, max_in_flight=1)
+        try:
+            await store.write(points[30:])  # (its connection made: the next requests reuse it)
+            encoded.clear()
+            await store.write(points[:30])
+        finally:
+            await store.close()
+    assert len(server.arrived) == 4 and len(encoded) == 3
+    first, second = server.arrived[1:3]
+    assert first < encoded[1]  # the first chunk's request had arrived before the second was encoded
+    assert second < encoded[2]
+
+
+async def test_a_batch_sent_whole_makes_room_for_the_next_while_its_answers_are_awaited() -> None:
+    """With ``write_concurrency`` batches at once, a batch whose requests are all with the store no
+    longer holds the next one back: that one is encoded and sent while the answers are awaited (it
+    waited for them, so a freed request slot waited for its encoding).  At most twice
+    ``write_concurrency`` batches are with the store in all."""
+    arrived = 0
+    answer = asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        nonlocal arrived
+        await request.read()
+        arrived += 1
+        await answer.wait()
+        return web.Response(status=204)
+
+    async with write_endpoint(held) as url:
+        store = InfluxStore(url, "org", "bucket", "token", batch_points=10, max_in_flight=8)
+        pipeline = Pipeline(store, batch_size=10, max_delay=0.01, write_concurrency=2, store_write_timeout=30)
+        await pipeline.start()
+        submits = [
+            asyncio.create_task(pipeline.submit([meter(10 * b + j) for j in range(10)], now=NOW))
+            for b in range(6)
+        ]
+        try:
+            for _ in range(200):
+                if arrived >= 4:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # (a fifth batch would have time to arrive)
+            assert arrived == 4  # two sent whole and awaiting answers, two more beside them; no more
+            answer.set()
+            results = await asyncio.wait_for(asyncio.gather(*submits), 10)
+        finally:
+            answer.set()
+            await pipeline.close()
+            await store.close()
+    assert [r.accepted for r in results] == [10] * 6
+    assert arrived == 6
