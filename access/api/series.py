@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 from collections.abc import Awaitable, Hashable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -35,7 +36,15 @@ from access.api import models, params
 from access.api.cursor import CursorCodec
 from access.api.pagecache import Page
 from access.api.problems import bad_param
-from access.api.render import column_pieces, gzip_json, iso, join_columns, join_pieces, json_columns
+from access.api.render import (
+    column_pieces,
+    gzip_json,
+    iso,
+    join_pieces,
+    json_columns,
+    live_json,
+    pieces_of_runs,
+)
 from access.api.service import (
     access_request,
     decide_fields,
@@ -57,6 +66,9 @@ from pipeline.query import SeriesQuery
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
 CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this many windows (``_live_page``)
+LIVE_RECENT_S = 10.0  # a live chart asked this lately has its open part made with others' (``_make_open``)
+LIVE_BATCH = 256  # at most this many households' open parts from one store query
+LIVE_GROUPS = 256  # kinds of live chart remembered (``AppState.live_charts``; forgotten all at once beyond)
 _CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
@@ -171,8 +183,15 @@ async def series(request: web.Request) -> web.Response:
     split = open_window_start(ask, state.clock()) if state.pages.max_bytes and version is not None else None
 
     async def make_reply() -> Page:
-        made = None if split is None else await _live_page(state, ask, fields, periods, split, version)
-        return _reply(ask, fields, decision, served, made or await page(), gzipped)
+        parts = None if split is None else await _live_page(state, ask, fields, periods, split, version)
+        if parts is not None:
+            closed, live = parts
+            count = closed.count + live.count
+            head = _envelope(ask, fields, decision, served, count, None)
+            body = live_json(head, closed.body, live.body, b"}", gzipped)
+            if body is not None:
+                return Page(body, count, None)
+        return _reply(ask, fields, decision, served, await page(), gzipped)
 
     # CSV and Arrow as they are go out as the page itself.  Otherwise one more entry per page and
     # encoding, and for JSON per caller purpose, clauses and served periods too (only its envelope names
@@ -251,10 +270,10 @@ async def _live_page(
     periods: Periods,
     cut: float,
     version: int | None,
-) -> Page | None:
+) -> tuple[Page, Page] | None:
     """The page as its closed part (the windows before ``cut``) and its open part (after it), each a
-    page-cache entry with its own footprint; None when the rows exceed the limit (the whole page then
-    decides where the next page starts).
+    page-cache entry with its own footprint, as ``column_pieces`` (``render.live_json`` joins them);
+    None when the rows exceed the limit (the whole page then decides where the next page starts).
 
     A write to the open window makes only the open part again.  The closed part is made of chunks
     of ``CHUNK_WINDOWS`` windows aligned to the epoch, each an entry of its own: a rolling window
@@ -313,8 +332,9 @@ async def _live_page(
         return Page(body, sum(c.count for c in made), None)
 
     async def make_open() -> Page:
-        return _pieces(_page_order(await _frame(state, ask, fields, open_served)))
+        return await _make_open(state, ask, fields, open_served, cut_dt, version, recent)
 
+    recent = _charts_asked(state, (ask.category, fields, every, ask.agg), ask.household)
     closed_key = ("closed", *what, intersect(periods, span(float("-inf"), cut)))
     closed_fp = footprint(ask.household, ask.category, ask.read_from, cut_dt)
     try:
@@ -325,8 +345,89 @@ async def _live_page(
     live = await state.pages.get(version, open_key, open_fp, make_open, share=False)
     if closed.count + live.count > ask.limit:
         return None
-    body = join_columns([closed.body, live.body])
-    return None if body is None else Page(body, closed.count + live.count, None)
+    return closed, live
+
+
+def _charts_asked(state: AppState, group: Hashable, household: str) -> dict[str, float]:
+    """The households with a live chart of ``group`` (category, fields, resolution and aggregation)
+    and when it was last asked, ``household`` now among them."""
+    charts = state.live_charts
+    recent = charts.get(group)
+    if recent is None:
+        if len(charts) >= LIVE_GROUPS:
+            charts.clear()
+        recent = charts[group] = {}
+    recent[household] = state.clock()
+    return recent
+
+
+async def _make_open(
+    state: AppState,
+    ask: SeriesAsk,
+    fields: tuple[str, ...],
+    served: Periods,
+    cut: datetime,
+    version: int | None,
+    recent: dict[str, float],
+) -> Page:
+    """The open part of ``ask.household``'s live chart, and of every other household's chart of the
+    same kind (``recent``) whose open part over the same served periods is not current, from one
+    store query.
+
+    A collector writes every home in one transaction, so one write makes the open part of every live
+    chart stale at once, and the next request of each chart made its own.  One query for all of
+    them costs about what two queries of one home do (a store query is mostly its fixed cost), so
+    the first request after a write makes them all and the others find theirs made; likewise when
+    the window moves on a minute (every dashboard then asks for the next one).  Only charts asked
+    within ``LIVE_RECENT_S`` are made along (a closed dashboard costs nothing after that).  Each part
+    is exactly what its own query makes (the store answers per household; a test holds them to it),
+    kept under its own key (which names the served periods it was read over: a household whose
+    caller is served other periods asks under another key and makes its own) and footprint, at
+    ``version``."""
+    every = ask.window.every
+    assert every is not None
+    queries = series_queries(ask.household, ask.category, fields, served, every, ask.agg)
+    now = state.clock()
+
+    def key(household: str) -> tuple[Hashable, SeriesQuery]:
+        return (
+            ("open", household, ask.category, fields, every, ask.agg, served),
+            footprint(household, ask.category, cut, ask.window.stop),
+        )
+
+    others: list[str] = []
+    for household, asked in list(recent.items()):
+        if now - asked > LIVE_RECENT_S:
+            del recent[household]
+        elif (
+            household != ask.household
+            and len(others) < LIVE_BATCH - 1
+            and not state.pages.has(version, *key(household))
+        ):
+            others.append(household)
+    if len(queries) != 1 or not others:
+        return _pieces(_page_order(await _frame(state, ask, fields, served)))
+    df = await query_served(state, [replace(queries[0], households=(ask.household, *others))])
+    # Each household's rows together, each in page order (one row per device and window: the order
+    # is the one ``_page_order`` gives a household's own frame).
+    df = df.sort("household", "time", "device")
+    rows = _rows_by_household(df)
+    households = [ask.household, *others]
+    pieces = pieces_of_runs(df, [rows.get(h, (0, 0)) for h in households])
+    for household, body in zip(households[1:], pieces[1:], strict=True):
+        state.pages.put(version, *key(household), Page(body, rows.get(household, (0, 0))[1], None))
+    return Page(pieces[0], rows.get(ask.household, (0, 0))[1], None)
+
+
+def _rows_by_household(df: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Household -> (first row, rows) of a frame sorted by household."""
+    out: dict[str, tuple[int, int]] = {}
+    at = 0
+    for household, run in itertools.groupby(df.get_column("household").to_list()):
+        n = sum(1 for _ in run)
+        out[household] = (at, n)
+        at += n
+    return out
 
 
 class _Unjoinable(Exception):
@@ -352,14 +453,19 @@ def _reply(
     """The body as sent: JSON wraps the page's ``columns`` in the envelope; gzip'd when asked."""
     body = page.body
     if ask.fmt == "json":
-        body = _envelope(ask, fields, decision, served, page) + body + b"}"
+        body = _envelope(ask, fields, decision, served, page.count, page.next_cursor) + body + b"}"
     if gzipped:
         body = gzip_json(body)
     return Page(body, page.count, page.next_cursor)
 
 
 def _envelope(
-    ask: SeriesAsk, fields: tuple[str, ...], decision: Decision, served: Periods, page: Page
+    ask: SeriesAsk,
+    fields: tuple[str, ...],
+    decision: Decision,
+    served: Periods,
+    count: int,
+    next_cursor: str | None,
 ) -> bytes:
     """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses,
     and which part of the window is served."""
@@ -376,8 +482,8 @@ def _envelope(
         "every": None if win.every is None else int(win.every.total_seconds()),
         "agg": ask.agg if win.every is not None else None,
         "fields": list(fields),
-        "count": page.count,
-        "next_cursor": page.next_cursor,
+        "count": count,
+        "next_cursor": next_cursor,
     }
     return orjson.dumps(head)[:-1] + b',"columns":'
 

@@ -15,7 +15,7 @@ is fresh -- the same argument a session rests on, with the operator's check in p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -93,6 +93,9 @@ class AppState:
     pipeline_stats: PipelineStats | None = None
     # Parsed series requests by (target, X-Purpose, Accept): see ``access.api.series.ask_of``.
     series_asks: dict[tuple[str, str | None, str | None], SeriesAsk] = field(default_factory=dict)
+    # Households whose live chart was asked lately, by what its open windows read, with when (see
+    # ``access.api.series.make_open``: one store query makes the open part of all of them).
+    live_charts: dict[Hashable, dict[str, float]] = field(default_factory=dict)
     signin: SignIn = field(kw_only=True)
     cursors: CursorCodec = field(kw_only=True)  # signs and checks pagination cursors
     budgets: BudgetStore = field(kw_only=True)  # privacy budgets and the release ledger (statistics)

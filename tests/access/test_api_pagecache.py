@@ -231,6 +231,70 @@ async def test_a_rolling_day_that_moves_a_minute_reads_only_its_new_windows(
                 assert moved == await _rolling_day(whole, clock[0])
 
 
+async def test_one_query_makes_the_open_windows_of_every_live_chart_after_a_write(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """A collector writes every home in one transaction, so every live chart's open windows go stale
+    at once: the first chart asked after the write reads the open windows of every chart asked lately
+    in one store query, and the next chart is answered without one.  Every answer is, byte for byte,
+    the one a server without a cache gives, also after the window moves on a minute."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=5)).timestamp()]
+    charts = (("alice", "h1"), ("bob", "h2"))
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        asked = _note_query_households(env.store)
+        for who, hh in charts:
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        for step in range(4):
+            moved = step % 2 == 1
+            if moved:
+                clock[0] += 60  # the window moves on: the closed and open parts are cut a minute later
+            ns = int(clock[0] * 1e9)
+            written = [
+                Point("pv", hh, "inv1", "modbus", ns, {"power_w": 1e3 * step + k})
+                for k, hh in ((1, "h1"), (2, "h2"))
+            ]
+            await _write_elsewhere(env, *written)
+            asked.clear()
+            pages = [await _rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts]
+            stop = clock[0] // 60 * 60 + 60
+            if moved:  # each chart reads its new first hour, and its last hour with the open windows
+                assert sorted(q[0] for q in asked) == [("h1",), ("h1",), ("h2",), ("h2",)]
+            else:  # both open parts from one query, and h2's answer read nothing
+                assert asked == [(("h1", "h2"), stop - 120, stop)]
+            async for whole in start_env(
+                tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+            ):
+                assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+
+
+def _note_query_households(store: SQLiteStore) -> list[tuple[tuple[str, ...], float, float]]:
+    """The real store answers every query; the households and the span (epoch seconds) each one
+    reads are noted in the list returned."""
+    asked: list[tuple[tuple[str, ...], float, float]] = []
+    store_query = store.query
+
+    async def query(q: SeriesQuery) -> pl.DataFrame:
+        asked.append((q.households, q.start.timestamp(), q.stop.timestamp()))
+        return await store_query(q)
+
+    store.query = query  # type: ignore[method-assign]
+    return asked
+
+
+async def _rolling_day_bytes(env: Env, now: float, who: str, household: str) -> bytes:
+    """``who``'s last 24 h at 1 minute of ``household``'s PV as sent, gzip'd (and read back)."""
+    stop = datetime.fromtimestamp(now // 60 * 60 + 60, UTC)
+    window = {"start": f"{stop - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}", "stop": f"{stop:%Y-%m-%dT%H:%M:%SZ}"}
+    r = await env.client.get(
+        SERIES.format(hh=household, cat="pv"),
+        params={**Q, **window, "every": "1m", "purpose": OWN},
+        headers={**env.auth(who), "Accept-Encoding": "gzip"},
+    )
+    assert r.status == 200 and r.headers["Content-Encoding"] == "gzip"
+    return await r.read()
+
+
 def _note_query_spans(store: SQLiteStore) -> list[float]:
     """The real store answers every query; the seconds each one spans are noted in the list returned."""
     spans: list[float] = []
