@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import itertools
-from collections.abc import Awaitable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -66,8 +66,8 @@ from pipeline.query import SeriesQuery
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
 CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this many windows (``_live_page``)
-LIVE_RECENT_S = 10.0  # a live chart asked this lately has its open part made with others' (``_make_open``)
-LIVE_BATCH = 256  # at most this many households' open parts from one store query
+LIVE_RECENT_S = 10.0  # a live chart asked this lately has its pieces made with others' (``_others``)
+LIVE_BATCH = 256  # at most this many households' pieces from one store query
 LIVE_GROUPS = 256  # kinds of live chart remembered (``AppState.live_charts``; forgotten all at once beyond)
 _CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
@@ -181,9 +181,17 @@ async def series(request: web.Request) -> web.Response:
 
     # Only a cache keeps the closed part (without one the page is made whole: one query).
     split = open_window_start(ask, state.clock()) if state.pages.max_bytes and version is not None else None
+    # A live chart, asked now: its pieces are made along with those of the others (``_others``).
+    recent = (
+        None
+        if split is None
+        else _charts_asked(state, (ask.category, fields, win.every, ask.agg), ask.household)
+    )
 
     async def make_reply() -> Page:
-        parts = None if split is None else await _live_page(state, ask, fields, periods, split, version)
+        parts = None
+        if split is not None and recent is not None:
+            parts = await _live_page(state, ask, fields, periods, split, version, recent)
         if parts is not None:
             closed, live = parts
             count = closed.count + live.count
@@ -270,6 +278,7 @@ async def _live_page(
     periods: Periods,
     cut: float,
     version: int | None,
+    recent: dict[str, float],
 ) -> tuple[Page, Page] | None:
     """The page as its closed part (the windows before ``cut``) and its open part (after it), each a
     page-cache entry with its own footprint, as ``column_pieces`` (``render.live_json`` joins them);
@@ -279,7 +288,8 @@ async def _live_page(
     of ``CHUNK_WINDOWS`` windows aligned to the epoch, each an entry of its own: a rolling window
     ("the last 24 h", its stop the next whole minute) moves every minute, and then only the first
     chunk (cut at the new start) and the last (grown by a minute) are read again, not the whole
-    day.  Chunks missing side by side are read in one query."""
+    day.  Chunks missing side by side are read in one query, and with them the same pieces of the
+    other live charts of its kind asked lately (``recent``, see ``_others``)."""
     every = ask.window.every
     assert every is not None
     what = (ask.household, ask.category, fields, every, ask.agg)
@@ -289,25 +299,60 @@ async def _live_page(
         ("open", *what, open_served),
         footprint(ask.household, ask.category, cut_dt, ask.window.stop),
     )
-    # The pieces: the closed chunks, then the open part (made only when the closed part is not current).
-    spans: list[tuple[float, float]] = []
+    # The pieces (kind, start, stop, served periods): the closed chunks, then the open part (made only
+    # when the closed part is not current), and their keys and footprints for this household.
+    pieces: list[tuple[str, datetime, datetime, Periods]] = []
     keys: list[Hashable] = []
     fps: list[SeriesQuery] = []
 
+    def key_of(household: str, k: int) -> tuple[Hashable, SeriesQuery]:
+        kind, a, b, served = pieces[k]
+        return (kind, household, *what[1:], served), footprint(household, ask.category, a, b)
+
     async def make(i: int, j: int) -> Page:
-        """Pieces ``i`` to ``j - 1`` from one query: ``i`` is returned, the others kept."""
-        df = _page_order(
-            await _frame(state, ask, fields, intersect(periods, span(spans[i][0], spans[j - 1][1])))
-        )
-        # Where each piece starts (numpy: polars' search_sorted goes through its expression engine).
+        """Pieces ``i`` to ``j - 1`` from one query: ``i`` is returned, the others kept; and the same
+        pieces of every other household whose live chart of this kind was asked lately and whose
+        piece ``i`` is not current (``_others``: a write, or the window moving on, makes the same
+        pieces of every chart stale at once)."""
+        served = intersect(periods, span(pieces[i][1].timestamp(), pieces[j - 1][2].timestamp()))
+        queries = series_queries(ask.household, ask.category, fields, served, every, ask.agg)
+        others = _others(state, recent, ask.household, version, lambda h: key_of(h, i))
+        if len(queries) == 1 and others:
+            households = [ask.household, *others]
+            df = await query_served(state, [replace(queries[0], households=tuple(households))])
+            # Each household's rows together, each in page order (one row per device and window:
+            # the order ``_page_order`` gives a household's own frame).
+            df = df.sort("household", "time", "device")
+            rows = _rows_by_household(df)
+        else:
+            households = [ask.household]
+            df = _page_order(await _frame(state, ask, fields, served))
+            rows = {ask.household: (0, df.height)}
+        # Where each piece starts (numpy: polars' search_sorted goes through its expression engine);
+        # a household's first piece holds its rows from the first (a window that starts before the
+        # piece, windows being aligned to the epoch).
         us = df.get_column("time").cast(pl.Int64).to_numpy()  # Datetime("us")
-        at = [
-            int(a) for a in np.searchsorted(us, [round(spans[k][0] * 1e6) for k in range(i, j)], side="left")
-        ]
-        at.append(df.height)
-        for k in range(i + 1, j):
-            state.pages.put(version, keys[k], fps[k], _pieces(df.slice(at[k - i], at[k - i + 1] - at[k - i])))
-        return _pieces(df.slice(0, at[1]))
+        starts = [round(pieces[k][1].timestamp() * 1e6) for k in range(i + 1, j)]
+        runs = []
+        for household in households:
+            first, n = rows.get(household, (0, 0))
+            at = [first, *(first + int(x) for x in np.searchsorted(us[first : first + n], starts)), first + n]
+            runs += [(at[m], at[m + 1] - at[m]) for m in range(j - i)]
+        if len(households) == 1:
+            bodies = [column_pieces(df.slice(first, n)) for first, n in runs]
+        else:
+            bodies = pieces_of_runs(df, runs)
+        made = iter(zip(bodies, runs, strict=True))
+        for household in households:
+            for k in range(i, j):
+                body, (_, n) = next(made)
+                if household != ask.household:
+                    state.pages.put(version, *key_of(household, k), Page(body, n, None))
+                elif k > i:
+                    state.pages.put(version, keys[k], fps[k], Page(body, n, None))
+                else:
+                    page = Page(body, n, None)
+        return page
 
     async def piece(i: int) -> Page:
         j = i + 1  # the run of pieces from ``i`` this process has no current copy of
@@ -316,15 +361,18 @@ async def _live_page(
         # The chunks stay in this process: the closed part they make is what the processes share.
         return await state.pages.get(version, keys[i], fps[i], functools.partial(make, i, j), share=False)
 
-    async def make_closed() -> Page:
-        spans.extend(_chunks(ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS))
-        keys.extend(("chunk", *what, intersect(periods, span(a, b))) for a, b in spans)
-        fps.extend(footprint(ask.household, ask.category, utc(a), utc(b)) for a, b in spans)
-        chunks = len(spans)
-        # The open part ends the last run of missing chunks (one query for both on a new window).
-        spans.append((cut, ask.window.stop.timestamp()))
+    def add_open() -> None:
+        pieces.append(("open", cut_dt, ask.window.stop, open_served))
         keys.append(open_key)
         fps.append(open_fp)
+
+    async def make_closed() -> Page:
+        for a, b in _chunks(ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS):
+            pieces.append(("chunk", utc(a), utc(b), intersect(periods, span(a, b))))
+            keys.append(("chunk", *what, pieces[-1][3]))
+            fps.append(footprint(ask.household, ask.category, utc(a), utc(b)))
+        chunks = len(pieces)
+        add_open()  # the open part ends the last run of missing chunks (one query for both on a new window)
         made = [await piece(i) for i in range(chunks)]
         body = join_pieces([c.body for c in made])
         if body is None:
@@ -332,9 +380,10 @@ async def _live_page(
         return Page(body, sum(c.count for c in made), None)
 
     async def make_open() -> Page:
-        return await _make_open(state, ask, fields, open_served, cut_dt, version, recent)
+        if not pieces:
+            add_open()
+        return await make(len(pieces) - 1, len(pieces))
 
-    recent = _charts_asked(state, (ask.category, fields, every, ask.agg), ask.household)
     closed_key = ("closed", *what, intersect(periods, span(float("-inf"), cut)))
     closed_fp = footprint(ask.household, ask.category, ask.read_from, cut_dt)
     try:
@@ -361,62 +410,35 @@ def _charts_asked(state: AppState, group: Hashable, household: str) -> dict[str,
     return recent
 
 
-async def _make_open(
+def _others(
     state: AppState,
-    ask: SeriesAsk,
-    fields: tuple[str, ...],
-    served: Periods,
-    cut: datetime,
-    version: int | None,
     recent: dict[str, float],
-) -> Page:
-    """The open part of ``ask.household``'s live chart, and of every other household's chart of the
-    same kind (``recent``) whose open part over the same served periods is not current, from one
-    store query.
+    household: str,
+    version: int | None,
+    key_of: Callable[[str], tuple[Hashable, SeriesQuery]],
+) -> list[str]:
+    """The households of ``recent`` but ``household`` asked within ``LIVE_RECENT_S`` whose piece
+    (``key_of``) is not current, ``LIVE_BATCH - 1`` at most; the others are forgotten.
 
     A collector writes every home in one transaction, so one write makes the open part of every live
-    chart stale at once, and the next request of each chart made its own.  One query for all of
-    them costs about what two queries of one home do (a store query is mostly its fixed cost), so
-    the first request after a write makes them all and the others find theirs made; likewise when
-    the window moves on a minute (every dashboard then asks for the next one).  Only charts asked
-    within ``LIVE_RECENT_S`` are made along (a closed dashboard costs nothing after that).  Each part
-    is exactly what its own query makes (the store answers per household; a test holds them to it),
-    kept under its own key (which names the served periods it was read over: a household whose
-    caller is served other periods asks under another key and makes its own) and footprint, at
-    ``version``."""
-    every = ask.window.every
-    assert every is not None
-    queries = series_queries(ask.household, ask.category, fields, served, every, ask.agg)
+    chart stale at once, and when the window moves on a minute every dashboard asks for the next
+    one: the next request of each chart made its own pieces.  One query for all of them costs about
+    what two queries of one home do (a store query is mostly its fixed cost), so the first request
+    makes them all and the others find theirs made.  A closed dashboard costs nothing once
+    ``LIVE_RECENT_S`` passed.  Each piece is exactly what its own query makes (the store answers per
+    household; a test holds them to it), kept under its own key, which names the served periods it
+    was read over (a household whose caller is served other periods asks under another key and
+    makes its own), and footprint, at the version the request read before the query."""
     now = state.clock()
-
-    def key(household: str) -> tuple[Hashable, SeriesQuery]:
-        return (
-            ("open", household, ask.category, fields, every, ask.agg, served),
-            footprint(household, ask.category, cut, ask.window.stop),
-        )
-
-    others: list[str] = []
-    for household, asked in list(recent.items()):
+    out: list[str] = []
+    for other, asked in list(recent.items()):
         if now - asked > LIVE_RECENT_S:
-            del recent[household]
+            del recent[other]
         elif (
-            household != ask.household
-            and len(others) < LIVE_BATCH - 1
-            and not state.pages.has(version, *key(household))
+            other != household and len(out) < LIVE_BATCH - 1 and not state.pages.has(version, *key_of(other))
         ):
-            others.append(household)
-    if len(queries) != 1 or not others:
-        return _pieces(_page_order(await _frame(state, ask, fields, served)))
-    df = await query_served(state, [replace(queries[0], households=(ask.household, *others))])
-    # Each household's rows together, each in page order (one row per device and window: the order
-    # is the one ``_page_order`` gives a household's own frame).
-    df = df.sort("household", "time", "device")
-    rows = _rows_by_household(df)
-    households = [ask.household, *others]
-    pieces = pieces_of_runs(df, [rows.get(h, (0, 0)) for h in households])
-    for household, body in zip(households[1:], pieces[1:], strict=True):
-        state.pages.put(version, *key(household), Page(body, rows.get(household, (0, 0))[1], None))
-    return Page(pieces[0], rows.get(ask.household, (0, 0))[1], None)
+            out.append(other)
+    return out
 
 
 def _rows_by_household(df: pl.DataFrame) -> dict[str, tuple[int, int]]:
@@ -441,10 +463,6 @@ def _chunks(start: float, stop: float, size: float) -> Iterator[tuple[float, flo
         b = min((a // size + 1) * size, stop)
         yield a, b
         a = b
-
-
-def _pieces(df: pl.DataFrame) -> Page:
-    return Page(column_pieces(df), df.height, None)
 
 
 def _reply(

@@ -94,7 +94,7 @@ class AppState:
     # Parsed series requests by (target, X-Purpose, Accept): see ``access.api.series.ask_of``.
     series_asks: dict[tuple[str, str | None, str | None], SeriesAsk] = field(default_factory=dict)
     # Households whose live chart was asked lately, by what its open windows read, with when (see
-    # ``access.api.series.make_open``: one store query makes the open part of all of them).
+    # ``access.api.series._others``: one store query makes their pieces).
     live_charts: dict[Hashable, dict[str, float]] = field(default_factory=dict)
     signin: SignIn = field(kw_only=True)
     cursors: CursorCodec = field(kw_only=True)  # signs and checks pagination cursors

@@ -122,7 +122,7 @@ def test_gzip_reads_back_as_the_page_and_compresses_a_shared_time_column_once() 
 
 @given(
     values=st.lists(row, max_size=30),
-    devices=st.sampled_from([("inv1",), ("inv1", "inv\u00e9 \"2\"")]),
+    devices=st.sampled_from([("inv1",), ("inv1", 'inv\u00e9 "2"')]),
     cuts=st.lists(st.integers(0, 30), max_size=4),
 )
 @settings(max_examples=150, deadline=None)
