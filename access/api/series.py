@@ -20,6 +20,7 @@ what each request must pay by itself:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import itertools
@@ -319,7 +320,18 @@ async def _live_page(
         others = _others(state, recent, ask.household, version, lambda h: key_of(h, i))
         if len(queries) == 1 and others:
             households = [ask.household, *others]
-            df = await query_served(state, [replace(queries[0], households=tuple(households))])
+            # Their requests wait for this query instead of each starting one of its own.
+            claimed = [key_of(h, i)[0] for h in others]
+            batch = asyncio.get_running_loop().create_future()
+            for key in claimed:
+                state.live_batches[key] = batch
+            try:
+                df = await query_served(state, [replace(queries[0], households=tuple(households))])
+            finally:
+                for key in claimed:
+                    if state.live_batches.get(key) is batch:
+                        del state.live_batches[key]
+                batch.set_result(None)
             # Each household's rows together, each in page order (one row per device and window:
             # the order ``_page_order`` gives a household's own frame).
             df = df.sort("household", "time", "device")
@@ -355,6 +367,7 @@ async def _live_page(
         return page
 
     async def piece(i: int) -> Page:
+        await _made_along(state, keys[i])
         j = i + 1  # the run of pieces from ``i`` this process has no current copy of
         while j < len(keys) and not state.pages.has(version, keys[j], fps[j]):
             j += 1
@@ -391,6 +404,7 @@ async def _live_page(
     except _Unjoinable:
         return None
     # The open part changes with every write: cheaper made again than passed between processes.
+    await _made_along(state, open_key)
     live = await state.pages.get(version, open_key, open_fp, make_open, share=False)
     if closed.count + live.count > ask.limit:
         return None
@@ -408,6 +422,13 @@ def _charts_asked(state: AppState, group: Hashable, household: str) -> dict[str,
         recent = charts[group] = {}
     recent[household] = state.clock()
     return recent
+
+
+async def _made_along(state: AppState, key: Hashable) -> None:
+    """Once the piece ``key``, when another chart's query is making it (``_others``), is made."""
+    batch = state.live_batches.get(key)
+    if batch is not None:
+        await asyncio.shield(batch)
 
 
 def _others(
@@ -434,10 +455,10 @@ def _others(
     for other, asked in list(recent.items()):
         if now - asked > LIVE_RECENT_S:
             del recent[other]
-        elif (
-            other != household and len(out) < LIVE_BATCH - 1 and not state.pages.has(version, *key_of(other))
-        ):
-            out.append(other)
+        elif other != household and len(out) < LIVE_BATCH - 1:
+            key, fp = key_of(other)
+            if key not in state.live_batches and not state.pages.has(version, key, fp):
+                out.append(other)
     return out
 
 

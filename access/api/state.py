@@ -15,6 +15,7 @@ is fresh -- the same argument a session rests on, with the operator's check in p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,6 +97,8 @@ class AppState:
     # Households whose live chart was asked lately, by what its open windows read, with when (see
     # ``access.api.series._others``: one store query makes their pieces).
     live_charts: dict[Hashable, dict[str, float]] = field(default_factory=dict)
+    # Pieces of live charts being made by another chart's query, by page key: done when it is.
+    live_batches: dict[Hashable, asyncio.Future[None]] = field(default_factory=dict)
     signin: SignIn = field(kw_only=True)
     cursors: CursorCodec = field(kw_only=True)  # signs and checks pagination cursors
     budgets: BudgetStore = field(kw_only=True)  # privacy budgets and the release ledger (statistics)

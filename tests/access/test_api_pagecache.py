@@ -274,14 +274,43 @@ async def test_one_query_makes_the_open_windows_of_every_live_chart_after_a_writ
                 assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
 
 
-def _note_query_households(store: SQLiteStore) -> list[tuple[tuple[str, ...], float, float]]:
-    """The real store answers every query; the households and the span (epoch seconds) each one
-    reads are noted in the list returned."""
+async def test_charts_asked_while_their_pieces_are_read_for_them_wait_for_that_query(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """A query that makes other charts' pieces may take a while (a store under load, or a long span
+    handed to a reader thread): their own requests meanwhile wait for it rather than each starting
+    one more query of every chart (which, at a minute roll-over of a hundred charts, meant a hundred
+    queries of a hundred homes each)."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=5)).timestamp()]
+    charts = (("alice", "h1"), ("bob", "h2"))
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        for who, hh in charts:
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        asked = _note_query_households(env.store, delay_s=0.05)  # a slow store: another process's load
+        ns = int(clock[0] * 1e9)
+        await _write_elsewhere(
+            env, *(Point("pv", hh, "inv1", "modbus", ns, {"power_w": 5.0}) for _, hh in charts)
+        )
+        pages = await asyncio.gather(*(_rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts))
+        assert [q[0] for q in asked] == [("h1", "h2")]
+        async for whole in start_env(
+            tmp_path / "whole", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+        ):
+            assert list(pages) == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+
+
+def _note_query_households(
+    store: SQLiteStore, delay_s: float = 0.0
+) -> list[tuple[tuple[str, ...], float, float]]:
+    """The real store answers every query (after ``delay_s``, a store slowed by other work); the
+    households and the span (epoch seconds) each one reads are noted in the list returned."""
     asked: list[tuple[tuple[str, ...], float, float]] = []
     store_query = store.query
 
     async def query(q: SeriesQuery) -> pl.DataFrame:
         asked.append((q.households, q.start.timestamp(), q.stop.timestamp()))
+        await asyncio.sleep(delay_s)
         return await store_query(q)
 
     store.query = query  # type: ignore[method-assign]
