@@ -66,6 +66,7 @@ from pipeline.query import SeriesQuery
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
+FOOTPRINT_MEMO_SIZE = 16384
 CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this many windows (``_live_page``)
 LIVE_RECENT_S = 10.0  # a live chart asked this lately has its pieces made with others' (``_others``)
 LIVE_BATCH = 256  # at most this many households' pieces from one store query
@@ -112,10 +113,13 @@ def ask_of(state: AppState, request: web.Request) -> SeriesAsk:
     return ask
 
 
+@functools.lru_cache(maxsize=FOOTPRINT_MEMO_SIZE)
 def footprint(household: str, category: str, start: datetime, stop: datetime) -> SeriesQuery:
     """The points a page of ``[start, stop)`` is made of (changes are tracked by household, category and
     time, whatever the fields and aggregation): the category's default fields, raw, so it refuses
-    nothing the decision and the query would not (their 403 or 400 comes first, as without it)."""
+    nothing the decision and the query would not (their 403 or 400 comes first, as without it).
+    Remembered: a live chart names the footprints of its day's hours, the same ones every minute,
+    and another chart's query names those of every chart of its kind (a query checks its values)."""
     return series_query((household,), category, params.DEFAULT_FIELDS[category], start, stop, None, "mean")
 
 
