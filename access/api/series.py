@@ -456,13 +456,18 @@ def _others(
     makes its own), and footprint, at the version the request read before the query."""
     now = state.clock()
     out: list[str] = []
-    for other, asked in list(recent.items()):
+    gone = []
+    for other, asked in recent.items():
         if now - asked > LIVE_RECENT_S:
-            del recent[other]
-        elif other != household and len(out) < LIVE_BATCH - 1:
+            gone.append(other)
+        elif other != household:
             key, fp = key_of(other)
             if key not in state.live_batches and not state.pages.has(version, key, fp):
                 out.append(other)
+                if len(out) == LIVE_BATCH - 1:
+                    break
+    for other in gone:
+        del recent[other]
     return out
 
 
