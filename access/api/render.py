@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -190,6 +191,38 @@ def column_pieces(df: pl.DataFrame) -> bytes:
     return _SEP.join(piece for pair in column_texts(df) for piece in pair).encode()
 
 
+def pieces_of_runs(df: pl.DataFrame, runs: Sequence[tuple[int, int]]) -> list[bytes]:
+    """``column_pieces(df.slice(first, n))`` for each ``(first, n)`` of ``runs``, the items of each
+    column written once for the whole frame.  For many small pages cut from one frame (the open
+    windows of every live chart, read by one query): ``column_texts`` costs tens of microseconds a
+    frame, however few its rows.  Columns of a type ``column_texts`` writes by a way of its own (not
+    a time, number, flag or text) are written slice by slice by it."""
+    columns: list[tuple[bytes, list[bytes] | None]] = []
+    for column in df.get_columns():
+        dtype = column.dtype
+        items: list[bytes] | None = None
+        if isinstance(dtype, pl.Datetime):
+            us = (column.dt.cast_time_unit("us") if dtype.time_unit != "us" else column).cast(pl.Int64)
+            items = [b"null" if v is None else _ISO_MEMO[v].encode() for v in us.to_list()]
+        elif dtype.is_numeric() or dtype == pl.Boolean:
+            items = orjson.dumps(column.to_list())[1:-1].split(b",") if len(column) else []
+        elif dtype == pl.Utf8:
+            texts: dict[str | None, bytes] = {None: b"null"}
+            items = [texts.get(v) or texts.setdefault(v, json.dumps(v).encode()) for v in column.to_list()]
+        columns.append((json.dumps(column.name).encode(), items))
+    out = []
+    for first, n in runs:
+        pieces = []
+        for i, (name, items) in enumerate(columns):
+            if items is None:
+                text = column_texts(df.select(df.columns[i]).slice(first, n))[0][1].encode()
+            else:
+                text = b",".join(items[first : first + n])
+            pieces += [name, text]
+        out.append(b"\x00".join(pieces))
+    return out
+
+
 def join_pieces(pieces: Sequence[bytes]) -> bytes | None:
     """``column_pieces`` of frames that follow each other in page order (the rows of the first, then
     the second's, ...) as the ``column_pieces`` of them all; None when their columns differ."""
@@ -244,6 +277,21 @@ def _deflate(data: bytes, last: bool) -> bytes:
     return c.compress(data) + c.flush(isal_zlib.Z_SYNC_FLUSH)
 
 
+def _time_blocks(items: bytes) -> bytes:
+    """The deflate blocks (ending on a sync flush) of a time column's items, from ``_SEGMENTS`` when
+    another page had the same column."""
+    key = (len(items), items[:32], items[-32:])
+    found = _SEGMENTS.get(key)
+    if found is not None and found[0] == items:
+        _Segments.hits += 1
+        return found[1]
+    if len(_SEGMENTS) >= _SEGMENT_MEMO_SIZE:
+        _SEGMENTS.clear()
+    blocks = _deflate(items, last=False)
+    _SEGMENTS[key] = (items, blocks)
+    return blocks
+
+
 def gzip_json(body: bytes) -> bytes:
     """``body`` gzip'd (ISA-L, ``GZIP_LEVEL``).  A JSON page's time column is compressed once per
     distinct column (``_SEGMENTS``) and the rest around it each time, one deflate stream of three
@@ -254,17 +302,7 @@ def gzip_json(body: bytes) -> bytes:
     start = at + len(_TIME_ITEMS)
     if end - start < _SEGMENT_MIN:
         return isal_zlib.compress(body, GZIP_LEVEL, wbits=31)
-    key = (end - start, body[start : start + 32], body[end - 32 : end])
-    found = _SEGMENTS.get(key)
-    if found is not None and body.startswith(found[0], start):
-        _Segments.hits += 1
-        middle = found[1]
-    else:
-        if len(_SEGMENTS) >= _SEGMENT_MEMO_SIZE:
-            _SEGMENTS.clear()
-        items = body[start:end]
-        middle = _deflate(items, last=False)
-        _SEGMENTS[key] = (items, middle)
+    middle = _time_blocks(body[start:end])
     crc = isal_zlib.crc32(body)
     return b"".join(
         (
@@ -275,3 +313,89 @@ def gzip_json(body: bytes) -> bytes:
             struct.pack("<II", crc, len(body) & 0xFFFFFFFF),
         )
     )
+
+
+class _Closed:
+    """The ``column_pieces`` of a live page's closed part, split into column names and items once, and
+    the deflate blocks of each column's items, made on the first gzip'd answer that needs them."""
+
+    __slots__ = ("blocks", "items", "names", "weight")
+
+    def __init__(self, pieces: bytes) -> None:
+        split = pieces.split(b"\x00")
+        self.names, self.items = split[0::2], split[1::2]
+        self.blocks: list[bytes | None] = [None] * len(self.items)
+        # Its items are a copy of the pieces; their blocks and whatever else are less than that again.
+        self.weight = 2 * len(pieces)
+
+    def deflated(self, i: int) -> bytes:
+        blocks = self.blocks[i]
+        if blocks is None:
+            items = self.items[i]
+            blocks = _time_blocks(items) if self.names[i] == b'"time"' else _deflate(items, last=False)
+            self.blocks[i] = blocks
+        return blocks
+
+
+class _ClosedParts(OrderedDict[bytes, _Closed]):
+    """Closed parts by their pieces (the page cache hands out the same ``bytes`` object while the part
+    is current, and a ``bytes`` object keeps its hash), least recently used first, ``CLOSED_MEMO_BYTES``
+    at most."""
+
+    size = 0
+
+    def of(self, pieces: bytes) -> _Closed:
+        closed = self.get(pieces)
+        if closed is not None:
+            self.move_to_end(pieces)
+            return closed
+        closed = self[pieces] = _Closed(pieces)
+        self.size += closed.weight
+        while self.size > CLOSED_MEMO_BYTES and len(self) > 1:
+            _, old = self.popitem(last=False)
+            self.size -= old.weight
+        return closed
+
+
+CLOSED_MEMO_BYTES: Final = 32 * 2**20
+_CLOSED_PARTS: Final = _ClosedParts()
+
+
+def live_json(prefix: bytes, closed: bytes, live: bytes, suffix: bytes, gzipped: bool) -> bytes | None:
+    """``prefix + join_columns([closed, live]) + suffix``, gzip'd (as ``gzip_json`` would, read back)
+    when asked; None when the columns of the two parts differ.
+
+    A live chart's answer is its closed part (all but its last windows, the same until the window
+    moves on) joined with its open part (made again after every write).  The closed part's columns
+    are split, and compressed, once (``_ClosedParts``); each answer compresses only the envelope and
+    the open part's few items between them, so its cost no longer grows with the page."""
+    part = _CLOSED_PARTS.of(closed)
+    split = live.split(b"\x00")
+    if split[0::2] != part.names:
+        return None
+    live_items = split[1::2]
+    if not gzipped:
+        columns = (
+            name + b":[" + b",".join(t for t in (a, b) if t) + b"]"
+            for name, a, b in zip(part.names, part.items, live_items, strict=True)
+        )
+        return prefix + b"{" + b",".join(columns) + b"}" + suffix
+    out = [_GZIP_HEADER]
+    crc = size = 0
+    text: list[bytes] = [prefix, b"{"]  # what is not compressed yet
+    for i, (name, items, more) in enumerate(zip(part.names, part.items, live_items, strict=True)):
+        text += [b"," if i else b"", name, b":["]
+        if items:
+            data = b"".join(text)
+            out += [_deflate(data, last=False), part.deflated(i)]
+            crc = isal_zlib.crc32(items, isal_zlib.crc32(data, crc))
+            size += len(data) + len(items)
+            text = [b"," if more else b""]
+        text += [more, b"]"]
+    text += [b"}", suffix]
+    data = b"".join(text)
+    out += [
+        _deflate(data, last=True),
+        struct.pack("<II", isal_zlib.crc32(data, crc), (size + len(data)) & 0xFFFFFFFF),
+    ]
+    return b"".join(out)

@@ -20,10 +20,12 @@ what each request must pay by itself:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
-from collections.abc import Awaitable, Hashable, Iterator
-from dataclasses import dataclass
+import itertools
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -35,7 +37,15 @@ from access.api import models, params
 from access.api.cursor import CursorCodec
 from access.api.pagecache import Page
 from access.api.problems import bad_param
-from access.api.render import column_pieces, gzip_json, iso, join_columns, join_pieces, json_columns
+from access.api.render import (
+    column_pieces,
+    gzip_json,
+    iso,
+    join_pieces,
+    json_columns,
+    live_json,
+    pieces_of_runs,
+)
 from access.api.service import (
     access_request,
     decide_fields,
@@ -56,7 +66,11 @@ from pipeline.query import SeriesQuery
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
+FOOTPRINT_MEMO_SIZE = 16384
 CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this many windows (``_live_page``)
+LIVE_RECENT_S = 10.0  # a live chart asked this lately has its pieces made with others' (``_others``)
+LIVE_BATCH = 256  # at most this many households' pieces from one store query
+LIVE_GROUPS = 256  # kinds of live chart remembered (``AppState.live_charts``; forgotten all at once beyond)
 _CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
@@ -99,10 +113,13 @@ def ask_of(state: AppState, request: web.Request) -> SeriesAsk:
     return ask
 
 
+@functools.lru_cache(maxsize=FOOTPRINT_MEMO_SIZE)
 def footprint(household: str, category: str, start: datetime, stop: datetime) -> SeriesQuery:
     """The points a page of ``[start, stop)`` is made of (changes are tracked by household, category and
     time, whatever the fields and aggregation): the category's default fields, raw, so it refuses
-    nothing the decision and the query would not (their 403 or 400 comes first, as without it)."""
+    nothing the decision and the query would not (their 403 or 400 comes first, as without it).
+    Remembered: a live chart names the footprints of its day's hours, the same ones every minute,
+    and another chart's query names those of every chart of its kind (a query checks its values)."""
     return series_query((household,), category, params.DEFAULT_FIELDS[category], start, stop, None, "mean")
 
 
@@ -169,10 +186,25 @@ async def series(request: web.Request) -> web.Response:
 
     # Only a cache keeps the closed part (without one the page is made whole: one query).
     split = open_window_start(ask, state.clock()) if state.pages.max_bytes and version is not None else None
+    # A live chart, asked now: its pieces are made along with those of the others (``_others``).
+    recent = (
+        None
+        if split is None
+        else _charts_asked(state, (ask.category, fields, win.every, ask.agg), ask.household)
+    )
 
     async def make_reply() -> Page:
-        made = None if split is None else await _live_page(state, ask, fields, periods, split, version)
-        return _reply(ask, fields, decision, served, made or await page(), gzipped)
+        parts = None
+        if split is not None and recent is not None:
+            parts = await _live_page(state, ask, fields, periods, split, version, recent)
+        if parts is not None:
+            closed, live = parts
+            count = closed.count + live.count
+            head = _envelope(ask, fields, decision, served, count, None)
+            body = live_json(head, closed.body, live.body, b"}", gzipped)
+            if body is not None:
+                return Page(body, count, None)
+        return _reply(ask, fields, decision, served, await page(), gzipped)
 
     # CSV and Arrow as they are go out as the page itself.  Otherwise one more entry per page and
     # encoding, and for JSON per caller purpose, clauses and served periods too (only its envelope names
@@ -251,16 +283,18 @@ async def _live_page(
     periods: Periods,
     cut: float,
     version: int | None,
-) -> Page | None:
+    recent: dict[str, float],
+) -> tuple[Page, Page] | None:
     """The page as its closed part (the windows before ``cut``) and its open part (after it), each a
-    page-cache entry with its own footprint; None when the rows exceed the limit (the whole page then
-    decides where the next page starts).
+    page-cache entry with its own footprint, as ``column_pieces`` (``render.live_json`` joins them);
+    None when the rows exceed the limit (the whole page then decides where the next page starts).
 
     A write to the open window makes only the open part again.  The closed part is made of chunks
     of ``CHUNK_WINDOWS`` windows aligned to the epoch, each an entry of its own: a rolling window
     ("the last 24 h", its stop the next whole minute) moves every minute, and then only the first
     chunk (cut at the new start) and the last (grown by a minute) are read again, not the whole
-    day.  Chunks missing side by side are read in one query."""
+    day.  Chunks missing side by side are read in one query, and with them the same pieces of the
+    other live charts of its kind asked lately (``recent``, see ``_others``)."""
     every = ask.window.every
     assert every is not None
     what = (ask.household, ask.category, fields, every, ask.agg)
@@ -270,42 +304,92 @@ async def _live_page(
         ("open", *what, open_served),
         footprint(ask.household, ask.category, cut_dt, ask.window.stop),
     )
-    # The pieces: the closed chunks, then the open part (made only when the closed part is not current).
-    spans: list[tuple[float, float]] = []
+    # The pieces (kind, start, stop, served periods): the closed chunks, then the open part (made only
+    # when the closed part is not current), and their keys and footprints for this household.
+    pieces: list[tuple[str, datetime, datetime, Periods]] = []
     keys: list[Hashable] = []
     fps: list[SeriesQuery] = []
 
+    def key_of(household: str, k: int) -> tuple[Hashable, SeriesQuery]:
+        kind, a, b, served = pieces[k]
+        return (kind, household, *what[1:], served), footprint(household, ask.category, a, b)
+
     async def make(i: int, j: int) -> Page:
-        """Pieces ``i`` to ``j - 1`` from one query: ``i`` is returned, the others kept."""
-        df = _page_order(
-            await _frame(state, ask, fields, intersect(periods, span(spans[i][0], spans[j - 1][1])))
-        )
-        # Where each piece starts (numpy: polars' search_sorted goes through its expression engine).
+        """Pieces ``i`` to ``j - 1`` from one query: ``i`` is returned, the others kept; and the same
+        pieces of every other household whose live chart of this kind was asked lately and whose
+        piece ``i`` is not current (``_others``: a write, or the window moving on, makes the same
+        pieces of every chart stale at once)."""
+        served = intersect(periods, span(pieces[i][1].timestamp(), pieces[j - 1][2].timestamp()))
+        queries = series_queries(ask.household, ask.category, fields, served, every, ask.agg)
+        others = _others(state, recent, ask.household, version, lambda h: key_of(h, i))
+        if len(queries) == 1 and others:
+            households = [ask.household, *others]
+            # Their requests wait for this query instead of each starting one of its own.
+            claimed = [key_of(h, i)[0] for h in others]
+            batch = asyncio.get_running_loop().create_future()
+            for key in claimed:
+                state.live_batches[key] = batch
+            try:
+                df = await query_served(state, [replace(queries[0], households=tuple(households))])
+            finally:
+                for key in claimed:
+                    if state.live_batches.get(key) is batch:
+                        del state.live_batches[key]
+                batch.set_result(None)
+            # Each household's rows together, each in page order (one row per device and window:
+            # the order ``_page_order`` gives a household's own frame).
+            df = df.sort("household", "time", "device")
+            rows = _rows_by_household(df)
+        else:
+            households = [ask.household]
+            df = _page_order(await _frame(state, ask, fields, served))
+            rows = {ask.household: (0, df.height)}
+        # Where each piece starts (numpy: polars' search_sorted goes through its expression engine);
+        # a household's first piece holds its rows from the first (a window that starts before the
+        # piece, windows being aligned to the epoch).
         us = df.get_column("time").cast(pl.Int64).to_numpy()  # Datetime("us")
-        at = [
-            int(a) for a in np.searchsorted(us, [round(spans[k][0] * 1e6) for k in range(i, j)], side="left")
-        ]
-        at.append(df.height)
-        for k in range(i + 1, j):
-            state.pages.put(version, keys[k], fps[k], _pieces(df.slice(at[k - i], at[k - i + 1] - at[k - i])))
-        return _pieces(df.slice(0, at[1]))
+        starts = [round(pieces[k][1].timestamp() * 1e6) for k in range(i + 1, j)]
+        runs = []
+        for household in households:
+            first, n = rows.get(household, (0, 0))
+            at = [first, *(first + int(x) for x in np.searchsorted(us[first : first + n], starts)), first + n]
+            runs += [(at[m], at[m + 1] - at[m]) for m in range(j - i)]
+        if len(households) == 1:
+            bodies = [column_pieces(df.slice(first, n)) for first, n in runs]
+        else:
+            bodies = pieces_of_runs(df, runs)
+        made = iter(zip(bodies, runs, strict=True))
+        for household in households:
+            for k in range(i, j):
+                body, (_, n) = next(made)
+                if household != ask.household:
+                    state.pages.put(version, *key_of(household, k), Page(body, n, None))
+                elif k > i:
+                    state.pages.put(version, keys[k], fps[k], Page(body, n, None))
+                else:
+                    page = Page(body, n, None)
+        return page
 
     async def piece(i: int) -> Page:
+        await _made_along(state, keys[i])
         j = i + 1  # the run of pieces from ``i`` this process has no current copy of
         while j < len(keys) and not state.pages.has(version, keys[j], fps[j]):
             j += 1
         # The chunks stay in this process: the closed part they make is what the processes share.
         return await state.pages.get(version, keys[i], fps[i], functools.partial(make, i, j), share=False)
 
-    async def make_closed() -> Page:
-        spans.extend(_chunks(ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS))
-        keys.extend(("chunk", *what, intersect(periods, span(a, b))) for a, b in spans)
-        fps.extend(footprint(ask.household, ask.category, utc(a), utc(b)) for a, b in spans)
-        chunks = len(spans)
-        # The open part ends the last run of missing chunks (one query for both on a new window).
-        spans.append((cut, ask.window.stop.timestamp()))
+    def add_open() -> None:
+        pieces.append(("open", cut_dt, ask.window.stop, open_served))
         keys.append(open_key)
         fps.append(open_fp)
+
+    async def make_closed() -> Page:
+        for a, b in _chunks(ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS):
+            pieces.append(("chunk", utc(a), utc(b), intersect(periods, span(a, b))))
+            keys.append(("chunk", *what, pieces[-1][3]))
+            fps.append(footprint(ask.household, ask.category, utc(a), utc(b)))
+        chunks = len(pieces)
+        add_open()  # the open part ends the last run of missing chunks (one query for both on a new window)
         made = [await piece(i) for i in range(chunks)]
         body = join_pieces([c.body for c in made])
         if body is None:
@@ -313,7 +397,9 @@ async def _live_page(
         return Page(body, sum(c.count for c in made), None)
 
     async def make_open() -> Page:
-        return _pieces(_page_order(await _frame(state, ask, fields, open_served)))
+        if not pieces:
+            add_open()
+        return await make(len(pieces) - 1, len(pieces))
 
     closed_key = ("closed", *what, intersect(periods, span(float("-inf"), cut)))
     closed_fp = footprint(ask.household, ask.category, ask.read_from, cut_dt)
@@ -322,11 +408,78 @@ async def _live_page(
     except _Unjoinable:
         return None
     # The open part changes with every write: cheaper made again than passed between processes.
+    await _made_along(state, open_key)
     live = await state.pages.get(version, open_key, open_fp, make_open, share=False)
     if closed.count + live.count > ask.limit:
         return None
-    body = join_columns([closed.body, live.body])
-    return None if body is None else Page(body, closed.count + live.count, None)
+    return closed, live
+
+
+def _charts_asked(state: AppState, group: Hashable, household: str) -> dict[str, float]:
+    """The households with a live chart of ``group`` (category, fields, resolution and aggregation)
+    and when it was last asked, ``household`` now among them."""
+    charts = state.live_charts
+    recent = charts.get(group)
+    if recent is None:
+        if len(charts) >= LIVE_GROUPS:
+            charts.clear()
+        recent = charts[group] = {}
+    recent[household] = state.clock()
+    return recent
+
+
+async def _made_along(state: AppState, key: Hashable) -> None:
+    """Once the piece ``key``, when another chart's query is making it (``_others``), is made."""
+    batch = state.live_batches.get(key)
+    if batch is not None:
+        await asyncio.shield(batch)
+
+
+def _others(
+    state: AppState,
+    recent: dict[str, float],
+    household: str,
+    version: int | None,
+    key_of: Callable[[str], tuple[Hashable, SeriesQuery]],
+) -> list[str]:
+    """The households of ``recent`` but ``household`` asked within ``LIVE_RECENT_S`` whose piece
+    (``key_of``) is not current, ``LIVE_BATCH - 1`` at most; the others are forgotten.
+
+    A collector writes every home in one transaction, so one write makes the open part of every live
+    chart stale at once, and when the window moves on a minute every dashboard asks for the next
+    one: the next request of each chart made its own pieces.  One query for all of them costs about
+    what two queries of one home do (a store query is mostly its fixed cost), so the first request
+    makes them all and the others find theirs made.  A closed dashboard costs nothing once
+    ``LIVE_RECENT_S`` passed.  Each piece is exactly what its own query makes (the store answers per
+    household; a test holds them to it), kept under its own key, which names the served periods it
+    was read over (a household whose caller is served other periods asks under another key and
+    makes its own), and footprint, at the version the request read before the query."""
+    now = state.clock()
+    out: list[str] = []
+    gone = []
+    for other, asked in recent.items():
+        if now - asked > LIVE_RECENT_S:
+            gone.append(other)
+        elif other != household:
+            key, fp = key_of(other)
+            if key not in state.live_batches and not state.pages.has(version, key, fp):
+                out.append(other)
+                if len(out) == LIVE_BATCH - 1:
+                    break
+    for other in gone:
+        del recent[other]
+    return out
+
+
+def _rows_by_household(df: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Household -> (first row, rows) of a frame sorted by household."""
+    out: dict[str, tuple[int, int]] = {}
+    at = 0
+    for household, run in itertools.groupby(df.get_column("household").to_list()):
+        n = sum(1 for _ in run)
+        out[household] = (at, n)
+        at += n
+    return out
 
 
 class _Unjoinable(Exception):
@@ -342,24 +495,25 @@ def _chunks(start: float, stop: float, size: float) -> Iterator[tuple[float, flo
         a = b
 
 
-def _pieces(df: pl.DataFrame) -> Page:
-    return Page(column_pieces(df), df.height, None)
-
-
 def _reply(
     ask: SeriesAsk, fields: tuple[str, ...], decision: Decision, served: Periods, page: Page, gzipped: bool
 ) -> Page:
     """The body as sent: JSON wraps the page's ``columns`` in the envelope; gzip'd when asked."""
     body = page.body
     if ask.fmt == "json":
-        body = _envelope(ask, fields, decision, served, page) + body + b"}"
+        body = _envelope(ask, fields, decision, served, page.count, page.next_cursor) + body + b"}"
     if gzipped:
         body = gzip_json(body)
     return Page(body, page.count, page.next_cursor)
 
 
 def _envelope(
-    ask: SeriesAsk, fields: tuple[str, ...], decision: Decision, served: Periods, page: Page
+    ask: SeriesAsk,
+    fields: tuple[str, ...],
+    decision: Decision,
+    served: Periods,
+    count: int,
+    next_cursor: str | None,
 ) -> bytes:
     """The JSON before a page's ``columns`` (closed by ``}``): who asked for what, under which clauses,
     and which part of the window is served."""
@@ -376,8 +530,8 @@ def _envelope(
         "every": None if win.every is None else int(win.every.total_seconds()),
         "agg": ask.agg if win.every is not None else None,
         "fields": list(fields),
-        "count": page.count,
-        "next_cursor": page.next_cursor,
+        "count": count,
+        "next_cursor": next_cursor,
     }
     return orjson.dumps(head)[:-1] + b',"columns":'
 

@@ -15,8 +15,9 @@ is fresh -- the same argument a session rests on, with the operator's check in p
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -97,6 +98,11 @@ class AppState:
     pipeline_stats: PipelineStats | None = None
     # Parsed series requests by (target, X-Purpose, Accept): see ``access.api.series.ask_of``.
     series_asks: dict[tuple[str, str | None, str | None], SeriesAsk] = field(default_factory=dict)
+    # Households whose live chart was asked lately, by what its open windows read, with when (see
+    # ``access.api.series._others``: one store query makes their pieces).
+    live_charts: dict[Hashable, dict[str, float]] = field(default_factory=dict)
+    # Pieces of live charts being made by another chart's query, by page key: done when it is.
+    live_batches: dict[Hashable, asyncio.Future[None]] = field(default_factory=dict)
     signin: SignIn = field(kw_only=True)
     cursors: CursorCodec = field(kw_only=True)  # signs and checks pagination cursors
     budgets: BudgetStore = field(kw_only=True)  # privacy budgets and the release ledger (statistics)

@@ -231,6 +231,105 @@ async def test_a_rolling_day_that_moves_a_minute_reads_only_its_new_windows(
                 assert moved == await _rolling_day(whole, clock[0])
 
 
+async def test_one_query_makes_the_open_windows_of_every_live_chart_after_a_write(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """A collector writes every home in one transaction, so every live chart's open windows go stale
+    at once: the first chart asked after the write reads the open windows of every chart asked lately
+    in one store query, and the next chart is answered without one; likewise the new first and last
+    hours when the window moves on a minute.  Every answer is, byte for byte, the one a server
+    without a cache gives."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=5)).timestamp()]
+    charts = (("alice", "h1"), ("bob", "h2"))
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        asked = _note_query_households(env.store)
+        for who, hh in charts:
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        for step in range(4):
+            moved = step % 2 == 1
+            if moved:  # the dashboards keep asking while the minute runs out, then it moves on
+                for _ in range(9):
+                    clock[0] += 6
+                    for who, hh in charts:
+                        await _rolling_day_bytes(env, clock[0], who, hh)
+                clock[0] += 6
+            ns = int(clock[0] * 1e9)
+            written = [
+                Point("pv", hh, "inv1", "modbus", ns, {"power_w": 1e3 * step + k})
+                for k, hh in ((1, "h1"), (2, "h2"))
+            ]
+            await _write_elsewhere(env, *written)
+            asked.clear()
+            pages = [await _rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts]
+            stop = clock[0] // 60 * 60 + 60
+            if moved:  # the new first hour, and the last hour with the open windows, of both charts
+                assert [q[0] for q in asked] == [("h1", "h2")] * 2
+                assert asked[-1][2] == stop
+            else:  # both open parts from one query
+                assert asked == [(("h1", "h2"), stop - 120, stop)]
+            async for whole in start_env(
+                tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+            ):
+                assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+
+
+async def test_charts_asked_while_their_pieces_are_read_for_them_wait_for_that_query(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """A query that makes other charts' pieces may take a while (a store under load, or a long span
+    handed to a reader thread): their own requests meanwhile wait for it rather than each starting
+    one more query of every chart (which, at a minute roll-over of a hundred charts, meant a hundred
+    queries of a hundred homes each)."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=5)).timestamp()]
+    charts = (("alice", "h1"), ("bob", "h2"))
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        for who, hh in charts:
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        asked = _note_query_households(env.store, delay_s=0.05)  # a slow store: another process's load
+        ns = int(clock[0] * 1e9)
+        await _write_elsewhere(
+            env, *(Point("pv", hh, "inv1", "modbus", ns, {"power_w": 5.0}) for _, hh in charts)
+        )
+        pages = await asyncio.gather(*(_rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts))
+        assert [q[0] for q in asked] == [("h1", "h2")]
+        async for whole in start_env(
+            tmp_path / "whole", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+        ):
+            assert list(pages) == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+
+
+def _note_query_households(
+    store: SQLiteStore, delay_s: float = 0.0
+) -> list[tuple[tuple[str, ...], float, float]]:
+    """The real store answers every query (after ``delay_s``, a store slowed by other work); the
+    households and the span (epoch seconds) each one reads are noted in the list returned."""
+    asked: list[tuple[tuple[str, ...], float, float]] = []
+    store_query = store.query
+
+    async def query(q: SeriesQuery) -> pl.DataFrame:
+        asked.append((q.households, q.start.timestamp(), q.stop.timestamp()))
+        await asyncio.sleep(delay_s)
+        return await store_query(q)
+
+    store.query = query  # type: ignore[method-assign]
+    return asked
+
+
+async def _rolling_day_bytes(env: Env, now: float, who: str, household: str) -> bytes:
+    """``who``'s last 24 h at 1 minute of ``household``'s PV as sent, gzip'd (and read back)."""
+    stop = datetime.fromtimestamp(now // 60 * 60 + 60, UTC)
+    window = {"start": f"{stop - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}", "stop": f"{stop:%Y-%m-%dT%H:%M:%SZ}"}
+    r = await env.client.get(
+        SERIES.format(hh=household, cat="pv"),
+        params={**Q, **window, "every": "1m", "purpose": OWN},
+        headers={**env.auth(who), "Accept-Encoding": "gzip"},
+    )
+    assert r.status == 200 and r.headers["Content-Encoding"] == "gzip"
+    return await r.read()
+
+
 def _note_query_spans(store: SQLiteStore) -> list[float]:
     """The real store answers every query; the seconds each one spans are noted in the list returned."""
     spans: list[float] = []

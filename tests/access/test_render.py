@@ -4,6 +4,7 @@ the fast writers (orjson over numpy views, memoised time stamps) must never chan
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,16 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access.api.render import _Segments, column_pieces, frame_columns, gzip_json, join_columns, json_columns
+from access.api.render import (
+    _Segments,
+    column_pieces,
+    frame_columns,
+    gzip_json,
+    join_columns,
+    json_columns,
+    live_json,
+    pieces_of_runs,
+)
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 floats = st.floats(allow_nan=False, allow_infinity=False)  # a NaN never reaches a store (validation)
@@ -108,3 +118,61 @@ def test_gzip_reads_back_as_the_page_and_compresses_a_shared_time_column_once() 
     assert gzip.decompress(gzip_json(gap_b)) == gap_b
     for body in (_day_page("h1", T0, 10), b'{"columns":{"power_w":[1,2]}}', b"", b'{"time":[' + b"1," * 5000):
         assert gzip.decompress(gzip_json(body)) == body
+
+
+@given(
+    values=st.lists(row, max_size=30),
+    devices=st.sampled_from([("inv1",), ("inv1", 'inv\u00e9 "2"')]),
+    cuts=st.lists(st.integers(0, 30), max_size=4),
+)
+@settings(max_examples=150, deadline=None)
+def test_pieces_of_runs_are_the_pieces_of_each_slice(
+    values: list[tuple[float, float | None, int, bool | None]], devices: tuple[str, ...], cuts: list[int]
+) -> None:
+    """The open parts of many live charts are written from one frame: each must be the very bytes its
+    own frame gives, whatever the values, missing ones, texts (one or several) and types."""
+    n = len(values)
+    df = pl.DataFrame(
+        {
+            "time": [T0 + timedelta(minutes=i // 2) for i in range(n)],
+            "household": [f"h{i // 7}" for i in range(n)],
+            "device": [devices[i % len(devices)] for i in range(n)],
+            "power_w": [v[0] for v in values],
+            "reactive_var": [v[1] for v in values],
+            "count": [v[2] for v in values],
+            "fault": [v[3] for v in values],
+            "day": [(T0 + timedelta(days=i)).date() for i in range(n)],  # written by ``column_texts``
+            "small": pl.Series([v[0] for v in values], dtype=pl.Float32),
+            "note": [None if i % 3 else f"n{i}" for i in range(n)],
+        },
+        schema_overrides={"time": pl.Datetime("us", "UTC"), "count": pl.Int64},
+    )
+    bounds = sorted({0, n, *(min(c, n) for c in cuts)})
+    runs = [(a, b - a) for a, b in itertools.pairwise(bounds)] + [(0, 0), (0, n)]
+    assert pieces_of_runs(df, runs) == [column_pieces(df.slice(a, k)) for a, k in runs]
+
+
+@given(values=st.lists(row, max_size=30), cut=st.integers(0, 30))
+@settings(max_examples=100, deadline=None)
+def test_a_live_answer_is_the_joined_page_plain_or_gzipd(
+    values: list[tuple[float, float | None, int, bool | None]], cut: int
+) -> None:
+    """A live chart's answer made from its closed and open parts is the whole page's JSON; gzip'd, it
+    reads back to the same bytes (its closed part's blocks made once and reused)."""
+    n = len(values)
+    df = pl.DataFrame(
+        {
+            "time": [T0 + timedelta(minutes=i) for i in range(n)],
+            "device": ["inv1"] * n,
+            "power_w": [v[0] for v in values],
+            "reactive_var": [v[1] for v in values],
+        },
+        schema_overrides={"time": pl.Datetime("us", "UTC")},
+    )
+    closed, live = column_pieces(df.slice(0, cut)), column_pieces(df.slice(cut))
+    head, tail = b'{"count":' + str(n).encode() + b',"columns":', b"}"
+    whole = head + json_columns(df) + tail
+    assert live_json(head, closed, live, tail, gzipped=False) == whole
+    for _ in range(2):  # the second time from the memo
+        assert gzip.decompress(live_json(head, closed, live, tail, gzipped=True) or b"") == whole
+    assert live_json(head, closed, column_pieces(df.select("time", "power_w")), tail, gzipped=True) is None
