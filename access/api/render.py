@@ -194,33 +194,113 @@ def column_pieces(df: pl.DataFrame) -> bytes:
 def pieces_of_runs(df: pl.DataFrame, runs: Sequence[tuple[int, int]]) -> list[bytes]:
     """``column_pieces(df.slice(first, n))`` for each ``(first, n)`` of ``runs``, the items of each
     column written once for the whole frame.  For many small pages cut from one frame (the open
-    windows of every live chart, read by one query): ``column_texts`` costs tens of microseconds a
-    frame, however few its rows.  Columns of a type ``column_texts`` writes by a way of its own (not
-    a time, number, flag or text) are written slice by slice by it."""
-    columns: list[tuple[bytes, list[bytes] | None]] = []
-    for column in df.get_columns():
-        dtype = column.dtype
-        items: list[bytes] | None = None
-        if isinstance(dtype, pl.Datetime):
-            us = (column.dt.cast_time_unit("us") if dtype.time_unit != "us" else column).cast(pl.Int64)
-            items = [b"null" if v is None else _ISO_MEMO[v].encode() for v in us.to_list()]
-        elif dtype.is_numeric() or dtype == pl.Boolean:
-            items = orjson.dumps(column.to_list())[1:-1].split(b",") if len(column) else []
-        elif dtype == pl.Utf8:
-            texts: dict[str | None, bytes] = {None: b"null"}
-            items = [texts.get(v) or texts.setdefault(v, json.dumps(v).encode()) for v in column.to_list()]
-        columns.append((json.dumps(column.name).encode(), items))
+    windows of every live chart, read by one query; at a whole minute the new first and last hours
+    of every chart): ``column_texts`` costs tens of microseconds a frame, however few its rows.
+
+    Each column is written as one text with its items' bounds found by numpy (``_Cutter``), so a run
+    is one slice: no Python object per item (a frame of 100 homes' hour, 12,000 items, was written
+    item by item and cost the event loop tens of milliseconds at every whole minute).  Columns of a
+    type ``column_texts`` writes by a way of its own (not a time, number, flag or text) are written
+    slice by slice by it."""
+    cutters = [(json.dumps(column.name).encode(), _Cutter.of(column)) for column in df.get_columns()]
     out = []
     for first, n in runs:
         pieces = []
-        for i, (name, items) in enumerate(columns):
-            if items is None:
+        for i, (name, cutter) in enumerate(cutters):
+            if cutter is None:
                 text = column_texts(df.select(df.columns[i]).slice(first, n))[0][1].encode()
             else:
-                text = b",".join(items[first : first + n])
+                text = cutter.cut(first, n)
             pieces += [name, text]
         out.append(b"\x00".join(pieces))
     return out
+
+
+class _Cutter:
+    """A column's JSON items as one text (each item followed by a comma) and where each item starts,
+    so the items of rows ``[first, first + n)`` are one slice; a text column of runs of one value
+    repeats that value's JSON instead (the household and device columns of many homes' frame)."""
+
+    __slots__ = ("column", "items", "one", "starts", "text", "values")
+
+    def __init__(self, text: bytes, starts: NDArray[np.int64] | None) -> None:
+        self.text = text
+        self.starts = starts  # None: fixed-width items (``_STAMP_WIDTH``)
+        self.column: pl.Series | None = None
+        self.values: NDArray[np.int64] | None = None  # a text column: the rows where a new value begins
+        self.one: dict[str | None, bytes] = {}
+        self.items: list[bytes] | None = None
+
+    @classmethod
+    def of(cls, column: pl.Series) -> _Cutter | None:
+        dtype = column.dtype
+        if isinstance(dtype, pl.Datetime):
+            us = (column.dt.cast_time_unit("us") if dtype.time_unit != "us" else column).cast(pl.Int64)
+            values = us.to_numpy()
+            if not us.null_count() and (not len(us) or (values.min() >= 0 and values.max() < _YEAR_10000_US)):
+                return cls(_stamps(values), None)
+            items = [b"null" if v is None else _ISO_MEMO[v].encode() for v in us.to_list()]
+            return cls._of_items(items)
+        if dtype.is_numeric() or dtype == pl.Boolean:
+            if column.null_count() == 0 and dtype in _NUMPY_VIEWED:
+                data = orjson.dumps(column.to_numpy(), option=orjson.OPT_SERIALIZE_NUMPY)
+            else:
+                data = orjson.dumps(column.to_list())
+            text = data[1:-1] + b","  # numbers hold no comma: the commas are the bounds
+            commas = (
+                np.flatnonzero(np.frombuffer(text, np.uint8) == 44) if len(column) else np.zeros(0, np.int64)
+            )
+            return cls(text, np.concatenate(([0], commas + 1)))
+        if dtype == pl.Utf8:
+            cutter = cls(b"", None)
+            cutter.column = column
+            if column.null_count() == 0:
+                new = column.ne_missing(column.shift(1)).to_numpy()
+                cutter.values = np.flatnonzero(new)
+            return cutter
+        return None
+
+    @classmethod
+    def _of_items(cls, items: list[bytes]) -> _Cutter:
+        cutter = cls(b"", None)
+        cutter.items = items
+        return cutter
+
+    def cut(self, first: int, n: int) -> bytes:
+        if not n:
+            return b""
+        if self.column is not None:  # text
+            if self.values is not None:
+                k = int(np.searchsorted(self.values, first, "right"))
+                if k == len(self.values) or self.values[k] >= first + n:  # one value over the run
+                    value = self.column[first]
+                    one = self.one.get(value)
+                    if one is None:
+                        one = self.one[value] = json.dumps(value).encode()
+                    return (one + b",") * (n - 1) + one
+            if self.items is None:
+                texts: dict[str | None, bytes] = {None: b"null"}
+                self.items = [
+                    texts.get(v) or texts.setdefault(v, json.dumps(v).encode()) for v in self.column.to_list()
+                ]
+        if self.items is not None:
+            return b",".join(self.items[first : first + n])
+        if self.starts is None:
+            return self.text[first * _STAMP_WIDTH : (first + n) * _STAMP_WIDTH - 1]
+        return self.text[int(self.starts[first]) : int(self.starts[first + n]) - 1]
+
+
+def _stamps(us: NDArray[np.int64]) -> bytes:
+    """``_ISO_MEMO``'s quoted stamps of ``us`` (epoch microseconds, years 1970-9999), each followed by
+    a comma: ``_STAMP_WIDTH`` bytes each, written by numpy (milliseconds, cut as ``iso`` cuts them)."""
+    n = len(us)
+    out = np.empty((n, _STAMP_WIDTH), np.uint8)
+    out[:, 0] = out[:, 25] = ord('"')
+    out[:, 24] = ord("Z")
+    out[:, 26] = ord(",")
+    text = np.datetime_as_string(us.astype("datetime64[us]"), unit="ms").astype("S23")
+    out[:, 1:24] = np.frombuffer(text.tobytes(), np.uint8).reshape(n, 23)
+    return out.tobytes()
 
 
 def join_pieces(pieces: Sequence[bytes]) -> bytes | None:

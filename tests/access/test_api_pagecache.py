@@ -300,6 +300,59 @@ async def test_charts_asked_while_their_pieces_are_read_for_them_wait_for_that_q
             assert list(pages) == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
 
 
+async def test_each_server_process_keeps_its_live_charts_pieces_for_the_next_minute(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """Two processes of one server (two apps, one store, one shared page file) answer the same live
+    chart.  The second makes its own answer instead of taking the first's from the shared file, so
+    when the window moves on a minute it reads only the new first and last hours, not the whole day
+    (taking it, it had none of the chart's pieces: with a hundred charts, every whole minute meant a
+    whole day of every home read and written out on the event loop).  A write to a closed hour, one to
+    the open minute and a reading arriving late are in every answer, which is byte for byte what a
+    server without a cache gives."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=5)).timestamp()]
+    shared = tmp_path / "pages.sqlite"
+    async for one in start_env(
+        tmp_path / "one", own_store, api_policy, now=lambda: clock[0], shared_pages=shared
+    ):
+        async for two in start_env(
+            tmp_path / "two", own_store, api_policy, now=lambda: clock[0], shared_pages=shared
+        ):
+            for env in (one, two):
+                env.store.version_poll_s = 0
+            await _rolling_day_bytes(one, clock[0], "alice", "h1")
+            read = _note_query_spans(two.store)
+            await _rolling_day_bytes(two, clock[0], "alice", "h1")
+            for step in range(3):
+                clock[0] += 60
+                ns = int(clock[0] * 1e9)
+                if step == 1:  # a closed hour (05:00), the open minute and a reading 50 s late
+                    await _write_elsewhere(
+                        one,
+                        Point(
+                            "pv",
+                            "h1",
+                            "inv1",
+                            "modbus",
+                            int((DAY + timedelta(hours=5)).timestamp() * 1e9),
+                            {"power_w": 7.0},
+                        ),
+                        Point("pv", "h1", "inv1", "modbus", ns, {"power_w": 8.0}),
+                        Point("pv", "h1", "inv1", "modbus", ns - 50 * 10**9, {"power_w": 9.0}),
+                    )
+                read.clear()  # the second process is asked first now: it has the chart's pieces itself
+                answers = [await _rolling_day_bytes(two, clock[0], "alice", "h1")]
+                answers.append(await _rolling_day_bytes(one, clock[0], "alice", "h1"))
+                if step != 1:
+                    assert (
+                        0 < sum(read) <= 2 * 3600 + 180
+                    )  # the new first hour, the last one, the open minutes
+                async for whole in start_env(
+                    tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+                ):
+                    assert answers == [await _rolling_day_bytes(whole, clock[0], "alice", "h1")] * 2
+
+
 def _note_query_households(
     store: SQLiteStore, delay_s: float = 0.0
 ) -> list[tuple[tuple[str, ...], float, float]]:

@@ -134,7 +134,8 @@ def test_pieces_of_runs_are_the_pieces_of_each_slice(
     n = len(values)
     df = pl.DataFrame(
         {
-            "time": [T0 + timedelta(minutes=i // 2) for i in range(n)],
+            # (microseconds too: a stamp shows milliseconds, cut as ``iso`` cuts them)
+            "time": [T0 + timedelta(minutes=i // 2, microseconds=i * 7919 % 10**6) for i in range(n)],
             "household": [f"h{i // 7}" for i in range(n)],
             "device": [devices[i % len(devices)] for i in range(n)],
             "power_w": [v[0] for v in values],
