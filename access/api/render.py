@@ -441,36 +441,59 @@ CLOSED_MEMO_BYTES: Final = 32 * 2**20
 _CLOSED_PARTS: Final = _ClosedParts()
 
 
-def live_json(prefix: bytes, closed: bytes, live: bytes, suffix: bytes, gzipped: bool) -> bytes | None:
-    """``prefix + join_columns([closed, live]) + suffix``, gzip'd (as ``gzip_json`` would, read back)
-    when asked; None when the columns of the two parts differ.
+def live_json(
+    prefix: bytes,
+    before: Sequence[bytes],
+    closed: bytes,
+    after: Sequence[bytes],
+    suffix: bytes,
+    gzipped: bool,
+) -> bytes | None:
+    """``prefix + join_columns([*before, closed, *after]) + suffix``, gzip'd (as ``gzip_json`` would,
+    read back) when asked; None when the columns of the parts differ.
 
-    A live chart's answer is its closed part (all but its last windows, the same until the window
-    moves on) joined with its open part (made again after every write).  The closed part's columns
-    are split, and compressed, once (``_ClosedParts``); each answer compresses only the envelope and
-    the open part's few items between them, so its cost no longer grows with the page."""
+    A live chart's answer is the part of its day that stays the same all hour (``closed``) between a
+    few small parts: its first hour, its last one and its open windows (made again after every write
+    or minute).  The closed part's columns are split, and compressed, once (``_ClosedParts``); each
+    answer compresses only the envelope and the small parts' items around them, so its cost no
+    longer grows with the page."""
     part = _CLOSED_PARTS.of(closed)
-    split = live.split(b"\x00")
-    if split[0::2] != part.names:
-        return None
-    live_items = split[1::2]
+    edges = []
+    for pieces in (before, after):
+        joined = pieces[0] if len(pieces) == 1 else join_pieces(pieces) if pieces else None
+        if joined is None:
+            edges.append([b""] * len(part.names))
+            if pieces:
+                return None
+            continue
+        split = joined.split(b"\x00")
+        if split[0::2] != part.names:
+            return None
+        edges.append(split[1::2])
+    head_items, live_items = edges
     if not gzipped:
         columns = (
-            name + b":[" + b",".join(t for t in (a, b) if t) + b"]"
-            for name, a, b in zip(part.names, part.items, live_items, strict=True)
+            name + b":[" + b",".join(t for t in (h, a, b) if t) + b"]"
+            for name, h, a, b in zip(part.names, head_items, part.items, live_items, strict=True)
         )
         return prefix + b"{" + b",".join(columns) + b"}" + suffix
     out = [_GZIP_HEADER]
     crc = size = 0
     text: list[bytes] = [prefix, b"{"]  # what is not compressed yet
-    for i, (name, items, more) in enumerate(zip(part.names, part.items, live_items, strict=True)):
-        text += [b"," if i else b"", name, b":["]
+    for i, (name, first, items, more) in enumerate(
+        zip(part.names, head_items, part.items, live_items, strict=True)
+    ):
+        text += [b"," if i else b"", name, b":[", first]
         if items:
+            if first:
+                text.append(b",")
             data = b"".join(text)
             out += [_deflate(data, last=False), part.deflated(i)]
             crc = isal_zlib.crc32(items, isal_zlib.crc32(data, crc))
             size += len(data) + len(items)
             text = [b"," if more else b""]
+        elif first and more:
+            text.append(b",")
         text += [more, b"]"]
     text += [b"}", suffix]
     data = b"".join(text)

@@ -198,10 +198,12 @@ async def series(request: web.Request) -> web.Response:
         if split is not None and recent is not None:
             parts = await _live_page(state, ask, fields, periods, split, version, recent)
         if parts is not None:
-            closed, live = parts
-            count = closed.count + live.count
+            before, closed, after = parts
+            count = sum(part.count for part in (*before, closed, *after))
             head = _envelope(ask, fields, decision, served, count, None)
-            body = live_json(head, closed.body, live.body, b"}", gzipped)
+            body = live_json(
+                head, [p.body for p in before], closed.body, [p.body for p in after], b"}", gzipped
+            )
             if body is not None:
                 return Page(body, count, None)
         return _reply(ask, fields, decision, served, await page(), gzipped)
@@ -285,17 +287,21 @@ async def _live_page(
     cut: float,
     version: int | None,
     recent: dict[str, float],
-) -> tuple[Page, Page] | None:
-    """The page as its closed part (the windows before ``cut``) and its open part (after it), each a
-    page-cache entry with its own footprint, as ``column_pieces`` (``render.live_json`` joins them);
-    None when the rows exceed the limit (the whole page then decides where the next page starts).
+) -> tuple[list[Page], Page, list[Page]] | None:
+    """The page in parts, each a page-cache entry with its own footprint, as ``column_pieces``
+    (``render.live_json`` joins them): the pieces before the part kept compressed, that part, and the
+    pieces after it, the open part (the windows from ``cut``) last; None when the rows exceed the
+    limit (the whole page then decides where the next page starts).
 
-    A write to the open window makes only the open part again.  The closed part is made of chunks
-    of ``CHUNK_WINDOWS`` windows aligned to the epoch, each an entry of its own: a rolling window
-    ("the last 24 h", its stop the next whole minute) moves every minute, and then only the first
-    chunk (cut at the new start) and the last (grown by a minute) are read again, not the whole
-    day.  Chunks missing side by side are read in one query, and with them the same pieces of the
-    other live charts of its kind asked lately (``recent``, see ``_others``)."""
+    A write to the open window makes only the open part again.  The windows before ``cut`` are
+    chunks of ``CHUNK_WINDOWS`` windows aligned to the epoch, each an entry of its own: a rolling
+    window ("the last 24 h", its stop the next whole minute) moves every minute, and then only the
+    first chunk (cut at the new start) and the last (grown by a minute) are read again, not the
+    whole day.  The whole chunks between them are joined into one entry (``middle``) that stays the
+    same all hour, so at a minute no chart joins, splits or compresses its day again (which, for
+    every live chart at once, stalled each worker's event loop for 75-90 ms).  Chunks missing side by
+    side are read in one query, and with them the same pieces of the other live charts of its kind
+    asked lately (``recent``, see ``_others``)."""
     every = ask.window.every
     assert every is not None
     what = (ask.household, ask.category, fields, every, ask.agg)
@@ -376,45 +382,54 @@ async def _live_page(
         j = i + 1  # the run of pieces from ``i`` this process has no current copy of
         while j < len(keys) and not state.pages.has(version, keys[j], fps[j]):
             j += 1
-        # The chunks stay in this process: the closed part they make is what the processes share.
         return await state.pages.get(version, keys[i], fps[i], functools.partial(make, i, j), share=False)
 
-    def add_open() -> None:
-        pieces.append(("open", cut_dt, ask.window.stop, open_served))
-        keys.append(open_key)
-        fps.append(open_fp)
+    for a, b, served in _chunk_plan(
+        ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS, periods
+    ):
+        pieces.append(("chunk", a, b, served))
+        keys.append(("chunk", *what, served))
+        fps.append(footprint(ask.household, ask.category, a, b))
+    chunks = len(pieces)
+    # The open part ends the last run of missing chunks (one query for both on a new window).
+    pieces.append(("open", cut_dt, ask.window.stop, open_served))
+    keys.append(open_key)
+    fps.append(open_fp)
+    # The closed part is its first chunk, the whole chunks between (``middle``: the same all hour
+    # long, kept joined and, by ``live_json``, compressed) and its last chunk.
+    inner = range(1, chunks - 1)
 
-    async def make_closed() -> Page:
-        for a, b in _chunks(ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS):
-            pieces.append(("chunk", utc(a), utc(b), intersect(periods, span(a, b))))
-            keys.append(("chunk", *what, pieces[-1][3]))
-            fps.append(footprint(ask.household, ask.category, utc(a), utc(b)))
-        chunks = len(pieces)
-        add_open()  # the open part ends the last run of missing chunks (one query for both on a new window)
-        made = [await piece(i) for i in range(chunks)]
+    async def make_middle() -> Page:
+        made = [await piece(i) for i in inner]
         body = join_pieces([c.body for c in made])
         if body is None:
             raise _Unjoinable
         return Page(body, sum(c.count for c in made), None)
 
-    async def make_open() -> Page:
-        if not pieces:
-            add_open()
-        return await make(len(pieces) - 1, len(pieces))
-
-    closed_key = ("closed", *what, intersect(periods, span(float("-inf"), cut)))
-    closed_fp = footprint(ask.household, ask.category, ask.read_from, cut_dt)
     try:
-        # Kept in this process with the chunks it is joined from (see ``series``).
-        closed = await state.pages.get(version, closed_key, closed_fp, make_closed, share=False)
+        head = await piece(0)
+        if inner:
+            a, b = pieces[inner[0]][1], pieces[inner[-1]][2]
+            middle_key = ("middle", *what, intersect(periods, span(a.timestamp(), b.timestamp())))
+            middle_fp = footprint(ask.household, ask.category, a, b)
+            middle = await state.pages.get(version, middle_key, middle_fp, make_middle, share=False)
+        tail = [await piece(chunks - 1)] if chunks > 1 else []
+        live = await piece(chunks)
     except _Unjoinable:
         return None
-    # The open part changes with every write: cheaper made again than passed between processes.
-    await _made_along(state, open_key)
-    live = await state.pages.get(version, open_key, open_fp, make_open, share=False)
-    if closed.count + live.count > ask.limit:
+    parts = ([head], middle, [*tail, live]) if inner else ([], head, [*tail, live])
+    if sum(part.count for part in (*parts[0], parts[1], *parts[2])) > ask.limit:
         return None
-    return closed, live
+    return parts
+
+
+@functools.lru_cache(maxsize=FOOTPRINT_MEMO_SIZE)
+def _chunk_plan(
+    start: float, stop: float, size: float, periods: Periods
+) -> tuple[tuple[datetime, datetime, Periods], ...]:
+    """The chunks of ``[start, stop)`` (cut at the multiples of ``size``) with the part of ``periods``
+    each one serves.  Remembered: every live chart of a minute has the same ones."""
+    return tuple((utc(a), utc(b), intersect(periods, span(a, b))) for a, b in _chunks(start, stop, size))
 
 
 def _charts_asked(state: AppState, group: Hashable, household: str) -> dict[str, float]:

@@ -15,7 +15,7 @@ import pytest
 
 from access.api.pagecache import Page, PageCache, SharedPages
 from access.api.params import accepts_gzip
-from access.api.render import column_pieces, join_columns, json_columns
+from access.api.render import _CLOSED_PARTS, column_pieces, join_columns, json_columns
 from access.compiler import Policy
 from access.decision import Decision
 from access.request import AccessRequest
@@ -231,6 +231,59 @@ async def test_a_rolling_day_that_moves_a_minute_reads_only_its_new_windows(
                 assert moved == await _rolling_day(whole, clock[0])
 
 
+async def test_a_minute_joins_and_compresses_no_whole_hour_again(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """When a rolling day moves on a minute, every live chart's answer is made again at once: the
+    whole hours between its first and last are kept joined and compressed (``render._CLOSED_PARTS``),
+    so a minute makes no closed part again: only when the window's start or its last closed window
+    crosses an hour, or a write touches those hours.  Across the hour, a write to a closed hour and a
+    late reading, every answer (gzip'd) is byte for byte what a server without a cache gives."""
+    clock = [(DAY + timedelta(hours=22, minutes=57, seconds=5)).timestamp()]
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        minutes = range(22 * 60 + 30, 23 * 60 + 5)  # a reading in each minute (5-minute readings otherwise)
+        await _write_elsewhere(
+            env,
+            *(
+                Point("pv", "h1", "inv1", "modbus", _ns(DAY) + m * 60 * 10**9, {"power_w": m})
+                for m in minutes
+            ),
+        )
+        read = _note_query_spans(env.store)
+        await _rolling_day_bytes(env, clock[0], "alice", "h1")
+        # 22:58; 22:59 (the start at the hour, before the first served one: the same part); 23:00 with
+        # the writes; 23:01 (the closed windows end at 23:00, the hour before is still the last);
+        # 23:02 (the hour before 23:00 joins the part)
+        for step, made in enumerate((0, 0, 1, 0, 1)):
+            read.clear()
+            parts = list(_CLOSED_PARTS)
+            clock[0] += 60
+            if step == 2:  # a closed hour (05:00) and a reading 50 s late
+                ns = int(clock[0] * 1e9)
+                await _write_elsewhere(
+                    env,
+                    Point(
+                        "pv",
+                        "h1",
+                        "inv1",
+                        "modbus",
+                        int(DAY.timestamp() * 1e9) + 5 * 3600 * 10**9,
+                        {"power_w": 7.0},
+                    ),
+                    Point("pv", "h1", "inv1", "modbus", ns - 50 * 10**9, {"power_w": 9.0}),
+                )
+            moved = await _rolling_day_bytes(env, clock[0], "alice", "h1")
+            new_parts = [p for p in _CLOSED_PARTS if p not in parts]
+            assert len(new_parts) == made
+            if step != 2:
+                assert 0 < sum(read) <= 2 * 3600 + 180
+            async for whole in start_env(
+                tmp_path / f"{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+            ):
+                assert moved == await _rolling_day_bytes(whole, clock[0], "alice", "h1")
+
+
 async def test_one_query_makes_the_open_windows_of_every_live_chart_after_a_write(
     tmp_path: Path, own_store: Path, api_policy: Policy
 ) -> None:
@@ -351,6 +404,10 @@ async def test_each_server_process_keeps_its_live_charts_pieces_for_the_next_min
                     tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
                 ):
                     assert answers == [await _rolling_day_bytes(whole, clock[0], "alice", "h1")] * 2
+
+
+def _ns(t: datetime) -> int:
+    return int(t.timestamp()) * 10**9
 
 
 def _note_query_households(

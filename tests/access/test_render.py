@@ -153,12 +153,13 @@ def test_pieces_of_runs_are_the_pieces_of_each_slice(
     assert pieces_of_runs(df, runs) == [column_pieces(df.slice(a, k)) for a, k in runs]
 
 
-@given(values=st.lists(row, max_size=30), cut=st.integers(0, 30))
-@settings(max_examples=100, deadline=None)
+@given(values=st.lists(row, max_size=30), cuts=st.lists(st.integers(0, 30), min_size=3, max_size=3))
+@settings(max_examples=150, deadline=None)
 def test_a_live_answer_is_the_joined_page_plain_or_gzipd(
-    values: list[tuple[float, float | None, int, bool | None]], cut: int
+    values: list[tuple[float, float | None, int, bool | None]], cuts: list[int]
 ) -> None:
-    """A live chart's answer made from its closed and open parts is the whole page's JSON; gzip'd, it
+    """A live chart's answer made from its parts (the first hour, the whole hours kept compressed,
+    the last hour and the open windows, any of them empty) is the whole page's JSON; gzip'd, it
     reads back to the same bytes (its closed part's blocks made once and reused)."""
     n = len(values)
     df = pl.DataFrame(
@@ -170,10 +171,16 @@ def test_a_live_answer_is_the_joined_page_plain_or_gzipd(
         },
         schema_overrides={"time": pl.Datetime("us", "UTC")},
     )
-    closed, live = column_pieces(df.slice(0, cut)), column_pieces(df.slice(cut))
+    a, b, c = sorted(min(x, n) for x in cuts)
+    first, closed = column_pieces(df.slice(0, a)), column_pieces(df.slice(a, b - a))
+    last, live = column_pieces(df.slice(b, c - b)), column_pieces(df.slice(c))
     head, tail = b'{"count":' + str(n).encode() + b',"columns":', b"}"
     whole = head + json_columns(df) + tail
-    assert live_json(head, closed, live, tail, gzipped=False) == whole
-    for _ in range(2):  # the second time from the memo
-        assert gzip.decompress(live_json(head, closed, live, tail, gzipped=True) or b"") == whole
-    assert live_json(head, closed, column_pieces(df.select("time", "power_w")), tail, gzipped=True) is None
+    for before, after in (([first], [last, live]), ([], [column_pieces(df.slice(b))])):
+        middle = closed if before else column_pieces(df.slice(0, b))
+        assert live_json(head, before, middle, after, tail, gzipped=False) == whole
+        for _ in range(2):  # the second time from the memo
+            assert gzip.decompress(live_json(head, before, middle, after, tail, gzipped=True) or b"") == whole
+    other = column_pieces(df.select("time", "power_w"))
+    assert live_json(head, [first], closed, [other], tail, gzipped=True) is None
+    assert live_json(head, [other], closed, [live], tail, gzipped=True) is None
