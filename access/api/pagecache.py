@@ -31,7 +31,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -215,6 +215,19 @@ class PageCache:
             return False
         entry = self._pages.get(key)
         return entry is not None and self._current(entry.version, footprint, version)
+
+    def vouch(self, version: int | None, keys: Iterable[Hashable]) -> None:
+        """Mark the pages of ``keys`` held here as current at ``version`` without checking them: the
+        caller knows it (they are the parts of a page just found current under a footprint holding
+        theirs).  The store's change log forgets old changes, so a page left unchecked for long
+        counts as changed when it is next asked for."""
+        if version is None:
+            return
+        pages = self._pages
+        for key in keys:
+            entry = pages.get(key)
+            if entry is not None and entry.version < version:
+                entry.version = version
 
     def put(self, version: int | None, key: Hashable, footprint: SeriesQuery, page: Page) -> None:
         """Keep a page made along with another (one query that answers both), read at ``version``."""

@@ -377,10 +377,11 @@ async def _live_page(
                     page = Page(body, n, None)
         return page
 
-    async def piece(i: int) -> Page:
+    async def piece(i: int, last: int | None = None) -> Page:
         await _made_along(state, keys[i])
-        j = i + 1  # the run of pieces from ``i`` this process has no current copy of
-        while j < len(keys) and not state.pages.has(version, keys[j], fps[j]):
+        j = i + 1  # the run of pieces from ``i`` (up to ``last``) this process has no current copy of
+        last = len(keys) if last is None else last
+        while j < last and not state.pages.has(version, keys[j], fps[j]):
             j += 1
         return await state.pages.get(version, keys[i], fps[i], functools.partial(make, i, j), share=False)
 
@@ -407,12 +408,19 @@ async def _live_page(
         return Page(body, sum(c.count for c in made), None)
 
     try:
-        head = await piece(0)
         if inner:
             a, b = pieces[inner[0]][1], pieces[inner[-1]][2]
             middle_key = ("middle", *what, intersect(periods, span(a.timestamp(), b.timestamp())))
             middle_fp = footprint(ask.household, ask.category, a, b)
+            # The first chunk's run of missing pieces stops at the part kept.
+            head = await piece(0, 1 if state.pages.has(version, middle_key, middle_fp) else None)
             middle = await state.pages.get(version, middle_key, middle_fp, make_middle, share=False)
+            # Current, so are the chunks it is made of (a write to them makes it stale): marked so, or
+            # the store's change log forgets that far back and, when the hour turns and the part is
+            # made again, they count as changed and the whole day is read again.
+            state.pages.vouch(version, [keys[k] for k in inner])
+        else:
+            head = await piece(0)
         tail = [await piece(chunks - 1)] if chunks > 1 else []
         live = await piece(chunks)
     except _Unjoinable:
