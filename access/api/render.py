@@ -457,6 +457,9 @@ def live_json(
     or minute).  The closed part's columns are split, and compressed, once (``_ClosedParts``); each
     answer compresses only the envelope and the small parts' items around them, so its cost no
     longer grows with the page."""
+    if not gzipped:  # (no compression to save: the parts joined as any pages' pieces are)
+        joined = join_columns([*before, closed, *after])
+        return None if joined is None else prefix + joined + suffix
     part = _CLOSED_PARTS.of(closed)
     edges = []
     for pieces in (before, after):
@@ -471,12 +474,6 @@ def live_json(
             return None
         edges.append(split[1::2])
     head_items, live_items = edges
-    if not gzipped:
-        columns = (
-            name + b":[" + b",".join(t for t in (h, a, b) if t) + b"]"
-            for name, h, a, b in zip(part.names, head_items, part.items, live_items, strict=True)
-        )
-        return prefix + b"{" + b",".join(columns) + b"}" + suffix
     out = [_GZIP_HEADER]
     crc = size = 0
     text: list[bytes] = [prefix, b"{"]  # what is not compressed yet
