@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Final, TypeAlias
 
@@ -179,24 +180,16 @@ def _literal(text: str) -> str:
 _UNFIT: Final = object()  # (``LineEncoder._gather``: a float column must be checked on its own)
 
 
+@dataclass(slots=True)
 class _Plan:
     """Where one shape's lines come from: its rows' places in the batch, the text around the household
     (``LineEncoder._lead``) or None, its escaped field keys, and each field's (kind, offset in that
     kind's block)."""
 
-    __slots__ = ("columns", "keys", "lead", "positions")
-
-    def __init__(
-        self,
-        positions: list[int],
-        lead: tuple[str, str] | None,
-        keys: list[str],
-        columns: list[tuple[str, int]],
-    ) -> None:
-        self.positions = positions
-        self.lead = lead
-        self.keys = keys
-        self.columns = columns
+    positions: list[int]
+    lead: tuple[str, str] | None
+    keys: list[str]
+    columns: list[tuple[str, int]]
 
 
 class _Blocks:
