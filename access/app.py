@@ -27,6 +27,7 @@ from access.api.pagecache import PageCache, SharedPages
 from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.api.routes import add_routes
+from access.api.series import keep_next_windows_ready
 from access.api.state import (
     DEFAULT_PAGE_CACHE_BYTES,
     IDENTITY_MAX_AGE_S,
@@ -153,6 +154,7 @@ def make_app(
     metrics_dir: Path | None = None,
     key_file: Path | None = None,
     shared_pages: Path | None = None,
+    live_ahead: bool = False,
 ) -> web.Application:
     """Build the app.  ``now`` decides at which instant policies, tokens and sessions are judged
     (tests pass a fixed clock); ``rate_per_s=None`` turns rate limiting off (benchmarks);
@@ -168,7 +170,9 @@ def make_app(
     ``tariff`` prices the homeowner's energy (``[tariff]`` of the configuration; default: its defaults);
     ``metrics_dir``: the directory the workers of one service share, so ``/metrics`` sees them all
     (``access.api.multiproc``; ``hems serve --workers N`` makes it);
-    ``shared_pages``: a file through which the processes of one server hand each other pages."""
+    ``shared_pages``: a file through which the processes of one server hand each other pages;
+    ``live_ahead``: make the closed part of live charts' next windows before they begin
+    (``access.api.series.keep_next_windows_ready``; off in tests, whose clocks stand still)."""
     if policy is None:
         from seeds.loader import load_seeds
 
@@ -235,6 +239,17 @@ def make_app(
         from access.web.views import add_web_routes
 
         add_web_routes(app)
+
+    if live_ahead and page_cache_bytes:
+
+        async def _ahead(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(keep_next_windows_ready(state))
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(_ahead)
 
     if alert_every_s is not None:
 

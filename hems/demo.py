@@ -350,6 +350,7 @@ async def run(args: argparse.Namespace) -> int:
         pipeline_stats=lambda: {**pipeline.metrics(), "lost": tally(pump_stats, pipeline, collector).lost},
         alert_every_s=args.power_interval,  # installers' alert webhooks: told within a poll or two
         tariff=args.tariff,
+        live_ahead=True,
     )
     runner = web.AppRunner(app)
     await runner.setup()

@@ -212,6 +212,7 @@ async def _run(
             metrics_dir=metrics_dir,
             key_file=key_file_for(db, data_dir(args.data_dir)),
             shared_pages=getattr(args, "shared_pages", None),
+            live_ahead=True,
         )
     # No access log: a reverse proxy in front keeps one, and /metrics counts requests by route and status.
     runner = web.AppRunner(app, access_log=None)

@@ -211,10 +211,18 @@ class PageCache:
     def has(self, version: int | None, key: Hashable, footprint: SeriesQuery) -> bool:
         """Whether ``get`` would answer from this process's cache (no hit is counted, nothing is made):
         a caller that makes several pages with one query asks which of them it needs."""
+        return self.peek(version, key, footprint) is not None
+
+    def peek(self, version: int | None, key: Hashable, footprint: SeriesQuery) -> Page | None:
+        """The page ``get`` would answer from this process's cache, else None (no hit is counted,
+        nothing is made).  Found current, it counts as checked up to ``version``, as in ``get``."""
         if version is None or self.max_bytes == 0:
-            return False
+            return None
         entry = self._pages.get(key)
-        return entry is not None and self._current(entry.version, footprint, version)
+        if entry is None or not self._current(entry.version, footprint, version):
+            return None
+        entry.version = max(entry.version, version)
+        return entry.page
 
     def vouch(self, version: int | None, keys: Iterable[Hashable]) -> None:
         """Mark the pages of ``keys`` held here as current at ``version`` without checking them: the

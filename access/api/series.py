@@ -24,6 +24,8 @@ import asyncio
 import functools
 import io
 import itertools
+import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -45,6 +47,7 @@ from access.api.render import (
     json_columns,
     live_json,
     pieces_of_runs,
+    prepare_closed,
 )
 from access.api.service import (
     access_request,
@@ -71,6 +74,10 @@ CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this m
 LIVE_RECENT_S = 10.0  # a live chart asked this lately has its pieces made with others' (``_others``)
 LIVE_BATCH = 256  # at most this many households' pieces from one store query
 LIVE_GROUPS = 256  # kinds of live chart remembered (``AppState.live_charts``; forgotten all at once beyond)
+AHEAD_S = 20.0  # a live chart's next window's closed part is made this long before it begins
+AHEAD_MIN_EVERY = 30.0  # ... at resolutions this coarse or coarser
+AHEAD_BATCH = 32  # households' pieces per store query when made ahead (one turn of the event loop cuts them)
+log = logging.getLogger(__name__)
 _CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
@@ -189,8 +196,13 @@ async def series(request: web.Request) -> web.Response:
     # A live chart, asked now: its pieces are made along with those of the others (``_others``).
     recent = (
         None
-        if split is None
-        else _charts_asked(state, (ask.category, fields, win.every, ask.agg), ask.household)
+        if split is None or win.every is None
+        else _charts_asked(
+            state,
+            (ask.category, fields, win.every, ask.agg),
+            ask.household,
+            LiveAsk(state.clock(), ask.read_from.timestamp(), win.stop.timestamp(), periods, gzipped),
+        )
     )
 
     async def make_reply() -> Page:
@@ -243,17 +255,25 @@ async def series(request: web.Request) -> web.Response:
     return web.Response(body=reply.body, headers=headers)
 
 
-async def _frame(state: AppState, ask: SeriesAsk, fields: tuple[str, ...], periods: Periods) -> pl.DataFrame:
+async def _frame(
+    state: AppState,
+    household: str,
+    category: str,
+    fields: tuple[str, ...],
+    periods: Periods,
+    every: timedelta | None,
+    agg: str,
+) -> pl.DataFrame:
     """The rows of the served ``periods`` (one store query each)."""
-    every = ask.window.every
-    queries = series_queries(ask.household, ask.category, fields, periods, every, ask.agg)
+    queries = series_queries(household, category, fields, periods, every, agg)
     if not queries:  # a cursor past the last served period
-        return empty_series(ask.category, fields, every, ask.agg)
+        return empty_series(category, fields, every, agg)
     return await query_served(state, queries)
 
 
 async def _render(state: AppState, ask: SeriesAsk, fields: tuple[str, ...], periods: Periods) -> Page:
-    return render_page(await _frame(state, ask, fields, periods), ask, state.cursors)
+    df = await _frame(state, ask.household, ask.category, fields, periods, ask.window.every, ask.agg)
+    return render_page(df, ask, state.cursors)
 
 
 def open_window_start(ask: SeriesAsk, now: float) -> float | None:
@@ -286,53 +306,141 @@ async def _live_page(
     periods: Periods,
     cut: float,
     version: int | None,
-    recent: dict[str, float],
+    recent: dict[str, LiveAsk],
 ) -> tuple[list[Page], Page, list[Page]] | None:
     """The page in parts, each a page-cache entry with its own footprint, as ``column_pieces``
     (``render.live_json`` joins them): the pieces before the part kept compressed, that part, and the
     pieces after it, the open part (the windows from ``cut``) last; None when the rows exceed the
     limit (the whole page then decides where the next page starts).
 
-    A write to the open window makes only the open part again.  The windows before ``cut`` are
-    chunks of ``CHUNK_WINDOWS`` windows aligned to the epoch, each an entry of its own: a rolling
-    window ("the last 24 h", its stop the next whole minute) moves every minute, and then only the
-    first chunk (cut at the new start) and the last (grown by a minute) are read again, not the
-    whole day.  The whole chunks between them are joined into one entry (``middle``) that stays the
-    same all hour, so at a minute no chart joins, splits or compresses its day again (which, for
-    every live chart at once, stalled each worker's event loop for 75-90 ms).  Chunks missing side by
-    side are read in one query, and with them the same pieces of the other live charts of its kind
-    asked lately (``recent``, see ``_others``)."""
+    A write to the open window makes only the open part again; the closed part is ``_Chart``'s (when
+    the window moves on, ``prepare_next_windows`` has made most of it already)."""
     every = ask.window.every
     assert every is not None
-    what = (ask.household, ask.category, fields, every, ask.agg)
-    cut_dt = utc(cut)
-    open_served = intersect(periods, span(cut, float("inf")))
-    open_key, open_fp = (
-        ("open", *what, open_served),
-        footprint(ask.household, ask.category, cut_dt, ask.window.stop),
+    chart = _Chart.plan(
+        state,
+        ask.household,
+        (ask.category, fields, every, ask.agg),
+        (ask.read_from.timestamp(), cut, ask.window.stop),
+        periods,
+        version,
+        recent,
+        LIVE_BATCH,
     )
-    # The pieces (kind, start, stop, served periods): the closed chunks, then the open part (made only
-    # when the closed part is not current), and their keys and footprints for this household.
-    pieces: list[tuple[str, datetime, datetime, Periods]] = []
-    keys: list[Hashable] = []
-    fps: list[SeriesQuery] = []
+    try:
+        before, closed, after = await chart.closed_part()
+        live = await chart.piece(chart.chunks)
+    except _Unjoinable:
+        return None
+    parts = (before, closed, [*after, live])
+    if sum(part.count for part in (*parts[0], parts[1], *parts[2])) > ask.limit:
+        return None
+    return parts
 
-    def key_of(household: str, k: int) -> tuple[Hashable, SeriesQuery]:
-        kind, a, b, served = pieces[k]
-        return (kind, household, *what[1:], served), footprint(household, ask.category, a, b)
 
-    async def make(i: int, j: int) -> Page:
+ChartKind = tuple[str, tuple[str, ...], timedelta, str]  # category, fields, resolution, aggregation
+
+
+@dataclass(frozen=True, slots=True)
+class LiveAsk:
+    """When a household's live chart of one kind was last asked, and what it read: the next window's
+    closed part is made ahead from it (``prepare_next_windows``)."""
+
+    at: float  # the clock when asked
+    read_from: float  # the page's start and stop (epoch seconds)
+    stop: float
+    periods: Periods  # the served periods it read
+    gzipped: bool
+
+
+@dataclass(slots=True)
+class _Chart:
+    """A live chart's page (one household, one kind of chart, one window) as page-cache pieces, each
+    with its own key and footprint: the closed chunks, then, for an answer, the open part.
+
+    The windows before the cut are chunks of ``CHUNK_WINDOWS`` windows aligned to the epoch: a rolling
+    window ("the last 24 h", its stop the next whole minute) moves every minute, and then only the
+    first chunk (cut at the new start) and the last (grown by a minute) are read again, not the whole
+    day.  The whole chunks between them are joined into one entry (``middle``) that stays the same all
+    hour, so at a minute no chart joins, splits or compresses its day again (which, for every live
+    chart at once, stalled each worker's event loop for 75-90 ms).  Chunks missing side by side are
+    read in one query, and with them the same pieces of the other live charts of its kind asked lately
+    (``recent``, see ``_others``), ``batch`` households at most."""
+
+    state: AppState
+    household: str
+    kind: ChartKind
+    periods: Periods
+    version: int | None
+    recent: dict[str, LiveAsk]
+    batch: int
+    spans: list[tuple[datetime, datetime, Periods]]  # each piece's start, stop and served periods
+    keys: list[Hashable]
+    fps: list[SeriesQuery]
+    chunks: int  # pieces ``[0, chunks)`` are the closed chunks; the open part, when planned, follows
+
+    @classmethod
+    def plan(
+        cls,
+        state: AppState,
+        household: str,
+        kind: ChartKind,
+        window: tuple[float, float, datetime | None],
+        periods: Periods,
+        version: int | None,
+        recent: dict[str, LiveAsk],
+        batch: int,
+    ) -> _Chart:
+        """The pieces of ``window`` (where the page reads from, the cut, and the page's stop: None
+        plans the closed part alone)."""
+        read_from, cut, stop = window
+        category, every = kind[0], kind[2]
+        chart = cls(state, household, kind, periods, version, recent, batch, [], [], [], 0)
+        for a, b, served in _chunk_plan(read_from, cut, every.total_seconds() * CHUNK_WINDOWS, periods):
+            chart.spans.append((a, b, served))
+            chart.keys.append(("chunk", household, *kind, served))
+            chart.fps.append(footprint(household, category, a, b))
+        chart.chunks = len(chart.spans)
+        if stop is not None:
+            cut_dt = utc(cut)
+            served = intersect(periods, span(cut, float("inf")))
+            chart.spans.append((cut_dt, stop, served))
+            chart.keys.append(("open", household, *kind, served))
+            chart.fps.append(footprint(household, category, cut_dt, stop))
+        return chart
+
+    def key_of(self, household: str, k: int) -> tuple[Hashable, SeriesQuery]:
+        """Piece ``k``'s key and footprint for ``household``."""
+        a, b, served = self.spans[k]
+        return ("chunk" if k < self.chunks else "open", household, *self.kind, served), footprint(
+            household, self.kind[0], a, b
+        )
+
+    async def make(self, i: int, j: int) -> Page:
         """Pieces ``i`` to ``j - 1`` from one query: ``i`` is returned, the others kept; and the same
         pieces of every other household whose live chart of this kind was asked lately and whose
         piece ``i`` is not current (``_others``: a write, or the window moving on, makes the same
         pieces of every chart stale at once)."""
-        served = intersect(periods, span(pieces[i][1].timestamp(), pieces[j - 1][2].timestamp()))
-        queries = series_queries(ask.household, ask.category, fields, served, every, ask.agg)
-        others = _others(state, recent, ask.household, version, lambda h: key_of(h, i))
+        state, version = self.state, self.version
+        # Another chart's query may have made this piece, or be making it, since this request looked
+        # (``_made_along``, then the page cache, which starts this in a task of its own): charts asked
+        # in the same turn of the event loop all found their pieces missing.
+        in_flight = state.live_batches.get(self.keys[i])
+        if in_flight is not None:
+            await asyncio.shield(in_flight)
+        current = state.pages.peek(version, self.keys[i], self.fps[i])
+        if current is not None:
+            return current
+        category, fields, every, agg = self.kind
+        served = intersect(self.periods, span(self.spans[i][0].timestamp(), self.spans[j - 1][1].timestamp()))
+        queries = series_queries(self.household, category, fields, served, every, agg)
+        others = _others(
+            state, self.recent, self.household, version, lambda h: self.key_of(h, i), self.batch - 1
+        )
         if len(queries) == 1 and others:
-            households = [ask.household, *others]
+            households = [self.household, *others]
             # Their requests wait for this query instead of each starting one of its own.
-            claimed = [key_of(h, i)[0] for h in others]
+            claimed = [self.key_of(h, i)[0] for h in others]
             batch = asyncio.get_running_loop().create_future()
             for key in claimed:
                 state.live_batches[key] = batch
@@ -348,14 +456,14 @@ async def _live_page(
             df = df.sort("household", "time", "device")
             rows = _rows_by_household(df)
         else:
-            households = [ask.household]
-            df = _page_order(await _frame(state, ask, fields, served))
-            rows = {ask.household: (0, df.height)}
+            households = [self.household]
+            df = _page_order(await _frame(state, self.household, category, fields, served, every, agg))
+            rows = {self.household: (0, df.height)}
         # Where each piece starts (numpy: polars' search_sorted goes through its expression engine);
         # a household's first piece holds its rows from the first (a window that starts before the
         # piece, windows being aligned to the epoch).
         us = df.get_column("time").cast(pl.Int64).to_numpy()  # Datetime("us")
-        starts = [round(pieces[k][1].timestamp() * 1e6) for k in range(i + 1, j)]
+        starts = [round(self.spans[k][0].timestamp() * 1e6) for k in range(i + 1, j)]
         runs = []
         for household in households:
             first, n = rows.get(household, (0, 0))
@@ -366,69 +474,130 @@ async def _live_page(
         else:
             bodies = pieces_of_runs(df, runs)
         made = iter(zip(bodies, runs, strict=True))
+        page = None
         for household in households:
             for k in range(i, j):
                 body, (_, n) = next(made)
-                if household != ask.household:
-                    state.pages.put(version, *key_of(household, k), Page(body, n, None))
+                if household != self.household:
+                    state.pages.put(version, *self.key_of(household, k), Page(body, n, None))
                 elif k > i:
-                    state.pages.put(version, keys[k], fps[k], Page(body, n, None))
+                    state.pages.put(version, self.keys[k], self.fps[k], Page(body, n, None))
                 else:
                     page = Page(body, n, None)
+        assert page is not None
         return page
 
-    async def piece(i: int, last: int | None = None) -> Page:
-        await _made_along(state, keys[i])
-        j = i + 1  # the run of pieces from ``i`` (up to ``last``) this process has no current copy of
-        last = len(keys) if last is None else last
-        while j < last and not state.pages.has(version, keys[j], fps[j]):
+    async def piece(self, i: int, last: int | None = None) -> Page:
+        """Piece ``i``, made (with the run of pieces after it up to ``last`` this process has no
+        current copy of) when it is not current."""
+        state, version = self.state, self.version
+        await _made_along(state, self.keys[i])
+        j = i + 1
+        last = len(self.keys) if last is None else last
+        while j < last and not state.pages.has(version, self.keys[j], self.fps[j]):
             j += 1
-        return await state.pages.get(version, keys[i], fps[i], functools.partial(make, i, j), share=False)
+        return await state.pages.get(
+            version, self.keys[i], self.fps[i], functools.partial(self.make, i, j), share=False
+        )
 
-    for a, b, served in _chunk_plan(
-        ask.read_from.timestamp(), cut, every.total_seconds() * CHUNK_WINDOWS, periods
-    ):
-        pieces.append(("chunk", a, b, served))
-        keys.append(("chunk", *what, served))
-        fps.append(footprint(ask.household, ask.category, a, b))
-    chunks = len(pieces)
-    # The open part ends the last run of missing chunks (one query for both on a new window).
-    pieces.append(("open", cut_dt, ask.window.stop, open_served))
-    keys.append(open_key)
-    fps.append(open_fp)
-    # The closed part is its first chunk, the whole chunks between (``middle``: the same all hour
-    # long, kept joined and, by ``live_json``, compressed) and its last chunk.
-    inner = range(1, chunks - 1)
+    async def closed_part(self) -> tuple[list[Page], Page, list[Page]]:
+        """The closed part as (pieces before the part kept whole, that part, pieces after): its first
+        chunk, the whole chunks between (``middle``: the same all hour long, kept joined and, by
+        ``live_json``, compressed) and its last chunk.  ``_Unjoinable`` when their columns differ."""
+        state, version, chunks = self.state, self.version, self.chunks
+        inner = range(1, chunks - 1)
+        if not inner:
+            head = await self.piece(0)
+            return [], head, [await self.piece(chunks - 1)] if chunks > 1 else []
+        a, b = self.spans[inner[0]][0], self.spans[inner[-1]][1]
+        served = intersect(self.periods, span(a.timestamp(), b.timestamp()))
+        middle_key = ("middle", self.household, *self.kind, served)
+        middle_fp = footprint(self.household, self.kind[0], a, b)
 
-    async def make_middle() -> Page:
-        made = [await piece(i) for i in inner]
-        body = join_pieces([c.body for c in made])
-        if body is None:
-            raise _Unjoinable
-        return Page(body, sum(c.count for c in made), None)
+        async def make_middle() -> Page:
+            made = [await self.piece(i) for i in inner]
+            body = join_pieces([c.body for c in made])
+            if body is None:
+                raise _Unjoinable
+            return Page(body, sum(c.count for c in made), None)
 
-    try:
-        if inner:
-            a, b = pieces[inner[0]][1], pieces[inner[-1]][2]
-            middle_key = ("middle", *what, intersect(periods, span(a.timestamp(), b.timestamp())))
-            middle_fp = footprint(ask.household, ask.category, a, b)
-            # The first chunk's run of missing pieces stops at the part kept.
-            head = await piece(0, 1 if state.pages.has(version, middle_key, middle_fp) else None)
-            middle = await state.pages.get(version, middle_key, middle_fp, make_middle, share=False)
-            # Current, so are the chunks it is made of (a write to them makes it stale): marked so, or
-            # the store's change log forgets that far back and, when the hour turns and the part is
-            # made again, they count as changed and the whole day is read again.
-            state.pages.vouch(version, [keys[k] for k in inner])
-        else:
-            head = await piece(0)
-        tail = [await piece(chunks - 1)] if chunks > 1 else []
-        live = await piece(chunks)
-    except _Unjoinable:
-        return None
-    parts = ([head], middle, [*tail, live]) if inner else ([], head, [*tail, live])
-    if sum(part.count for part in (*parts[0], parts[1], *parts[2])) > ask.limit:
-        return None
-    return parts
+        # The first chunk's run of missing pieces stops at the part kept.
+        head = await self.piece(0, 1 if state.pages.has(version, middle_key, middle_fp) else None)
+        middle = await state.pages.get(version, middle_key, middle_fp, make_middle, share=False)
+        # Current, so are the chunks it is made of (a write to them makes it stale): marked so, or the
+        # store's change log forgets that far back and, when the hour turns and the part is made
+        # again, they count as changed and the whole day is read again.
+        state.pages.vouch(version, [self.keys[k] for k in inner])
+        return [head], middle, [await self.piece(chunks - 1)]
+
+
+async def prepare_next_windows(state: AppState) -> int:
+    """Make the closed part of every live chart's next window before it begins; the charts prepared
+    for the first time.
+
+    A dashboard's rolling window ("the last 24 h" up to the next whole minute) moves on at each whole
+    window, all of them at once: then every chart's new first and last chunks were read, cut and
+    (once an hour) its whole hours joined and compressed again in the same second, which stalled
+    each worker's event loop for 50-70 ms, the slowest answers of the minute.  From ``AHEAD_S`` before
+    the window moves on, each chart asked lately whose window ends at the next whole window has its
+    next closed part made: its chunks (``AHEAD_BATCH`` households per store query), its whole hours
+    joined and, when it was asked gzip'd, compressed (``render.prepare_closed``), one chart per turn
+    of the event loop.  Each later call checks them again (finding them current costs no query): the
+    store's change log remembers a series' last ``series_changes.PER_SERIES`` changes only, and a
+    piece left unchecked for longer counts as changed (made 20 s ahead of a collector writing every
+    second, it was made again at the minute anyway).  When the window moves on, its answer finds
+    them current and makes only its open windows, as after any write.  A piece made ahead is keyed
+    like any other (the served periods it read are in its key, a write to it makes it stale), so one
+    prepared for a chart whose grant or readings change before then is only not used.  Charts asked
+    with windows of another length or stop, or at resolutions under ``AHEAD_MIN_EVERY``, are left to
+    their requests."""
+    version = state.store.data_version()
+    if not state.pages.max_bytes or version is None:
+        return 0
+    prepared = 0
+    for kind, recent in list(state.live_charts.items()):
+        every = kind[2].total_seconds()
+        now = state.clock()
+        roll = (now // every + 1) * every
+        if every < AHEAD_MIN_EVERY or roll - now > AHEAD_S:
+            continue
+        ready = state.live_ahead.get(kind)
+        if ready is None or ready[0] != roll:
+            ready = state.live_ahead[kind] = (roll, set())
+        for household, asked in list(recent.items()):
+            read_from, cut = asked.read_from + every, roll - every
+            if asked.stop != roll or state.clock() - asked.at > LIVE_RECENT_S or not read_from < cut:
+                continue
+            if household not in ready[1]:
+                ready[1].add(household)
+                prepared += 1
+            chart = _Chart.plan(
+                state, household, kind, (read_from, cut, None), asked.periods, version, recent, AHEAD_BATCH
+            )
+            try:
+                closed = (await chart.closed_part())[1]
+            except _Unjoinable:
+                continue
+            if asked.gzipped:
+                prepare_closed(closed.body)
+            await asyncio.sleep(0)  # one chart per turn: the requests meanwhile are answered
+    return prepared
+
+
+async def keep_next_windows_ready(state: AppState) -> None:
+    """``prepare_next_windows`` every second until cancelled; a failing round (a store that cannot
+    be read: the requests then report it) is logged, once a minute at most."""
+    last_logged = -float("inf")
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await prepare_next_windows(state)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if time.monotonic() - last_logged >= 60.0:
+                last_logged = time.monotonic()
+                log.exception("making live charts' next windows ahead failed")
 
 
 @functools.lru_cache(maxsize=FOOTPRINT_MEMO_SIZE)
@@ -440,16 +609,16 @@ def _chunk_plan(
     return tuple((utc(a), utc(b), intersect(periods, span(a, b))) for a, b in _chunks(start, stop, size))
 
 
-def _charts_asked(state: AppState, group: Hashable, household: str) -> dict[str, float]:
-    """The households with a live chart of ``group`` (category, fields, resolution and aggregation)
-    and when it was last asked, ``household`` now among them."""
+def _charts_asked(state: AppState, kind: ChartKind, household: str, asked: LiveAsk) -> dict[str, LiveAsk]:
+    """The households with a live chart of ``kind`` and what each last asked, ``household``'s ask now
+    among them."""
     charts = state.live_charts
-    recent = charts.get(group)
+    recent = charts.get(kind)
     if recent is None:
         if len(charts) >= LIVE_GROUPS:
             charts.clear()
-        recent = charts[group] = {}
-    recent[household] = state.clock()
+        recent = charts[kind] = {}
+    recent[household] = asked
     return recent
 
 
@@ -462,13 +631,14 @@ async def _made_along(state: AppState, key: Hashable) -> None:
 
 def _others(
     state: AppState,
-    recent: dict[str, float],
+    recent: dict[str, LiveAsk],
     household: str,
     version: int | None,
     key_of: Callable[[str], tuple[Hashable, SeriesQuery]],
+    most: int,
 ) -> list[str]:
     """The households of ``recent`` but ``household`` asked within ``LIVE_RECENT_S`` whose piece
-    (``key_of``) is not current, ``LIVE_BATCH - 1`` at most; the others are forgotten.
+    (``key_of``) is not current, ``most`` at most; the others are forgotten.
 
     A collector writes every home in one transaction, so one write makes the open part of every live
     chart stale at once, and when the window moves on a minute every dashboard asks for the next
@@ -483,13 +653,13 @@ def _others(
     out: list[str] = []
     gone = []
     for other, asked in recent.items():
-        if now - asked > LIVE_RECENT_S:
+        if now - asked.at > LIVE_RECENT_S:
             gone.append(other)
         elif other != household:
             key, fp = key_of(other)
             if key not in state.live_batches and not state.pages.has(version, key, fp):
                 out.append(other)
-                if len(out) == LIVE_BATCH - 1:
+                if len(out) == most:
                     break
     for other in gone:
         del recent[other]

@@ -40,7 +40,7 @@ from pipeline.losses import Losses
 from pipeline.store import Store
 
 if TYPE_CHECKING:
-    from access.api.series import SeriesAsk
+    from access.api.series import ChartKind, LiveAsk, SeriesAsk
 
 DEFAULT_PAGE_CACHE_BYTES = 64 * 2**20
 DECISION_MEMO_SIZE = 8192
@@ -98,9 +98,12 @@ class AppState:
     pipeline_stats: PipelineStats | None = None
     # Parsed series requests by (target, X-Purpose, Accept): see ``access.api.series.ask_of``.
     series_asks: dict[tuple[str, str | None, str | None], SeriesAsk] = field(default_factory=dict)
-    # Households whose live chart was asked lately, by what its open windows read, with when (see
-    # ``access.api.series._others``: one store query makes their pieces).
-    live_charts: dict[Hashable, dict[str, float]] = field(default_factory=dict)
+    # Households whose live chart was asked lately, by kind of chart, with when and what each read
+    # (``access.api.series._others``: one store query makes their pieces; and ``prepare_next_windows``).
+    live_charts: dict[ChartKind, dict[str, LiveAsk]] = field(default_factory=dict)
+    # The next window of each kind of live chart being made ready, and the households it was made for
+    # (``access.api.series.prepare_next_windows``).
+    live_ahead: dict[ChartKind, tuple[float, set[str]]] = field(default_factory=dict)
     # Pieces of live charts being made by another chart's query, by page key: done when it is.
     live_batches: dict[Hashable, asyncio.Future[None]] = field(default_factory=dict)
     signin: SignIn = field(kw_only=True)

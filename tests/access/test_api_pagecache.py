@@ -16,6 +16,7 @@ import pytest
 from access.api.pagecache import Page, PageCache, SharedPages
 from access.api.params import accepts_gzip
 from access.api.render import _CLOSED_PARTS, column_pieces, join_columns, json_columns
+from access.api.series import AHEAD_S, LIVE_BATCH, LIVE_RECENT_S, _Chart, prepare_next_windows
 from access.compiler import Policy
 from access.decision import Decision
 from access.request import AccessRequest
@@ -262,7 +263,8 @@ async def test_a_minute_joins_and_compresses_no_whole_hour_again(
             # A collector's writes to the open minute, each seen by the next answer: more than the
             # store's change log keeps.
             for k in range(PER_SERIES + 4):
-                ns = int(clock[0] * 1e9) + k
+                clock[0] += 0.5
+                ns = int(clock[0] * 1e9)
                 await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", ns, {"power_w": k}))
                 await _rolling_day_bytes(env, clock[0], "alice", "h1")
             read.clear()
@@ -813,3 +815,145 @@ def test_a_broken_shared_page_file_is_logged_once_and_a_busy_one_not_at_all(
     finally:
         other.close()
         shared.close()
+
+
+async def test_the_next_minutes_closed_part_is_made_ahead_so_the_minute_reads_only_its_open_windows(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """Before a rolling day moves on a minute, the closed part of every live chart's next window is
+    made (``prepare_next_windows``), not earlier than ``AHEAD_S`` before it, and checked again on
+    each later call (more writes come meanwhile than the store's change log remembers): at the
+    minute each answer reads only its open windows (one query for both charts), as after any
+    write.  A late reading that lands in a part made ahead makes it stale (the answer has it, and
+    only that chart's hour is read again).  Every answer is byte for byte what a server without a
+    cache gives."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=5)).timestamp()]
+    charts = (("alice", "h1"), ("bob", "h2"))
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        asked = _note_query_households(env.store)
+        for step, late in enumerate((False, True)):
+            roll = clock[0] // 60 * 60 + 60
+            clock[0] = roll - AHEAD_S - 5
+            for who, hh in charts:  # the dashboards keep asking
+                await _rolling_day_bytes(env, clock[0], who, hh)
+            assert await prepare_next_windows(env.state) == 0  # too early
+            clock[0] = roll - AHEAD_S + 5
+            for who, hh in charts:
+                await _rolling_day_bytes(env, clock[0], who, hh)
+            asked.clear()
+            assert await prepare_next_windows(env.state) == 2
+            # The new first hour and the last one grown by a minute, of both charts, nothing open.
+            assert asked and all(q[0] == ("h1", "h2") and q[2] <= roll - 60 for q in asked)
+            asked.clear()
+            assert await prepare_next_windows(env.state) == 0 and not asked
+            # A collector writes the open minute more often than the store's change log remembers
+            # (it forgets what is older), while the dashboards keep asking and the server checks
+            # what it made ahead each second.
+            for k in range(PER_SERIES + 4):
+                clock[0] += 0.5
+                ns = int(clock[0] * 1e9)
+                await _write_elsewhere(
+                    env, *(Point("pv", hh, "inv1", "modbus", ns, {"power_w": float(k)}) for _, hh in charts)
+                )
+                for who, hh in charts:
+                    await _rolling_day_bytes(env, clock[0], who, hh)
+                asked.clear()
+                assert await prepare_next_windows(env.state) == 0
+                assert not [q for q in asked if q[2] <= roll - 60]  # what was made ahead is current
+            if late:  # a reading 30 s late, in the last hour made ahead
+                ns = int((roll - 90) * 1e9)
+                await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", ns, {"power_w": 3.0}))
+            clock[0] = roll + 2
+            ns = int(clock[0] * 1e9)
+            await _write_elsewhere(
+                env, *(Point("pv", hh, "inv1", "modbus", ns, {"power_w": 5.0 + step}) for _, hh in charts)
+            )
+            asked.clear()
+            pages = [await _rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts]
+            stop = roll + 60
+            if late:  # h1's last hour again with its open windows, then h2's open windows
+                assert asked == [(("h1",), (roll - 60) // 3600 * 3600, stop), (("h2",), stop - 120, stop)]
+            else:
+                assert asked == [(("h1", "h2"), stop - 120, stop)]
+            async for whole in start_env(
+                tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+            ):
+                assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+
+
+async def test_charts_not_rolling_or_not_asked_lately_are_not_made_ahead(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """Only a chart whose window ends at the next whole window and that was asked within
+    ``LIVE_RECENT_S`` has its next window made ahead: a day that ends at midnight is asked again as
+    it is, and a dashboard closed a while ago costs nothing."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=45)).timestamp() - LIVE_RECENT_S - 1]
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        asked = _note_query_households(env.store)
+        await _rolling_day_bytes(env, clock[0], "bob", "h2")
+        clock[0] += LIVE_RECENT_S + 1
+        assert (await _get(env, "alice", OWN, URL, every="1m"))[0] == 200  # the whole day, up to midnight
+        asked.clear()
+        assert await prepare_next_windows(env.state) == 0 and not asked
+        # The same dashboard asked just now is prepared.
+        await _rolling_day_bytes(env, clock[0], "bob", "h2")
+        clock[0] += 1
+        assert await prepare_next_windows(env.state) == 1 and asked
+
+
+async def test_a_server_with_live_ahead_prepares_its_charts_by_itself(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """``make_app(live_ahead=True)`` (what ``hems serve`` runs) makes the next window ahead on its own,
+    within about a second of the chart being asked in the last ``AHEAD_S`` of a minute."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=50)).timestamp()]
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0], live_ahead=True):
+        env.store.version_poll_s = 0
+        await _rolling_day_bytes(env, clock[0], "bob", "h2")
+        kind = next(iter(env.state.live_charts))
+        ready = (clock[0] // 60 * 60 + 60, {"h2"})
+        for _ in range(60):
+            if env.state.live_ahead.get(kind) == ready:
+                break
+            await asyncio.sleep(0.05)
+        assert env.state.live_ahead.get(kind) == ready
+
+
+async def test_charts_whose_pieces_a_query_begun_meanwhile_makes_wait_for_it(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """After a write, two live charts look for their open windows in the same turn of the event loop:
+    the first one's query makes both, and the second waits for it instead of reading its own (every
+    write, a worker read a few dozen charts' open windows one by one this way)."""
+    clock = [(DAY + timedelta(hours=23, minutes=30, seconds=5)).timestamp()]
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        for who, hh in (("alice", "h1"), ("bob", "h2")):
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        ns = int(clock[0] * 1e9)
+        await _write_elsewhere(
+            env, *(Point("pv", hh, "inv1", "modbus", ns, {"power_w": 5.0}) for hh in ("h1", "h2"))
+        )
+        asked = _note_query_households(env.store)
+        ((kind, recent),) = env.state.live_charts.items()
+        version = env.state.store.data_version()
+        cut = (clock[0] // 60 - 1) * 60
+        charts = [
+            _Chart.plan(
+                env.state,
+                hh,
+                kind,
+                (recent[hh].read_from, cut, datetime.fromtimestamp(recent[hh].stop, UTC)),
+                recent[hh].periods,
+                version,
+                recent,
+                LIVE_BATCH,
+            )
+            for hh in ("h1", "h2")
+        ]
+        pieces = await asyncio.gather(*(chart.piece(chart.chunks) for chart in charts))
+        assert [q[0] for q in asked] == [("h1", "h2")]
+        alone = [await chart.make(chart.chunks, chart.chunks + 1) for chart in charts]  # each read by itself
+        assert [p.body for p in pieces] == [p.body for p in alone]
