@@ -348,7 +348,7 @@ class _Segments(dict[tuple[int, bytes, bytes], tuple[bytes, bytes]]):
 _SEGMENTS: Final = _Segments()
 
 
-def _deflate(data: bytes, last: bool) -> bytes:
+def _deflate(data: bytes | memoryview, last: bool) -> bytes:
     """Raw deflate blocks of ``data``; a part before the last ends on a byte boundary (a sync flush),
     so parts compressed apart follow each other as one stream."""
     if last:
@@ -357,10 +357,10 @@ def _deflate(data: bytes, last: bool) -> bytes:
     return c.compress(data) + c.flush(isal_zlib.Z_SYNC_FLUSH)
 
 
-def _time_blocks(items: bytes) -> bytes:
+def _time_blocks(items: bytes | memoryview) -> bytes:
     """The deflate blocks (ending on a sync flush) of a time column's items, from ``_SEGMENTS`` when
     another page had the same column."""
-    key = (len(items), items[:32], items[-32:])
+    key = (len(items), bytes(items[:32]), bytes(items[-32:]))
     found = _SEGMENTS.get(key)
     if found is not None and found[0] == items:
         _Segments.hits += 1
@@ -368,7 +368,7 @@ def _time_blocks(items: bytes) -> bytes:
     if len(_SEGMENTS) >= _SEGMENT_MEMO_SIZE:
         _SEGMENTS.clear()
     blocks = _deflate(items, last=False)
-    _SEGMENTS[key] = (items, blocks)
+    _SEGMENTS[key] = (bytes(items), blocks)
     return blocks
 
 
@@ -396,17 +396,23 @@ def gzip_json(body: bytes) -> bytes:
 
 
 class _Closed:
-    """The ``column_pieces`` of a live page's closed part, split into column names and items once, and
-    the deflate blocks of each column's items, made on the first gzip'd answer that needs them."""
+    """The ``column_pieces`` of a live page's closed part, split into column names and items once (the
+    items are views of the pieces, not copies), and the deflate blocks of each column's items, made
+    on the first gzip'd answer that needs them."""
 
     __slots__ = ("blocks", "items", "names", "weight")
 
     def __init__(self, pieces: bytes) -> None:
-        split = pieces.split(b"\x00")
-        self.names, self.items = split[0::2], split[1::2]
+        view, bounds, at = memoryview(pieces), [], 0
+        while (end := pieces.find(b"\x00", at)) >= 0:
+            bounds.append((at, end))
+            at = end + 1
+        bounds.append((at, len(pieces)))
+        self.names = [pieces[a:b] for a, b in bounds[0::2]]
+        self.items = [view[a:b] for a, b in bounds[1::2]]
         self.blocks: list[bytes | None] = [None] * len(self.items)
-        # Its items are a copy of the pieces; their blocks and whatever else are less than that again.
-        self.weight = 2 * len(pieces)
+        # The pieces (this memo's key, which its items view) and their blocks, about a quarter as much.
+        self.weight = len(pieces) + len(pieces) // 4
 
     def deflated(self, i: int) -> bytes:
         blocks = self.blocks[i]
@@ -437,7 +443,9 @@ class _ClosedParts(OrderedDict[bytes, _Closed]):
         return closed
 
 
-CLOSED_MEMO_BYTES: Final = 32 * 2**20
+# Two generations (this hour's and, made ahead, the next one's) of a few hundred day-long live charts:
+# one smaller than that evicts the parts answers still need while the next hour's are made.
+CLOSED_MEMO_BYTES: Final = 64 * 2**20
 _CLOSED_PARTS: Final = _ClosedParts()
 
 

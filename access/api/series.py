@@ -77,6 +77,7 @@ LIVE_GROUPS = 256  # kinds of live chart remembered (``AppState.live_charts``; f
 AHEAD_S = 20.0  # a live chart's next window's closed part is made this long before it begins
 AHEAD_MIN_EVERY = 30.0  # ... at resolutions this coarse or coarser
 AHEAD_BATCH = 32  # households' pieces per store query when made ahead (one turn of the event loop cuts them)
+AHEAD_CHECK_S = 5.0  # what was made ahead is checked again this often (within the change log's memory)
 log = logging.getLogger(__name__)
 _CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
@@ -542,15 +543,15 @@ async def prepare_next_windows(state: AppState) -> int:
     the window moves on, each chart asked lately whose window ends at the next whole window has its
     next closed part made: its chunks (``AHEAD_BATCH`` households per store query), its whole hours
     joined and, when it was asked gzip'd, compressed (``render.prepare_closed``), one chart per turn
-    of the event loop.  Each later call checks them again (finding them current costs no query): the
-    store's change log remembers a series' last ``series_changes.PER_SERIES`` changes only, and a
-    piece left unchecked for longer counts as changed (made 20 s ahead of a collector writing every
-    second, it was made again at the minute anyway).  When the window moves on, its answer finds
-    them current and makes only its open windows, as after any write.  A piece made ahead is keyed
-    like any other (the served periods it read are in its key, a write to it makes it stale), so one
-    prepared for a chart whose grant or readings change before then is only not used.  Charts asked
-    with windows of another length or stop, or at resolutions under ``AHEAD_MIN_EVERY``, are left to
-    their requests."""
+    of the event loop.  A call ``AHEAD_CHECK_S`` or more later checks them again (finding them current
+    costs no query): the store's change log remembers a series' last ``series_changes.PER_SERIES``
+    changes only, and a piece left unchecked for longer counts as changed (made 20 s ahead of a
+    collector writing every second, it was made again at the minute anyway).  When the window moves
+    on, its answer finds them current and makes only its open windows, as after any write.  A piece
+    made ahead is keyed like any other (the served periods it read are in its key, a write to it makes
+    it stale), so one prepared for a chart whose grant or readings change before then is only not
+    used.  Charts asked with windows of another length or stop, or at resolutions under
+    ``AHEAD_MIN_EVERY``, are left to their requests."""
     version = state.store.data_version()
     if not state.pages.max_bytes or version is None:
         return 0
@@ -563,14 +564,18 @@ async def prepare_next_windows(state: AppState) -> int:
             continue
         ready = state.live_ahead.get(kind)
         if ready is None or ready[0] != roll:
-            ready = state.live_ahead[kind] = (roll, set())
+            ready = state.live_ahead[kind] = (roll, {})
+        checked = ready[1]
         for household, asked in list(recent.items()):
             read_from, cut = asked.read_from + every, roll - every
             if asked.stop != roll or state.clock() - asked.at > LIVE_RECENT_S or not read_from < cut:
                 continue
-            if household not in ready[1]:
-                ready[1].add(household)
+            last = checked.get(household)
+            if last is not None and state.clock() - last < AHEAD_CHECK_S:
+                continue
+            if last is None:
                 prepared += 1
+            checked[household] = state.clock()
             chart = _Chart.plan(
                 state, household, kind, (read_from, cut, None), asked.periods, version, recent, AHEAD_BATCH
             )

@@ -101,9 +101,9 @@ class AppState:
     # Households whose live chart was asked lately, by kind of chart, with when and what each read
     # (``access.api.series._others``: one store query makes their pieces; and ``prepare_next_windows``).
     live_charts: dict[ChartKind, dict[str, LiveAsk]] = field(default_factory=dict)
-    # The next window of each kind of live chart being made ready, and the households it was made for
-    # (``access.api.series.prepare_next_windows``).
-    live_ahead: dict[ChartKind, tuple[float, set[str]]] = field(default_factory=dict)
+    # The next window of each kind of live chart being made ready, and when each household's was made
+    # or last checked (``access.api.series.prepare_next_windows``).
+    live_ahead: dict[ChartKind, tuple[float, dict[str, float]]] = field(default_factory=dict)
     # Pieces of live charts being made by another chart's query, by page key: done when it is.
     live_batches: dict[Hashable, asyncio.Future[None]] = field(default_factory=dict)
     signin: SignIn = field(kw_only=True)

@@ -263,8 +263,7 @@ async def test_a_minute_joins_and_compresses_no_whole_hour_again(
             # A collector's writes to the open minute, each seen by the next answer: more than the
             # store's change log keeps.
             for k in range(PER_SERIES + 4):
-                clock[0] += 0.5
-                ns = int(clock[0] * 1e9)
+                ns = int(clock[0] * 1e9) + k
                 await _write_elsewhere(env, Point("pv", "h1", "inv1", "modbus", ns, {"power_w": k}))
                 await _rolling_day_bytes(env, clock[0], "alice", "h1")
             read.clear()
@@ -913,12 +912,12 @@ async def test_a_server_with_live_ahead_prepares_its_charts_by_itself(
         env.store.version_poll_s = 0
         await _rolling_day_bytes(env, clock[0], "bob", "h2")
         kind = next(iter(env.state.live_charts))
-        ready = (clock[0] // 60 * 60 + 60, {"h2"})
+        roll = clock[0] // 60 * 60 + 60
         for _ in range(60):
-            if env.state.live_ahead.get(kind) == ready:
+            if env.state.live_ahead.get(kind) == (roll, {"h2": clock[0]}):
                 break
             await asyncio.sleep(0.05)
-        assert env.state.live_ahead.get(kind) == ready
+        assert env.state.live_ahead.get(kind) == (roll, {"h2": clock[0]})
 
 
 async def test_charts_whose_pieces_a_query_begun_meanwhile_makes_wait_for_it(
@@ -957,3 +956,43 @@ async def test_charts_whose_pieces_a_query_begun_meanwhile_makes_wait_for_it(
         assert [q[0] for q in asked] == [("h1", "h2")]
         alone = [await chart.make(chart.chunks, chart.chunks + 1) for chart in charts]  # each read by itself
         assert [p.body for p in pieces] == [p.body for p in alone]
+
+
+async def test_the_next_hours_whole_hours_are_joined_and_compressed_ahead(
+    tmp_path: Path, own_store: Path, api_policy: Policy
+) -> None:
+    """At two minutes past each hour a rolling day's whole hours change (the last hour joins them):
+    made ahead, they are joined and compressed before the minute (one new part per chart), and the
+    answer at the minute makes no part and reads only its open windows, byte for byte what a server
+    without a cache gives."""
+    roll = (DAY + timedelta(hours=23, minutes=2)).timestamp()
+    clock = [roll - AHEAD_S - 5]
+    charts = (("alice", "h1"), ("bob", "h2"))
+    async for env in start_env(tmp_path, own_store, api_policy, now=lambda: clock[0]):
+        env.store.version_poll_s = 0
+        # Readings in the hour that joins the whole hours, seen by no other test's charts.
+        ns = int((roll - 1800) * 1e9)
+        await _write_elsewhere(
+            env, *(Point("pv", hh, "inv1", "modbus", ns, {"power_w": 4321.5}) for _, hh in charts)
+        )
+        for who, hh in charts:
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        clock[0] = roll - AHEAD_S + 5
+        for who, hh in charts:
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        parts = list(_CLOSED_PARTS)
+        assert await prepare_next_windows(env.state) == 2
+        assert len([p for p in _CLOSED_PARTS if p not in parts]) == 2
+        clock[0] = roll - 5
+        for who, hh in charts:  # the dashboards keep asking
+            await _rolling_day_bytes(env, clock[0], who, hh)
+        clock[0] = roll + 1
+        asked = _note_query_households(env.store)
+        parts = list(_CLOSED_PARTS)
+        pages = [await _rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts]
+        assert not [p for p in _CLOSED_PARTS if p not in parts]
+        assert asked == [(("h1", "h2"), roll - 60, roll + 60)]
+        async for whole in start_env(
+            tmp_path / "whole", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
+        ):
+            assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
