@@ -424,11 +424,13 @@ class _Closed:
 
 
 class _ClosedParts(OrderedDict[bytes, _Closed]):
-    """Closed parts by their pieces (the page cache hands out the same ``bytes`` object while the part
-    is current, and a ``bytes`` object keeps its hash), least recently used first, ``CLOSED_MEMO_BYTES``
-    at most."""
+    """Parts by their pieces (the page cache hands out the same ``bytes`` object while the part is
+    current, and a ``bytes`` object keeps its hash), least recently used first, ``max_bytes`` at most."""
 
-    size = 0
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.size = 0
 
     def of(self, pieces: bytes) -> _Closed:
         closed = self.get(pieces)
@@ -437,7 +439,7 @@ class _ClosedParts(OrderedDict[bytes, _Closed]):
             return closed
         closed = self[pieces] = _Closed(pieces)
         self.size += closed.weight
-        while self.size > CLOSED_MEMO_BYTES and len(self) > 1:
+        while self.size > self.max_bytes and len(self) > 1:
             _, old = self.popitem(last=False)
             self.size -= old.weight
         return closed
@@ -446,7 +448,59 @@ class _ClosedParts(OrderedDict[bytes, _Closed]):
 # Two generations (this hour's and, made ahead, the next one's) of a few hundred day-long live charts:
 # one smaller than that evicts the parts answers still need while the next hour's are made.
 CLOSED_MEMO_BYTES: Final = 64 * 2**20
-_CLOSED_PARTS: Final = _ClosedParts()
+_CLOSED_PARTS: Final = _ClosedParts(CLOSED_MEMO_BYTES)
+# A live answer's first and last hours (the same for every answer of a minute), compressed once too;
+# parts shorter than ``_STORED_UNDER`` (its open windows, made again by every write) go out stored.
+EDGE_MEMO_BYTES: Final = 8 * 2**20
+_EDGE_PARTS: Final = _ClosedParts(EDGE_MEMO_BYTES)
+_STORED_UNDER: Final = 1024
+_STORED_MAX: Final = 65_535  # the most one stored deflate block holds
+
+
+class _GzipStream:
+    """A gzip member built from text sent as it is (deflate's stored blocks) and from deflate blocks
+    made before (each ending on a byte boundary, referring to nothing before it), with the check value
+    and length of all of it."""
+
+    __slots__ = ("crc", "out", "pending", "size")
+
+    def __init__(self) -> None:
+        self.out = [_GZIP_HEADER]
+        self.pending: list[bytes | memoryview] = []
+        self.crc = 0
+        self.size = 0
+
+    def text(self, *data: bytes | memoryview) -> None:
+        self.pending += data
+
+    def blocks(self, raw: bytes | memoryview, blocks: bytes) -> None:
+        """Deflate ``blocks`` that inflate to ``raw``."""
+        self._stored(last=False)
+        self.out.append(blocks)
+        self.crc = isal_zlib.crc32(raw, self.crc)
+        self.size += len(raw)
+
+    def close(self) -> bytes:
+        self._stored(last=True)
+        self.out.append(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
+        return b"".join(self.out)
+
+    def _stored(self, last: bool) -> None:
+        data = b"".join(self.pending)
+        self.pending = []
+        if not data and not last:
+            return
+        self.crc = isal_zlib.crc32(data, self.crc)
+        self.size += len(data)
+        at = 0
+        while True:
+            chunk = data[at : at + _STORED_MAX]
+            at += len(chunk)
+            final = last and at >= len(data)
+            n = len(chunk)
+            self.out += [struct.pack("<BHH", 1 if final else 0, n, n ^ 0xFFFF), chunk]
+            if at >= len(data):
+                return
 
 
 def prepare_closed(closed: bytes) -> None:
@@ -471,49 +525,47 @@ def live_json(
     read back) when asked; None when the columns of the parts differ.
 
     A live chart's answer is the part of its day that stays the same all hour (``closed``) between a
-    few small parts: its first hour, its last one and its open windows (made again after every write
-    or minute).  The closed part's columns are split, and compressed, once (``_ClosedParts``); each
-    answer compresses only the envelope and the small parts' items around them, so its cost no
-    longer grows with the page."""
+    few small parts: its first hour and its last one (the same all minute) and its open windows (made
+    again after every write).  The columns of the closed part and of the hours are split, and
+    compressed, once (``_ClosedParts``); the envelope, the open windows and the brackets between go out
+    as they are (deflate's stored blocks: a few hundred bytes), so an answer made again after a write
+    compresses nothing and costs little more than its check value (every live chart's answer is made
+    again after each write, all in the same few milliseconds)."""
     if not gzipped:  # (no compression to save: the parts joined as any pages' pieces are)
         joined = join_columns([*before, closed, *after])
         return None if joined is None else prefix + joined + suffix
     part = _CLOSED_PARTS.of(closed)
-    edges = []
-    for pieces in (before, after):
-        joined = pieces[0] if len(pieces) == 1 else join_pieces(pieces) if pieces else None
-        if joined is None:
-            edges.append([b""] * len(part.names))
-            if pieces:
+    names = part.names
+    segments: list[_Closed | list[bytes]] = []
+    for pieces in (*before, None, *after):
+        if pieces is None:
+            segments.append(part)
+        elif len(pieces) >= _STORED_UNDER:
+            edge = _EDGE_PARTS.of(pieces)
+            if edge.names != names:
                 return None
-            continue
-        split = joined.split(b"\x00")
-        if split[0::2] != part.names:
-            return None
-        edges.append(split[1::2])
-    head_items, live_items = edges
-    out = [_GZIP_HEADER]
-    crc = size = 0
-    text: list[bytes] = [prefix, b"{"]  # what is not compressed yet
-    for i, (name, first, items, more) in enumerate(
-        zip(part.names, head_items, part.items, live_items, strict=True)
-    ):
-        text += [b"," if i else b"", name, b":[", first]
-        if items:
-            if first:
-                text.append(b",")
-            data = b"".join(text)
-            out += [_deflate(data, last=False), part.deflated(i)]
-            crc = isal_zlib.crc32(items, isal_zlib.crc32(data, crc))
-            size += len(data) + len(items)
-            text = [b"," if more else b""]
-        elif first and more:
-            text.append(b",")
-        text += [more, b"]"]
-    text += [b"}", suffix]
-    data = b"".join(text)
-    out += [
-        _deflate(data, last=True),
-        struct.pack("<II", isal_zlib.crc32(data, crc), (size + len(data)) & 0xFFFFFFFF),
-    ]
-    return b"".join(out)
+            segments.append(edge)
+        else:
+            split = pieces.split(b"\x00")
+            if split[0::2] != names:
+                return None
+            segments.append(split[1::2])
+    stream = _GzipStream()
+    stream.text(prefix, b"{")
+    for i, name in enumerate(names):
+        stream.text(b"," if i else b"", name, b":[")
+        first = True
+        for segment in segments:
+            items = segment[i] if isinstance(segment, list) else segment.items[i]
+            if not items:
+                continue
+            if not first:
+                stream.text(b",")
+            first = False
+            if isinstance(segment, list):
+                stream.text(items)
+            else:
+                stream.blocks(items, segment.deflated(i))
+        stream.text(b"]")
+    stream.text(b"}", suffix)
+    return stream.close()
