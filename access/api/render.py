@@ -395,10 +395,10 @@ def gzip_json(body: bytes) -> bytes:
     )
 
 
-class _Closed:
-    """The ``column_pieces`` of a live page's closed part, split into column names and items once (the
-    items are views of the pieces, not copies), and the deflate blocks of each column's items, made
-    on the first gzip'd answer that needs them."""
+class _Part:
+    """The ``column_pieces`` of a part of a live page (its closed part, or its first or last hour), split
+    into column names and items once (the items are views of the pieces, not copies), and the deflate
+    blocks of each column's items, made on the first gzip'd answer that needs them."""
 
     __slots__ = ("blocks", "items", "names", "weight")
 
@@ -423,7 +423,7 @@ class _Closed:
         return blocks
 
 
-class _ClosedParts(OrderedDict[bytes, _Closed]):
+class _Parts(OrderedDict[bytes, _Part]):
     """Parts by their pieces (the page cache hands out the same ``bytes`` object while the part is
     current, and a ``bytes`` object keeps its hash), least recently used first, ``max_bytes`` at most."""
 
@@ -432,12 +432,12 @@ class _ClosedParts(OrderedDict[bytes, _Closed]):
         self.max_bytes = max_bytes
         self.size = 0
 
-    def of(self, pieces: bytes) -> _Closed:
+    def of(self, pieces: bytes) -> _Part:
         closed = self.get(pieces)
         if closed is not None:
             self.move_to_end(pieces)
             return closed
-        closed = self[pieces] = _Closed(pieces)
+        closed = self[pieces] = _Part(pieces)
         self.size += closed.weight
         while self.size > self.max_bytes and len(self) > 1:
             _, old = self.popitem(last=False)
@@ -448,11 +448,11 @@ class _ClosedParts(OrderedDict[bytes, _Closed]):
 # Two generations (this hour's and, made ahead, the next one's) of a few hundred day-long live charts:
 # one smaller than that evicts the parts answers still need while the next hour's are made.
 CLOSED_MEMO_BYTES: Final = 64 * 2**20
-_CLOSED_PARTS: Final = _ClosedParts(CLOSED_MEMO_BYTES)
+_CLOSED_PARTS: Final = _Parts(CLOSED_MEMO_BYTES)
 # A live answer's first and last hours (the same for every answer of a minute), compressed once too;
 # parts shorter than ``_STORED_UNDER`` (its open windows, made again by every write) go out stored.
 EDGE_MEMO_BYTES: Final = 8 * 2**20
-_EDGE_PARTS: Final = _ClosedParts(EDGE_MEMO_BYTES)
+_EDGE_PARTS: Final = _Parts(EDGE_MEMO_BYTES)
 _STORED_UNDER: Final = 1024
 _STORED_MAX: Final = 65_535  # the most one stored deflate block holds
 
@@ -527,7 +527,7 @@ def live_json(
     A live chart's answer is the part of its day that stays the same all hour (``closed``) between a
     few small parts: its first hour and its last one (the same all minute) and its open windows (made
     again after every write).  The columns of the closed part and of the hours are split, and
-    compressed, once (``_ClosedParts``); the envelope, the open windows and the brackets between go out
+    compressed, once (``_Parts``); the envelope, the open windows and the brackets between go out
     as they are (deflate's stored blocks: a few hundred bytes), so an answer made again after a write
     compresses nothing and costs little more than its check value (every live chart's answer is made
     again after each write, all in the same few milliseconds)."""
@@ -536,7 +536,7 @@ def live_json(
         return None if joined is None else prefix + joined + suffix
     part = _CLOSED_PARTS.of(closed)
     names = part.names
-    segments: list[_Closed | list[bytes]] = []
+    segments: list[_Part | list[bytes]] = []
     for pieces in (*before, None, *after):
         if pieces is None:
             segments.append(part)

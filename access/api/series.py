@@ -258,22 +258,21 @@ async def series(request: web.Request) -> web.Response:
 
 async def _frame(
     state: AppState,
-    household: str,
-    category: str,
-    fields: tuple[str, ...],
-    periods: Periods,
-    every: timedelta | None,
-    agg: str,
+    queries: list[SeriesQuery],
+    kind: tuple[str, tuple[str, ...], timedelta | None, str],
 ) -> pl.DataFrame:
-    """The rows of the served ``periods`` (one store query each)."""
-    queries = series_queries(household, category, fields, periods, every, agg)
-    if not queries:  # a cursor past the last served period
-        return empty_series(category, fields, every, agg)
+    """The rows of ``queries`` (``series_queries``: one per served period), or the empty frame of
+    ``kind`` (category, fields, resolution, aggregation) when there is none (a cursor past the last
+    served period)."""
+    if not queries:
+        return empty_series(*kind)
     return await query_served(state, queries)
 
 
 async def _render(state: AppState, ask: SeriesAsk, fields: tuple[str, ...], periods: Periods) -> Page:
-    df = await _frame(state, ask.household, ask.category, fields, periods, ask.window.every, ask.agg)
+    every = ask.window.every
+    queries = series_queries(ask.household, ask.category, fields, periods, every, ask.agg)
+    df = await _frame(state, queries, (ask.category, fields, every, ask.agg))
     return render_page(df, ask, state.cursors)
 
 
@@ -458,7 +457,7 @@ class _Chart:
             rows = _rows_by_household(df)
         else:
             households = [self.household]
-            df = _page_order(await _frame(state, self.household, category, fields, served, every, agg))
+            df = _page_order(await _frame(state, queries, self.kind))
             rows = {self.household: (0, df.height)}
         # Where each piece starts (numpy: polars' search_sorted goes through its expression engine);
         # a household's first piece holds its rows from the first (a window that starts before the
@@ -568,14 +567,14 @@ async def prepare_next_windows(state: AppState) -> int:
         checked = ready[1]
         for household, asked in list(recent.items()):
             read_from, cut = asked.read_from + every, roll - every
-            if asked.stop != roll or state.clock() - asked.at > LIVE_RECENT_S or not read_from < cut:
+            if asked.stop != roll or now - asked.at > LIVE_RECENT_S or not read_from < cut:
                 continue
             last = checked.get(household)
-            if last is not None and state.clock() - last < AHEAD_CHECK_S:
+            if last is not None and now - last < AHEAD_CHECK_S:
                 continue
             if last is None:
                 prepared += 1
-            checked[household] = state.clock()
+            checked[household] = now
             chart = _Chart.plan(
                 state, household, kind, (read_from, cut, None), asked.periods, version, recent, AHEAD_BATCH
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -288,10 +288,9 @@ async def test_a_minute_joins_and_compresses_no_whole_hour_again(
             assert len(new_parts) == made
             if step != 2:
                 assert 0 < sum(read) <= 2 * 3600 + 180, step
-            async for whole in start_env(
-                tmp_path / f"{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
-            ):
-                assert moved == await _rolling_day_bytes(whole, clock[0], "alice", "h1")
+            assert [moved] == await _uncached(
+                tmp_path / f"{step}", own_store, api_policy, clock[0], [("alice", "h1")]
+            )
 
 
 async def test_one_query_makes_the_open_windows_of_every_live_chart_after_a_write(
@@ -331,10 +330,9 @@ async def test_one_query_makes_the_open_windows_of_every_live_chart_after_a_writ
                 assert asked[-1][2] == stop
             else:  # both open parts from one query
                 assert asked == [(("h1", "h2"), stop - 120, stop)]
-            async for whole in start_env(
-                tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
-            ):
-                assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+            assert pages == await _uncached(
+                tmp_path / f"whole{step}", own_store, api_policy, clock[0], charts
+            )
 
 
 async def test_charts_asked_while_their_pieces_are_read_for_them_wait_for_that_query(
@@ -357,10 +355,7 @@ async def test_charts_asked_while_their_pieces_are_read_for_them_wait_for_that_q
         )
         pages = await asyncio.gather(*(_rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts))
         assert [q[0] for q in asked] == [("h1", "h2")]
-        async for whole in start_env(
-            tmp_path / "whole", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
-        ):
-            assert list(pages) == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+        assert list(pages) == await _uncached(tmp_path / "whole", own_store, api_policy, clock[0], charts)
 
 
 async def test_each_server_process_keeps_its_live_charts_pieces_for_the_next_minute(
@@ -410,10 +405,13 @@ async def test_each_server_process_keeps_its_live_charts_pieces_for_the_next_min
                     assert (
                         0 < sum(read) <= 2 * 3600 + 180
                     )  # the new first hour, the last one, the open minutes
-                async for whole in start_env(
-                    tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
-                ):
-                    assert answers == [await _rolling_day_bytes(whole, clock[0], "alice", "h1")] * 2
+                assert (
+                    answers
+                    == await _uncached(
+                        tmp_path / f"whole{step}", own_store, api_policy, clock[0], [("alice", "h1")]
+                    )
+                    * 2
+                )
 
 
 def _ns(t: datetime) -> int:
@@ -448,6 +446,16 @@ async def _rolling_day_bytes(env: Env, now: float, who: str, household: str) -> 
     )
     assert r.status == 200 and r.headers["Content-Encoding"] == "gzip"
     return await r.read()
+
+
+async def _uncached(
+    tmp: Path, store: Path, policy: Policy, now: float, charts: Sequence[tuple[str, str]]
+) -> list[bytes]:
+    """What a server without a page cache sends for each (who, household) live chart at ``now``."""
+    pages: list[bytes] = []
+    async for whole in start_env(tmp, store, policy, page_cache_bytes=0, now=lambda: now):
+        pages = [await _rolling_day_bytes(whole, now, who, hh) for who, hh in charts]
+    return pages
 
 
 def _note_query_spans(store: SQLiteStore) -> list[float]:
@@ -875,10 +883,9 @@ async def test_the_next_minutes_closed_part_is_made_ahead_so_the_minute_reads_on
                 assert asked == [(("h1",), (roll - 60) // 3600 * 3600, stop), (("h2",), stop - 120, stop)]
             else:
                 assert asked == [(("h1", "h2"), stop - 120, stop)]
-            async for whole in start_env(
-                tmp_path / f"whole{step}", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
-            ):
-                assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+            assert pages == await _uncached(
+                tmp_path / f"whole{step}", own_store, api_policy, clock[0], charts
+            )
 
 
 async def test_charts_not_rolling_or_not_asked_lately_are_not_made_ahead(
@@ -992,7 +999,4 @@ async def test_the_next_hours_whole_hours_are_joined_and_compressed_ahead(
         pages = [await _rolling_day_bytes(env, clock[0], who, hh) for who, hh in charts]
         assert not [p for p in _CLOSED_PARTS if p not in parts]
         assert asked == [(("h1", "h2"), roll - 60, roll + 60)]
-        async for whole in start_env(
-            tmp_path / "whole", own_store, api_policy, page_cache_bytes=0, now=lambda: clock[0]
-        ):
-            assert pages == [await _rolling_day_bytes(whole, clock[0], who, hh) for who, hh in charts]
+        assert pages == await _uncached(tmp_path / "whole", own_store, api_policy, clock[0], charts)
