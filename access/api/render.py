@@ -398,7 +398,8 @@ def gzip_json(body: bytes) -> bytes:
 class _Part:
     """The ``column_pieces`` of a part of a live page (its closed part, or its first or last hour), split
     into column names and items once (the items are views of the pieces, not copies), and the deflate
-    blocks of each column's items, made on the first gzip'd answer that needs them."""
+    blocks of each column's items with the items' check value, made on the first gzip'd answer that
+    needs them."""
 
     __slots__ = ("blocks", "items", "names", "weight")
 
@@ -410,16 +411,17 @@ class _Part:
         bounds.append((at, len(pieces)))
         self.names = [pieces[a:b] for a, b in bounds[0::2]]
         self.items = [view[a:b] for a, b in bounds[1::2]]
-        self.blocks: list[bytes | None] = [None] * len(self.items)
+        self.blocks: list[tuple[bytes, int] | None] = [None] * len(self.items)
         # The pieces (this memo's key, which its items view) and their blocks, about a quarter as much.
         self.weight = len(pieces) + len(pieces) // 4
 
-    def deflated(self, i: int) -> bytes:
+    def deflated(self, i: int) -> tuple[bytes, int]:
+        """Column ``i``'s items as deflate blocks, and their CRC-32."""
         blocks = self.blocks[i]
         if blocks is None:
             items = self.items[i]
-            blocks = _time_blocks(items) if self.names[i] == b'"time"' else _deflate(items, last=False)
-            self.blocks[i] = blocks
+            made = _time_blocks(items) if self.names[i] == b'"time"' else _deflate(items, last=False)
+            blocks = self.blocks[i] = (made, isal_zlib.crc32(items))
         return blocks
 
 
@@ -473,12 +475,13 @@ class _GzipStream:
     def text(self, *data: bytes | memoryview) -> None:
         self.pending += data
 
-    def blocks(self, raw: bytes | memoryview, blocks: bytes) -> None:
-        """Deflate ``blocks`` that inflate to ``raw``."""
+    def blocks(self, blocks: bytes, crc: int, size: int) -> None:
+        """Deflate ``blocks`` that inflate to ``size`` bytes whose CRC-32 is ``crc`` (combined with the
+        check value so far: the text itself is not read again)."""
         self._stored(last=False)
         self.out.append(blocks)
-        self.crc = isal_zlib.crc32(raw, self.crc)
-        self.size += len(raw)
+        self.crc = isal_zlib.crc32_combine(self.crc, crc, size)
+        self.size += size
 
     def close(self) -> bytes:
         self._stored(last=True)
@@ -527,10 +530,11 @@ def live_json(
     A live chart's answer is the part of its day that stays the same all hour (``closed``) between a
     few small parts: its first hour and its last one (the same all minute) and its open windows (made
     again after every write).  The columns of the closed part and of the hours are split, and
-    compressed, once (``_Parts``); the envelope, the open windows and the brackets between go out
-    as they are (deflate's stored blocks: a few hundred bytes), so an answer made again after a write
-    compresses nothing and costs little more than its check value (every live chart's answer is made
-    again after each write, all in the same few milliseconds)."""
+    compressed, once, with their check values (``_Parts``); the envelope, the open windows and the
+    brackets between go out as they are (deflate's stored blocks: a few hundred bytes), so an answer
+    made again after a write compresses nothing and reads only those few hundred bytes: the check
+    value of the whole is combined from its parts' (every live chart's answer is made again after
+    each write, all in the same few milliseconds)."""
     if not gzipped:  # (no compression to save: the parts joined as any pages' pieces are)
         joined = join_columns([*before, closed, *after])
         return None if joined is None else prefix + joined + suffix
@@ -565,7 +569,7 @@ def live_json(
             if isinstance(segment, list):
                 stream.text(items)
             else:
-                stream.blocks(items, segment.deflated(i))
+                stream.blocks(*segment.deflated(i), len(items))
         stream.text(b"]")
     stream.text(b"}", suffix)
     return stream.close()
