@@ -21,6 +21,7 @@ chain's last row and appends, so the batches of every replica join one chain, on
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -111,22 +112,48 @@ class ProvisionEntry:
 
     def check(self) -> CheckedEntry:
         """The entry as it would be written, or :class:`LedgerError` saying why it cannot be."""
-        cats = tuple(sorted(set(self.categories)))
-        clauses = cast(tuple[str, ...], self.clause_ids)  # made a tuple by __post_init__
-        if not cats:
-            raise LedgerError("a provision record names at least one category")
-        unknown = [c for c in cats if not _what_was_provided(c)]
-        if unknown:
-            raise LedgerError(f"unknown categories {unknown}")
-        if not clauses:
-            raise LedgerError("a provision record cites the clause that allowed it")
-        if not self.recipient or not self.household or not self.purpose:
-            raise LedgerError("recipient, household and purpose are required")
         start, end = to_epoch(self.period_start), to_epoch(self.period_end)
-        if end < start:
-            raise LedgerError("period_end is before period_start")
         t = now() if self.at is None else to_epoch(self.at)
-        return CheckedEntry(self.recipient, self.household, cats, start, end, self.purpose, clauses, t)
+        clauses = cast(tuple[str, ...], self.clause_ids)  # made a tuple by __post_init__
+        return checked_entry(
+            self.recipient, self.household, cast(tuple[str, ...], self.categories), start, end,
+            self.purpose, clauses, t,
+        )  # fmt: skip
+
+
+def checked_entry(
+    recipient: str,
+    household: str,
+    categories: tuple[str, ...],
+    period_start: float,
+    period_end: float,
+    purpose: str,
+    clause_ids: tuple[str, ...],
+    at: float,
+) -> CheckedEntry:
+    """An entry whose times are epoch seconds already, checked (:class:`LedgerError` saying why it
+    cannot be written): the API records one per third-party response, with the same few category
+    and clause lists again and again, so their check is remembered (``_checked_names``)."""
+    cats = _checked_names(categories, clause_ids)
+    if not recipient or not household or not purpose:
+        raise LedgerError("recipient, household and purpose are required")
+    if period_end < period_start:
+        raise LedgerError("period_end is before period_start")
+    return CheckedEntry(recipient, household, cats, period_start, period_end, purpose, clause_ids, at)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_names(categories: tuple[str, ...], clause_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The categories as written (sorted, each once) once both lists are found acceptable."""
+    cats = tuple(sorted(set(categories)))
+    if not cats:
+        raise LedgerError("a provision record names at least one category")
+    unknown = [c for c in cats if not _what_was_provided(c)]
+    if unknown:
+        raise LedgerError(f"unknown categories {unknown}")
+    if not clause_ids:
+        raise LedgerError("a provision record cites the clause that allowed it")
+    return cats
 
 
 def _what_was_provided(name: str) -> bool:

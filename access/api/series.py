@@ -374,9 +374,9 @@ class _Chart:
     version: int | None
     recent: dict[str, LiveAsk]
     batch: int
-    spans: list[tuple[datetime, datetime, Periods]]  # each piece's start, stop and served periods
-    keys: list[Hashable]
-    fps: list[SeriesQuery]
+    spans: tuple[tuple[datetime, datetime, Periods], ...]  # each piece's start, stop and served periods
+    keys: tuple[Hashable, ...]
+    fps: tuple[SeriesQuery, ...]
     chunks: int  # pieces ``[0, chunks)`` are the closed chunks; the open part, when planned, follows
 
     @classmethod
@@ -393,21 +393,8 @@ class _Chart:
     ) -> _Chart:
         """The pieces of ``window`` (where the page reads from, the cut, and the page's stop: None
         plans the closed part alone)."""
-        read_from, cut, stop = window
-        category, every = kind[0], kind[2]
-        chart = cls(state, household, kind, periods, version, recent, batch, [], [], [], 0)
-        for a, b, served in _chunk_plan(read_from, cut, every.total_seconds() * CHUNK_WINDOWS, periods):
-            chart.spans.append((a, b, served))
-            chart.keys.append(("chunk", household, *kind, served))
-            chart.fps.append(footprint(household, category, a, b))
-        chart.chunks = len(chart.spans)
-        if stop is not None:
-            cut_dt = utc(cut)
-            served = intersect(periods, span(cut, float("inf")))
-            chart.spans.append((cut_dt, stop, served))
-            chart.keys.append(("open", household, *kind, served))
-            chart.fps.append(footprint(household, category, cut_dt, stop))
-        return chart
+        spans, keys, fps, chunks = _pieces_of(household, kind, window, periods)
+        return cls(state, household, kind, periods, version, recent, batch, spans, keys, fps, chunks)
 
     def key_of(self, household: str, k: int) -> tuple[Hashable, SeriesQuery]:
         """Piece ``k``'s key and footprint for ``household``."""
@@ -602,6 +589,31 @@ async def keep_next_windows_ready(state: AppState) -> None:
             if time.monotonic() - last_logged >= 60.0:
                 last_logged = time.monotonic()
                 log.exception("making live charts' next windows ahead failed")
+
+
+@functools.lru_cache(maxsize=FOOTPRINT_MEMO_SIZE)
+def _pieces_of(
+    household: str, kind: ChartKind, window: tuple[float, float, datetime | None], periods: Periods
+) -> tuple[
+    tuple[tuple[datetime, datetime, Periods], ...], tuple[Hashable, ...], tuple[SeriesQuery, ...], int
+]:
+    """``_Chart.plan``'s pieces (spans, keys, footprints, and how many are closed chunks).  Remembered:
+    a chart asks for the same ones all minute, and after a write every chart's answer plans again."""
+    read_from, cut, stop = window
+    category, every = kind[0], kind[2]
+    spans, keys, fps = [], [], []
+    for a, b, served in _chunk_plan(read_from, cut, every.total_seconds() * CHUNK_WINDOWS, periods):
+        spans.append((a, b, served))
+        keys.append(("chunk", household, *kind, served))
+        fps.append(footprint(household, category, a, b))
+    chunks = len(spans)
+    if stop is not None:
+        cut_dt = utc(cut)
+        served = intersect(periods, span(cut, float("inf")))
+        spans.append((cut_dt, stop, served))
+        keys.append(("open", household, *kind, served))
+        fps.append(footprint(household, category, cut_dt, stop))
+    return tuple(spans), tuple(keys), tuple(fps), chunks
 
 
 @functools.lru_cache(maxsize=FOOTPRINT_MEMO_SIZE)

@@ -32,7 +32,7 @@ from access.api.ratelimit import RateLimiter
 from access.auth import INVALID_TOKEN_BURST, INVALID_TOKEN_RATE_PER_S, Caller, SignIn, WebAuth, authenticate
 from access.budget import BudgetStore
 from access.decision import Authorizer, Decision
-from access.ledger import HouseholdHead, Ledger, LedgerWriter, ProvisionEntry, ProvisionRecord
+from access.ledger import HouseholdHead, Ledger, LedgerWriter, ProvisionRecord, checked_entry
 from access.relationships import RelationshipStore
 from access.request import AccessRequest
 from access.tokens import TokenStore
@@ -153,9 +153,9 @@ class AppState:
     ) -> ProvisionRecord:
         """Record one provision to a third party durably (group commit: ``LedgerWriter``); the caller
         sends nothing until this returns.  An entry the ledger would refuse fails here, in its caller."""
-        entry = ProvisionEntry(
-            recipient, household, categories, start, stop, purpose, clause_ids, self.clock()
-        ).check()
+        entry = checked_entry(
+            recipient, household, categories, float(start), float(stop), purpose, clause_ids, self.clock()
+        )
         record = await self.ledger_writer.record(entry)
         self.metrics.ledger_records += 1
         return record
