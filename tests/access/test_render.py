@@ -9,18 +9,23 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from isal import isal_zlib
 
 from access.api.render import (
+    _STAMPS_LOOKED_UP,
+    _YEAR_10000_US,
     _deflate,
     _GzipStream,
     _Segments,
+    _stamps,
     column_pieces,
     frame_columns,
     gzip_json,
+    iso,
     join_columns,
     json_columns,
     live_json,
@@ -88,6 +93,41 @@ def test_time_stamps_with_gaps_read_back_as_the_frame(kept: list[bool], step_s: 
     df = pl.DataFrame({"time": times, "power_w": [float(i) for i in range(len(times))]},
                       schema={"time": pl.Datetime("us", "UTC"), "power_w": pl.Float64})  # fmt: skip
     assert json.loads(json_columns(df)) == frame_columns(df)
+
+
+@given(
+    us=st.lists(
+        st.one_of(
+            st.integers(0, _YEAR_10000_US - 1),
+            # Days where the civil calendar turns: leap days, ends of months, centuries, the range's ends.
+            st.sampled_from(
+                [
+                    0,
+                    951_782_400_000_000,
+                    951_868_799_999_999,
+                    4_107_542_400_000_000,
+                    253_402_300_799_999_999,
+                    68_256_000_000_000,
+                    1_709_164_800_123_456,
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    many=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_stamps_are_what_iso_writes_for_any_instant_of_years_1970_to_9999(us: list[int], many: bool) -> None:
+    """A time column's stamps, looked up (a few) or worked out with numpy (many), are ``iso``'s text of
+    each instant (milliseconds cut, not rounded), quoted and followed by a comma."""
+    values = us * (_STAMPS_LOOKED_UP // len(us) + 1) if many else us
+    assert (len(values) > _STAMPS_LOOKED_UP) == many
+    expected = b"".join(
+        f'"{iso(datetime.fromtimestamp(v // 1_000_000, UTC).replace(microsecond=v % 1_000_000))}",'.encode()
+        for v in values
+    )
+    assert _stamps(np.array(values, dtype=np.int64)) == expected
 
 
 def _day_page(household: str, start: datetime, minutes: int = 1440, gap_at: int | None = None) -> bytes:
