@@ -576,6 +576,7 @@ class LedgerWriter:
         self.ledger = ledger
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
         self.records_written = 0
+        self.commits = 0  # batches written (``records_written / commits``: records per commit)
         self._queue: list[tuple[CheckedEntry, asyncio.Future[ProvisionRecord]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -606,6 +607,7 @@ class LedgerWriter:
                         written.cancel()
                     raise
                 self.records_written += len(records)
+                self.commits += 1
                 for (_, written), record in zip(batch, records, strict=True):
                     if not written.done():
                         written.set_result(record)

@@ -410,7 +410,7 @@ def main() -> None:
         )
 
         runs: dict[str, LoadResult] = {}
-        counters: dict[str, tuple[float, float]] = {}
+        counters: dict[str, tuple[float, float, float, float]] = {}
         stats_path = root / "writer.json"
         writer = _start([sys.executable, "-m", "bench.api", "--live-writer", str(store_path), str(args.homes),
                          str(stats_path)])  # fmt: skip
@@ -431,7 +431,12 @@ def main() -> None:
                     runs[label] = s.load(script, inst, c, secs)
                     text = asyncio.run(_get_text(f"{s.base}/metrics"))
                     hits = _metric(text, "hems_page_cache_hits_total")
-                    counters[label] = (hits, _metric(text, "hems_page_cache_misses_total"))
+                    counters[label] = (
+                        hits,
+                        _metric(text, "hems_page_cache_misses_total"),
+                        _metric(text, "hems_ledger_records_total"),
+                        _metric(text, "hems_ledger_commits_total"),
+                    )
         finally:
             writer_cpu = cpu_seconds([writer.pid]) - writer_cpu0
             writer_s = time.perf_counter() - writer_t0
@@ -461,8 +466,11 @@ def main() -> None:
         f"{writer_cpu / max(writer_s, 1e-9) * 100:.0f}% of a core; load average {os.getloadavg()[0]:.1f}"
     )
     print(_line("HEADLINE live: installer, 200 URLs, writes 1/s", live))
-    hits, misses = counters["live"]
-    print(f"    page cache of every worker over the live run: {hits:.0f} hits, {misses:.0f} misses")
+    hits, misses, records, commits = counters["live"]
+    print(
+        f"    every worker over the live run: page cache {hits:.0f} hits, {misses:.0f} misses; "
+        f"{records:.0f} provision records in {commits:.0f} commits"
+    )
     print(_line("live, every cache off (the miss path)", off))
     for label in ("one URL, store unchanged", "ceiling"):
         if label in runs:

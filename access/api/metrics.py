@@ -47,6 +47,7 @@ class Metrics:
     decisions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refusals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     ledger_records: int = 0
+    ledger_commits: int = 0  # the transactions they were written in (group commit)
     decision_seconds: Histogram = field(default_factory=Histogram)
     store_seconds: Histogram = field(default_factory=Histogram)
     request_seconds: Histogram = field(default_factory=Histogram)
@@ -112,6 +113,11 @@ class Metrics:
         )
         yield CounterMetricFamily(
             "hems_ledger_records", "Provision records written by this process.", value=m.ledger_records
+        )
+        yield CounterMetricFamily(
+            "hems_ledger_commits",
+            "Transactions this process wrote provision records in (records per commit: group commit).",
+            value=m.ledger_commits,
         )
         yield histogram_family(
             "hems_store_query_seconds", "Time the store took to answer a series query.", m.store_seconds

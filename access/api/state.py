@@ -158,6 +158,7 @@ class AppState:
         )
         record = await self.ledger_writer.record(entry)
         self.metrics.ledger_records += 1
+        self.metrics.ledger_commits = self.ledger_writer.commits
         return record
 
     async def ledger_for(self, household: str) -> HouseholdHead:

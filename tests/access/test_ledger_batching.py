@@ -83,6 +83,7 @@ async def test_concurrent_provisions_each_get_their_own_record_in_shared_transac
     assert result.ok and result.rows == n
     assert state.metrics.ledger_records == n
     transactions = state.ledger.commits - commits
+    assert state.metrics.ledger_commits == state.ledger_writer.commits == transactions  # hems_ledger_commits
     assert 1 <= transactions < n, transactions  # batched: fewer transactions (fsyncs) than records
 
 
