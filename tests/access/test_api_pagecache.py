@@ -629,6 +629,28 @@ async def test_lru_by_bytes() -> None:
     assert made[-1] == "b"
 
 
+async def test_current_pages_are_found_all_or_none_and_count_as_used() -> None:
+    """Several pages at once, without making any: all of them when every one is current (each a hit,
+    and the most recently used, so the least used page goes first), else None with nothing counted."""
+    cache, log = _cache(max_bytes=35)
+    made: list[str] = []
+    v = log.version
+    for key, foot, n in (("a", FOOT_A, 1), ("b", FOOT_B, 2), ("c", FOOT_A, 3)):
+        await cache.get(v, key, foot, _maker(made, key, n))
+    hits = cache.stats.hits
+    found = cache.current_pages(v, [("a", FOOT_A), ("b", FOOT_B)])
+    assert found is not None and [p.count for p in found] == [1, 2] and cache.stats.hits == hits + 2
+    await cache.get(v, "d", FOOT_B, _maker(made, "d", 4))  # 40 bytes > 35: c goes, not a or b
+    assert cache.current_pages(v, [("a", FOOT_A), ("b", FOOT_B), ("d", FOOT_B)]) is not None
+    assert cache.current_pages(v, [("a", FOOT_A), ("c", FOOT_A)]) is None  # c is gone
+    hits = cache.stats.hits
+    _write(log, "B")  # b and d are stale, a is not
+    assert cache.current_pages(log.version, [("a", FOOT_A), ("b", FOOT_B)]) is None
+    assert cache.stats.hits == hits and made == ["a", "b", "c", "d"]  # nothing counted, nothing made
+    found = cache.current_pages(log.version, [("a", FOOT_A)])
+    assert found is not None and found[0].count == 1
+
+
 async def test_a_write_drops_only_the_pages_it_touches() -> None:
     """A write to household A at noon: A's page of that day is made again; B's page, A's page of
     another category and A's page of another day are still served."""
