@@ -112,13 +112,11 @@ class ProvisionEntry:
 
     def check(self) -> CheckedEntry:
         """The entry as it would be written, or :class:`LedgerError` saying why it cannot be."""
+        categories = cast(tuple[str, ...], self.categories)  # both made tuples by __post_init__
+        clauses = cast(tuple[str, ...], self.clause_ids)
         start, end = to_epoch(self.period_start), to_epoch(self.period_end)
         t = now() if self.at is None else to_epoch(self.at)
-        clauses = cast(tuple[str, ...], self.clause_ids)  # made a tuple by __post_init__
-        return checked_entry(
-            self.recipient, self.household, cast(tuple[str, ...], self.categories), start, end,
-            self.purpose, clauses, t,
-        )  # fmt: skip
+        return checked_entry(self.recipient, self.household, categories, start, end, self.purpose, clauses, t)
 
 
 def checked_entry(
