@@ -327,13 +327,14 @@ class _StampMemo(dict[int, bytes]):
     """Epoch microseconds -> ``_stamps``' text of it (``_ISO_MEMO``'s, with its comma)."""
 
     def __missing__(self, us: int) -> bytes:
-        if len(self) >= _ISO_MEMO_SIZE:
+        if len(self) >= _STAMP_MEMO_SIZE:
             self.clear()
         text = self[us] = _ISO_MEMO[us].encode() + b","
         return text
 
 
 _STAMP_MEMO: Final = _StampMemo()
+_STAMP_MEMO_SIZE: Final = 16_384  # a day of minutes and a few open windows for each resolution in use
 _STAMPS_LOOKED_UP: Final = 512
 _STAMP_FRAME: Final = b'"0000-00-00T00:00:00.000Z",'
 # A stamp's digit pairs as 2-byte fields (one numpy take and one strided store each), ``_TWO_DIGITS``
