@@ -70,6 +70,7 @@ from pipeline.query import SeriesQuery
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ASK_MEMO_SIZE = 4096
 FOOTPRINT_MEMO_SIZE = 16384
+PLAN_MEMO_SIZE = 2048  # live charts' plans (about 8 KB each for a day of minutes), good for a minute
 CHUNK_WINDOWS = 60  # the closed part of a live page is kept in pieces of this many windows (``_live_page``)
 LIVE_RECENT_S = 10.0  # a live chart asked this lately has its pieces made with others' (``_others``)
 LIVE_BATCH = 256  # at most this many households' pieces from one store query
@@ -618,7 +619,7 @@ async def keep_next_windows_ready(state: AppState) -> None:
                 log.exception("making live charts' next windows ahead failed")
 
 
-@functools.lru_cache(maxsize=FOOTPRINT_MEMO_SIZE)
+@functools.lru_cache(maxsize=PLAN_MEMO_SIZE)
 def _pieces_of(
     household: str, kind: ChartKind, window: tuple[float, float, datetime | None], periods: Periods
 ) -> tuple[
