@@ -373,6 +373,7 @@ class _Chart:
     state: AppState
     household: str
     kind: ChartKind
+    window: tuple[float, float, datetime | None]  # where the page reads from, the cut, its stop
     periods: Periods
     version: int | None
     recent: dict[str, LiveAsk]
@@ -397,14 +398,13 @@ class _Chart:
         """The pieces of ``window`` (where the page reads from, the cut, and the page's stop: None
         plans the closed part alone)."""
         spans, keys, fps, chunks = _pieces_of(household, kind, window, periods)
-        return cls(state, household, kind, periods, version, recent, batch, spans, keys, fps, chunks)
+        return cls(state, household, kind, window, periods, version, recent, batch, spans, keys, fps, chunks)
 
     def key_of(self, household: str, k: int) -> tuple[Hashable, SeriesQuery]:
-        """Piece ``k``'s key and footprint for ``household``."""
-        a, b, served = self.spans[k]
-        return ("chunk" if k < self.chunks else "open", household, *self.kind, served), footprint(
-            household, self.kind[0], a, b
-        )
+        """Piece ``k``'s key and footprint for ``household`` (its chart of this kind and window, read
+        over the same served periods), as its own request plans them."""
+        _, keys, fps, _ = _pieces_of(household, self.kind, self.window, self.periods)
+        return keys[k], fps[k]
 
     async def make(self, i: int, j: int) -> Page:
         """Pieces ``i`` to ``j - 1`` from one query: ``i`` is returned, the others kept; and the same
