@@ -29,7 +29,7 @@ from pipeline import minute_rollup, series_changes
 from pipeline.errors import SchemaError
 from seeds.vocabulary import STORED_FIELDS, field_type
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Column order is fixed for a fresh file (the field table's order); files made earlier get new columns
 # appended, which is why nothing may rely on column positions.
@@ -77,8 +77,27 @@ def _v2_minute_rollups(conn: sqlite3.Connection) -> None:
     series_changes.record_everything(conn)
 
 
+def _v3_minute_rollups_by_rowid(conn: sqlite3.Connection) -> None:
+    """2 -> 3: the minute rollups as a rowid table with a unique key (``minute_rollup.SCHEMA`` says
+    why), their rows copied over as they are.  A file made by this release has that table already."""
+    (ddl,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'minute_rollups'"
+    ).fetchone()
+    if "WITHOUT ROWID" not in ddl.upper():
+        return
+    columns = ", ".join(minute_rollup.COLUMNS)
+    conn.execute("ALTER TABLE minute_rollups RENAME TO minute_rollups_v2")
+    conn.execute(minute_rollup.SCHEMA)
+    conn.execute(f"INSERT INTO minute_rollups ({columns}) SELECT {columns} FROM minute_rollups_v2")
+    conn.execute("DROP TABLE minute_rollups_v2")
+
+
 # Step n brings a file from version n - 1 to n.
-_STEPS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _v1_tables, 2: _v2_minute_rollups}
+_STEPS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
+    1: _v1_tables,
+    2: _v2_minute_rollups,
+    3: _v3_minute_rollups_by_rowid,
+}
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -179,6 +179,55 @@ async def test_a_store_written_before_minute_rollups_is_back_filled(tmp_path: Pa
     await store.close()
 
 
+# The minute rollups' table as schema version 2 made it (copied as text, not derived from today's code).
+V2_MINUTE_ROLLUPS = (
+    "CREATE TABLE minute_rollups (household TEXT NOT NULL, measurement TEXT NOT NULL, field TEXT NOT NULL, "
+    "hour_ns INTEGER NOT NULL, device TEXT NOT NULL, n BLOB NOT NULL, total BLOB NOT NULL, min BLOB NOT NULL, "
+    "max BLOB NOT NULL, first BLOB NOT NULL, last BLOB NOT NULL, "
+    "PRIMARY KEY (household, measurement, field, hour_ns, device)) WITHOUT ROWID"
+)
+
+
+async def test_a_store_of_version_2_gets_its_minute_rollups_in_a_rowid_table_with_every_row(
+    tmp_path: Path,
+) -> None:
+    """Version 2 kept the hour rows (about 3 KB each) in a WITHOUT ROWID table, whose look-ups were
+    slow; opened now, the rows move to a rowid table with a unique key, answers unchanged, and a write
+    to an hour already rolled up updates its row instead of adding one."""
+    path = tmp_path / "v2.sqlite"
+    store = SQLiteStore(path)
+    await store.write(
+        [pt(s, dev=dev, power_w=float(s % 89)) for s in range(0, 7200, 10) for dev in ("m1", "m2")]
+    )
+    await store.close()
+    with sqlite3.connect(path) as conn:  # what a database of version 2 holds
+        before = conn.execute(
+            "SELECT * FROM minute_rollups ORDER BY household, field, hour_ns, device"
+        ).fetchall()
+        conn.execute("ALTER TABLE minute_rollups RENAME TO new_layout")
+        conn.execute(V2_MINUTE_ROLLUPS)
+        conn.execute("INSERT INTO minute_rollups SELECT * FROM new_layout")
+        conn.execute("DROP TABLE new_layout")
+        conn.execute("PRAGMA user_version = 2")
+    store = SQLiteStore(path)
+    q = SeriesQuery(("hh-1",), "electricity", ("power_w",), T0, T0 + timedelta(hours=2), timedelta(minutes=1))
+    got = await store.query(q)
+    assert got.height == 240
+    same(got, await reference(store, q))
+    await store.write([pt(7190.5, power_w=1e4)])  # an hour that has its row already
+    same(await store.query(q), await reference(store, q))
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'minute_rollups'").fetchone()
+        assert "WITHOUT ROWID" not in ddl.upper() and conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        after = conn.execute(
+            "SELECT * FROM minute_rollups ORDER BY household, field, hour_ns, device"
+        ).fetchall()
+    assert len(after) == len(before) and [r[:5] for r in after] == [r[:5] for r in before]
+    changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    assert len(changed) == 1 and after[changed[0]][4] == "m1"  # only m1's second hour of power_w
+
+
 async def test_retention_deletes_the_minute_rollups_with_the_raw_points(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.sqlite")
     old, recent = T0, T0 + timedelta(days=40)
