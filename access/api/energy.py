@@ -223,7 +223,8 @@ async def energy(request: web.Request) -> web.Response:
     rows = hourly_rows(priced)
     if fmt == "csv":
         text = csv_text(rows)
-        await record_served(state, caller, household, decided, CATEGORIES, period.start, period.stop)
+        # From the baseline hour: its last reading is the start of the first hour's rise.
+        await record_served(state, caller, household, decided, CATEGORIES, period.start - HOUR, period.stop)
         name = f"hems-{household}-{period.span}-{period.last_day.isoformat()}.csv"
         return web.Response(
             text=text,
@@ -254,5 +255,5 @@ async def energy(request: web.Request) -> web.Response:
         "hourly": frame_columns(rows),
     }
     response = json_response(body)
-    await record_served(state, caller, household, decided, CATEGORIES, before.start, period.stop)
+    await record_served(state, caller, household, decided, CATEGORIES, before.start - HOUR, period.stop)
     return response

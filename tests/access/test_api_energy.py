@@ -241,9 +241,9 @@ async def test_a_partner_gets_what_its_clause_allows_recorded_once_and_a_strange
     assert len(records) == 1
     rec = records[0]
     assert rec.recipient == "inst1" and set(rec.categories) == served and rec.purpose == PV
-    # Both periods were served: the record covers the day before too.
+    # Both periods were served: the record covers the day before too, from its baseline hour.
     assert (
-        rec.period_start == (DAY_START - timedelta(days=1)).timestamp()
+        rec.period_start == (DAY_START - timedelta(days=1, hours=1)).timestamp()
         and rec.period_end == DAY_STOP.timestamp()
     )
     status, body = await world.get("bob", purpose=OWN, date=DAY)
@@ -366,3 +366,22 @@ async def test_a_suspension_of_another_recipient_leaves_the_rises_whole(world: W
     assert status == 200 and after["totals"] == before["totals"]
     expected = await _rise(world.store, "pv", "energy_wh_total", DAY_START, DAY_STOP)
     assert after["totals"]["pv_wh"] == pytest.approx(expected, abs=1e-3)
+
+
+async def test_the_ledger_covers_the_baseline_hour_a_report_reads(world: World) -> None:
+    """A report's first hour is the rise from the last reading of the hour before it: that reading is
+    provided too, so the record of a partner's report (JSON: both periods; CSV: the period) starts an
+    hour before the first day, as the daily endpoint's record starts a window before its range."""
+    before = len(world.ledger())
+    assert (await world.get("inst1", purpose=PV, date=DAY))[0] == 200
+    assert (await world.get("inst1", purpose=PV, date=DAY, format="csv"))[0] == 200
+    json_record, csv_record = world.ledger()[before:]
+    first_day = DAY_START - timedelta(days=1)
+    assert (json_record.period_start, json_record.period_end) == (
+        (first_day - timedelta(hours=1)).timestamp(),
+        DAY_STOP.timestamp(),
+    )
+    assert (csv_record.period_start, csv_record.period_end) == (
+        (DAY_START - timedelta(hours=1)).timestamp(),
+        DAY_STOP.timestamp(),
+    )
