@@ -29,7 +29,7 @@ from datetime import datetime
 from access.clock import now, to_epoch
 from access.compiler import suspension_scopes
 from access.db import AccessDb, ChangeFeed, Db, open_db, write_transaction
-from access.periods import Periods, normalize
+from access.periods import ALWAYS, Periods, contains, normalize
 from access.world import SCOPES, Erasure, Suspension
 from seeds.loader import Seeds
 from seeds.vocabulary import CATEGORIES
@@ -228,15 +228,20 @@ class ConsentStore:
         category: str | None = None,
         at: datetime | float | str | None = None,
         company: str = DEFAULT_COMPANY,
+        requested_within: Periods = ALWAYS,
     ) -> None:
         """What the homeowner's switches and the consent API do: suspend, unless a suspension of
         exactly this scope, recipient, category and company is already active; or lift every active
-        one of exactly that."""
+        one of exactly that.  Only suspensions requested within ``requested_within`` count (the
+        caller's own time as the homeowner): a suspension is the request of the person who made it
+        (SPS 2(6)), so a later occupant never lifts a former one's, which keeps that person's data from
+        being provided again."""
         t = now() if at is None else to_epoch(at)
         matching = [
             s
             for s in self.suspensions(household)
             if s.active(t)
+            and contains(requested_within, s.requested_at)
             and s.scope == scope
             and s.recipient == recipient
             and s.category == category

@@ -107,6 +107,9 @@ class HomeData:
     recent: dict[str, pl.DataFrame] = field(default_factory=dict)
     hourly: dict[str, pl.DataFrame] = field(default_factory=dict)
     health: pl.DataFrame | None = None
+    # The hourly counters again, with a ``piece`` column numbering the served period each row was read
+    # from (``access.api.reads.read_pieces``): a rise is taken within a piece only.
+    totals: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,30 +151,52 @@ def pv_yield(home: HomeData, now: datetime) -> Yield:
     ]
     capacity = max(ratios) if ratios else None
     midnight = local_midnight(now)
-    totals = one_source(hourly, "energy_wh_total").sort("time")
-    before = totals.filter(pl.col("time") < midnight)["energy_wh_total"]
-    today = totals.filter(pl.col("time") >= midnight)
     recent = home.recent.get("pv")
     latest = None
     if recent is not None and recent.height:
         last = one_source(recent, "energy_wh_total").sort("time")["energy_wh_total"]
         latest = float(last[-1]) if len(last) else None
-    end = latest if latest is not None else (float(today["energy_wh_total"][-1]) if today.height else None)
-    # The yield is measured from the last total before midnight, or, when the series starts today,
-    # from its first sample: the expectation covers the same stretch, never hours nobody measured.
-    if len(before):
-        start, covered_from = float(before[-1]), midnight
-    elif today.height:
-        start, covered_from = float(today["energy_wh_total"][0]), today["time"][0]
-        if recent is not None and recent.height:
-            seen = recent["time"].min()  # the hourly window starts before the first sample in it
-            if isinstance(seen, datetime) and covered_from < seen < covered_from + timedelta(hours=1):
-                covered_from = seen
-    else:
-        start, covered_from = None, midnight
-    today_wh = None if end is None or start is None else max(0.0, end - start)
+    pieces = home.totals.get("pv")
+    if pieces is None:  # read as one period
+        pieces = hourly.with_columns(pl.lit(0, dtype=pl.Int32).alias("piece"))
+    parts = pieces.sort("piece").partition_by("piece", maintain_order=True) if pieces.height else []
+    today_wh: float | None = None
+    covered_from: datetime | None = None
+    for i, part in enumerate(parts):
+        end = latest if i == len(parts) - 1 else None  # the newest reading is in the last period served
+        rise = _rise_today(one_source(part, "energy_wh_total").sort("time"), midnight, end)
+        if rise is None:
+            continue
+        wh, since = rise
+        today_wh = (today_wh or 0.0) + wh
+        if covered_from is None:
+            covered_from = since
+            if since > midnight and recent is not None and recent.height:
+                seen = recent["time"].min()  # the hourly window starts before the first sample in it
+                if isinstance(seen, datetime) and since < seen < since + timedelta(hours=1):
+                    covered_from = seen
+    covered_from = midnight if covered_from is None else covered_from
     expected = expected_wh(capacity, covered_from, now) if capacity and covered_from < now else None
     return Yield(today_wh, expected, capacity)
+
+
+def _rise_today(
+    totals: pl.DataFrame, midnight: datetime, latest: float | None
+) -> tuple[float, datetime] | None:
+    """The rise of one served period's hourly totals since midnight, and when the stretch it measures
+    began: from the last total before midnight, or, when the period starts today, from its first sample
+    (the expectation then covers the same stretch, never hours nobody measured), to ``latest`` (the
+    newest raw reading) or its last total.  None: nothing of today in it."""
+    before = totals.filter(pl.col("time") < midnight)["energy_wh_total"]
+    today = totals.filter(pl.col("time") >= midnight)
+    end = latest if latest is not None else (float(today["energy_wh_total"][-1]) if today.height else None)
+    if end is None:
+        return None
+    if len(before):
+        return max(0.0, end - float(before[-1])), midnight
+    if today.height:
+        return max(0.0, end - float(today["energy_wh_total"][0])), today["time"][0]
+    return None
 
 
 def weather_proxy(ratios: Iterable[float | None], minimum: int) -> float | None:

@@ -67,15 +67,17 @@ def flow_column(source: str, sink: str) -> str:
 
 
 def _rises(df: pl.DataFrame, field: str, alias: str) -> pl.DataFrame:
-    """``time`` and the rise of ``field`` since the device's previous window, one device per time."""
+    """``time`` and the rise of ``field`` since the device's previous window, one device per time; with a
+    ``piece`` column, only between windows of the same piece (see ``window_energy``)."""
     if field not in df.columns or df.height == 0:
         return pl.DataFrame(
             schema={"time": df.schema.get("time", pl.Datetime("us", "UTC")), alias: pl.Float64}
         )
+    keys = ["household", "device", *(["piece"] if "piece" in df.columns else [])]
     rises = (
         df.filter(pl.col(field).is_not_null())
-        .sort(["household", "device", "time"])
-        .with_columns(pl.col(field).cast(pl.Float64).diff().over(["household", "device"]).alias("rise"))
+        .sort([*keys, "time"])
+        .with_columns(pl.col(field).cast(pl.Float64).diff().over(keys).alias("rise"))
         .filter(pl.col("rise").is_not_null())
         .with_columns(pl.col("rise").clip(lower_bound=0.0))
     )
@@ -92,6 +94,8 @@ def window_energy(frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     """Per window: each quantity's Wh (L for water and gas), ``home`` and ``unmetered`` (see the module
     docstring).  ``frames``: category -> its counters as windowed ``last`` values of ONE household,
     starting one window before the period; a category left out (not allowed, not installed) counts 0.
+    A frame with a ``piece`` column (``access.api.reads.read_pieces``: one piece per served period) has
+    rises only within each piece, so none spans the readings between two pieces.
     Windows where no quantity rose are absent."""
     parts = [_rises(frames[cat], field, q) for q, (cat, field) in QUANTITIES.items() if cat in frames]
     parts = [p for p in parts if p.height]

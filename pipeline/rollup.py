@@ -5,9 +5,12 @@ A rollup row keeps, per (household, category, device, field, bucket), the partia
 timestamps).  Buckets are aligned to the Unix epoch like query windows, so a window that is a whole
 multiple of the bucket is exactly a union of buckets and ``mean`` is ``sum(total) / sum(n)``.
 
-Limits (documented, not hidden): a query served partly from rollups starts at the bucket boundary at
-or before ``start`` for the rolled-up part; text fields (``state``) are not rolled up and read as
-missing there.
+A window whose ends fall inside a bucket is answered from the whole buckets inside it only
+(``whole_buckets``): a bucket's partials mix the readings on both sides of the end, and once retention
+deleted the raw points nothing can split it.  The window may be a served period that begins or ends
+mid-day (a new occupant, a link that ended), so counting a straddling bucket would serve readings from
+outside it.  Limits (documented, not hidden): in the rolled-up part a partial hour at either end is
+therefore left out; text fields (``state``) are not rolled up and read as missing there.
 """
 
 from __future__ import annotations
@@ -44,12 +47,27 @@ def level_for(every_ns: int) -> str | None:
     return None
 
 
+def whole_buckets(start_ns: int, stop_ns: int, level: str) -> list[tuple[str, int, int]]:
+    """The rollup reads ``(level, from, to)`` that cover only whole buckets inside ``[start, stop)``:
+    ``level``'s buckets, and for a partial day at either end its whole hours.  Each ``[from, to)`` is on
+    its level's boundaries, so every bucket starting in it also ends in it."""
+    size = LEVELS[level]
+    lo = -(-start_ns // size) * size  # the first boundary at or after start
+    hi = stop_ns // size * size
+    if lo >= hi:  # no whole bucket of this level inside: the whole hours, if any
+        return [] if level == "hour" else whole_buckets(start_ns, stop_ns, "hour")
+    out = [(level, lo, hi)]
+    if level != "hour":
+        out = whole_buckets(start_ns, lo, "hour") + out + whole_buckets(hi, stop_ns, "hour")
+    return out
+
+
 def long_partials(raw: pl.DataFrame, fields: list[str], bucket_ns: int) -> pl.DataFrame:
     """Raw wide points (``ts_ns``, ``household``, ``device``, fields) -> partial aggregates per
     (household, device, window, field) in long form."""
     numeric = [f for f in fields if f not in TEXT_FIELDS and f in raw.columns]
     if raw.height == 0 or not numeric:
-        return _empty_partials()
+        return empty_partials()
     long = (
         raw.select("ts_ns", "household", "device", *[pl.col(f).cast(pl.Float64) for f in numeric])
         .unpivot(index=["ts_ns", "household", "device"], on=numeric, variable_name="field", value_name="v")
@@ -69,7 +87,7 @@ def long_partials(raw: pl.DataFrame, fields: list[str], bucket_ns: int) -> pl.Da
     )
 
 
-def _empty_partials() -> pl.DataFrame:
+def empty_partials() -> pl.DataFrame:
     return pl.DataFrame(
         schema={
             "household": pl.Utf8,
@@ -113,7 +131,7 @@ def read_rollups(
     """Partials from the rollup table for buckets starting in ``[start_ns, stop_ns)``."""
     fields = [f for f in q.fields if f not in TEXT_FIELDS]
     if not fields:
-        return _empty_partials()
+        return empty_partials()
     params: list[Any] = [*q.households, q.category, level, start_ns, stop_ns, *fields]
     sql = (
         "SELECT household, device, bucket_ns, field, n, total, min, max, first, first_ts, last, last_ts "
@@ -126,8 +144,8 @@ def read_rollups(
         params.extend(q.devices)
     rows = conn.execute(sql, params).fetchall()
     if not rows:
-        return _empty_partials()
-    return pl.DataFrame(rows, schema=_empty_partials().schema, orient="row")
+        return empty_partials()
+    return pl.DataFrame(rows, schema=empty_partials().schema, orient="row")
 
 
 def finish(partials: pl.DataFrame, q: SeriesQuery) -> pl.DataFrame:

@@ -53,11 +53,13 @@ from pipeline.retention import compute_rollups, retention_loop, retention_policy
 from pipeline.rollup import (
     LEVELS,
     combine,
+    empty_partials,
     finish,
     level_for,
     long_partials,
     raw_floor,
     read_rollups,
+    whole_buckets,
 )
 from pipeline.series_changes import ChangeLog
 from pipeline.sqlite_schema import FIELD_COLUMNS as FIELD_COLUMNS  # re-exported: the store's columns
@@ -372,9 +374,11 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, q: SeriesQuery, every_ns: int, level: str, floor: int
     ) -> pl.DataFrame:
         """Raw data below ``floor`` was deleted by retention: read those windows from the rollups and
-        the rest from raw points, merging partial aggregates so a window spanning both is exact."""
-        bucket = LEVELS[level]
-        parts = [read_rollups(conn, q, level, q.start_ns // bucket * bucket, min(floor, q.stop_ns))]
+        the rest from raw points, merging partial aggregates so a window spanning both is exact.  Only
+        buckets wholly inside the window are read (``pipeline.rollup.whole_buckets``): the window is
+        often a served period, and a bucket straddling its start or stop holds readings outside it."""
+        spans = whole_buckets(q.start_ns, min(floor, q.stop_ns), level)
+        parts = [read_rollups(conn, q, lvl, a, b) for lvl, a, b in spans] or [empty_partials()]
         if q.stop_ns > floor:
             raw = self._fetch_raw(conn, q, floor, q.stop_ns)
             parts.append(long_partials(raw, list(q.fields), every_ns))

@@ -14,6 +14,7 @@ Periods are Tokyo calendar days: ``span=day`` the date, ``week`` the seven days 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from access.api import models, params
 from access.api.problems import bad_param
-from access.api.reads import Ask, Decided, decide_categories, read_all, record_served
+from access.api.reads import Ask, Decided, decide_categories, read_all, read_pieces, record_served
 from access.api.render import frame_columns, iso, json_response
 from access.api.state import AppState, caller_of
 from access.tariff import Tariff
@@ -89,10 +90,13 @@ def period_of(query: Any, now: datetime) -> Period:
 
 
 async def _windows(state: AppState, household: str, decided: Decided, period: Period) -> pl.DataFrame:
+    """The period's hourly energy from each counter's hourly last readings (and the hour before, the
+    first hour's baseline), each served period read apart: a rise is never taken across a refused gap
+    (a suspension, a link that ended and began again), where it would be the gap's energy."""
     cats = [c for c in CATEGORIES if c in decided.allowed]
     asks = [Ask(c, CATEGORY_FIELDS[c], period.start - HOUR, period.stop, HOUR, "last") for c in cats]
-    frames = dict(zip(cats, await read_all(state, household, asks, decided), strict=True))
-    return assign_flows(window_energy(frames))
+    read = await asyncio.gather(*(read_pieces(state, household, a, decided) for a in asks))
+    return assign_flows(window_energy(dict(zip(cats, read, strict=True))))
 
 
 async def _last_states(
@@ -219,7 +223,8 @@ async def energy(request: web.Request) -> web.Response:
     rows = hourly_rows(priced)
     if fmt == "csv":
         text = csv_text(rows)
-        await record_served(state, caller, household, decided, CATEGORIES, period.start, period.stop)
+        # From the baseline hour: its last reading is the start of the first hour's rise.
+        await record_served(state, caller, household, decided, CATEGORIES, period.start - HOUR, period.stop)
         name = f"hems-{household}-{period.span}-{period.last_day.isoformat()}.csv"
         return web.Response(
             text=text,
@@ -250,5 +255,5 @@ async def energy(request: web.Request) -> web.Response:
         "hourly": frame_columns(rows),
     }
     response = json_response(body)
-    await record_served(state, caller, household, decided, CATEGORIES, before.start, period.stop)
+    await record_served(state, caller, household, decided, CATEGORIES, before.start - HOUR, period.stop)
     return response

@@ -22,7 +22,7 @@ from aiohttp import web
 from access.alerts import Webhook, WebhookStore, payload, sign
 from access.api import models, params
 from access.api.problems import ApiProblem, bad_param
-from access.api.reads import Ask, Decided, decide_categories, read_all, record_served
+from access.api.reads import Ask, Decided, decide_categories, read_all, read_pieces, record_served
 from access.api.render import iso, json_response
 from access.api.service import households_of
 from access.api.state import AppState, Caller, caller_of
@@ -92,16 +92,20 @@ async def _gather(
         hourly_asks.append(
             Ask(category, tuple(f for f in fields if f != "power_w"), now - span, now, hour, "last")
         )
-    frames = await read_all(state, household, asks + hourly_asks, decided)
+    # The hourly totals are read one served period at a time (``read_pieces``): today's yield is taken
+    # within each, never across a refused gap.
+    lasts = hourly_asks[1::2]
+    frames = await read_all(state, household, asks + hourly_asks[::2], decided)
+    pieces = await asyncio.gather(*(read_pieces(state, household, a, decided) for a in lasts))
     home = HomeData(household)
     for ask, df in zip(asks, frames[: len(asks)], strict=True):
         if ask.category == STATUS_CATEGORY:
             home.health = df
         else:
             home.recent[ask.category] = df
-    hourly = frames[len(asks) :]
-    for i in range(0, len(hourly_asks), 2):
-        home.hourly[hourly_asks[i].category] = _merge([hourly[i], hourly[i + 1]])
+    for ask, power, totals in zip(lasts, frames[len(asks) :], pieces, strict=True):
+        home.hourly[ask.category] = _merge([power, totals.drop("piece")])
+        home.totals[ask.category] = totals
     if record:
         await record_served(state, caller, household, decided, CATEGORIES, now - rules.history, now)
     return home, decided

@@ -110,6 +110,25 @@ async def read_all(
     return list(await asyncio.gather(*(one(a) for a in asks)))
 
 
+async def read_pieces(state: AppState, household: str, ask: Ask, decided: Decided) -> pl.DataFrame:
+    """``ask``'s rows read one served period at a time, with a ``piece`` column numbering the period each
+    row came from: for figures made from consecutive readings (a counter's rise), which must never pair
+    a reading before a refused gap with one after it, since their difference is what the gap held."""
+    periods = intersect(
+        decided.allowed[ask.category].served, span(ask.start.timestamp(), ask.stop.timestamp())
+    )
+    queries = series_queries(household, ask.category, ask.fields, periods, ask.every, ask.agg)
+    if not queries:
+        return empty_series(ask.category, ask.fields, ask.every, ask.agg).with_columns(
+            pl.lit(0, dtype=pl.Int32).alias("piece")
+        )
+    frames = [
+        (await query_served(state, [q])).with_columns(pl.lit(i, dtype=pl.Int32).alias("piece"))
+        for i, q in enumerate(queries)
+    ]
+    return pl.concat(frames, how="vertical_relaxed")
+
+
 async def record_served(
     state: AppState,
     caller: Caller,

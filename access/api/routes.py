@@ -29,6 +29,7 @@ from access.api.service import (
     homeowner_periods,
     households_of,
     no_access,
+    own_suspensions,
     periods_json,
     person_view,
     query,
@@ -298,9 +299,10 @@ async def ledger(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def _consent_body(state: AppState, household: str) -> models.Consent:
+def _consent_body(state: AppState, caller: Caller, household: str) -> models.Consent:
+    """The caller's own suspensions of the household (``own_suspensions``) and their switch's state."""
     t = state.clock()
-    rows = state.authz.consent.suspensions(household)
+    rows = own_suspensions(state, caller.principal, household)
     return {
         "household": household,
         "suspensions": [
@@ -326,13 +328,13 @@ async def consent_get(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
     _own_household(state, caller, household)
-    return json_response(_consent_body(state, household))
+    return json_response(_consent_body(state, caller, household))
 
 
 async def consent_put(request: web.Request) -> web.Response:
     state, caller = caller_of(request)
     household = params.household_id(request.match_info["household"])
-    _own_household(state, caller, household)
+    mine = _own_household(state, caller, household)
     _verified_person(state, caller)
     body = await params.json_body(request, models.ConsentChange)
     scope = body.get("scope", "provision")
@@ -352,11 +354,18 @@ async def consent_put(request: web.Request) -> web.Response:
         raise bad_param("company", f"company is one of {', '.join(sorted(state.authz.policy.companies))}")
     try:
         state.authz.consent.set_suspended(
-            household, suspended, scope, recipient, category, at=state.clock(), company=company
+            household,
+            suspended,
+            scope,
+            recipient,
+            category,
+            at=state.clock(),
+            company=company,
+            requested_within=mine,
         )
     except ConsentError as exc:
         raise bad_param("body", str(exc)) from None
-    return json_response(_consent_body(state, household))
+    return json_response(_consent_body(state, caller, household))
 
 
 async def erasure_get(request: web.Request) -> web.Response:

@@ -35,7 +35,7 @@ from access.decision import ITEMS, NO_GRANT, SUSPENDED, Decision
 from access.ledger import ProvisionRecord
 from access.periods import Periods, contains, intersect, normalize, span
 from access.request import AccessRequest
-from access.world import APPROVER_ROLES
+from access.world import APPROVER_ROLES, Suspension
 from pipeline.frames import empty_result
 from pipeline.query import QueryError, SeriesQuery
 from pipeline.store import StoreUnavailable
@@ -109,6 +109,14 @@ def homeowner_periods(state: AppState, principal: str, household: str) -> Period
         if link.principal == principal and link.role == "homeowner"
         for p in link.period
     )
+
+
+def own_suspensions(state: AppState, principal: str, household: str) -> list[Suspension]:
+    """The household's suspensions ``principal`` asked for: those requested while they were its
+    homeowner.  A suspension is its requester's (SPS 2(6)): another occupant neither sees whom they
+    suspended nor lifts it."""
+    mine = homeowner_periods(state, principal, household)
+    return [s for s in state.authz.consent.suspensions(household) if contains(mine, s.requested_at)]
 
 
 def person_view(record: ProvisionRecord, periods: Periods) -> ProvisionRecord | None:

@@ -16,7 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from access.api.problems import ApiProblem
-from access.api.service import homeowner_periods, person_view
+from access.api.service import homeowner_periods, own_suspensions, person_view
 from access.api.state import AppState
 from access.auth import Caller, check_csrf
 from access.clock import TOKYO
@@ -246,7 +246,7 @@ async def ledger_page(request: web.Request) -> web.StreamResponse:
     if household is None:
         return _no_household(lang, caller, "/ledger")
     now = state.clock()
-    suspensions = state.authz.consent.suspensions(household)
+    suspensions = own_suspensions(state, caller.principal, household)
     everyone = _recipient_suspension(suspensions, None, now)
     ledger = await state.ledger_for(household)
     # A person sees the provisions of their own time in the home (a new occupant not the previous one's).
@@ -354,7 +354,13 @@ async def provision_form(request: web.Request) -> web.StreamResponse:
     if recipient is not None and state.relationships.find_principal(recipient) is None:
         raise ApiProblem(400, "bad_parameter", "unknown recipient", field="recipient")
     want = str(form.get("suspended", "")) == "true"
-    state.authz.consent.set_suspended(household, want, recipient=recipient, at=state.clock())
+    state.authz.consent.set_suspended(
+        household,
+        want,
+        recipient=recipient,
+        at=state.clock(),
+        requested_within=homeowner_periods(state, caller.principal, household),
+    )
     raise web.HTTPSeeOther(f"/ledger?household={household}&lang={language(request)}")
 
 

@@ -241,9 +241,9 @@ async def test_a_partner_gets_what_its_clause_allows_recorded_once_and_a_strange
     assert len(records) == 1
     rec = records[0]
     assert rec.recipient == "inst1" and set(rec.categories) == served and rec.purpose == PV
-    # Both periods were served: the record covers the day before too.
+    # Both periods were served: the record covers the day before too, from its baseline hour.
     assert (
-        rec.period_start == (DAY_START - timedelta(days=1)).timestamp()
+        rec.period_start == (DAY_START - timedelta(days=1, hours=1)).timestamp()
         and rec.period_end == DAY_STOP.timestamp()
     )
     status, body = await world.get("bob", purpose=OWN, date=DAY)
@@ -327,3 +327,61 @@ async def test_a_demand_response_contractor_gets_no_meter_totals(world: World) -
     status, body = await world.get("dr1", purpose="xoom.negawatt", date=DAY)
     assert status == 403 and body["reason"] == "item_not_granted", body
     assert body["clause_ids"] == ["xoom-7.1.negawatt"] and "baseline_w" in body["detail"]
+
+
+GAP = (datetime(2026, 6, 1, 3, tzinfo=UTC), datetime(2026, 6, 1, 6, 30, tzinfo=UTC))  # noon to 15:30 JST
+
+
+async def _suspend_for_gap(world: World, recipient: str) -> None:
+    """The homeowner suspended provision to ``recipient`` at noon and lifted it at 15:30 (Tokyo)."""
+    app = world.client.app
+    assert app is not None
+    consent = app[STATE].authz.consent
+    s = consent.suspend("h1", "provision", recipient=recipient, at=GAP[0].timestamp())
+    consent.lift(s.id, at=GAP[1].timestamp())
+
+
+async def test_no_counter_rise_spans_a_refused_gap(world: World) -> None:
+    """SPS 2(6): while provision to the installer was suspended it may receive nothing recorded then, not
+    even as part of a total.  A meter's rise from the last reading before the gap to the first hour after
+    it is the gap's energy, so the day's PV total is the rises inside each served period only."""
+    status, body = await world.get("inst1", purpose=PV, date=DAY)
+    assert status == 200 and body["totals"]["pv_wh"] > 0
+    await _suspend_for_gap(world, "inst1")
+    status, body = await world.get("inst1", purpose=PV, date=DAY)
+    assert status == 200, body
+    # Served: [day start - 1 h, noon) and [15:30, day end); the first served hour after the gap (15:00,
+    # read from 15:30) is the second period's baseline.
+    expected = await _rise(world.store, "pv", "energy_wh_total", DAY_START, GAP[0]) + await _rise(
+        world.store, "pv", "energy_wh_total", GAP[1].replace(minute=0) + timedelta(hours=1), DAY_STOP
+    )
+    assert body["totals"]["pv_wh"] == pytest.approx(expected, abs=1e-3)
+
+
+async def test_a_suspension_of_another_recipient_leaves_the_rises_whole(world: World) -> None:
+    """The allow side: a gap in another company's provision changes nothing of this one's totals."""
+    status, before = await world.get("inst1", purpose=PV, date=DAY)
+    await _suspend_for_gap(world, "sales1")
+    status, after = await world.get("inst1", purpose=PV, date=DAY)
+    assert status == 200 and after["totals"] == before["totals"]
+    expected = await _rise(world.store, "pv", "energy_wh_total", DAY_START, DAY_STOP)
+    assert after["totals"]["pv_wh"] == pytest.approx(expected, abs=1e-3)
+
+
+async def test_the_ledger_covers_the_baseline_hour_a_report_reads(world: World) -> None:
+    """A report's first hour is the rise from the last reading of the hour before it: that reading is
+    provided too, so the record of a partner's report (JSON: both periods; CSV: the period) starts an
+    hour before the first day, as the daily endpoint's record starts a window before its range."""
+    before = len(world.ledger())
+    assert (await world.get("inst1", purpose=PV, date=DAY))[0] == 200
+    assert (await world.get("inst1", purpose=PV, date=DAY, format="csv"))[0] == 200
+    json_record, csv_record = world.ledger()[before:]
+    first_day = DAY_START - timedelta(days=1)
+    assert (json_record.period_start, json_record.period_end) == (
+        (first_day - timedelta(hours=1)).timestamp(),
+        DAY_STOP.timestamp(),
+    )
+    assert (csv_record.period_start, csv_record.period_end) == (
+        (DAY_START - timedelta(hours=1)).timestamp(),
+        DAY_STOP.timestamp(),
+    )

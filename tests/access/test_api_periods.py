@@ -133,3 +133,36 @@ async def test_the_persons_requests_need_a_verified_identity(env: Env) -> None:
         headers=env.auth("carol"),
     )
     assert r.status == 400 and "no suspension of use" in (await r.json())["detail"]
+
+
+async def _put_consent(env: Env, who: str, suspended: bool) -> int:
+    r = await env.client.put(
+        "/api/v1/households/h1/consent", json={"suspended": suspended}, headers=env.auth(who)
+    )
+    return r.status
+
+
+async def test_a_new_occupant_cannot_lift_the_former_occupants_suspension(env: Env) -> None:
+    """SPS 2(6): alice asked that her data be provided to no one, then moved out.  The suspension is
+    hers: carol, who moved in after, may not lift it (that would resume provision of alice's history to
+    her installer), nor see whom alice suspended."""
+    consent = env.state.authz.consent
+    hers = consent.suspend("h1", "provision", at="2026-06-01T06:00:00Z")
+    assert (await _series(env, "inst1", PV))[0] == 403
+    assert await _put_consent(env, "carol", False) == 200
+    assert consent.suspension(hers.id).active(NOW)
+    status, body = await _series(env, "inst1", PV, stop="2026-06-01T06:00:00Z")
+    assert status == 403 and body["reason"] == "suspended"
+    r = await env.client.get("/api/v1/households/h1/consent", headers=env.auth("carol"))
+    assert hers.id not in [s["id"] for s in (await r.json())["suspensions"]]
+
+
+async def test_an_occupant_lifts_their_own_suspension(env: Env) -> None:
+    """The allow side: carol's own suspension is hers to lift, and she sees it."""
+    consent = env.state.authz.consent
+    assert await _put_consent(env, "carol", True) == 200
+    (mine,) = consent.suspensions("h1")
+    r = await env.client.get("/api/v1/households/h1/consent", headers=env.auth("carol"))
+    assert [s["id"] for s in (await r.json())["suspensions"]] == [mine.id]
+    assert await _put_consent(env, "carol", False) == 200
+    assert not consent.suspension(mine.id).active(NOW)

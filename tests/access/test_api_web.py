@@ -14,6 +14,7 @@ import pytest
 
 from access.api.routes import ROUTES
 from access.cli import main as cli_main
+from access.clock import to_epoch
 from access.compiler import Policy
 from tests.access.api_world import NOW, PV, RANGE, SERIES, Env, api_policy, start_env, store_path
 
@@ -221,3 +222,33 @@ def test_principals_cli_issues_and_revokes_tokens(tmp_path: Path) -> None:
     assert _hems(db, "password", "inst9", "--stdin", stdin="short\n").returncode == 1
     assert _hems(db, "password", "inst9", "--stdin", stdin=PASSWORD + "\n").returncode == 0
     assert "inst9\tinstaller" in _hems(db, "list").stdout
+
+
+def _pv_today(page: str) -> float:
+    """The kWh the installer's home card says the PV made today."""
+    m = re.search(r"PV today ([0-9.]+) kWh", page)
+    assert m is not None, page
+    return float(m.group(1))
+
+
+async def test_installer_view_takes_no_yield_across_a_suspended_stretch(env: Env) -> None:
+    """SPS 2(6): provision to the installer was suspended 03:00-05:00 today (Tokyo) and resumed; the
+    yield the home card shows is the meter's rise within the periods served, not across the gap (which
+    would be the suspended hours' output)."""
+    await _sign_in(env, "inst1")
+    # Today in Tokyo began at 15:00 UTC; h1's PV total rises 10 Wh every 5 minutes until 23:55 UTC.
+    assert _pv_today(await (await env.client.get("/installer")).text()) == 1.1  # 15:00 to 23:55: 1,080 Wh
+    consent = env.state.authz.consent
+    s = consent.suspend("h1", "provision", recipient="inst1", at=to_epoch("2026-06-01T18:00:00Z"))
+    consent.lift(s.id, at=to_epoch("2026-06-01T20:00:00Z"))
+    # 14:55 to 17:55 (360 Wh), then from 20:55 (the first served hour's last total) to 23:55 (360 Wh).
+    assert _pv_today(await (await env.client.get("/installer")).text()) == 0.7
+
+
+async def test_installer_view_yield_is_whole_under_another_recipients_suspension(env: Env) -> None:
+    """The allow side: a suspension of provision to another company leaves the installer's yield whole."""
+    await _sign_in(env, "inst1")
+    consent = env.state.authz.consent
+    s = consent.suspend("h1", "provision", recipient="sales1", at=to_epoch("2026-06-01T18:00:00Z"))
+    consent.lift(s.id, at=to_epoch("2026-06-01T20:00:00Z"))
+    assert _pv_today(await (await env.client.get("/installer")).text()) == 1.1

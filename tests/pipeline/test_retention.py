@@ -98,3 +98,41 @@ async def test_old_hourly_rollups_expire_daily_stay(tmp_path: Path, hourly_days:
     assert hourly["time"].min() == now - timedelta(days=hourly_days)
     assert daily.filter(pl.col("household") == "hh-1")["power_w"].to_list() == [72] * DAYS
     await store.close()
+
+
+# A window whose ends are not on the rollups' bucket boundaries, below the raw floor: the served period of
+# a new occupant who moved in at 10:20 on the 2nd and of a partner whose link ended at 07:30 on the 4th.
+INSIDE = (T0 + timedelta(days=1, hours=10, minutes=20), T0 + timedelta(days=3, hours=7, minutes=30))
+WHOLE_HOURS = (T0 + timedelta(days=1, hours=11), T0 + timedelta(days=3, hours=7))
+
+
+@pytest.mark.parametrize(("every", "agg"), CASES)
+async def test_rollups_never_answer_with_readings_outside_the_window(
+    tmp_path: Path, every: timedelta, agg: str
+) -> None:
+    """After retention, a window that starts or stops inside an hourly or daily bucket is answered from
+    the whole hours inside it only: a bucket's partial aggregates hold readings from before the start (the
+    previous occupant's morning) or after the stop, and the raw points that would split it are gone.
+    The answer equals the raw answer over the whole hours inside the window, as it was before retention."""
+    store = SQLiteStore(tmp_path / "hems.sqlite")
+    await store.write(points())
+    whole = SeriesQuery(("hh-1", "hh-2"), "battery", ("power_w", "running"), *WHOLE_HOURS, every, agg)  # type: ignore[arg-type]
+    expected = await store.query(whole)
+    await run_retention(store, RetentionPolicy(raw_days=5), now=T0 + timedelta(days=DAYS, hours=5))
+    asked = SeriesQuery(("hh-1", "hh-2"), "battery", ("power_w", "running"), *INSIDE, every, agg)  # type: ignore[arg-type]
+    got = await store.query(asked)
+    assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-12)
+    await store.close()
+
+
+async def test_rollups_answer_a_window_on_bucket_boundaries_whole(tmp_path: Path) -> None:
+    """The allow side: a window on day boundaries below the raw floor is answered from the daily rows
+    in full, every reading of it counted."""
+    store = SQLiteStore(tmp_path / "hems.sqlite")
+    await store.write(points())
+    window = (T0 + timedelta(days=1), T0 + timedelta(days=3))
+    q = SeriesQuery(("hh-1",), "battery", ("power_w",), *window, timedelta(days=1), "count")
+    await run_retention(store, RetentionPolicy(raw_days=5), now=T0 + timedelta(days=DAYS, hours=5))
+    got = await store.query(q)
+    assert got["power_w"].to_list() == [72, 72]
+    await store.close()

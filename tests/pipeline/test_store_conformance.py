@@ -254,6 +254,40 @@ async def test_windows_are_epoch_aligned_even_when_start_is_not(store: Store) ->
     assert got["power_w"].sum() == 28  # minutes 2..29
 
 
+_AGGS = {
+    "mean": lambda v: sum(v) / len(v),
+    "sum": sum,
+    "min": min,
+    "max": max,
+    "first": lambda v: v[0],
+    "last": lambda v: v[-1],
+    "count": len,
+}
+
+
+@pytest.mark.parametrize("every", [timedelta(hours=1), timedelta(days=1)])
+@pytest.mark.parametrize("agg", sorted(_AGGS))
+async def test_a_window_straddling_the_start_or_stop_aggregates_only_what_is_inside(
+    store: Store, every: timedelta, agg: str
+) -> None:
+    """A served period that begins or ends inside an aggregation window (a new occupant, a link that
+    ended): the windows at either end aggregate only the readings inside ``[start, stop)``; one just
+    outside (the previous occupant's, the next one's) never counts."""
+    step = 600  # a reading every 10 minutes for two days, each a different value
+    await store.write([pt(ts, power_w=float(ts // step)) for ts in range(0, 2 * 86400, step)])
+    start, stop = 10 * 3600 + 300, 86400 + 7 * 3600 + 300  # 10:05 on day 1 to 07:05 on day 2
+    size = int(every.total_seconds())
+    windows: dict[int, list[float]] = {}
+    for ts in range(0, 2 * 86400, step):
+        if start <= ts < stop:
+            windows.setdefault(ts // size * size, []).append(float(ts // step))
+    got = await store.query(
+        q(start=T0 + timedelta(seconds=start), stop=T0 + timedelta(seconds=stop), every=every, agg=agg)
+    )
+    assert got["time"].to_list() == [T0 + timedelta(seconds=w) for w in sorted(windows)]
+    assert got["power_w"].to_list() == pytest.approx([_AGGS[agg](windows[w]) for w in sorted(windows)])
+
+
 async def test_text_field_first_last(store: Store) -> None:
     await store.write([pt(0, state="a"), pt(20, state="b"), pt(40, state="c")])
     query = q(fields=("state",), every=timedelta(minutes=1), agg="last")
