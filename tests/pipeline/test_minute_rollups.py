@@ -182,8 +182,8 @@ async def test_a_store_written_before_minute_rollups_is_back_filled(tmp_path: Pa
 # The minute rollups' table as schema version 2 made it (copied as text, not derived from today's code).
 V2_MINUTE_ROLLUPS = (
     "CREATE TABLE minute_rollups (household TEXT NOT NULL, measurement TEXT NOT NULL, field TEXT NOT NULL, "
-    "hour_ns INTEGER NOT NULL, device TEXT NOT NULL, n BLOB NOT NULL, total BLOB NOT NULL, min BLOB NOT NULL, "
-    "max BLOB NOT NULL, first BLOB NOT NULL, last BLOB NOT NULL, "
+    "hour_ns INTEGER NOT NULL, device TEXT NOT NULL, n BLOB NOT NULL, total BLOB NOT NULL, "
+    "min BLOB NOT NULL, max BLOB NOT NULL, first BLOB NOT NULL, last BLOB NOT NULL, "
     "PRIMARY KEY (household, measurement, field, hour_ns, device)) WITHOUT ROWID"
 )
 
