@@ -207,19 +207,28 @@ async def series(request: web.Request) -> web.Response:
         )
     )
 
+    def live_reply(parts: tuple[list[Page], Page, list[Page]] | None) -> Page | None:
+        """The answer joined from a live chart's parts; None without parts, or when their columns
+        differ (the page is then made whole)."""
+        if parts is None:
+            return None
+        before, closed, after = parts
+        count = sum(part.count for part in (*before, closed, *after))
+        head = _envelope(ask, fields, decision, served, count, None)
+        body = live_json(head, [p.body for p in before], closed.body, [p.body for p in after], b"}", gzipped)
+        return None if body is None else Page(body, count, None)
+
+    def make_reply_now() -> Page | None:
+        """A live chart's answer when every part of it is current in this process (no await)."""
+        if split is None or recent is None:
+            return None
+        return live_reply(_live_parts_now(state, ask, fields, periods, split, version, recent))
+
     async def make_reply() -> Page:
-        parts = None
         if split is not None and recent is not None:
-            parts = await _live_page(state, ask, fields, periods, split, version, recent)
-        if parts is not None:
-            before, closed, after = parts
-            count = sum(part.count for part in (*before, closed, *after))
-            head = _envelope(ask, fields, decision, served, count, None)
-            body = live_json(
-                head, [p.body for p in before], closed.body, [p.body for p in after], b"}", gzipped
-            )
-            if body is not None:
-                return Page(body, count, None)
+            reply = live_reply(await _live_page(state, ask, fields, periods, split, version, recent))
+            if reply is not None:
+                return reply
         return _reply(ask, fields, decision, served, await page(), gzipped)
 
     # CSV and Arrow as they are go out as the page itself.  Otherwise one more entry per page and
@@ -234,7 +243,10 @@ async def series(request: web.Request) -> web.Response:
         # A live chart's answer is not passed between the workers: each keeps the pieces it is made of
         # current itself (``_live_page``).  Taken from another worker, a worker's pieces went stale
         # unseen, and at the next whole minute it read the whole day of every live chart again.
-        reply = await state.pages.get(version, reply_key, footprint, make_reply, share=split is None)
+        found = None if recent is None else state.pages.get_now(version, reply_key, footprint, make_reply_now)
+        if found is None:
+            found = await state.pages.get(version, reply_key, footprint, make_reply, share=split is None)
+        reply = found
     headers = {
         "Content-Type": _CONTENT_TYPES[ask.fmt],
         "X-Clause-Ids": ",".join(clause_ids),
@@ -316,9 +328,45 @@ async def _live_page(
 
     A write to the open window makes only the open part again; the closed part is ``_Chart``'s (when
     the window moves on, ``prepare_next_windows`` has made most of it already)."""
+    chart = _live_chart(state, ask, fields, periods, cut, version, recent)
+    parts = chart.current_parts()
+    if parts is None:
+        try:
+            before, closed, after = await chart.closed_part()
+            live = await chart.piece(chart.chunks)
+        except _Unjoinable:
+            return None
+        parts = (before, closed, [*after, live])
+    return _within_limit(parts, ask.limit)
+
+
+def _live_parts_now(
+    state: AppState,
+    ask: SeriesAsk,
+    fields: tuple[str, ...],
+    periods: Periods,
+    cut: float,
+    version: int | None,
+    recent: dict[str, LiveAsk],
+) -> tuple[list[Page], Page, list[Page]] | None:
+    """What ``_live_page`` gives when every part is current in this process's cache, else None (then
+    ``_live_page`` makes what is missing): found without an await."""
+    parts = _live_chart(state, ask, fields, periods, cut, version, recent).current_parts()
+    return None if parts is None else _within_limit(parts, ask.limit)
+
+
+def _live_chart(
+    state: AppState,
+    ask: SeriesAsk,
+    fields: tuple[str, ...],
+    periods: Periods,
+    cut: float,
+    version: int | None,
+    recent: dict[str, LiveAsk],
+) -> _Chart:
     every = ask.window.every
     assert every is not None
-    chart = _Chart.plan(
+    return _Chart.plan(
         state,
         ask.household,
         (ask.category, fields, every, ask.agg),
@@ -328,17 +376,14 @@ async def _live_page(
         recent,
         LIVE_BATCH,
     )
-    parts = chart.current_parts()
-    if parts is None:
-        try:
-            before, closed, after = await chart.closed_part()
-            live = await chart.piece(chart.chunks)
-        except _Unjoinable:
-            return None
-        parts = (before, closed, [*after, live])
-    if sum(part.count for part in (*parts[0], parts[1], *parts[2])) > ask.limit:
-        return None
-    return parts
+
+
+def _within_limit(
+    parts: tuple[list[Page], Page, list[Page]], limit: int
+) -> tuple[list[Page], Page, list[Page]] | None:
+    """``parts``, or None when their rows exceed the page's limit (the whole page then decides where
+    the next page starts)."""
+    return None if sum(part.count for part in (*parts[0], parts[1], *parts[2])) > limit else parts
 
 
 ChartKind = tuple[str, tuple[str, ...], timedelta, str]  # category, fields, resolution, aggregation

@@ -651,6 +651,52 @@ async def test_current_pages_are_found_all_or_none_and_count_as_used() -> None:
     assert found is not None and found[0].count == 1
 
 
+async def test_a_page_made_at_once_is_kept_as_get_would_and_never_instead_of_one_being_made() -> None:
+    """``get_now``: a current page is a hit; a stale or missing one is made by ``make_now`` and kept (a
+    miss, the same entry ``get`` then finds); when ``make_now`` cannot make it, or a request is already
+    making it, nothing is counted or kept and the caller goes through ``get``."""
+    cache, log = _cache()
+    made: list[str] = []
+
+    def now(key: str, n: int | None) -> Callable[[], Page | None]:
+        def make() -> Page | None:
+            made.append(key)
+            return None if n is None else _page(n)
+
+        return make
+
+    v = log.version
+    assert cache.get_now(v, "a", FOOT_A, now("a", None)) is None
+    assert (cache.stats.misses, len(cache), made) == (0, 0, ["a"])
+    page = cache.get_now(v, "a", FOOT_A, now("a", 1))
+    assert page is not None and page.count == 1 and cache.stats.misses == 1
+    assert (await cache.get(v, "a", FOOT_A, _maker(made, "a", 9))).count == 1  # kept: get finds it
+    found = cache.get_now(v, "a", FOOT_A, now("a", 2))
+    assert found is not None and found.count == 1 and cache.stats.hits == 2 and made == ["a", "a"]
+    _write(log, "A")
+    assert cache.get_now(log.version, "a", FOOT_A, now("a", None)) is None
+    assert cache.stats.stale == 0 and len(cache) == 1  # the stale page is left to get
+    fresh = cache.get_now(log.version, "a", FOOT_A, now("a", 3))
+    assert fresh is not None and fresh.count == 3 and cache.stats.stale == 1 and len(cache) == 1
+    # A page being made by a request that waits for the store: made once, by that request.
+    gate = asyncio.Event()
+
+    async def slow() -> Page:
+        await gate.wait()
+        return _page(4)
+
+    _write(log, "A")
+    first = asyncio.ensure_future(cache.get(log.version, "a", FOOT_A, slow))
+    await asyncio.sleep(0)
+    assert cache.get_now(log.version, "a", FOOT_A, now("a", 5)) is None and made[-1] == "a"
+    assert len(made) == 4
+    gate.set()
+    assert (await first).count == 4
+    again = cache.get_now(log.version, "a", FOOT_A, now("a", 6))
+    assert again is not None and again.count == 4
+    assert cache.get_now(None, "b", FOOT_A, now("b", 1)) is None and len(made) == 4  # nothing to key on
+
+
 async def test_a_write_drops_only_the_pages_it_touches() -> None:
     """A write to household A at noon: A's page of that day is made again; B's page, A's page of
     another category and A's page of another day are still served."""
