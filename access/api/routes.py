@@ -46,7 +46,7 @@ from access.consent import ConsentError, ErasureRequest
 from access.decision import IDENTITY, ITEMS, NO_GRANT
 from access.erasure import requests_of
 from access.ledger_anchor import KeptHead
-from access.periods import Periods, span
+from access.periods import Periods, intersect, span
 from access.request import ALL_TIME, AccessRequest
 from access.world import SCOPES
 from pipeline.derived import TOKYO, daily_energy_per_household
@@ -400,7 +400,10 @@ async def erasure_post(request: web.Request) -> web.Response:
         or any(not isinstance(c, str) or c not in CATEGORIES for c in cats)
     ):
         raise bad_param("categories", "categories is a non-empty list of known categories, or null for all")
-    companies = {c.company for c in state.relationships.contracts(household)}
+    # The holds that may keep something: those of the companies the household was a customer of while
+    # the requester lived there (``access.erasure.plan`` keeps only that time when carrying it out).
+    mine = homeowner_periods(state, caller.principal, household)
+    companies = {c.company for c in state.relationships.contracts(household) if intersect(c.period, mine)}
     e = state.authz.consent.request_erasure(
         household,
         state.authz.policy.seeds,
