@@ -372,9 +372,16 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, q: SeriesQuery, every_ns: int, level: str, floor: int
     ) -> pl.DataFrame:
         """Raw data below ``floor`` was deleted by retention: read those windows from the rollups and
-        the rest from raw points, merging partial aggregates so a window spanning both is exact."""
+        the rest from raw points, merging partial aggregates so a window spanning both is exact.
+
+        Only the buckets wholly within ``[start, stop)`` are read: one that straddles an end also holds
+        readings outside the range, and with its raw points gone its part inside cannot be told apart.
+        The range is what a decision served (a move, a link, an erasure ends it mid-hour), so reading the
+        whole bucket gave away the minutes, or with ``every=1d`` the day, of another period."""
         bucket = LEVELS[level]
-        parts = [read_rollups(conn, q, level, q.start_ns // bucket * bucket, min(floor, q.stop_ns))]
+        first = -(-q.start_ns // bucket) * bucket
+        last = min(floor, q.stop_ns // bucket * bucket)
+        parts = [read_rollups(conn, q, level, first, last)]  # nothing when first >= last
         if q.stop_ns > floor:
             raw = self._fetch_raw(conn, q, floor, q.stop_ns)
             parts.append(long_partials(raw, list(q.fields), every_ns))
