@@ -21,7 +21,7 @@ was kept and why is recorded) -> ``done`` (what each store removed is recorded).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,10 +55,11 @@ _CHUNK = 500  # ids per IN (...) list
 # Columns added to erasure_requests after its first version (an older file gets them when opened): who
 # asked, the categories erased and the data periods, what was kept and why, what each store removed,
 # who carried it out.
-_ERASURE_COLUMNS = ("requested_by", "erased", "periods", "kept", "removed", "operator")
+# ``partly``: category -> the periods erased of a category a legal hold keeps over the rest (JSON).
+_ERASURE_COLUMNS = ("requested_by", "erased", "periods", "kept", "removed", "operator", "partly")
 _ERASURE_SELECT = (
     "SELECT id, household, requested_at, outcome, status, completed_at, requested_by, erased, periods, kept, "
-    "removed, operator FROM erasure_requests"
+    "removed, operator, partly FROM erasure_requests"
 )
 RECORDED, ERASING, DONE = "recorded", "erasing", "done"
 
@@ -81,12 +82,19 @@ class ErasureRequest:
     kept: dict[str, str] | None = None  # category -> why it was kept
     removed: dict[str, str] | None = None  # category -> what the stores removed (or why nothing)
     operator: str | None = None  # who carried it out
+    partly: dict[str, Periods] | None = None  # category -> the periods erased where a hold keeps the rest
 
-    def fact(self) -> Erasure | None:
-        """The erasure as a fact decisions subtract, once begun."""
+    def facts(self) -> tuple[Erasure, ...]:
+        """The erasure as facts decisions subtract, once begun: the categories erased over ``periods``,
+        and each category a hold keeps partly over the part erased of it."""
         if self.status == RECORDED or self.completed_at is None:
-            return None
-        return Erasure(self.id, self.household, frozenset(self.erased), self.periods, self.completed_at)
+            return ()
+        at = self.completed_at
+        whole = Erasure(self.id, self.household, frozenset(self.erased), self.periods, at)
+        parts = [
+            Erasure(self.id, self.household, frozenset({c}), p, at) for c, p in (self.partly or {}).items()
+        ]
+        return (whole, *parts)
 
 
 def legal_holds(seeds: Seeds, companies: Iterable[str] | None = None) -> dict[str, list[str]]:
@@ -169,7 +177,7 @@ class ConsentStore:
                 f"{_ERASURE_SELECT} WHERE status IN (?, ?) AND household IN ({marks})",
                 (ERASING, DONE, *chunk),
             )
-            erasures += [f for r in rows if (f := _erasure_row(r).fact()) is not None]
+            erasures += [f for r in rows for f in _erasure_row(r).facts()]
         return sorted(suspensions, key=lambda s: s.id), sorted(erasures, key=lambda e: e.id)
 
     @contextmanager
@@ -319,14 +327,16 @@ class ConsentStore:
         kept: dict[str, str],
         operator: str,
         at: datetime | float | str | None = None,
+        partly: Mapping[str, Periods] | None = None,
     ) -> ErasureRequest:
-        """The operator begins: from ``at`` on, decisions refuse ``erased`` over ``periods``; what is kept
-        is recorded with its reason.  A request begun before (interrupted) keeps its first record."""
+        """The operator begins: from ``at`` on, decisions refuse ``erased`` over ``periods`` and each
+        category of ``partly`` over its periods; what is kept is recorded with its reason.  A request
+        begun before (interrupted) keeps its first record."""
         t = now() if at is None else to_epoch(at)
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE erasure_requests SET status = ?, completed_at = ?, erased = ?, periods = ?, "
-                "kept = ?, operator = ? WHERE id = ? AND status = ?",
+                "kept = ?, operator = ?, partly = ? WHERE id = ? AND status = ?",
                 (
                     ERASING,
                     t,
@@ -334,6 +344,7 @@ class ConsentStore:
                     _period_json(periods),
                     json.dumps(kept, sort_keys=True),
                     operator,
+                    json.dumps({c: _period_json(p) for c, p in sorted((partly or {}).items())}),
                     request_id,
                     RECORDED,
                 ),
@@ -394,13 +405,14 @@ class ConsentStore:
     def completed_erasures(self) -> list[Erasure]:
         """The erasures decisions subtract: every request an operator has begun or finished."""
         rows = self._db.execute(f"{_ERASURE_SELECT} WHERE status IN (?, ?) ORDER BY id", (ERASING, DONE))
-        return [f for r in rows if (f := _erasure_row(r).fact()) is not None]
+        return [f for r in rows for f in _erasure_row(r).facts()]
 
 
 def _erasure_row(row: tuple[object, ...]) -> ErasureRequest:
     rid, household, requested_at, outcome, status, completed, by, erased, periods, kept, removed, operator = (
-        row
+        row[:12]
     )
+    partly = row[12] if len(row) > 12 else None
     return ErasureRequest(
         int(str(rid)),
         str(household),
@@ -414,4 +426,5 @@ def _erasure_row(row: tuple[object, ...]) -> ErasureRequest:
         json.loads(str(kept)) if kept else None,
         json.loads(str(removed)) if removed else None,
         None if operator is None else str(operator),
+        {c: _periods_of(p) for c, p in json.loads(str(partly)).items()} if partly else None,
     )

@@ -103,6 +103,14 @@ def subtract(x: Periods, y: Periods) -> Periods:
     return tuple(out)
 
 
+def shrink(periods: Periods, before: float, after: float) -> Periods:
+    """The instants ``t`` of ``periods`` whose whole reach ``[t - before, t + after)`` lies within one of
+    them: where a value made of that reach (a derived item, ``FieldSpec.reach``) may be served."""
+    if not before and not after:
+        return periods
+    return tuple((a + before, b - after) for a, b in periods if a + before < b - after)
+
+
 def total(periods: Periods) -> float:
     return sum(b - a for a, b in periods)
 

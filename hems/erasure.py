@@ -33,6 +33,7 @@ from pipeline.query import Deletion
 from pipeline.store import Store
 from pipeline.validate import EARLIEST
 from seeds.loader import Seeds, load_seeds
+from seeds.vocabulary import STORED_CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def describe(e: ErasureRequest) -> str:
         lines.append("  marked done before erasure was carried out: nothing was erased (run complete again)")
     else:
         lines.append(f"  erased: {', '.join(e.erased) or 'nothing'} over {show(e.periods)}")
+        for category, periods in sorted((e.partly or {}).items()):
+            lines.append(f"  erased: {category} over {show(periods)} only")
         for category, why in sorted((e.kept or {}).items()):
             lines.append(f"  kept: {category}: {why}")
         for category, what in sorted((e.removed or {}).items()):
@@ -75,14 +78,15 @@ def describe(e: ErasureRequest) -> str:
 
 
 async def carry_out(store: Store, p: ErasurePlan) -> dict[str, str]:
-    """Delete the plan's series categories over its periods; category -> what the store removed."""
+    """Delete the plan's series categories over their periods (a category a hold keeps partly, over the
+    part erased of it); category -> what the store removed."""
     removed: dict[str, str] = {}
-    for category in p.erase:
-        if category not in p.series:
+    for category, periods in p.erased():
+        if category not in STORED_CATEGORIES:
             removed[category] = NOT_STORED
             continue
         count: int | None = 0
-        for a, b in p.periods:
+        for a, b in periods:
             start = max(datetime.fromtimestamp(a, UTC) if a != float("-inf") else EARLIEST, EARLIEST)
             stop = datetime.fromtimestamp(b, UTC)
             if not start < stop:
@@ -98,7 +102,7 @@ async def carry_out(store: Store, p: ErasurePlan) -> dict[str, str]:
             p.request.id,
             category,
             p.request.household,
-            show(p.periods),
+            show(periods),
             removed[category],
         )
     return removed
@@ -121,7 +125,12 @@ async def complete(
     if request.status == ERASING:  # interrupted: the same plan again, as recorded at the beginning
         begun = request
         the_plan = ErasurePlan(
-            request, begun.erased, begun.kept or {}, begun.periods, begun.completed_at or t
+            request,
+            begun.erased,
+            begun.kept or {},
+            begun.periods,
+            begun.completed_at or t,
+            begun.partly or {},
         )
     else:
         if request.status == DONE:  # marked done before erasure was carried out: reopen it
@@ -135,6 +144,7 @@ async def complete(
             kept=dict(the_plan.kept),
             operator=operator,
             at=t,
+            partly=the_plan.partly,
         )
     removed = await carry_out(store, the_plan)
     return consent.finish_erasure(request_id, removed)
@@ -144,7 +154,7 @@ async def sweep(consent: ConsentStore, store: Store) -> int:
     """Delete every begun or finished erasure's ranges again; the number of requests swept."""
     done = [e for e in consent.erasures() if e.status in (ERASING, DONE) and e.completed_at is not None]
     for e in done:
-        p = ErasurePlan(e, e.erased, e.kept or {}, e.periods, e.completed_at or 0.0)
+        p = ErasurePlan(e, e.erased, e.kept or {}, e.periods, e.completed_at or 0.0, e.partly or {})
         await carry_out(store, p)
     return len(done)
 

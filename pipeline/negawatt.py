@@ -47,15 +47,17 @@ from pipeline.derived import TOKYO, grid_flows, one_source
 from pipeline.points import Point
 from pipeline.query import SeriesQuery
 from pipeline.store import Store, StoreUnavailable
+from seeds.vocabulary import BASELINE_LOOKBACK_DAYS, NEGAWATT_SLOT_S
 
 log = logging.getLogger(__name__)
 
-SLOT: Final = timedelta(minutes=30)
+# Both also bound what a served item is made of (``seeds.vocabulary`` ``FieldSpec.reach``).
+SLOT: Final = timedelta(seconds=NEGAWATT_SLOT_S)
 SLOTS_PER_DAY: Final = 48
 BASELINE_KEEP: Final = 4  # X: the highest days kept
 BASELINE_DAYS: Final = 5  # Y: the candidate days
 MIN_SLOTS: Final = 40  # a candidate day has data in at least this many of its 48 slots
-LOOKBACK_DAYS: Final = 21  # candidates are at most this many days before the day
+LOOKBACK_DAYS: Final = BASELINE_LOOKBACK_DAYS  # candidates are at most this many days before the day
 DEVICE: Final = "negawatt"
 SOURCE: Final = "derived"
 _SLOT_NS: Final = int(SLOT.total_seconds()) * 1_000_000_000
@@ -67,7 +69,7 @@ def slot_flows(electricity: pl.DataFrame) -> pl.DataFrame:
     net = one_source(electricity, "power_w")
     flows = grid_flows(net)
     return (
-        flows.with_columns(pl.col("time").dt.truncate("30m").alias("slot"))
+        flows.with_columns(pl.col("time").dt.truncate(f"{NEGAWATT_SLOT_S}s").alias("slot"))
         .group_by("household", "slot")
         .agg(
             pl.col("grid_import_w").mean().alias("demand_procured_w"),

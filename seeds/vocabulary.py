@@ -77,7 +77,10 @@ class FieldSpec:
     ``low``/``high``: beyond these a value is a decoding error, not a measurement.  ``categories``:
     the series that carry the field, which are also the policy's items of those categories.
     ``derived``: computed by the pipeline from other fields (``pipeline.negawatt``), never read from a
-    device, so a reading that carries it is refused.  ``stats_range``: the public range a statistic
+    device, so a reading that carries it is refused.  ``reach``: (seconds before, seconds after) a
+    point's time that its value is made of (a negawatt slot's mean covers the 30 minutes from its stamp;
+    a baseline, earlier days too): a decision serves the point only where all of that is served
+    (``access.api.service.decide_fields``).  ``stats_range``: the public range a statistic
     clamps one household's value of the field to (``access.privacy``); ``None``: the field is not
     released as a statistic (a cumulative total says nothing about a group, and text has no mean).
     """
@@ -92,6 +95,7 @@ class FieldSpec:
     high: float = _ANY[1]
     derived: bool = False
     stats_range: tuple[float, float] | None = None
+    reach: tuple[float, float] = (0.0, 0.0)
 
 
 _GENERATION: Final = ("pv", "external_generation")
@@ -110,9 +114,19 @@ _HOME_POWER: Final = (-12_000.0, 12_000.0)
 _FLAG: Final = (0.0, 1.0)  # a flag's mean is the share of time it was set
 
 
-def _negawatt(name: str) -> FieldSpec:
+# The negawatt items' settlement slot, and how many days before a slot's local day its baseline looks
+# (``pipeline.negawatt`` computes them with these).
+NEGAWATT_SLOT_S: Final = 30 * 60
+BASELINE_LOOKBACK_DAYS: Final = 21
+# A baseline reaches back to the first candidate day: the lookback, plus up to a day from the slot to
+# the start of its local day.
+_BASELINE_REACH_S: Final = (BASELINE_LOOKBACK_DAYS + 1) * 86_400.0
+
+
+def _negawatt(name: str, looks_back: bool = False) -> FieldSpec:
     """A negawatt item (XOOM joint use (1), Sobu Gas 4 joint use (2)): mean power over a 30-minute
-    settlement slot, derived from the meter's net power by ``pipeline.negawatt``."""
+    settlement slot, derived from the meter's net power by ``pipeline.negawatt``; ``looks_back``: made
+    of earlier days' slots too (the baseline, and the reduction computed from it)."""
     return FieldSpec(
         name,
         "W",
@@ -122,6 +136,7 @@ def _negawatt(name: str) -> FieldSpec:
         high=_MAX_POWER_W,
         derived=True,
         stats_range=(0.0, _HOME_POWER[1]),
+        reach=(_BASELINE_REACH_S if looks_back else 0.0, float(NEGAWATT_SLOT_S)),
     )
 
 
@@ -169,8 +184,8 @@ FIELDS: Final[tuple[FieldSpec, ...]] = (
     # how it is computed) and demand reduction (baseline less demand procured, never below zero).
     _negawatt("generation_sold_w"),
     _negawatt("demand_procured_w"),
-    _negawatt("baseline_w"),
-    _negawatt("demand_reduction_w"),
+    _negawatt("baseline_w", looks_back=True),
+    _negawatt("demand_reduction_w", looks_back=True),
 )
 
 FIELD_SPECS: Final = {spec.name: spec for spec in FIELDS}
@@ -207,6 +222,13 @@ def item_of(name: str) -> str:
     if name.startswith(RAW_PREFIX) and name in RAW_FIELDS:
         return name.removeprefix(RAW_PREFIX)
     return name
+
+
+def reach_of(fields: Sequence[str]) -> tuple[float, float]:
+    """(seconds before, seconds after) a point's time that the values of ``fields`` are made of: the
+    widest of their items' ``reach``; (0, 0) for readings, which are made of their own instant only."""
+    reaches = [FIELD_SPECS[item_of(f)].reach for f in fields if item_of(f) in FIELD_SPECS]
+    return max((r[0] for r in reaches), default=0.0), max((r[1] for r in reaches), default=0.0)
 
 
 def category_items(category: str) -> tuple[str, ...]:

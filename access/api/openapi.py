@@ -406,7 +406,9 @@ def document() -> dict[str, Any]:
         "/api/v1/explain": {
             "get": _op(
                 "Why a request is (not) allowed, in words citing the clauses, companies and periods; the "
-                "served and refused periods of the window (open when start or stop is left out)",
+                "served and refused periods of the window (open when start or stop is left out).  For action "
+                "read_stats, the policy's grant alone (clauses, minimum group), the same for every "
+                "household, with no periods: a statistics grant is never decided for one household",
                 [
                     _p("household", "query", "Household id", _pattern(HOUSEHOLD_PATTERN), required=True),
                     _p("category", "query", "Category", _enum(CATEGORIES), required=True),

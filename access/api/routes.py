@@ -21,7 +21,9 @@ from access.api.problems import ApiProblem, bad_param
 from access.api.render import frame_columns, iso, json_response
 from access.api.series import series
 from access.api.service import (
+    NO_ACCESS_DETAIL,
     access_request,
+    check_token_purpose,
     decide,
     empty_series,
     explain_text,
@@ -42,10 +44,10 @@ from access.api.stats import stats
 from access.api.webhooks import webhook_delete, webhook_get, webhook_put
 from access.auth import Caller, authenticate
 from access.consent import ConsentError, ErasureRequest
-from access.decision import IDENTITY, ITEMS
+from access.decision import IDENTITY, ITEMS, NO_GRANT
 from access.erasure import requests_of
 from access.ledger_anchor import KeptHead
-from access.periods import Periods, span
+from access.periods import Periods, intersect, span
 from access.request import ALL_TIME, AccessRequest
 from access.world import SCOPES
 from pipeline.derived import TOKYO, daily_energy_per_household
@@ -407,7 +409,10 @@ async def erasure_post(request: web.Request) -> web.Response:
         or any(not isinstance(c, str) or c not in CATEGORIES for c in cats)
     ):
         raise bad_param("categories", "categories is a non-empty list of known categories, or null for all")
-    companies = {c.company for c in state.relationships.contracts(household)}
+    # The holds that may keep something: those of the companies the household was a customer of while
+    # the requester lived there (``access.erasure.plan`` keeps only that time when carrying it out).
+    mine = homeowner_periods(state, caller.principal, household)
+    companies = {c.company for c in state.relationships.contracts(household) if intersect(c.period, mine)}
     e = state.authz.consent.request_erasure(
         household,
         state.authz.policy.seeds,
@@ -417,6 +422,38 @@ async def erasure_post(request: web.Request) -> web.Response:
         companies=companies,
     )
     return json_response(_erasure(e), status=202)
+
+
+def stats_explanation(state: AppState, caller: Caller, category: str, purpose: str) -> models.Explanation:
+    """Why statistics are or are not released to the caller, from the policy and the caller alone
+    (``statistics_grant``), the same whatever household is named: a decision for one household would
+    tell a principal that may only learn about groups (ENEX 2 footnote *2) that household's contract
+    periods, suspensions and erasures.  Whether a household is in a group is told to no one."""
+    try:
+        check_token_purpose(caller, purpose)
+    except ApiProblem as p:
+        return _explanation(False, p.reason or p.code, p.detail, ())
+    granted = state.authz.statistics_grant(caller.principal, category, purpose, (), at=state.clock())
+    if granted is None:
+        return _explanation(False, NO_GRANT, NO_ACCESS_DETAIL, ())
+    clause_ids, min_group = granted
+    words = (
+        f"statistics on {category} data for {purpose} may be released to you ({', '.join(clause_ids)}): "
+        f"differentially private aggregates over at least {min_group} households, never about one "
+        f"(GET /api/v1/stats/{category}); which households a release covers is not told"
+    )
+    return _explanation(True, "allowed", words, clause_ids)
+
+
+def _explanation(allowed: bool, reason: str, words: str, clause_ids: tuple[str, ...]) -> models.Explanation:
+    return {
+        "allowed": allowed,
+        "reason": reason,
+        "explanation": words,
+        "clause_ids": list(clause_ids),
+        "served": [],
+        "refused": [],
+    }
 
 
 async def explain(request: web.Request) -> web.Response:
@@ -437,6 +474,8 @@ async def explain(request: web.Request) -> web.Response:
         stop = params.instant("stop", q["stop"]).timestamp()
     if not start < stop:
         raise bad_param("stop", "stop must be after start")
+    if action == "read_stats":
+        return json_response(stats_explanation(state, caller, category, purpose))
     req = AccessRequest(
         caller.principal,
         household,

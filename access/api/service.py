@@ -33,13 +33,13 @@ from access.api.state import AppState
 from access.auth import Caller
 from access.decision import ITEMS, NO_GRANT, SUSPENDED, Decision
 from access.ledger import ProvisionRecord
-from access.periods import Periods, contains, intersect, normalize, span
+from access.periods import Periods, contains, intersect, normalize, show, shrink, span
 from access.request import AccessRequest
 from access.world import APPROVER_ROLES, Suspension
 from pipeline.frames import empty_result
 from pipeline.query import QueryError, SeriesQuery
 from pipeline.store import StoreUnavailable
-from seeds.vocabulary import item_of
+from seeds.vocabulary import item_of, reach_of
 
 log = logging.getLogger(__name__)
 
@@ -197,13 +197,60 @@ def decide(state: AppState, caller: Caller, req: AccessRequest) -> Decision:
     )
 
 
+DERIVED_OUTSIDE = "derived_outside_served"
+
+
+def served_reach(state: AppState, req: AccessRequest, fields: Sequence[str]) -> Periods:
+    """The instants of ``req``'s window at which a point of ``fields`` may be served: where everything
+    the point is made of (``reach_of``: a negawatt slot's next 30 minutes, a baseline's earlier days) is
+    served to the same caller under the same request.  Otherwise a decision serving an instant would give
+    away the readings of a period it does not serve: the previous occupant's days in a new occupant's
+    baseline, the new occupant's minutes in the slot of a move, an erased day in the days after it."""
+    before, after = reach_of(fields)
+    a, b = req.window
+    items = tuple(dict.fromkeys(item_of(f) for f in fields))
+    wide = state.decisions.decide(
+        state.authz, req._replace(window=(a - before, b + after), items=items), state.clock()
+    )
+    return intersect(shrink(wide.served, before, after), span(a, b))
+
+
+def within_reach(state: AppState, req: AccessRequest, d: Decision, fields: Sequence[str]) -> Decision:
+    """``d`` narrowed to ``served_reach``; a 403 when that leaves nothing of the window."""
+    if reach_of(fields) == (0.0, 0.0):
+        return d
+    served = intersect(d.served, served_reach(state, req, fields))
+    if served:
+        return d._replace(served=served)
+    before, after = reach_of(fields)
+    state.metrics.refusals[DERIVED_OUTSIDE] += 1
+    raise ApiProblem(
+        403,
+        "refused",
+        f"{', '.join(fields)} at an instant are made of the readings from {timedelta(seconds=before)} "
+        f"before it to {timedelta(seconds=after)} after it, and for no instant of "
+        f"{show(span(*req.window))} are all of those served to you (served: {show(d.served)})",
+        reason=DERIVED_OUTSIDE,
+        clause_ids=d.clause_ids,
+        extra={"refused": periods_json(span(*req.window))},
+    )
+
+
 def decide_fields(
     state: AppState, caller: Caller, req: AccessRequest, fields: tuple[str, ...] | None
 ) -> tuple[Decision, tuple[str, ...]]:
     """The decision for the fields asked (each is an item; a ``raw_*`` twin is its counter's), and the
     fields to serve.  Without fields: the category's default fields where the whole category is granted;
     where only items of it are (a demand-response contractor's negawatt items), those items: a request
-    without fields gets the granted ones only.  A field not granted is a 403 naming the clause."""
+    without fields gets the granted ones only.  A field not granted is a 403 naming the clause.  Fields
+    made of more than their own instant are served only where all they are made of is (``within_reach``)."""
+    d, served = _decide_fields(state, caller, req, fields)
+    return within_reach(state, req, d, served), served
+
+
+def _decide_fields(
+    state: AppState, caller: Caller, req: AccessRequest, fields: tuple[str, ...] | None
+) -> tuple[Decision, tuple[str, ...]]:
     if fields is not None:
         items = tuple(dict.fromkeys(item_of(f) for f in fields))
         return decide(state, caller, req._replace(items=items)), fields

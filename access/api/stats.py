@@ -19,7 +19,15 @@ from access.api import models, params
 from access.api.params import DEFAULT_FIELDS
 from access.api.problems import ApiProblem, bad_param
 from access.api.render import frame_columns, iso, json_response
-from access.api.service import access_request, check_token_purpose, decide, no_access, query, series_query
+from access.api.service import (
+    access_request,
+    check_token_purpose,
+    decide,
+    no_access,
+    query,
+    series_query,
+    served_reach,
+)
 from access.api.state import AppState, caller_of
 from access.auth import Caller
 from access.budget import BudgetExhausted, budget_holder
@@ -36,7 +44,7 @@ from access.privacy import (
     release,
 )
 from pipeline.derived import one_source
-from seeds.vocabulary import STATS_RANGES, item_of
+from seeds.vocabulary import STATS_RANGES, item_of, reach_of
 
 STATS_CHUNK = 500  # households per store query when aggregating a fleet
 EXHAUSTED = "privacy_budget_exhausted"
@@ -75,14 +83,16 @@ def group_of(
     """The households whose whole window is served to the caller for ``read_stats`` (a household served
     only part of it is left out: its weight in a window must not depend on the window's edges).  Every
     household is decided on its own, with no cap: a cap would let one household's arrival push another
-    out, and the release's sensitivity counts one household, not two."""
+    out, and the release's sensitivity counts one household, not two.  A derived item (a baseline) also
+    needs all it is made of served (``served_reach``): an erased day is in no later release."""
     at = state.clock()
     whole = span(grid.start.timestamp(), grid.stop.timestamp())
+    reaching = reach_of(items) != (0.0, 0.0)
     out = []
     for household in state.relationships.households():
         req = access_request(state, caller, household, category, "read_stats", purpose, grid.start, grid.stop)
         d = state.authz.decide(req._replace(items=items), at=at)
-        if d.allowed and d.served == whole:
+        if d.allowed and d.served == whole and (not reaching or served_reach(state, req, items) == whole):
             out.append(household)
     return out
 

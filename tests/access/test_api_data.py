@@ -432,3 +432,35 @@ async def test_a_former_homeowner_asks_for_erasure_of_their_time_and_only_they_s
     # Bob never lived there: refused either way.
     assert (await env.client.post(url, json={"categories": ["pv"]}, headers=env.auth("bob"))).status == 403
     assert (await env.client.get(url, headers=env.auth("bob"))).status == 403
+
+
+async def test_the_answer_to_an_erasure_request_keeps_only_what_a_contract_of_the_persons_time_holds(
+    env: Env,
+) -> None:
+    """Sobu Gas 7 keeps its customers' records: h1's Sobu Gas supply was Alice's only (it ended when she
+    moved out), so Carol, who moved in after it, is told her equipment data will be erased (on main:
+    kept, because the household had once been a Sobu Gas customer); Alice is told hers is kept."""
+    rel = env.state.relationships
+    moved = NOW - 7200
+    rel.add_contract("h1", "sobu_gas", "supply", since=NOW - 86400 * 30)
+    (gas,) = [c for c in rel.contracts("h1") if c.company == "sobu_gas"]
+    rel.end_contract(gas.id, at=moved)
+    rel.unlink("alice", "h1", "homeowner", at=moved)
+    rel.add_principal("carol", "homeowner", "Carol", [OWN])
+    rel.link("carol", "h1", "homeowner", since=moved)
+    _, env.tokens["carol"] = env.state.tokens.create(
+        "carol",
+        [OWN],
+        frozenset({OWN}),
+        at=NOW - 60,
+        identity_verified_at=NOW - 60,
+        identity_method="documents",
+    )
+    url = "/api/v1/households/h1/erasure"
+    answers = {}
+    for who in ("carol", "alice"):
+        r = await env.client.post(url, json={"categories": ["equipment", "pv"]}, headers=env.auth(who))
+        assert r.status == 202, await r.text()
+        answers[who] = (await r.json())["outcome"]
+    assert answers["carol"] == {"equipment": "erase", "pv": "erase"}  # deny the hold: not her time
+    assert answers["alice"] == {"equipment": "keep: sobu_gas-7.legal_hold", "pv": "erase"}  # allow it

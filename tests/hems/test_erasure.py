@@ -315,3 +315,41 @@ def test_the_operator_lists_and_completes_requests_with_the_command(
     assert hems(["erasure", "list", *common]) == 0
     assert "0 pending requests" in capsys.readouterr().out
     assert hems(["erasure", "complete", "999", "--operator", "ops", *common]) == 1
+
+
+async def test_a_legal_hold_keeps_only_the_time_the_household_was_the_holding_companys_customer(
+    world: World, store: Store
+) -> None:
+    """Sobu Gas 7 keeps what the law makes Sobu Gas keep: its own customers' records, so only the data
+    recorded while the household was its customer.  h2's Sobu Gas supply ended at ``MOVED`` (bob stayed):
+    bob's equipment data after it is erased, before it kept.  h1's Sobu Gas supply was the previous
+    occupant's only: alice's equipment data is erased whole (both were kept whole before)."""
+    (gas,) = [c for c in world.rel.contracts("h2") if c.company == "sobu_gas"]
+    world.rel.end_contract(gas.id, at=MOVED.timestamp())
+    world.rel.add_contract("h1", "sobu_gas", "supply", since=SINCE - timedelta(days=30))
+    (prev_gas,) = [c for c in world.rel.contracts("h1") if c.company == "sobu_gas"]
+    world.rel.end_contract(prev_gas.id, at=MOVED.timestamp())
+    companies = {"sps", "sobu_gas"}
+    bobs = world.consent.request_erasure("h2", world.seeds, at=T, requested_by="bob", companies=companies)
+    mine = world.consent.request_erasure("h1", world.seeds, at=T, requested_by="alice", companies=companies)
+
+    held = await complete(world.consent, world.rel, world.seeds, store, bobs.id, "ops", at=T.timestamp())
+    assert held.kept is not None and "equipment" in held.kept and "erased over" in held.kept["equipment"]
+    after = ((MOVED.timestamp(), T.timestamp()),)
+    assert held.partly == {"contract": after, "equipment": after}
+    # Kept: the time h2 was a Sobu Gas customer; erased: bob's time after it, from the store and decisions.
+    left = await _times(store, "h2", "equipment", "health")
+    assert left and max(left) < MOVED and len(left) == (MOVED - SINCE) // STEP
+    assert _served(world, "op", "h2", "equipment", SPS, at=LATER) == (
+        (SINCE.timestamp(), MOVED.timestamp()),
+        (T.timestamp(), LATER.timestamp()),
+    )
+
+    done = await complete(world.consent, world.rel, world.seeds, store, mine.id, "ops", at=T.timestamp())
+    assert "equipment" in done.erased and "equipment" not in (done.kept or {})
+    left = await _times(store, "h1", "equipment", "health")
+    assert left and max(left) < MOVED  # the previous occupant's (Sobu Gas's customer's) stays
+    assert _served(world, "op", "h1", "equipment", SPS, at=LATER) == (
+        (SINCE.timestamp(), MOVED.timestamp()),
+        (T.timestamp(), LATER.timestamp()),
+    )
