@@ -6,7 +6,8 @@ and a query read every bucket that *began* within its range's hour or day, so th
 of a served period (a move, a link, an erasure's end) carried the readings of the minutes outside it:
 the previous occupant's ten minutes in the new occupant's first hour, the new occupant's fifty in the
 former one's last, a whole day of the other's with ``every=1d``.  A bucket partly outside the range is
-now left out (its raw points are gone, so its part inside cannot be told apart).
+now left out (its raw points are gone, so its part inside cannot be told apart); a day is read from
+the whole hours inside the range.
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ async def test_the_hour_of_the_move_goes_to_neither_occupant_once_only_rollups_r
     assert alice and max(alice) == "2026-06-01T11:00:00.000Z" and set(alice.values()) == {12.0}
 
 
-async def test_a_day_of_two_occupants_goes_to_neither_once_only_rollups_remain(env: Env) -> None:
-    # Deny: the day's rollup is both occupants' readings.
-    assert await _counts(env, "carol", "1d") == {}
-    assert await _counts(env, "alice", "1d") == {}
+async def test_a_day_of_two_occupants_is_each_ones_whole_hours_once_only_rollups_remain(env: Env) -> None:
+    # Deny: the day's rollup is both occupants' readings, and the 12:00 hour's too: each one's day is
+    # made of the whole hours of their own time only (12 readings an hour).
+    assert await _counts(env, "carol", "1d") == {"2026-06-01T00:00:00.000Z": 11 * 12.0}  # 13:00-24:00
+    assert await _counts(env, "alice", "1d") == {"2026-06-01T00:00:00.000Z": 12 * 12.0}  # 00:00-12:00
     # Allow: bob's household, his all day.
     r = await env.client.get(
         SERIES.format(hh="h2", cat="pv"),
