@@ -31,7 +31,7 @@ from protocols.echonet.frame import (
     Frame,
     FrameError,
     Property,
-    decode,
+    decode_padded,
     decode_property_map,
     encode,
 )
@@ -62,6 +62,7 @@ class ControllerStats:
     notifications: int = 0
     infc_acked: int = 0
     batch_shrinks: int = 0
+    trailing: int = 0  # frames read although bytes followed their last property (padding)
 
 
 @dataclass
@@ -198,7 +199,7 @@ class EchonetController:
     def _datagram(self, data: bytes, addr: Address) -> None:
         self.stats.received += 1
         try:
-            frame = decode(data)
+            frame, extra = decode_padded(data)
         except FrameError as exc:
             self.stats.malformed += 1
             # The TID sits at bytes 2-3 even in most broken frames: fail that request now rather
@@ -208,6 +209,8 @@ class EchonetController:
                 if fut is not None and not fut.done():
                     fut.set_exception(MalformedReply(f"{addr[0]}: {exc}"))
             return
+        if extra:  # padding some devices add: OPC and PDC said where the frame ends
+            self.stats.trailing += 1
         esv = frame.esv
         if esv == ESV.INFC:
             ack = Frame(

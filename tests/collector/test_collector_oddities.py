@@ -1,0 +1,148 @@
+"""ECHONET Lite devices that bend the spec in ways real equipment does, each read by the collector over
+real UDP sockets: a scripted node (test-local, below) answers as told, the collector must keep reading
+what can be read and say in health what it could not.
+
+Cases: frames with trailing bytes after the last property, an EDT whose length is not the class's,
+a Get property map (0x9F) that does not decode, and a Get_SNA that lists none of the properties asked
+(OPC 0)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from collector.config import CollectorConfig, DeviceConfig
+from collector.reading import Reading
+from collector.runner import Collector
+from protocols.echonet.frame import (
+    EOJ,
+    ESV,
+    NODE_PROFILE,
+    Frame,
+    Property,
+    decode,
+    encode,
+    encode_property_map,
+    pack_int,
+    pack_uint,
+)
+from protocols.echonet.node_profile import node_profile_values
+from tests.collector.test_collector_profiles import collect
+from tests.loopback import free_prefix
+
+METER = EOJ(0x02, 0x88, 0x01)
+
+
+def meter_values(power_w: int = 1234, energy_kwh_tenths: int = 56789) -> dict[int, bytes]:
+    """A smart meter's answers: power, coefficient 1, 6 digits, unit 0.1 kWh, a cumulative import."""
+    values = {
+        0xE7: pack_int(power_w, 4),
+        0xD3: pack_uint(1, 4),
+        0xD7: b"\x06",
+        0xE1: b"\x01",  # 0.1 kWh
+        0xE0: pack_uint(energy_kwh_tenths, 4),
+    }
+    values[0x9F] = encode_property_map([*values, 0x9F])
+    return values
+
+
+@dataclass
+class ScriptedNode(asyncio.DatagramProtocol):
+    """One ECHONET node holding ``objects`` (EOJ -> EPC -> EDT), answering every Get to port 3610.
+
+    ``trailing``: bytes appended after the last property of every answer.  ``sna_opc0``: a Get asking
+    for any property the object lacks is answered Get_SNA with no property at all (OPC 0), as some
+    devices do; otherwise lacking properties come back with PDC 0."""
+
+    objects: dict[EOJ, dict[int, bytes]]
+    trailing: bytes = b""
+    sna_opc0: bool = False
+    asked: list[tuple[int, ...]] = field(default_factory=list)
+    transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        frame = decode(data)
+        if frame.esv != ESV.GET:
+            return
+        if frame.deoj == NODE_PROFILE:
+            values = node_profile_values(list(self.objects))
+        else:
+            values = self.objects.get(frame.deoj, {})
+        self.asked.append(tuple(p.epc for p in frame.props))
+        props = tuple(Property(p.epc, values.get(p.epc, b"")) for p in frame.props)
+        lacking = any(not p.edt for p in props)
+        if lacking and self.sna_opc0:
+            props = ()
+        esv = ESV.GET_SNA if lacking else ESV.GET_RES
+        reply = encode(Frame(frame.tid, frame.deoj, frame.seoj, esv, props)) + self.trailing
+        assert self.transport is not None
+        self.transport.sendto(reply, (addr[0], 3610))
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[..., Any]]:
+    """Start a scripted node on a free loopback prefix; returns (node, collector config)."""
+    transports: list[asyncio.DatagramTransport] = []
+
+    async def make(node: ScriptedNode) -> CollectorConfig:
+        prefix = free_prefix()
+        address = f"{prefix}.0.1"
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: node, local_addr=(address, 3610)
+        )
+        transports.append(transport)
+        devices = tuple(
+            DeviceConfig("h1", "smart_meter", "electricity", "echonet", address, 3610, 0.2, 0.3, eoj=eoj)
+            for eoj in node.objects
+        )
+        return CollectorConfig(
+            devices,
+            echonet_bind=f"{prefix}.255.1",
+            echonet_multicast=False,
+            timeout_s=0.3,
+            backoff_base_s=0.2,
+            backoff_max_s=0.4,
+            discovery_wait_s=0.2,
+            fixed_time_readings=False,
+            health_interval_s=0,
+        )
+
+    yield make
+    for transport in transports:
+        transport.close()
+
+
+def fields_of(readings: list[Reading]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for r in readings:
+        out.update(r.fields)
+    return out
+
+
+async def test_answers_with_trailing_bytes_are_read(scripted: Callable[..., Any]) -> None:
+    """Some devices pad their frames (two zero bytes after the last property).  OPC and PDC say where
+    the properties end, so the answer is read, and the padding counted (before: every answer was
+    malformed, the device never read)."""
+    node = ScriptedNode({METER: meter_values()}, trailing=b"\x00\x00")
+    collector = Collector(await scripted(node))
+    readings = await collect(collector, 1.0)
+    assert fields_of(readings).get("power_w") == 1234
+    assert fields_of(readings).get("import_wh_total") == pytest.approx(5_678_900)
+    assert collector.health()["h1/smart_meter"].reason == "ok", collector.health()
+    assert collector.controller.stats.trailing > 0
+
+
+async def test_the_scripted_meter_answering_by_the_spec_is_read(scripted: Callable[..., Any]) -> None:
+    """The control for the cases below: the same node without its quirk reads whole and healthy."""
+    collector = Collector(await scripted(ScriptedNode({METER: meter_values()})))
+    readings = await collect(collector, 1.0)
+    assert fields_of(readings).get("power_w") == 1234
+    assert fields_of(readings).get("import_wh_total") == pytest.approx(5_678_900)
+    assert collector.health()["h1/smart_meter"].reason == "ok", collector.health()
