@@ -304,11 +304,13 @@ class Collector:
         except FrameError as exc:
             raise MalformedReply(f"{dev.key}: {exc}") from exc
         if not decoded.fields and not decoded.stamped:
-            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
+            raise self._nothing(dev, decoded, result.values)
         fields, refused = self._plausible(dev, decoded.fields, state.ratings or {})
         lacking = decoded.missing - spec.optional
         if lacking:
             notes.append("Get_SNA for " + ", ".join(f"0x{e:02X}" for e in sorted(lacking)))
+        if decoded.wrong_length:
+            notes.append(echonet_decode.wrong_lengths(decoded))
         for ts, values in decoded.stamped if self.config.fixed_time_readings else ():
             name = next(iter(values))
             # a clock that is off stays off: refused (and said in health) on every poll, not once
@@ -332,14 +334,25 @@ class Collector:
         else:
             shown = refused + state.clock_refused
         self._count(dev, refused, shown)
-        quality: Quality = "partial" if lacking or refused else "ok"
+        quality: Quality = "partial" if lacking or refused or decoded.wrong_length else "ok"
         if fields:
             reading = _reading(dev, polled_at, fields, quality, "echonet", decoded.counter_wrap)
             if not self._emit_now(reading):
                 await self._emit_when_room(reading)
         elif not refused:
-            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
+            raise self._nothing(dev, decoded, result.values)
         return _outcome(quality, "; ".join(notes), shown)
+
+    @staticmethod
+    def _nothing(
+        dev: DeviceConfig, decoded: echonet_decode.Decoded, values: echonet_decode.Values
+    ) -> PollError:
+        """The failure of a poll whose answer yields no field: ``malformed`` when a property came in a
+        length its class does not have (a device to look at), else ``no_data``."""
+        message = f"{dev.key}: {echonet_decode.why_nothing(decoded, values)}"
+        if decoded.wrong_length:
+            return MalformedReply(message)
+        return PollError(message, "no_data")
 
     async def _echonet_plan(
         self, state: _EchonetDevice, notes: list[str]

@@ -146,3 +146,20 @@ async def test_the_scripted_meter_answering_by_the_spec_is_read(scripted: Callab
     assert fields_of(readings).get("power_w") == 1234
     assert fields_of(readings).get("import_wh_total") == pytest.approx(5_678_900)
     assert collector.health()["h1/smart_meter"].reason == "ok", collector.health()
+
+
+async def test_a_property_of_an_unexpected_length_costs_only_itself(scripted: Callable[..., Any]) -> None:
+    """The reverse energy (0xE3) comes in 3 bytes where the class says 4: that one value is left out and
+    health says which and why; the import counter of the same answer is read (before: the whole answer
+    was malformed, so the meter's counters were never read again)."""
+    values = meter_values()
+    values[0xE3] = b"\x00\x01\x02"
+    values[0x9F] = encode_property_map([*values, 0x9F])
+    collector = Collector(await scripted(ScriptedNode({METER: values})))
+    readings = await collect(collector, 1.0)
+    fields = fields_of(readings)
+    assert fields.get("import_wh_total") == pytest.approx(5_678_900) and fields.get("power_w") == 1234
+    assert "export_wh_total" not in fields
+    health = collector.health()["h1/smart_meter"]
+    assert health.reason == "partial" and "0xE3" in health.message and "3 bytes" in health.message, health
+
