@@ -425,16 +425,26 @@ class EchonetController:
         return self._max_epcs.get((address, eoj), DEFAULT_MAX_EPCS)
 
     async def property_maps(self, address: str, eoj: EOJ) -> dict[int, tuple[int, ...]]:
-        """0x9D (announced), 0x9E (settable), 0x9F (readable) maps of one object."""
+        """0x9D (announced), 0x9E (settable), 0x9F (readable) maps of one object, those that decode."""
+        maps, _ = await self.read_maps(address, eoj)
+        return maps
+
+    async def read_maps(self, address: str, eoj: EOJ) -> tuple[dict[int, tuple[int, ...]], dict[int, str]]:
+        """The object's property maps that decode, and why each of the others does not.
+
+        A map that does not decode (its count byte and its list disagree) is left out rather than
+        failing the whole read: one bad map must not cost the others, and a caller can fall back to
+        what the object's class lists, as for a device that gives no map at all."""
         result = await self.get(address, eoj, (0x9D, 0x9E, 0x9F))
         maps: dict[int, tuple[int, ...]] = {}
+        problems: dict[int, str] = {}
         for epc, edt in result.values.items():
             if edt is not None:
                 try:
                     maps[epc] = decode_property_map(edt)
                 except FrameError as exc:
-                    raise MalformedReply(f"{address} {eoj.hex()}: property map 0x{epc:02x}: {exc}") from exc
-        return maps
+                    problems[epc] = str(exc)
+        return maps, problems
 
     async def discover(self, addresses: Iterable[str] = (), wait_s: float = 0.5) -> Discovery:
         """Multicast a Get 0xD6 (when multicast is on) and unicast one to each known address; collect

@@ -361,11 +361,17 @@ class Collector:
         read once and kept only when the device really gave it; its ratings are read once too."""
         dev, spec = state.config, state.spec
         if state.readable is None:
-            maps = await self.controller.property_maps(dev.address, state.eoj)
+            maps, problems = await self.controller.read_maps(dev.address, state.eoj)
             readable = maps.get(0x9F)
             if readable is None:
-                # never keep a map from an answer without it: ask again next time, read the class meanwhile
-                notes.append("gave no Get property map (0x9F); polling what its class lists")
+                # never keep a map from an answer without a usable one: ask again next time, read the
+                # class meanwhile
+                why = (
+                    f"a Get property map (0x9F) that does not decode: {problems[0x9F]}"
+                    if 0x9F in problems
+                    else "no Get property map (0x9F)"
+                )
+                notes.append(f"gave {why}; polling what its class lists")
                 return spec.fast, spec.fast + spec.slow
             state.readable = frozenset(readable)
             state.fast_epcs = tuple(e for e in spec.fast if e in state.readable)

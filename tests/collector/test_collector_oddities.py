@@ -163,3 +163,22 @@ async def test_a_property_of_an_unexpected_length_costs_only_itself(scripted: Ca
     health = collector.health()["h1/smart_meter"]
     assert health.reason == "partial" and "0xE3" in health.message and "3 bytes" in health.message, health
 
+
+
+async def test_a_property_map_that_does_not_decode_does_not_stop_polling(scripted: Callable[..., Any]) -> None:
+    """The Get property map's count byte says one more EPC than it lists: the map cannot be trusted, so
+    the collector polls what the class lists (as for a device giving no map), says so in health, and asks
+    for the map again later (before: every poll failed as malformed, nothing was ever read)."""
+    values = meter_values()
+    listed = sorted(values)
+    values[0x9F] = bytes((len(listed) + 1, *listed))
+    node = ScriptedNode({METER: values})
+    collector = Collector(await scripted(node))
+    readings = await collect(collector, 1.0)
+    fields = fields_of(readings)
+    assert fields.get("power_w") == 1234 and fields.get("import_wh_total") == pytest.approx(5_678_900)
+    health = collector.health()["h1/smart_meter"]
+    assert health.healthy and "0x9F" in health.message, health
+    assert collector._echonet["h1/smart_meter"].readable is None  # never kept
+    assert sum(1 for asked in node.asked if 0x9F in asked) > 1  # asked again
+
