@@ -355,7 +355,8 @@ class EchonetController:
           asked again, first in a request of its own; if its first property then comes with data, the
           limit was real and is learned (the number of properties the device answered);
         - a request of several properties answered with none at all (some devices refuse a request
-          over their limit whole) is asked again in halves.
+          over their limit whole, or answer a Get_SNA listing no property when any one lacks data)
+          is asked again in halves; one property asked alone and answered so has no data.
         """
         values: dict[int, bytes | None] = {}
         sna = False
@@ -383,7 +384,14 @@ class EchonetController:
                 todo = todo[len(batch) :]
                 continue
             if len(batch) == 1 and batch[0] not in got:
-                raise MalformedReply(f"{address} {eoj.hex()}: answer lacks the one EPC asked")
+                if frame.esv != ESV.GET_SNA:
+                    raise MalformedReply(f"{address} {eoj.hex()}: answer lacks the one EPC asked")
+                # a Get_SNA listing nothing (OPC 0, as some devices answer): no data for this one
+                values[batch[0]] = None
+                sna = True
+                suspect = None
+                todo = todo[1:]
+                continue
             with_data = [i for i, e in enumerate(batch) if got.get(e)]
             if suspect is not None and with_data and with_data[0] == 0:
                 self._learn_limit(key, suspect)  # what the previous request left empty was readable

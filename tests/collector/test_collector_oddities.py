@@ -182,3 +182,19 @@ async def test_a_property_map_that_does_not_decode_does_not_stop_polling(scripte
     assert collector._echonet["h1/smart_meter"].readable is None  # never kept
     assert sum(1 for asked in node.asked if 0x9F in asked) > 1  # asked again
 
+
+
+async def test_a_get_sna_listing_no_property_means_no_data(scripted: Callable[..., Any]) -> None:
+    """The meter lists the reverse energy (0xE3) in its map but has no value for it, and answers any Get
+    that asks for it with a Get_SNA of no property at all (OPC 0).  Asked alone, that answer means "no
+    data for this one"; every other value is read (before: "answer lacks the one EPC asked", malformed,
+    so no counter poll ever succeeded)."""
+    values = meter_values()
+    values[0x9F] = encode_property_map([*values, 0xE3])
+    node = ScriptedNode({METER: values}, sna_opc0=True)
+    collector = Collector(await scripted(node))
+    readings = await collect(collector, 1.2)
+    fields = fields_of(readings)
+    assert fields.get("power_w") == 1234 and fields.get("import_wh_total") == pytest.approx(5_678_900)
+    assert "export_wh_total" not in fields
+    assert collector.health()["h1/smart_meter"].healthy, collector.health()
