@@ -22,6 +22,7 @@ from collector.modbus_tcp import ModbusConnection, NotSent, connect
 from collector.reading import FieldValue
 from protocols.sunspec.models import MODELS, Model
 from protocols.sunspec.points import (
+    ACCUMULATOR_TYPES,
     END_MODEL_ID,
     MAX_READ_REGISTERS,
     NOT_IMPLEMENTED,
@@ -201,7 +202,9 @@ def _model_plan(model: Model) -> _ModelPlan:
     points: list[_PointPlan] = []
     for name in model.read_points:
         p = model.point(name)
-        sentinel = NOT_IMPLEMENTED.get(p.type) if p.size == 1 and p.type != "pad" else None
+        # inline only types with one sentinel: an accumulator has two (``ACCUMULATOR_TYPES``)
+        inline = p.size == 1 and p.type != "pad" and p.type not in ACCUMULATOR_TYPES
+        sentinel = NOT_IMPLEMENTED.get(p.type) if inline else None
         points.append((name, p.offset, p.size, p, sentinel, p.type in SIGNED_TYPES))
     emits = []
     for emit in model.emits:
