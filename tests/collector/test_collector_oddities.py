@@ -164,8 +164,9 @@ async def test_a_property_of_an_unexpected_length_costs_only_itself(scripted: Ca
     assert health.reason == "partial" and "0xE3" in health.message and "3 bytes" in health.message, health
 
 
-
-async def test_a_property_map_that_does_not_decode_does_not_stop_polling(scripted: Callable[..., Any]) -> None:
+async def test_a_property_map_that_does_not_decode_does_not_stop_polling(
+    scripted: Callable[..., Any],
+) -> None:
     """The Get property map's count byte says one more EPC than it lists: the map cannot be trusted, so
     the collector polls what the class lists (as for a device giving no map), says so in health, and asks
     for the map again later (before: every poll failed as malformed, nothing was ever read)."""
@@ -181,7 +182,6 @@ async def test_a_property_map_that_does_not_decode_does_not_stop_polling(scripte
     assert health.healthy and "0x9F" in health.message, health
     assert collector._echonet["h1/smart_meter"].readable is None  # never kept
     assert sum(1 for asked in node.asked if 0x9F in asked) > 1  # asked again
-
 
 
 async def test_a_get_sna_listing_no_property_means_no_data(scripted: Callable[..., Any]) -> None:
