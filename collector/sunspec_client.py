@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collector.errors import DeviceException, DeviceUnreachable, MalformedReply, PollError
-from collector.modbus_tcp import ModbusConnection, NotSent, connect
+from collector.modbus_tcp import ConnectionLost, ModbusConnection, NotSent, connect
 from collector.reading import FieldValue
 from protocols.sunspec.models import MODELS, Model
 from protocols.sunspec.points import (
@@ -50,6 +50,7 @@ class ModbusPool:
     def __init__(self, timeout_s: float = 1.0) -> None:
         self.timeout_s = timeout_s
         self.requests = 0  # reads put on a connection (each a round trip), for capacity figures
+        self.reconnects = 0  # reads asked again because the device closed the connection first
         self._connections: dict[tuple[str, int], ModbusConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Lock] = {}
 
@@ -85,9 +86,11 @@ class ModbusPool:
 
         Units share the connection, so a request may have queued behind another unit's failure
         that closed it; such a request is asked again once on a fresh connection instead of taking
-        the blame (only the request that was on the wire when it broke reports the failure).
+        the blame.  So is one whose connection the device closed before answering (``ConnectionLost``:
+        devices that take one request per session, or end an idle one as the request arrives, do it
+        in normal operation, and a read changes nothing on the device); a second loss is the device's.
         """
-        for _ in (0, 1):
+        for attempt in (0, 1):
             conn = self._connections.get((host, port))
             if conn is None or conn.closed:
                 conn = await self.connection(host, port)
@@ -96,11 +99,17 @@ class ModbusPool:
                 return await conn.read_holding_registers(unit_id, address, count, self.timeout_s)
             except NotSent:
                 continue
+            except ConnectionLost:
+                self.drop(host, port)
+                if attempt == 0:
+                    self.reconnects += 1
+                    continue
+                raise
             except DeviceUnreachable:
                 self.drop(host, port)
                 raise
             # a timeout or an untrustworthy frame closed the connection: the next read opens a new one
-        raise DeviceUnreachable(f"{host}:{port}/{unit_id}: connection lost twice")  # pragma: no cover
+        raise DeviceUnreachable(f"{host}:{port}/{unit_id}: connection lost twice")
 
 
 @dataclass

@@ -4,6 +4,8 @@ pymodbus cannot show the behaviour, a real TCP server written here and named as 
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -92,3 +94,68 @@ def test_the_emulator_never_writes_an_accumulator_of_all_ones() -> None:
     image.write(image.registers, slot, float(1 << 40))
     assert image.registers[slot.index : slot.index + 2] == [0xFFFF, 0xFFFE]
     assert MODELS[203].point("TotWhImp").type == "acc32"
+
+
+class OneAnswerServer:
+    """A Modbus TCP server written here (pymodbus' cannot do this): it answers one read of holding
+    registers from ``registers`` (at BASE_ADDRESS) per connection and then closes it, as devices that
+    take one request per session do; with ``close_before`` it closes on the second request instead of
+    answering it (an idle timeout that strikes as the next request arrives)."""
+
+    def __init__(self, registers: list[int], *, close_before: bool = False) -> None:
+        self.registers = registers
+        self.close_before = close_before
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            answered = 0
+            while True:
+                request = await reader.readexactly(12)
+                if answered and self.close_before:
+                    break
+                tid, _, _, unit, function, address, count = struct.unpack(">HHHBBHH", request)
+                regs = self.registers[address - BASE_ADDRESS : address - BASE_ADDRESS + count]
+                if function != 3 or address < BASE_ADDRESS or len(regs) != count:
+                    writer.write(struct.pack(">HHHBBB", tid, 0, 3, unit, function | 0x80, 2))
+                else:
+                    body = struct.pack(f">BB{count}H", 3, 2 * count, *regs)
+                    writer.write(struct.pack(">HHHB", tid, 0, 1 + len(body), unit) + body)
+                await writer.drain()
+                answered += 1
+                if not self.close_before:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("close_before", [False, True], ids=["after_each_answer", "on_the_next_request"])
+async def test_a_device_closing_its_connection_between_reads_is_read(close_before: bool) -> None:
+    """Reads are idempotent, so a read the device closed the connection on without answering is asked
+    again on a new connection; the device is read every poll and healthy."""
+    server = OneAnswerServer(meter_image(TotWhImp=[0, 99], TotWhExp=[0, 1234]), close_before=close_before)
+    port = await server.start()
+    try:
+        collector = Collector(config(port))
+        readings = await collect(collector, 1.0)
+    finally:
+        await server.stop()
+    fields = fields_of(readings)
+    assert fields.get("import_wh_total") == 99 and fields.get("power_w") == 500
+    health = collector.health()["h1/meter"]
+    assert health.reason == "ok", health
+    assert len([r for r in readings if r.device == "meter"]) >= 3
