@@ -94,3 +94,68 @@ def test_a_directory_fsync_failing_at_a_segment_roll_is_retried_before_an_acknow
         )
     with Spool(tmp_path / "spool") as again:
         assert drain(again) == [batch(1)]
+
+
+def _is_file_fd(fd: int, *_: Any) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def test_a_record_fsync_failing_refuses_that_batch_only(tmp_path: Path) -> None:
+    """The record's fsync fails (EIO): the record is taken back and its batch refused; the batches
+    before and after it are acknowledged and found after a restart."""
+    with Spool(tmp_path / "spool") as spool:
+        spool.append(batch(0))
+        with failing("fsync", when=_is_file_fd), pytest.raises(SpoolWriteFailed):
+            spool.append(batch(1))
+        spool.append(batch(2))
+    with Spool(tmp_path / "spool") as again:
+        assert drain(again) == [batch(0), batch(2)]
+        assert again.stats.events["torn_records"] == 0
+
+
+def test_a_write_that_cannot_be_taken_back_abandons_its_segment(tmp_path: Path) -> None:
+    """The record write fails (EIO) and so does the truncate that would take it back: the segment is
+    left for good; later batches go to a new one; a restart cuts the torn tail and finds every
+    acknowledged batch."""
+    with Spool(tmp_path / "spool") as spool:
+        spool.append(batch(0))
+        with (
+            failing("write", when=lambda fd, data: len(data) > 0),
+            failing("ftruncate"),
+            pytest.raises(SpoolWriteFailed),
+        ):
+            spool.append(batch(1))
+        spool.append(batch(2))
+        assert spool.stats.events["abandoned_segments"] == 1
+    with Spool(tmp_path / "spool") as again:
+        assert drain(again) == [batch(0), batch(2)]
+
+
+def test_a_new_segment_that_cannot_be_created_refuses_the_batch(tmp_path: Path) -> None:
+    """Creating the next segment file fails (EIO) at a roll: that batch is refused, the next roll works."""
+    with Spool(tmp_path / "spool", segment_bytes=1) as spool:  # every record rolls
+        spool.append(batch(0))
+        with (
+            failing("open", when=lambda path, *_: str(path).endswith(".seg")),
+            pytest.raises(SpoolWriteFailed),
+        ):
+            spool.append(batch(1))
+        spool.append(batch(2))
+    with Spool(tmp_path / "spool") as again:
+        assert drain(again) == [batch(0), batch(2)]
+
+
+def test_a_cursor_that_cannot_be_written_keeps_replay_going(tmp_path: Path) -> None:
+    """Writing the replay position fails (EIO at its fsync): replay goes on, counted; a restart replays
+    at most the batches since the last saved position, never fewer than were not yet committed."""
+    with Spool(tmp_path / "spool", segment_bytes=1 << 20) as spool:
+        for k in range(4):
+            spool.append(batch(k))
+        record, _ = spool.peek_record() or (None, None)
+        assert spool.commit(record)
+        with failing("fsync", when=_is_file_fd, times=10):
+            record, _ = spool.peek_record() or (None, None)
+            assert spool.commit(record)
+        assert spool.stats.events["cursor_save_failed"] == 1
+    with Spool(tmp_path / "spool") as again:
+        assert drain(again) == [batch(1), batch(2), batch(3)]
