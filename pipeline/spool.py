@@ -216,9 +216,17 @@ class Spool:
             return (int(data["segment"]), int(data["offset"]))
         except FileNotFoundError:
             return (0, 0)
-        except (ValueError, KeyError, TypeError):
-            # A damaged cursor costs a re-replay (idempotent upserts), never data.
+        except (ValueError, KeyError, TypeError) as exc:
+            # A damaged cursor costs a re-replay (idempotent upserts), never data; said, so that a
+            # backlog replayed again has a reason in the log.
             self.stats.events["cursor_damaged"] += 1
+            log.warning(
+                "spool %s: the replay position (%s) is damaged (%s); every spooled batch is replayed "
+                "again from the oldest",
+                self.dir,
+                _CURSOR,
+                exc,
+            )
             return (0, 0)
 
     def _save_cursor(self) -> None:

@@ -159,3 +159,21 @@ def test_a_cursor_that_cannot_be_written_keeps_replay_going(tmp_path: Path) -> N
         assert spool.stats.events["cursor_save_failed"] == 1
     with Spool(tmp_path / "spool") as again:
         assert drain(again) == [batch(1), batch(2), batch(3)]
+
+
+def test_a_damaged_cursor_is_counted_logged_and_costs_only_a_replay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cursor file holds garbage (a disk that corrupted it): every spooled batch is replayed again
+    (the stores' upserts make that harmless), never skipped, and the damage is counted and logged
+    (before: counted only, no log line said why a backlog was being replayed again)."""
+    with Spool(tmp_path / "spool") as spool:
+        for k in range(3):
+            spool.append(batch(k))
+        record, _ = spool.peek_record() or (None, None)
+        assert spool.commit(record)
+    (tmp_path / "spool" / "cursor.json").write_bytes(b"\x00\xff{garbage")
+    with caplog.at_level("WARNING", logger="pipeline.spool"), Spool(tmp_path / "spool") as again:
+        assert again.stats.events["cursor_damaged"] == 1
+        assert drain(again) == [batch(0), batch(1), batch(2)]
+    assert any("cursor" in r.getMessage() and "replay" in r.getMessage() for r in caplog.records), caplog.text
