@@ -54,13 +54,15 @@ def meter_values(power_w: int = 1234, energy_kwh_tenths: int = 56789) -> dict[in
 class ScriptedNode(asyncio.DatagramProtocol):
     """One ECHONET node holding ``objects`` (EOJ -> EPC -> EDT), answering every Get to port 3610.
 
-    ``trailing``: bytes appended after the last property of every answer.  ``sna_opc0``: a Get asking
+    ``trailing``: bytes appended after the last property of every answer.  ``delay_s``: every answer
+    leaves this long after its request.  ``sna_opc0``: a Get asking
     for any property the object lacks is answered Get_SNA with no property at all (OPC 0), as some
     devices do; otherwise lacking properties come back with PDC 0."""
 
     objects: dict[EOJ, dict[int, bytes]]
     trailing: bytes = b""
     sna_opc0: bool = False
+    delay_s: float = 0.0
     asked: list[tuple[int, ...]] = field(default_factory=list)
     transport: asyncio.DatagramTransport | None = None
 
@@ -83,7 +85,10 @@ class ScriptedNode(asyncio.DatagramProtocol):
         esv = ESV.GET_SNA if lacking else ESV.GET_RES
         reply = encode(Frame(frame.tid, frame.deoj, frame.seoj, esv, props)) + self.trailing
         assert self.transport is not None
-        self.transport.sendto(reply, (addr[0], 3610))
+        if self.delay_s:
+            asyncio.get_running_loop().call_later(self.delay_s, self.transport.sendto, reply, (addr[0], 3610))
+        else:
+            self.transport.sendto(reply, (addr[0], 3610))
 
 
 @pytest.fixture
@@ -198,3 +203,16 @@ async def test_a_get_sna_listing_no_property_means_no_data(scripted: Callable[..
     assert fields.get("power_w") == 1234 and fields.get("import_wh_total") == pytest.approx(5_678_900)
     assert "export_wh_total" not in fields
     assert collector.health()["h1/smart_meter"].healthy, collector.health()
+
+
+async def test_a_device_that_always_answers_late_is_read(scripted: Callable[..., Any]) -> None:
+    """Every answer leaves 0.5 s after its request, the collector waits 0.3 s: its late answers show the
+    device is there but slow, so the wait for that device grows to cover them and it is read (before:
+    every poll timed out, forever, although every answer came)."""
+    node = ScriptedNode({METER: meter_values()}, delay_s=0.5)
+    collector = Collector(await scripted(node))
+    readings = await collect(collector, 3.0)
+    fields = fields_of(readings)
+    assert fields.get("power_w") == 1234 and fields.get("import_wh_total") == pytest.approx(5_678_900)
+    assert collector.health()["h1/smart_meter"].healthy, collector.health()
+    assert collector.controller.stats.timeouts_raised >= 1
