@@ -9,8 +9,9 @@ a Get property map (0x9F) that does not decode, and a Get_SNA that lists none of
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -63,6 +64,8 @@ class ScriptedNode(asyncio.DatagramProtocol):
     trailing: bytes = b""
     sna_opc0: bool = False
     delay_s: float = 0.0
+    extra: tuple[Property, ...] = ()
+    reply_port: int | None = None
     asked: list[tuple[int, ...]] = field(default_factory=list)
     transport: asyncio.DatagramTransport | None = None
 
@@ -82,9 +85,15 @@ class ScriptedNode(asyncio.DatagramProtocol):
         lacking = any(not p.edt for p in props)
         if lacking and self.sna_opc0:
             props = ()
+        props += self.extra
         esv = ESV.GET_SNA if lacking else ESV.GET_RES
         reply = encode(Frame(frame.tid, frame.deoj, frame.seoj, esv, props)) + self.trailing
         assert self.transport is not None
+        if self.reply_port is not None:  # from another socket of the node, an ephemeral port
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                other.bind((self.transport.get_extra_info("sockname")[0], 0))
+                other.sendto(reply, (addr[0], 3610))
+            return
         if self.delay_s:
             asyncio.get_running_loop().call_later(self.delay_s, self.transport.sendto, reply, (addr[0], 3610))
         else:
@@ -216,3 +225,28 @@ async def test_a_device_that_always_answers_late_is_read(scripted: Callable[...,
     assert fields.get("power_w") == 1234 and fields.get("import_wh_total") == pytest.approx(5_678_900)
     assert collector.health()["h1/smart_meter"].healthy, collector.health()
     assert collector.controller.stats.timeouts_raised >= 1
+
+
+async def test_sound_cases_read_whole(scripted: Callable[..., Any]) -> None:
+    """Cases found sound, kept as coverage: two meter instances on one node (0xD6 lists both) each read
+    with its own values, a Get property map in the bitmap form (16 or more EPCs), an answer carrying
+    properties not asked for (OPC larger than asked), and answers sent from another source port."""
+    first = meter_values(power_w=111)
+    many = [*range(0x80, 0x8A), 0x9D, 0x9E, 0x9F, 0xD3, 0xD7, 0xE0, 0xE1, 0xE7]
+    first.update({epc: b"\x30" for epc in range(0x80, 0x8A)})
+    first[0x9F] = encode_property_map(many)
+    assert len(first[0x9F]) == 17  # the bitmap form
+    second = meter_values(power_w=222)
+    node = ScriptedNode(
+        {METER: first, EOJ(0x02, 0x88, 0x02): second}, extra=(Property(0xF0, b"\x01"),), reply_port=0
+    )
+    config = await scripted(node)
+    devices = (config.devices[0], replace(config.devices[1], device="smart_meter_2"))
+    collector = Collector(replace(config, devices=devices))
+    readings = await collect(collector, 1.0)
+    by_device: dict[str, dict[str, Any]] = {}
+    for r in readings:
+        by_device.setdefault(r.device, {}).update(r.fields)
+    assert by_device["smart_meter"]["power_w"] == 111 and by_device["smart_meter_2"]["power_w"] == 222
+    assert all("import_wh_total" in f for f in by_device.values()), by_device
+    assert all(h.reason == "ok" for h in collector.health().values()), collector.health()
