@@ -181,7 +181,7 @@ def unsupported(layout: SunSpecLayout) -> str:
         model = MODELS.get(mid)
         if model is None:
             parts.append(f"unsupported model {mid}")
-        elif model.length != length:
+        elif length < model.length:
             parts.append(f"unsupported model {mid} (L={length}; the standard's is {model.length})")
     listed = ", ".join(str(m) for m in layout.models) or "none"
     return "; ".join(parts) or f"its models ({listed}) carry nothing this collector reads"
@@ -339,6 +339,13 @@ def _registers(reads: Sequence[tuple[int, Sequence[int]]], address: int, size: i
     return out
 
 
+def _readable_length(model: Model, length: int) -> bool:
+    """Whether a block of length ``length`` can be read by the model's table: the table's own length or
+    longer.  SunSpec only ever adds points at a model's end (a later revision, a vendor's padding), so
+    every point of the table sits where the table says; a shorter block is some other layout."""
+    return length >= model.length
+
+
 class SunSpecDevice:
     """One unit id: scans once (and again after the map proved wrong), then reads its models."""
 
@@ -363,7 +370,7 @@ class SunSpecDevice:
             where = {
                 mid: (addr, min(length + 2, max(2, _plan_of(MODELS[mid]).end)), length)
                 for mid, (addr, length) in layout.models.items()
-                if mid in wanted and MODELS[mid].length == length
+                if mid in wanted and _readable_length(MODELS[mid], length)
             }
             if not any(MODELS[mid].emits or MODELS[mid].status for mid in where):
                 raise PollError(

@@ -159,3 +159,28 @@ async def test_a_device_closing_its_connection_between_reads_is_read(close_befor
     health = collector.health()["h1/meter"]
     assert health.reason == "ok", health
     assert len([r for r in readings if r.device == "meter"]) >= 3
+
+
+def longer(registers: list[int], model_id: int, extra: int) -> list[int]:
+    """The image with ``extra`` registers appended to model ``model_id`` and its L raised to match, as a
+    later revision of a model (points added at its end) or a vendor's padding gives."""
+    at = 2
+    while registers[at] != model_id:
+        at += 2 + registers[at + 1]
+    end = at + 2 + registers[at + 1]
+    out = [*registers[:end], *([0x1234] * extra), *registers[end:]]
+    out[at + 1] += extra
+    return out
+
+
+async def test_a_model_longer_than_its_table_is_read_by_its_table(modbus_units: Callable[..., Any]) -> None:
+    """A meter's 203 block has L = 109 where the table's is 105: SunSpec only ever adds points at a
+    model's end, so every point the collector decodes sits where the table says and the model is read
+    (before: refused as 'unsupported model 203 (L=109...)').  A shorter block stays unsupported."""
+    image = longer(meter_image(TotWhImp=[0, 99], TotWhExp=[0, 1234]), 203, 4)
+    port = await modbus_units({1: image})
+    collector = Collector(config(port))
+    readings = await collect(collector, 0.6)
+    fields = fields_of(readings)
+    assert fields.get("power_w") == 500 and fields.get("import_wh_total") == 99, collector.health()
+    assert collector.health()["h1/meter"].reason == "ok", collector.health()
