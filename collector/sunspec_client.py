@@ -37,6 +37,9 @@ from protocols.sunspec.points import (
 )
 
 SCAN_BASES: tuple[int, ...] = (40000, 0, 50000)
+# Exception codes to a planned read that say the map the scan found is no longer there: 2 (illegal data
+# address) and 3 (illegal data value: a count the device no longer takes there)
+_MAP_MOVED = frozenset({2, 3})
 
 
 def read_models() -> frozenset[int]:
@@ -385,8 +388,15 @@ class SunSpecDevice:
         if self.layout is None:
             await self.ensure_layout()
         reads: list[tuple[int, list[int]]] = []
-        for address, count in self._plan:
-            reads.append((address, await self.pool.read(self.host, self.port, self.unit_id, address, count)))
+        try:
+            for address, count in self._plan:
+                reads.append(
+                    (address, await self.pool.read(self.host, self.port, self.unit_id, address, count))
+                )
+        except DeviceException as exc:
+            if exc.code in _MAP_MOVED:
+                self.layout = None  # registers the scan found are gone (firmware update?): rescan next time
+            raise
         blocks: dict[int, list[int]] = {}
         first, regs0 = reads[0]
         for mid, (address, size, length) in self._where.items():

@@ -100,11 +100,14 @@ class OneAnswerServer:
     """A Modbus TCP server written here (pymodbus' cannot do this): it answers one read of holding
     registers from ``registers`` (at BASE_ADDRESS) per connection and then closes it, as devices that
     take one request per session do; with ``close_before`` it closes on the second request instead of
-    answering it (an idle timeout that strikes as the next request arrives)."""
+    answering it (an idle timeout that strikes as the next request arrives); with ``keep_open`` it
+    answers every request (its ``registers`` may be swapped meanwhile, as a firmware update does).
+    A read outside the registers gets exception 2 (illegal data address)."""
 
-    def __init__(self, registers: list[int], *, close_before: bool = False) -> None:
+    def __init__(self, registers: list[int], *, close_before: bool = False, keep_open: bool = False) -> None:
         self.registers = registers
         self.close_before = close_before
+        self.keep_open = keep_open
         self.connections = 0
         self.server: asyncio.Server | None = None
 
@@ -119,7 +122,7 @@ class OneAnswerServer:
             answered = 0
             while True:
                 request = await reader.readexactly(12)
-                if answered and self.close_before:
+                if answered and self.close_before and not self.keep_open:
                     break
                 tid, _, _, unit, function, address, count = struct.unpack(">HHHBBHH", request)
                 regs = self.registers[address - BASE_ADDRESS : address - BASE_ADDRESS + count]
@@ -130,7 +133,7 @@ class OneAnswerServer:
                     writer.write(struct.pack(">HHHB", tid, 0, 1 + len(body), unit) + body)
                 await writer.drain()
                 answered += 1
-                if not self.close_before:
+                if not (self.close_before or self.keep_open):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -184,3 +187,37 @@ async def test_a_model_longer_than_its_table_is_read_by_its_table(modbus_units: 
     fields = fields_of(readings)
     assert fields.get("power_w") == 500 and fields.get("import_wh_total") == 99, collector.health()
     assert collector.health()["h1/meter"].reason == "ok", collector.health()
+
+
+async def test_a_map_that_moved_away_is_scanned_again() -> None:
+    """After a firmware update the device's map is shorter (no common model): the reads planned from the
+    old map now ask for registers past its end and get exception 2 (illegal data address).  The map is
+    scanned again and the meter read where it now is (before: the old plan was kept, every poll failed
+    with exception:2, forever)."""
+    before = meter_image(TotWhImp=[0, 99], TotWhExp=[0, 1234])
+    common_end = 2 + 2 + MODELS[1].length
+    after = [*before[:2], *before[common_end:]]  # "SunS", then 203 and the end marker
+    server = OneAnswerServer(before, keep_open=True)
+    port = await server.start()
+    try:
+        collector = Collector(config(port))
+        await collector.start()
+        readings: list[Reading] = []
+
+        async def consume() -> None:
+            async for r in collector.readings():
+                readings.append(r)
+
+        task = asyncio.get_running_loop().create_task(consume())
+        await asyncio.sleep(0.5)
+        assert collector.health()["h1/meter"].reason == "ok", collector.health()
+        server.registers = after
+        await asyncio.sleep(0.3)
+        readings.clear()
+        await asyncio.sleep(1.0)
+        await collector.stop()
+        await task
+    finally:
+        await server.stop()
+    assert collector.health()["h1/meter"].reason == "ok", collector.health()
+    assert fields_of([r for r in readings if r.device == "meter"]).get("import_wh_total") == 99
