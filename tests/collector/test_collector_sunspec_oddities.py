@@ -221,3 +221,19 @@ async def test_a_map_that_moved_away_is_scanned_again() -> None:
         await server.stop()
     assert collector.health()["h1/meter"].reason == "ok", collector.health()
     assert fields_of([r for r in readings if r.device == "meter"]).get("import_wh_total") == 99
+
+
+async def test_sentinels_and_unimplemented_scale_factors_are_missing(
+    modbus_units: Callable[..., Any],
+) -> None:
+    """Found sound, kept as coverage: a power whose scale factor is not implemented (0x8000), an import
+    counter at the standard's acc32 sentinel (0) and an export counter whose value is fine are read as
+    missing, missing and a number; nothing unimplemented becomes a number or a zero."""
+    image = meter_image(W_SF=[0x8000], TotWhImp=[0, 0], TotWhExp=[0, 1234])
+    port = await modbus_units({1: image})
+    collector = Collector(config(port))
+    readings = await collect(collector, 0.6)
+    fields = fields_of(readings)
+    assert fields == {"export_wh_total": 1234.0}, fields
+    health = collector.health()["h1/meter"]
+    assert health.reason == "partial" and "power_w" in health.message and "import_wh_total" in health.message
