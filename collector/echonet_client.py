@@ -231,7 +231,9 @@ class EchonetController:
                 tuple(Property(p.epc) for p in frame.props),
             )
             try:
-                self._send(ack, addr)
+                # to the ECHONET Lite port, like every answer, not to the INFC's source port: a node
+                # may send from another socket and listens on 3610
+                self._send(ack, (addr[0], self.port))
                 self.stats.infc_acked += 1
             except PollError as exc:
                 log.debug("INFC_Res to %s not sent: %s", addr, exc)

@@ -20,6 +20,7 @@ from collector.config import CollectorConfig, DeviceConfig
 from collector.reading import Reading
 from collector.runner import Collector
 from protocols.echonet.frame import (
+    CONTROLLER,
     EOJ,
     ESV,
     NODE_PROFILE,
@@ -67,6 +68,7 @@ class ScriptedNode(asyncio.DatagramProtocol):
     extra: tuple[Property, ...] = ()
     reply_port: int | None = None
     asked: list[tuple[int, ...]] = field(default_factory=list)
+    acks: list[Frame] = field(default_factory=list)  # INFC_Res the node received on port 3610
     transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,6 +76,8 @@ class ScriptedNode(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         frame = decode(data)
+        if frame.esv == ESV.INFC_RES:
+            self.acks.append(frame)
         if frame.esv != ESV.GET:
             return
         if frame.deoj == NODE_PROFILE:
@@ -250,3 +254,29 @@ async def test_sound_cases_read_whole(scripted: Callable[..., Any]) -> None:
     assert by_device["smart_meter"]["power_w"] == 111 and by_device["smart_meter_2"]["power_w"] == 222
     assert all("import_wh_total" in f for f in by_device.values()), by_device
     assert all(h.reason == "ok" for h in collector.health().values()), collector.health()
+
+
+async def test_infc_from_another_source_port_is_acknowledged_to_port_3610(
+    scripted: Callable[..., Any],
+) -> None:
+    """A node sends its INFC from an ephemeral port and, as the spec has it, listens for the INFC_Res on
+    port 3610: the acknowledgement must go there (before: it went back to the INFC's source port, where
+    nobody listens, so the node never heard it and the value still became a reading)."""
+    node = ScriptedNode({METER: meter_values()})
+    config = await scripted(node)
+    collector = Collector(config)
+    await collector.start()
+    address = config.devices[0].address
+    try:
+        assert node.transport is not None
+        infc = Frame(0x4242, METER, CONTROLLER, ESV.INFC, (Property(0xE7, pack_int(777, 4)),))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ephemeral:
+            ephemeral.bind((address, 0))
+            ephemeral.sendto(encode(infc), (config.echonet_bind, 3610))
+            for _ in range(50):
+                if node.acks:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await collector.stop()
+    assert [(f.tid, f.esv) for f in node.acks] == [(0x4242, ESV.INFC_RES)]
