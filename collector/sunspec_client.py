@@ -40,6 +40,7 @@ SCAN_BASES: tuple[int, ...] = (40000, 0, 50000)
 # Exception codes to a planned read that say the map the scan found is no longer there: 2 (illegal data
 # address) and 3 (illegal data value: a count the device no longer takes there)
 _MAP_MOVED = frozenset({2, 3})
+MIN_READ_REGISTERS = 8  # reads are never made smaller than this when a device refuses larger ones
 
 
 def read_models() -> frozenset[int]:
@@ -360,6 +361,8 @@ class SunSpecDevice:
         self.power_sign = power_sign
         self.layout: SunSpecLayout | None = None
         self._plan: list[tuple[int, int]] = []
+        self.max_read = MAX_READ_REGISTERS  # registers per read this unit takes (smaller once it says so)
+        self.read_shrinks = 0
         # model id -> (address of its ID register, registers read from it on, its length L): from the ID
         # register to the last point decoded, not the whole model (a float meter's 126 registers need
         # two reads, the 70 decoded one); a model longer than one read is put together from consecutive
@@ -379,24 +382,44 @@ class SunSpecDevice:
                 raise PollError(
                     f"{self.host}:{self.port}/{self.unit_id}: {unsupported(layout)}", "unsupported"
                 )
-            self._plan = plan_reads((address, size) for address, size, _ in where.values())
+            self._plan = plan_reads(((address, size) for address, size, _ in where.values()), self.max_read)
             self._where = where
             self.layout = layout
         return self.layout
 
+    async def _read_plan(self) -> list[tuple[int, list[int]]]:
+        """Every planned read, in order: (address, registers)."""
+        reads: list[tuple[int, list[int]]] = []
+        for address, count in self._plan:
+            reads.append((address, await self.pool.read(self.host, self.port, self.unit_id, address, count)))
+        return reads
+
+    def _shrink_reads(self) -> bool:
+        """After exception 3 (illegal data value) to a planned read: plan reads of half the largest size
+        (never below ``MIN_READ_REGISTERS``), kept for this unit from now on, rescans included.  Devices
+        that take fewer than the protocol's 125 registers per read answer a larger one so.  False when
+        the reads are already that small (then the exception is the device's to report)."""
+        largest = max((count for _, count in self._plan), default=0)
+        if largest <= MIN_READ_REGISTERS:
+            return False
+        self.max_read = max(MIN_READ_REGISTERS, largest // 2)
+        self._plan = plan_reads(((address, size) for address, size, _ in self._where.values()), self.max_read)
+        self.read_shrinks += 1
+        return True
+
     async def read(self) -> SunSpecData:
         if self.layout is None:
             await self.ensure_layout()
-        reads: list[tuple[int, list[int]]] = []
-        try:
-            for address, count in self._plan:
-                reads.append(
-                    (address, await self.pool.read(self.host, self.port, self.unit_id, address, count))
-                )
-        except DeviceException as exc:
-            if exc.code in _MAP_MOVED:
-                self.layout = None  # registers the scan found are gone (firmware update?): rescan next time
-            raise
+        while True:
+            try:
+                reads = await self._read_plan()
+                break
+            except DeviceException as exc:
+                if exc.code == 3 and self._shrink_reads():
+                    continue  # a read larger than the device takes: asked again in smaller pieces
+                if exc.code in _MAP_MOVED:
+                    self.layout = None  # registers the scan found are gone (firmware update?): rescan
+                raise
         blocks: dict[int, list[int]] = {}
         first, regs0 = reads[0]
         for mid, (address, size, length) in self._where.items():

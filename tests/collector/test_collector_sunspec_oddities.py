@@ -102,10 +102,20 @@ class OneAnswerServer:
     take one request per session do; with ``close_before`` it closes on the second request instead of
     answering it (an idle timeout that strikes as the next request arrives); with ``keep_open`` it
     answers every request (its ``registers`` may be swapped meanwhile, as a firmware update does).
-    A read outside the registers gets exception 2 (illegal data address)."""
+    A read outside the registers gets exception 2 (illegal data address), one of more than ``max_count``
+    registers exception 3 (illegal data value), as devices that read fewer than 125 at once answer."""
 
-    def __init__(self, registers: list[int], *, close_before: bool = False, keep_open: bool = False) -> None:
+    def __init__(
+        self,
+        registers: list[int],
+        *,
+        close_before: bool = False,
+        keep_open: bool = False,
+        max_count: int = 125,
+    ) -> None:
         self.registers = registers
+        self.max_count = max_count
+        self.counts: list[int] = []
         self.close_before = close_before
         self.keep_open = keep_open
         self.connections = 0
@@ -126,7 +136,10 @@ class OneAnswerServer:
                     break
                 tid, _, _, unit, function, address, count = struct.unpack(">HHHBBHH", request)
                 regs = self.registers[address - BASE_ADDRESS : address - BASE_ADDRESS + count]
-                if function != 3 or address < BASE_ADDRESS or len(regs) != count:
+                self.counts.append(count)
+                if count > self.max_count:  # more than this device reads at once: illegal data value
+                    writer.write(struct.pack(">HHHBBB", tid, 0, 3, unit, function | 0x80, 3))
+                elif function != 3 or address < BASE_ADDRESS or len(regs) != count:
                     writer.write(struct.pack(">HHHBBB", tid, 0, 3, unit, function | 0x80, 2))
                 else:
                     body = struct.pack(f">BB{count}H", 3, 2 * count, *regs)
@@ -237,3 +250,20 @@ async def test_sentinels_and_unimplemented_scale_factors_are_missing(
     assert fields == {"export_wh_total": 1234.0}, fields
     health = collector.health()["h1/meter"]
     assert health.reason == "partial" and "power_w" in health.message and "import_wh_total" in health.message
+
+
+async def test_a_device_reading_fewer_registers_at_once_is_read_in_smaller_reads() -> None:
+    """The device takes at most 40 registers per read and answers a larger one with exception 3 (illegal
+    data value): the collector learns to read it in smaller pieces and keeps doing so (before: every
+    poll asked for the same large read and failed with exception:3, forever)."""
+    server = OneAnswerServer(meter_image(TotWhImp=[0, 99], TotWhExp=[0, 1234]), keep_open=True, max_count=40)
+    port = await server.start()
+    try:
+        collector = Collector(config(port))
+        readings = await collect(collector, 1.0)
+    finally:
+        await server.stop()
+    assert collector.health()["h1/meter"].reason == "ok", collector.health()
+    assert fields_of(readings).get("import_wh_total") == 99
+    assert len(readings) >= 3
+    assert sum(1 for n in server.counts if n > 40) == 1  # learned once, kept
