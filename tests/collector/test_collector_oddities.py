@@ -3,8 +3,8 @@ real UDP sockets: a scripted node (test-local, below) answers as told, the colle
 what can be read and say in health what it could not.
 
 Cases: frames with trailing bytes after the last property, an EDT whose length is not the class's,
-a Get property map (0x9F) that does not decode, and a Get_SNA that lists none of the properties asked
-(OPC 0)."""
+a Get property map (0x9F) that does not decode, a Get_SNA that lists none of the properties asked
+(OPC 0), a node that always answers late, an INFC sent from another port; and cases found sound."""
 
 from __future__ import annotations
 
