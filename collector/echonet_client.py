@@ -3,8 +3,10 @@
 Why one socket: the protocol fixes port 3610 for both sides, so a controller has one address and
 every node answers to it.  Requests are told apart by (node address, TID): each request gets a
 future under that key, the receive path resolves it, and a timeout removes it, so a late answer is
-counted and dropped instead of being mistaken for the reply to a newer request.  Notifications
-(INF, INFC) arrive on the same socket; INFC is acknowledged with INFC_Res before anyone sees it.
+counted and dropped instead of being mistaken for the reply to a newer request (and, since it proves
+the node slower than the wait, makes the wait for that node longer: bounded, see ``_learn_delay``).
+Notifications (INF, INFC) arrive on the same socket; INFC is acknowledged with INFC_Res before anyone
+sees it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from protocols.echonet.frame import (
     Frame,
     FrameError,
     Property,
-    decode,
+    decode_padded,
     decode_property_map,
     encode,
 )
@@ -50,6 +52,11 @@ _ANSWERS = frozenset(
 )
 _GET_ANSWERS = frozenset({int(ESV.GET_RES), int(ESV.GET_SNA)})  # plain ints: probed on every answer
 DEFAULT_MAX_EPCS = 16  # per Get until a device shows it takes fewer
+# A node whose answers come after the timeout gets a longer wait of its own: 1.5 x the delay seen, up to
+# this many times the configured timeout (a node slower than that is reported as timing out).
+MAX_TIMEOUT_FACTOR = 8
+SLOW_MARGIN = 1.5
+_EXPIRED_KEPT = 4096  # timed-out requests remembered (address, TID) -> sent at, to measure late answers
 REGROW_AFTER = 32  # full answers at a learned limit before trying twice as many EPCs again
 
 
@@ -62,6 +69,8 @@ class ControllerStats:
     notifications: int = 0
     infc_acked: int = 0
     batch_shrinks: int = 0
+    timeouts_raised: int = 0  # a node's wait made longer because its answers came late
+    trailing: int = 0  # frames read although bytes followed their last property (padding)
 
 
 @dataclass
@@ -117,6 +126,8 @@ class EchonetController:
         self._max_epcs: dict[tuple[str, EOJ], int] = {}
         self._full_answers: dict[tuple[str, EOJ], int] = {}
         self._get_tails: dict[tuple[EOJ, tuple[int, ...]], bytes] = {}
+        self._node_timeout: dict[str, float] = {}  # address -> wait learned from its late answers
+        self._expired: dict[tuple[str, int], float] = {}  # (address, TID) of timed-out requests -> sent at
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -198,7 +209,7 @@ class EchonetController:
     def _datagram(self, data: bytes, addr: Address) -> None:
         self.stats.received += 1
         try:
-            frame = decode(data)
+            frame, extra = decode_padded(data)
         except FrameError as exc:
             self.stats.malformed += 1
             # The TID sits at bytes 2-3 even in most broken frames: fail that request now rather
@@ -208,6 +219,8 @@ class EchonetController:
                 if fut is not None and not fut.done():
                     fut.set_exception(MalformedReply(f"{addr[0]}: {exc}"))
             return
+        if extra:  # padding some devices add: OPC and PDC said where the frame ends
+            self.stats.trailing += 1
         esv = frame.esv
         if esv == ESV.INFC:
             ack = Frame(
@@ -218,7 +231,9 @@ class EchonetController:
                 tuple(Property(p.epc) for p in frame.props),
             )
             try:
-                self._send(ack, addr)
+                # to the ECHONET Lite port, like every answer, not to the INFC's source port: a node
+                # may send from another socket and listens on 3610
+                self._send(ack, (addr[0], self.port))
                 self.stats.infc_acked += 1
             except PollError as exc:
                 log.debug("INFC_Res to %s not sent: %s", addr, exc)
@@ -237,6 +252,22 @@ class EchonetController:
             self._notify(addr, frame)
         elif esv in _ANSWERS:
             self.stats.late += 1
+            sent_at = self._expired.pop((addr[0], frame.tid), None)
+            if sent_at is not None and self._loop is not None:
+                self._learn_delay(addr[0], self._loop.time() - sent_at)
+
+    def _learn_delay(self, address: str, delay: float) -> None:
+        """A late answer proves the node is there but slower than the wait: wait longer for it (bounded),
+        or it would time out on every request, forever, while answering every one."""
+        wait = min(SLOW_MARGIN * delay, MAX_TIMEOUT_FACTOR * self.timeout_s)
+        if wait > self._node_timeout.get(address, self.timeout_s):
+            self._node_timeout[address] = wait
+            self.stats.timeouts_raised += 1
+            log.info("%s answers after %.2f s: waiting up to %.2f s for it", address, delay, wait)
+
+    def node_timeout(self, address: str) -> float:
+        """How long a request to ``address`` waits for its answer."""
+        return self._node_timeout.get(address, self.timeout_s)
 
     def _notify(self, addr: Address, frame: Frame) -> None:
         self.stats.notifications += 1
@@ -321,12 +352,17 @@ class EchonetController:
         self._pending[key] = fut
         # A deadline on the loop's shared timer (``collector.timers``) that fails the future, not a
         # timer of its own nor asyncio.timeout's context manager: an answered request leaves it to lapse.
-        timeout = self.timeout_s if timeout_s is None else timeout_s
+        timeout = self._node_timeout.get(address, self.timeout_s) if timeout_s is None else timeout_s
         shared = self._timers if self._timers is not None else timers(loop)
         shared.call_later(timeout, _expire, fut, address, deoj, esv)
         try:
             self._send_bytes(data, (address, self.port))
-            frame = await fut
+            sent_at = loop.time()
+            try:
+                frame = await fut
+            except DeviceTimeout:
+                self._remember_expired(key, sent_at)
+                raise
         finally:
             del self._pending[key]
             if not fut.done():  # the send failed: its deadline must not fail a future nobody awaits
@@ -335,6 +371,12 @@ class EchonetController:
         if seoj[0] != deoj[0] or seoj[1] != deoj[1]:  # the class (``EOJ.cls``) without a property call
             raise MalformedReply(f"{address}: answer from {frame.seoj.hex()} to a request for {deoj.hex()}")
         return frame
+
+    def _remember_expired(self, key: tuple[str, int], sent_at: float) -> None:
+        """Keep when a timed-out request was sent, so its late answer tells how slow the node is."""
+        if len(self._expired) >= _EXPIRED_KEPT:
+            del self._expired[next(iter(self._expired))]  # the oldest
+        self._expired[key] = sent_at
 
     async def get(
         self, address: str, eoj: EOJ, epcs: Iterable[int], timeout_s: float | None = None
@@ -352,7 +394,8 @@ class EchonetController:
           asked again, first in a request of its own; if its first property then comes with data, the
           limit was real and is learned (the number of properties the device answered);
         - a request of several properties answered with none at all (some devices refuse a request
-          over their limit whole) is asked again in halves.
+          over their limit whole, or answer a Get_SNA listing no property when any one lacks data)
+          is asked again in halves; one property asked alone and answered so has no data.
         """
         values: dict[int, bytes | None] = {}
         sna = False
@@ -380,7 +423,14 @@ class EchonetController:
                 todo = todo[len(batch) :]
                 continue
             if len(batch) == 1 and batch[0] not in got:
-                raise MalformedReply(f"{address} {eoj.hex()}: answer lacks the one EPC asked")
+                if frame.esv != ESV.GET_SNA:
+                    raise MalformedReply(f"{address} {eoj.hex()}: answer lacks the one EPC asked")
+                # a Get_SNA listing nothing (OPC 0, as some devices answer): no data for this one
+                values[batch[0]] = None
+                sna = True
+                suspect = None
+                todo = todo[1:]
+                continue
             with_data = [i for i, e in enumerate(batch) if got.get(e)]
             if suspect is not None and with_data and with_data[0] == 0:
                 self._learn_limit(key, suspect)  # what the previous request left empty was readable
@@ -422,16 +472,26 @@ class EchonetController:
         return self._max_epcs.get((address, eoj), DEFAULT_MAX_EPCS)
 
     async def property_maps(self, address: str, eoj: EOJ) -> dict[int, tuple[int, ...]]:
-        """0x9D (announced), 0x9E (settable), 0x9F (readable) maps of one object."""
+        """0x9D (announced), 0x9E (settable), 0x9F (readable) maps of one object, those that decode."""
+        maps, _ = await self.read_maps(address, eoj)
+        return maps
+
+    async def read_maps(self, address: str, eoj: EOJ) -> tuple[dict[int, tuple[int, ...]], dict[int, str]]:
+        """The object's property maps that decode, and why each of the others does not.
+
+        A map that does not decode (its count byte and its list disagree) is left out rather than
+        failing the whole read: one bad map must not cost the others, and a caller can fall back to
+        what the object's class lists, as for a device that gives no map at all."""
         result = await self.get(address, eoj, (0x9D, 0x9E, 0x9F))
         maps: dict[int, tuple[int, ...]] = {}
+        problems: dict[int, str] = {}
         for epc, edt in result.values.items():
             if edt is not None:
                 try:
                     maps[epc] = decode_property_map(edt)
                 except FrameError as exc:
-                    raise MalformedReply(f"{address} {eoj.hex()}: property map 0x{epc:02x}: {exc}") from exc
-        return maps
+                    problems[epc] = str(exc)
+        return maps, problems
 
     async def discover(self, addresses: Iterable[str] = (), wait_s: float = 0.5) -> Discovery:
         """Multicast a Get 0xD6 (when multicast is on) and unicast one to each known address; collect

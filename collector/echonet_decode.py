@@ -8,6 +8,9 @@ entry's order, where the first property that gives a field wins (a fuel cell's g
 over its operation status).  An EPC the device answered without data is ``missing``; so is a
 parameter without which an asked property cannot be read (that property is then left unread).
 Anything outside a property's documented range decodes to None, never to a plausible-looking zero.
+An EDT whose length is not the class's (``wrong_length``) cannot be read either: it costs that property
+alone, never the rest of the answer, since devices that get one property's size wrong are real and the
+other values of their answer are good.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from collector.reading import FieldValue
 from protocols.echonet.classes import CLASSES
 from protocols.echonet.codecs import MissingParam, Stamped, may_wrap
 from protocols.echonet.entry import EchonetClass, Prop
-from protocols.echonet.frame import FrameError
 
 
 @dataclass
@@ -34,21 +36,25 @@ class Decoded:
     invalid: set[int] = field(default_factory=set)
     # (device timestamp, fields) of values the device stamped itself (meter 0xEA/0xEB)
     stamped: list[tuple[datetime, dict[str, FieldValue]]] = field(default_factory=list)
+    # EPC -> (bytes it came in, bytes its class says) for an EDT of another size: left unread, the rest
+    # of the answer kept
+    wrong_length: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 Values = Mapping[int, bytes | None]
 
 
 def _decode(prop: Prop, values: Values, out: Decoded, params: Mapping[str, float]) -> object:
-    """The property's value, or None when the device sent no data for it (noted as missing); a length
-    the class does not define is a malformed reply."""
+    """The property's value, or None when the device sent no data for it (noted as missing) or data of
+    a length the class does not define (noted in ``wrong_length``)."""
     edt = values[prop.epc]
     if edt is None:
         out.missing.add(prop.epc)
         return None
     size = prop.codec.size
     if size is not None and len(edt) != size:
-        raise FrameError(f"EPC 0x{prop.epc:02x}: {len(edt)} bytes where {size} were expected")
+        out.wrong_length[prop.epc] = (len(edt), size)
+        return None
     value = prop.codec.decode(edt, params)
     if value is None:
         out.invalid.add(prop.epc)
@@ -81,7 +87,8 @@ def _plan(cls: EchonetClass) -> _Plan:
 
 
 def decode_class(cls: EchonetClass, values: Values) -> Decoded:
-    """Decode one object's values; FrameError when an EDT has the wrong shape (a malformed reply)."""
+    """Decode one object's values; FrameError only when a codec finds an EDT of the right length
+    malformed."""
     out = Decoded()
     params: dict[str, float] = {}
     param_props, field_props = _plan(cls)
@@ -106,7 +113,8 @@ def decode_class(cls: EchonetClass, values: Values) -> Decoded:
             continue
         codec = prop.codec
         if size is not None and len(edt) != size:
-            raise FrameError(f"EPC 0x{epc:02x}: {len(edt)} bytes where {size} were expected")
+            out.wrong_length[epc] = (len(edt), size)
+            continue
         try:
             value = codec.decode(edt, params)
         except MissingParam as exc:  # a parameter present but outside what the codec can use
@@ -135,9 +143,19 @@ def why_nothing(decoded: Decoded, values: Values) -> str:
         parts.append(f"Get_SNA for {hexes(empty)}")
     if decoded.invalid:
         parts.append(f"no valid value in {hexes(decoded.invalid)} (a no-data code or outside its range)")
+    if decoded.wrong_length:
+        parts.append(wrong_lengths(decoded))
     if not parts:
         parts.append(f"nothing this collector reads among {hexes(values)}")
     return "answered, but " + "; ".join(parts)
+
+
+def wrong_lengths(decoded: Decoded) -> str:
+    """The properties left unread for their EDT's length, in words for the device's health."""
+    parts = (
+        f"0x{epc:02X} in {got} bytes, not {size}" for epc, (got, size) in sorted(decoded.wrong_length.items())
+    )
+    return "unread for their length: " + "; ".join(parts)
 
 
 def decode(class_id: int, values: Values) -> Decoded:

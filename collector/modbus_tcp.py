@@ -33,6 +33,12 @@ MAX_LENGTH = 254  # MBAP length field: unit id + the largest PDU (253 bytes)
 _REGISTERS: dict[int, struct.Struct] = {}  # count -> big-endian unsigned 16-bit registers
 
 
+class ConnectionLost(DeviceUnreachable):
+    """The connection closed while a request waited for its answer.  Devices that take one request per
+    session, or close an idle session just as a request arrives, do this in normal operation; a read
+    changes nothing on the device, so it may be asked again on a new connection."""
+
+
 class NotSent(Exception):
     """The connection closed before this request was written: nothing reached the device, so asking
     again on a fresh connection is safe and blames nobody."""
@@ -73,8 +79,11 @@ class ModbusConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
+        message = f"{self.name}: connection lost{f': {exc}' if exc else ''}"
+        # closed by the device (or the network): the request may be asked again; closed here (a pool
+        # closing, a connection given up on), it is not
+        self._fail(DeviceUnreachable(message) if self.closed else ConnectionLost(message))
         self.closed = True
-        self._fail(DeviceUnreachable(f"{self.name}: connection lost{f': {exc}' if exc else ''}"))
 
     def data_received(self, data: bytes) -> None:
         buf = self._buffer

@@ -304,11 +304,13 @@ class Collector:
         except FrameError as exc:
             raise MalformedReply(f"{dev.key}: {exc}") from exc
         if not decoded.fields and not decoded.stamped:
-            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
+            raise self._nothing(dev, decoded, result.values)
         fields, refused = self._plausible(dev, decoded.fields, state.ratings or {})
         lacking = decoded.missing - spec.optional
         if lacking:
             notes.append("Get_SNA for " + ", ".join(f"0x{e:02X}" for e in sorted(lacking)))
+        if decoded.wrong_length:
+            notes.append(echonet_decode.wrong_lengths(decoded))
         for ts, values in decoded.stamped if self.config.fixed_time_readings else ():
             name = next(iter(values))
             # a clock that is off stays off: refused (and said in health) on every poll, not once
@@ -332,14 +334,25 @@ class Collector:
         else:
             shown = refused + state.clock_refused
         self._count(dev, refused, shown)
-        quality: Quality = "partial" if lacking or refused else "ok"
+        quality: Quality = "partial" if lacking or refused or decoded.wrong_length else "ok"
         if fields:
             reading = _reading(dev, polled_at, fields, quality, "echonet", decoded.counter_wrap)
             if not self._emit_now(reading):
                 await self._emit_when_room(reading)
         elif not refused:
-            raise PollError(f"{dev.key}: {echonet_decode.why_nothing(decoded, result.values)}", "no_data")
+            raise self._nothing(dev, decoded, result.values)
         return _outcome(quality, "; ".join(notes), shown)
+
+    @staticmethod
+    def _nothing(
+        dev: DeviceConfig, decoded: echonet_decode.Decoded, values: echonet_decode.Values
+    ) -> PollError:
+        """The failure of a poll whose answer yields no field: ``malformed`` when a property came in a
+        length its class does not have (a device to look at), else ``no_data``."""
+        message = f"{dev.key}: {echonet_decode.why_nothing(decoded, values)}"
+        if decoded.wrong_length:
+            return MalformedReply(message)
+        return PollError(message, "no_data")
 
     async def _echonet_plan(
         self, state: _EchonetDevice, notes: list[str]
@@ -348,11 +361,17 @@ class Collector:
         read once and kept only when the device really gave it; its ratings are read once too."""
         dev, spec = state.config, state.spec
         if state.readable is None:
-            maps = await self.controller.property_maps(dev.address, state.eoj)
+            maps, problems = await self.controller.read_maps(dev.address, state.eoj)
             readable = maps.get(0x9F)
             if readable is None:
-                # never keep a map from an answer without it: ask again next time, read the class meanwhile
-                notes.append("gave no Get property map (0x9F); polling what its class lists")
+                # never keep a map from an answer without a usable one: ask again next time, read the
+                # class meanwhile
+                why = (
+                    f"a Get property map (0x9F) that does not decode: {problems[0x9F]}"
+                    if 0x9F in problems
+                    else "no Get property map (0x9F)"
+                )
+                notes.append(f"gave {why}; polling what its class lists")
                 return spec.fast, spec.fast + spec.slow
             state.readable = frozenset(readable)
             state.fast_epcs = tuple(e for e in spec.fast if e in state.readable)

@@ -18,10 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collector.errors import DeviceException, DeviceUnreachable, MalformedReply, PollError
-from collector.modbus_tcp import ModbusConnection, NotSent, connect
+from collector.modbus_tcp import ConnectionLost, ModbusConnection, NotSent, connect
 from collector.reading import FieldValue
 from protocols.sunspec.models import MODELS, Model
 from protocols.sunspec.points import (
+    ACCUMULATOR_TYPES,
     END_MODEL_ID,
     MAX_READ_REGISTERS,
     NOT_IMPLEMENTED,
@@ -36,6 +37,10 @@ from protocols.sunspec.points import (
 )
 
 SCAN_BASES: tuple[int, ...] = (40000, 0, 50000)
+# Exception codes to a planned read that say the map the scan found is no longer there: 2 (illegal data
+# address) and 3 (illegal data value: a count the device no longer takes there)
+_MAP_MOVED = frozenset({2, 3})
+MIN_READ_REGISTERS = 8  # reads are never made smaller than this when a device refuses larger ones
 
 
 def read_models() -> frozenset[int]:
@@ -49,6 +54,7 @@ class ModbusPool:
     def __init__(self, timeout_s: float = 1.0) -> None:
         self.timeout_s = timeout_s
         self.requests = 0  # reads put on a connection (each a round trip), for capacity figures
+        self.reconnects = 0  # reads asked again because the device closed the connection first
         self._connections: dict[tuple[str, int], ModbusConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Lock] = {}
 
@@ -84,9 +90,11 @@ class ModbusPool:
 
         Units share the connection, so a request may have queued behind another unit's failure
         that closed it; such a request is asked again once on a fresh connection instead of taking
-        the blame (only the request that was on the wire when it broke reports the failure).
+        the blame.  So is one whose connection the device closed before answering (``ConnectionLost``:
+        devices that take one request per session, or end an idle one as the request arrives, do it
+        in normal operation, and a read changes nothing on the device); a second loss is the device's.
         """
-        for _ in (0, 1):
+        for attempt in (0, 1):
             conn = self._connections.get((host, port))
             if conn is None or conn.closed:
                 conn = await self.connection(host, port)
@@ -95,11 +103,17 @@ class ModbusPool:
                 return await conn.read_holding_registers(unit_id, address, count, self.timeout_s)
             except NotSent:
                 continue
+            except ConnectionLost:
+                self.drop(host, port)
+                if attempt == 0:
+                    self.reconnects += 1
+                    continue
+                raise
             except DeviceUnreachable:
                 self.drop(host, port)
                 raise
             # a timeout or an untrustworthy frame closed the connection: the next read opens a new one
-        raise DeviceUnreachable(f"{host}:{port}/{unit_id}: connection lost twice")  # pragma: no cover
+        raise DeviceUnreachable(f"{host}:{port}/{unit_id}: connection lost twice")
 
 
 @dataclass
@@ -171,7 +185,7 @@ def unsupported(layout: SunSpecLayout) -> str:
         model = MODELS.get(mid)
         if model is None:
             parts.append(f"unsupported model {mid}")
-        elif model.length != length:
+        elif length < model.length:
             parts.append(f"unsupported model {mid} (L={length}; the standard's is {model.length})")
     listed = ", ".join(str(m) for m in layout.models) or "none"
     return "; ".join(parts) or f"its models ({listed}) carry nothing this collector reads"
@@ -201,7 +215,9 @@ def _model_plan(model: Model) -> _ModelPlan:
     points: list[_PointPlan] = []
     for name in model.read_points:
         p = model.point(name)
-        sentinel = NOT_IMPLEMENTED.get(p.type) if p.size == 1 and p.type != "pad" else None
+        # inline only types with one sentinel: an accumulator has two (``ACCUMULATOR_TYPES``)
+        inline = p.size == 1 and p.type != "pad" and p.type not in ACCUMULATOR_TYPES
+        sentinel = NOT_IMPLEMENTED.get(p.type) if inline else None
         points.append((name, p.offset, p.size, p, sentinel, p.type in SIGNED_TYPES))
     emits = []
     for emit in model.emits:
@@ -327,6 +343,13 @@ def _registers(reads: Sequence[tuple[int, Sequence[int]]], address: int, size: i
     return out
 
 
+def _readable_length(model: Model, length: int) -> bool:
+    """Whether a block of length ``length`` can be read by the model's table: the table's own length or
+    longer.  SunSpec only ever adds points at a model's end (a later revision, a vendor's padding), so
+    every point of the table sits where the table says; a shorter block is some other layout."""
+    return length >= model.length
+
+
 class SunSpecDevice:
     """One unit id: scans once (and again after the map proved wrong), then reads its models."""
 
@@ -338,6 +361,8 @@ class SunSpecDevice:
         self.power_sign = power_sign
         self.layout: SunSpecLayout | None = None
         self._plan: list[tuple[int, int]] = []
+        self.max_read = MAX_READ_REGISTERS  # registers per read this unit takes (smaller once it says so)
+        self.read_shrinks = 0
         # model id -> (address of its ID register, registers read from it on, its length L): from the ID
         # register to the last point decoded, not the whole model (a float meter's 126 registers need
         # two reads, the 70 decoded one); a model longer than one read is put together from consecutive
@@ -351,23 +376,50 @@ class SunSpecDevice:
             where = {
                 mid: (addr, min(length + 2, max(2, _plan_of(MODELS[mid]).end)), length)
                 for mid, (addr, length) in layout.models.items()
-                if mid in wanted and MODELS[mid].length == length
+                if mid in wanted and _readable_length(MODELS[mid], length)
             }
             if not any(MODELS[mid].emits or MODELS[mid].status for mid in where):
                 raise PollError(
                     f"{self.host}:{self.port}/{self.unit_id}: {unsupported(layout)}", "unsupported"
                 )
-            self._plan = plan_reads((address, size) for address, size, _ in where.values())
+            self._plan = plan_reads(((address, size) for address, size, _ in where.values()), self.max_read)
             self._where = where
             self.layout = layout
         return self.layout
 
-    async def read(self) -> SunSpecData:
-        if self.layout is None:
-            await self.ensure_layout()
+    async def _read_plan(self) -> list[tuple[int, list[int]]]:
+        """Every planned read, in order: (address, registers)."""
         reads: list[tuple[int, list[int]]] = []
         for address, count in self._plan:
             reads.append((address, await self.pool.read(self.host, self.port, self.unit_id, address, count)))
+        return reads
+
+    def _shrink_reads(self) -> bool:
+        """After exception 3 (illegal data value) to a planned read: plan reads of half the largest size
+        (never below ``MIN_READ_REGISTERS``), kept for this unit from now on, rescans included.  Devices
+        that take fewer than the protocol's 125 registers per read answer a larger one so.  False when
+        the reads are already that small (then the exception is the device's to report)."""
+        largest = max((count for _, count in self._plan), default=0)
+        if largest <= MIN_READ_REGISTERS:
+            return False
+        self.max_read = max(MIN_READ_REGISTERS, largest // 2)
+        self._plan = plan_reads(((address, size) for address, size, _ in self._where.values()), self.max_read)
+        self.read_shrinks += 1
+        return True
+
+    async def read(self) -> SunSpecData:
+        if self.layout is None:
+            await self.ensure_layout()
+        while True:
+            try:
+                reads = await self._read_plan()
+                break
+            except DeviceException as exc:
+                if exc.code == 3 and self._shrink_reads():
+                    continue  # a read larger than the device takes: asked again in smaller pieces
+                if exc.code in _MAP_MOVED:
+                    self.layout = None  # registers the scan found are gone (firmware update?): rescan
+                raise
         blocks: dict[int, list[int]] = {}
         first, regs0 = reads[0]
         for mid, (address, size, length) in self._where.items():

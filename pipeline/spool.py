@@ -9,7 +9,8 @@ disk cuts short (a full volume writes part of a record, then says ENOSPC) is tak
 segment is truncated to where the record began -- and the batch is refused with ``SpoolWriteFailed``:
 it was never acknowledged, and the spool's idea of each file's size stays the size on disk.  If even
 the truncation fails, the segment is closed for good and the next append opens a new one.  Appends
-always go to a segment this process opened, never after a tail a previous process may have torn.
+always go to a segment this process opened, never after a tail a previous process may have torn, and
+only once the directory entry naming it is fsync'd (a roll whose directory fsync fails is undone).
 
 Replaying.  ``peek_record`` hands out the oldest unreplayed batch, its CRC checked first: a record
 damaged on disk after it was acknowledged is skipped, counted and logged as lost (``spool_corrupt``),
@@ -215,9 +216,17 @@ class Spool:
             return (int(data["segment"]), int(data["offset"]))
         except FileNotFoundError:
             return (0, 0)
-        except (ValueError, KeyError, TypeError):
-            # A damaged cursor costs a re-replay (idempotent upserts), never data.
+        except (ValueError, KeyError, TypeError) as exc:
+            # A damaged cursor costs a re-replay (idempotent upserts), never data; said, so that a
+            # backlog replayed again has a reason in the log.
             self.stats.events["cursor_damaged"] += 1
+            log.warning(
+                "spool %s: the replay position (%s) is damaged (%s); every spooled batch is replayed "
+                "again from the oldest",
+                self.dir,
+                _CURSOR,
+                exc,
+            )
             return (0, 0)
 
     def _save_cursor(self) -> None:
@@ -494,10 +503,21 @@ class Spool:
             self._forget_segment(previous)  # an empty segment (its records all replayed)
         existing = self._segments()
         seg = max([*existing, self._cursor[0], -1]) + 1
-        fd = os.open(self._seg_path(seg), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        path = self._seg_path(seg)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            self._fsync_dir()
+        except OSError:
+            # The new file's name is not durable: a crash could take the file and every record
+            # acknowledged in it.  It never becomes the active segment; the next append rolls again
+            # and syncs the directory again.
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self.stats.events["segment_roll_failed"] += 1
+            raise
         self._active_fd, self._active = fd, seg
         self._sizes[seg] = 0
-        self._fsync_dir()
 
     # -- replay -----------------------------------------------------------------------------------
 

@@ -101,7 +101,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "uint16": (0, 0xFFFE),
     "enum16": (0, 0xFFFE),
     "bitfield16": (0, 0xFFFE),
-    "acc32": (1, 0xFFFFFFFF),  # 0 would read as "not implemented"
+    "acc32": (1, 0xFFFFFFFE),  # 0 and all ones read as "not implemented" (points.ACCUMULATOR_TYPES)
     "uint32": (0, 0xFFFFFFFE),
     "enum32": (0, 0xFFFFFFFE),
     "bitfield32": (0, 0xFFFFFFFE),

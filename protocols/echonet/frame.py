@@ -185,6 +185,20 @@ def _decode_props(data: bytes, offset: int, what: str) -> tuple[tuple[Property, 
 
 def decode(data: bytes | bytearray | memoryview) -> Frame:
     """Parse one datagram; raises FrameError saying what is wrong and at which offset."""
+    frame, extra = decode_padded(data)
+    if extra:
+        n = len(data)
+        raise FrameError(f"{extra} trailing bytes after the last property, from offset {n - extra}")
+    return frame
+
+
+def decode_padded(data: bytes | bytearray | memoryview) -> tuple[Frame, int]:
+    """Parse one datagram that may carry bytes after its last property; returns the frame and how many
+    such bytes there were.
+
+    Why: some devices pad their frames (zeros after the last property).  OPC and the PDCs say where the
+    properties end, so a receiver can read the frame and count the padding; the emulated devices keep
+    refusing it (``decode``), a collector reads it.  Everything else malformed still raises FrameError."""
     if not isinstance(data, bytes):
         data = bytes(data)
     n = len(data)
@@ -202,11 +216,9 @@ def decode(data: bytes | bytearray | memoryview) -> Frame:
     if esv in SETGET_ESVS:
         set_props, offset = _decode_props(data, offset, "SetGet set list")
     props, offset = _decode_props(data, offset, "property list")
-    if offset != n:
-        raise FrameError(f"{n - offset} trailing bytes after the last property, from offset {offset}")
     seoj = _new(EOJ, (data[4], data[5], data[6]))
     deoj = _new(EOJ, (data[7], data[8], data[9]))
-    return _new(Frame, (data[2] << 8 | data[3], seoj, deoj, esv, props, set_props))
+    return _new(Frame, (data[2] << 8 | data[3], seoj, deoj, esv, props, set_props)), n - offset
 
 
 # --- property maps (0x9D / 0x9E / 0x9F) -------------------------------------------------------

@@ -242,6 +242,11 @@ NOT_IMPLEMENTED: dict[str, int] = {
 }
 
 SIGNED_TYPES = frozenset({"int16", "sunssf", "int32"})  # two's complement; their sentinel is the minimum
+# Accumulators the standard marks unimplemented with 0, but many devices mark with all ones (the
+# uint32 convention).  Read as a number, all ones is a counter of 4.29 GWh whose next real value looks
+# like a wrap; as a real count it lasts one reading before the wrap.  So both read as "not there", and
+# an encoder never writes all ones.
+ACCUMULATOR_TYPES = frozenset({"acc16", "acc32", "acc64"})
 
 
 def not_implemented(point: Point) -> list[int]:
@@ -278,8 +283,8 @@ def encode(point: Point, value: int | str | float) -> list[int]:
     bits = 16 * point.size
     if point.type in SIGNED_TYPES:
         low, high = -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1  # the minimum is the sentinel
-    elif point.type.startswith("acc"):
-        low, high = 1, (1 << bits) - 1  # 0 reads as "not implemented"
+    elif point.type in ACCUMULATOR_TYPES:
+        low, high = 1, (1 << bits) - 2  # 0 and all ones read as "not implemented"
     elif point.type == "pad":
         low, high = 0, 0
     else:
@@ -290,7 +295,8 @@ def encode(point: Point, value: int | str | float) -> list[int]:
 
 
 def decode(point: Point, registers: Sequence[int]) -> int | float | str | None:
-    """The raw value of a point from its registers; None when it holds the not-implemented sentinel."""
+    """The raw value of a point from its registers; None when it holds the not-implemented sentinel (or,
+    for an accumulator, all ones: ``ACCUMULATOR_TYPES``)."""
     if len(registers) != point.size:
         raise SunSpecValueError(f"{point.name}: needs {point.size} registers, got {len(registers)}")
     if point.type == "string":
@@ -303,6 +309,8 @@ def decode(point: Point, registers: Sequence[int]) -> int | float | str | None:
     if point.type == "pad":
         return None
     if value == NOT_IMPLEMENTED[point.type]:
+        return None
+    if point.type in ACCUMULATOR_TYPES and value == (1 << (16 * point.size)) - 1:
         return None
     if point.type == "float32":
         result: float = struct.unpack(">f", struct.pack(">I", value))[0]

@@ -11,7 +11,6 @@ from collector.echonet_decode import decode
 from collector.sunspec_client import _plan_of, _points, interpret, plan_reads
 from protocols.echonet.classes import CLASSES
 from protocols.echonet.codecs import may_wrap
-from protocols.echonet.frame import FrameError
 from protocols.sunspec.models import MODELS
 from protocols.sunspec.points import SunSpecValueError, encode, not_implemented
 from protocols.sunspec.points import decode as decode_point
@@ -73,11 +72,11 @@ def test_meter_energy_uses_coefficient_unit_and_digits() -> None:
     assert nodata.fields == {}
 
 
-def test_sna_epcs_are_missing_and_wrong_sizes_are_malformed() -> None:
+def test_sna_epcs_are_missing_and_wrong_sizes_cost_only_themselves() -> None:
     out = decode(0x027D, {0xD3: None, 0xE4: b"\x32"})
     assert out.fields == {"soc_pct": 50} and out.missing == {0xD3}
-    with pytest.raises(FrameError):
-        decode(0x027D, {0xD3: b"\x00\x01"})
+    odd = decode(0x027D, {0xD3: b"\x00\x01", 0xE4: b"\x32"})  # 0xD3 is 4 bytes
+    assert odd.fields == {"soc_pct": 50} and odd.wrong_length == {0xD3: (2, 4)}
 
 
 def test_water_unit_and_gas_litres() -> None:
