@@ -7,7 +7,8 @@ designation, a suspension; approvals and joint-use registrations, which reach ma
 every household's time).  Within one slice every fact either holds throughout or not at all, so the
 question "may P read H's data of this slice" is one Casbin request on the domain ``H@k``, and the
 role snapshot gives P the basis role in ``H@k`` exactly when the basis holds in that slice *and* at
-decision time (or is kept after the end), and no suspension in force then or now covers it.  The
+decision time (or is kept after the end), and no suspension in force then or now covers it (a
+suspension covers only its requester's own time as the homeowner: SPS 2(6)).  The
 served periods are the slices of the window Casbin allows.  This keeps every rule in the model file
 and the policy lines, and keeps the model a plain RBAC-with-domains one that any Casbin port reads.
 
@@ -208,6 +209,7 @@ class RoleSnapshot:
             if not candidates:
                 continue
             hs = suspensions.get(h, [])
+            owners = _requesters(hs, held)
             for k, (lo, hi) in enumerate(self.slices(h)):
                 t = self.instant(lo, hi)
                 dom = slice_domain(h, k)
@@ -219,9 +221,9 @@ class RoleSnapshot:
                         _within(rows, now) for rows in c.at_now
                     ):
                         continue
-                    blocked = self._blocked(hs, c.basis, c.principal, t) | erased
+                    blocked = self._blocked(hs, owners, c.basis, c.principal, t) | erased
                     if c.approver is not None:  # never beyond the approver: its suspensions count too
-                        blocked |= self._blocked(hs, c.basis, c.approver, t)
+                        blocked |= self._blocked(hs, owners, c.basis, c.approver, t)
                     if blocked == _ALL:
                         continue
                     if c.categories is None and not blocked:
@@ -237,13 +239,19 @@ class RoleSnapshot:
             if r.eft == ALLOW and f"{r.sub}|{r.cat}" in self._qualified
         ]
 
-    def _blocked(self, rows: list[Suspension], b: Basis, who: str, t: float) -> frozenset[str]:
-        """Categories the household's suspensions take from ``who``'s basis ``b`` at data instant ``t``."""
+    def _blocked(
+        self, rows: list[Suspension], owners: Mapping[int, list[Span] | None], b: Basis, who: str, t: float
+    ) -> frozenset[str]:
+        """Categories the household's suspensions take from ``who``'s basis ``b`` at data instant ``t``:
+        only a suspension whose requester was the homeowner at ``t`` (``owners``) counts there."""
         if b.kind in (PERSON, AGENT):
             return frozenset()
         out: set[str] = set()
         for s in rows:
             if s.company != b.company or (s.recipient is not None and s.recipient != who):
+                continue
+            mine = owners.get(s.id)
+            if mine is not None and not _within(mine, t):
                 continue
             if s.scope == "provision" and not (b.third_party and b.suspendable):
                 continue
@@ -252,6 +260,19 @@ class RoleSnapshot:
                     return _ALL
                 out.add(s.category)
         return frozenset(out)
+
+
+def _requesters(
+    suspensions: list[Suspension], held: Mapping[tuple[str, str], list[Span]]
+) -> dict[int, list[Span] | None]:
+    """suspension id -> the homeowner spans of whoever held the household's homeowner link when it was
+    asked for (its requester's own time, SPS 2(6)); None when nobody did (it covers all the time)."""
+    homeowners = [spans for (_, role), spans in held.items() if role == "homeowner"]
+    out: dict[int, list[Span] | None] = {}
+    for s in suspensions:
+        mine = [sp for spans in homeowners if _within(spans, s.requested_at) for sp in spans]
+        out[s.id] = mine or None
+    return out
 
 
 class SnapshotAdapter(Adapter):

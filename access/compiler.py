@@ -36,10 +36,12 @@ The data model (also in README's "Access policy" and ``../shared/DESIGN.md``):
 * **Suspensions** belong to the company whose terms the person invokes.  ``use`` stops every basis of
   that company but the person's own; ``provision`` stops third-party bases whose clause carries
   ``suspension_overrides`` (ENEX joint use (1) does not: its supply operations go on).  A company
-  accepts the scopes its terms name (``suspension_scopes``).  Rule in time: a suspension in force at
-  decision time refuses everything it covers; one lifted since keeps out the data recorded while it
-  was in force (lifting reopens provision from then on, it does not undo the person's choice for the
-  past).  ``access.decision`` applies it.
+  accepts the scopes its terms name (``suspension_scopes``).  A suspension is its requester's (SPS
+  2(6): the person suspends provision of *their* data): it covers only the data of the requester's own
+  time as the household's homeowner (``access.index.suspension_reach``), never a later or earlier
+  occupant's.  Rule in time, within that: a suspension in force at decision time refuses everything it
+  covers; one lifted since keeps out the data recorded while it was in force (lifting reopens provision
+  from then on, it does not undo the person's choice for the past).  ``access.decision`` applies it.
 
 * **Items.** Where a clause names items of a category (``data_items`` in the seeds: XOOM's and Sobu
   Gas's negawatt items, the HEMS data of ENEX footnote *3), it yields one line per item; every other

@@ -46,7 +46,7 @@ from access.compiler import (
 from access.consent import ConsentStore
 from access.db import ChangeFeed, Note
 from access.index import Lines, Outcome, SnapshotIndex
-from access.periods import NEVER, Periods, show, show_instant, span, subtract
+from access.periods import ALWAYS, NEVER, Periods, show, show_instant, span, subtract
 from access.relationships import RelationshipStore
 from access.request import ALL_TIME, AccessRequest
 from access.slices import HomeFacts, SlicedFacts, by_household
@@ -497,7 +497,7 @@ class Authorizer:
                 ),
             )
         if d.reason == SUSPENDED:
-            return f"{head}: {self._suspension_words(o)}."
+            return f"{head}: {self._suspension_words(snap, req, o)}."
         if d.reason == IDENTITY:
             return (
                 f"{head}: the person's rights need an identity verified recently "
@@ -627,9 +627,15 @@ class Authorizer:
             )
         return cite
 
-    def _suspension_words(self, o: Outcome) -> str:
+    def _suspension_words(self, snap: Snapshot, req: AccessRequest, o: Outcome) -> str:
         parts = []
         for s in dict.fromkeys(o.suspended_by):
+            reach = snap.index.suspension_reach(req.household, s)
+            own = (
+                ""
+                if reach == ALWAYS
+                else f"; it covers only the time of the homeowner who asked for it ({show(reach)})"
+            )
             what = "third-party provision" if s.scope == "provision" else "use"
             scope = f" of {s.category} data" if s.category else ""
             to = f" to {s.recipient}" if s.recipient else ""
@@ -641,7 +647,7 @@ class Authorizer:
             )
             parts.append(
                 f"the household suspended {what}{scope}{to} with {self.company_name(s.company)} on "
-                f"{show_instant(s.requested_at)}{lifted} (suspension {s.id}, {self.cite(cited)})"
+                f"{show_instant(s.requested_at)}{lifted} (suspension {s.id}, {self.cite(cited)}){own}"
             )
         return "; ".join(parts)
 
@@ -659,7 +665,7 @@ class Authorizer:
             parts.append(self._contract_words(snap, h, company))
         o = snap.index.evaluate(req)
         if o.suspended_by:
-            parts.append(self._suspension_words(o))
+            parts.append(self._suspension_words(snap, req, o))
         if o.erased_by:
             parts.append(self._erasure_words(o))
         rule = (

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
 from access.compiler import (
@@ -33,7 +34,7 @@ from access.compiler import (
     Basis,
     Rule,
 )
-from access.periods import NEVER, Periods, contains, intersect, normalize, subtract, union
+from access.periods import ALWAYS, NEVER, Periods, contains, intersect, normalize, subtract, union
 from access.request import AccessRequest
 from access.world import (
     Approval,
@@ -49,6 +50,7 @@ from access.world import (
 from seeds.vocabulary import category_items, has_items
 
 _NO_ROLES: Mapping[str, Periods] = {}
+_NO_REACH: Mapping[int, Periods] = MappingProxyType({})
 
 
 class Line(NamedTuple):
@@ -144,7 +146,8 @@ class HomeIndex(NamedTuple):
 
     ``links``: principal -> role -> periods (a principal holds only its own kind's role: links of
     another kind, older databases may hold them, are left out, and their principals named in
-    ``skipped``); ``contracts``: company -> periods; ``designations``: (principal, company) -> periods.
+    ``skipped``); ``contracts``: company -> periods; ``designations``: (principal, company) -> periods;
+    ``reach``: suspension id -> the data periods it may cover (:func:`suspension_reach`).
     A tuple, not a dataclass: a whole rebuild makes one per household of the fleet."""
 
     links: Mapping[str, Mapping[str, Periods]]
@@ -153,6 +156,7 @@ class HomeIndex(NamedTuple):
     suspensions: tuple[Suspension, ...]
     erasures: tuple[Erasure, ...]
     skipped: frozenset[str]
+    reach: Mapping[int, Periods] = _NO_REACH
 
     @classmethod
     def of(
@@ -183,7 +187,23 @@ class HomeIndex(NamedTuple):
             suspensions,
             erasures,
             frozenset(skipped) if skipped else _NOBODY,
+            {s.id: suspension_reach(s, held) for s in suspensions} if suspensions else _NO_REACH,
         )
+
+
+def suspension_reach(s: Suspension, links: Mapping[str, Mapping[str, Periods]]) -> Periods:
+    """The data periods suspension ``s`` may cover: its requester's own time as the household's homeowner
+    (SPS 2(6): the person suspends provision of *their* data).  The requester is whoever held the
+    homeowner link when it was asked for (the rule by which the consent API shows a person, and lets them
+    lift, only their own suspensions: ``access.api.service.own_suspensions``), over every period they held
+    it.  A suspension recorded while no homeowner held the household has no known requester: it keeps
+    covering the household's whole time, as it always did (refusing more, never less)."""
+    reach: Periods = NEVER
+    for roles in links.values():
+        held = roles.get("homeowner", NEVER)
+        if contains(held, s.requested_at):
+            reach = union(reach, held)
+    return reach or ALWAYS
 
 
 _NOBODY: frozenset[str] = frozenset()
@@ -430,9 +450,11 @@ class SnapshotIndex:
         category: str,
         suspended: list[Suspension],
     ) -> Periods:
-        """``periods`` without what the household's suspensions with the basis's company take: all of it
-        when one covering suspension is in force now, else the data recorded while one was."""
-        rows = self.homes.get(household, _NO_HOME).suspensions
+        """``periods`` without what the household's suspensions with the basis's company take, each within
+        its requester's own time (``HomeIndex.reach``): all of that when one covering suspension is in
+        force now, else the data of that time recorded while one was."""
+        home = self.homes.get(household, _NO_HOME)
+        rows = home.suspensions
         if not rows:
             return periods
         provision_covered = basis.third_party and basis.suspendable
@@ -446,13 +468,20 @@ class SnapshotIndex:
             if s.scope == "provision" and not provision_covered:
                 continue
             before = periods
-            # In force now: all of it; lifted (or not yet begun): the data recorded while in force.
-            periods = NEVER if s.requested_at <= self.now < s.until else subtract(periods, s.period)
+            # In force now: all of its requester's time; lifted (or not yet begun): the data of that time
+            # recorded while in force.
+            reach = home.reach.get(s.id, ALWAYS)
+            taken = reach if s.requested_at <= self.now < s.until else intersect(reach, s.period)
+            periods = subtract(periods, taken)
             if periods != before:
                 suspended.append(s)
             if not periods:
                 break
         return periods
+
+    def suspension_reach(self, household: str, s: Suspension) -> Periods:
+        """The data periods suspension ``s`` of ``household`` may cover (its requester's own time)."""
+        return self.homes.get(household, _NO_HOME).reach.get(s.id, ALWAYS)
 
     def tied(self, principal: str, household: str) -> bool:
         """Whether ``principal`` holds anything with ``household`` at any time (its refusals may then say

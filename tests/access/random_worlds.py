@@ -206,6 +206,31 @@ def make_world(seed: int, seeds: Seeds) -> tuple[World, float, list[Request]]:
     return world, now, requests
 
 
+def with_succession(world: World, seed: int) -> World:
+    """``world`` where h1 changed hands: own1 was its homeowner until a move, own2 since, and a suspension
+    was asked for during one of their times (sometimes lifted since).  A suspension covers only its
+    requester's own time (SPS 2(6)), so whose time a data instant is decides it."""
+    rng = random.Random(seed)
+    moved = float(rng.choice(TIMES[1:-1]))
+    first = float(rng.choice([t for t in TIMES if t < moved]))
+    links = [lk for lk in world["links"] if not (lk[1] == "h1" and lk[2] == "homeowner")]
+    links += [("own1", "h1", "homeowner", first, moved), ("own2", "h1", "homeowner", moved, math.inf)]
+    # Partners tied to h1 and h1 a customer of every company throughout, so suspensions have grants to cut.
+    links += [(pid, "h1", kind, 0.0, math.inf) for pid, kind, _ in CAST if kind in LINK_ROLES[1:]]
+    contracts = [*world["contracts"], *(("h1", co, 0.0, math.inf) for co in COMPANIES)]
+    principals = {**world["principals"]}
+    for pid in ("own1", "own2"):
+        principals[pid] = {**principals[pid], "kind": "homeowner"}
+    start = float(rng.choice([t for t in TIMES if (t < moved) == (rng.random() < 0.6)] or [moved]))
+    stop = math.inf if rng.random() < 0.6 else float(rng.choice([t for t in TIMES if t > start] or [100]))
+    company = rng.choice(("sps", "sps", "sps", "enex", "xoom", "sobu_gas", "kaluza"))
+    scope = "provision" if company == "enex" or rng.random() < 0.7 else "use"
+    category = None if rng.random() < 0.6 else rng.choice(CATEGORIES)
+    suspension = ("h1", company, scope, None, category, start, stop)
+    changed = {"principals": principals, "links": links, "contracts": contracts, "suspensions": [suspension]}
+    return {**world, **changed}
+
+
 def _items(rng: random.Random, category: str, clause: Clause | None) -> tuple[str, ...] | None:
     """None (the whole category) half the time; else some items: mostly those the chosen clause names
     (when it names any), else any of the category's."""

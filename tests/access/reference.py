@@ -18,6 +18,8 @@ World description (all periods are ``(start, stop)`` in seconds, ``math.inf`` fo
     joint_uses:  [(company, clause, principal, start, stop)]
     mandates:    [(person, agent, categories | None, start, stop, verified_at | None)]
     suspensions: [(household, company, scope, recipient | None, category | None, start, stop)]
+                 (a suspension covers only its requester's own time: the instants at which someone
+                 who was the homeowner when it was asked for is the homeowner)
     erasures:    [(household, categories, [(start, stop), ...], completed_at)]
 
 A request may name items of its category (fields of the field table): served where every item has a
@@ -178,9 +180,20 @@ class Reference:
                 continue
             if scope == "provision" and not (third_party and suspendable):
                 continue
+            if not self._requesters_time(w, h, a, t):
+                continue
             if _in(a, b, now) or _in(a, b, t):
                 return True
         return False
+
+    def _requesters_time(self, w: World, h: str, asked: float, t: float) -> bool:
+        """Whether data instant ``t`` is the own time of the person who asked at ``asked`` for a
+        suspension: one who was the homeowner then is the homeowner at ``t`` too (SPS 2(6): a person
+        suspends provision of their own data).  Nobody was the homeowner then: every instant is."""
+        requesters = [
+            pp for pp, hh, rr, _, _ in w["links"] if hh == h and self._link(w, pp, h, "homeowner", asked)
+        ]
+        return not requesters or any(self._link(w, pp, h, "homeowner", t) for pp in requesters)
 
     def _recipient_holds(
         self,

@@ -19,8 +19,9 @@ import pytest
 
 from access.compiler import Policy
 from pipeline.negawatt import derive
+from pipeline.points import Point
 from pipeline.sqlite_store import SQLiteStore
-from seeds.vocabulary import NEGAWATT_ITEMS
+from seeds.vocabulary import NEGAWATT_ITEMS, STATUS_CATEGORY
 from tests.access.api_world import (
     DAY,
     DAY_WINDOW,
@@ -47,10 +48,26 @@ def negawatt_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shifted = [replace(p, ts_ns=p.ts_ns - back * 86400 * 10**9) for p in readings("h1", 288)]
             await store.write(shifted)
         await derive(store, ["h1"], DAY - timedelta(days=7), DAY + timedelta(days=1))
+        await store.write(_health("h1"))
         await store.close()
 
     asyncio.run(fill())
     return path
+
+
+def _health(household: str) -> list[Point]:
+    """The day's equipment status of the inverter (the collector's verdict, hour by hour): the device
+    health history, as the ``equipment`` category holds it."""
+    out = []
+    for hour in range(24):
+        t = DAY + timedelta(hours=hour)
+        verdict = "timeout" if hour in (3, 4) else "ok"
+        fields = {
+            "health": verdict,
+            "health_since_s": (DAY + timedelta(hours=3 if verdict != "ok" else 0)).timestamp(),
+        }
+        out.append(Point(STATUS_CATEGORY, household, "inv1", "modbus", int(t.timestamp()) * 10**9, fields))
+    return out
 
 
 @pytest.fixture
@@ -125,3 +142,31 @@ async def test_whole_category_grants_serve_any_item(env: Env) -> None:
     assert body["fields"] == ["baseline_w", "power_w"]
     (record,) = env.state.ledger.all()[-1:]
     assert record.categories == ("electricity",)  # a whole-category grant: the record names the category
+
+
+async def test_dr_contractor_is_refused_the_equipment_health_history(env: Env) -> None:
+    """XOOM joint use (1) (``xoom-7.1.negawatt``) lists what demand-reduction contractors jointly use:
+    basic data, supply-point data (its equipment entries are the meter information and whether
+    grid-connected equipment exists) and the negawatt items.  Nothing in it is the home's device health
+    history, which is what the ``equipment`` category holds: refused, whole or by item, and nothing is
+    recorded as provided.  The installer, whose SPS 2(2)[4] grant names generation equipment, reads it."""
+    before = env.ledger_rows()
+    for fields in (None, "health", "health_since_s"):
+        params = {**DAY_WINDOW, "purpose": NEGAWATT, "agg": "last", **({"fields": fields} if fields else {})}
+        r = await env.client.get(
+            SERIES.format(hh="h1", cat=STATUS_CATEGORY), params=params, headers=env.auth("dr1")
+        )
+        body = await r.json()
+        assert r.status == 403 and body["reason"] == "no_grant", (fields, body)
+    assert env.ledger_rows() == before
+    # The allow side of the same clause: the negawatt items are still served, citing it.
+    status, body = await _get(env, "dr1", fields="demand_procured_w", every="30m")
+    assert status == 200 and body["clause_ids"] == ["xoom-7.1.negawatt"], body
+    r = await env.client.get(
+        SERIES.format(hh="h1", cat=STATUS_CATEGORY),
+        params={**DAY_WINDOW, "purpose": "sps.pv_after_maintenance", "agg": "last"},
+        headers=env.auth("inst1"),
+    )
+    body = await r.json()
+    assert r.status == 200 and body["clause_ids"] == ["sps-2.2.4"], body
+    assert "timeout" in body["columns"]["health"]

@@ -148,7 +148,7 @@ async def test_a_new_occupant_cannot_lift_the_former_occupants_suspension(env: E
     her installer), nor see whom alice suspended."""
     consent = env.state.authz.consent
     hers = consent.suspend("h1", "provision", at="2026-06-01T06:00:00Z")
-    assert (await _series(env, "inst1", PV))[0] == 403
+    assert (await _series(env, "inst1", PV, stop=MOVED))[0] == 403
     assert await _put_consent(env, "carol", False) == 200
     assert consent.suspension(hers.id).active(NOW)
     status, body = await _series(env, "inst1", PV, stop="2026-06-01T06:00:00Z")
@@ -166,3 +166,67 @@ async def test_an_occupant_lifts_their_own_suspension(env: Env) -> None:
     assert [s["id"] for s in (await r.json())["suspensions"]] == [mine.id]
     assert await _put_consent(env, "carol", False) == 200
     assert not consent.suspension(mine.id).active(NOW)
+
+
+async def _explain(env: Env, who: str, purpose: str, **params: str) -> dict[str, object]:
+    r = await env.client.get(
+        "/api/v1/explain",
+        params={"household": "h1", "category": "pv", "purpose": purpose, **RANGE, **params},
+        headers=env.auth(who),
+    )
+    assert r.status == 200
+    body: dict[str, object] = await r.json()
+    return body
+
+
+async def test_a_former_occupants_suspension_does_not_refuse_the_new_occupants_data(env: Env) -> None:
+    """SPS 2(6): the homeowner may suspend provision of *their* data.  Alice suspended provision while
+    she lived in h1 and never lifted it; carol, who moved in after, asked for nothing.  The installer
+    reads carol's half of the day (a provision, recorded with that period and SPS 2(2)[4]); alice's half
+    stays suspended, and the answer says why."""
+    consent = env.state.authz.consent
+    hers = consent.suspend("h1", "provision", at="2026-06-01T06:00:00Z")
+    status, body = await _series(env, "inst1", PV)
+    assert status == 200, body
+    assert body["served"] == [["2026-06-01T12:00:00.000Z", "2026-06-02T00:00:00.000Z"]]
+    assert body["refused"] == [["2026-06-01T00:00:00.000Z", "2026-06-01T12:00:00.000Z"]]
+    times = body["columns"]["time"]  # type: ignore[index]
+    assert len(times) == 12 and min(times) >= "2026-06-01T12:00"
+    (record,) = env.state.ledger.all()
+    assert (record.recipient, record.period_start, record.period_end) == ("inst1", to_epoch(MOVED), NOW)
+    assert record.clause_ids == ("sps-2.2.4",)
+    # /explain: served for carol's time under SPS 2(2)[4]; alice's time refused by her suspension, which
+    # covers only the time of the homeowner who asked for it.
+    why = await _explain(env, "inst1", PV)
+    assert why["allowed"] is True and why["served"] == body["served"] and why["refused"] == body["refused"]
+    words = str(why["explanation"])
+    assert f"suspension {hers.id}" in words and "only the time of the homeowner who asked for it" in words
+    assert "2(2)[4]" in words and "2(6)" in words
+
+
+async def test_a_former_occupants_own_period_stays_suspended(env: Env) -> None:
+    """The deny side: over alice's own time her suspension refuses the installer, whoever lives there now,
+    and nothing is recorded as provided."""
+    consent = env.state.authz.consent
+    hers = consent.suspend("h1", "provision", at="2026-06-01T06:00:00Z")
+    status, body = await _series(env, "inst1", PV, stop=MOVED)
+    assert status == 403 and body["reason"] == "suspended", body
+    assert body["refused"] == [["2026-06-01T00:00:00.000Z", "2026-06-01T12:00:00.000Z"]]
+    assert env.ledger_rows() == 0
+    why = await _explain(env, "inst1", PV, stop=MOVED)
+    assert why["allowed"] is False and why["reason"] == "suspended"
+    assert f"suspension {hers.id}" in str(why["explanation"])
+
+
+async def test_a_new_occupants_suspension_covers_only_her_own_time(env: Env) -> None:
+    """Conversely, carol's suspension is hers: it refuses provision of her own time, not alice's (alice
+    asked for nothing, and her data of the time she lived there goes on being provided as before)."""
+    assert await _put_consent(env, "carol", True) == 200
+    status, body = await _series(env, "inst1", PV)
+    assert status == 200, body
+    assert body["served"] == [["2026-06-01T00:00:00.000Z", "2026-06-01T12:00:00.000Z"]]
+    assert body["refused"] == [["2026-06-01T12:00:00.000Z", "2026-06-02T00:00:00.000Z"]]
+    (record,) = env.state.ledger.all()
+    assert (record.period_start, record.period_end) == (to_epoch("2026-06-01T00:00:00Z"), to_epoch(MOVED))
+    status, body = await _series(env, "inst1", PV, start=MOVED)
+    assert status == 403 and body["reason"] == "suspended"

@@ -1,4 +1,5 @@
-"""The five over-grants and four under-grants of the access issue, one test each, named after it.
+"""The five over-grants and four under-grants of the access issue, one test each, named after it (and
+the demand-response contractor's equipment over-grant found by a later audit).
 
 Each over-grant test shows the request now refused (or cut to the period the grant rests on) and the
 clause-backed request beside it still served; each under-grant test shows the request now served with
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from access.decision import NO_GRANT
 from access.periods import span
 from access.relationships import RelationshipError
+from seeds.vocabulary import NEGAWATT_ITEMS
 from tests.access.conftest import PV, SINCE, WINDOW, T, World, ask
 
 DAY = 86400.0
@@ -209,3 +212,33 @@ def test_undergrant_verified_agent_exercises_the_persons_rights(world: World) ->
     assert not world.authz.decide(ask("agent2", "h1", "pv", "read", OWN), at=T).allowed  # not bob's home
     world.rel.end_mandate(m.id, at=T - 1)
     assert not world.authz.decide(req, at=T).allowed
+
+
+@pytest.mark.parametrize(
+    ("company", "purpose", "clause"),
+    [
+        ("xoom", "xoom.negawatt", "xoom-7.1.negawatt"),
+        ("sobu_gas", "sobu_gas.negawatt", "sobu_gas-4.2.negawatt"),
+    ],
+)
+def test_overgrant_dr_contractor_reads_no_equipment_health_history(
+    sqlite_world: World, company: str, purpose: str, clause: str
+) -> None:
+    """XOOM joint use (1) and Sobu Gas 4 joint use (2) list the items demand-reduction contractors jointly
+    use: basic data, supply-point data (of equipment, only the meter information and whether grid-connected
+    equipment exists) and the negawatt items.  The device health history (the ``equipment`` category) is
+    none of them.  Allowed: basic and supply-point data and the negawatt items, citing the clause; refused:
+    equipment, whole or any item of it."""
+    world = sqlite_world
+    world.rel.add_contract("h1", company, "supply", since=SINCE)
+    world.rel.add_principal("dr1", "dr_aggregator", "Negawatt Co", [purpose])
+    world.rel.link("dr1", "h1", "dr_aggregator", since=SINCE)
+    for category, items in (("identity", None), ("contract", None), ("electricity", NEGAWATT_ITEMS)):
+        req = ask("dr1", "h1", category, "read", purpose)._replace(items=items)
+        d = world.authz.decide(req, at=T)
+        assert d.allowed and d.clause_ids == (clause,), (category, d)
+    for items in (None, ("health",), ("health_since_s",)):
+        req = ask("dr1", "h1", "equipment", "read", purpose)._replace(items=items)
+        d = world.authz.decide(req, at=T)
+        assert not d.allowed and d.reason == NO_GRANT, (items, d)
+        assert world.authz.casbin_served(req, at=T) == ()

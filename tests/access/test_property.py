@@ -13,6 +13,7 @@ window) the first three, which keeps the default run near a minute for 10,000 wo
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,12 +21,13 @@ from hypothesis import strategies as st
 from access.compiler import Policy
 from access.decision import Authorizer
 from seeds.loader import Seeds
-from tests.access.random_worlds import access_request, facts_of, make_world, reference_served
-from tests.access.reference import Reference
+from tests.access.random_worlds import access_request, facts_of, make_world, reference_served, with_succession
+from tests.access.reference import Reference, World
 
 WORLDS = 10_000
 WORLDS_PER_EXAMPLE = 2  # hypothesis's own cost per example is about that of a world
 CASBIN_REQUESTS = 3  # of the six per world
+SUCCESSION_WORLDS = 1_000
 
 
 def test_fast_path_and_casbin_serve_what_the_reference_serves(seeds: Seeds, policy: Policy) -> None:
@@ -79,3 +81,34 @@ def test_fast_path_and_casbin_serve_what_the_reference_serves(seeds: Seeds, poli
     for reason in reasons:
         assert tally[reason] > 50, (reason, tally)
     assert tally["items_allowed"] > 300, tally
+
+
+class _EveryonesTime(Reference):
+    """The reference as it read suspensions before: one covers the household's whole time, whoever asked
+    for it.  Only to show the test below is not vacuous."""
+
+    def _requesters_time(self, w: World, h: str, asked: float, t: float) -> bool:
+        return True
+
+
+def test_a_suspension_covers_only_its_requesters_time(seeds: Seeds, policy: Policy) -> None:
+    """SPS 2(6): worlds where h1 changed hands and one occupant asked for a suspension; every request is
+    about h1.  The fast path and Casbin serve what the reference serves, and the requester's time decides
+    the answer in dozens of requests (where it differs from a suspension over the whole household).
+    Casbin answers the first three requests of each world, as in the test above."""
+    reference, everyones = Reference(), _EveryonesTime()
+    tally: Counter[str] = Counter()
+    for seed in range(SUCCESSION_WORLDS):
+        world, now, requests = make_world(seed, seeds)
+        world = with_succession(world, seed)
+        authz = Authorizer.over(policy, facts_of(world))
+        for i, r in enumerate(replace(r, household="h1") for r in requests):
+            req = access_request(r)
+            want = reference_served(reference, world, r, now)
+            assert authz.decide(req, at=now).served == want, (seed, r, now, authz.explain(req, at=now))
+            if i < CASBIN_REQUESTS:
+                assert authz.casbin_served(req, at=now) == want, (seed, r, now)
+                tally["casbin"] += 1
+            if want != reference_served(everyones, world, r, now):
+                tally["requester_time_decides"] += 1
+    assert tally["requester_time_decides"] > 30, tally
