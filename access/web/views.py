@@ -30,7 +30,7 @@ from access.maintenance import Problem
 from access.web.home import SCRIPT_WORDS, add_home_routes
 from access.web.i18n import MESSAGES, category_word, duration, energy, language, t, when
 from access.web.page import e as _e
-from access.web.page import figure, my_households, page, require, session, words_block
+from access.web.page import figure, my_households, page, read_form, require, session, words_block
 
 STATIC = Path(__file__).parent / "static"
 INSTALLER_PURPOSE = "sps.pv_after_maintenance"
@@ -72,8 +72,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         state.signin.precheck(address)  # a flood is refused before its forms are read
         try:
-            form = await request.post()
-        except ValueError:  # a body that is no form at all
+            form = await read_form(request)
+        except ApiProblem:  # a body that is no form at all
             return await login_form(request, "send the sign-in form", status=400)
         principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
         sid, _session = await state.signin.attempt(
@@ -96,7 +96,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     caller = session(request)
     if caller is not None and caller.csrf is not None:
-        form = await request.post()
+        form = await read_form(request)
         check_csrf(request, caller.csrf, str(form.get("csrf", "")))
         state.web.sign_out(request.cookies.get(SESSION_COOKIE, ""))
     resp = web.HTTPSeeOther("/login")
@@ -261,7 +261,7 @@ def webhook_section(hooks: WebhookStore, caller: Caller, lang: str, secret: str 
 async def webhook_form(request: web.Request) -> web.StreamResponse:
     state, caller = require(request, "installer")
     lang = language(request)
-    form = await request.post()
+    form = await read_form(request)
     assert caller.csrf is not None
     check_csrf(request, caller.csrf, str(form.get("csrf", "")))
     hooks = request.app[WEBHOOKS]

