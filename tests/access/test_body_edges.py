@@ -76,3 +76,28 @@ async def test_a_signed_in_form_in_an_unknown_charset_is_a_400(
     )
     assert r.status == 400, await r.text()
     _no_traceback(caplog)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # Read last-key-wins, this asked to erase everything; a proxy or a log reading the first key
+        # saw only "pv".
+        ("/api/v1/households/h1/erasure", b'{"categories": ["pv"], "categories": null}'),
+        ("/api/v1/households/h1/erasure", b'{"categories": ["pv", {"a": 1, "a": 2}]}'),
+        ("/api/v1/households/h1/consent", b'{"suspended": false, "suspended": true}'),
+        ("/api/v1/households/h1/consent", b'{"suspended": true, "category": NaN}'),
+        ("/api/v1/households/h1/consent", b'{"suspended": true, "recipient": Infinity}'),
+    ],
+)
+async def test_json_with_a_repeated_key_or_a_non_number_is_refused_whole(
+    env: Env, path: str, body: bytes
+) -> None:
+    method = "POST" if path.endswith("erasure") else "PUT"
+    headers = {**env.auth("alice"), "Content-Type": "application/json"}
+    r = await env.client.request(method, path, data=body, headers=headers)
+    assert r.status == 400, await r.text()
+    assert (await r.json())["field"] == "body"
+    r = await env.client.get(path, headers=env.auth("alice"))
+    listed = await r.json()
+    assert listed.get("requests", []) == [] and listed.get("suspensions", []) == []
