@@ -47,6 +47,7 @@ from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.clock import now
 from access.db import AccessDb, open_db
+from access.relationships import is_principal_id
 from access.signin_throttle import SignInThrottle
 from access.tokens import TokenError
 
@@ -120,9 +121,15 @@ class WebAuth:
         self._db.execute("DELETE FROM web_sessions WHERE principal = ?", (principal,))
 
     def check_password(self, principal: str, password: str) -> bool:
-        row = self._db.execute(
-            "SELECT salt, hash, n, r, p FROM web_passwords WHERE principal = ?", (principal,)
-        ).fetchone()
+        """Whether the pair is right; the same scrypt work whether or not the name has a password.  A
+        name no principal can have is not looked up at all (with a NUL, PostgreSQL's query would fail)."""
+        row = (
+            self._db.execute(
+                "SELECT salt, hash, n, r, p FROM web_passwords WHERE principal = ?", (principal,)
+            ).fetchone()
+            if is_principal_id(principal)
+            else None
+        )
         if row is None:
             _scrypt(password, self._dummy[0], _N, _R, _P)
             return False

@@ -101,3 +101,27 @@ async def test_json_with_a_repeated_key_or_a_non_number_is_refused_whole(
     r = await env.client.get(path, headers=env.auth("alice"))
     listed = await r.json()
     assert listed.get("requests", []) == [] and listed.get("suspensions", []) == []
+
+
+@pytest.mark.parametrize("name", ["al\x00ice", "alice\x00", "\x00", "alice\n", "ａｌｉｃｅ"])
+async def test_a_name_no_principal_can_have_is_a_wrong_pair(
+    env: Env, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """PostgreSQL cannot hold NUL in text: the name reached its query and failed there (a 500)."""
+    r = await env.client.post(
+        "/login", data={"principal": name, "password": PASSWORD}, allow_redirects=False
+    )
+    assert r.status == 401
+    _no_traceback(caplog)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example/a\x00b", "https://hooks.example/a\rb", "https://hooks.example/\x7f"]
+)
+async def test_a_webhook_address_with_control_characters_is_a_400(
+    env: Env, caplog: pytest.LogCaptureFixture, url: str
+) -> None:
+    r = await env.client.put("/api/v1/alerts/webhook", json={"url": url}, headers=env.auth("inst1"))
+    assert r.status == 400, await r.text()
+    assert (await r.json())["field"] == "url"
+    _no_traceback(caplog)
