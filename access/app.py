@@ -202,7 +202,12 @@ def make_app(
         collector_health=collector_health,
         pipeline_stats=pipeline_stats,
         pages=PageCache(page_cache_bytes, change_oracle(store), shared, last_change),
-        signin=SignIn(web_auth, SignInThrottle(path, signin_limits), derive(server_key, "signin-name")),
+        signin=SignIn(
+            web_auth,
+            SignInThrottle(path, signin_limits),
+            derive(server_key, "signin-name"),
+            derive(server_key, "signin-device"),
+        ),
         cursors=CursorCodec(server_key),
         trust_forwarded=trust_forwarded,
         identity_max_age_s=identity_max_age_s,

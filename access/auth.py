@@ -301,6 +301,8 @@ def _token_caller(request: web.Request, state: AppState, header: str, t: float) 
 
 # -- sign-in -------------------------------------------------------------------------------------------
 MAX_WAITING = 32  # sign-ins queued for the hashing thread; more get 503 (after the tarpit)
+DEVICE_COOKIE = "hems_device"
+DEVICE_TTL_S = 180 * 86400.0
 TARPIT_S = 1.0
 MAX_TARPIT = 1000
 
@@ -365,6 +367,7 @@ class SignIn:
     web: WebAuth
     throttle: SignInThrottle
     name_key: bytes  # keys the hashes of account names in the throttle and the log
+    device_key: bytes = b""  # signs the device cookies (``device_cookie``); empty: none are made
     max_waiting: int = MAX_WAITING
     pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(
@@ -388,6 +391,34 @@ class SignIn:
     def name_hash(self, name: str) -> str:
         """A keyed hash of what was typed as a name: counted and logged instead of the text itself."""
         return hmac.new(self.name_key, name.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]
+
+    def device_cookie(self, name: str, at: float) -> str | None:
+        """What a browser that has just signed in as ``name`` keeps (``DEVICE_COOKIE``): a random id,
+        when it was made, and a MAC binding both to the account.  The throttle counts that browser's
+        attempts at that account on their own, so someone who only knows the name can lock the account
+        for every other browser but not for the one its owner uses (OWASP "device cookies")."""
+        if not self.device_key:
+            return None
+        made = f"{secrets.token_urlsafe(12)}.{int(at)}"
+        return f"{made}.{self._device_mac(made, self.name_hash(name))}"
+
+    def _device_mac(self, made: str, account: str) -> str:
+        return hmac.new(self.device_key, f"{made}.{account}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def counted_as(self, account: str, device: str | None, at: float) -> str:
+        """The throttle's name for an attempt at ``account``: the browser's own key when it sends a
+        device cookie made for that account and not older than ``DEVICE_TTL_S``, else the account."""
+        if not device or not self.device_key or len(device) > 100:
+            return account
+        made, _, mac = device.rpartition(".")
+        device_id, _, issued = made.partition(".")
+        if not (device_id and issued.isascii() and issued.isdigit() and len(issued) <= 12):
+            return account
+        if not 0 <= at - int(issued) <= DEVICE_TTL_S:
+            return account
+        if not hmac.compare_digest(mac.encode(), self._device_mac(made, account).encode()):
+            return account
+        return "device-" + hmac.new(self.name_key, device_id.encode(), hashlib.sha256).hexdigest()[:16]
 
     async def tarpit(self) -> None:
         """Hold a refused attempt's answer for ``tarpit_s`` (see the field), unless too many are held."""
@@ -419,12 +450,13 @@ class SignIn:
         raise SignInRefused(429, "too many sign-in attempts; wait and try again", wait)
 
     async def attempt(
-        self, name: str, password: str, kind: str | None, address: str, at: float
+        self, name: str, password: str, kind: str | None, address: str, at: float, device: str | None = None
     ) -> tuple[str, Session]:
         """The session id and session, or :class:`SignInRefused`.  ``kind`` is the name's principal kind
-        (None: no such principal); only ``WEB_KINDS`` may sign in, but every name costs the same work."""
+        (None: no such principal); only ``WEB_KINDS`` may sign in, but every name costs the same work.
+        ``device``: the browser's ``DEVICE_COOKIE``, if it sent one (see ``device_cookie``)."""
         self.precheck(address)
-        account = self.name_hash(name)
+        account = self.counted_as(self.name_hash(name), device, at)
         self._known_block(f"account:{account}", address)
         self.waiting += 1
         try:
@@ -481,3 +513,17 @@ def set_session_cookie(response: web.StreamResponse, sid: str, secure: bool, ttl
     response.set_cookie(
         SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=secure, path="/", max_age=int(ttl_s)
     )
+
+
+def set_device_cookie(response: web.StreamResponse, value: str | None, secure: bool) -> None:
+    """The sign-in throttle's browser cookie (``SignIn.device_cookie``): sent only to ``/login``."""
+    if value is not None:
+        response.set_cookie(
+            DEVICE_COOKIE,
+            value,
+            httponly=True,
+            samesite="Strict",
+            secure=secure,
+            path="/login",
+            max_age=int(DEVICE_TTL_S),
+        )

@@ -18,12 +18,14 @@ from access.api.maintenance import RULES, WEBHOOKS, HomeStatus, installer_homes
 from access.api.problems import ApiProblem
 from access.api.state import STATE
 from access.auth import (
+    DEVICE_COOKIE,
     SESSION_COOKIE,
     Caller,
     SignInRefused,
     check_csrf,
     client_address,
     same_origin,
+    set_device_cookie,
     set_session_cookie,
 )
 from access.maintenance import Problem
@@ -77,7 +79,12 @@ async def login(request: web.Request) -> web.StreamResponse:
             return await login_form(request, "send the sign-in form", status=400)
         principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
         sid, _session = await state.signin.attempt(
-            principal, password, state.kind_of(principal), address, state.clock()
+            principal,
+            password,
+            state.kind_of(principal),
+            address,
+            state.clock(),
+            request.cookies.get(DEVICE_COOKIE),
         )
     except SignInRefused as refused:
         if refused.status in (429, 503):
@@ -89,6 +96,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     lang = f"?lang={request.query['lang']}" if request.query.get("lang") in ("ja", "en") else ""
     resp = web.HTTPSeeOther(("/installer" if state.kind_of(principal) == "installer" else "/") + lang)
     set_session_cookie(resp, sid, state.secure_cookies, state.web.session_ttl_s)
+    set_device_cookie(resp, state.signin.device_cookie(principal, state.clock()), state.secure_cookies)
     raise resp
 
 

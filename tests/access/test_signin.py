@@ -281,3 +281,50 @@ async def test_refused_sign_ins_are_logged_without_the_password(
     text = "\n".join(lines)
     assert "Secret" not in text  # neither password, nor the unknown name (it may be a password)
     assert f"account=#{env.state.signin.name_hash('Secret-Typed-As-Name')[:12]}" in lines[1]
+
+
+# -- lockout as a denial of service -------------------------------------------------------------------
+class _Browser(_Client):
+    """A client that keeps the cookies the server sets (as a browser does, even on an IP address)."""
+
+    def __init__(self, env: Env, address: str) -> None:
+        self.base = str(env.client.make_url("/"))
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=(address, 0)), cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
+
+
+async def test_a_locked_account_still_opens_from_the_owners_own_browser(
+    env: Env, clients: Callable[[str], _Client]
+) -> None:
+    """Anyone who knows a name could keep its account locked with a few guesses an hour; the browser
+    the person signed in with before is counted on its own, so they still get in."""
+    browser = _Browser(env, "127.0.5.1")
+    try:
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 303
+        attacker = clients("127.0.5.2")
+        for _ in range(5):
+            assert (await attacker.sign_in("alice", "wrong password!"))[0] == 401
+        assert (await attacker.sign_in("alice", "wrong password!"))[0] == 429
+        assert (await clients("127.0.5.3").sign_in("alice", PASSWORD))[0] == 429  # a new browser waits
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 303
+        # The browser's allowance is its own, and only for that name: it gets five guesses of its own
+        # at alice, and none extra at another account.
+        for _ in range(5):
+            assert (await browser.sign_in("alice", "wrong password!"))[0] == 401
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 429
+    finally:
+        await browser.close()
+
+
+async def test_a_device_cookie_for_one_name_gives_nothing_for_another(
+    env: Env, clients: Callable[[str], _Client]
+) -> None:
+    browser = _Browser(env, "127.0.6.1")
+    try:
+        assert (await browser.sign_in("inst1", PASSWORD))[0] == 303
+        for _ in range(5):
+            assert (await clients("127.0.6.2").sign_in("alice", "wrong password!"))[0] == 401
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 429
+    finally:
+        await browser.close()
