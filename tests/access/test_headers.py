@@ -109,3 +109,25 @@ async def test_invalid_tokens_are_limited_per_address(env: Env) -> None:
             assert r.status == 401
         async with b.get(base, headers=env.auth("sales1")) as r:
             assert r.status == 200
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"Forwarded": "for=203.0.113.9;proto=https"},
+        {"X-Real-IP": "203.0.113.9"},
+    ],
+)
+@pytest.mark.parametrize("trust_forwarded", [False, True])
+async def test_metrics_are_not_open_to_clients_of_a_proxy_on_this_machine(
+    tmp_path: Path, store_path: Path, api_policy: Policy, forwarded: dict[str, str], trust_forwarded: bool
+) -> None:
+    """A TLS proxy on the same host (deploy/README.md) makes every client's peer address loopback:
+    a request it forwarded is not from this machine, whatever the flag says."""
+    async for env in start_env(tmp_path, store_path, api_policy, trust_forwarded=trust_forwarded):
+        assert (await env.client.get("/metrics")).status == 200  # the scraper on this machine
+        r = await env.client.get("/metrics", headers=forwarded)
+        assert r.status == 401
+        r = await env.client.get("/metrics", headers={**forwarded, **env.auth("alice")})
+        assert r.status == 403
