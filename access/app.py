@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_KEPT_ERROR_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 WEB_PAGES: web.AppKey[bool] = web.AppKey("hems_web_pages", bool)
 
 
@@ -80,7 +81,11 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
                 # A redirect or aiohttp's own 404/405 page: aiohttp sends the exception itself.
                 _security_headers(request, state.trust_forwarded, exc)
                 raise
-            problem = ApiProblem(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+            # Headers aiohttp's exception must carry, such as a 405's Allow (RFC 9110 15.5.6).
+            kept = {name: exc.headers[name] for name in _KEPT_ERROR_HEADERS if name in exc.headers}
+            problem = ApiProblem(
+                exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, headers=kept
+            )
             response = error_page(request, problem) if page else problem.response()
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)

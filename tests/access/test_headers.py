@@ -131,3 +131,21 @@ async def test_metrics_are_not_open_to_clients_of_a_proxy_on_this_machine(
         assert r.status == 401
         r = await env.client.get("/metrics", headers={**forwarded, **env.auth("alice")})
         assert r.status == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/api/v1/me", {"GET"}),
+        ("DELETE", "/api/v1/households/h1/consent", {"GET", "PUT"}),
+        ("PATCH", "/api/v1/alerts/webhook", {"GET", "PUT", "DELETE"}),
+        ("DELETE", "/login", {"GET", "HEAD", "POST"}),
+        ("TRACE", "/", {"GET", "HEAD"}),
+    ],
+)
+async def test_a_405_names_the_methods_allowed(env: Env, method: str, path: str, allowed: set[str]) -> None:
+    """RFC 9110 15.5.6: a 405 carries ``Allow`` (schemathesis' unsupported-method check asks for it); the
+    problem+json and HTML error pages made from aiohttp's 405 lost it."""
+    r = await env.client.request(method, path, headers=env.auth("alice"), allow_redirects=False)
+    assert r.status == 405
+    assert set(r.headers.get("Allow", "").split(",")) == allowed, dict(r.headers)
