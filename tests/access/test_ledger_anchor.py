@@ -259,3 +259,20 @@ async def test_the_ledger_page_shows_the_head_and_the_check(env: Env) -> None:
     wrong = "1:" + "0" * 64
     page = await (await env.client.get("/ledger", params={"household": "h1", "kept": wrong})).text()
     assert 'id="kept-verdict">Changed' in page
+
+
+def test_a_wiped_ledger_with_its_anchors_removed_is_detected(access_db: AccessDb) -> None:
+    """Every row and both anchors deleted: the file then looks like a ledger nobody ever wrote, which
+    needs no key to fake.  The key file beside it was made when the ledger was sealed, so a ledger
+    with a key and no checkpoint had its anchors removed."""
+    path = access_db
+    _fill(path).close()
+    _rewrite(path, [], plain_hash, anchors=False)
+    result = Ledger(path).verify()
+    assert not result.ok and "checkpoint" in (result.problem or ""), result
+    code, out = _cli("verify", "--db", str(path))
+    assert code == 1 and "checkpoint" in out, out
+
+
+def test_a_new_ledger_without_a_key_still_verifies(access_db: AccessDb) -> None:
+    assert Ledger(access_db).verify().ok
