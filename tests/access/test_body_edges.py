@@ -125,3 +125,10 @@ async def test_a_webhook_address_with_control_characters_is_a_400(
     assert r.status == 400, await r.text()
     assert (await r.json())["field"] == "url"
     _no_traceback(caplog)
+
+
+async def test_the_openapi_document_names_the_415_of_every_json_body(env: Env) -> None:
+    doc = await (await env.client.get("/api/v1/openapi.json")).json()
+    for method, path, _who, _body in JSON_ROUTES:
+        responses = doc["paths"][path.replace("h1", "{household}")][method.lower()]["responses"]
+        assert "415" in responses, (method, path)
