@@ -20,6 +20,7 @@ from aiohttp import web
 from access.alerts import WebhookStore
 from access.api.cursor import CursorCodec
 from access.api.energy import TARIFF
+from access.api.httplog import quiet_client_errors
 from access.api.maintenance import RULES, WEBHOOKS, alert_loop
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
 from access.api.multiproc import PUBLISH_EVERY_S, SharedMetrics
@@ -236,6 +237,7 @@ def make_app(
                 await task
             state.metrics.publish(state.pages)  # its last counts stay in the sums
 
+    quiet_client_errors()
     app = web.Application(middlewares=[_respond], client_max_size=MAX_BODY)
     app[STATE] = state
     app[WEB_PAGES] = web_views

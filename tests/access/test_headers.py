@@ -3,6 +3,8 @@ no HTTP caching of personal data; HSTS only over TLS; invalid tokens limited per
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -149,3 +151,35 @@ async def test_a_405_names_the_methods_allowed(env: Env, method: str, path: str,
     r = await env.client.request(method, path, headers=env.auth("alice"), allow_redirects=False)
     assert r.status == 405
     assert set(r.headers.get("Allow", "").split(",")) == allowed, dict(r.headers)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",  # a huge header
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a huge request line
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        b"0\r\n\r\n",
+    ],
+)
+async def test_malformed_http_is_a_400_logged_in_one_line_without_a_traceback(
+    env: Env, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    """aiohttp refuses these before any handler and logged each with the parser's traceback at ERROR:
+    anyone could fill the log with tracebacks that look like server faults."""
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.client.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4096), 10)
+    finally:
+        writer.close()
+    assert answer.split(b" ", 2)[1] == b"400", answer[:100]
+    server = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert server and all(r.exc_info is None and r.levelno <= logging.INFO for r in server), [
+        (r.levelname, r.getMessage()) for r in server
+    ]
+    assert "malformed HTTP request from 127.0.0.1" in server[-1].getMessage()
