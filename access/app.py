@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from access.alerts import WebhookStore
 from access.api.cursor import CursorCodec
@@ -87,6 +88,10 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
             problem = ApiProblem(
                 exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, headers=kept
             )
+            response = error_page(request, problem) if page else problem.response()
+        except RequestPayloadError:
+            # The client's body broke while read: a Content-Encoding it does not have, bad chunking.
+            problem = ApiProblem(400, "bad_body", "the body cannot be read (broken encoding or framing)")
             response = error_page(request, problem) if page else problem.response()
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)

@@ -1,6 +1,7 @@
 """aiohttp's log of requests that were not HTTP at all, made one line each.
 
-A request line or header over aiohttp's limits, a header without a colon, a bad Content-Length:
+A request line or header over aiohttp's limits, a header without a colon, a bad Content-Length, a body
+that is not in the Content-Encoding it claims:
 aiohttp answers 400 before any handler (or our middleware) runs, and logs the parser's exception at
 ERROR with its traceback (logger ``aiohttp.server``).  Those are the client's mistakes, and anyone can
 send them by the thousand: a traceback each would bury the log and look like a server fault.  The
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 SERVER_LOGGER = "aiohttp.server"
 
@@ -22,7 +24,13 @@ class ClientErrorsInOneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+        if isinstance(exc, RequestPayloadError):
+            # A body that broke while read (not the Content-Encoding it claims): the app answered 400,
+            # then aiohttp meets the same error again draining the rest and calls it "Unhandled".
+            record.msg, record.args = "unreadable request body refused (%s)", (type(exc).__name__,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        elif isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
             address = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             # The exception's class only: its message quotes the offending bytes, which may hold a
             # credential from a header.
