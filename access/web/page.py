@@ -29,7 +29,7 @@ def e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]:
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
     """The posted form, or a 400: a body that is no form, or one in a charset Python has no codec for
     (aiohttp lets the ``LookupError`` out, which would be a 500 with a traceback)."""
     try:
