@@ -37,7 +37,7 @@ from access.api.state import (
     STATE,
     AppState,
 )
-from access.auth import SignIn, WebAuth
+from access.auth import SignIn, WebAuth, last_forwarded
 from access.budget import BudgetStore
 from access.clock import now as wall_now
 from access.compiler import Policy, compile_seeds
@@ -122,8 +122,7 @@ def served_over_tls(request: web.Request, trust_forwarded: bool) -> bool:
         return True
     if not trust_forwarded:
         return False
-    proto = request.headers.get("X-Forwarded-Proto", "")
-    return proto.rsplit(",", 1)[-1].strip().lower() == "https"
+    return last_forwarded(request, "X-Forwarded-Proto").lower() == "https"
 
 
 def _security_headers(request: web.Request, trust_forwarded: bool, response: web.StreamResponse) -> None:

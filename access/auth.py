@@ -193,15 +193,22 @@ class Caller:
     verified_at: float | None = None  # when the person behind the credential was last verified
 
 
+def last_forwarded(request: web.Request, name: str) -> str:
+    """The last entry of a forwarding header (``X-Forwarded-For``, ``X-Forwarded-Proto``): the one our
+    proxy wrote.  Every line counts, since a header's lines are one comma-separated list (RFC 9110
+    5.3): a proxy that adds a line of its own after the client's (HAProxy) would otherwise leave the
+    client's line to be read first."""
+    lines = request.headers.getall(name, [])
+    return lines[-1].rsplit(",", 1)[-1].strip() if lines else ""
+
+
 def client_address(request: web.Request, trust_forwarded: bool) -> str:
     """The address throttles count and logs name: the peer, or with ``trust_forwarded`` (``hems serve
     --trust-forwarded``, behind a proxy that appends it) the last ``X-Forwarded-For`` entry.  An IPv6
     client is counted by its /64, which one home or host holds whole."""
     text = request.remote or ""
     if trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            text = forwarded.rsplit(",", 1)[-1].strip()
+        text = last_forwarded(request, "X-Forwarded-For") or text
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:

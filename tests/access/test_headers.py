@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from access.auth import INVALID_TOKEN_BURST
 from access.compiler import Policy
@@ -183,3 +184,16 @@ async def test_malformed_http_is_a_400_logged_in_one_line_without_a_traceback(
         (r.levelname, r.getMessage()) for r in server
     ]
     assert "malformed HTTP request from 127.0.0.1" in server[-1].getMessage()
+
+
+async def test_behind_a_proxy_the_last_proto_line_is_the_proxys(
+    tmp_path: Path, store_path: Path, api_policy: Policy
+) -> None:
+    """A proxy that adds its own ``X-Forwarded-Proto`` line after a client's: the proxy's says http."""
+    async for env in start_env(tmp_path, store_path, api_policy, trust_forwarded=True):
+        lines = CIMultiDict([("X-Forwarded-Proto", "https"), ("X-Forwarded-Proto", "http")])
+        r = await env.client.get("/healthz", headers=lines)
+        assert "Strict-Transport-Security" not in r.headers
+        lines = CIMultiDict([("X-Forwarded-Proto", "http"), ("X-Forwarded-Proto", "https")])
+        r = await env.client.get("/healthz", headers=lines)
+        assert r.headers["Strict-Transport-Security"] == "max-age=31536000"

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 
 import access.auth
 from access.app import make_app
@@ -328,3 +329,30 @@ async def test_a_device_cookie_for_one_name_gives_nothing_for_another(
         assert (await browser.sign_in("alice", PASSWORD))[0] == 429
     finally:
         await browser.close()
+
+
+# -- a client's own X-Forwarded-For line behind a trusted proxy ------------------------------------------
+@pytest.fixture
+async def proxied_env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
+    async for e in _env(tmp_path, store_path, api_policy, trust_forwarded=True):
+        yield e
+
+
+async def test_behind_a_proxy_that_adds_its_own_header_line_a_client_line_changes_nothing(
+    proxied_env: Env,
+) -> None:
+    """Some proxies (HAProxy's ``option forwardfor``) add an ``X-Forwarded-For`` line of their own after
+    any the client sent, rather than appending to it.  The lines are one list (RFC 9110 5.3): its last
+    entry is the proxy's, whatever the client wrote in a line before it."""
+    client = proxied_env.client
+    real = "198.51.100.7"
+    for i in range(20):
+        headers = CIMultiDict([("X-Forwarded-For", f"203.0.113.{i}"), ("X-Forwarded-For", real)])
+        form = {"principal": f"guess{i}", "password": "wrong"}
+        r = await client.post("/login", data=form, headers=headers, allow_redirects=False)
+        assert r.status == 401
+    headers = CIMultiDict([("X-Forwarded-For", "203.0.113.99"), ("X-Forwarded-For", real)])
+    r = await client.post(
+        "/login", data={"principal": "alice", "password": PASSWORD}, headers=headers, allow_redirects=False
+    )
+    assert r.status == 429
