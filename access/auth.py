@@ -202,6 +202,21 @@ def last_forwarded(request: web.Request, name: str) -> str:
     return lines[-1].rsplit(",", 1)[-1].strip() if lines else ""
 
 
+def _without_port(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text``, also when a proxy wrote it with the client's source port
+    (``198.51.100.7:51234``, ``[2001:db8::1]:51234``) or an IPv6 zone: a port changes with every
+    connection, so an address counted with it would get a fresh allowance each time."""
+    host = text.strip()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    try:
+        return ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+
+
 def client_address(request: web.Request, trust_forwarded: bool) -> str:
     """The address throttles count and logs name: the peer, or with ``trust_forwarded`` (``hems serve
     --trust-forwarded``, behind a proxy that appends it) the last ``X-Forwarded-For`` entry.  An IPv6
@@ -209,9 +224,8 @@ def client_address(request: web.Request, trust_forwarded: bool) -> str:
     text = request.remote or ""
     if trust_forwarded:
         text = last_forwarded(request, "X-Forwarded-For") or text
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+    ip = _without_port(text)
+    if ip is None:
         return text[:64] or "unknown"
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:

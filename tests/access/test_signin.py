@@ -356,3 +356,26 @@ async def test_behind_a_proxy_that_adds_its_own_header_line_a_client_line_change
         "/login", data={"principal": "alice", "password": PASSWORD}, headers=headers, allow_redirects=False
     )
     assert r.status == 429
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        "198.51.100.7:{port}",  # proxies that write the client's source port (IIS ARR, Azure gateways)
+        "[2001:db8:1:2::{n}]:{port}",  # and IPv6 in brackets with a port: still one /64
+        "2001:db8:1:2::{n}",
+    ],
+)
+async def test_a_forwarded_address_is_counted_without_its_port(proxied_env: Env, forwarded: str) -> None:
+    """A source port changes with every connection: counted with it, each would get a fresh allowance."""
+    client = proxied_env.client
+    for n in range(1, 21):
+        headers = {"X-Forwarded-For": forwarded.format(n=n, port=40000 + n)}
+        form = {"principal": f"guess{n}", "password": "wrong"}
+        r = await client.post("/login", data=form, headers=headers, allow_redirects=False)
+        assert r.status == 401
+    headers = {"X-Forwarded-For": forwarded.format(n=99, port=50000)}
+    r = await client.post(
+        "/login", data={"principal": "alice", "password": PASSWORD}, headers=headers, allow_redirects=False
+    )
+    assert r.status == 429
