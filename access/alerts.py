@@ -48,6 +48,10 @@ def check_url(url: str) -> str:
     """https anywhere; plain http only to this machine (a local relay or a test receiver)."""
     if len(url) > MAX_URL:
         raise WebhookError(f"the address is longer than {MAX_URL} characters")
+    # Control characters: urlsplit drops some (CR, LF, tab) silently, the store would keep them, and
+    # PostgreSQL cannot hold a NUL at all.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c.isspace() for c in url):
+        raise WebhookError("the address may not contain spaces or control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise WebhookError("the address is an https:// URL")

@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from access.alerts import WebhookStore
 from access.api.cursor import CursorCodec
 from access.api.energy import TARIFF
+from access.api.httplog import quiet_client_errors
 from access.api.maintenance import RULES, WEBHOOKS, alert_loop
 from access.api.metrics import CollectorHealth, Metrics, PipelineStats
 from access.api.multiproc import PUBLISH_EVERY_S, SharedMetrics
@@ -35,7 +37,7 @@ from access.api.state import (
     STATE,
     AppState,
 )
-from access.auth import SignIn, WebAuth
+from access.auth import SignIn, WebAuth, last_forwarded
 from access.budget import BudgetStore
 from access.clock import now as wall_now
 from access.compiler import Policy, compile_seeds
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_KEPT_ERROR_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 WEB_PAGES: web.AppKey[bool] = web.AppKey("hems_web_pages", bool)
 
 
@@ -80,7 +83,15 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
                 # A redirect or aiohttp's own 404/405 page: aiohttp sends the exception itself.
                 _security_headers(request, state.trust_forwarded, exc)
                 raise
-            problem = ApiProblem(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+            # Headers aiohttp's exception must carry, such as a 405's Allow (RFC 9110 15.5.6).
+            kept = {name: exc.headers[name] for name in _KEPT_ERROR_HEADERS if name in exc.headers}
+            problem = ApiProblem(
+                exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, headers=kept
+            )
+            response = error_page(request, problem) if page else problem.response()
+        except RequestPayloadError:
+            # The client's body broke while read: a Content-Encoding it does not have, bad chunking.
+            problem = ApiProblem(400, "bad_body", "the body cannot be read (broken encoding or framing)")
             response = error_page(request, problem) if page else problem.response()
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
@@ -111,8 +122,7 @@ def served_over_tls(request: web.Request, trust_forwarded: bool) -> bool:
         return True
     if not trust_forwarded:
         return False
-    proto = request.headers.get("X-Forwarded-Proto", "")
-    return proto.rsplit(",", 1)[-1].strip().lower() == "https"
+    return last_forwarded(request, "X-Forwarded-Proto").lower() == "https"
 
 
 def _security_headers(request: web.Request, trust_forwarded: bool, response: web.StreamResponse) -> None:
@@ -202,7 +212,12 @@ def make_app(
         collector_health=collector_health,
         pipeline_stats=pipeline_stats,
         pages=PageCache(page_cache_bytes, change_oracle(store), shared, last_change),
-        signin=SignIn(web_auth, SignInThrottle(path, signin_limits), derive(server_key, "signin-name")),
+        signin=SignIn(
+            web_auth,
+            SignInThrottle(path, signin_limits),
+            derive(server_key, "signin-name"),
+            derive(server_key, "signin-device"),
+        ),
         cursors=CursorCodec(server_key),
         trust_forwarded=trust_forwarded,
         identity_max_age_s=identity_max_age_s,
@@ -226,6 +241,7 @@ def make_app(
                 await task
             state.metrics.publish(state.pages)  # its last counts stay in the sums
 
+    quiet_client_errors()
     app = web.Application(middlewares=[_respond], client_max_size=MAX_BODY)
     app[STATE] = state
     app[WEB_PAGES] = web_views

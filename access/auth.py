@@ -47,6 +47,7 @@ from access.api.problems import ApiProblem
 from access.api.ratelimit import RateLimiter
 from access.clock import now
 from access.db import AccessDb, open_db
+from access.relationships import is_principal_id
 from access.signin_throttle import SignInThrottle
 from access.tokens import TokenError
 
@@ -120,9 +121,15 @@ class WebAuth:
         self._db.execute("DELETE FROM web_sessions WHERE principal = ?", (principal,))
 
     def check_password(self, principal: str, password: str) -> bool:
-        row = self._db.execute(
-            "SELECT salt, hash, n, r, p FROM web_passwords WHERE principal = ?", (principal,)
-        ).fetchone()
+        """Whether the pair is right; the same scrypt work whether or not the name has a password.  A
+        name no principal can have is not looked up at all (with a NUL, PostgreSQL's query would fail)."""
+        row = (
+            self._db.execute(
+                "SELECT salt, hash, n, r, p FROM web_passwords WHERE principal = ?", (principal,)
+            ).fetchone()
+            if is_principal_id(principal)
+            else None
+        )
         if row is None:
             _scrypt(password, self._dummy[0], _N, _R, _P)
             return False
@@ -186,18 +193,39 @@ class Caller:
     verified_at: float | None = None  # when the person behind the credential was last verified
 
 
+def last_forwarded(request: web.Request, name: str) -> str:
+    """The last entry of a forwarding header (``X-Forwarded-For``, ``X-Forwarded-Proto``): the one our
+    proxy wrote.  Every line counts, since a header's lines are one comma-separated list (RFC 9110
+    5.3): a proxy that adds a line of its own after the client's (HAProxy) would otherwise leave the
+    client's line to be read first."""
+    lines = request.headers.getall(name, [])
+    return lines[-1].rsplit(",", 1)[-1].strip() if lines else ""
+
+
+def _without_port(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text``, also when a proxy wrote it with the client's source port
+    (``198.51.100.7:51234``, ``[2001:db8::1]:51234``) or an IPv6 zone: a port changes with every
+    connection, so an address counted with it would get a fresh allowance each time."""
+    host = text.strip()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    try:
+        return ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+
+
 def client_address(request: web.Request, trust_forwarded: bool) -> str:
     """The address throttles count and logs name: the peer, or with ``trust_forwarded`` (``hems serve
     --trust-forwarded``, behind a proxy that appends it) the last ``X-Forwarded-For`` entry.  An IPv6
     client is counted by its /64, which one home or host holds whole."""
     text = request.remote or ""
     if trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            text = forwarded.rsplit(",", 1)[-1].strip()
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+        text = last_forwarded(request, "X-Forwarded-For") or text
+    ip = _without_port(text)
+    if ip is None:
         return text[:64] or "unknown"
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
@@ -294,6 +322,8 @@ def _token_caller(request: web.Request, state: AppState, header: str, t: float) 
 
 # -- sign-in -------------------------------------------------------------------------------------------
 MAX_WAITING = 32  # sign-ins queued for the hashing thread; more get 503 (after the tarpit)
+DEVICE_COOKIE = "hems_device"
+DEVICE_TTL_S = 180 * 86400.0
 TARPIT_S = 1.0
 MAX_TARPIT = 1000
 
@@ -358,6 +388,7 @@ class SignIn:
     web: WebAuth
     throttle: SignInThrottle
     name_key: bytes  # keys the hashes of account names in the throttle and the log
+    device_key: bytes = b""  # signs the device cookies (``device_cookie``); empty: none are made
     max_waiting: int = MAX_WAITING
     pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(
@@ -381,6 +412,34 @@ class SignIn:
     def name_hash(self, name: str) -> str:
         """A keyed hash of what was typed as a name: counted and logged instead of the text itself."""
         return hmac.new(self.name_key, name.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]
+
+    def device_cookie(self, name: str, at: float) -> str | None:
+        """What a browser that has just signed in as ``name`` keeps (``DEVICE_COOKIE``): a random id,
+        when it was made, and a MAC binding both to the account.  The throttle counts that browser's
+        attempts at that account on their own, so someone who only knows the name can lock the account
+        for every other browser but not for the one its owner uses (OWASP "device cookies")."""
+        if not self.device_key:
+            return None
+        made = f"{secrets.token_urlsafe(12)}.{int(at)}"
+        return f"{made}.{self._device_mac(made, self.name_hash(name))}"
+
+    def _device_mac(self, made: str, account: str) -> str:
+        return hmac.new(self.device_key, f"{made}.{account}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def counted_as(self, account: str, device: str | None, at: float) -> str:
+        """The throttle's name for an attempt at ``account``: the browser's own key when it sends a
+        device cookie made for that account and not older than ``DEVICE_TTL_S``, else the account."""
+        if not device or not self.device_key or len(device) > 100:
+            return account
+        made, _, mac = device.rpartition(".")
+        device_id, _, issued = made.partition(".")
+        if not (device_id and issued.isascii() and issued.isdigit() and len(issued) <= 12):
+            return account
+        if not 0 <= at - int(issued) <= DEVICE_TTL_S:
+            return account
+        if not hmac.compare_digest(mac.encode(), self._device_mac(made, account).encode()):
+            return account
+        return "device-" + hmac.new(self.name_key, device_id.encode(), hashlib.sha256).hexdigest()[:16]
 
     async def tarpit(self) -> None:
         """Hold a refused attempt's answer for ``tarpit_s`` (see the field), unless too many are held."""
@@ -412,12 +471,13 @@ class SignIn:
         raise SignInRefused(429, "too many sign-in attempts; wait and try again", wait)
 
     async def attempt(
-        self, name: str, password: str, kind: str | None, address: str, at: float
+        self, name: str, password: str, kind: str | None, address: str, at: float, device: str | None = None
     ) -> tuple[str, Session]:
         """The session id and session, or :class:`SignInRefused`.  ``kind`` is the name's principal kind
-        (None: no such principal); only ``WEB_KINDS`` may sign in, but every name costs the same work."""
+        (None: no such principal); only ``WEB_KINDS`` may sign in, but every name costs the same work.
+        ``device``: the browser's ``DEVICE_COOKIE``, if it sent one (see ``device_cookie``)."""
         self.precheck(address)
-        account = self.name_hash(name)
+        account = self.counted_as(self.name_hash(name), device, at)
         self._known_block(f"account:{account}", address)
         self.waiting += 1
         try:
@@ -474,3 +534,17 @@ def set_session_cookie(response: web.StreamResponse, sid: str, secure: bool, ttl
     response.set_cookie(
         SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=secure, path="/", max_age=int(ttl_s)
     )
+
+
+def set_device_cookie(response: web.StreamResponse, value: str | None, secure: bool) -> None:
+    """The sign-in throttle's browser cookie (``SignIn.device_cookie``): sent only to ``/login``."""
+    if value is not None:
+        response.set_cookie(
+            DEVICE_COOKIE,
+            value,
+            httponly=True,
+            samesite="Strict",
+            secure=secure,
+            path="/login",
+            max_age=int(DEVICE_TTL_S),
+        )

@@ -478,6 +478,16 @@ class Ledger:
                     "the ledger has no signed checkpoint: written before ledgers were keyed (run "
                     "'hems ledger seal') or its anchors were removed",
                 )
+            if self.key_file.exists():
+                # The key is made only when a ledger is sealed, and sealing writes the checkpoint: an
+                # empty ledger beside its key was sealed once, then emptied with its anchors.
+                return VerifyResult(
+                    False,
+                    0,
+                    None,
+                    f"the ledger has no records and no signed checkpoint, but its key {self.key_file} "
+                    "exists: its records and anchors were removed (for a new database, 'hems ledger seal')",
+                )
             return VerifyResult(True, 0, None, None)
         try:
             key = self._chain_key(create=False)

@@ -94,5 +94,9 @@ class KeptHead:
         return f"{self.records}:{self.hash}"
 
     def matches(self, chain: list[str]) -> bool:
-        """Whether the household's current chain still passes through this head."""
-        return 0 < self.records <= len(chain) and hmac.compare_digest(chain[self.records - 1], self.hash)
+        """Whether the household's current chain still passes through this head.  The head before any
+        record (``0:`` and 64 zeros, what a person with no records yet is shown) is where every chain
+        starts, so it always stands."""
+        if self.records == 0:
+            return hmac.compare_digest(self.hash, GENESIS)
+        return self.records <= len(chain) and hmac.compare_digest(chain[self.records - 1], self.hash)

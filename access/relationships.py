@@ -68,7 +68,7 @@ RESERVED_NAMES = frozenset(PRINCIPAL_KINDS) | {"*"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 # No dots in principal ids (purpose ids are dotted: Casbin's g2 would chain a principal named like a
 # purpose into that purpose's registrations), no ':' or '/' (basis names use them).
-_PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
+_PRINCIPAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,99}")  # fullmatch: '$' allows a final newline
 _PURPOSE_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")  # '<document>.<purpose>' as in seeds/
 
 # The tables of this store (its change counter covers them all).
@@ -131,6 +131,12 @@ CREATE TABLE IF NOT EXISTS mandates (
 CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
 
+
+
+def is_principal_id(text: object) -> bool:
+    """Whether ``text`` could name a principal: what is not may be refused before any database sees it
+    (PostgreSQL cannot even hold a NUL in text)."""
+    return isinstance(text, str) and _PRINCIPAL_ID.fullmatch(text) is not None
 
 class RelationshipError(ValueError):
     """A relationship that cannot be recorded (unknown party, wrong kind, bad period)."""
@@ -259,7 +265,7 @@ class RelationshipStore:
         purposes: Iterable[str] = (),
         company: str | None = None,
     ) -> Principal:
-        if not isinstance(pid, str) or not _PRINCIPAL_ID.match(pid):
+        if not is_principal_id(pid):
             raise RelationshipError(f"principal id {pid!r}: use 1-100 letters, digits, '_' or '-'")
         if pid in RESERVED_NAMES:
             raise RelationshipError(f"principal id {pid!r} is reserved by the policy (a kind or role name)")

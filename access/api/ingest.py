@@ -53,6 +53,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from access.api.httplog import quiet_client_errors
 from access.api.metrics import Families, Histogram, histogram_family
 from access.api.multiproc import PUBLISH_EVERY_S, SharedMetrics
 from access.api.problems import ApiProblem
@@ -471,6 +472,7 @@ def make_ingest_app(service: IngestService, metrics_dir: Path | None = None) -> 
     """An ingest replica's whole app: the upload route and the operational endpoints, nothing that
     reads data (``hems serve --role ingest``).  ``metrics_dir``: the directory the workers of one
     replica share (``--workers``), so ``/metrics`` sums them all, as the API's does."""
+    quiet_client_errors()
     app = web.Application(middlewares=[_answer], client_max_size=service.config.ingest_max_inflated_bytes)
     app[INGEST] = service
     if metrics_dir is not None:

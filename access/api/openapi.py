@@ -157,6 +157,7 @@ def _problems(c: _Components, *codes: int) -> dict[str, Any]:
         403: "Refused (reason, clause_ids, refused periods)",
         404: "No such path (a path parameter with a '/' in it)",
         413: "Body too large",
+        415: "The JSON body declares a charset other than UTF-8",
         429: "Rate limited (Retry-After)",
         503: "Store unavailable",
     }
@@ -375,7 +376,7 @@ def document() -> dict[str, Any]:
             "put": _op(
                 "Suspend or resume (session callers send X-CSRF-Token)",
                 [HOUSEHOLD],
-                {**_ok(c, "Settings", models.Consent), **own, **_problems(c, 413)},
+                {**_ok(c, "Settings", models.Consent), **own, **_problems(c, 413, 415)},
                 body=c.of(models.ConsentChange),
             ),
         },
@@ -388,7 +389,7 @@ def document() -> dict[str, Any]:
             "post": _op(
                 "Request erasure (recorded; legal holds answered up front)",
                 [HOUSEHOLD],
-                {**_ok(c, "Recorded", models.Erasure, "202"), **own, **_problems(c, 413)},
+                {**_ok(c, "Recorded", models.Erasure, "202"), **own, **_problems(c, 413, 415)},
                 body=c.of(models.ErasureAsk),
             ),
         },
@@ -439,7 +440,7 @@ def document() -> dict[str, Any]:
                 "Set the alert webhook (https, or http to this machine); the answer carries its signing "
                 "secret, shown once (session callers send X-CSRF-Token)",
                 [],
-                {**_ok(c, "Set", models.WebhookSet), **std, **_problems(c, 413)},
+                {**_ok(c, "Set", models.WebhookSet), **std, **_problems(c, 413, 415)},
                 body=c.of(models.WebhookAsk),
             ),
             "delete": _op("Remove the alert webhook", [], {"204": {"description": "Removed"}, **std}),

@@ -7,6 +7,7 @@ become datetimes, durations become timedeltas, and ``SeriesQuery`` validates the
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from access.api.problems import bad_param
+from access.api.problems import ApiProblem, bad_param
 from pipeline.query import AGGS, QUERYABLE_FIELDS, valid_id
 from seeds.vocabulary import STORED_CATEGORIES
 
@@ -31,6 +32,7 @@ DEFAULT_SPAN: Final = timedelta(hours=24)
 MAX_PARAM_LEN: Final = 200
 MAX_FIELDS: Final = 16
 MAX_PURPOSES: Final = 5
+JSON_CHARSETS: Final = ("utf-8", "utf8")
 
 # What a chart of each category wants by default; callers may ask for any known field.
 DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -252,12 +254,36 @@ def window(params: Mapping[str, str], now: datetime, default_every: timedelta | 
     return Window(start, stop, step)
 
 
+class _NotStrictJson(ValueError):
+    """JSON that parsers read differently: a key given twice (Python keeps the last, others the first),
+    or NaN/Infinity, which RFC 8259 does not have."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _NotStrictJson("a key is given twice in one JSON object")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotStrictJson(f"{name} is not a JSON value")
+
+
 async def json_body(request: web.Request, model: type) -> dict[str, Any]:
     """The body as a JSON object with only the keys ``model`` (a TypedDict) names: a misspelt key is an
-    error, not a default (``{"categoris": [...]}`` must not mean "erase everything")."""
+    error, not a default (``{"categoris": [...]}`` must not mean "erase everything"), and so is a key
+    given twice (``{"categories": ["pv"], "categories": null}`` must not either)."""
+    # JSON is UTF-8 (RFC 8259 8.1): a declared charset Python has no codec for (or a codec that is no
+    # text encoding, such as rot13) would otherwise escape as a LookupError, a 500.
+    if (request.charset or "utf-8").lower() not in JSON_CHARSETS:
+        raise ApiProblem(415, "unsupported_media_type", "send JSON as UTF-8 ('application/json')")
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to parse
+        text = (await request.read()).decode("utf-8")
+        body = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _NotStrictJson as exc:
+        raise bad_param("body", str(exc)) from None
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise bad_param("body", "the body is not JSON (or is nested too deeply)") from None
     if not isinstance(body, dict):
         raise bad_param("body", "the body is a JSON object")

@@ -111,7 +111,17 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+# Headers a reverse proxy adds for the client it forwards (RFC 7239, de facto X-Forwarded-For, nginx's).
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
 def from_this_machine(request: web.Request) -> bool:
+    """A loopback peer that is no proxy's client.  A TLS proxy on this host (deploy/README.md) makes
+    every client's peer address loopback; what it forwards carries a forwarding header, so such a
+    request is not from this machine whether or not ``--trust-forwarded`` is given (a local client
+    that adds one only refuses itself)."""
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
     try:
         return ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
     except ValueError:

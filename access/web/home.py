@@ -25,7 +25,7 @@ from access.erasure import requests_of
 from access.ledger import ProvisionRecord
 from access.web.i18n import category_word, day, language, t, when
 from access.web.ledger_head import ledger_head_section
-from access.web.page import e, figure, my_households, page, require, words_block
+from access.web.page import e, figure, my_households, page, read_form, require, words_block
 from access.web.terms_words import clause_citation, clause_kind, clause_summary, kind_words, purpose_words
 from access.world import Suspension
 from seeds.vocabulary import CATEGORIES
@@ -337,7 +337,7 @@ def _pager(household: str, lang: str, number: int, pages: int) -> str:
 async def provision_form(request: web.Request) -> web.StreamResponse:
     """The switches without a script: suspend or resume provision to one recipient or to all."""
     state, caller = require(request, "homeowner")
-    form = await request.post()
+    form = await read_form(request)
     assert caller.csrf is not None
     check_csrf(request, caller.csrf, str(form.get("csrf", "")))
     household = request.match_info["household"]

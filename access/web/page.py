@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from access.api.problems import ApiProblem
 from access.api.service import homeowner_periods, households_of
@@ -26,6 +27,15 @@ HOMEOWNER_TABS = (("/", "tab_energy"), ("/ledger", "tab_ledger"), ("/erasure", "
 
 def e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The posted form, or a 400: a body that is no form, or one in a charset Python has no codec for
+    (aiohttp lets the ``LookupError`` out, which would be a 500 with a traceback)."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError):
+        raise ApiProblem(400, "bad_body", "send the page's form") from None
 
 
 def figure(chart_id: str, caption: str, extra: str = "") -> str:

@@ -18,19 +18,21 @@ from access.api.maintenance import RULES, WEBHOOKS, HomeStatus, installer_homes
 from access.api.problems import ApiProblem
 from access.api.state import STATE
 from access.auth import (
+    DEVICE_COOKIE,
     SESSION_COOKIE,
     Caller,
     SignInRefused,
     check_csrf,
     client_address,
     same_origin,
+    set_device_cookie,
     set_session_cookie,
 )
 from access.maintenance import Problem
 from access.web.home import SCRIPT_WORDS, add_home_routes
 from access.web.i18n import MESSAGES, category_word, duration, energy, language, t, when
 from access.web.page import e as _e
-from access.web.page import figure, my_households, page, require, session, words_block
+from access.web.page import figure, my_households, page, read_form, require, session, words_block
 
 STATIC = Path(__file__).parent / "static"
 INSTALLER_PURPOSE = "sps.pv_after_maintenance"
@@ -72,12 +74,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         state.signin.precheck(address)  # a flood is refused before its forms are read
         try:
-            form = await request.post()
-        except ValueError:  # a body that is no form at all
+            form = await read_form(request)
+        except ApiProblem:  # a body that is no form at all
             return await login_form(request, "send the sign-in form", status=400)
         principal, password = str(form.get("principal", ""))[:100], str(form.get("password", ""))[:200]
         sid, _session = await state.signin.attempt(
-            principal, password, state.kind_of(principal), address, state.clock()
+            principal,
+            password,
+            state.kind_of(principal),
+            address,
+            state.clock(),
+            request.cookies.get(DEVICE_COOKIE),
         )
     except SignInRefused as refused:
         if refused.status in (429, 503):
@@ -89,6 +96,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     lang = f"?lang={request.query['lang']}" if request.query.get("lang") in ("ja", "en") else ""
     resp = web.HTTPSeeOther(("/installer" if state.kind_of(principal) == "installer" else "/") + lang)
     set_session_cookie(resp, sid, state.secure_cookies, state.web.session_ttl_s)
+    set_device_cookie(resp, state.signin.device_cookie(principal, state.clock()), state.secure_cookies)
     raise resp
 
 
@@ -96,7 +104,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     caller = session(request)
     if caller is not None and caller.csrf is not None:
-        form = await request.post()
+        form = await read_form(request)
         check_csrf(request, caller.csrf, str(form.get("csrf", "")))
         state.web.sign_out(request.cookies.get(SESSION_COOKIE, ""))
     resp = web.HTTPSeeOther("/login")
@@ -261,7 +269,7 @@ def webhook_section(hooks: WebhookStore, caller: Caller, lang: str, secret: str 
 async def webhook_form(request: web.Request) -> web.StreamResponse:
     state, caller = require(request, "installer")
     lang = language(request)
-    form = await request.post()
+    form = await read_form(request)
     assert caller.csrf is not None
     check_csrf(request, caller.csrf, str(form.get("csrf", "")))
     hooks = request.app[WEBHOOKS]

@@ -408,3 +408,14 @@ async def test_a_gateway_credential_reads_nothing_through_the_api(
             assert resp.status == 401, path
         resp = await env.client.get("/api/v1/me", headers=env.auth("alice"))
         assert resp.status == 200  # the same API answers an API token
+
+
+async def test_an_ingest_replicas_metrics_are_not_served_through_a_proxy_on_this_machine(
+    fleet: Fleet,
+) -> None:
+    """Behind a TLS proxy on the same host every client is a loopback peer; what it forwards carries
+    the forwarding headers, and is not the scraper on this machine."""
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        resp = await fleet.client.get("/metrics", headers={header: "for=203.0.113.9"})
+        assert resp.status == 403, header
+    assert (await fleet.client.get("/metrics")).status == 200

@@ -259,3 +259,35 @@ async def test_the_ledger_page_shows_the_head_and_the_check(env: Env) -> None:
     wrong = "1:" + "0" * 64
     page = await (await env.client.get("/ledger", params={"household": "h1", "kept": wrong})).text()
     assert 'id="kept-verdict">Changed' in page
+
+
+def test_a_wiped_ledger_with_its_anchors_removed_is_detected(access_db: AccessDb) -> None:
+    """Every row and both anchors deleted: the file then looks like a ledger nobody ever wrote, which
+    needs no key to fake.  The key file beside it was made when the ledger was sealed, so a ledger
+    with a key and no checkpoint had its anchors removed."""
+    path = access_db
+    _fill(path).close()
+    _rewrite(path, [], plain_hash, anchors=False)
+    result = Ledger(path).verify()
+    assert not result.ok and "checkpoint" in (result.problem or ""), result
+    code, out = _cli("verify", "--db", str(path))
+    assert code == 1 and "checkpoint" in out, out
+
+
+def test_a_new_ledger_without_a_key_still_verifies(access_db: AccessDb) -> None:
+    assert Ledger(access_db).verify().ok
+
+
+async def test_the_head_of_a_household_with_no_records_yet_stands(env: Env) -> None:
+    """Before any provision the page and the API show ``0:<64 zeros>``; kept then, it must read intact
+    later (records added since do not change an empty beginning), not as a rewrite."""
+    url = "/api/v1/households/h1/ledger"
+    empty = (await (await env.client.get(url, headers=env.auth("alice"))).json())["head"]
+    assert empty["text"] == f"0:{GENESIS}"
+    r = await env.client.get(url, params={"kept": empty["text"]}, headers=env.auth("alice"))
+    assert (await r.json())["kept"]["verdict"] == "intact"
+    await env.state.record_provision("inst1", "h1", ("pv",), NOW - 3600, NOW, PV, ("sps-2.2.4",))
+    r = await env.client.get(url, params={"kept": empty["text"]}, headers=env.auth("alice"))
+    assert (await r.json())["kept"]["verdict"] == "intact"
+    r = await env.client.get(url, params={"kept": f"0:{'1' * 64}"}, headers=env.auth("alice"))
+    assert (await r.json())["kept"]["verdict"] == "changed"

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 
 import access.auth
 from access.app import make_app
@@ -281,3 +282,100 @@ async def test_refused_sign_ins_are_logged_without_the_password(
     text = "\n".join(lines)
     assert "Secret" not in text  # neither password, nor the unknown name (it may be a password)
     assert f"account=#{env.state.signin.name_hash('Secret-Typed-As-Name')[:12]}" in lines[1]
+
+
+# -- lockout as a denial of service -------------------------------------------------------------------
+class _Browser(_Client):
+    """A client that keeps the cookies the server sets (as a browser does, even on an IP address)."""
+
+    def __init__(self, env: Env, address: str) -> None:
+        self.base = str(env.client.make_url("/"))
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=(address, 0)), cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
+
+
+async def test_a_locked_account_still_opens_from_the_owners_own_browser(
+    env: Env, clients: Callable[[str], _Client]
+) -> None:
+    """Anyone who knows a name could keep its account locked with a few guesses an hour; the browser
+    the person signed in with before is counted on its own, so they still get in."""
+    browser = _Browser(env, "127.0.5.1")
+    try:
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 303
+        attacker = clients("127.0.5.2")
+        for _ in range(5):
+            assert (await attacker.sign_in("alice", "wrong password!"))[0] == 401
+        assert (await attacker.sign_in("alice", "wrong password!"))[0] == 429
+        assert (await clients("127.0.5.3").sign_in("alice", PASSWORD))[0] == 429  # a new browser waits
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 303
+        # The browser's allowance is its own, and only for that name: it gets five guesses of its own
+        # at alice, and none extra at another account.
+        for _ in range(5):
+            assert (await browser.sign_in("alice", "wrong password!"))[0] == 401
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 429
+    finally:
+        await browser.close()
+
+
+async def test_a_device_cookie_for_one_name_gives_nothing_for_another(
+    env: Env, clients: Callable[[str], _Client]
+) -> None:
+    browser = _Browser(env, "127.0.6.1")
+    try:
+        assert (await browser.sign_in("inst1", PASSWORD))[0] == 303
+        for _ in range(5):
+            assert (await clients("127.0.6.2").sign_in("alice", "wrong password!"))[0] == 401
+        assert (await browser.sign_in("alice", PASSWORD))[0] == 429
+    finally:
+        await browser.close()
+
+
+# -- a client's own X-Forwarded-For line behind a trusted proxy ------------------------------------------
+@pytest.fixture
+async def proxied_env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIterator[Env]:
+    async for e in _env(tmp_path, store_path, api_policy, trust_forwarded=True):
+        yield e
+
+
+async def test_behind_a_proxy_that_adds_its_own_header_line_a_client_line_changes_nothing(
+    proxied_env: Env,
+) -> None:
+    """Some proxies (HAProxy's ``option forwardfor``) add an ``X-Forwarded-For`` line of their own after
+    any the client sent, rather than appending to it.  The lines are one list (RFC 9110 5.3): its last
+    entry is the proxy's, whatever the client wrote in a line before it."""
+    client = proxied_env.client
+    real = "198.51.100.7"
+    for i in range(20):
+        headers = CIMultiDict([("X-Forwarded-For", f"203.0.113.{i}"), ("X-Forwarded-For", real)])
+        form = {"principal": f"guess{i}", "password": "wrong"}
+        r = await client.post("/login", data=form, headers=headers, allow_redirects=False)
+        assert r.status == 401
+    headers = CIMultiDict([("X-Forwarded-For", "203.0.113.99"), ("X-Forwarded-For", real)])
+    r = await client.post(
+        "/login", data={"principal": "alice", "password": PASSWORD}, headers=headers, allow_redirects=False
+    )
+    assert r.status == 429
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        "198.51.100.7:{port}",  # proxies that write the client's source port (IIS ARR, Azure gateways)
+        "[2001:db8:1:2::{n}]:{port}",  # and IPv6 in brackets with a port: still one /64
+        "2001:db8:1:2::{n}",
+    ],
+)
+async def test_a_forwarded_address_is_counted_without_its_port(proxied_env: Env, forwarded: str) -> None:
+    """A source port changes with every connection: counted with it, each would get a fresh allowance."""
+    client = proxied_env.client
+    for n in range(1, 21):
+        headers = {"X-Forwarded-For": forwarded.format(n=n, port=40000 + n)}
+        form = {"principal": f"guess{n}", "password": "wrong"}
+        r = await client.post("/login", data=form, headers=headers, allow_redirects=False)
+        assert r.status == 401
+    headers = {"X-Forwarded-For": forwarded.format(n=99, port=50000)}
+    r = await client.post(
+        "/login", data={"principal": "alice", "password": PASSWORD}, headers=headers, allow_redirects=False
+    )
+    assert r.status == 429
