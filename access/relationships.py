@@ -132,11 +132,11 @@ CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEG
 """
 
 
-
 def is_principal_id(text: object) -> bool:
     """Whether ``text`` could name a principal: what is not may be refused before any database sees it
     (PostgreSQL cannot even hold a NUL in text)."""
     return isinstance(text, str) and _PRINCIPAL_ID.fullmatch(text) is not None
+
 
 class RelationshipError(ValueError):
     """A relationship that cannot be recorded (unknown party, wrong kind, bad period)."""

@@ -108,9 +108,7 @@ async def test_a_name_no_principal_can_have_is_a_wrong_pair(
     env: Env, caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
     """PostgreSQL cannot hold NUL in text: the name reached its query and failed there (a 500)."""
-    r = await env.client.post(
-        "/login", data={"principal": name, "password": PASSWORD}, allow_redirects=False
-    )
+    r = await env.client.post("/login", data={"principal": name, "password": PASSWORD}, allow_redirects=False)
     assert r.status == 401
     _no_traceback(caplog)
 
