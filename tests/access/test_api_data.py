@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 
 import polars as pl
 import pytest
@@ -341,12 +342,19 @@ async def test_metrics_are_for_this_machine_or_the_operator(env: Env) -> None:
 
     class Remote:
         remote = "192.0.2.7"
+        headers: Mapping[str, str] = MappingProxyType({})
 
     class Local:
         remote = "127.0.0.1"
+        headers: Mapping[str, str] = MappingProxyType({})
+
+    class Proxied:  # a client of a reverse proxy on this machine
+        remote = "127.0.0.1"
+        headers: Mapping[str, str] = MappingProxyType({"X-Forwarded-For": "192.0.2.7"})
 
     assert not from_this_machine(Remote())  # type: ignore[arg-type]
     assert from_this_machine(Local())  # type: ignore[arg-type]
+    assert not from_this_machine(Proxied())  # type: ignore[arg-type]
 
 
 async def test_pagination_with_windows_and_an_unaligned_start_matches_one_page(env: Env) -> None:
