@@ -222,7 +222,8 @@ async def series(request: web.Request) -> web.Response:
         """A live chart's answer when every part of it is current in this process (no await)."""
         if split is None or recent is None:
             return None
-        return live_reply(_live_parts_now(state, ask, fields, periods, split, version, recent))
+        parts = _live_chart(state, ask, fields, periods, split, version, recent).current_parts()
+        return live_reply(None if parts is None else _within_limit(parts, ask.limit))
 
     async def make_reply() -> Page:
         if split is not None and recent is not None:
@@ -338,21 +339,6 @@ async def _live_page(
             return None
         parts = (before, closed, [*after, live])
     return _within_limit(parts, ask.limit)
-
-
-def _live_parts_now(
-    state: AppState,
-    ask: SeriesAsk,
-    fields: tuple[str, ...],
-    periods: Periods,
-    cut: float,
-    version: int | None,
-    recent: dict[str, LiveAsk],
-) -> tuple[list[Page], Page, list[Page]] | None:
-    """What ``_live_page`` gives when every part is current in this process's cache, else None (then
-    ``_live_page`` makes what is missing): found without an await."""
-    parts = _live_chart(state, ask, fields, periods, cut, version, recent).current_parts()
-    return None if parts is None else _within_limit(parts, ask.limit)
 
 
 def _live_chart(

@@ -209,6 +209,23 @@ RANGE = {"start": "2026-06-01T00:00:00Z", "stop": "2026-06-02T00:00:00Z"}
 NEGAWATT = "xoom.negawatt"
 
 
+def move_in_carol(env: Env, at: float) -> None:
+    """Alice moves out of h1 at ``at`` and carol, a homeowner with a verified identity and a token for her
+    own data, moves in."""
+    rel = env.state.relationships
+    rel.unlink("alice", "h1", "homeowner", at=at)
+    rel.add_principal("carol", "homeowner", "Carol", [OWN])
+    rel.link("carol", "h1", "homeowner", since=at)
+    _, env.tokens["carol"] = env.state.tokens.create(
+        "carol",
+        [OWN],
+        frozenset({OWN}),
+        at=NOW - 60,
+        identity_verified_at=NOW - 60,
+        identity_method="documents",
+    )
+
+
 def add_dr_contractor(env: Env) -> None:
     """dr1 runs demand response for h1 under XOOM's joint use (1), with a token for it."""
     rel = RelationshipStore(env.db)

@@ -23,6 +23,7 @@ from tests.access.api_world import (
     STATS_HOUSEHOLDS,
     Env,
     api_policy,
+    move_in_carol,
     start_env,
     store_path,
 )
@@ -414,18 +415,7 @@ async def test_a_former_homeowner_asks_for_erasure_of_their_time_and_only_they_s
     """The right reaches the person's own data (access.erasure): Alice, who moved out of h1, may still
     ask (on main: refused, only the current homeowner could); Carol, who lives there now, does not see
     Alice's request, nor Alice hers."""
-    rel = env.state.relationships
-    rel.unlink("alice", "h1", "homeowner", at=NOW - 7200)
-    rel.add_principal("carol", "homeowner", "Carol", [OWN])
-    rel.link("carol", "h1", "homeowner", since=NOW - 7200)
-    _, env.tokens["carol"] = env.state.tokens.create(
-        "carol",
-        [OWN],
-        frozenset({OWN}),
-        at=NOW - 60,
-        identity_verified_at=NOW - 60,
-        identity_method="documents",
-    )
+    move_in_carol(env, NOW - 7200)
     url = "/api/v1/households/h1/erasure"
     r = await env.client.post(url, json={"categories": ["pv"]}, headers=env.auth("alice"))
     assert r.status == 202, await r.text()
@@ -453,17 +443,7 @@ async def test_the_answer_to_an_erasure_request_keeps_only_what_a_contract_of_th
     rel.add_contract("h1", "sobu_gas", "supply", since=NOW - 86400 * 30)
     (gas,) = [c for c in rel.contracts("h1") if c.company == "sobu_gas"]
     rel.end_contract(gas.id, at=moved)
-    rel.unlink("alice", "h1", "homeowner", at=moved)
-    rel.add_principal("carol", "homeowner", "Carol", [OWN])
-    rel.link("carol", "h1", "homeowner", since=moved)
-    _, env.tokens["carol"] = env.state.tokens.create(
-        "carol",
-        [OWN],
-        frozenset({OWN}),
-        at=NOW - 60,
-        identity_verified_at=NOW - 60,
-        identity_method="documents",
-    )
+    move_in_carol(env, moved)
     url = "/api/v1/households/h1/erasure"
     answers = {}
     for who in ("carol", "alice"):

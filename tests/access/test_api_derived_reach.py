@@ -37,6 +37,7 @@ from tests.access.api_world import (
     Env,
     add_dr_contractor,
     api_policy,
+    move_in_carol,
     start_env,
 )
 from tests.access.test_api_items import negawatt_store
@@ -53,18 +54,7 @@ async def env(tmp_path: Path, negawatt_store: Path, api_policy: Policy) -> Async
     shutil.copy(negawatt_store, store)
     async for e in start_env(tmp_path, store, api_policy):
         add_dr_contractor(e)
-        rel = e.state.relationships
-        rel.unlink("alice", "h1", "homeowner", at=MOVED.timestamp())
-        rel.add_principal("carol", "homeowner", "Carol", [OWN])
-        rel.link("carol", "h1", "homeowner", since=MOVED.timestamp())
-        _, e.tokens["carol"] = e.state.tokens.create(
-            "carol",
-            [OWN],
-            rel.principal("carol").purposes,
-            at=NOW - 60,
-            identity_verified_at=NOW - 60,
-            identity_method="documents",
-        )
+        move_in_carol(e, MOVED.timestamp())
         yield e
 
 

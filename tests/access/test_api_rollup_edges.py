@@ -24,7 +24,17 @@ import pytest
 from access.compiler import Policy
 from pipeline.retention import RetentionPolicy, run_retention
 from pipeline.sqlite_store import SQLiteStore
-from tests.access.api_world import DAY, NOW, OWN, RANGE, SERIES, Env, api_policy, start_env, store_path
+from tests.access.api_world import (
+    DAY,
+    OWN,
+    RANGE,
+    SERIES,
+    Env,
+    api_policy,
+    move_in_carol,
+    start_env,
+    store_path,
+)
 
 __all__ = ["api_policy", "store_path"]
 MOVED = DAY + timedelta(hours=12, minutes=10)  # alice moved out of h1, carol moved in
@@ -43,18 +53,7 @@ async def env(tmp_path: Path, store_path: Path, api_policy: Policy) -> AsyncIter
 
     await asyncio.get_running_loop().run_in_executor(None, asyncio.run, expire())
     async for e in start_env(tmp_path, store, api_policy):
-        rel = e.state.relationships
-        rel.unlink("alice", "h1", "homeowner", at=MOVED.timestamp())
-        rel.add_principal("carol", "homeowner", "Carol", [OWN])
-        rel.link("carol", "h1", "homeowner", since=MOVED.timestamp())
-        _, e.tokens["carol"] = e.state.tokens.create(
-            "carol",
-            [OWN],
-            frozenset({OWN}),
-            at=NOW - 60,
-            identity_verified_at=NOW - 60,
-            identity_method="documents",
-        )
+        move_in_carol(e, MOVED.timestamp())
         yield e
 
 

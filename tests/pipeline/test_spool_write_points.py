@@ -19,6 +19,7 @@ import pytest
 from pipeline import spool as spool_module
 from pipeline.points import Point
 from pipeline.spool import Spool, SpoolWriteFailed
+from tests.pipeline.test_spool_disk import drain
 
 
 def batch(k: int, n: int = 3) -> list[Point]:
@@ -33,15 +34,6 @@ def batch(k: int, n: int = 3) -> list[Point]:
         )
         for i in range(n)
     ]
-
-
-def drain(spool: Spool) -> list[list[Point]]:
-    out = []
-    while (found := spool.peek_record()) is not None:
-        record, points = found
-        out.append(points)
-        assert spool.commit(record)
-    return out
 
 
 def _is_dir_fd(fd: int, *_: Any) -> bool:
