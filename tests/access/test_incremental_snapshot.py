@@ -98,7 +98,8 @@ def test_incremental_changes_decide_as_a_whole_rebuild_and_the_reference(
         assert authz.builds["whole"] == 1, authz.builds  # never read whole again: kinds are fixed
 
     one()
-    assert tally["allowed"] > 0.03 * tally["requests"] and tally["changed_principals"] > WORLDS, tally
+    # Not vacuous: some requests allowed (about 3% of them since the dr contractors lost `equipment`).
+    assert tally["allowed"] > 0.015 * tally["requests"] and tally["changed_principals"] > WORLDS, tally
 
 
 def unnumbered(fact: object) -> str:
